@@ -1,0 +1,20 @@
+//! Shared building blocks of Scalable: everything the broker, the agent and the CLI
+//! must agree on.
+//!
+//! - [`protocol`]: the messages on the wire and their versions.
+//! - [`frame`]: length-prefixed, size-capped postcard frames over QUIC streams.
+//! - [`tls`]: the broker's self-signed certificate, fingerprint pinning, QUIC configs.
+//! - [`access`]: the state dir, `access.json`, `agent.token`, token hashing.
+//! - [`workflow`]: workflow YAML: parsing with spans, validation, task templates.
+//! - [`resources`]: partitionable resource bundles.
+//! - [`units`]: sizes and durations as users write them.
+//! - [`exit`]: exit codes of every binary.
+
+pub mod access;
+pub mod exit;
+pub mod frame;
+pub mod protocol;
+pub mod resources;
+pub mod tls;
+pub mod units;
+pub mod workflow;

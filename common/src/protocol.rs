@@ -1,0 +1,440 @@
+//! The wire protocol between broker, agents and the CLI (SPEC §2, §13).
+//!
+//! Every message is a postcard-encoded value inside a length-prefixed frame
+//! (see [`crate::frame`]). The major version is in the ALPN id, so incompatible
+//! peers fail during the TLS handshake, and again in the first message (`Hello`),
+//! so a peer that got past ALPN still hears a clear refusal. Enums here are only
+//! ever appended to within one protocol version.
+//!
+//! Connection shape: the connecting side opens one bidirectional stream and sends
+//! `Hello`; the broker answers `HelloReply`. An agent then keeps that stream as
+//! its control channel (`ToAgent` one way, `FromAgent` the other). The CLI sends
+//! one `Request` per further bidirectional stream and reads one `Response`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::resources::Resources;
+use crate::workflow::WorkflowDef;
+
+/// Bumped on every incompatible change of any message in this file.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The ALPN id carries the major protocol version.
+pub const ALPN: &[u8] = b"scalable/1";
+/// Default size cap of one frame (SPEC §2): 16 MiB.
+pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
+/// Default UDP port of the broker.
+pub const DEFAULT_PORT: u16 = 7420;
+
+pub type RunId = u64;
+pub type JobId = u64;
+pub type TaskId = u64;
+pub type AttemptId = u64;
+pub type AgentId = u64;
+
+/// First message on a connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Hello {
+    Agent(AgentHello),
+    Cli(CliHello),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentHello {
+    pub protocol: u16,
+    pub agent_version: String,
+    pub token: String,
+    pub name: String,
+    pub hostname: String,
+    pub resources: Resources,
+    pub tags: Vec<String>,
+    /// Container runtime the agent found (`podman`, `apptainer`, ...), if any.
+    pub runtime: Option<String>,
+    /// Milliseconds the agent will still live (`--lifetime`), if bounded.
+    pub lifetime_ms: Option<u64>,
+    /// Attempts this agent is still running or holds unacknowledged results for,
+    /// so a restarted broker can let it reclaim them (SPEC §5).
+    pub held_attempts: Vec<AttemptId>,
+    /// Provider-given pilot id (`SCALABLE_PILOT_ID`), when a provider started it.
+    pub pilot_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CliHello {
+    pub protocol: u16,
+    pub cli_version: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HelloReply {
+    Welcome {
+        agent_id: AgentId,
+        heartbeat_interval_ms: u64,
+    },
+    /// Why the broker refused; the connection is closed after this.
+    Refused { reason: String },
+}
+
+/// One task as an agent runs it: everything needed, nothing to look up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignment {
+    pub attempt: AttemptId,
+    pub task: TaskId,
+    pub run: RunId,
+    /// 1 for the first attempt of the task, 2 for the next, ...
+    pub attempt_number: u32,
+    pub argv: Vec<String>,
+    /// Extra environment on top of the agent's own.
+    pub env: Vec<(String, String)>,
+    /// Working directory; relative paths are relative to the agent's own cwd.
+    pub cwd: String,
+    pub resources: Resources,
+    pub walltime_ms: Option<u64>,
+    /// Declared outputs (paths relative to `cwd`) that must exist after exit 0.
+    pub outputs: Vec<String>,
+}
+
+/// Broker → agent on the control stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToAgent {
+    /// New work. The agent queues what does not fit yet and starts it when it does.
+    Assign(Vec<Assignment>),
+    /// These results are committed; the agent may forget them.
+    Ack(Vec<AttemptId>),
+    /// Stop these attempts (run or task cancelled); report them as `Cancelled`.
+    Cancel(Vec<AttemptId>),
+    /// Give back these queued, not yet started attempts (`Returned`), e.g. to rebalance.
+    Return(Vec<AttemptId>),
+    /// Leave: finish nothing new, report and exit.
+    Shutdown { reason: String },
+}
+
+/// Agent → broker on the control stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FromAgent {
+    /// Attempts that started, with their start time, and attempts that ended.
+    /// Batched: one message carries whatever accumulated since the last one.
+    Events {
+        started: Vec<Started>,
+        finished: Vec<AttemptResult>,
+    },
+    Heartbeat {
+        running: u32,
+        queued: u32,
+    },
+    /// The agent leaves (idle timeout, lifetime, SIGTERM); attempts it did not run
+    /// are reported before this as `Drained`.
+    Leaving { reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub attempt: AttemptId,
+    /// Unix time in microseconds, agent clock.
+    pub at_us: u64,
+}
+
+/// Every way an attempt can end (STYLE habit 5). Retry accounting follows from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptEnd {
+    /// The process exited with this code. Exit 0 with all outputs present is success.
+    Exited { code: i32 },
+    /// The process was killed by this signal (not by us).
+    Signalled { signal: i32 },
+    /// Exceeded its walltime; SIGTERM then SIGKILL.
+    TimedOut,
+    /// Exceeded its memory request by more than the margin; killed.
+    OutOfMemory,
+    /// Could not be started (no such program, bad cwd, ...).
+    SpawnFailed { error: String },
+    /// Exited 0 but declared outputs are missing.
+    OutputsMissing { missing: Vec<String> },
+    /// The agent was lost while the attempt ran (set by the broker).
+    AgentLost,
+    /// The agent drained (SIGTERM, lifetime) and handed the attempt back.
+    Drained,
+    /// Stopped because the run or task was cancelled.
+    Cancelled,
+    /// Given back unstarted at the broker's request.
+    Returned,
+}
+
+impl AttemptEnd {
+    pub fn is_success(&self) -> bool {
+        matches!(self, AttemptEnd::Exited { code: 0 })
+    }
+
+    /// Whether ending this way uses up one of the task's `retries`. Losses that are
+    /// not the task's fault (agent lost, drained, returned) do not.
+    pub fn spends_retry(&self) -> bool {
+        match self {
+            AttemptEnd::Exited { code } => *code != 0,
+            AttemptEnd::Signalled { .. }
+            | AttemptEnd::TimedOut
+            | AttemptEnd::OutOfMemory
+            | AttemptEnd::SpawnFailed { .. }
+            | AttemptEnd::OutputsMissing { .. } => true,
+            AttemptEnd::AgentLost
+            | AttemptEnd::Drained
+            | AttemptEnd::Cancelled
+            | AttemptEnd::Returned => false,
+        }
+    }
+
+    /// The reason class shown by `analyze` and stored with the attempt.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AttemptEnd::Exited { code: 0 } => "SUCCESS",
+            AttemptEnd::Exited { .. } => "EXIT_CODE",
+            AttemptEnd::Signalled { .. } => "SIGNAL",
+            AttemptEnd::TimedOut => "TIMEOUT",
+            AttemptEnd::OutOfMemory => "MEMORY_EXHAUSTION",
+            AttemptEnd::SpawnFailed { .. } => "SPAWN_FAILED",
+            AttemptEnd::OutputsMissing { .. } => "OUTPUTS_MISSING",
+            AttemptEnd::AgentLost => "AGENT_LOST",
+            AttemptEnd::Drained => "DRAINED",
+            AttemptEnd::Cancelled => "CANCELLED",
+            AttemptEnd::Returned => "RETURNED",
+        }
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            AttemptEnd::Exited { code } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// What an agent reports when an attempt ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptResult {
+    pub attempt: AttemptId,
+    pub end: AttemptEnd,
+    /// Unix microseconds, agent clock; 0 if it never started.
+    pub started_at_us: u64,
+    pub ended_at_us: u64,
+    pub peak_rss_bytes: u64,
+    /// User + system cpu time of the process tree.
+    pub cpu_time_us: u64,
+    /// The last bytes of stdout / stderr (bounded, see the agent's executor).
+    pub stdout_tail: Vec<u8>,
+    pub stderr_tail: Vec<u8>,
+    /// Total bytes the task wrote to stdout / stderr.
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+// ---------------------------------------------------------------- CLI requests
+
+/// How the CLI names a run: its id or `last`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunRef {
+    Id(RunId),
+    Last,
+}
+
+/// How the CLI names a task: `RUN/JOB/INDEX` or a task id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskRef {
+    Id(TaskId),
+    Path {
+        run: RunRef,
+        job: String,
+        index: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    pub workflow: WorkflowDef,
+    /// Where tasks run unless a job sets `workdir:` (the directory of `submit`).
+    pub cwd: String,
+    /// The file it came from, for messages (`-` for quick submit).
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    Submit(SubmitRequest),
+    Status { run: Option<RunRef> },
+    Cancel { run: Option<RunRef>, task: Option<TaskRef> },
+    Agents,
+    Stats { run: RunRef },
+    Analyze { run: RunRef },
+    Logs { task: TaskRef, attempt: Option<u32> },
+    /// Stop the broker (tests and the demo); answered before it stops.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Submitted { run: RunId, tasks: u64 },
+    Status(Vec<RunStatus>),
+    Cancelled { tasks: u64 },
+    Agents(Vec<AgentInfo>),
+    Stats(RunStats),
+    Analyze(RunAnalysis),
+    Logs(TaskLogs),
+    ShuttingDown,
+    /// A refusal with the exit code the CLI should use (2 bad input, 1 failed check).
+    Error { message: String, exit_code: i32 },
+}
+
+/// Per-state task counts (pegasus-status columns).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub waiting: u64,
+    pub ready: u64,
+    pub assigned: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub cached: u64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.waiting
+            + self.ready
+            + self.assigned
+            + self.running
+            + self.succeeded
+            + self.failed
+            + self.cancelled
+            + self.cached
+    }
+    pub fn done(&self) -> u64 {
+        self.succeeded + self.failed + self.cancelled + self.cached
+    }
+    pub fn add(&mut self, o: &Counts) {
+        self.waiting += o.waiting;
+        self.ready += o.ready;
+        self.assigned += o.assigned;
+        self.running += o.running;
+        self.succeeded += o.succeeded;
+        self.failed += o.failed;
+        self.cancelled += o.cancelled;
+        self.cached += o.cached;
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub name: String,
+    pub tag: Option<String>,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub run: RunId,
+    pub name: String,
+    /// `running`, `succeeded`, `failed`, `cancelled`.
+    pub state: String,
+    pub submitted_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub counts: Counts,
+    pub jobs: Vec<JobStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: AgentId,
+    pub name: String,
+    pub hostname: String,
+    pub tags: Vec<String>,
+    pub resources: Resources,
+    pub free: Resources,
+    pub running: u32,
+    pub queued: u32,
+    pub connected_at_ms: u64,
+    pub completed: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobStats {
+    pub name: String,
+    pub tasks: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub incomplete: u64,
+    pub retries: u64,
+    pub attempts: u64,
+    pub wall_time_ms: u64,
+    pub badput_ms: u64,
+    pub min_ms: u64,
+    pub mean_ms: u64,
+    pub max_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunStats {
+    pub run: RunId,
+    pub name: String,
+    pub state: String,
+    pub tasks: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub cached: u64,
+    pub incomplete: u64,
+    pub retries: u64,
+    pub attempts: u64,
+    /// From submit to the end of the last task (or now).
+    pub workflow_wall_time_ms: u64,
+    /// Sum of attempt durations.
+    pub cumulative_wall_time_ms: u64,
+    /// Wall time of failed and lost attempts.
+    pub badput_ms: u64,
+    pub jobs: Vec<JobStats>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub attempt_number: u32,
+    pub class: String,
+    pub exit_code: Option<i32>,
+    pub detail: String,
+    pub agent: String,
+    pub host: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailedTask {
+    pub task: TaskId,
+    /// `RUN/JOB/INDEX`.
+    pub path: String,
+    pub state: String,
+    pub reason: String,
+    pub argv: Vec<String>,
+    pub attempts: Vec<FailedAttempt>,
+    pub stderr_tail: String,
+    pub stdout_tail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunAnalysis {
+    pub run: RunId,
+    pub name: String,
+    pub state: String,
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub unfinished: u64,
+    pub failed_tasks: Vec<FailedTask>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskLogs {
+    pub task: TaskId,
+    pub path: String,
+    pub attempt_number: u32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
