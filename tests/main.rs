@@ -1,1 +1,12 @@
+//! The one integration-test binary (STYLE habit 8). Every test starts a real
+//! broker and real agents on loopback (port 0, a fresh state dir each) and
+//! drives them through the real `scalable` CLI. Nothing is mocked.
 
+mod support;
+
+mod auth;
+mod cli;
+mod dag;
+mod failures;
+mod packing;
+mod submit_errors;

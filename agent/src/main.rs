@@ -1,1 +1,220 @@
-fn main(){}
+//! `scalable-agent`: the pilot. Dials out to a broker and runs what it is given.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use scalable_agent::resources;
+use scalable_agent::session::{self, AgentConfig, Exit};
+use scalable_common::access::AgentTokenFile;
+use scalable_common::exit::ExitCode;
+use scalable_common::units::{parse_duration_ms, parse_size_bytes};
+
+#[derive(Parser, Debug)]
+#[command(name = "scalable-agent", version, about = "The Scalable pilot agent")]
+struct Args {
+    /// The broker, HOST:PORT (default: the address in the token file).
+    #[arg(short = 'c', long = "connect", env = "SCALABLE_BROKER")]
+    connect: Option<String>,
+    /// File with `address fingerprint token`, as the broker writes it.
+    #[arg(long, env = "SCALABLE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The agent token (prefer --token-file or the env var: flags show in `ps`).
+    #[arg(long, env = "SCALABLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// SHA-256 fingerprint of the broker's certificate.
+    #[arg(long, env = "SCALABLE_FINGERPRINT")]
+    fingerprint: Option<String>,
+    /// Tags this agent serves (comma-separated); none = a generic pool.
+    #[arg(long, env = "SCALABLE_TAGS", value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Cpus to offer, or `auto`.
+    #[arg(long, env = "SCALABLE_CPUS", default_value = "auto")]
+    cpus: String,
+    /// Memory to offer (e.g. 16G), or `auto`.
+    #[arg(long, env = "SCALABLE_MEMORY", default_value = "auto")]
+    memory: String,
+    /// Gpus to offer, or `auto`.
+    #[arg(long, env = "SCALABLE_GPUS", default_value = "auto")]
+    gpus: String,
+    /// Leave after this long with nothing to run (e.g. 5m).
+    #[arg(long, env = "SCALABLE_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
+    /// Leave after this long in all (e.g. 4h).
+    #[arg(long, env = "SCALABLE_LIFETIME")]
+    lifetime: Option<String>,
+    /// Where task output files live (default: a fresh dir under $TMPDIR).
+    #[arg(long, env = "SCALABLE_WORKDIR")]
+    workdir: Option<PathBuf>,
+    /// This agent's name (default: host-pid).
+    #[arg(long, env = "SCALABLE_NAME")]
+    name: Option<String>,
+    /// Benchmark mode: complete every task at once without running it. For
+    /// measuring the broker alone; never use it for real work.
+    #[arg(long)]
+    noop: bool,
+    /// Give up if the broker cannot be reached for this long (e.g. 60s).
+    #[arg(long, env = "SCALABLE_CONNECT_TIMEOUT", default_value = "60s")]
+    connect_timeout: String,
+}
+
+fn fail(code: ExitCode, msg: String) -> std::process::ExitCode {
+    eprintln!("error: {msg}");
+    code.into()
+}
+
+fn auto_or<T>(
+    v: &str,
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    if v == "auto" {
+        Ok(None)
+    } else {
+        parse(v)
+            .map(Some)
+            .map_err(|e| format!("--{what} {v:?}: {e}"))
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    scalable_common::panic::install_bug_hook();
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SCALABLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let from_file = match &args.token_file {
+        Some(p) => match AgentTokenFile::load(p) {
+            Ok(t) => Some(t),
+            Err(e) => return fail(ExitCode::BadInput, e.to_string()),
+        },
+        None => None,
+    };
+    let broker = args
+        .connect
+        .clone()
+        .or_else(|| from_file.as_ref().map(|t| t.address.clone()));
+    let token = args
+        .token
+        .clone()
+        .or_else(|| from_file.as_ref().map(|t| t.token.clone()));
+    let fingerprint = args
+        .fingerprint
+        .clone()
+        .or_else(|| from_file.as_ref().map(|t| t.fingerprint.clone()));
+    let (Some(broker), Some(token), Some(fingerprint)) = (broker, token, fingerprint) else {
+        return fail(
+            ExitCode::BadInput,
+            "need the broker address, token and fingerprint (hint: --token-file .scalable/agent.token, or -c HOST:PORT --token T --fingerprint FP)".into(),
+        );
+    };
+    let fingerprint = match scalable_common::tls::parse_fingerprint(&fingerprint) {
+        Ok(f) => f,
+        Err(e) => return fail(ExitCode::BadInput, format!("--fingerprint: {e}")),
+    };
+    let parsed = (|| -> Result<_, String> {
+        let cpus = auto_or(&args.cpus, "cpus", |s| {
+            s.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| "expected a positive whole number or auto".to_string())
+        })?;
+        let memory = auto_or(&args.memory, "memory", |s| {
+            parse_size_bytes(s).map_err(|e| e.to_string())
+        })?;
+        let gpus = auto_or(&args.gpus, "gpus", |s| {
+            s.parse::<u32>()
+                .map_err(|_| "expected a whole number or auto".to_string())
+        })?;
+        let dur = |v: &Option<String>, what: &str| -> Result<Option<Duration>, String> {
+            v.as_deref()
+                .map(|s| {
+                    parse_duration_ms(s)
+                        .map(Duration::from_millis)
+                        .map_err(|e| format!("--{what}: {e}"))
+                })
+                .transpose()
+        };
+        let idle = dur(&args.idle_timeout, "idle-timeout")?;
+        let life = dur(&args.lifetime, "lifetime")?;
+        let connect =
+            dur(&Some(args.connect_timeout.clone()), "connect-timeout")?.unwrap_or_default();
+        Ok((cpus, memory, gpus, idle, life, connect))
+    })();
+    let (cpus, memory, gpus, idle_timeout, lifetime, connect_timeout) = match parsed {
+        Ok(p) => p,
+        Err(e) => return fail(ExitCode::BadInput, e),
+    };
+    let detected = resources::detect(cpus, memory, gpus);
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{hostname}-{}", std::process::id()));
+    let workdir = args.workdir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("scalable-agent-{}", std::process::id()))
+    });
+    if let Err(e) = std::fs::create_dir_all(&workdir) {
+        return fail(
+            ExitCode::BadInput,
+            format!("cannot create the work dir {}: {e}", workdir.display()),
+        );
+    }
+    let mut tags = args.tags.clone();
+    tags.retain(|t| !t.trim().is_empty());
+    tracing::info!(
+        "agent {name}: {} ({}), tags [{}]{}",
+        detected.resources,
+        detected.source,
+        tags.join(","),
+        if args.noop {
+            ", NOOP benchmark mode"
+        } else {
+            ""
+        }
+    );
+    let cfg = AgentConfig {
+        broker,
+        fingerprint,
+        token,
+        name,
+        hostname,
+        resources: detected.resources,
+        tags,
+        idle_timeout,
+        lifetime,
+        workdir: workdir.clone(),
+        noop: args.noop,
+        connect_timeout,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(
+                ExitCode::Failed,
+                format!("cannot start the async runtime: {e}"),
+            )
+        }
+    };
+    let exit = rt.block_on(session::run(cfg));
+    if args.workdir.is_none() {
+        let _ = std::fs::remove_dir_all(&workdir);
+    }
+    match exit {
+        Exit::Done(why) => {
+            tracing::info!("agent leaving: {why}");
+            ExitCode::Ok.into()
+        }
+        Exit::Refused(m) | Exit::Unreachable(m) => fail(ExitCode::Unreachable, m),
+    }
+}

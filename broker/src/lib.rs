@@ -1,1 +1,19 @@
+//! The Scalable broker and the user CLI.
+//!
+//! Layout (see ARCHITECTURE.md for the whole map):
+//! - [`core`]: the sans-IO state machine: runs, jobs, tasks, agents, scheduling.
+//! - [`store`]: SQLite, one writer thread, commit-then-send.
+//! - [`server`]: the async shell: QUIC, clock, store and core wired together.
+//! - [`submit`]: turns a submitted workflow into a plan for the core.
+//! - [`local`]: the minimal local provider (agent processes on this host).
+//! - [`client`], [`cli`], [`cli_error`], [`output`]: the `scalable` CLI.
 
+pub mod cli;
+pub mod cli_error;
+pub mod client;
+pub mod core;
+pub mod local;
+pub mod output;
+pub mod server;
+pub mod store;
+pub mod submit;

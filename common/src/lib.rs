@@ -5,7 +5,8 @@
 //! - [`frame`]: length-prefixed, size-capped postcard frames over QUIC streams.
 //! - [`tls`]: the broker's self-signed certificate, fingerprint pinning, QUIC configs.
 //! - [`access`]: the state dir, `access.json`, `agent.token`, token hashing.
-//! - [`workflow`]: workflow YAML: parsing with spans, validation, task templates.
+//! - [`workflow`]: workflow YAML: parsing with spans, validation.
+//! - [`template`]: minijinja task templates (argv, outputs, env), compiled once per job.
 //! - [`resources`]: partitionable resource bundles.
 //! - [`units`]: sizes and durations as users write them.
 //! - [`exit`]: exit codes of every binary.
@@ -13,8 +14,10 @@
 pub mod access;
 pub mod exit;
 pub mod frame;
+pub mod panic;
 pub mod protocol;
 pub mod resources;
+pub mod template;
 pub mod tls;
 pub mod units;
 pub mod workflow;

@@ -124,7 +124,9 @@ pub enum FromAgent {
     },
     /// The agent leaves (idle timeout, lifetime, SIGTERM); attempts it did not run
     /// are reported before this as `Drained`.
-    Leaving { reason: String },
+    Leaving {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,28 +259,48 @@ pub struct SubmitRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     Submit(SubmitRequest),
-    Status { run: Option<RunRef> },
-    Cancel { run: Option<RunRef>, task: Option<TaskRef> },
+    Status {
+        run: Option<RunRef>,
+    },
+    Cancel {
+        run: Option<RunRef>,
+        task: Option<TaskRef>,
+    },
     Agents,
-    Stats { run: RunRef },
-    Analyze { run: RunRef },
-    Logs { task: TaskRef, attempt: Option<u32> },
+    Stats {
+        run: RunRef,
+    },
+    Analyze {
+        run: RunRef,
+    },
+    Logs {
+        task: TaskRef,
+        attempt: Option<u32>,
+    },
     /// Stop the broker (tests and the demo); answered before it stops.
     Shutdown,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
-    Submitted { run: RunId, tasks: u64 },
+    Submitted {
+        run: RunId,
+        tasks: u64,
+    },
     Status(Vec<RunStatus>),
-    Cancelled { tasks: u64 },
+    Cancelled {
+        tasks: u64,
+    },
     Agents(Vec<AgentInfo>),
     Stats(RunStats),
     Analyze(RunAnalysis),
     Logs(TaskLogs),
     ShuttingDown,
     /// A refusal with the exit code the CLI should use (2 bad input, 1 failed check).
-    Error { message: String, exit_code: i32 },
+    Error {
+        message: String,
+        exit_code: i32,
+    },
 }
 
 /// Per-state task counts (pegasus-status columns).

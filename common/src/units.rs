@@ -109,7 +109,7 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, UnitError> {
         _ => return Err(hint()),
     };
     let ms = value * mult;
-    if !ms.is_finite() || ms < 0.0 || ms > 1e15 {
+    if !ms.is_finite() || !(0.0..=1e15).contains(&ms) {
         return Err(hint());
     }
     Ok(ms.round() as u64)

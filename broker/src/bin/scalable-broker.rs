@@ -1,1 +1,99 @@
-fn main(){}
+//! `scalable-broker`: holds workflows and state, serves agents and the CLI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use scalable_broker::core::CoreConfig;
+use scalable_broker::server::{self, BrokerConfig};
+use scalable_common::exit::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "scalable-broker", version, about = "The Scalable broker")]
+struct Args {
+    /// State directory (certificate, tokens, access.json, database).
+    #[arg(long, env = "SCALABLE_STATE_DIR", default_value = ".scalable")]
+    state_dir: PathBuf,
+    /// UDP address to serve QUIC on.
+    #[arg(long, env = "SCALABLE_LISTEN", default_value = "0.0.0.0:7420")]
+    listen: SocketAddr,
+    /// Host name agents and the CLI use to reach this broker.
+    #[arg(long, env = "SCALABLE_ADVERTISE")]
+    advertise: Option<String>,
+    /// Start this many local agents (a laptop needs nothing else).
+    #[arg(long, env = "SCALABLE_LOCAL_AGENTS", default_value_t = 0)]
+    local_agents: u32,
+    /// Cpus of each local agent (default: the host's cpus divided among them).
+    #[arg(long)]
+    local_agent_cpus: Option<u32>,
+    /// Extra arguments for each local agent (e.g. --local-agent-arg=--noop).
+    #[arg(long = "local-agent-arg", allow_hyphen_values = true)]
+    local_agent_args: Vec<String>,
+    /// The scalable-agent binary for local agents.
+    #[arg(long, env = "SCALABLE_AGENT_EXE")]
+    agent_exe: Option<PathBuf>,
+    /// The manifest (scalable.yaml); with --target local it starts the target's agents.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// The manifest target whose agents this broker starts.
+    #[arg(long)]
+    target: Option<String>,
+    /// Seconds without a heartbeat before an agent is declared lost.
+    #[arg(long, default_value_t = 20)]
+    heartbeat_timeout: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    scalable_common::panic::install_bug_hook();
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SCALABLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if args.manifest.is_some() || args.target.is_some() {
+        eprintln!(
+            "error: --manifest/--target are not supported by this build yet (hint: use --local-agents N)"
+        );
+        return ExitCode::BadInput.into();
+    }
+    let local_agent_cpus = args.local_agent_cpus.or_else(|| {
+        (args.local_agents > 0).then(|| {
+            let host = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            (host / args.local_agents).max(1)
+        })
+    });
+    let cfg = BrokerConfig {
+        state_dir: args.state_dir,
+        listen: args.listen,
+        advertise_host: args.advertise,
+        local_agents: args.local_agents,
+        local_agent_cpus,
+        local_agent_args: args.local_agent_args,
+        agent_exe: args.agent_exe,
+        core: CoreConfig {
+            heartbeat_timeout_ms: args.heartbeat_timeout * 1000,
+            ..CoreConfig::default()
+        },
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::Failed.into();
+        }
+    };
+    match rt.block_on(server::run(cfg)) {
+        Ok(()) => ExitCode::Ok.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::Failed.into()
+        }
+    }
+}

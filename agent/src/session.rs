@@ -1,0 +1,522 @@
+//! The agent's life: dial out to the broker, say hello, then pull work, run it
+//! through the [`Executor`] as resources allow, report results in batches until
+//! they are acknowledged, and leave on idle timeout, lifetime, SIGTERM or
+//! the broker's word.
+//!
+//! Single-threaded (a current-thread runtime) on purpose: the cores belong to
+//! the tasks. Processes are reaped on the executor's own thread.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::protocol::{
+    AgentHello, Assignment, AttemptEnd, AttemptId, AttemptResult, FromAgent, Hello, HelloReply,
+    Started, ToAgent, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
+};
+use scalable_common::resources::Resources;
+use scalable_common::tls;
+use tokio::sync::mpsc;
+
+use crate::executor::{ExecConfig, ExecEvent, Executor};
+
+/// Results kept for a broker that is away, at most.
+const UNACKED_RESULTS_MAX: usize = 1_000_000;
+/// Reconnect backoff bounds.
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Results per `Events` message at most, to stay well under the frame cap.
+const RESULTS_PER_MESSAGE_MAX: usize = 2_000;
+/// Bytes of results per `Events` message, about; half the frame cap.
+const MESSAGE_BYTES_BUDGET: usize = MESSAGE_BYTES_MAX / 2;
+
+/// What the agent was told on its command line.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub broker: String,
+    pub fingerprint: [u8; 32],
+    pub token: String,
+    pub name: String,
+    pub hostname: String,
+    pub resources: Resources,
+    pub tags: Vec<String>,
+    pub idle_timeout: Option<Duration>,
+    pub lifetime: Option<Duration>,
+    pub workdir: PathBuf,
+    pub noop: bool,
+    /// How long to keep trying to reach the broker before giving up.
+    pub connect_timeout: Duration,
+}
+
+/// How the agent ended, for the exit code.
+#[derive(Debug)]
+pub enum Exit {
+    /// Left normally (idle, lifetime, drained, broker said so).
+    Done(String),
+    /// The broker refused us (token, version): exit 3.
+    Refused(String),
+    /// Could not reach the broker in time: exit 3.
+    Unreachable(String),
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Work the agent holds: queued assignments, what runs, what awaits an ack.
+struct Work {
+    free: Resources,
+    queue: VecDeque<Assignment>,
+    running: HashMap<AttemptId, Resources>,
+    /// Results sent (or to send) and not yet acknowledged; resent on reconnect.
+    unacked: HashMap<AttemptId, AttemptResult>,
+    out_started: Vec<Started>,
+    out_finished: Vec<AttemptResult>,
+    last_busy: Instant,
+}
+
+impl Work {
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.running.is_empty()
+    }
+
+    fn finished(&mut self, r: AttemptResult) {
+        if let Some(res) = self.running.remove(&r.attempt) {
+            self.free.give(&res);
+        }
+        if self.unacked.len() < UNACKED_RESULTS_MAX {
+            self.unacked.insert(r.attempt, r.clone());
+        }
+        self.out_finished.push(r);
+        self.last_busy = Instant::now();
+    }
+
+    /// Starts queued assignments that fit, first-fit in queue order.
+    fn start_what_fits(&mut self, exec: &Executor, noop: bool) {
+        let mut i = 0;
+        while i < self.queue.len() {
+            if self.queue[i].resources.fits_in(&self.free) {
+                let a = self.queue.remove(i).expect("index checked");
+                if noop {
+                    // --noop: complete at once without spawning, to measure the broker.
+                    let now = unix_us();
+                    self.out_started.push(Started {
+                        attempt: a.attempt,
+                        at_us: now,
+                    });
+                    self.finished(AttemptResult {
+                        attempt: a.attempt,
+                        end: AttemptEnd::Exited { code: 0 },
+                        started_at_us: now,
+                        ended_at_us: now,
+                        peak_rss_bytes: 0,
+                        cpu_time_us: 0,
+                        stdout_tail: Vec::new(),
+                        stderr_tail: Vec::new(),
+                        stdout_bytes: 0,
+                        stderr_bytes: 0,
+                    });
+                    continue;
+                }
+                self.free.take(&a.resources);
+                self.running.insert(a.attempt, a.resources.clone());
+                exec.start(&a);
+                self.last_busy = Instant::now();
+            } else {
+                i += 1;
+            }
+            if self.free.cpus == 0 && !noop {
+                break;
+            }
+        }
+    }
+
+    fn unstarted_result(a: &Assignment, end: AttemptEnd) -> AttemptResult {
+        let now = unix_us();
+        AttemptResult {
+            attempt: a.attempt,
+            end,
+            started_at_us: 0,
+            ended_at_us: now,
+            peak_rss_bytes: 0,
+            cpu_time_us: 0,
+            stdout_tail: Vec::new(),
+            stderr_tail: Vec::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        }
+    }
+
+    /// Removes queued attempts named in `ids`, reporting them with `end`.
+    fn drop_queued(&mut self, ids: &[AttemptId], end: &AttemptEnd) -> Vec<AttemptId> {
+        let mut not_queued = Vec::new();
+        for id in ids {
+            if let Some(pos) = self.queue.iter().position(|a| a.attempt == *id) {
+                let a = self.queue.remove(pos).expect("position found");
+                let r = Self::unstarted_result(&a, end.clone());
+                self.finished(r);
+            } else {
+                not_queued.push(*id);
+            }
+        }
+        not_queued
+    }
+}
+
+/// Runs the agent until it leaves. Reconnects when the broker goes away.
+pub async fn run(cfg: AgentConfig) -> Exit {
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let exec = match Executor::new(
+        ExecConfig {
+            log_dir: cfg.workdir.clone(),
+            tail_bytes: 64 << 10,
+            output_bytes_max: 256 << 20,
+            kill_grace: Duration::from_secs(5),
+        },
+        ev_tx,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            return Exit::Done(format!(
+                "cannot set up the executor in {}: {e}",
+                cfg.workdir.display()
+            ))
+        }
+    };
+    let mut work = Work {
+        free: cfg.resources.clone(),
+        queue: VecDeque::new(),
+        running: HashMap::new(),
+        unacked: HashMap::new(),
+        out_started: Vec::new(),
+        out_finished: Vec::new(),
+        last_busy: Instant::now(),
+    };
+    let born = Instant::now();
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        Ok(s) => s,
+        Err(e) => return Exit::Done(format!("cannot install the SIGTERM handler: {e}")),
+    };
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    let mut first_failure: Option<Instant> = None;
+    let mut ever_connected = false;
+    let exit = loop {
+        let conn = match connect(&cfg, &work, born).await {
+            Ok(c) => c,
+            Err(ConnectError::Refused(m)) => break Exit::Refused(m),
+            Err(ConnectError::Retry(m)) => {
+                let since = *first_failure.get_or_insert_with(Instant::now);
+                if since.elapsed() > cfg.connect_timeout {
+                    break Exit::Unreachable(m);
+                }
+                if !ever_connected {
+                    tracing::info!("{m}; retrying in {backoff:?}");
+                } else {
+                    tracing::warn!("{m}; retrying in {backoff:?}");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = sigterm.recv() => break Exit::Done("SIGTERM while disconnected".into()),
+                }
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                // Keep collecting results of running tasks while away.
+                while let Ok(ev) = ev_rx.try_recv() {
+                    apply_exec_event(&mut work, ev);
+                }
+                continue;
+            }
+        };
+        ever_connected = true;
+        first_failure = None;
+        backoff = RECONNECT_BACKOFF_MIN;
+        match serve(&cfg, &exec, &mut work, conn, &mut ev_rx, &mut sigterm, born).await {
+            Served::Leave(why) => break Exit::Done(why),
+            Served::Lost(why) => {
+                tracing::warn!("lost the broker: {why}; reconnecting");
+                // Results go out again after reconnecting; the broker dedupes.
+                work.out_finished = work.unacked.values().cloned().collect();
+                continue;
+            }
+        }
+    };
+    exec.kill_all_now();
+    exit
+}
+
+fn apply_exec_event(work: &mut Work, ev: ExecEvent) {
+    match ev {
+        ExecEvent::Started(s) => work.out_started.push(s),
+        ExecEvent::Finished(r) => work.finished(r),
+    }
+}
+
+enum ConnectError {
+    Refused(String),
+    Retry(String),
+}
+
+struct Conn {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    heartbeat: Duration,
+    _endpoint: quinn::Endpoint,
+}
+
+async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, ConnectError> {
+    let addr = tokio::net::lookup_host(&cfg.broker)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            ConnectError::Retry(format!("cannot resolve broker address {}", cfg.broker))
+        })?;
+    let endpoint = tls::client_endpoint(&addr).map_err(|e| ConnectError::Retry(e.to_string()))?;
+    let conn = tls::connect(&endpoint, &cfg.broker, cfg.fingerprint)
+        .await
+        .map_err(|e| {
+            let m = e.to_string();
+            if m.contains("fingerprint") || m.contains("protocol version") {
+                ConnectError::Refused(m)
+            } else {
+                ConnectError::Retry(m)
+            }
+        })?;
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| ConnectError::Retry(format!("broker at {}: {e}", cfg.broker)))?;
+    let lifetime_ms = cfg
+        .lifetime
+        .map(|l| l.saturating_sub(born.elapsed()).as_millis() as u64);
+    let mut held: Vec<AttemptId> = work.running.keys().copied().collect();
+    held.extend(work.unacked.keys().copied());
+    let hello = Hello::Agent(AgentHello {
+        protocol: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        token: cfg.token.clone(),
+        name: cfg.name.clone(),
+        hostname: cfg.hostname.clone(),
+        resources: cfg.resources.clone(),
+        tags: cfg.tags.clone(),
+        runtime: None,
+        lifetime_ms,
+        held_attempts: held,
+        pilot_id: std::env::var("SCALABLE_PILOT_ID").ok(),
+    });
+    write_frame(&mut send, &hello)
+        .await
+        .map_err(|e| ConnectError::Retry(format!("broker at {}: {e}", cfg.broker)))?;
+    match read_frame::<_, HelloReply>(&mut recv, 64 << 10).await {
+        Ok(Some(HelloReply::Welcome {
+            agent_id,
+            heartbeat_interval_ms,
+        })) => {
+            tracing::info!("connected to {} as agent {agent_id}", cfg.broker);
+            Ok(Conn {
+                conn,
+                send,
+                recv,
+                heartbeat: Duration::from_millis(heartbeat_interval_ms.clamp(100, 60_000)),
+                _endpoint: endpoint,
+            })
+        }
+        Ok(Some(HelloReply::Refused { reason })) => Err(ConnectError::Refused(format!(
+            "broker at {} refused this agent: {reason}",
+            cfg.broker
+        ))),
+        Ok(None) => Err(ConnectError::Retry(format!(
+            "broker at {} closed the connection during the handshake",
+            cfg.broker
+        ))),
+        Err(e) => Err(ConnectError::Retry(format!(
+            "broker at {}: {e}",
+            cfg.broker
+        ))),
+    }
+}
+
+enum Served {
+    Leave(String),
+    Lost(String),
+}
+
+async fn serve(
+    cfg: &AgentConfig,
+    exec: &Executor,
+    work: &mut Work,
+    c: Conn,
+    ev_rx: &mut mpsc::UnboundedReceiver<ExecEvent>,
+    sigterm: &mut tokio::signal::unix::Signal,
+    born: Instant,
+) -> Served {
+    let Conn {
+        conn,
+        mut send,
+        mut recv,
+        heartbeat,
+        ..
+    } = c;
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Result<ToAgent, String>>();
+    // Reading on its own task keeps a half-read frame safe from `select!` cancellation.
+    let reader = tokio::spawn(async move {
+        loop {
+            match read_frame::<_, ToAgent>(&mut recv, MESSAGE_BYTES_MAX).await {
+                Ok(Some(m)) => {
+                    if in_tx.send(Ok(m)).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    let _ = in_tx.send(Err("the broker closed the connection".into()));
+                    break;
+                }
+                Err(e) => {
+                    let _ = in_tx.send(Err(e.to_string()));
+                    break;
+                }
+            }
+        }
+    });
+    let mut hb = tokio::time::interval(heartbeat);
+    hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut draining: Option<String> = None;
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            ev = ev_rx.recv() => {
+                let Some(ev) = ev else { break Served::Leave("executor stopped".into()) };
+                apply_exec_event(work, ev);
+                while let Ok(ev) = ev_rx.try_recv() {
+                    apply_exec_event(work, ev);
+                }
+                if draining.is_none() {
+                    work.start_what_fits(exec, cfg.noop);
+                }
+            }
+            msg = in_rx.recv() => {
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => break Served::Lost(e),
+                    None => break Served::Lost("connection reader stopped".into()),
+                };
+                match msg {
+                    ToAgent::Assign(list) => {
+                        if draining.is_some() {
+                            let ids: Vec<AttemptId> = list.iter().map(|a| a.attempt).collect();
+                            work.queue.extend(list);
+                            work.drop_queued(&ids, &AttemptEnd::Drained);
+                        } else {
+                            work.queue.extend(list);
+                            work.start_what_fits(exec, cfg.noop);
+                        }
+                    }
+                    ToAgent::Ack(ids) => {
+                        for id in ids {
+                            work.unacked.remove(&id);
+                        }
+                    }
+                    ToAgent::Cancel(ids) => {
+                        for id in work.drop_queued(&ids, &AttemptEnd::Cancelled) {
+                            if work.running.contains_key(&id) {
+                                exec.stop(id, AttemptEnd::Cancelled);
+                            }
+                        }
+                    }
+                    ToAgent::Return(ids) => {
+                        work.drop_queued(&ids, &AttemptEnd::Returned);
+                    }
+                    ToAgent::Shutdown { reason } => {
+                        start_drain(work, exec, &mut draining, format!("broker asked: {reason}"));
+                    }
+                }
+            }
+            _ = hb.tick() => {
+                let msg = FromAgent::Heartbeat {
+                    running: work.running.len() as u32,
+                    queued: work.queue.len() as u32,
+                };
+                if let Err(e) = write_frame(&mut send, &msg).await {
+                    break Served::Lost(e.to_string());
+                }
+                if draining.is_none() {
+                    if let Some(limit) = cfg.idle_timeout {
+                        if work.idle() && work.last_busy.elapsed() >= limit {
+                            start_drain(work, exec, &mut draining, format!("idle for {limit:?}"));
+                        }
+                    }
+                    if let Some(life) = cfg.lifetime {
+                        if born.elapsed() >= life {
+                            start_drain(work, exec, &mut draining, "lifetime reached".into());
+                        }
+                    }
+                }
+            }
+            _ = sigterm.recv() => {
+                start_drain(work, exec, &mut draining, "SIGTERM".into());
+            }
+        }
+        if let Err(e) = flush(&mut send, work).await {
+            break Served::Lost(e);
+        }
+        if let Some(why) = &draining {
+            if work.running.is_empty() && work.unacked.is_empty() {
+                break Served::Leave(why.clone());
+            }
+        }
+    };
+    if let Served::Leave(why) = &outcome {
+        let _ = write_frame(
+            &mut send,
+            &FromAgent::Leaving {
+                reason: why.clone(),
+            },
+        )
+        .await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+        conn.close(0u32.into(), b"agent leaving");
+    }
+    reader.abort();
+    outcome
+}
+
+/// Drain (SPEC §6): take nothing new, hand queued and running attempts back.
+fn start_drain(work: &mut Work, exec: &Executor, draining: &mut Option<String>, why: String) {
+    if draining.is_some() {
+        return;
+    }
+    tracing::info!("draining: {why}");
+    let queued: Vec<AttemptId> = work.queue.iter().map(|a| a.attempt).collect();
+    work.drop_queued(&queued, &AttemptEnd::Drained);
+    exec.stop_all(AttemptEnd::Drained);
+    *draining = Some(why);
+}
+
+/// Sends whatever started/finished since the last flush, in bounded messages.
+async fn flush(send: &mut quinn::SendStream, work: &mut Work) -> Result<(), String> {
+    while !work.out_started.is_empty() || !work.out_finished.is_empty() {
+        // Bounded by count and by bytes (log tails), far below the frame cap.
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < work.out_finished.len()
+            && n < RESULTS_PER_MESSAGE_MAX
+            && bytes < MESSAGE_BYTES_BUDGET
+        {
+            let r = &work.out_finished[n];
+            bytes += 256 + r.stdout_tail.len() + r.stderr_tail.len();
+            n += 1;
+        }
+        let finished: Vec<AttemptResult> = work.out_finished.drain(..n).collect();
+        let started = std::mem::take(&mut work.out_started);
+        write_frame(send, &FromAgent::Events { started, finished })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

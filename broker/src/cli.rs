@@ -1,0 +1,472 @@
+//! `scalable`, the user's CLI: argument parsing and one thin function per
+//! command. Each command builds a request, calls the broker through
+//! [`Client`], and prints through [`crate::output`] in text or JSON.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use scalable_common::exit::ExitCode;
+use scalable_common::protocol::{Request, Response, RunRef, RunStatus, SubmitRequest, TaskRef};
+use scalable_common::template::is_template as workflow_template;
+use scalable_common::units::{parse_duration_ms, parse_size_bytes};
+use scalable_common::workflow::{self, parse_range, quick_job, Items, WorkflowDef};
+
+use crate::cli_error::CliError;
+use crate::client::Client;
+use crate::output::{self, Progress};
+
+/// How often `wait` asks the broker for progress.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "scalable",
+    version,
+    about = "Submit and watch many-task workflows on a Scalable broker"
+)]
+pub struct Cli {
+    /// The broker's access file (default: $SCALABLE_ACCESS, then ./.scalable/access.json).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub access: Option<PathBuf>,
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Submit a workflow file, or a command with `-- CMD ARGS...` (quick submit).
+    Submit(SubmitArgs),
+    /// Task counts per job of one run, or of every run.
+    Status { run: Option<String> },
+    /// Wait for a run to finish; exit 0 iff every task succeeded (or was cached).
+    Wait { run: String },
+    /// Cancel a run (RUN) or one task (RUN/JOB/INDEX or a task id).
+    Cancel { target: String },
+    /// Print the stdout (or stderr) kept for a task's attempt.
+    Logs {
+        task: String,
+        #[arg(long)]
+        attempt: Option<u32>,
+        #[arg(long)]
+        stderr: bool,
+    },
+    /// The agents connected now.
+    Agents,
+    /// pegasus-statistics-like summary of a run.
+    Stats { run: String },
+    /// pegasus-analyzer-like report of a run's failures.
+    Analyze { run: String },
+}
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// The workflow YAML file (omit for quick submit).
+    pub file: Option<PathBuf>,
+    /// Wait for the run to finish and exit as `wait` does.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long)]
+    pub tag: Option<String>,
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    #[arg(long)]
+    pub memory: Option<String>,
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// Run the command once per index, e.g. 1-100 (`{{ index }}` in the command).
+    #[arg(long)]
+    pub array: Option<String>,
+    #[arg(long)]
+    pub retries: Option<u32>,
+    #[arg(long)]
+    pub walltime: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A feature stored with each task for the advisors (k=v, repeatable).
+    #[arg(long = "feature", value_name = "K=V")]
+    pub features: Vec<String>,
+    /// The command of a quick submit.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// Runs the CLI and returns the exit code. Every error is one line on stderr.
+pub fn main_with(cli: Cli) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::Failed.code();
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code.code(),
+        Err(e) => {
+            eprintln!("{e}");
+            e.code
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let json = cli.json;
+    let access = cli.access.as_deref();
+    match cli.command {
+        Command::Submit(args) => submit(access, json, args).await,
+        Command::Status { run } => {
+            let client = Client::connect(access).await?;
+            let run = run.as_deref().map(parse_run).transpose()?;
+            let Response::Status(runs) = client.call(&Request::Status { run }).await? else {
+                return Err(unexpected());
+            };
+            print_out(if json {
+                output::json(&runs)
+            } else if runs.is_empty() {
+                "no runs yet\n".into()
+            } else {
+                output::status_text(&runs)
+            });
+            Ok(ExitCode::Ok)
+        }
+        Command::Wait { run } => {
+            let client = Client::connect(access).await?;
+            let run = parse_run(&run)?;
+            wait(&client, run, json).await
+        }
+        Command::Cancel { target } => {
+            let client = Client::connect(access).await?;
+            let req = if target.contains('/') {
+                Request::Cancel {
+                    run: None,
+                    task: Some(parse_task(&target)?),
+                }
+            } else {
+                Request::Cancel {
+                    run: Some(parse_run(&target)?),
+                    task: None,
+                }
+            };
+            let Response::Cancelled { tasks } = client.call(&req).await? else {
+                return Err(unexpected());
+            };
+            print_out(if json {
+                format!("{{\"cancelled\": {tasks}}}\n")
+            } else {
+                format!("cancelled {tasks} task(s)\n")
+            });
+            Ok(ExitCode::Ok)
+        }
+        Command::Logs {
+            task,
+            attempt,
+            stderr,
+        } => {
+            let client = Client::connect(access).await?;
+            let task = parse_task(&task)?;
+            let Response::Logs(logs) = client.call(&Request::Logs { task, attempt }).await? else {
+                return Err(unexpected());
+            };
+            if json {
+                print_out(output::json(&logs));
+            } else {
+                let bytes = output::logs_bytes(&logs, stderr);
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(bytes);
+                let _ = out.flush();
+                let total = if stderr {
+                    logs.stderr_bytes
+                } else {
+                    logs.stdout_bytes
+                };
+                if total > bytes.len() as u64 {
+                    eprintln!(
+                        "note: showing the last {} of {total} bytes the task wrote",
+                        bytes.len()
+                    );
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Agents => {
+            let client = Client::connect(access).await?;
+            let Response::Agents(agents) = client.call(&Request::Agents).await? else {
+                return Err(unexpected());
+            };
+            print_out(if json {
+                output::json(&agents)
+            } else {
+                output::agents_text(&agents, now_ms())
+            });
+            Ok(ExitCode::Ok)
+        }
+        Command::Stats { run } => {
+            let client = Client::connect(access).await?;
+            let run = parse_run(&run)?;
+            let Response::Stats(s) = client.call(&Request::Stats { run }).await? else {
+                return Err(unexpected());
+            };
+            print_out(if json {
+                output::json(&s)
+            } else {
+                output::stats_text(&s)
+            });
+            Ok(ExitCode::Ok)
+        }
+        Command::Analyze { run } => {
+            let client = Client::connect(access).await?;
+            let run = parse_run(&run)?;
+            let Response::Analyze(a) = client.call(&Request::Analyze { run }).await? else {
+                return Err(unexpected());
+            };
+            print_out(if json {
+                output::json(&a)
+            } else {
+                output::analyze_text(&a)
+            });
+            Ok(if a.failed > 0 {
+                ExitCode::Failed
+            } else {
+                ExitCode::Ok
+            })
+        }
+    }
+}
+
+fn unexpected() -> CliError {
+    CliError::failed(
+        "the broker sent an unexpected response (are the cli and broker the same version?)",
+    )
+}
+
+fn print_out(s: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    if !s.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `last` or a run id.
+pub fn parse_run(s: &str) -> Result<RunRef, CliError> {
+    if s == "last" {
+        return Ok(RunRef::Last);
+    }
+    s.parse::<u64>().map(RunRef::Id).map_err(|_| {
+        CliError::bad_input(format!("{s:?} is not a run (expected a run id or `last`)"))
+            .with_hint("scalable status lists the runs")
+    })
+}
+
+/// `RUN/JOB/INDEX` or a task id.
+pub fn parse_task(s: &str) -> Result<TaskRef, CliError> {
+    let bad = || {
+        CliError::bad_input(format!(
+            "{s:?} is not a task (expected RUN/JOB/INDEX, e.g. 3/downscale/0, or a task id)"
+        ))
+    };
+    let parts: Vec<&str> = s.split('/').collect();
+    match parts.as_slice() {
+        [id] => id.parse::<u64>().map(TaskRef::Id).map_err(|_| bad()),
+        [run, job, index] => Ok(TaskRef::Path {
+            run: parse_run(run).map_err(|_| bad())?,
+            job: job.to_string(),
+            index: index.parse().map_err(|_| bad())?,
+        }),
+        [run, job] => Ok(TaskRef::Path {
+            run: parse_run(run).map_err(|_| bad())?,
+            job: job.to_string(),
+            index: 0,
+        }),
+        _ => Err(bad()),
+    }
+}
+
+fn load_workflow(path: &Path) -> Result<(WorkflowDef, String), CliError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::bad_input(format!("cannot read {shown}: {}", io_reason(&e))))?;
+    let def = workflow::parse_workflow(&shown, &text).map_err(|errs| {
+        // Every error on its own line; the exit code says bad input.
+        CliError::bad_input(errs.to_string().replace('\n', "\nerror: "))
+    })?;
+    Ok((def, shown))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn quick_workflow(args: &SubmitArgs) -> Result<WorkflowDef, CliError> {
+    let items = match &args.array {
+        None => Items::One,
+        Some(a) => {
+            let (start, end) =
+                parse_range(a).map_err(|e| CliError::bad_input(format!("--array {a}: {e}")))?;
+            Items::Range { start, end }
+        }
+    };
+    let name = args.name.clone().unwrap_or_else(|| {
+        Path::new(&args.command[0])
+            .file_name()
+            .map(|s| {
+                s.to_string_lossy().replace(
+                    |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+                    "_",
+                )
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "task".into())
+    });
+    // SPEC §4: in quick submit `{{ index }}` is the array index (as Slurm's
+    // SLURM_ARRAY_TASK_ID), i.e. the item; the task path keeps 0-based indices.
+    let array = matches!(items, Items::Range { .. });
+    let command = args
+        .command
+        .iter()
+        .map(|a| {
+            if array && workflow_template(a) {
+                format!("{{% set index = item %}}{a}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let mut job = quick_job(&name, command, items);
+    job.tag = args.tag.clone();
+    job.resources.cpus = args.cpus;
+    job.resources.gpus = args.gpus;
+    if let Some(m) = &args.memory {
+        job.resources.memory_bytes =
+            Some(parse_size_bytes(m).map_err(|e| CliError::bad_input(format!("--memory: {e}")))?);
+    }
+    if let Some(w) = &args.walltime {
+        job.walltime_ms = Some(
+            parse_duration_ms(w).map_err(|e| CliError::bad_input(format!("--walltime: {e}")))?,
+        );
+    }
+    job.retries = args.retries.unwrap_or(0);
+    for f in &args.features {
+        let (k, v) = f.split_once('=').ok_or_else(|| {
+            CliError::bad_input(format!("--feature {f:?}: expected K=V, e.g. size_mb=120"))
+        })?;
+        job.features.push((k.to_string(), v.to_string()));
+    }
+    let def = WorkflowDef {
+        name: name.clone(),
+        max_fails: None,
+        jobs: vec![job],
+    };
+    workflow::validate(&def, "submit").map_err(|e| CliError::bad_input(e.to_string()))?;
+    Ok(def)
+}
+
+async fn submit(access: Option<&Path>, json: bool, args: SubmitArgs) -> Result<ExitCode, CliError> {
+    let (workflow, source) = match (&args.file, args.command.is_empty()) {
+        (Some(_), false) => {
+            return Err(CliError::bad_input(
+                "give either a workflow file or a command after --, not both",
+            ))
+        }
+        (Some(f), true) => load_workflow(f)?,
+        (None, false) => (quick_workflow(&args)?, "-".to_string()),
+        (None, true) => {
+            return Err(CliError::bad_input("nothing to submit")
+                .with_hint("scalable submit workflow.yaml, or scalable submit -- CMD ARGS..."))
+        }
+    };
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::bad_input(format!("cannot read the current directory: {e}")))?
+        .to_string_lossy()
+        .into_owned();
+    let client = Client::connect(access).await?;
+    let resp = client
+        .call(&Request::Submit(SubmitRequest {
+            workflow,
+            cwd,
+            source,
+        }))
+        .await?;
+    let Response::Submitted { run, tasks } = resp else {
+        return Err(unexpected());
+    };
+    if json {
+        print_out(format!("{{\"run\": {run}, \"tasks\": {tasks}}}"));
+    } else {
+        print_out(format!("{run}"));
+    }
+    if args.wait {
+        return wait(&client, RunRef::Id(run), json).await;
+    }
+    Ok(ExitCode::Ok)
+}
+
+async fn wait(client: &Client, run: RunRef, json: bool) -> Result<ExitCode, CliError> {
+    let mut progress: Option<Progress> = None;
+    loop {
+        let Response::Status(mut runs) = client
+            .call(&Request::Status {
+                run: Some(run.clone()),
+            })
+            .await?
+        else {
+            return Err(unexpected());
+        };
+        let Some(status) = runs.pop() else {
+            return Err(unexpected());
+        };
+        let p = progress.get_or_insert_with(|| Progress::new(status.run, status.counts.total()));
+        p.update(&status.counts, now_ms());
+        if status.state != "running" {
+            p.finish(&status.counts);
+            return Ok(finish_wait(&status, json));
+        }
+        tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+    }
+}
+
+fn finish_wait(status: &RunStatus, json: bool) -> ExitCode {
+    if json {
+        print_out(output::json(status));
+    } else {
+        eprintln!(
+            "run {} {}: {} succeeded, {} failed, {} cancelled of {}",
+            status.run,
+            status.state,
+            status.counts.succeeded + status.counts.cached,
+            status.counts.failed,
+            status.counts.cancelled,
+            status.counts.total()
+        );
+    }
+    if status.state == "succeeded" {
+        ExitCode::Ok
+    } else {
+        if !json {
+            eprintln!(
+                "hint: scalable analyze {} names each failed task with its stderr",
+                status.run
+            );
+        }
+        ExitCode::Failed
+    }
+}

@@ -1,0 +1,117 @@
+//! The CLI's connection to a broker: find `access.json`, pin the fingerprint,
+//! present the user token, one request per stream.
+
+use std::path::Path;
+use std::time::Duration;
+
+use scalable_common::access::{self, AccessFile};
+use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::protocol::{
+    CliHello, Hello, HelloReply, Request, Response, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
+};
+use scalable_common::tls;
+
+use crate::cli_error::CliError;
+
+/// How long one request may take before the CLI gives up on the broker.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Client {
+    conn: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+impl Client {
+    /// Connects using `--access FILE`, `$SCALABLE_ACCESS` or `./.scalable/access.json`.
+    pub async fn connect(access_path: Option<&Path>) -> Result<Client, CliError> {
+        let path =
+            access::find_access(access_path).map_err(|e| CliError::unreachable(e.to_string()))?;
+        let file: AccessFile =
+            access::load_access(&path).map_err(|e| CliError::unreachable(e.to_string()))?;
+        let pin = tls::parse_fingerprint(&file.fingerprint)
+            .map_err(|e| CliError::unreachable(format!("{}: fingerprint: {e}", path.display())))?;
+        let addr: std::net::SocketAddr = tokio::net::lookup_host(&file.address)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                CliError::unreachable(format!(
+                    "{}: cannot resolve broker address {:?}",
+                    path.display(),
+                    file.address
+                ))
+            })?;
+        let endpoint =
+            tls::client_endpoint(&addr).map_err(|e| CliError::unreachable(e.to_string()))?;
+        let conn = tls::connect(&endpoint, &file.address, pin)
+            .await
+            .map_err(|e| CliError::unreachable(e.to_string()))?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| CliError::unreachable(format!("broker at {}: {e}", file.address)))?;
+        let hello = Hello::Cli(CliHello {
+            protocol: PROTOCOL_VERSION,
+            cli_version: env!("CARGO_PKG_VERSION").into(),
+            token: file.token.clone(),
+        });
+        write_frame(&mut send, &hello)
+            .await
+            .map_err(|e| CliError::unreachable(format!("broker at {}: {e}", file.address)))?;
+        let _ = send.finish();
+        let reply: Option<HelloReply> = read_frame(&mut recv, 64 << 10)
+            .await
+            .map_err(|e| CliError::unreachable(format!("broker at {}: {e}", file.address)))?;
+        match reply {
+            Some(HelloReply::Welcome { .. }) => Ok(Client {
+                conn,
+                _endpoint: endpoint,
+            }),
+            Some(HelloReply::Refused { reason }) => Err(CliError::unreachable(format!(
+                "broker at {} refused this cli: {reason}",
+                file.address
+            ))),
+            None => Err(CliError::unreachable(format!(
+                "broker at {} closed the connection during the handshake",
+                file.address
+            ))),
+        }
+    }
+
+    /// Sends one request and waits for its response. Broker-side refusals come
+    /// back as `CliError` with the exit code the broker chose.
+    pub async fn call(&self, req: &Request) -> Result<Response, CliError> {
+        let fut = async {
+            let (mut send, mut recv) = self
+                .conn
+                .open_bi()
+                .await
+                .map_err(|e| CliError::unreachable(format!("lost the broker: {e}")))?;
+            write_frame(&mut send, req)
+                .await
+                .map_err(|e| CliError::unreachable(format!("lost the broker: {e}")))?;
+            let _ = send.finish();
+            read_frame::<_, Response>(&mut recv, MESSAGE_BYTES_MAX)
+                .await
+                .map_err(|e| CliError::unreachable(format!("lost the broker: {e}")))?
+                .ok_or_else(|| {
+                    CliError::unreachable(
+                        "the broker closed the request stream without answering".into(),
+                    )
+                })
+        };
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+            .await
+            .map_err(|_| {
+                CliError::unreachable("the broker did not answer within 120 s".into())
+            })??;
+        match resp {
+            Response::Error { message, exit_code } => Err(CliError::new(exit_code, message, None)),
+            other => Ok(other),
+        }
+    }
+
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"bye");
+    }
+}

@@ -1,0 +1,1180 @@
+//! The broker's core: scheduling and every state transition of runs, tasks,
+//! attempts and agents, as synchronous functions of (state, event, now).
+//!
+//! Sans-IO (STYLE habit 1): no clock, no sockets, no SQL, no processes here. Each
+//! entry point records what must happen in [`Effects`]; the shell (`server`)
+//! takes them with [`Core::take_effects`], commits `effects.store` and only then
+//! sends the messages. Ids are allocated here from counters the shell seeds from
+//! the store, so they are deterministic in tests.
+//!
+//! Invariant: a task is `Assigned`/`Running` iff exactly one attempt of it is in
+//! `attempts`; an agent's `committed` is the sum of its attempts' requests.
+
+pub mod effects;
+pub mod model;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use scalable_common::protocol::{
+    AgentHello, AgentId, AgentInfo, Assignment, AttemptEnd, AttemptId, AttemptResult, Counts,
+    JobId, JobStatus, RunId, RunStatus, Started, TaskId,
+};
+use scalable_common::resources::Resources;
+use scalable_common::workflow::{JobDef, JobTemplates, WorkflowDef};
+
+pub use effects::{Effects, StoreOp};
+use model::{Agent, Attempt, Job, Run, RunState, TaskSlot, TaskState};
+
+/// Tunables of the core. Defaults suit production; tests shorten the times.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub heartbeat_interval_ms: u64,
+    /// An agent silent for this long is lost.
+    pub heartbeat_timeout_ms: u64,
+    pub retry_backoff_base_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    /// The prefetched queue holds about this much of an agent's work (by its
+    /// measured completion rate), so dispatch is not one round trip per task.
+    pub prefetch_horizon_ms: u64,
+    pub prefetch_max: u32,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            heartbeat_interval_ms: 5_000,
+            heartbeat_timeout_ms: 20_000,
+            retry_backoff_base_ms: 1_000,
+            retry_backoff_max_ms: 300_000,
+            prefetch_horizon_ms: 100,
+            prefetch_max: 4_096,
+        }
+    }
+}
+
+/// Next ids to hand out; seeded by the shell from the store so ids are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub run: RunId,
+    pub job: JobId,
+    pub task: TaskId,
+    pub attempt: AttemptId,
+    pub agent: AgentId,
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids {
+            run: 1,
+            job: 1,
+            task: 1,
+            attempt: 1,
+            agent: 1,
+        }
+    }
+}
+
+/// A workflow that passed validation, with its templates compiled and its jobs'
+/// resources resolved, ready for [`Core::submit`].
+#[derive(Debug)]
+pub struct SubmitPlan {
+    pub def: WorkflowDef,
+    pub jobs: Vec<PlannedJob>,
+    pub cwd: String,
+    pub source: String,
+    pub definition_json: String,
+}
+
+#[derive(Debug)]
+pub struct PlannedJob {
+    pub def: Arc<JobDef>,
+    pub templates: Arc<JobTemplates>,
+    pub resources: Resources,
+}
+
+/// Why `submit` refused a plan (the shell validated most things already).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("job {job:?}: after names unknown job {after:?}")]
+    UnknownAfter { job: String, after: String },
+    #[error("workflow has no jobs")]
+    Empty,
+}
+
+/// Which agents a task could ever run on, for `why` and for refusing at submit.
+#[derive(Debug)]
+pub struct Core {
+    cfg: CoreConfig,
+    ids: Ids,
+    runs: BTreeMap<RunId, Run>,
+    jobs: BTreeMap<JobId, Job>,
+    /// First task id of each job → job, to find a task's job.
+    task_owner: BTreeMap<TaskId, JobId>,
+    agents: BTreeMap<AgentId, Agent>,
+    attempts: HashMap<AttemptId, Attempt>,
+    /// Released jobs that may have dispatchable tasks, best first.
+    ready_jobs: BTreeSet<(Reverse<i32>, JobId)>,
+    /// Retries waiting out their backoff: (due, job, index).
+    backoff: BinaryHeap<Reverse<(u64, JobId, u64)>>,
+    fx: Effects,
+}
+
+impl Core {
+    pub fn new(cfg: CoreConfig, ids: Ids) -> Core {
+        Core {
+            cfg,
+            ids,
+            runs: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            task_owner: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            attempts: HashMap::new(),
+            ready_jobs: BTreeSet::new(),
+            backoff: BinaryHeap::new(),
+            fx: Effects::default(),
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// Hands the accumulated effects to the shell.
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.fx)
+    }
+
+    // ------------------------------------------------------------ submit
+
+    /// Adds a run. Jobs whose dependencies are met become ready at once.
+    pub fn submit(&mut self, plan: SubmitPlan, now_ms: u64) -> Result<(RunId, u64), SubmitError> {
+        if plan.jobs.is_empty() {
+            return Err(SubmitError::Empty);
+        }
+        let names: HashMap<String, usize> = plan
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.def.name.clone(), i))
+            .collect();
+        for j in &plan.jobs {
+            for a in &j.def.after {
+                if !names.contains_key(a) {
+                    return Err(SubmitError::UnknownAfter {
+                        job: j.def.name.clone(),
+                        after: a.clone(),
+                    });
+                }
+            }
+        }
+        let run_id = self.ids.run;
+        self.ids.run += 1;
+        let first_job = self.ids.job;
+        let job_ids: Vec<JobId> = (0..plan.jobs.len() as u64).map(|i| first_job + i).collect();
+        self.ids.job += plan.jobs.len() as u64;
+
+        self.fx.store.push(StoreOp::InsertRun {
+            run: run_id,
+            name: plan.def.name.clone(),
+            submitted_at_ms: now_ms,
+            cwd: plan.cwd.clone(),
+            source: plan.source.clone(),
+            definition_json: plan.definition_json,
+        });
+        let mut total = 0u64;
+        for (i, pj) in plan.jobs.into_iter().enumerate() {
+            let id = job_ids[i];
+            let count = pj.def.items.count();
+            let first_task = self.ids.task;
+            self.ids.task += count;
+            total += count;
+            let deps: Vec<JobId> = pj
+                .def
+                .after
+                .iter()
+                .map(|a| job_ids[names[a]])
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            self.fx.store.push(StoreOp::InsertJob {
+                job: id,
+                run: run_id,
+                name: pj.def.name.clone(),
+                tag: pj.def.tag.clone(),
+                resources: pj.resources.clone(),
+                priority: pj.def.priority,
+                retries: pj.def.retries,
+                first_task,
+                task_count: count,
+            });
+            let counts = Counts {
+                waiting: count,
+                ..Counts::default()
+            };
+            self.task_owner.insert(first_task, id);
+            self.jobs.insert(
+                id,
+                Job {
+                    id,
+                    run: run_id,
+                    def: pj.def,
+                    templates: pj.templates,
+                    resources: pj.resources,
+                    first_task,
+                    tasks: vec![
+                        TaskSlot {
+                            state: TaskState::Waiting,
+                            attempts: 0,
+                            retries_used: 0,
+                        };
+                        count as usize
+                    ],
+                    next_fresh: count,
+                    requeued: VecDeque::new(),
+                    deps_pending: deps.len() as u32,
+                    dependents: Vec::new(),
+                    released: false,
+                    counts,
+                    in_flight: 0,
+                },
+            );
+        }
+        // Wire dependents once every job exists (an `after` may name a later job).
+        for &id in &job_ids {
+            let after: Vec<JobId> = self.jobs[&id]
+                .def
+                .after
+                .iter()
+                .map(|a| job_ids[names[a]])
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for d in after {
+                let dj = self.jobs.get_mut(&d).expect("job just inserted");
+                if !dj.dependents.contains(&id) {
+                    dj.dependents.push(id);
+                }
+            }
+        }
+        self.runs.insert(
+            run_id,
+            Run {
+                id: run_id,
+                name: plan.def.name.clone(),
+                submitted_at_ms: now_ms,
+                finished_at_ms: None,
+                cwd: plan.cwd,
+                jobs: job_ids.clone(),
+                counts: Counts {
+                    waiting: total,
+                    ..Counts::default()
+                },
+                total,
+                state: RunState::Running,
+                max_fails: plan.def.max_fails,
+                cancel_requested: false,
+            },
+        );
+        for &id in &job_ids {
+            if self.jobs[&id].deps_pending == 0 {
+                self.release_job(id);
+            }
+        }
+        self.check_run_finished(run_id, now_ms);
+        Ok((run_id, total))
+    }
+
+    /// Dependencies met: every waiting task of the job becomes ready.
+    fn release_job(&mut self, id: JobId) {
+        let job = self.jobs.get_mut(&id).expect("release of a known job");
+        debug_assert!(!job.released);
+        job.released = true;
+        let mut moved = 0;
+        for slot in job.tasks.iter_mut() {
+            if slot.state == TaskState::Waiting {
+                slot.state = TaskState::Ready;
+                moved += 1;
+            }
+        }
+        job.next_fresh = 0;
+        job.counts.waiting -= moved;
+        job.counts.ready += moved;
+        let run = self.runs.get_mut(&job.run).expect("job's run exists");
+        run.counts.waiting -= moved;
+        run.counts.ready += moved;
+        if job.has_dispatchable() {
+            self.ready_jobs.insert((Reverse(job.def.priority), id));
+        }
+    }
+
+    // ------------------------------------------------------------ agents
+
+    /// An agent passed authentication. Returns its id.
+    pub fn agent_connected(&mut self, hello: &AgentHello, now_ms: u64) -> AgentId {
+        let id = self.ids.agent;
+        self.ids.agent += 1;
+        let mut tags = hello.tags.clone();
+        tags.sort();
+        tags.dedup();
+        self.fx.store.push(StoreOp::InsertAgent {
+            agent: id,
+            name: hello.name.clone(),
+            hostname: hello.hostname.clone(),
+            tags: tags.clone(),
+            resources: hello.resources.clone(),
+            connected_at_ms: now_ms,
+        });
+        let committed = Resources {
+            custom: hello
+                .resources
+                .custom
+                .iter()
+                .map(|(k, _)| (k.clone(), 0))
+                .collect(),
+            ..Resources::default()
+        };
+        self.agents.insert(
+            id,
+            Agent {
+                id,
+                name: hello.name.clone(),
+                hostname: hello.hostname.clone(),
+                tags,
+                capacity: hello.resources.clone(),
+                committed,
+                attempts: Vec::new(),
+                unstarted: 0,
+                connected_at_ms: now_ms,
+                last_seen_ms: now_ms,
+                lifetime_end_ms: hello.lifetime_ms.map(|l| now_ms + l),
+                completed: 0,
+                window_completed: 0,
+                window_start_ms: now_ms,
+                rate_per_s: 0.0,
+                draining: false,
+            },
+        );
+        id
+    }
+
+    pub fn agent_heartbeat(&mut self, agent: AgentId, now_ms: u64) {
+        if let Some(a) = self.agents.get_mut(&agent) {
+            a.last_seen_ms = now_ms;
+        }
+    }
+
+    /// The agent says it is leaving: it takes nothing new.
+    pub fn agent_leaving(&mut self, agent: AgentId, now_ms: u64) {
+        if let Some(a) = self.agents.get_mut(&agent) {
+            a.draining = true;
+            a.last_seen_ms = now_ms;
+        }
+    }
+
+    /// The agent is gone (disconnected, silent, or left). Its attempts go back to
+    /// ready without spending a retry.
+    pub fn agent_lost(&mut self, agent: AgentId, reason: &str, now_ms: u64) {
+        let Some(a) = self.agents.remove(&agent) else {
+            return;
+        };
+        for attempt in a.attempts {
+            if let Some(at) = self.attempts.remove(&attempt) {
+                let result = AttemptResult {
+                    attempt,
+                    end: AttemptEnd::AgentLost,
+                    started_at_us: at.started_at_us,
+                    ended_at_us: now_ms * 1000,
+                    peak_rss_bytes: 0,
+                    cpu_time_us: 0,
+                    stdout_tail: Vec::new(),
+                    stderr_tail: Vec::new(),
+                    stdout_bytes: 0,
+                    stderr_bytes: 0,
+                };
+                self.end_attempt(at, result, now_ms);
+            }
+        }
+        self.fx.store.push(StoreOp::AgentLeft {
+            agent,
+            reason: reason.to_string(),
+            at_ms: now_ms,
+        });
+    }
+
+    /// A batch of events from one agent.
+    pub fn agent_events(
+        &mut self,
+        agent: AgentId,
+        started: &[Started],
+        finished: Vec<AttemptResult>,
+        now_ms: u64,
+    ) {
+        let Some(a) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        a.last_seen_ms = now_ms;
+        for s in started {
+            let Some(at) = self.attempts.get_mut(&s.attempt) else {
+                continue;
+            };
+            if at.agent != agent || at.started {
+                continue;
+            }
+            at.started = true;
+            at.started_at_us = s.at_us;
+            let (job, index) = (at.job, at.index);
+            self.agents.get_mut(&agent).expect("checked").unstarted -= 1;
+            self.fx.store.push(StoreOp::AttemptStarted {
+                attempt: s.attempt,
+                at_us: s.at_us,
+            });
+            self.set_task_state(job, index, TaskState::Running);
+        }
+        let mut acks = Vec::with_capacity(finished.len());
+        for r in finished {
+            // Acknowledge everything, stale or not, so the agent can forget it.
+            acks.push(r.attempt);
+            let current = self
+                .attempts
+                .get(&r.attempt)
+                .is_some_and(|at| at.agent == agent);
+            if !current {
+                self.fx.store.push(StoreOp::Event {
+                    at_ms: now_ms,
+                    kind: "stale_result",
+                    run: None,
+                    detail: format!(
+                        "ignored result of attempt {} from agent {agent}: not its current attempt",
+                        r.attempt
+                    ),
+                });
+                continue;
+            }
+            let at = self.attempts.remove(&r.attempt).expect("checked");
+            let a = self.agents.get_mut(&agent).expect("checked");
+            a.completed += 1;
+            a.window_completed += 1;
+            self.end_attempt(at, r, now_ms);
+        }
+        if !acks.is_empty() {
+            self.fx.ack.entry(agent).or_default().extend(acks);
+        }
+    }
+
+    // ------------------------------------------------------------ attempt ends
+
+    /// Applies the end of an attempt already removed from `self.attempts`.
+    fn end_attempt(&mut self, at: Attempt, result: AttemptResult, now_ms: u64) {
+        if let Some(a) = self.agents.get_mut(&at.agent) {
+            a.attempts.retain(|x| *x != at.id);
+            let job = &self.jobs[&at.job];
+            sub_resources(&mut a.committed, &job.resources);
+            if !at.started {
+                a.unstarted -= 1;
+            }
+        }
+        let end = result.end.clone();
+        self.fx.store.push(StoreOp::AttemptEnded {
+            attempt: at.id,
+            result: Box::new(result),
+            at_ms: now_ms,
+        });
+        let job = self.jobs.get_mut(&at.job).expect("attempt's job exists");
+        job.in_flight -= 1;
+        let retries = job.def.retries;
+        let slot = job.tasks[at.index as usize];
+        let run_cancelled = self.runs[&job.run].cancel_requested;
+        if end.is_success() {
+            self.finish_task(at.job, at.index, TaskState::Succeeded, None, now_ms);
+        } else if at.cancel_requested || end == AttemptEnd::Cancelled || run_cancelled {
+            self.finish_task(
+                at.job,
+                at.index,
+                TaskState::Cancelled,
+                Some("cancelled".into()),
+                now_ms,
+            );
+        } else if !end.spends_retry() {
+            // Lost with its agent, drained or returned: not the task's fault.
+            self.requeue(at.job, at.index, 0, now_ms);
+        } else if (slot.retries_used as u32) < retries {
+            let job = self.jobs.get_mut(&at.job).expect("exists");
+            job.tasks[at.index as usize].retries_used += 1;
+            let n = job.tasks[at.index as usize].retries_used as u32;
+            let delay = self
+                .cfg
+                .retry_backoff_base_ms
+                .saturating_mul(1u64 << (n - 1).min(20))
+                .min(self.cfg.retry_backoff_max_ms);
+            self.requeue(at.job, at.index, delay, now_ms);
+        } else {
+            let reason = match &end {
+                AttemptEnd::Exited { code } => format!("exit code {code}"),
+                AttemptEnd::Signalled { signal } => format!("killed by signal {signal}"),
+                AttemptEnd::SpawnFailed { error } => format!("could not start: {error}"),
+                AttemptEnd::OutputsMissing { missing } => {
+                    format!("missing outputs: {}", missing.join(", "))
+                }
+                other => other.class().to_lowercase(),
+            };
+            self.finish_task(at.job, at.index, TaskState::Failed, Some(reason), now_ms);
+        }
+    }
+
+    /// Puts a task back to ready, now or after `delay_ms` of backoff.
+    fn requeue(&mut self, job_id: JobId, index: u64, delay_ms: u64, now_ms: u64) {
+        self.set_task_state(job_id, index, TaskState::Ready);
+        let job = &self.jobs[&job_id];
+        let slot = job.tasks[index as usize];
+        self.fx.store.push(StoreOp::TaskState {
+            task: job.first_task + index,
+            run: job.run,
+            job: job_id,
+            index,
+            state: "ready",
+            attempts: slot.attempts as u32,
+            reason: None,
+            at_ms: now_ms,
+        });
+        if delay_ms == 0 {
+            self.push_requeued(job_id, index);
+        } else {
+            self.backoff
+                .push(Reverse((now_ms + delay_ms, job_id, index)));
+        }
+    }
+
+    fn push_requeued(&mut self, job_id: JobId, index: u64) {
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        job.requeued.push_back(index);
+        self.ready_jobs.insert((Reverse(job.def.priority), job_id));
+    }
+
+    /// Moves a task to a terminal state and follows the consequences: the job's
+    /// dependents, `max_fails`, the run's end.
+    fn finish_task(
+        &mut self,
+        job_id: JobId,
+        index: u64,
+        state: TaskState,
+        reason: Option<String>,
+        now_ms: u64,
+    ) {
+        debug_assert!(state.is_terminal());
+        self.set_task_state(job_id, index, state);
+        let job = &self.jobs[&job_id];
+        let run_id = job.run;
+        let slot = job.tasks[index as usize];
+        self.fx.store.push(StoreOp::TaskState {
+            task: job.first_task + index,
+            run: run_id,
+            job: job_id,
+            index,
+            state: state.name(),
+            attempts: slot.attempts as u32,
+            reason,
+            at_ms: now_ms,
+        });
+        if state == TaskState::Failed {
+            // DAGMan semantics: what depends on a failed job can never run, the rest
+            // of the DAG keeps going.
+            self.cancel_dependents(job_id, now_ms);
+            let run = &self.runs[&run_id];
+            if let Some(max) = run.max_fails {
+                if run.counts.failed >= max {
+                    self.cancel_unstarted(run_id, "max_fails reached", now_ms);
+                }
+            }
+        }
+        let job = &self.jobs[&job_id];
+        if job.counts.done() == job.count()
+            && job.counts.succeeded + job.counts.cached == job.count()
+        {
+            let dependents = job.dependents.clone();
+            for d in dependents {
+                let dj = self.jobs.get_mut(&d).expect("dependent exists");
+                dj.deps_pending -= 1;
+                if dj.deps_pending == 0 && !dj.released {
+                    self.release_job(d);
+                }
+            }
+        }
+        self.check_run_finished(run_id, now_ms);
+    }
+
+    /// Cancels every not-yet-terminal task of every job downstream of `job_id`.
+    fn cancel_dependents(&mut self, job_id: JobId, now_ms: u64) {
+        let mut stack = self.jobs[&job_id].dependents.clone();
+        let mut seen = BTreeSet::new();
+        while let Some(d) = stack.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            self.cancel_job_tasks(d, "dependency failed", now_ms);
+            stack.extend(self.jobs[&d].dependents.iter().copied());
+        }
+    }
+
+    /// Cancels the job's waiting and ready tasks; tasks on agents are told to stop.
+    fn cancel_job_tasks(&mut self, job_id: JobId, reason: &str, now_ms: u64) -> u64 {
+        let mut cancelled = 0;
+        let count = self.jobs[&job_id].count();
+        for index in 0..count {
+            let state = self.jobs[&job_id].tasks[index as usize].state;
+            match state {
+                TaskState::Waiting | TaskState::Ready => {
+                    self.set_task_state(job_id, index, TaskState::Cancelled);
+                    let job = &self.jobs[&job_id];
+                    let slot = job.tasks[index as usize];
+                    // Only tasks that ever ran get their own row; the rest are
+                    // counted from the job's row (keeps a cancelled million cheap).
+                    if slot.attempts > 0 {
+                        self.fx.store.push(StoreOp::TaskState {
+                            task: job.first_task + index,
+                            run: job.run,
+                            job: job_id,
+                            index,
+                            state: "cancelled",
+                            attempts: slot.attempts as u32,
+                            reason: Some(reason.to_string()),
+                            at_ms: now_ms,
+                        });
+                    }
+                    cancelled += 1;
+                }
+                _ => {}
+            }
+        }
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        job.requeued.clear();
+        job.next_fresh = job.count();
+        if cancelled > 0 {
+            self.fx.store.push(StoreOp::Event {
+                at_ms: now_ms,
+                kind: "tasks_cancelled",
+                run: Some(job.run),
+                detail: format!(
+                    "job {}: {cancelled} tasks cancelled: {reason}",
+                    job.def.name
+                ),
+            });
+        }
+        cancelled
+    }
+
+    fn cancel_unstarted(&mut self, run_id: RunId, reason: &str, now_ms: u64) {
+        let jobs = self.runs[&run_id].jobs.clone();
+        for j in jobs {
+            self.cancel_job_tasks(j, reason, now_ms);
+        }
+    }
+
+    /// Cancels a run: queued tasks at once, tasks on agents by message.
+    pub fn cancel_run(&mut self, run_id: RunId, now_ms: u64) -> Option<u64> {
+        let run = self.runs.get_mut(&run_id)?;
+        if run.state != RunState::Running {
+            return Some(0);
+        }
+        run.cancel_requested = true;
+        let jobs = run.jobs.clone();
+        let mut n = 0;
+        for j in jobs {
+            n += self.cancel_job_tasks(j, "cancelled by user", now_ms);
+        }
+        let on_agents: Vec<AttemptId> = self
+            .attempts
+            .values()
+            .filter(|a| self.jobs[&a.job].run == run_id)
+            .map(|a| a.id)
+            .collect();
+        for id in on_agents {
+            n += self.cancel_attempt(id);
+        }
+        self.check_run_finished(run_id, now_ms);
+        Some(n)
+    }
+
+    /// Cancels one task. Returns the number of tasks cancelled (0 or 1), or None if unknown.
+    pub fn cancel_task(&mut self, task: TaskId, now_ms: u64) -> Option<u64> {
+        let (job_id, index) = self.locate_task(task)?;
+        let state = self.jobs[&job_id].tasks[index as usize].state;
+        match state {
+            TaskState::Waiting | TaskState::Ready => {
+                self.finish_task(
+                    job_id,
+                    index,
+                    TaskState::Cancelled,
+                    Some("cancelled by user".into()),
+                    now_ms,
+                );
+                Some(1)
+            }
+            TaskState::Assigned | TaskState::Running => {
+                let id = self
+                    .attempts
+                    .values()
+                    .find(|a| a.job == job_id && a.index == index)
+                    .map(|a| a.id)?;
+                Some(self.cancel_attempt(id))
+            }
+            _ => Some(0),
+        }
+    }
+
+    fn cancel_attempt(&mut self, id: AttemptId) -> u64 {
+        let Some(at) = self.attempts.get_mut(&id) else {
+            return 0;
+        };
+        if at.cancel_requested {
+            return 0;
+        }
+        at.cancel_requested = true;
+        self.fx.cancel.entry(at.agent).or_default().push(id);
+        1
+    }
+
+    /// Finds the job and index of a task id.
+    pub fn locate_task(&self, task: TaskId) -> Option<(JobId, u64)> {
+        let (&first, &job) = self.task_owner.range(..=task).next_back()?;
+        let index = task - first;
+        (index < self.jobs.get(&job)?.count()).then_some((job, index))
+    }
+
+    /// Task id of `run/job/index`.
+    pub fn task_by_path(&self, run: RunId, job: &str, index: u64) -> Option<TaskId> {
+        let r = self.runs.get(&run)?;
+        r.jobs.iter().find_map(|j| {
+            let job_ = &self.jobs[j];
+            (job_.def.name == job && index < job_.count()).then_some(job_.first_task + index)
+        })
+    }
+
+    fn set_task_state(&mut self, job_id: JobId, index: u64, state: TaskState) {
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        let slot = &mut job.tasks[index as usize];
+        let old = slot.state;
+        if old == state {
+            return;
+        }
+        slot.state = state;
+        *old.count_in(&mut job.counts) -= 1;
+        *state.count_in(&mut job.counts) += 1;
+        let run = self.runs.get_mut(&job.run).expect("exists");
+        *old.count_in(&mut run.counts) -= 1;
+        *state.count_in(&mut run.counts) += 1;
+    }
+
+    fn check_run_finished(&mut self, run_id: RunId, now_ms: u64) {
+        let run = self.runs.get_mut(&run_id).expect("exists");
+        if run.state != RunState::Running || run.counts.done() != run.total {
+            return;
+        }
+        run.state = if run.counts.failed > 0 {
+            RunState::Failed
+        } else if run.counts.cancelled > 0 {
+            if run.cancel_requested {
+                RunState::Cancelled
+            } else {
+                RunState::Failed
+            }
+        } else {
+            RunState::Succeeded
+        };
+        run.finished_at_ms = Some(now_ms);
+        self.fx.store.push(StoreOp::RunFinished {
+            run: run_id,
+            state: run.state.name(),
+            at_ms: now_ms,
+        });
+        self.fx.finished_runs.push(run_id);
+    }
+
+    // ------------------------------------------------------------ time
+
+    /// Time passed: lost agents, retries whose backoff is over, rate windows.
+    pub fn tick(&mut self, now_ms: u64) {
+        let silent: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|a| now_ms.saturating_sub(a.last_seen_ms) > self.cfg.heartbeat_timeout_ms)
+            .map(|a| a.id)
+            .collect();
+        for id in silent {
+            self.agent_lost(id, "heartbeat timeout", now_ms);
+        }
+        while let Some(Reverse((due, job, index))) = self.backoff.peek().copied() {
+            if due > now_ms {
+                break;
+            }
+            self.backoff.pop();
+            if self.jobs[&job].tasks[index as usize].state == TaskState::Ready {
+                self.push_requeued(job, index);
+            }
+        }
+        for a in self.agents.values_mut() {
+            let span = now_ms.saturating_sub(a.window_start_ms);
+            if span >= 250 {
+                let rate = a.window_completed as f64 * 1000.0 / span as f64;
+                a.rate_per_s = 0.5 * a.rate_per_s + 0.5 * rate;
+                a.window_completed = 0;
+                a.window_start_ms = now_ms;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ scheduling
+
+    /// How many unstarted attempts this agent may hold: one per cpu (assigned,
+    /// not yet reported started) plus a queue worth its measured throughput over
+    /// the prefetch horizon, and at least one more per cpu.
+    fn prefetch_depth(&self, a: &Agent) -> u32 {
+        let cpus = a.capacity.cpus.max(1);
+        let by_rate = (a.rate_per_s * self.cfg.prefetch_horizon_ms as f64 / 1000.0) as u32;
+        cpus + by_rate.max(cpus).min(self.cfg.prefetch_max)
+    }
+
+    /// Assigns ready tasks to agents. First pass: only what fits in free
+    /// resources, so idle agents get work before anyone prefetches. Second pass:
+    /// each agent's prefetched queue up to its depth.
+    pub fn schedule(&mut self, now_ms: u64) {
+        if self.ready_jobs.is_empty() || self.agents.is_empty() {
+            return;
+        }
+        let agent_ids: Vec<AgentId> = self.agents.keys().copied().collect();
+        for prefetch in [false, true] {
+            for &agent_id in &agent_ids {
+                if self.ready_jobs.is_empty() {
+                    return;
+                }
+                self.fill_agent(agent_id, prefetch, now_ms);
+            }
+        }
+    }
+
+    fn fill_agent(&mut self, agent_id: AgentId, prefetch: bool, now_ms: u64) {
+        let depth = self.prefetch_depth(&self.agents[&agent_id]);
+        let order: Vec<(Reverse<i32>, JobId)> = self.ready_jobs.iter().copied().collect();
+        for key in order {
+            let job_id = key.1;
+            loop {
+                let agent = &self.agents[&agent_id];
+                if agent.draining {
+                    return;
+                }
+                let job = &self.jobs[&job_id];
+                if !job.has_dispatchable() {
+                    self.ready_jobs.remove(&key);
+                    break;
+                }
+                if !agent.serves(job.tag()) || !agent.could_ever_run(&job.resources) {
+                    break;
+                }
+                if let (Some(end), Some(wall)) = (agent.lifetime_end_ms, job.def.walltime_ms) {
+                    if now_ms + wall > end {
+                        break;
+                    }
+                }
+                if !job.under_max_running() {
+                    break;
+                }
+                let fits = if prefetch {
+                    agent.unstarted < depth
+                } else {
+                    agent.fits_now(&job.resources)
+                };
+                if !fits {
+                    break;
+                }
+                let Some(index) = self.pop_ready_task(job_id) else {
+                    continue;
+                };
+                self.assign(job_id, index, agent_id, now_ms);
+            }
+        }
+    }
+
+    /// Next ready task of the job, skipping tasks cancelled while queued.
+    fn pop_ready_task(&mut self, job_id: JobId) -> Option<u64> {
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        while let Some(i) = job.requeued.pop_front() {
+            if job.tasks[i as usize].state == TaskState::Ready {
+                return Some(i);
+            }
+        }
+        while job.next_fresh < job.count() {
+            let i = job.next_fresh;
+            job.next_fresh += 1;
+            if job.tasks[i as usize].state == TaskState::Ready {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn assign(&mut self, job_id: JobId, index: u64, agent_id: AgentId, now_ms: u64) {
+        let attempt_id = self.ids.attempt;
+        self.ids.attempt += 1;
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        let run_id = job.run;
+        let slot = &mut job.tasks[index as usize];
+        slot.attempts = slot.attempts.saturating_add(1);
+        let number = slot.attempts as u32;
+        job.in_flight += 1;
+        let task = job.first_task + index;
+        let rendered = job
+            .templates
+            .argv(&job.def, index, run_id)
+            .and_then(|argv| {
+                let outputs = job.templates.outputs(&job.def, index, run_id)?;
+                let env = job.templates.env(&job.def, index, run_id)?;
+                let workdir = job.templates.workdir(&job.def, index, run_id)?;
+                Ok((argv, outputs, env, workdir))
+            });
+        let resources = job.resources.clone();
+        let walltime_ms = job.def.walltime_ms;
+        let cwd_default = self.runs[&run_id].cwd.clone();
+        let agent = self.agents.get_mut(&agent_id).expect("exists");
+        add_resources(&mut agent.committed, &resources);
+        agent.attempts.push(attempt_id);
+        agent.unstarted += 1;
+        let attempt = Attempt {
+            id: attempt_id,
+            job: job_id,
+            index,
+            agent: agent_id,
+            number,
+            started: false,
+            started_at_us: 0,
+            assigned_at_ms: now_ms,
+            cancel_requested: false,
+        };
+        self.attempts.insert(attempt_id, attempt.clone());
+        self.set_task_state(job_id, index, TaskState::Assigned);
+        match rendered {
+            Ok((argv, outputs, env, workdir)) => {
+                let cwd = match workdir {
+                    Some(w) if w.starts_with('/') => w,
+                    Some(w) => format!("{}/{}", cwd_default.trim_end_matches('/'), w),
+                    None => cwd_default,
+                };
+                self.fx.store.push(StoreOp::InsertAttempt {
+                    attempt: attempt_id,
+                    task,
+                    run: run_id,
+                    job: job_id,
+                    index,
+                    number,
+                    agent: agent_id,
+                    assigned_at_ms: now_ms,
+                    argv_json: serde_json::to_string(&argv).unwrap_or_default(),
+                });
+                self.fx
+                    .assign
+                    .entry(agent_id)
+                    .or_default()
+                    .push(Assignment {
+                        attempt: attempt_id,
+                        task,
+                        run: run_id,
+                        attempt_number: number,
+                        argv,
+                        env,
+                        cwd,
+                        resources,
+                        walltime_ms,
+                        outputs,
+                    });
+            }
+            Err(e) => {
+                // Validation renders the first and last item; another item can still
+                // fail (e.g. a filter on a value). Fail the task without sending it.
+                self.fx.store.push(StoreOp::InsertAttempt {
+                    attempt: attempt_id,
+                    task,
+                    run: run_id,
+                    job: job_id,
+                    index,
+                    number,
+                    agent: agent_id,
+                    assigned_at_ms: now_ms,
+                    argv_json: "[]".into(),
+                });
+                let at = self.attempts.remove(&attempt_id).expect("just inserted");
+                let result = AttemptResult {
+                    attempt: attempt_id,
+                    end: AttemptEnd::SpawnFailed {
+                        error: format!("template error: {e}"),
+                    },
+                    started_at_us: 0,
+                    ended_at_us: now_ms * 1000,
+                    peak_rss_bytes: 0,
+                    cpu_time_us: 0,
+                    stdout_tail: Vec::new(),
+                    stderr_tail: Vec::new(),
+                    stdout_bytes: 0,
+                    stderr_bytes: 0,
+                };
+                self.end_attempt(at, result, now_ms);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ queries
+
+    pub fn last_run(&self) -> Option<RunId> {
+        self.runs.keys().next_back().copied()
+    }
+
+    pub fn has_run(&self, run: RunId) -> bool {
+        self.runs.contains_key(&run)
+    }
+
+    pub fn run_status(&self, run: RunId) -> Option<RunStatus> {
+        let r = self.runs.get(&run)?;
+        Some(RunStatus {
+            run: r.id,
+            name: r.name.clone(),
+            state: r.state.name().to_string(),
+            submitted_at_ms: r.submitted_at_ms,
+            finished_at_ms: r.finished_at_ms,
+            counts: r.counts.clone(),
+            jobs: r
+                .jobs
+                .iter()
+                .map(|j| {
+                    let job = &self.jobs[j];
+                    JobStatus {
+                        name: job.def.name.clone(),
+                        tag: job.def.tag.clone(),
+                        counts: job.counts.clone(),
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    pub fn all_run_status(&self) -> Vec<RunStatus> {
+        self.runs
+            .keys()
+            .filter_map(|r| self.run_status(*r))
+            .collect()
+    }
+
+    pub fn agent_infos(&self) -> Vec<AgentInfo> {
+        self.agents
+            .values()
+            .map(|a| {
+                let mut free = a.capacity.clone();
+                free.cpus = free.cpus.saturating_sub(a.committed.cpus);
+                free.memory_bytes = free.memory_bytes.saturating_sub(a.committed.memory_bytes);
+                free.gpus = free.gpus.saturating_sub(a.committed.gpus);
+                AgentInfo {
+                    id: a.id,
+                    name: a.name.clone(),
+                    hostname: a.hostname.clone(),
+                    tags: a.tags.clone(),
+                    resources: a.capacity.clone(),
+                    free,
+                    running: a.attempts.len() as u32 - a.unstarted,
+                    queued: a.unstarted,
+                    connected_at_ms: a.connected_at_ms,
+                    completed: a.completed,
+                }
+            })
+            .collect()
+    }
+
+    pub fn ids(&self) -> Ids {
+        self.ids
+    }
+
+    /// Asserts every invariant of the model. O(tasks): for tests and debug builds.
+    pub fn sanity_check(&self) {
+        for (id, run) in &self.runs {
+            let mut sum = Counts::default();
+            let mut total = 0;
+            for j in &run.jobs {
+                let job = &self.jobs[j];
+                assert_eq!(job.run, *id);
+                sum.add(&job.counts);
+                total += job.count();
+                let mut recount = Counts::default();
+                for slot in &job.tasks {
+                    *slot.state.count_in(&mut recount) += 1;
+                }
+                assert_eq!(recount, job.counts, "job {} counts drifted", job.def.name);
+                let on_agents = self.attempts.values().filter(|a| a.job == *j).count();
+                assert_eq!(on_agents as u32, job.in_flight, "job {j} in_flight");
+                assert_eq!(
+                    on_agents as u64,
+                    job.counts.assigned + job.counts.running,
+                    "job {j}: tasks on agents vs attempts"
+                );
+                if !job.released {
+                    assert_eq!(
+                        job.counts.ready + job.counts.assigned + job.counts.running,
+                        0
+                    );
+                }
+                if let Some(max) = job.def.max_running {
+                    assert!(job.in_flight <= max, "job {j} above max_running");
+                }
+            }
+            assert_eq!(
+                sum, run.counts,
+                "run {id} counts are not the sum of its jobs"
+            );
+            assert_eq!(total, run.total);
+            if run.state != RunState::Running {
+                assert_eq!(
+                    run.counts.done(),
+                    run.total,
+                    "finished run {id} has live tasks"
+                );
+            }
+        }
+        for a in self.agents.values() {
+            let mut committed = Resources::default();
+            let mut unstarted = 0;
+            for at in &a.attempts {
+                let attempt = &self.attempts[at];
+                assert_eq!(attempt.agent, a.id);
+                add_resources(&mut committed, &self.jobs[&attempt.job].resources);
+                if !attempt.started {
+                    unstarted += 1;
+                }
+                let slot = self.jobs[&attempt.job].tasks[attempt.index as usize];
+                let want = if attempt.started {
+                    TaskState::Running
+                } else {
+                    TaskState::Assigned
+                };
+                assert_eq!(slot.state, want, "attempt {at} vs task state");
+            }
+            assert_eq!(committed.cpus, a.committed.cpus, "agent {} committed", a.id);
+            assert_eq!(committed.memory_bytes, a.committed.memory_bytes);
+            assert_eq!(unstarted, a.unstarted, "agent {} unstarted", a.id);
+        }
+        let listed: usize = self.agents.values().map(|a| a.attempts.len()).sum();
+        assert_eq!(listed, self.attempts.len(), "attempt without an agent");
+    }
+}
+
+fn add_resources(into: &mut Resources, r: &Resources) {
+    into.give(r);
+}
+
+fn sub_resources(from: &mut Resources, r: &Resources) {
+    from.cpus -= r.cpus;
+    from.memory_bytes -= r.memory_bytes;
+    from.gpus -= r.gpus;
+    for (name, n) in &r.custom {
+        if let Some(slot) = from.custom.iter_mut().find(|(k, _)| k == name) {
+            slot.1 -= n;
+        }
+    }
+}

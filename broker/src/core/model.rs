@@ -1,0 +1,222 @@
+//! The broker's in-memory model: runs, jobs, task slots, agents and attempts in
+//! flight. Plain data; the rules that change it live in `core/mod.rs`.
+//!
+//! Tasks are not objects: a job of a million tasks is one `Job` with a
+//! `Vec<TaskSlot>` of a few bytes each, and task ids are `first_task + index`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use scalable_common::protocol::{AgentId, AttemptId, Counts, JobId, RunId, TaskId};
+use scalable_common::resources::Resources;
+use scalable_common::workflow::{JobDef, JobTemplates};
+
+/// A task's state (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Waiting,
+    Ready,
+    Assigned,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Cached,
+}
+
+impl TaskState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Waiting => "waiting",
+            TaskState::Ready => "ready",
+            TaskState::Assigned => "assigned",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Cached => "cached",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::Cached
+        )
+    }
+
+    pub fn count_in(self, c: &mut Counts) -> &mut u64 {
+        match self {
+            TaskState::Waiting => &mut c.waiting,
+            TaskState::Ready => &mut c.ready,
+            TaskState::Assigned => &mut c.assigned,
+            TaskState::Running => &mut c.running,
+            TaskState::Succeeded => &mut c.succeeded,
+            TaskState::Failed => &mut c.failed,
+            TaskState::Cancelled => &mut c.cancelled,
+            TaskState::Cached => &mut c.cached,
+        }
+    }
+}
+
+/// One task: a few bytes, so a million fit in a few megabytes.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskSlot {
+    pub state: TaskState,
+    /// Attempts made so far (all kinds).
+    pub attempts: u16,
+    /// Failed attempts that spent a retry.
+    pub retries_used: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub id: RunId,
+    pub name: String,
+    pub submitted_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub cwd: String,
+    pub jobs: Vec<JobId>,
+    pub counts: Counts,
+    pub total: u64,
+    pub state: RunState,
+    pub max_fails: Option<u64>,
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub id: JobId,
+    pub run: RunId,
+    pub def: Arc<JobDef>,
+    pub templates: Arc<JobTemplates>,
+    pub resources: Resources,
+    pub first_task: TaskId,
+    pub tasks: Vec<TaskSlot>,
+    /// Tasks `next_fresh..len` were released as ready and never dispatched; a
+    /// cursor instead of a queue so releasing a million tasks costs nothing.
+    pub next_fresh: u64,
+    /// Ready tasks that came back (retry after backoff, lost agent).
+    pub requeued: VecDeque<u64>,
+    /// Upstream jobs that have not yet fully succeeded.
+    pub deps_pending: u32,
+    pub dependents: Vec<JobId>,
+    /// True once the dependencies are met and tasks may be dispatched.
+    pub released: bool,
+    pub counts: Counts,
+    /// Attempts of this job on agents now (for `max_running`).
+    pub in_flight: u32,
+}
+
+impl Job {
+    pub fn count(&self) -> u64 {
+        self.tasks.len() as u64
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.def.tag.as_deref()
+    }
+
+    /// Whether any task could be dispatched now, ignoring agents.
+    pub fn has_dispatchable(&self) -> bool {
+        self.released && (self.next_fresh < self.count() || !self.requeued.is_empty())
+    }
+
+    pub fn under_max_running(&self) -> bool {
+        self.def.max_running.is_none_or(|m| self.in_flight < m)
+    }
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    pub id: AgentId,
+    pub name: String,
+    pub hostname: String,
+    pub tags: Vec<String>,
+    pub capacity: Resources,
+    /// Sum of the requests of every attempt on this agent, started or queued.
+    /// May exceed `capacity` by the prefetched queue.
+    pub committed: Resources,
+    pub attempts: Vec<AttemptId>,
+    /// Attempts assigned but not reported started: the agent's prefetched queue.
+    pub unstarted: u32,
+    pub connected_at_ms: u64,
+    pub last_seen_ms: u64,
+    /// When the agent's `--lifetime` ends, if bounded.
+    pub lifetime_end_ms: Option<u64>,
+    pub completed: u64,
+    /// Completions counted in the current rate window, and the window's start.
+    pub window_completed: u64,
+    pub window_start_ms: u64,
+    /// Completions per second, smoothed; sizes the prefetched queue.
+    pub rate_per_s: f64,
+    /// Leaving: takes nothing new.
+    pub draining: bool,
+}
+
+impl Agent {
+    /// Whether this agent serves tasks with `tag` (SPEC §6): a tagged agent only
+    /// its tags; an untagged agent everything (a generic pool).
+    pub fn serves(&self, tag: Option<&str>) -> bool {
+        if self.tags.is_empty() {
+            return true;
+        }
+        tag.is_some_and(|t| self.tags.iter().any(|a| a == t))
+    }
+
+    /// `req` fits in what is not committed yet.
+    pub fn fits_now(&self, req: &Resources) -> bool {
+        let c = &self.committed;
+        let cap = &self.capacity;
+        c.cpus + req.cpus <= cap.cpus
+            && c.memory_bytes + req.memory_bytes <= cap.memory_bytes
+            && c.gpus + req.gpus <= cap.gpus
+            && req.custom.iter().all(|(name, n)| {
+                let used = c.custom.iter().find(|(k, _)| k == name).map_or(0, |x| x.1);
+                let have = cap
+                    .custom
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map_or(0, |x| x.1);
+                used + n <= have
+            })
+    }
+
+    /// `req` fits in this agent at all, when empty.
+    pub fn could_ever_run(&self, req: &Resources) -> bool {
+        req.fits_in(&self.capacity)
+    }
+}
+
+/// An attempt on an agent now.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub job: JobId,
+    pub index: u64,
+    pub agent: AgentId,
+    pub number: u32,
+    pub started: bool,
+    pub started_at_us: u64,
+    pub assigned_at_ms: u64,
+    pub cancel_requested: bool,
+}

@@ -1,0 +1,633 @@
+//! The broker's shell around the sans-IO core: QUIC connections from agents
+//! and the CLI, the clock, the store, and local agent processes.
+//!
+//! One tokio task owns the [`Core`]. Connection handlers turn frames into
+//! [`CoreMsg`]s; the core task applies a batch of them, asks the core to
+//! schedule, hands the store writes to the store and attaches everything that
+//! must be sent (assignments, acks, CLI replies) as the batch's after-commit
+//! action. Nothing leaves the broker before the rows describing it are durable.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use scalable_common::access;
+use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::protocol::{
+    AgentHello, AgentId, FromAgent, Hello, HelloReply, Request, Response, RunId, RunRef, TaskRef,
+    ToAgent, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
+};
+use scalable_common::tls;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{Core, CoreConfig};
+use crate::local::LocalAgents;
+use crate::store::{self, Store};
+use crate::submit;
+
+/// How long a peer has to send its `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the core hears the clock.
+const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// Messages the core task applies before it schedules and writes once.
+const CORE_BATCH_MAX: usize = 4_096;
+
+/// Everything `scalable-broker` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Host name agents and the CLI use to reach this broker (default: the listen
+    /// address, or 127.0.0.1 when listening on all interfaces).
+    pub advertise_host: Option<String>,
+    pub local_agents: u32,
+    pub local_agent_cpus: Option<u32>,
+    pub local_agent_args: Vec<String>,
+    pub agent_exe: Option<PathBuf>,
+    pub core: CoreConfig,
+}
+
+/// Messages into the core task.
+enum CoreMsg {
+    AgentConnected {
+        hello: Box<AgentHello>,
+        tx: mpsc::UnboundedSender<ToAgent>,
+        reply: oneshot::Sender<AgentId>,
+    },
+    Agent {
+        agent: AgentId,
+        msg: FromAgent,
+    },
+    AgentGone {
+        agent: AgentId,
+        reason: String,
+    },
+    Cli {
+        req: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    Tick,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the broker until it is told to stop (SIGINT, SIGTERM, `Request::Shutdown`).
+pub async fn run(cfg: BrokerConfig) -> Result<()> {
+    access::ensure_state_dir(&cfg.state_dir)?;
+    let socket = UdpSocket::bind(cfg.listen).with_context(|| {
+        format!(
+            "cannot listen on UDP {} (is another broker running?)",
+            cfg.listen
+        )
+    })?;
+    let bound = socket.local_addr().context("reading the bound address")?;
+    let host = match &cfg.advertise_host {
+        Some(h) => h.clone(),
+        None if bound.ip().is_unspecified() => "127.0.0.1".to_string(),
+        None => bound.ip().to_string(),
+    };
+    let address = format!("{host}:{}", bound.port());
+    let (identity, secrets, _agent_token) = access::init_or_load(&cfg.state_dir, &address)?;
+    let files = access::StateFiles::new(&cfg.state_dir);
+    let server_config = tls::server_config(&identity)?;
+    let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        socket,
+        runtime,
+    )
+    .context("starting the QUIC endpoint")?;
+
+    let (store, ids) = Store::open(&files.db)?;
+    let core = Core::new(cfg.core.clone(), ids);
+    let (core_tx, core_rx) = mpsc::unbounded_channel::<CoreMsg>();
+    let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<()>();
+    let secrets = Arc::new(secrets);
+
+    tracing::info!(
+        "broker listening on {bound} as {address}; fingerprint {}; state in {}",
+        identity.fingerprint(),
+        cfg.state_dir.display()
+    );
+    println!(
+        "scalable-broker: listening on {address} (state dir {})",
+        cfg.state_dir.display()
+    );
+
+    let core_task = tokio::spawn(core_loop(core, core_rx, store.clone(), stop_tx.clone()));
+    let ticker = {
+        let tx = core_tx.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(TICK_INTERVAL);
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                iv.tick().await;
+                if tx.send(CoreMsg::Tick).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    let mut locals = LocalAgents::start(
+        cfg.local_agents,
+        cfg.local_agent_cpus,
+        &cfg.local_agent_args,
+        cfg.agent_exe.as_deref(),
+        &files.agent_token,
+        &cfg.state_dir,
+    )?;
+
+    let accept = {
+        let endpoint = endpoint.clone();
+        let core_tx = core_tx.clone();
+        let secrets = secrets.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let core_tx = core_tx.clone();
+                let secrets = secrets.clone();
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    match incoming.await {
+                        Ok(conn) => handle_connection(conn, core_tx, secrets).await,
+                        Err(e) => tracing::warn!(
+                            "refused connection from {remote}: {}",
+                            describe_conn_error(&e)
+                        ),
+                    }
+                });
+            }
+        })
+    };
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = sigterm.recv() => tracing::info!("SIGTERM; stopping"),
+        _ = stop_rx.recv() => tracing::info!("shutdown requested; stopping"),
+        _ = locals.wait_any_failed() => tracing::warn!("a local agent could not start; stopping"),
+    }
+    accept.abort();
+    ticker.abort();
+    locals.stop().await;
+    drop(core_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), core_task).await;
+    endpoint.close(0u32.into(), b"broker stopping");
+    store.stop();
+    Ok(())
+}
+
+fn describe_conn_error(e: &quinn::ConnectionError) -> String {
+    let s = e.to_string();
+    if s.contains("no application protocol") || s.contains("120") {
+        format!(
+            "protocol version mismatch (this broker speaks {})",
+            String::from_utf8_lossy(scalable_common::protocol::ALPN)
+        )
+    } else {
+        s
+    }
+}
+
+/// Reads the `Hello` and serves an agent or a CLI on this connection.
+async fn handle_connection(
+    conn: quinn::Connection,
+    core_tx: mpsc::UnboundedSender<CoreMsg>,
+    secrets: Arc<access::BrokerSecrets>,
+) {
+    let remote = conn.remote_address();
+    let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        _ => return,
+    };
+    let hello: Hello =
+        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, 64 << 10)).await {
+            Ok(Ok(Some(h))) => h,
+            Ok(Err(e)) => {
+                tracing::warn!("closed connection from {remote}: bad hello: {e}");
+                conn.close(2u32.into(), b"bad hello");
+                return;
+            }
+            _ => return,
+        };
+    match hello {
+        Hello::Agent(h) => {
+            if h.protocol != PROTOCOL_VERSION {
+                return refuse(&conn, &mut send, format!(
+                    "protocol version mismatch: agent speaks {}, broker speaks {PROTOCOL_VERSION} (use matching scalable versions)",
+                    h.protocol
+                ))
+                .await;
+            }
+            if !access::token_matches(&secrets.agent_token_hash, &h.token) {
+                return refuse(&conn, &mut send, format!(
+                    "agent token refused for agent {:?} from {remote} (use the agent.token this broker wrote)",
+                    h.name
+                ))
+                .await;
+            }
+            serve_agent(conn, send, recv, h, core_tx).await;
+        }
+        Hello::Cli(h) => {
+            if h.protocol != PROTOCOL_VERSION {
+                return refuse(&conn, &mut send, format!(
+                    "protocol version mismatch: cli speaks {}, broker speaks {PROTOCOL_VERSION} (use matching scalable versions)",
+                    h.protocol
+                ))
+                .await;
+            }
+            if !access::token_matches(&secrets.user_token_hash, &h.token) {
+                return refuse(
+                    &conn,
+                    &mut send,
+                    "user token refused (use the access.json this broker wrote)".into(),
+                )
+                .await;
+            }
+            if write_frame(
+                &mut send,
+                &HelloReply::Welcome {
+                    agent_id: 0,
+                    heartbeat_interval_ms: 0,
+                },
+            )
+            .await
+            .is_err()
+            {
+                return;
+            }
+            let _ = send.finish();
+            serve_cli(conn, core_tx).await;
+        }
+    }
+}
+
+/// Tells the peer why it is refused, logs it, and closes the connection.
+async fn refuse(conn: &quinn::Connection, send: &mut quinn::SendStream, why: String) {
+    tracing::warn!("refused {}: {why}", conn.remote_address());
+    let _ = write_frame(send, &HelloReply::Refused { reason: why }).await;
+    let _ = send.finish();
+    // Give the refusal time to arrive before the close does.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.close(1u32.into(), b"refused");
+}
+
+async fn serve_agent(
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    hello: AgentHello,
+    core_tx: mpsc::UnboundedSender<CoreMsg>,
+) {
+    let name = hello.name.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToAgent>();
+    let (id_tx, id_rx) = oneshot::channel();
+    if core_tx
+        .send(CoreMsg::AgentConnected {
+            hello: Box::new(hello),
+            tx,
+            reply: id_tx,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let Ok(agent) = id_rx.await else { return };
+    tracing::info!(
+        "agent {agent} ({name}) connected from {}",
+        conn.remote_address()
+    );
+    let heartbeat_interval_ms = 5_000;
+    if write_frame(
+        &mut send,
+        &HelloReply::Welcome {
+            agent_id: agent,
+            heartbeat_interval_ms,
+        },
+    )
+    .await
+    .is_err()
+    {
+        let _ = core_tx.send(CoreMsg::AgentGone {
+            agent,
+            reason: "disconnected during hello".into(),
+        });
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let shutdown = matches!(msg, ToAgent::Shutdown { .. });
+            if write_frame(&mut send, &msg).await.is_err() {
+                break;
+            }
+            if shutdown {
+                let _ = send.finish();
+                break;
+            }
+        }
+    });
+    let reason = loop {
+        match read_frame::<_, FromAgent>(&mut recv, MESSAGE_BYTES_MAX).await {
+            Ok(Some(msg)) => {
+                let leaving = matches!(msg, FromAgent::Leaving { .. });
+                if core_tx.send(CoreMsg::Agent { agent, msg }).is_err() {
+                    break "broker stopping".to_string();
+                }
+                if leaving {
+                    // Keep reading: results of drained attempts may follow.
+                    continue;
+                }
+            }
+            Ok(None) => break "disconnected".to_string(),
+            Err(e) => {
+                tracing::warn!("agent {agent} ({name}): {e}; closing its connection");
+                conn.close(2u32.into(), b"malformed message");
+                break format!("malformed message: {e}");
+            }
+        }
+    };
+    writer.abort();
+    tracing::info!("agent {agent} ({name}) left: {reason}");
+    let _ = core_tx.send(CoreMsg::AgentGone { agent, reason });
+}
+
+async fn serve_cli(conn: quinn::Connection, core_tx: mpsc::UnboundedSender<CoreMsg>) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let core_tx = core_tx.clone();
+        tokio::spawn(async move {
+            let req: Request = match read_frame(&mut recv, MESSAGE_BYTES_MAX).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = write_frame(
+                        &mut send,
+                        &Response::Error {
+                            message: format!("malformed request: {e}"),
+                            exit_code: 2,
+                        },
+                    )
+                    .await;
+                    return;
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            if core_tx.send(CoreMsg::Cli { req, reply: tx }).is_err() {
+                return;
+            }
+            if let Ok(resp) = rx.await {
+                let _ = write_frame(&mut send, &resp).await;
+                let _ = send.finish();
+                // Let the response drain before the stream is dropped.
+                let _ = send.stopped().await;
+            }
+        });
+    }
+}
+
+/// What a CLI request needs after the writes of this batch are durable.
+enum Deferred {
+    Reply(oneshot::Sender<Response>, Response),
+    Query(
+        oneshot::Sender<Response>,
+        Box<dyn FnOnce(&rusqlite::Connection) -> Response + Send>,
+    ),
+}
+
+async fn core_loop(
+    mut core: Core,
+    mut rx: mpsc::UnboundedReceiver<CoreMsg>,
+    store: Store,
+    stop: mpsc::UnboundedSender<()>,
+) {
+    let mut agents: HashMap<AgentId, mpsc::UnboundedSender<ToAgent>> = HashMap::new();
+    let mut batch = Vec::with_capacity(CORE_BATCH_MAX);
+    loop {
+        if rx.recv_many(&mut batch, CORE_BATCH_MAX).await == 0 {
+            break;
+        }
+        let now = now_ms();
+        let mut deferred: Vec<Deferred> = Vec::new();
+        for msg in batch.drain(..) {
+            match msg {
+                CoreMsg::AgentConnected { hello, tx, reply } => {
+                    let id = core.agent_connected(&hello, now);
+                    agents.insert(id, tx);
+                    let _ = reply.send(id);
+                }
+                CoreMsg::Agent { agent, msg } => match msg {
+                    FromAgent::Events { started, finished } => {
+                        core.agent_events(agent, &started, finished, now)
+                    }
+                    FromAgent::Heartbeat { .. } => core.agent_heartbeat(agent, now),
+                    FromAgent::Leaving { reason } => {
+                        tracing::info!("agent {agent} is leaving: {reason}");
+                        core.agent_leaving(agent, now)
+                    }
+                },
+                CoreMsg::AgentGone { agent, reason } => {
+                    agents.remove(&agent);
+                    core.agent_lost(agent, &reason, now);
+                }
+                CoreMsg::Cli { req, reply } => {
+                    if matches!(req, Request::Shutdown) {
+                        deferred.push(Deferred::Reply(reply, Response::ShuttingDown));
+                        let _ = stop.send(());
+                        continue;
+                    }
+                    deferred.push(handle_request(&mut core, req, reply, now));
+                }
+                CoreMsg::Tick => core.tick(now),
+            }
+        }
+        core.schedule(now);
+        if cfg!(debug_assertions) && std::env::var_os("SCALABLE_SANITY_CHECK").is_some() {
+            core.sanity_check();
+        }
+        let fx = core.take_effects();
+        let mut sends: Vec<(mpsc::UnboundedSender<ToAgent>, ToAgent)> = Vec::new();
+        let mut push = |agent: AgentId, msg: ToAgent| {
+            if let Some(tx) = agents.get(&agent) {
+                sends.push((tx.clone(), msg));
+            }
+        };
+        for (agent, list) in fx.assign {
+            push(agent, ToAgent::Assign(list));
+        }
+        for (agent, list) in fx.ack {
+            push(agent, ToAgent::Ack(list));
+        }
+        for (agent, list) in fx.cancel {
+            push(agent, ToAgent::Cancel(list));
+        }
+        for (agent, reason) in fx.shutdown {
+            push(agent, ToAgent::Shutdown { reason });
+        }
+        let mut replies = Vec::new();
+        let mut queries = Vec::new();
+        for d in deferred {
+            match d {
+                Deferred::Reply(tx, r) => replies.push((tx, r)),
+                Deferred::Query(tx, q) => queries.push((tx, q)),
+            }
+        }
+        if fx.store.is_empty() && sends.is_empty() && replies.is_empty() && queries.is_empty() {
+            continue;
+        }
+        store.write(
+            fx.store,
+            Some(Box::new(move || {
+                for (tx, msg) in sends {
+                    let _ = tx.send(msg);
+                }
+                for (tx, r) in replies {
+                    let _ = tx.send(r);
+                }
+            })),
+        );
+        for (tx, q) in queries {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let resp = store.query(q).await.unwrap_or_else(|e| Response::Error {
+                    message: e.to_string(),
+                    exit_code: 1,
+                });
+                let _ = tx.send(resp);
+            });
+        }
+    }
+    // Tell connected agents the broker is going away.
+    for tx in agents.values() {
+        let _ = tx.send(ToAgent::Shutdown {
+            reason: "broker stopping".into(),
+        });
+    }
+}
+
+fn bad(message: String) -> Response {
+    Response::Error {
+        message,
+        exit_code: 2,
+    }
+}
+
+/// Resolves `last` against the live core, falling back to the store.
+fn resolve_run(core: &Core, run: &RunRef) -> Option<RunId> {
+    match run {
+        RunRef::Id(id) => Some(*id),
+        RunRef::Last => core.last_run(),
+    }
+}
+
+fn handle_request(
+    core: &mut Core,
+    req: Request,
+    reply: oneshot::Sender<Response>,
+    now: u64,
+) -> Deferred {
+    let resp = match req {
+        Request::Submit(s) => match submit::plan(s) {
+            Ok(plan) => match core.submit(plan, now) {
+                Ok((run, tasks)) => Response::Submitted { run, tasks },
+                Err(e) => bad(e.to_string()),
+            },
+            Err(message) => bad(message),
+        },
+        Request::Status { run } => match run {
+            None => Response::Status(core.all_run_status()),
+            Some(r) => match resolve_run(core, &r).and_then(|id| core.run_status(id)) {
+                Some(s) => Response::Status(vec![s]),
+                None => bad(no_run(&r)),
+            },
+        },
+        Request::Agents => Response::Agents(core.agent_infos()),
+        Request::Cancel { run, task } => {
+            let n = match (run, task) {
+                (Some(r), _) => resolve_run(core, &r).and_then(|id| core.cancel_run(id, now)),
+                (None, Some(t)) => resolve_task(core, &t).and_then(|id| core.cancel_task(id, now)),
+                (None, None) => None,
+            };
+            match n {
+                Some(tasks) => Response::Cancelled { tasks },
+                None => bad("no such run or task (scalable status lists the runs)".into()),
+            }
+        }
+        Request::Stats { run } => {
+            let Some(id) = resolve_run(core, &run) else {
+                return Deferred::Reply(reply, bad(no_run(&run)));
+            };
+            return Deferred::Query(
+                reply,
+                Box::new(move |c| match store::run_stats(c, id, now_ms()) {
+                    Ok(s) => Response::Stats(s),
+                    Err(e) => bad(e.to_string()),
+                }),
+            );
+        }
+        Request::Analyze { run } => {
+            let Some(id) = resolve_run(core, &run) else {
+                return Deferred::Reply(reply, bad(no_run(&run)));
+            };
+            return Deferred::Query(
+                reply,
+                Box::new(move |c| match store::run_analysis(c, id) {
+                    Ok(a) => Response::Analyze(a),
+                    Err(e) => bad(e.to_string()),
+                }),
+            );
+        }
+        Request::Logs { task, attempt } => {
+            let last = core.last_run();
+            return Deferred::Query(
+                reply,
+                Box::new(move |c| {
+                    let id = match task {
+                        TaskRef::Id(id) => Ok(id),
+                        TaskRef::Path { run, job, index } => {
+                            let run = match run {
+                                RunRef::Id(r) => Some(r),
+                                RunRef::Last => last,
+                            };
+                            match run {
+                                Some(r) => store::task_by_path(c, r, &job, index),
+                                None => Err(store::StoreError::NotFound("no runs yet".into())),
+                            }
+                        }
+                    };
+                    match id.and_then(|id| store::task_logs(c, id, attempt)) {
+                        Ok(l) => Response::Logs(l),
+                        Err(e) => bad(e.to_string()),
+                    }
+                }),
+            );
+        }
+        Request::Shutdown => Response::ShuttingDown,
+    };
+    Deferred::Reply(reply, resp)
+}
+
+fn resolve_task(core: &Core, t: &TaskRef) -> Option<u64> {
+    match t {
+        TaskRef::Id(id) => Some(*id),
+        TaskRef::Path { run, job, index } => {
+            let run = resolve_run(core, run)?;
+            core.task_by_path(run, job, *index)
+        }
+    }
+}
+
+fn no_run(r: &RunRef) -> String {
+    match r {
+        RunRef::Id(id) => format!("no run {id} (scalable status lists the runs)"),
+        RunRef::Last => "no runs yet (submit one with scalable submit)".into(),
+    }
+}

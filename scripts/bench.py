@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Issue 3's benchmarks, run against the release binaries.
+
+1. spawn:    10,000 tasks of /bin/true, one broker, one agent with 2 cpus, from
+             submit to all finished (the broker's own recorded submit and finish
+             times), against `seq 10000 | xargs -P2 -n1 /bin/true` in the same
+             run; 3 repetitions, medians. Bar: ratio >= 0.8.
+2. dispatch: 100,000 tasks with two --noop agents: tasks/s. Bar: >= 20,000/s.
+3. submit:   a 1,000,000-task range job: time until `submit` returns, and the
+             broker's peak RSS. Bar: < 5 s and < 500 MB.
+"""
+import json, os, platform, signal, sqlite3, statistics, subprocess, sys, tempfile, time
+
+BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release")
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+
+
+class Broker:
+    def __init__(self, agents=()):
+        self.dir = tempfile.mkdtemp(prefix="scalable-bench.")
+        self.state = os.path.join(self.dir, "state")
+        self.log = open(os.path.join(self.dir, "broker.log"), "w")
+        env = dict(os.environ, SCALABLE_LOG="warn")
+        self.proc = subprocess.Popen(
+            [f"{BIN}/scalable-broker", "--state-dir", self.state, "--listen", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+        self.access = os.path.join(self.state, "access.json")
+        for _ in range(200):
+            if os.path.exists(self.access):
+                break
+            time.sleep(0.05)
+        self.agents = []
+        for args in agents:
+            self.agents.append(subprocess.Popen(
+                [f"{BIN}/scalable-agent", "--token-file", os.path.join(self.state, "agent.token"), *args],
+                stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, f"agent{len(self.agents)}.log"), "w"),
+                env=env))
+        for _ in range(200):
+            if len(self.cli_json("agents")) >= len(agents):
+                break
+            time.sleep(0.05)
+
+    def cli(self, *args):
+        return subprocess.run([f"{BIN}/scalable", "--access", self.access, *args],
+                              capture_output=True, text=True, cwd=self.dir)
+
+    def cli_json(self, *args):
+        out = self.cli(*args, "--json")
+        return json.loads(out.stdout) if out.returncode == 0 else []
+
+    def run_times(self, run):
+        db = sqlite3.connect(f"file:{self.state}/broker.db?mode=ro", uri=True)
+        sub, fin, state = db.execute(
+            "SELECT submitted_at_ms, finished_at_ms, state FROM runs WHERE id = ?", (run,)).fetchone()
+        return sub, fin, state
+
+    def wait_run(self, run):
+        while True:
+            sub, fin, state = self.run_times(run)
+            if fin is not None:
+                return (fin - sub) / 1000.0, state
+            time.sleep(0.05)
+
+    def rss_peak_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    def stop(self):
+        for a in self.agents:
+            a.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        for a in self.agents:
+            try:
+                a.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                a.kill()
+
+
+def submit(b, n, cmd):
+    out = b.cli("submit", "--json", "--array", f"1-{n}", "--name", "bench", "--", *cmd)
+    if out.returncode != 0:
+        sys.exit(f"submit failed: {out.stderr}")
+    return json.loads(out.stdout)["run"]
+
+
+def bench_spawn():
+    n = 10_000
+    ours, xargs = [], []
+    for rep in range(REPS):
+        t = time.perf_counter()
+        subprocess.run(f"seq {n} | xargs -P2 -n1 /bin/true", shell=True, check=True)
+        xargs.append(n / (time.perf_counter() - t))
+        b = Broker(agents=[["--cpus", "2", "--name", "bench"]])
+        try:
+            run = submit(b, n, ["/bin/true"])
+            secs, state = b.wait_run(run)
+            if state != "succeeded":
+                sys.exit(f"spawn run ended {state}")
+            ours.append(n / secs)
+        finally:
+            b.stop()
+        print(f"  rep {rep + 1}: scalable {ours[-1]:,.0f} tasks/s, xargs -P2 {xargs[-1]:,.0f} tasks/s", flush=True)
+    o, x = statistics.median(ours), statistics.median(xargs)
+    print(f"1. spawn: 10,000 x /bin/true on one 2-cpu agent: median {o:,.0f} tasks/s; "
+          f"xargs -P2 {x:,.0f} tasks/s; ratio {o / x:.2f} (bar >= 0.80)")
+    return o / x >= 0.8
+
+
+def bench_dispatch():
+    n = 100_000
+    b = Broker(agents=[["--noop", "--name", "noop1"], ["--noop", "--name", "noop2"]])
+    try:
+        run = submit(b, n, ["/bin/true"])
+        secs, state = b.wait_run(run)
+    finally:
+        b.stop()
+    rate = n / secs
+    print(f"2. dispatch: 100,000 tasks on two --noop agents in {secs:.2f} s: {rate:,.0f} tasks/s "
+          f"(bar >= 20,000; ratio {rate / 20000:.2f})")
+    return rate >= 20_000
+
+
+def bench_submit():
+    n = 1_000_000
+    b = Broker()
+    try:
+        t = time.perf_counter()
+        run = submit(b, n, ["echo", "{{ item }}"])
+        secs = time.perf_counter() - t
+        rss = b.rss_peak_mb()
+    finally:
+        b.stop()
+    print(f"3. submit: 1,000,000-task range job: submit returned in {secs:.2f} s (bar < 5 s), "
+          f"broker peak RSS {rss:.0f} MB (bar < 500 MB)")
+    return secs < 5 and rss < 500
+
+
+def main():
+    which = sys.argv[1:] or ["spawn", "dispatch", "submit"]
+    print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
+    ok = True
+    for w in which:
+        ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit}[w]()
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+//! Helpers that start real processes: a broker, agents, the CLI.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn broker_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_scalable-broker"))
+}
+
+pub fn cli_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_scalable"))
+}
+
+/// The agent binary lives in another package; scripts/test.sh builds it first.
+pub fn agent_exe() -> PathBuf {
+    let p = broker_exe().with_file_name("scalable-agent");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// A running broker with its own state dir and work dir; killed on drop.
+pub struct Broker {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub agents: Vec<Child>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        let log = std::fs::File::create(dir.path().join("broker.log")).unwrap();
+        let child = Command::new(broker_exe())
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("SCALABLE_AGENT_EXE", agent_exe())
+            .env("SCALABLE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start broker");
+        let b = Broker {
+            child,
+            dir,
+            agents: Vec::new(),
+        };
+        wait_until(Duration::from_secs(20), "access.json", || {
+            b.access().exists()
+        });
+        b
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn access(&self) -> PathBuf {
+        self.state().join("access.json")
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.state().join("agent.token")
+    }
+
+    /// Where tasks run (the CLI's cwd).
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// Starts an agent with the broker's token file and extra flags.
+    pub fn agent(&mut self, args: &[&str]) {
+        let n = self.agents.len();
+        let log = std::fs::File::create(self.dir.path().join(format!("agent-{n}.log"))).unwrap();
+        let child = Command::new(agent_exe())
+            .arg("--token-file")
+            .arg(self.token_file())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start agent");
+        self.agents.push(child);
+    }
+
+    /// Runs the CLI in the work dir.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(cli_exe())
+            .arg("--access")
+            .arg(self.access())
+            .args(args)
+            .current_dir(self.work())
+            .output()
+            .expect("run scalable")
+    }
+
+    /// Runs the CLI and expects exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "scalable {args:?} failed with {:?}\nstdout: {}\nstderr: {}\nbroker log:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn wait_agents(&self, n: usize) {
+        wait_until(Duration::from_secs(20), "agents to connect", || {
+            let out = self.cli(&["agents", "--json"]);
+            out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .ok()
+                    .and_then(|v| v.as_array().map(|a| a.len()))
+                    .unwrap_or(0)
+                    >= n
+        });
+    }
+
+    /// Writes a workflow file into the work dir and returns its name.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        std::fs::write(self.work().join(name), text).unwrap();
+        name.to_string()
+    }
+
+    /// Read-only view of the broker's database.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.state().join("broker.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open broker.db")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
