@@ -5,8 +5,8 @@
 # stops everything. Exits 0 when the workflow succeeded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bins
-BIN=target/release
+cargo build --bins
+BIN=target/debug
 STATE=$(mktemp -d /tmp/scalable-demo.XXXXXX)
 rm -rf examples/demo/out
 cleanup() {
