@@ -17,10 +17,10 @@ cleanup() {
   rm -rf "$STATE"
 }
 trap cleanup EXIT
-AGENTS=${SCALABLE_DEMO_AGENTS:-2}
-echo "== starting a broker with $AGENTS local agents (state in $STATE)"
-"$BIN/scalable-broker" --state-dir "$STATE" --listen 127.0.0.1:0 --local-agents "$AGENTS" \
-  2> "$STATE/broker.log" &
+AGENTS=2   # the local target of examples/demo/scalable.yaml
+echo "== starting a broker with the manifest's local target: $AGENTS agents (state in $STATE)"
+"$BIN/scalable-broker" --state-dir "$STATE" --listen 127.0.0.1:0 \
+  --manifest examples/demo/scalable.yaml --target local 2> "$STATE/broker.log" &
 BROKER_PID=$!
 for _ in $(seq 100); do [ -f "$STATE/access.json" ] && break; sleep 0.1; done
 export SCALABLE_ACCESS="$STATE/access.json"

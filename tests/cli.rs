@@ -84,3 +84,57 @@ fn bad_task_names_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("last"), "{}", stderr(&out));
 }
+
+#[test]
+fn manifest_local_target_starts_its_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("scalable.yaml");
+    std::fs::write(
+        &manifest,
+        "version: 1\nproject: {name: t}\ntargets:\n  laptop: {provider: local, max_workers: 2, threads_per_worker: 1, tags: [postprocess]}\n",
+    )
+    .unwrap();
+    let b = Broker::start_with(&[
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--target",
+        "laptop",
+    ]);
+    b.wait_agents(2);
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["agents", "--json"])).unwrap();
+    for a in v.as_array().unwrap() {
+        assert_eq!(a["resources"]["cpus"], 1);
+        assert_eq!(a["tags"][0], "postprocess");
+    }
+    b.ok(&[
+        "submit",
+        "--tag",
+        "postprocess",
+        "--array",
+        "1-3",
+        "--wait",
+        "--",
+        "true",
+    ]);
+}
+
+#[test]
+fn manifest_with_an_unknown_target_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("scalable.yaml");
+    std::fs::write(&manifest, "targets:\n  local: {provider: local}\n").unwrap();
+    let out = std::process::Command::new(broker_exe())
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(["--target", "hpc"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no target \"hpc\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod agent_loss;
 mod auth;
 mod cli;
 mod dag;

@@ -109,6 +109,8 @@ pub struct ExecConfig {
     pub output_bytes_max: u64,
     /// SIGTERM → SIGKILL grace for walltime and stop.
     pub kill_grace: Duration,
+    /// Kills the tasks' groups if the agent dies without cleaning up.
+    pub orphan_guard: Option<std::sync::Arc<crate::orphan_guard::OrphanGuard>>,
 }
 
 impl ExecConfig {
@@ -119,6 +121,7 @@ impl ExecConfig {
             tail_bytes: TAIL_BYTES_DEFAULT,
             output_bytes_max: OUTPUT_BYTES_MAX_DEFAULT,
             kill_grace: KILL_GRACE_DEFAULT,
+            orphan_guard: None,
         }
     }
 }
@@ -331,6 +334,9 @@ impl Executor {
         // `Child` neither waits nor kills; the reaper owns the pid from here.
         let pid = child.id() as libc::pid_t;
         drop(child);
+        if let Some(g) = &inner.cfg.orphan_guard {
+            g.spawned(pid);
+        }
         let started_at_us = unix_us();
         let deadline = a
             .walltime_ms
@@ -536,6 +542,9 @@ impl Inner {
         // Stragglers in the group must not keep using the agent's resources. The
         // leader is still a zombie, so its group id cannot have been reused.
         kill_group(pid, libc::SIGKILL);
+        if let Some(g) = &self.cfg.orphan_guard {
+            g.exited(pid);
+        }
         // `None` only if something else reaped our child (see the invariant above).
         let reaped = reap(pid);
         if reaped.is_none() {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use scalable_agent::resources;
 use scalable_agent::session::{self, AgentConfig, Exit};
+use scalable_agent::{orphan_guard, resources};
 use scalable_common::access::AgentTokenFile;
 use scalable_common::exit::ExitCode;
 use scalable_common::units::{parse_duration_ms, parse_size_bytes};
@@ -79,6 +79,12 @@ fn auto_or<T>(
 
 fn main() -> std::process::ExitCode {
     scalable_common::panic::install_bug_hook();
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == orphan_guard::GUARD_ARG)
+    {
+        orphan_guard::run_guard();
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -180,6 +186,14 @@ fn main() -> std::process::ExitCode {
             ""
         }
     );
+    // Before the executor: its reaper would otherwise race this spawn.
+    let guard = match orphan_guard::OrphanGuard::start() {
+        Ok(g) => Some(std::sync::Arc::new(g)),
+        Err(e) => {
+            tracing::warn!("no orphan guard ({e}); tasks may outlive a SIGKILLed agent");
+            None
+        }
+    };
     let cfg = AgentConfig {
         broker,
         fingerprint,
@@ -193,6 +207,7 @@ fn main() -> std::process::ExitCode {
         workdir: workdir.clone(),
         noop: args.noop,
         connect_timeout,
+        orphan_guard: guard,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

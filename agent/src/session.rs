@@ -47,6 +47,7 @@ pub struct AgentConfig {
     pub noop: bool,
     /// How long to keep trying to reach the broker before giving up.
     pub connect_timeout: Duration,
+    pub orphan_guard: Option<std::sync::Arc<crate::orphan_guard::OrphanGuard>>,
 }
 
 /// How the agent ended, for the exit code.
@@ -176,6 +177,7 @@ pub async fn run(cfg: AgentConfig) -> Exit {
             tail_bytes: 64 << 10,
             output_bytes_max: 256 << 20,
             kill_grace: Duration::from_secs(5),
+            orphan_guard: cfg.orphan_guard.clone(),
         },
         ev_tx,
     ) {

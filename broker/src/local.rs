@@ -49,6 +49,11 @@ impl LocalAgents {
             return Ok(LocalAgents { children });
         }
         let exe = agent_exe(exe)?;
+        // Agents on one host share its memory: give each its part, unless told.
+        let memory_arg = (n > 1 && !extra_args.iter().any(|a| a.starts_with("--memory")))
+            .then(host_memory_bytes)
+            .flatten()
+            .map(|m| format!("--memory={}", m / n as u64));
         let log_dir = state_dir.join("local-agents");
         std::fs::create_dir_all(&log_dir)
             .with_context(|| format!("cannot create {}", log_dir.display()))?;
@@ -62,6 +67,9 @@ impl LocalAgents {
                 .arg(format!("local-{i}"));
             if let Some(c) = cpus {
                 cmd.arg("--cpus").arg(c.to_string());
+            }
+            if let Some(m) = &memory_arg {
+                cmd.arg(m);
             }
             cmd.args(extra_args)
                 .stdin(Stdio::null())
@@ -112,5 +120,108 @@ impl LocalAgents {
                 let _ = c.kill().await;
             }
         }
+    }
+}
+
+/// MemTotal of this host, from /proc/meminfo.
+fn host_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The agents a manifest's `local` target asks for (SPEC §8): `max_workers`
+/// agents with `threads_per_worker` cpus each, tagged with `tags:` if given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalTarget {
+    pub agents: u32,
+    pub cpus: Option<u32>,
+    pub tags: Vec<String>,
+}
+
+/// Reads only `targets.<name>` of a manifest. The full schema and its
+/// validation are the manifest module's (issue 4); until then other keys are
+/// not checked here.
+pub fn local_target(file: &str, text: &str, target: &str) -> Result<LocalTarget, String> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        #[serde(default)]
+        targets: std::collections::BTreeMap<String, Target>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Target {
+        provider: String,
+        max_workers: Option<u32>,
+        threads_per_worker: Option<u32>,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+    let m: Manifest = serde_saphyr::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+    let names = || m.targets.keys().cloned().collect::<Vec<_>>().join(", ");
+    let t = m.targets.get(target).ok_or_else(|| {
+        format!(
+            "{file}: targets: no target {target:?} (targets are: {})",
+            names()
+        )
+    })?;
+    if t.provider != "local" {
+        return Err(format!(
+            "{file}: targets.{target}.provider: {:?} pilots are not started by this build yet (hint: use a local target, or start agents by hand with scalable-agent --token-file)",
+            t.provider
+        ));
+    }
+    if t.max_workers == Some(0) {
+        return Err(format!(
+            "{file}: targets.{target}.max_workers: must be at least 1"
+        ));
+    }
+    Ok(LocalTarget {
+        agents: t.max_workers.unwrap_or(1),
+        cpus: t.threads_per_worker,
+        tags: t.tags.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+version: 1
+project: {name: demo}
+targets:
+  local: {provider: local, max_workers: 3, threads_per_worker: 2}
+  tagged: {provider: local, max_workers: 1, tags: [postprocess]}
+  hpc: {provider: slurm, queue: batch}
+"#;
+
+    #[test]
+    fn local_target_reads_workers_threads_and_tags() {
+        assert_eq!(
+            local_target("m.yaml", MANIFEST, "local").unwrap(),
+            LocalTarget {
+                agents: 3,
+                cpus: Some(2),
+                tags: vec![]
+            }
+        );
+        assert_eq!(
+            local_target("m.yaml", MANIFEST, "tagged").unwrap().tags,
+            vec!["postprocess".to_string()]
+        );
+    }
+
+    #[test]
+    fn other_providers_and_unknown_targets_are_refused_with_a_hint() {
+        let e = local_target("m.yaml", MANIFEST, "hpc").unwrap_err();
+        assert!(e.contains("targets.hpc.provider"), "{e}");
+        let e = local_target("m.yaml", MANIFEST, "nope").unwrap_err();
+        assert!(
+            e.contains("local, tagged, hpc") || e.contains("hpc, local, tagged"),
+            "{e}"
+        );
+        let e = local_target("m.yaml", "targets: [", "local").unwrap_err();
+        assert!(e.starts_with("m.yaml: "), "{e}");
     }
 }

@@ -53,25 +53,56 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if args.manifest.is_some() || args.target.is_some() {
-        eprintln!(
-            "error: --manifest/--target are not supported by this build yet (hint: use --local-agents N)"
-        );
-        return ExitCode::BadInput.into();
+    let mut local_agents = args.local_agents;
+    let mut local_agent_cpus = args.local_agent_cpus;
+    let mut local_agent_args = args.local_agent_args.clone();
+    match (&args.manifest, &args.target) {
+        (Some(path), Some(target)) => {
+            let shown = path.display().to_string();
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: cannot read {shown}: {e}");
+                    return ExitCode::BadInput.into();
+                }
+            };
+            match scalable_broker::local::local_target(&shown, &text, target) {
+                Ok(t) => {
+                    local_agents = t.agents;
+                    local_agent_cpus = local_agent_cpus.or(t.cpus);
+                    if !t.tags.is_empty() {
+                        local_agent_args.push(format!("--tags={}", t.tags.join(",")));
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::BadInput.into();
+                }
+            }
+        }
+        (Some(_), None) => {
+            eprintln!("error: --manifest needs --target T (hint: --target local starts the local target's agents)");
+            return ExitCode::BadInput.into();
+        }
+        (None, Some(_)) => {
+            eprintln!("error: --target needs --manifest FILE");
+            return ExitCode::BadInput.into();
+        }
+        (None, None) => {}
     }
-    let local_agent_cpus = args.local_agent_cpus.or_else(|| {
-        (args.local_agents > 0).then(|| {
+    let local_agent_cpus = local_agent_cpus.or_else(|| {
+        (local_agents > 0).then(|| {
             let host = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-            (host / args.local_agents).max(1)
+            (host / local_agents).max(1)
         })
     });
     let cfg = BrokerConfig {
         state_dir: args.state_dir,
         listen: args.listen,
         advertise_host: args.advertise,
-        local_agents: args.local_agents,
+        local_agents,
         local_agent_cpus,
-        local_agent_args: args.local_agent_args,
+        local_agent_args,
         agent_exe: args.agent_exe,
         core: CoreConfig {
             heartbeat_timeout_ms: args.heartbeat_timeout * 1000,
