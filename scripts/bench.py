@@ -87,7 +87,10 @@ def submit(b, n, cmd):
     out = b.cli("submit", "--json", "--array", f"1-{n}", "--name", "bench", "--", *cmd)
     if out.returncode != 0:
         sys.exit(f"submit failed: {out.stderr}")
-    return json.loads(out.stdout)["run"]
+    reply = json.loads(out.stdout)
+    if reply["tasks"] != n:
+        sys.exit(f"submit stored {reply['tasks']} tasks, expected {n}")
+    return reply["run"]
 
 
 def bench_spawn():

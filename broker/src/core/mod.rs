@@ -417,6 +417,11 @@ impl Core {
             return;
         };
         a.last_seen_ms = now_ms;
+        let ending: std::collections::HashSet<AttemptId> = if started.is_empty() {
+            Default::default()
+        } else {
+            finished.iter().map(|r| r.attempt).collect()
+        };
         for s in started {
             let Some(at) = self.attempts.get_mut(&s.attempt) else {
                 continue;
@@ -428,10 +433,13 @@ impl Core {
             at.started_at_us = s.at_us;
             let (job, index) = (at.job, at.index);
             self.agents.get_mut(&agent).expect("checked").unstarted -= 1;
-            self.fx.store.push(StoreOp::AttemptStarted {
-                attempt: s.attempt,
-                at_us: s.at_us,
-            });
+            // A result in the same batch carries the start time; one write, not two.
+            if !ending.contains(&s.attempt) {
+                self.fx.store.push(StoreOp::AttemptStarted {
+                    attempt: s.attempt,
+                    at_us: s.at_us,
+                });
+            }
             self.set_task_state(job, index, TaskState::Running);
         }
         let mut acks = Vec::with_capacity(finished.len());
