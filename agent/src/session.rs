@@ -28,6 +28,10 @@ const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Results per `Events` message at most, to stay well under the frame cap.
 const RESULTS_PER_MESSAGE_MAX: usize = 2_000;
+/// How long a result may wait to be sent with others.
+const FLUSH_DELAY: Duration = Duration::from_millis(2);
+/// Send at once when this many starts and results wait.
+const FLUSH_EARLY_EVENTS: usize = 512;
 /// Bytes of results per `Events` message, about; half the frame cap.
 const MESSAGE_BYTES_BUDGET: usize = MESSAGE_BYTES_MAX / 2;
 
@@ -388,6 +392,7 @@ async fn serve(
     let mut hb = tokio::time::interval(heartbeat);
     hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining: Option<String> = None;
+    let mut flush_due: Option<tokio::time::Instant> = None;
     let outcome = loop {
         tokio::select! {
             biased;
@@ -462,9 +467,23 @@ async fn serve(
             _ = sigterm.recv() => {
                 start_drain(work, exec, &mut draining, "SIGTERM".into());
             }
+            _ = sleep_until_due(flush_due) => {}
         }
-        if let Err(e) = flush(&mut send, work).await {
-            break Served::Lost(e);
+        // Coalesce: results go out at most FLUSH_DELAY after the first of them, or
+        // at once when many wait or the agent is leaving. The broker's prefetched
+        // queue covers the delay, and fewer, larger messages save both sides cpu.
+        let pending = work.out_started.len() + work.out_finished.len();
+        if pending > 0 {
+            let due = *flush_due.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_DELAY);
+            if pending >= FLUSH_EARLY_EVENTS
+                || draining.is_some()
+                || tokio::time::Instant::now() >= due
+            {
+                if let Err(e) = flush(&mut send, work).await {
+                    break Served::Lost(e);
+                }
+                flush_due = None;
+            }
         }
         if let Some(why) = &draining {
             if work.running.is_empty() && work.unacked.is_empty() {
@@ -486,6 +505,14 @@ async fn serve(
     }
     reader.abort();
     outcome
+}
+
+/// Resolves at `due`, or never when nothing waits to be flushed.
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Drain (SPEC §6): take nothing new, hand queued and running attempts back.

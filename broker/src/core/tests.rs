@@ -452,3 +452,32 @@ fn randomised_steps_keep_invariants() {
     }
     env.core.sanity_check();
 }
+
+#[test]
+fn the_core_does_no_io() {
+    // STYLE habit 1: the core is sans-IO. A cheap guard against drift.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+    let forbidden = [
+        "tokio::",
+        "rusqlite::",
+        "quinn::",
+        "Instant::now",
+        "SystemTime::now",
+        "std::fs::",
+        "std::net::",
+        "std::process::",
+    ];
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for f in forbidden {
+            assert!(!text.contains(f), "{} mentions {f}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "the core's files were not found");
+}
