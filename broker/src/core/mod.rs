@@ -41,6 +41,8 @@ pub struct CoreConfig {
     /// measured completion rate), so dispatch is not one round trip per task.
     pub prefetch_horizon_ms: u64,
     pub prefetch_max: u32,
+    /// A job blocked this long behind smaller tasks reserves an agent.
+    pub reserve_after_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -52,6 +54,7 @@ impl Default for CoreConfig {
             retry_backoff_max_ms: 300_000,
             prefetch_horizon_ms: 100,
             prefetch_max: 4_096,
+            reserve_after_ms: 2_000,
         }
     }
 }
@@ -240,6 +243,7 @@ impl Core {
                     released: false,
                     counts,
                     in_flight: 0,
+                    blocked_since_ms: None,
                 },
             );
         }
@@ -356,6 +360,8 @@ impl Core {
                 window_start_ms: now_ms,
                 rate_per_s: 0.0,
                 draining: false,
+                reserved_for: None,
+                last_assign: None,
             },
         );
         id
@@ -853,12 +859,106 @@ impl Core {
             return;
         }
         let agent_ids: Vec<AgentId> = self.agents.keys().copied().collect();
-        for prefetch in [false, true] {
-            for &agent_id in &agent_ids {
-                if self.ready_jobs.is_empty() {
-                    return;
-                }
-                self.fill_agent(agent_id, prefetch, now_ms);
+        for &agent_id in &agent_ids {
+            self.fill_agent(agent_id, false, now_ms);
+        }
+        self.update_reservations(now_ms);
+        for &agent_id in &agent_ids {
+            if self.ready_jobs.is_empty() {
+                return;
+            }
+            self.fill_agent(agent_id, true, now_ms);
+        }
+    }
+
+    /// Whether `agent` could ever run the job's tasks (tag, size, lifetime).
+    fn eligible(&self, agent: &Agent, job: &Job, now_ms: u64) -> bool {
+        if agent.draining || !agent.serves(job.tag()) || !agent.could_ever_run(&job.resources) {
+            return false;
+        }
+        match (agent.lifetime_end_ms, job.def.walltime_ms) {
+            (Some(end), Some(wall)) => now_ms + wall <= end,
+            _ => true,
+        }
+    }
+
+    /// Anti-starvation (ARCHITECTURE.md): after the fit-now pass, a job whose next
+    /// task found no room although an agent could run it is "blocked"; blocked
+    /// for `reserve_after_ms`, it reserves the eligible agent with the most free
+    /// cpus, which then takes only that job's tasks until one of them starts there.
+    fn update_reservations(&mut self, now_ms: u64) {
+        // Reservations of jobs with nothing left to dispatch are void.
+        let stale: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|a| {
+                a.reserved_for
+                    .is_some_and(|j| self.jobs.get(&j).is_none_or(|job| !job.has_dispatchable()))
+            })
+            .map(|a| a.id)
+            .collect();
+        for a in stale {
+            self.agents.get_mut(&a).expect("listed").reserved_for = None;
+        }
+        let order: Vec<JobId> = self.ready_jobs.iter().map(|k| k.1).collect();
+        for job_id in order {
+            let job = &self.jobs[&job_id];
+            if !job.has_dispatchable() || !job.under_max_running() {
+                continue;
+            }
+            let eligible: Vec<&Agent> = self
+                .agents
+                .values()
+                .filter(|a| self.eligible(a, job, now_ms))
+                .collect();
+            let has_reservation = eligible.iter().any(|a| a.reserved_for == Some(job_id));
+            if eligible.is_empty() || has_reservation {
+                continue;
+            }
+            let since = *self
+                .jobs
+                .get_mut(&job_id)
+                .expect("exists")
+                .blocked_since_ms
+                .get_or_insert(now_ms);
+            if now_ms.saturating_sub(since) < self.cfg.reserve_after_ms {
+                continue;
+            }
+            // Starving, not just waiting: other jobs got room on an agent this job
+            // could use while it waited.
+            let job = &self.jobs[&job_id];
+            let others_served = self.agents.values().any(|a| {
+                self.eligible(a, job, now_ms)
+                    && a.last_assign
+                        .is_some_and(|(at, j)| at >= since && j != job_id)
+            });
+            if !others_served {
+                continue;
+            }
+            let best = self
+                .agents
+                .values()
+                .filter(|a| a.reserved_for.is_none() && self.eligible(a, job, now_ms))
+                .max_by_key(|a| {
+                    (
+                        a.capacity.cpus.saturating_sub(a.committed.cpus),
+                        Reverse(a.id),
+                    )
+                })
+                .map(|a| a.id);
+            if let Some(agent) = best {
+                self.agents.get_mut(&agent).expect("found").reserved_for = Some(job_id);
+                self.fx.store.push(StoreOp::Event {
+                    at_ms: now_ms,
+                    kind: "reservation",
+                    run: Some(job.run),
+                    detail: format!(
+                        "agent {agent} reserved for job {} (needs {}), blocked since {} ms",
+                        job.def.name,
+                        job.resources,
+                        now_ms - since
+                    ),
+                });
             }
         }
     }
@@ -878,13 +978,11 @@ impl Core {
                     self.ready_jobs.remove(&key);
                     break;
                 }
-                if !agent.serves(job.tag()) || !agent.could_ever_run(&job.resources) {
+                if agent.reserved_for.is_some_and(|r| r != job_id) {
                     break;
                 }
-                if let (Some(end), Some(wall)) = (agent.lifetime_end_ms, job.def.walltime_ms) {
-                    if now_ms + wall > end {
-                        break;
-                    }
+                if !self.eligible(agent, job, now_ms) {
+                    break;
                 }
                 if !job.under_max_running() {
                     break;
@@ -901,6 +999,12 @@ impl Core {
                     continue;
                 };
                 self.assign(job_id, index, agent_id, now_ms);
+                self.jobs.get_mut(&job_id).expect("exists").blocked_since_ms = Some(now_ms);
+                let agent = self.agents.get_mut(&agent_id).expect("exists");
+                agent.last_assign = Some((now_ms, job_id));
+                if agent.reserved_for == Some(job_id) {
+                    agent.reserved_for = None;
+                }
             }
         }
     }

@@ -125,6 +125,9 @@ pub struct Job {
     pub counts: Counts,
     /// Attempts of this job on agents now (for `max_running`).
     pub in_flight: u32,
+    /// Since when the job has waited without dispatching a task; set at release
+    /// and after each dispatch. See `Core::update_reservations`.
+    pub blocked_since_ms: Option<u64>,
 }
 
 impl Job {
@@ -171,6 +174,12 @@ pub struct Agent {
     pub rate_per_s: f64,
     /// Leaving: takes nothing new.
     pub draining: bool,
+    /// A large task waits for this agent to drain enough: only that job's
+    /// tasks may start here until it gets its task (anti-starvation).
+    pub reserved_for: Option<JobId>,
+    /// When this agent last got a task, and of which job (to tell a job that
+    /// waits because others take the room from one that waits for room).
+    pub last_assign: Option<(u64, JobId)>,
 }
 
 impl Agent {

@@ -481,3 +481,43 @@ fn the_core_does_no_io() {
     }
     assert!(checked >= 3, "the core's files were not found");
 }
+
+#[test]
+fn a_large_task_is_not_starved_by_a_stream_of_small_ones() {
+    let mut env = TestEnv::new();
+    let a = env.agent(4, &[]);
+    env.submit(vec![job("small", 1_000)]);
+    // The agent's slots and its prefetched queue fill with small tasks first.
+    let mut on_agent: Vec<AttemptId> = assigned(&env.step(), a);
+    let mut big = job("big", 1);
+    big.resources.cpus = Some(4);
+    env.submit(vec![big]);
+    let mut big_started_after_ms = None;
+    for round in 0..200u64 {
+        // One small task ends every 50 ms, so 4 cpus are never free at once
+        // unless the scheduler holds new small tasks back.
+        let done = on_agent.remove(0);
+        let fx = env.finish(a, &[done], 0);
+        let fx2 = env.advance(50);
+        for f in [&fx, &fx2] {
+            for x in f.assign.get(&a).into_iter().flatten() {
+                if x.resources.cpus == 4 {
+                    big_started_after_ms.get_or_insert(round * 50);
+                }
+                on_agent.push(x.attempt);
+            }
+        }
+        if big_started_after_ms.is_some() {
+            break;
+        }
+    }
+    let after = big_started_after_ms.expect("the 4-cpu task never got the agent");
+    assert!(
+        after >= env.core.config().reserve_after_ms,
+        "reserved before the blocking period ({after} ms)"
+    );
+    assert!(
+        after <= env.core.config().reserve_after_ms + 1_000,
+        "{after} ms"
+    );
+}
