@@ -138,3 +138,21 @@ fn manifest_with_an_unknown_target_exits_2() {
         stderr(&out)
     );
 }
+
+#[test]
+fn why_explains_a_task_that_waits_for_a_tag() {
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "1", "--tags", "cpu"]);
+    b.wait_agents(1);
+    let run = b
+        .ok(&["submit", "--tag", "gpu-large", "--", "true"])
+        .trim()
+        .to_string();
+    let out = b.ok(&["why", &format!("{run}/true/0")]);
+    assert_eq!(
+        out.trim(),
+        format!("{run}/true/0 (ready): no connected agent has tag gpu-large")
+    );
+    let out = b.cli(&["why", "999/x/0"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -61,6 +61,8 @@ pub enum Command {
     Stats { run: String },
     /// pegasus-analyzer-like report of a run's failures.
     Analyze { run: String },
+    /// Why a task is not running: missing tag, too large, dependency, throttle...
+    Why { task: String },
 }
 
 #[derive(Args, Debug)]
@@ -217,6 +219,19 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 output::json(&s)
             } else {
                 output::stats_text(&s)
+            });
+            Ok(ExitCode::Ok)
+        }
+        Command::Why { task } => {
+            let client = Client::connect(access).await?;
+            let task = parse_task(&task)?;
+            let Response::Why(w) = client.call(&Request::Why { task }).await? else {
+                return Err(unexpected());
+            };
+            print_out(if json {
+                output::json(&w)
+            } else {
+                format!("{} ({}): {}", w.task, w.state, w.reason)
             });
             Ok(ExitCode::Ok)
         }

@@ -18,7 +18,7 @@ use scalable_common::access;
 use scalable_common::frame::{read_frame, write_frame};
 use scalable_common::protocol::{
     AgentHello, AgentId, FromAgent, Hello, HelloReply, Request, Response, RunId, RunRef, TaskRef,
-    ToAgent, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
+    ToAgent, WhyAnswer, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
 };
 use scalable_common::tls;
 use tokio::sync::{mpsc, oneshot};
@@ -611,6 +611,14 @@ fn handle_request(
             );
         }
         Request::Shutdown => Response::ShuttingDown,
+        Request::Why { task } => match resolve_task(core, &task).and_then(|id| core.why(id, now)) {
+            Some((task, state, reason)) => Response::Why(WhyAnswer {
+                task,
+                state: state.to_string(),
+                reason,
+            }),
+            None => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
+        },
     };
     Deferred::Reply(reply, resp)
 }

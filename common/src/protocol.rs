@@ -279,6 +279,10 @@ pub enum Request {
     },
     /// Stop the broker (tests and the demo); answered before it stops.
     Shutdown,
+    /// Why a task is not running (or is where it is).
+    Why {
+        task: TaskRef,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,6 +305,16 @@ pub enum Response {
         message: String,
         exit_code: i32,
     },
+    Why(WhyAnswer),
+}
+
+/// `scalable why TASK`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhyAnswer {
+    /// `RUN/JOB/INDEX`.
+    pub task: String,
+    pub state: String,
+    pub reason: String,
 }
 
 /// Per-state task counts (pegasus-status columns).
