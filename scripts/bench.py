@@ -8,6 +8,9 @@
 2. dispatch: 100,000 tasks with two --noop agents: tasks/s. Bar: >= 20,000/s.
 3. submit:   a 1,000,000-task range job: time until `submit` returns, and the
              broker's peak RSS. Bar: < 5 s and < 500 MB.
+4. packing:  1,000 tasks of random 1-4 cpus and 0.1-0.5 s (`sleep`) on two
+             4-cpu agents: busy cpu-seconds / available cpu-seconds over the
+             makespan, from the broker's recorded intervals. Bar: >= 0.90.
 """
 import json, os, platform, signal, sqlite3, statistics, subprocess, sys, tempfile, time
 
@@ -22,7 +25,8 @@ class Broker:
         self.log = open(os.path.join(self.dir, "broker.log"), "w")
         env = dict(os.environ, SCALABLE_LOG="warn")
         self.proc = subprocess.Popen(
-            [f"{BIN}/scalable-broker", "--state-dir", self.state, "--listen", "127.0.0.1:0"],
+            [f"{BIN}/scalable-broker", "--state-dir", self.state, "--listen", "127.0.0.1:0",
+             *os.environ.get("BENCH_BROKER_ARGS", "").split()],
             stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         self.access = os.path.join(self.state, "access.json")
         for _ in range(200):
@@ -145,12 +149,49 @@ def bench_submit():
     return secs < 5 and rss < 500
 
 
+def bench_packing():
+    import random
+    seed = int(os.environ.get("BENCH_SEED", "20261122"))
+    rng = random.Random(seed)
+    by_cpus = {c: [] for c in (1, 2, 3, 4)}
+    for _ in range(1000):
+        by_cpus[rng.randint(1, 4)].append(round(rng.uniform(0.1, 0.5), 3))
+    b = Broker(agents=[["--cpus", "4", "--memory", "8G", "--name", f"pack{i}"] for i in (1, 2)])
+    try:
+        jobs = "".join(
+            f"  - name: c{c}\n    command: [sleep, \"{{{{ item }}}}\"]\n"
+            f"    resources: {{cpus: {c}}}\n    foreach: {json.dumps(d)}\n"
+            for c, d in by_cpus.items() if d)
+        path = os.path.join(b.dir, "packing.yaml")
+        with open(path, "w") as f:
+            f.write("workflow: packing\njobs:\n" + jobs)
+        out = b.cli("submit", "--json", path)
+        if out.returncode != 0:
+            sys.exit(f"submit failed: {out.stderr}")
+        run = json.loads(out.stdout)["run"]
+        secs, state = b.wait_run(run)
+        db = sqlite3.connect(f"file:{b.state}/broker.db?mode=ro", uri=True)
+        rows = db.execute(
+            "SELECT j.cpus, a.started_at_us, a.ended_at_us FROM attempts a JOIN jobs j ON j.id = a.job_id "
+            "WHERE a.run_id = ? AND a.end_class = 'SUCCESS'", (run,)).fetchall()
+    finally:
+        b.stop()
+    busy = sum(c * (e - s) for c, s, e in rows) / 1e6
+    makespan = (max(e for _, _, e in rows) - min(s for _, s, _ in rows)) / 1e6
+    eff = busy / (8 * makespan)
+    print(f"4. packing: 1,000 tasks (1-4 cpus, 0.1-0.5 s, seed {seed}) on two 4-cpu agents: "
+          f"{busy:.1f} busy cpu-s / {8 * makespan:.1f} available cpu-s over a {makespan:.1f} s makespan "
+          f"= {eff:.3f} (bar >= 0.90)")
+    return eff >= 0.90
+
+
 def main():
-    which = sys.argv[1:] or ["spawn", "dispatch", "submit"]
+    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing"]
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
     ok = True
     for w in which:
-        ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit}[w]()
+        ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit,
+               "packing": bench_packing}[w]()
     sys.exit(0 if ok else 1)
 
 

@@ -41,6 +41,10 @@ struct Args {
     /// Seconds without a heartbeat before an agent is declared lost.
     #[arg(long, default_value_t = 20)]
     heartbeat_timeout: u64,
+    /// Milliseconds a job may wait while others take the room it needs before
+    /// it reserves an agent (anti-starvation).
+    #[arg(long, default_value_t = 2_000)]
+    reserve_after_ms: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -106,6 +110,7 @@ fn main() -> std::process::ExitCode {
         agent_exe: args.agent_exe,
         core: CoreConfig {
             heartbeat_timeout_ms: args.heartbeat_timeout * 1000,
+            reserve_after_ms: args.reserve_after_ms,
             ..CoreConfig::default()
         },
     };

@@ -108,7 +108,34 @@ pub enum SubmitError {
     Empty,
 }
 
-/// Which agents a task could ever run on, for `why` and for refusing at submit.
+/// The order in which ready jobs are offered to agents: higher `priority:`
+/// first, then older runs first (FIFO between runs), then within a run larger
+/// requests first (first-fit decreasing packs agents better and lets large
+/// tasks in before the small ones fill every gap), then job order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ReadyKey {
+    priority: Reverse<i32>,
+    run: RunId,
+    size: Reverse<(u32, u32, u64)>,
+    job: JobId,
+}
+
+impl ReadyKey {
+    fn of(job: &Job) -> ReadyKey {
+        ReadyKey {
+            priority: Reverse(job.def.priority),
+            run: job.run,
+            size: Reverse((
+                job.resources.gpus,
+                job.resources.cpus,
+                job.resources.memory_bytes,
+            )),
+            job: job.id,
+        }
+    }
+}
+
+/// The broker's state machine (see the module doc).
 #[derive(Debug)]
 pub struct Core {
     cfg: CoreConfig,
@@ -119,8 +146,8 @@ pub struct Core {
     task_owner: BTreeMap<TaskId, JobId>,
     agents: BTreeMap<AgentId, Agent>,
     attempts: HashMap<AttemptId, Attempt>,
-    /// Released jobs that may have dispatchable tasks, best first.
-    ready_jobs: BTreeSet<(Reverse<i32>, JobId)>,
+    /// Released jobs that may have dispatchable tasks, best first (see `ReadyKey`).
+    ready_jobs: BTreeSet<ReadyKey>,
     /// Retries waiting out their backoff: (due, job, index).
     backoff: BinaryHeap<Reverse<(u64, JobId, u64)>>,
     fx: Effects,
@@ -311,7 +338,7 @@ impl Core {
         run.counts.waiting -= moved;
         run.counts.ready += moved;
         if job.has_dispatchable() {
-            self.ready_jobs.insert((Reverse(job.def.priority), id));
+            self.ready_jobs.insert(ReadyKey::of(job));
         }
     }
 
@@ -565,7 +592,7 @@ impl Core {
     fn push_requeued(&mut self, job_id: JobId, index: u64) {
         let job = self.jobs.get_mut(&job_id).expect("exists");
         job.requeued.push_back(index);
-        self.ready_jobs.insert((Reverse(job.def.priority), job_id));
+        self.ready_jobs.insert(ReadyKey::of(job));
     }
 
     /// Moves a task to a terminal state and follows the consequences: the job's
@@ -900,7 +927,7 @@ impl Core {
         for a in stale {
             self.agents.get_mut(&a).expect("listed").reserved_for = None;
         }
-        let order: Vec<JobId> = self.ready_jobs.iter().map(|k| k.1).collect();
+        let order: Vec<JobId> = self.ready_jobs.iter().map(|k| k.job).collect();
         for job_id in order {
             let job = &self.jobs[&job_id];
             if !job.has_dispatchable() || !job.under_max_running() {
@@ -965,9 +992,15 @@ impl Core {
 
     fn fill_agent(&mut self, agent_id: AgentId, prefetch: bool, now_ms: u64) {
         let depth = self.prefetch_depth(&self.agents[&agent_id]);
-        let order: Vec<(Reverse<i32>, JobId)> = self.ready_jobs.iter().copied().collect();
+        let mut order: Vec<ReadyKey> = self.ready_jobs.iter().copied().collect();
+        if prefetch {
+            // The prefetched queue is where the agent looks for something that fits
+            // a gap (first fit): smaller tasks first there, larger first in the
+            // fit-now pass (first-fit decreasing).
+            order.sort_by_key(|k| (k.priority, k.run, Reverse(k.size), k.job));
+        }
         for key in order {
-            let job_id = key.1;
+            let job_id = key.job;
             loop {
                 let agent = &self.agents[&agent_id];
                 if agent.draining {
