@@ -100,43 +100,62 @@ impl Work {
         self.last_busy = Instant::now();
     }
 
-    /// Starts queued assignments that fit, first-fit in queue order.
+    /// Starts queued assignments while any fits: each time the largest one that
+    /// fits (best fit, queue order on ties), so small tasks fill the gaps large
+    /// ones leave instead of taking the room a large queued task waits for.
     fn start_what_fits(&mut self, exec: &Executor, noop: bool) {
-        let mut i = 0;
-        while i < self.queue.len() {
-            if self.queue[i].resources.fits_in(&self.free) {
-                let a = self.queue.remove(i).expect("index checked");
-                if noop {
-                    // --noop: complete at once without spawning, to measure the broker.
-                    let now = unix_us();
-                    self.out_started.push(Started {
-                        attempt: a.attempt,
-                        at_us: now,
-                    });
-                    self.finished(AttemptResult {
-                        attempt: a.attempt,
-                        end: AttemptEnd::Exited { code: 0 },
-                        started_at_us: now,
-                        ended_at_us: now,
-                        peak_rss_bytes: 0,
-                        cpu_time_us: 0,
-                        stdout_tail: Vec::new(),
-                        stderr_tail: Vec::new(),
-                        stdout_bytes: 0,
-                        stderr_bytes: 0,
-                    });
-                    continue;
+        if noop {
+            self.complete_noop();
+            return;
+        }
+        while self.free.cpus > 0 {
+            let Some(i) = self.best_fit() else { break };
+            let a = self.queue.remove(i).expect("index from best_fit");
+            self.free.take(&a.resources);
+            self.running.insert(a.attempt, a.resources.clone());
+            exec.start(&a);
+            self.last_busy = Instant::now();
+        }
+    }
+
+    fn best_fit(&self) -> Option<usize> {
+        let size = |r: &Resources| (r.gpus, r.cpus, r.memory_bytes);
+        let mut best: Option<usize> = None;
+        for (i, a) in self.queue.iter().enumerate() {
+            if !a.resources.fits_in(&self.free) {
+                continue;
+            }
+            if best.is_none_or(|b| size(&a.resources) > size(&self.queue[b].resources)) {
+                best = Some(i);
+                if a.resources.cpus == self.free.cpus {
+                    break; // a perfect fit of the cpus: nothing larger can fit
                 }
-                self.free.take(&a.resources);
-                self.running.insert(a.attempt, a.resources.clone());
-                exec.start(&a);
-                self.last_busy = Instant::now();
-            } else {
-                i += 1;
             }
-            if self.free.cpus == 0 && !noop {
-                break;
-            }
+        }
+        best
+    }
+
+    /// --noop: complete every queued assignment at once without spawning, to
+    /// measure the broker alone.
+    fn complete_noop(&mut self) {
+        while let Some(a) = self.queue.pop_front() {
+            let now = unix_us();
+            self.out_started.push(Started {
+                attempt: a.attempt,
+                at_us: now,
+            });
+            self.finished(AttemptResult {
+                attempt: a.attempt,
+                end: AttemptEnd::Exited { code: 0 },
+                started_at_us: now,
+                ended_at_us: now,
+                peak_rss_bytes: 0,
+                cpu_time_us: 0,
+                stdout_tail: Vec::new(),
+                stderr_tail: Vec::new(),
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+            });
         }
     }
 
@@ -543,9 +562,17 @@ async fn flush(send: &mut quinn::SendStream, work: &mut Work) -> Result<(), Stri
         }
         let finished: Vec<AttemptResult> = work.out_finished.drain(..n).collect();
         let started = std::mem::take(&mut work.out_started);
-        write_frame(send, &FromAgent::Events { started, finished })
-            .await
-            .map_err(|e| e.to_string())?;
+        let free = work.free.clone();
+        write_frame(
+            send,
+            &FromAgent::Events {
+                started,
+                finished,
+                free,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

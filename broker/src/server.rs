@@ -425,9 +425,11 @@ async fn core_loop(
                     let _ = reply.send(id);
                 }
                 CoreMsg::Agent { agent, msg } => match msg {
-                    FromAgent::Events { started, finished } => {
-                        core.agent_events(agent, &started, finished, now)
-                    }
+                    FromAgent::Events {
+                        started,
+                        finished,
+                        free,
+                    } => core.agent_events(agent, &started, finished, Some(free), now),
                     FromAgent::Heartbeat { .. } => core.agent_heartbeat(agent, now),
                     FromAgent::Leaving { reason } => {
                         tracing::info!("agent {agent} is leaving: {reason}");

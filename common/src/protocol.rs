@@ -117,6 +117,9 @@ pub enum FromAgent {
     Events {
         started: Vec<Started>,
         finished: Vec<AttemptResult>,
+        /// What the agent has free after starting everything in its queue that
+        /// fits: gaps the broker may fill with tasks small enough.
+        free: Resources,
     },
     Heartbeat {
         running: u32,

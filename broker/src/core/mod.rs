@@ -389,6 +389,7 @@ impl Core {
                 draining: false,
                 reserved_for: None,
                 last_assign: None,
+                reported_free: Resources::default(),
             },
         );
         id
@@ -444,12 +445,16 @@ impl Core {
         agent: AgentId,
         started: &[Started],
         finished: Vec<AttemptResult>,
+        free: Option<Resources>,
         now_ms: u64,
     ) {
         let Some(a) = self.agents.get_mut(&agent) else {
             return;
         };
         a.last_seen_ms = now_ms;
+        if let Some(free) = free {
+            a.reported_free = free;
+        }
         let ending: std::collections::HashSet<AttemptId> = if started.is_empty() {
             Default::default()
         } else {
@@ -992,13 +997,7 @@ impl Core {
 
     fn fill_agent(&mut self, agent_id: AgentId, prefetch: bool, now_ms: u64) {
         let depth = self.prefetch_depth(&self.agents[&agent_id]);
-        let mut order: Vec<ReadyKey> = self.ready_jobs.iter().copied().collect();
-        if prefetch {
-            // The prefetched queue is where the agent looks for something that fits
-            // a gap (first fit): smaller tasks first there, larger first in the
-            // fit-now pass (first-fit decreasing).
-            order.sort_by_key(|k| (k.priority, k.run, Reverse(k.size), k.job));
-        }
+        let order: Vec<ReadyKey> = self.ready_jobs.iter().copied().collect();
         for key in order {
             let job_id = key.job;
             loop {
@@ -1023,7 +1022,7 @@ impl Core {
                 let fits = if prefetch {
                     agent.unstarted < depth
                 } else {
-                    agent.fits_now(&job.resources)
+                    agent.fits_now(&job.resources) || job.resources.fits_in(&agent.reported_free)
                 };
                 if !fits {
                     break;
@@ -1035,6 +1034,12 @@ impl Core {
                 self.jobs.get_mut(&job_id).expect("exists").blocked_since_ms = Some(now_ms);
                 let agent = self.agents.get_mut(&agent_id).expect("exists");
                 agent.last_assign = Some((now_ms, job_id));
+                let req = &self.jobs[&job_id].resources;
+                if req.fits_in(&agent.reported_free) {
+                    agent.reported_free.take(req);
+                } else {
+                    agent.reported_free = Resources::default();
+                }
                 if agent.reserved_for == Some(job_id) {
                     agent.reserved_for = None;
                 }

@@ -180,6 +180,10 @@ pub struct Agent {
     /// When this agent last got a task, and of which job (to tell a job that
     /// waits because others take the room from one that waits for room).
     pub last_assign: Option<(u64, JobId)>,
+    /// Resources the agent last reported idle with nothing in its queue that fits
+    /// them, less what was assigned since: gaps to fill even when `committed`
+    /// (which counts its queue) says the agent is full.
+    pub reported_free: Resources,
 }
 
 impl Agent {

@@ -104,7 +104,7 @@ impl TestEnv {
             .map(|a| result(*a, AttemptEnd::Exited { code }))
             .collect();
         self.core
-            .agent_events(agent, &started, results, self.now_ms);
+            .agent_events(agent, &started, results, None, self.now_ms);
         self.step()
     }
 
@@ -300,6 +300,7 @@ fn stale_results_are_acknowledged_and_ignored() {
         a2,
         &[],
         vec![result(at[0], AttemptEnd::Exited { code: 0 })],
+        None,
         env.now_ms,
     );
     let fx = env.step();
@@ -349,7 +350,7 @@ fn cancel_run_cancels_queued_and_stops_running() {
         .iter()
         .map(|x| result(*x, AttemptEnd::Cancelled))
         .collect();
-    env.core.agent_events(a, &[], results, env.now_ms);
+    env.core.agent_events(a, &[], results, None, env.now_ms);
     let fx = env.step();
     assert_eq!(fx.finished_runs, vec![run]);
     assert_eq!(env.status(run).state, "cancelled");
@@ -432,6 +433,7 @@ fn randomised_steps_keep_invariants() {
                     ag,
                     &[],
                     vec![result(at, AttemptEnd::Exited { code })],
+                    None,
                     env.now_ms,
                 );
             }
