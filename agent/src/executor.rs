@@ -48,6 +48,22 @@
 //! run them through an `Executor` instead. The reaper is shared by all executors
 //! of the process for the same reason.
 //!
+//! # Limits, placement and containers
+//!
+//! Memory limits follow `limits` (cgroup v2 per task, or the watchdog sampling the
+//! RSS of each task's process group); `ending` turns what was observed into the
+//! attempt's end. A [`Placement`] from the session binds the task to its cores
+//! (`cpuset`: the spawning thread is narrowed around the spawn, so the child is
+//! bound from birth) and sets its `CUDA_VISIBLE_DEVICES`. A task with a
+//! container runs as the argv `runtime::wrap` builds. Podman and docker keep the
+//! container outside the client's process group, so stopping such a task also
+//! runs `<runtime> stop`, and the agent's exit `<runtime> rm -f`, as *helpers*:
+//! processes spawned here, in their own group, registered with the reaper like
+//! tasks (so the invariant below holds), whose exit is reaped and ignored.
+//!
+//! Nothing of this costs a task that uses none of it more than a few branches:
+//! no `/proc` scan per spawn, no cgroup without a memory request.
+//!
 //! # Output files
 //!
 //! Each stream is an `O_TMPFILE` in `log_dir` (no name, nothing to unlink; falls
@@ -81,6 +97,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult, Started};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::ending::{self, Observed};
+use crate::limits::{self, LimitMode, TaskCgroup};
+use crate::runtime::{self, Runtime};
+
 /// Default bytes of the end of stdout and of stderr that go into a result.
 pub const TAIL_BYTES_DEFAULT: usize = 64 << 10;
 /// Default cap of one stream file on disk.
@@ -111,6 +131,12 @@ pub struct ExecConfig {
     pub kill_grace: Duration,
     /// Kills the tasks' groups if the agent dies without cleaning up.
     pub orphan_guard: Option<std::sync::Arc<crate::orphan_guard::OrphanGuard>>,
+    /// A task is killed above its memory request × this (`--memory-margin`).
+    pub memory_margin: f64,
+    /// How memory limits are enforced (`limits::detect`).
+    pub limits: LimitMode,
+    /// The container runtime for tasks with an image; `None`: such tasks fail.
+    pub runtime: Option<Runtime>,
 }
 
 impl ExecConfig {
@@ -122,9 +148,31 @@ impl ExecConfig {
             output_bytes_max: OUTPUT_BYTES_MAX_DEFAULT,
             kill_grace: KILL_GRACE_DEFAULT,
             orphan_guard: None,
+            memory_margin: limits::MEMORY_MARGIN_DEFAULT,
+            limits: LimitMode::Sampling,
+            runtime: None,
         }
     }
 }
+
+/// Where a task runs on this agent: its cores and GPUs (the session's free-lists).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Cores to bind the task to; `None`: not bound.
+    pub cpus: Option<Vec<usize>>,
+    /// The task's `CUDA_VISIBLE_DEVICES` ids; `None`: leave the variable alone
+    /// (an agent without GPUs), `Some([])`: hide every GPU.
+    pub gpus: Option<Vec<String>>,
+}
+
+/// The agent's variables every task gets (SPEC §4), passed into containers by name.
+const TASK_ENV_NAMES: [&str; 5] = [
+    "SCALABLE_RUN_ID",
+    "SCALABLE_TASK_ID",
+    "SCALABLE_ATTEMPT_ID",
+    "SCALABLE_ATTEMPT",
+    "SCALABLE_CPUS",
+];
 
 /// What the executor reports. For one attempt, `Started` (if it started at all)
 /// always comes before its `Finished`.
@@ -165,6 +213,7 @@ struct Running {
     /// Pid of the leader, which is also the process-group id.
     pid: libc::pid_t,
     started_at_us: u64,
+    started: Instant,
     deadline: Option<Instant>,
     /// Set once we asked the task to stop (walltime, stop, kill_all_now): the end
     /// to report regardless of the exit status.
@@ -173,6 +222,20 @@ struct Running {
     stderr: Stream,
     cwd: PathBuf,
     outputs: Vec<String>,
+    /// Request × margin, if the task has a memory request.
+    memory_limit: Option<u64>,
+    /// Its processes are in its process group, so the sampler can see them.
+    sampled: bool,
+    /// The sampler kills it above `memory_limit` (no cgroup or runtime does).
+    enforce_by_sampling: bool,
+    /// Largest sampled RSS of its process group.
+    peak_sampled_bytes: u64,
+    /// Its cgroup (cgroup-v2 mode, tasks with a memory limit).
+    cgroup: Option<TaskCgroup>,
+    /// Runs in a podman/docker container (`scalable-<attempt>`).
+    detached_container: bool,
+    /// ... with a `--memory` limit.
+    container_memory_limited: bool,
 }
 
 struct Stopping {
@@ -237,15 +300,21 @@ impl Executor {
 
     /// Starts the attempt now (the caller already checked resources). Every outcome
     /// is an event: `Started` then later `Finished`, or only `Finished` with
-    /// `SpawnFailed` if it could not start. Starting an attempt id that is still
+    /// `SpawnFailed` if it could not start (`InvalidInput` if a declared input is
+    /// missing: then it is not even spawned). Starting an attempt id that is still
     /// running does nothing (its events are coming).
     pub fn start(&self, a: &Assignment) {
+        self.start_placed(a, &Placement::default());
+    }
+
+    /// [`Executor::start`] on the given cores and GPUs.
+    pub fn start_placed(&self, a: &Assignment, place: &Placement) {
         let inner = &self.inner;
-        let spawn_failed = |error: String| {
+        let unstarted = |end: AttemptEnd| {
             let now = unix_us();
             inner.send(ExecEvent::Finished(AttemptResult {
                 attempt: a.attempt,
-                end: AttemptEnd::SpawnFailed { error },
+                end,
                 started_at_us: 0,
                 ended_at_us: now,
                 peak_rss_bytes: 0,
@@ -256,17 +325,61 @@ impl Executor {
                 stderr_bytes: 0,
             }));
         };
+        let spawn_failed = |error: String| unstarted(AttemptEnd::SpawnFailed { error });
         if inner.lock().running.contains_key(&a.attempt) {
             // A resent assignment (e.g. after a reconnect): it runs already and its
             // events will come; a second copy must not overwrite its record.
             tracing::warn!(attempt = a.attempt, "start of a running attempt ignored");
             return;
         }
-        let Some(program) = a.argv.first() else {
+        if a.argv.is_empty() {
             spawn_failed("empty argv: nothing to run".into());
             return;
-        };
+        }
         let cwd = inner.base_cwd.join(&a.cwd);
+        // A declared input that is not there will not appear while the task runs.
+        if let Some(missing) = a.inputs.iter().find(|i| !cwd.join(i).exists()) {
+            unstarted(AttemptEnd::InvalidInput {
+                path: missing.clone(),
+            });
+            return;
+        }
+        let memory_limit =
+            limits::memory_limit_bytes(a.resources.memory_bytes, inner.cfg.memory_margin);
+        let mut detached_container = false;
+        let wrapped = match (&a.container, &inner.cfg.runtime) {
+            (None, _) => None,
+            (Some(_), None) => {
+                spawn_failed("no container runtime on this agent".into());
+                return;
+            }
+            (Some(spec), Some(rt)) => {
+                detached_container = rt.kind.detached();
+                let mut pass_env: Vec<&str> = TASK_ENV_NAMES.to_vec();
+                if place.cpus.is_some() {
+                    pass_env.push("SCALABLE_CPU_LIST");
+                }
+                if place.gpus.is_some() {
+                    pass_env.push("CUDA_VISIBLE_DEVICES");
+                }
+                pass_env.extend(a.env.iter().map(|(k, _)| k.as_str()));
+                Some(runtime::wrap(
+                    rt,
+                    &runtime::WrapInput {
+                        attempt: a.attempt,
+                        cwd: &cwd,
+                        spec,
+                        argv: &a.argv,
+                        pass_env: &pass_env,
+                        memory_limit_bytes: memory_limit,
+                        cpus: place.cpus.as_deref(),
+                        gpus: place.gpus.as_deref().unwrap_or(&[]),
+                    },
+                ))
+            }
+        };
+        let argv = wrapped.as_ref().map_or(&a.argv, |w| &w.argv);
+        let program = &argv[0];
         let (stdout, stderr) = match (inner.output_file(), inner.output_file()) {
             (Ok(o), Ok(e)) => (o, e),
             (Err(e), _) | (_, Err(e)) => {
@@ -291,32 +404,71 @@ impl Executor {
                 return;
             }
         };
+        // cgroup-v2 mode: the task's cgroup exists before the spawn; the leader
+        // moves in right after it (no pre_exec). Processes of a detached container
+        // are not the client's, the runtime limits them.
+        let cgroup = match (&inner.cfg.limits, memory_limit) {
+            (LimitMode::CgroupV2(cg), Some(limit)) if !detached_container => {
+                match cg.create_task(a.attempt, limit) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        tracing::warn!(
+                            attempt = a.attempt,
+                            "no cgroup for the task ({e}); sampling its memory instead"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
 
         let mut cmd = Command::new(program);
-        cmd.args(&a.argv[1..])
+        cmd.args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(child_out)
             .stderr(child_err)
             .process_group(0)
-            .envs(a.env.iter().map(|(k, v)| (k, v)))
-            // Ours last so a task's env cannot spoof them.
-            .env("SCALABLE_RUN_ID", a.run.to_string())
+            .envs(a.env.iter().map(|(k, v)| (k, v)));
+        if let Some(w) = &wrapped {
+            cmd.envs(w.client_env.iter().map(|(k, v)| (k, v)));
+        }
+        // Ours last so a task's env cannot spoof them.
+        cmd.env("SCALABLE_RUN_ID", a.run.to_string())
             .env("SCALABLE_TASK_ID", a.task.to_string())
             .env("SCALABLE_ATTEMPT_ID", a.attempt.to_string())
             .env("SCALABLE_ATTEMPT", a.attempt_number.to_string())
             .env("SCALABLE_CPUS", a.resources.cpus.to_string());
+        if let Some(cpus) = &place.cpus {
+            cmd.env("SCALABLE_CPU_LIST", crate::cpuset::cpu_list(cpus));
+        }
+        if let Some(gpus) = &place.gpus {
+            cmd.env("CUDA_VISIBLE_DEVICES", gpus.join(","));
+        }
         if !a.cwd.is_empty() {
             cmd.current_dir(&cwd);
         }
 
+        // Bound from birth: the child inherits this thread's mask (see `cpuset`).
+        let binding = place.cpus.as_deref().and_then(|cpus| {
+            crate::cpuset::bind_this_thread(cpus)
+                .map_err(|e| {
+                    tracing::warn!(attempt = a.attempt, "cannot bind the task to cores: {e}")
+                })
+                .ok()
+        });
         let ticket = REAPER.begin_spawn();
         let spawned = cmd.spawn();
+        drop(binding);
         // Drop the parent's copies of the child's stdio now, not at the end of scope.
         drop(cmd);
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 REAPER.end_spawn(ticket, None);
+                if let Some(cg) = cgroup {
+                    cg.remove();
+                }
                 // Both a missing program and a missing cwd say ENOENT; tell them apart.
                 let error = if !cwd.is_dir() {
                     format!(
@@ -334,13 +486,26 @@ impl Executor {
         // `Child` neither waits nor kills; the reaper owns the pid from here.
         let pid = child.id() as libc::pid_t;
         drop(child);
+        let cgroup = cgroup.and_then(|cg| match cg.add(pid) {
+            Ok(()) => Some(cg),
+            Err(e) => {
+                tracing::warn!(
+                    attempt = a.attempt,
+                    "cannot move the task into its cgroup ({e}); sampling its memory instead"
+                );
+                cg.remove();
+                None
+            }
+        });
         if let Some(g) = &inner.cfg.orphan_guard {
             g.spawned(pid);
         }
         let started_at_us = unix_us();
+        let now = Instant::now();
         let deadline = a
             .walltime_ms
-            .map(|ms| later(Instant::now(), Duration::from_millis(ms)));
+            .map(|ms| later(now, Duration::from_millis(ms)));
+        let enforce_by_sampling = memory_limit.is_some() && cgroup.is_none() && !detached_container;
         {
             let mut st = inner.lock();
             st.running.insert(
@@ -348,15 +513,26 @@ impl Executor {
                 Running {
                     pid,
                     started_at_us,
+                    started: now,
                     deadline,
                     stopping: None,
                     stdout,
                     stderr,
                     cwd,
                     outputs: a.outputs.clone(),
+                    memory_limit,
+                    sampled: !detached_container,
+                    enforce_by_sampling,
+                    peak_sampled_bytes: 0,
+                    cgroup,
+                    detached_container,
+                    container_memory_limited: detached_container && memory_limit.is_some(),
                 },
             );
-            if deadline.is_some_and(|d| d < st.watchdog_wake) {
+            let sample_at = now + limits::SAMPLE_INTERVAL;
+            if deadline.is_some_and(|d| d < st.watchdog_wake)
+                || (enforce_by_sampling && sample_at < st.watchdog_wake)
+            {
                 inner.watchdog_cv.notify_one();
             }
         }
@@ -380,6 +556,9 @@ impl Executor {
                     // Safe against pid reuse: the entry exists, so the leader is not
                     // reaped yet (the reaper removes it before reaping).
                     kill_group(r.pid, libc::SIGTERM);
+                    if r.detached_container {
+                        self.inner.stop_container(attempt);
+                    }
                     let kill_at = later(Instant::now(), grace);
                     r.stopping = Some(Stopping {
                         end,
@@ -413,8 +592,11 @@ impl Executor {
     /// stopped end as `Drained` (handed back, no retry spent).
     pub fn kill_all_now(&self) {
         let mut st = self.inner.lock();
-        for r in st.running.values_mut() {
+        for (&attempt, r) in st.running.iter_mut() {
             kill_group(r.pid, libc::SIGKILL);
+            if r.detached_container {
+                self.inner.kill_container(attempt);
+            }
             match &mut r.stopping {
                 Some(s) => s.kill_at = None,
                 None => {
@@ -476,13 +658,14 @@ impl Inner {
     fn watchdog(&self) {
         let mut st = self.lock();
         let mut next_size_check = Instant::now() + SIZE_CHECK_INTERVAL;
+        let mut next_sample = Instant::now() + limits::SAMPLE_INTERVAL;
         loop {
             if st.shutdown {
                 return;
             }
             let now = Instant::now();
             let grace = self.cfg.kill_grace;
-            for r in st.running.values_mut() {
+            for (&attempt, r) in st.running.iter_mut() {
                 match &mut r.stopping {
                     Some(s) => {
                         if s.kill_at.is_some_and(|k| k <= now) {
@@ -493,6 +676,9 @@ impl Inner {
                     None => {
                         if r.deadline.is_some_and(|d| d <= now) {
                             kill_group(r.pid, libc::SIGTERM);
+                            if r.detached_container {
+                                self.stop_container(attempt);
+                            }
                             r.stopping = Some(Stopping {
                                 end: AttemptEnd::TimedOut,
                                 kill_at: Some(later(now, grace)),
@@ -501,7 +687,28 @@ impl Inner {
                     }
                 }
             }
-            if now >= next_size_check {
+            // Memory: limited tasks every SAMPLE_INTERVAL, the others with the
+            // size check (peak telemetry only).
+            let size_due = now >= next_size_check;
+            let sample_due = now >= next_sample;
+            if size_due || sample_due {
+                let targets: Vec<(AttemptId, libc::pid_t)> = st
+                    .running
+                    .iter()
+                    .filter(|(_, r)| r.sampled && (size_due || r.enforce_by_sampling))
+                    .map(|(&id, r)| (id, r.pid))
+                    .collect();
+                if !targets.is_empty() {
+                    // Scan /proc without holding the lock: starts and ends go on.
+                    drop(st);
+                    let pgids: Vec<libc::pid_t> = targets.iter().map(|t| t.1).collect();
+                    let rss = limits::sample_groups(&pgids);
+                    st = self.lock();
+                    self.apply_samples(&mut st, &targets, &rss);
+                }
+                next_sample = Instant::now() + limits::SAMPLE_INTERVAL;
+            }
+            if size_due {
                 let max = self.cfg.output_bytes_max;
                 for r in st.running.values_mut() {
                     r.stdout.enforce_cap(max);
@@ -518,6 +725,9 @@ impl Inner {
                 if let Some(d) = due {
                     wake = wake.min(d);
                 }
+                if r.enforce_by_sampling && r.stopping.is_none() {
+                    wake = wake.min(next_sample);
+                }
             }
             st.watchdog_wake = wake;
             let timeout = wake.saturating_duration_since(Instant::now());
@@ -526,6 +736,33 @@ impl Inner {
                 .wait_timeout(st, timeout)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        }
+    }
+
+    /// Records sampled RSS and kills tasks above their limit (sampling mode).
+    fn apply_samples(&self, st: &mut State, targets: &[(AttemptId, libc::pid_t)], rss: &[u64]) {
+        for (&(attempt, pid), &bytes) in targets.iter().zip(rss) {
+            // Gone or replaced while we scanned: the sample is not its.
+            let Some(r) = st.running.get_mut(&attempt).filter(|r| r.pid == pid) else {
+                continue;
+            };
+            r.peak_sampled_bytes = r.peak_sampled_bytes.max(bytes);
+            let over = r.memory_limit.is_some_and(|limit| bytes > limit);
+            if over && r.enforce_by_sampling && r.stopping.is_none() {
+                // Memory does not wait for a grace period. The entry exists, so the
+                // leader is not reaped and its group id is still its own.
+                kill_group(r.pid, libc::SIGKILL);
+                tracing::info!(
+                    attempt,
+                    rss_bytes = bytes,
+                    limit_bytes = r.memory_limit,
+                    "task over its memory limit; killed"
+                );
+                r.stopping = Some(Stopping {
+                    end: AttemptEnd::OutOfMemory,
+                    kill_at: None,
+                });
+            }
         }
     }
 
@@ -556,41 +793,43 @@ impl Inner {
             return;
         };
         let (status, rusage) = reaped.unwrap_or((0, zeroed_rusage()));
-        let end = match r.stopping {
-            Some(s) => s.end,
-            // Unknown status: never report it as a success.
-            None if reaped.is_none() => AttemptEnd::Exited { code: -1 },
-            None => {
-                if libc::WIFSIGNALED(status) {
-                    AttemptEnd::Signalled {
-                        signal: libc::WTERMSIG(status),
-                    }
-                } else {
-                    let code = libc::WEXITSTATUS(status);
-                    let missing = if code == 0 {
-                        missing_outputs(&r.cwd, &r.outputs)
-                    } else {
-                        Vec::new()
-                    };
-                    if missing.is_empty() {
-                        AttemptEnd::Exited { code }
-                    } else {
-                        AttemptEnd::OutputsMissing { missing }
-                    }
-                }
-            }
-        };
         let tail = self.cfg.tail_bytes;
         let (stdout_tail, stdout_bytes) = r.stdout.tail(tail);
         let (stderr_tail, stderr_bytes) = r.stderr.tail(tail);
+        let (cgroup_oom, cgroup_peak) = match &r.cgroup {
+            Some(cg) => (cg.oom_killed(), cg.peak_bytes().unwrap_or(0)),
+            None => (false, 0),
+        };
+        let stopped = r.stopping.is_some();
+        let end = ending::classify(
+            &Observed {
+                stopping: r.stopping.map(|s| s.end),
+                status: reaped.map(|(s, _)| s),
+                cgroup_oom,
+                container_memory_limited: r.container_memory_limited,
+                ran_for: r.started.elapsed(),
+                stderr_tail: &stderr_tail,
+            },
+            || missing_outputs(&r.cwd, &r.outputs),
+        );
+        if let Some(cg) = r.cgroup {
+            cg.remove();
+        }
+        // A client that was stopped or died of a signal may leave its container
+        // running under the runtime; make sure it goes.
+        if r.detached_container && (stopped || libc::WIFSIGNALED(status)) {
+            self.kill_container(attempt);
+        }
         let cpu_time_us = timeval_us(rusage.ru_utime) + timeval_us(rusage.ru_stime);
+        // Linux reports ru_maxrss in KiB; it is the largest single process, the
+        // samples and the cgroup sum the whole tree.
+        let rusage_peak = u64::try_from(rusage.ru_maxrss).unwrap_or(0) * 1024;
         self.send(ExecEvent::Finished(AttemptResult {
             attempt,
             end,
             started_at_us: r.started_at_us,
             ended_at_us,
-            // Linux reports ru_maxrss in KiB.
-            peak_rss_bytes: u64::try_from(rusage.ru_maxrss).unwrap_or(0) * 1024,
+            peak_rss_bytes: rusage_peak.max(r.peak_sampled_bytes).max(cgroup_peak),
             cpu_time_us,
             stdout_tail,
             stderr_tail,
@@ -600,6 +839,24 @@ impl Inner {
         // After the event: the caller may be waiting on it to start the next task.
         self.recycle(r.stdout);
         self.recycle(r.stderr);
+    }
+
+    /// `<runtime> stop -t GRACE scalable-<attempt>` as a helper (podman/docker).
+    fn stop_container(&self, attempt: AttemptId) {
+        if let Some(rt) = &self.cfg.runtime {
+            if let Some(argv) = runtime::stop_argv(rt, attempt, self.cfg.kill_grace) {
+                spawn_helper(&argv, &rt.env);
+            }
+        }
+    }
+
+    /// `<runtime> rm -f scalable-<attempt>` as a helper (podman/docker).
+    fn kill_container(&self, attempt: AttemptId) {
+        if let Some(rt) = &self.cfg.runtime {
+            if let Some(argv) = runtime::kill_argv(rt, attempt) {
+                spawn_helper(&argv, &rt.env);
+            }
+        }
     }
 }
 
@@ -873,6 +1130,32 @@ fn zeroed_rusage() -> libc::rusage {
 
 // ------------------------------------------------------------------- helpers
 
+/// Runs a fire-and-forget helper (stopping a container). Spawned under a reaper
+/// ticket like a task, so the reaper, which waits for any child, treats it as an
+/// unknown pid and just reaps it; nothing waits for it here. Its own process group
+/// and null stdio: it outlives an agent that is exiting and never writes into a
+/// task's output.
+fn spawn_helper(argv: &[String], env: &[(String, String)]) {
+    let Some((program, args)) = argv.split_first() else {
+        return;
+    };
+    let ticket = REAPER.begin_spawn();
+    let spawned = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    REAPER.end_spawn(ticket, None);
+    match spawned {
+        // Dropping `Child` neither waits nor kills.
+        Ok(child) => drop(child),
+        Err(e) => tracing::warn!("cannot run {program}: {e}"),
+    }
+}
+
 /// Signals a whole process group; a group that is already gone (ESRCH) is fine.
 fn kill_group(pgid: libc::pid_t, sig: libc::c_int) {
     // Never signal group 0/1 or our own group by mistake.
@@ -1021,6 +1304,8 @@ mod tests {
             resources: Resources::cpus(1),
             walltime_ms: None,
             outputs: Vec::new(),
+            container: None,
+            inputs: Vec::new(),
         }
     }
 
@@ -1393,15 +1678,249 @@ mod tests {
         );
     }
 
+    /// Processes (not zombies) whose process group is `pgid`, read from /proc (not
+    /// `ps`: the reaper would reap it, see the module doc).
+    fn live_in_group(pgid: libc::pid_t) -> Vec<libc::pid_t> {
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let zombie = stat
+                .iter()
+                .rposition(|&b| b == b')')
+                .is_some_and(|i| stat.get(i + 2) == Some(&b'Z'));
+            if crate::limits::parse_stat(&stat).is_some_and(|(g, _)| g == pgid) && !zombie {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
     #[test]
-    fn two_thousand_true_two_at_a_time() {
+    fn memory_hog_is_killed_as_memory_exhaustion() {
+        let mut e = env();
+        let mut a = assignment(
+            1,
+            &[
+                "python3",
+                "-c",
+                "x = bytearray(300*1024*1024); import time; time.sleep(5)",
+            ],
+        );
+        a.resources.memory_bytes = 100 << 20;
+        let t0 = Instant::now();
+        let (started, r) = e.run(&a);
+        assert!(started.is_some());
+        assert_eq!(r.end, AttemptEnd::OutOfMemory, "{r:?}");
+        assert_eq!(r.end.class(), "MEMORY_EXHAUSTION");
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        assert!(r.peak_rss_bytes > 120 << 20, "{}", r.peak_rss_bytes);
+    }
+
+    #[test]
+    fn memory_within_the_margin_is_not_killed() {
+        // 100 MiB used, 90 MiB requested: within × 1.2 plus python's own ~10 MiB?
+        // No: keep a clear gap both ways. 100 MiB used of a 200 MiB request.
+        let mut e = env();
+        let mut a = assignment(
+            1,
+            &[
+                "python3",
+                "-c",
+                "x = bytearray(100*1024*1024); import time; time.sleep(0.8)",
+            ],
+        );
+        a.resources.memory_bytes = 200 << 20;
+        let (_, r) = e.run(&a);
+        assert_eq!(r.end, AttemptEnd::Exited { code: 0 }, "{r:?}");
+    }
+
+    #[test]
+    fn memory_margin_is_configurable() {
+        // 150 MiB used on a 100 MiB request: killed at × 1.2, fine at × 2.
+        let hog = [
+            "python3",
+            "-c",
+            "x = bytearray(150*1024*1024); import time; time.sleep(1)",
+        ];
+        let mut e = env_with(|c| c.memory_margin = 2.0);
+        let mut a = assignment(1, &hog);
+        a.resources.memory_bytes = 100 << 20;
+        let (_, r) = e.run(&a);
+        assert_eq!(r.end, AttemptEnd::Exited { code: 0 }, "{r:?}");
+    }
+
+    /// The peak is the sum over the process tree, not the largest process (which
+    /// is all `wait4`'s ru_maxrss gives).
+    #[test]
+    fn peak_rss_sums_the_process_tree() {
+        let mut e = env();
+        let mut a = assignment(
+            1,
+            &[
+                "sh",
+                "-c",
+                "for i in 1 2; do python3 -c 'x = bytearray(100*1024*1024); import time; time.sleep(1.2)' & done; wait",
+            ],
+        );
+        a.resources.memory_bytes = 1 << 30;
+        let (_, r) = e.run(&a);
+        assert_eq!(r.end, AttemptEnd::Exited { code: 0 }, "{r:?}");
+        assert!(r.peak_rss_bytes >= 200 << 20, "{}", r.peak_rss_bytes);
+    }
+
+    #[test]
+    fn walltime_kills_the_whole_tree() {
+        let mut e = env();
+        let dir = e.dir.path().to_string_lossy().into_owned();
+        let mut a = assignment(1, &["sh", "-c", "echo $$ > pgid; sleep 100 & sleep 100"]);
+        a.cwd = dir.clone();
+        a.walltime_ms = Some(300);
+        let (_, r) = e.run(&a);
+        assert_eq!(r.end, AttemptEnd::TimedOut);
+        assert_eq!(r.end.class(), "TIMEOUT");
+        let pgid: libc::pid_t = std::fs::read_to_string(format!("{dir}/pgid"))
+            .expect("pgid file")
+            .trim()
+            .parse()
+            .expect("a pid");
+        let until = Instant::now() + Duration::from_secs(3);
+        loop {
+            let left = live_in_group(pgid);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "still running in group {pgid}: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn missing_declared_input_is_invalid_input_without_starting() {
+        let mut e = env();
+        let dir = e.dir.path().to_string_lossy().into_owned();
+        std::fs::write(e.dir.path().join("present.txt"), "x").expect("write");
+        let mut a = assignment(1, &["touch", "ran.txt"]);
+        a.cwd = dir;
+        a.inputs = vec!["present.txt".into(), "absent.txt".into()];
+        let (started, r) = e.run(&a);
+        assert!(started.is_none(), "not even spawned");
+        assert_eq!(
+            r.end,
+            AttemptEnd::InvalidInput {
+                path: "absent.txt".into()
+            }
+        );
+        assert!(!e.dir.path().join("ran.txt").exists());
+        a.attempt = 2;
+        a.inputs = vec!["present.txt".into()];
+        let (_, r) = e.run(&a);
+        assert_eq!(r.end, AttemptEnd::Exited { code: 0 });
+    }
+
+    #[test]
+    fn task_failing_fast_on_a_missing_file_is_invalid_input() {
+        let mut e = env();
+        let mut a = assignment(1, &["cat", "missing.txt"]);
+        a.cwd = e.dir.path().to_string_lossy().into_owned();
+        let (started, r) = e.run(&a);
+        assert!(started.is_some());
+        assert_eq!(
+            r.end,
+            AttemptEnd::InvalidInput {
+                path: "missing.txt".into()
+            },
+            "{r:?}"
+        );
+        let (_, r) = e.run(&assignment(2, &["sh", "-c", "echo broken >&2; exit 4"]));
+        assert_eq!(r.end, AttemptEnd::Exited { code: 4 });
+        assert_eq!(r.end.class(), "EXIT_CODE");
+        let (_, r) = e.run(&assignment(3, &["sh", "-c", "kill -SEGV $$"]));
+        assert_eq!(
+            r.end,
+            AttemptEnd::Signalled {
+                signal: libc::SIGSEGV
+            }
+        );
+        assert_eq!(r.end.class(), "SIGNALED");
+    }
+
+    #[test]
+    fn placement_binds_cores_and_sets_gpus() {
+        let own = crate::cpuset::own_cpus().expect("mask");
+        let core = *own.last().expect("a core");
+        let mut e = env();
+        let a = assignment(
+            1,
+            &[
+                "sh",
+                "-c",
+                "echo $SCALABLE_CPU_LIST $CUDA_VISIBLE_DEVICES; grep Cpus_allowed_list /proc/$$/status",
+            ],
+        );
+        e.exec.start_placed(
+            &a,
+            &Placement {
+                cpus: Some(vec![core]),
+                gpus: Some(vec!["1".into(), "3".into()]),
+            },
+        );
+        let (_, r) = e.wait(1);
+        let out = String::from_utf8_lossy(&r.stdout_tail).into_owned();
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some(format!("{core} 1,3").as_str()), "{out}");
+        // The shell itself, and so everything it forks, was bound from birth.
+        let allowed = lines.next().unwrap_or("");
+        assert!(allowed.ends_with(&format!("\t{core}")), "{out}");
+        // A GPU agent hides every device from a task that asked for none.
+        let a = assignment(2, &["sh", "-c", "echo \"[${CUDA_VISIBLE_DEVICES-unset}]\""]);
+        e.exec.start_placed(
+            &a,
+            &Placement {
+                cpus: None,
+                gpus: Some(vec![]),
+            },
+        );
+        let (_, r) = e.wait(2);
+        assert_eq!(r.stdout_tail, b"[]\n");
+    }
+
+    #[test]
+    fn container_task_without_a_runtime_is_spawn_failed() {
+        let mut e = env();
+        let mut a = assignment(1, &["true"]);
+        a.container = Some(scalable_common::protocol::ContainerSpec {
+            image: "localhost/busybox:local".into(),
+            mounts: vec![],
+            env: vec![],
+        });
+        let (started, r) = e.run(&a);
+        assert!(started.is_none());
+        assert_eq!(
+            r.end,
+            AttemptEnd::SpawnFailed {
+                error: "no container runtime on this agent".into()
+            }
+        );
+    }
+
+    /// 2,000 `/bin/true`, two at a time; each start gets `place(n)`.
+    fn two_thousand_true(what: &str, place: impl Fn(u64) -> Placement) {
         const TASKS: u64 = 2000;
         const PARALLEL: u64 = 2;
         let mut e = env();
         let t0 = Instant::now();
         let mut next = 0;
         while next < PARALLEL {
-            e.exec.start(&assignment(next, &["/bin/true"]));
+            e.exec
+                .start_placed(&assignment(next, &["/bin/true"]), &place(next));
             next += 1;
         }
         let mut done = 0;
@@ -1411,7 +1930,8 @@ mod tests {
                     assert_eq!(r.end, AttemptEnd::Exited { code: 0 }, "{r:?}");
                     done += 1;
                     if next < TASKS {
-                        e.exec.start(&assignment(next, &["/bin/true"]));
+                        e.exec
+                            .start_placed(&assignment(next, &["/bin/true"]), &place(next));
                         next += 1;
                     }
                 }
@@ -1421,9 +1941,24 @@ mod tests {
         }
         let secs = t0.elapsed().as_secs_f64();
         eprintln!(
-            "spawn rate: {TASKS} x /bin/true, {PARALLEL} at a time: {:.0}/s ({secs:.2} s)",
+            "spawn rate{what}: {TASKS} x /bin/true, {PARALLEL} at a time: {:.0}/s ({secs:.2} s)",
             TASKS as f64 / secs
         );
         assert_eq!(e.exec.running(), 0);
+    }
+
+    #[test]
+    fn two_thousand_true_two_at_a_time() {
+        two_thousand_true("", |_| Placement::default());
+    }
+
+    /// The agent's own path on a multi-core box: every task bound to a core.
+    #[test]
+    fn two_thousand_true_bound_to_cores() {
+        let own = crate::cpuset::own_cpus().expect("mask");
+        two_thousand_true(", bound to cores", |n| Placement {
+            cpus: Some(vec![own[n as usize % own.len()]]),
+            gpus: None,
+        });
     }
 }

@@ -2,10 +2,25 @@
 //!
 //! - [`session`]: connect, hello, pull work, report results, leave.
 //! - [`executor`]: run tasks as child processes, reap them, measure them.
+//! - [`ending`]: how a task ended, as an `AttemptEnd` (pure).
+//! - [`limits`]: memory limits: cgroup v2 per task, or sampling the process tree.
+//! - [`cpuset`]: the agent's cores and which task is bound to which.
+//! - [`gpus`]: GPU detection (`CUDA_VISIBLE_DEVICES`, `nvidia-smi`) and the free-list.
+//! - [`runtime`]: container runtimes: detection and the wrapping command lines.
+//! - [`which`]: finding programs on a `PATH`.
 //! - [`orphan_guard`]: a tiny helper process that kills tasks if the agent is SIGKILLed.
 //! - [`resources`]: what this host (or Slurm allocation, or cgroup) offers.
 
+pub mod cpuset;
+pub mod ending;
 pub mod executor;
+pub mod gpus;
+pub mod limits;
 pub mod orphan_guard;
 pub mod resources;
+pub mod runtime;
 pub mod session;
+pub mod which;
+
+#[cfg(test)]
+mod container_tests;

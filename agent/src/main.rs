@@ -4,8 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use scalable_agent::cpuset::{self, CpuPool};
+use scalable_agent::gpus::{self, GpuFlag};
+use scalable_agent::runtime::{self, RuntimeFlag};
 use scalable_agent::session::{self, AgentConfig, Exit};
-use scalable_agent::{orphan_guard, resources};
+use scalable_agent::{limits, orphan_guard, resources};
 use scalable_common::access::AgentTokenFile;
 use scalable_common::exit::ExitCode;
 use scalable_common::units::{parse_duration_ms, parse_size_bytes};
@@ -34,9 +37,16 @@ struct Args {
     /// Memory to offer (e.g. 16G), or `auto`.
     #[arg(long, env = "SCALABLE_MEMORY", default_value = "auto")]
     memory: String,
-    /// Gpus to offer, or `auto`.
+    /// Gpus to offer, or `auto` (`CUDA_VISIBLE_DEVICES` if set, else `nvidia-smi`).
     #[arg(long, env = "SCALABLE_GPUS", default_value = "auto")]
     gpus: String,
+    /// Container runtime for tasks with an image: auto, none, apptainer,
+    /// singularity, podman, docker or charliecloud.
+    #[arg(long, env = "SCALABLE_RUNTIME", default_value = "auto")]
+    runtime: String,
+    /// Kill a task whose memory exceeds its request times this (request 0: no limit).
+    #[arg(long, env = "SCALABLE_MEMORY_MARGIN", default_value = "1.2")]
+    memory_margin: String,
     /// Leave after this long with nothing to run (e.g. 5m).
     #[arg(long, env = "SCALABLE_IDLE_TIMEOUT")]
     idle_timeout: Option<String>,
@@ -137,6 +147,21 @@ fn main() -> std::process::ExitCode {
             s.parse::<u32>()
                 .map_err(|_| "expected a whole number or auto".to_string())
         })?;
+        let runtime_flag: RuntimeFlag = args
+            .runtime
+            .parse()
+            .map_err(|e| format!("--runtime {:?}: {e}", args.runtime))?;
+        let margin = args
+            .memory_margin
+            .parse::<f64>()
+            .ok()
+            .filter(|m| m.is_finite() && *m >= 1.0)
+            .ok_or_else(|| {
+                format!(
+                    "--memory-margin {:?}: expected a number of at least 1 (e.g. 1.2)",
+                    args.memory_margin
+                )
+            })?;
         let dur = |v: &Option<String>, what: &str| -> Result<Option<Duration>, String> {
             v.as_deref()
                 .map(|s| {
@@ -150,13 +175,54 @@ fn main() -> std::process::ExitCode {
         let life = dur(&args.lifetime, "lifetime")?;
         let connect =
             dur(&Some(args.connect_timeout.clone()), "connect-timeout")?.unwrap_or_default();
-        Ok((cpus, memory, gpus, idle, life, connect))
+        Ok((
+            cpus,
+            memory,
+            gpus,
+            runtime_flag,
+            margin,
+            idle,
+            life,
+            connect,
+        ))
     })();
-    let (cpus, memory, gpus, idle_timeout, lifetime, connect_timeout) = match parsed {
-        Ok(p) => p,
-        Err(e) => return fail(ExitCode::BadInput, e),
+    let (cpus, memory, gpus, runtime_flag, memory_margin, idle_timeout, lifetime, connect_timeout) =
+        match parsed {
+            Ok(p) => p,
+            Err(e) => return fail(ExitCode::BadInput, e),
+        };
+    // Before the orphan guard and the executor: this may run nvidia-smi, and the
+    // executor's reaper would race any child spawned after it exists.
+    let path = std::env::var_os("PATH");
+    let gpu = gpus::detect(
+        gpus.map_or(GpuFlag::Auto, GpuFlag::Count),
+        std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+        path.as_deref(),
+    );
+    if let Some(note) = &gpu.note {
+        tracing::warn!("no GPUs from nvidia-smi: {note}");
+    }
+    let runtimes = match runtime::detect(runtime_flag, path.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                ExitCode::BadInput,
+                format!("--runtime {}: {e}", args.runtime),
+            )
+        }
     };
-    let detected = resources::detect(cpus, memory, gpus);
+    let detected = resources::detect(cpus, memory, Some(gpu.ids.len() as u32));
+    let (limit_mode, limit_why) = limits::detect();
+    let cpu_binding = match cpuset::own_cpus()
+        .map_err(|e| format!("cannot read the agent's cpu affinity: {e}"))
+        .and_then(|own| CpuPool::plan(&own, detected.resources.cpus))
+    {
+        Ok(pool) => Some(pool),
+        Err(why) => {
+            tracing::info!("tasks are not bound to cores: {why}");
+            None
+        }
+    };
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into());
@@ -186,6 +252,20 @@ fn main() -> std::process::ExitCode {
             ""
         }
     );
+    tracing::info!(
+        "gpus [{}] ({}); container runtimes [{}]; memory limits: {} ({limit_why}), margin {memory_margin}; cpu binding: {}",
+        gpu.ids.join(","),
+        gpu.source,
+        runtimes
+            .iter()
+            .map(|r| r.kind.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        limit_mode.name(),
+        cpu_binding
+            .as_ref()
+            .map_or("off".to_string(), |p| format!("{} cores", p.total())),
+    );
     // Before the executor: its reaper would otherwise race this spawn.
     let guard = match orphan_guard::OrphanGuard::start() {
         Ok(g) => Some(std::sync::Arc::new(g)),
@@ -208,6 +288,11 @@ fn main() -> std::process::ExitCode {
         noop: args.noop,
         connect_timeout,
         orphan_guard: guard,
+        memory_margin,
+        limits: limit_mode,
+        runtimes,
+        gpu_ids: gpu.ids,
+        cpu_binding,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -3,8 +3,9 @@
 //! Owns the `--cpus/--memory/--gpus auto` rules: an explicit value wins; an `auto`
 //! one comes from Slurm's environment when present, else from the cgroup limits of
 //! the agent's own cgroup (v2, or v1 where the machine mounts cgroups "hybrid"),
-//! else from the host. GPUs come from `CUDA_VISIBLE_DEVICES` only; asking
-//! `nvidia-smi` is left to a later layer (this module runs no processes).
+//! else from the host. GPUs are counted here from `CUDA_VISIBLE_DEVICES` only;
+//! the agent passes the count `gpus` detected (which also asks `nvidia-smi`, a
+//! process this module never runs).
 //!
 //! Everything that interprets text is a pure function over the env lookup or the
 //! file contents, so it is unit-tested without a Slurm job or a cgroup; [`detect`]

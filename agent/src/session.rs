@@ -19,7 +19,11 @@ use scalable_common::resources::Resources;
 use scalable_common::tls;
 use tokio::sync::mpsc;
 
-use crate::executor::{ExecConfig, ExecEvent, Executor};
+use crate::cpuset::CpuPool;
+use crate::executor::{ExecConfig, ExecEvent, Executor, Placement};
+use crate::gpus::GpuPool;
+use crate::limits::LimitMode;
+use crate::runtime::Runtime;
 
 /// Results kept for a broker that is away, at most.
 const UNACKED_RESULTS_MAX: usize = 1_000_000;
@@ -52,6 +56,16 @@ pub struct AgentConfig {
     /// How long to keep trying to reach the broker before giving up.
     pub connect_timeout: Duration,
     pub orphan_guard: Option<std::sync::Arc<crate::orphan_guard::OrphanGuard>>,
+    /// Kill a task above its memory request × this.
+    pub memory_margin: f64,
+    /// How memory limits are enforced (advertised as `limit_mode`).
+    pub limits: LimitMode,
+    /// Usable container runtimes, the one that runs tasks first.
+    pub runtimes: Vec<Runtime>,
+    /// GPU ids the agent hands out (`resources.gpus` of them).
+    pub gpu_ids: Vec<String>,
+    /// Cores to bind tasks to; `None`: tasks are not bound (see `cpuset`).
+    pub cpu_binding: Option<CpuPool>,
 }
 
 /// How the agent ended, for the exit code.
@@ -75,8 +89,12 @@ fn unix_us() -> u64 {
 /// Work the agent holds: queued assignments, what runs, what awaits an ack.
 struct Work {
     free: Resources,
+    /// Free GPU ids; as many as `free.gpus`.
+    gpus: GpuPool,
+    /// Free cores when tasks are bound; at least `free.cpus` of them.
+    cpus: Option<CpuPool>,
     queue: VecDeque<Assignment>,
-    running: HashMap<AttemptId, Resources>,
+    running: HashMap<AttemptId, (Resources, Placement)>,
     /// Results sent (or to send) and not yet acknowledged; resent on reconnect.
     unacked: HashMap<AttemptId, AttemptResult>,
     out_started: Vec<Started>,
@@ -89,9 +107,29 @@ impl Work {
         self.queue.is_empty() && self.running.is_empty()
     }
 
+    fn new(free: Resources, gpu_ids: Vec<String>, cpus: Option<CpuPool>) -> Work {
+        Work {
+            free,
+            gpus: GpuPool::new(gpu_ids),
+            cpus,
+            queue: VecDeque::new(),
+            running: HashMap::new(),
+            unacked: HashMap::new(),
+            out_started: Vec::new(),
+            out_finished: Vec::new(),
+            last_busy: Instant::now(),
+        }
+    }
+
     fn finished(&mut self, r: AttemptResult) {
-        if let Some(res) = self.running.remove(&r.attempt) {
+        if let Some((res, place)) = self.running.remove(&r.attempt) {
             self.free.give(&res);
+            if let Some(ids) = place.gpus {
+                self.gpus.give(ids);
+            }
+            if let (Some(pool), Some(cores)) = (&mut self.cpus, &place.cpus) {
+                pool.give(cores);
+            }
         }
         if self.unacked.len() < UNACKED_RESULTS_MAX {
             self.unacked.insert(r.attempt, r.clone());
@@ -108,12 +146,17 @@ impl Work {
             self.complete_noop();
             return;
         }
+        // A resent assignment of a running attempt (after a reconnect): its result
+        // is coming; taking its resources, cores and GPUs again would leak them.
+        let running = &self.running;
+        self.queue.retain(|a| !running.contains_key(&a.attempt));
         while self.free.cpus > 0 {
             let Some(i) = self.best_fit() else { break };
             let a = self.queue.remove(i).expect("index from best_fit");
             self.free.take(&a.resources);
-            self.running.insert(a.attempt, a.resources.clone());
-            exec.start(&a);
+            let place = self.place(&a.resources);
+            exec.start_placed(&a, &place);
+            self.running.insert(a.attempt, (a.resources.clone(), place));
             self.last_busy = Instant::now();
         }
     }
@@ -159,6 +202,20 @@ impl Work {
         }
     }
 
+    /// The task's own cores and GPUs out of the free-lists. `free` already had
+    /// room, so the lists do too (they track the same counts).
+    fn place(&mut self, req: &Resources) -> Placement {
+        let gpus = if self.gpus.has_gpus() {
+            let ids = self.gpus.take(req.gpus);
+            debug_assert!(ids.is_some(), "gpu free-list out of step with free.gpus");
+            Some(ids.unwrap_or_default())
+        } else {
+            None
+        };
+        let cpus = self.cpus.as_mut().and_then(|p| p.take(req.cpus));
+        Placement { cpus, gpus }
+    }
+
     fn unstarted_result(a: &Assignment, end: AttemptEnd) -> AttemptResult {
         let now = unix_us();
         AttemptResult {
@@ -201,6 +258,9 @@ pub async fn run(cfg: AgentConfig) -> Exit {
             output_bytes_max: 256 << 20,
             kill_grace: Duration::from_secs(5),
             orphan_guard: cfg.orphan_guard.clone(),
+            memory_margin: cfg.memory_margin,
+            limits: cfg.limits.clone(),
+            runtime: cfg.runtimes.first().cloned(),
         },
         ev_tx,
     ) {
@@ -212,15 +272,11 @@ pub async fn run(cfg: AgentConfig) -> Exit {
             ))
         }
     };
-    let mut work = Work {
-        free: cfg.resources.clone(),
-        queue: VecDeque::new(),
-        running: HashMap::new(),
-        unacked: HashMap::new(),
-        out_started: Vec::new(),
-        out_finished: Vec::new(),
-        last_busy: Instant::now(),
-    };
+    let mut work = Work::new(
+        cfg.resources.clone(),
+        cfg.gpu_ids.clone(),
+        cfg.cpu_binding.clone(),
+    );
     let born = Instant::now();
     let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
@@ -329,7 +385,12 @@ async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, 
         hostname: cfg.hostname.clone(),
         resources: cfg.resources.clone(),
         tags: cfg.tags.clone(),
-        runtime: None,
+        runtimes: cfg
+            .runtimes
+            .iter()
+            .map(|r| r.kind.name().to_string())
+            .collect(),
+        limit_mode: cfg.limits.name().to_string(),
         lifetime_ms,
         held_attempts: held,
         pilot_id: std::env::var("SCALABLE_PILOT_ID").ok(),
@@ -575,4 +636,186 @@ async fn flush(send: &mut quinn::SendStream, work: &mut Work) -> Result<(), Stri
         .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn assignment(attempt: AttemptId, resources: Resources, argv: &[&str]) -> Assignment {
+        Assignment {
+            attempt,
+            task: attempt,
+            run: 1,
+            attempt_number: 1,
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            cwd: String::new(),
+            resources,
+            walltime_ms: None,
+            outputs: Vec::new(),
+            container: None,
+            inputs: Vec::new(),
+        }
+    }
+
+    /// Runs everything queued in `work` to the end, as the session loop does;
+    /// returns each attempt's stdout.
+    fn drain(
+        work: &mut Work,
+        exec: &Executor,
+        rx: &mut mpsc::UnboundedReceiver<ExecEvent>,
+    ) -> HashMap<AttemptId, String> {
+        let mut out = HashMap::new();
+        work.start_what_fits(exec, false);
+        let until = Instant::now() + Duration::from_secs(30);
+        while !work.idle() {
+            assert!(Instant::now() < until, "tasks did not finish");
+            match rx.try_recv() {
+                Ok(ev) => {
+                    if let ExecEvent::Finished(r) = &ev {
+                        assert_eq!(r.end, AttemptEnd::Exited { code: 0 }, "{r:?}");
+                        out.insert(r.attempt, String::from_utf8_lossy(&r.stdout_tail).into());
+                    }
+                    apply_exec_event(work, ev);
+                    work.start_what_fits(exec, false);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        out
+    }
+
+    /// Acceptance: a fake `nvidia-smi` on PATH drives detection, and tasks that
+    /// run at once get distinct `CUDA_VISIBLE_DEVICES`.
+    #[test]
+    fn fake_nvidia_smi_gives_tasks_distinct_devices() {
+        let bin = tempfile::tempdir().expect("tempdir");
+        let smi = bin.path().join("nvidia-smi");
+        std::fs::write(
+            &smi,
+            "#!/bin/sh\necho '0, GPU-aaaa'\necho '1, GPU-bbbb'\necho '2, GPU-cccc'\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let gpus = crate::gpus::detect(
+            crate::gpus::GpuFlag::Auto,
+            None,
+            Some(bin.path().as_os_str()),
+        );
+        assert_eq!(gpus.ids, vec!["0", "1", "2"], "{gpus:?}");
+
+        let logs = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let exec = Executor::new(ExecConfig::new(logs.path()), tx).expect("executor");
+        let free = Resources {
+            cpus: 8,
+            memory_bytes: 1 << 30,
+            gpus: gpus.ids.len() as u32,
+            custom: Vec::new(),
+        };
+        let mut work = Work::new(free, gpus.ids, None);
+        let gpu = |n: u32| Resources {
+            gpus: n,
+            ..Resources::cpus(1)
+        };
+        // Three at once (2 + 1 devices), then one more when the first ends.
+        let long = ["sh", "-c", "echo $CUDA_VISIBLE_DEVICES; sleep 0.5"];
+        work.queue.extend([
+            assignment(1, gpu(2), &long),
+            assignment(2, gpu(1), &long),
+            assignment(3, gpu(1), &["sh", "-c", "echo $CUDA_VISIBLE_DEVICES"]),
+            assignment(4, gpu(0), &["sh", "-c", "echo \"[$CUDA_VISIBLE_DEVICES]\""]),
+        ]);
+        let out = drain(&mut work, &exec, &mut rx);
+        let first: Vec<&str> = out[&1].trim().split(',').collect();
+        let second = out[&2].trim();
+        assert_eq!(first.len(), 2, "{out:?}");
+        assert!(!first.contains(&second), "overlapping devices: {out:?}");
+        let mut all: Vec<&str> = first.clone();
+        all.push(second);
+        all.sort();
+        assert_eq!(all, vec!["0", "1", "2"], "{out:?}");
+        // Task 3 waited for a device and got one of the freed ones.
+        assert!(["0", "1", "2"].contains(&out[&3].trim()), "{out:?}");
+        assert_eq!(out[&4], "[]\n", "a task without GPUs sees none");
+        assert_eq!(work.gpus.free(), 3, "every device came back");
+        assert_eq!(work.free.gpus, 3);
+    }
+
+    /// Regression guard: a resent assignment of a running attempt must not take
+    /// its GPU (or resources) a second time.
+    #[test]
+    fn resent_running_assignment_takes_nothing_twice() {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let exec = Executor::new(ExecConfig::new(logs.path()), tx).expect("executor");
+        let free = Resources {
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            gpus: 2,
+            custom: Vec::new(),
+        };
+        let mut work = Work::new(free, vec!["0".into(), "1".into()], None);
+        let a = assignment(
+            1,
+            Resources {
+                gpus: 1,
+                ..Resources::cpus(1)
+            },
+            &["sleep", "0.3"],
+        );
+        work.queue.push_back(a.clone());
+        work.start_what_fits(&exec, false);
+        work.queue.push_back(a);
+        drain(&mut work, &exec, &mut rx);
+        assert_eq!(
+            (work.free.cpus, work.free.gpus, work.gpus.free()),
+            (2, 2, 2)
+        );
+    }
+
+    #[test]
+    fn concurrent_tasks_get_distinct_cores() {
+        let own = crate::cpuset::own_cpus().expect("mask");
+        if own.len() < 2 {
+            // One core: nothing to tell apart, and the agent would not bind.
+            assert!(CpuPool::plan(&own, 1).is_err());
+            return;
+        }
+        let logs = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let exec = Executor::new(ExecConfig::new(logs.path()), tx).expect("executor");
+        let cpus = own.len() as u32;
+        let pool = CpuPool::plan(&own, cpus).expect("binds");
+        let free = Resources {
+            cpus,
+            memory_bytes: 1 << 30,
+            ..Default::default()
+        };
+        let mut work = Work::new(free, Vec::new(), Some(pool));
+        let show = [
+            "sh",
+            "-c",
+            "echo $SCALABLE_CPUS $SCALABLE_CPU_LIST $(grep Cpus_allowed_list /proc/$$/status | cut -f2); sleep 0.3",
+        ];
+        work.queue
+            .extend((1..=cpus as u64).map(|i| assignment(i, Resources::cpus(1), &show)));
+        let out = drain(&mut work, &exec, &mut rx);
+        let mut cores: Vec<String> = out
+            .values()
+            .map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                assert_eq!(f.len(), 3, "{line}");
+                assert_eq!(f[0], "1");
+                assert_eq!(f[1], f[2], "the kernel mask is the advertised list");
+                f[1].to_string()
+            })
+            .collect();
+        cores.sort();
+        cores.dedup();
+        assert_eq!(cores.len(), own.len(), "distinct cores: {out:?}");
+        assert_eq!(work.cpus.as_ref().map(CpuPool::free), Some(own.len()));
+    }
 }

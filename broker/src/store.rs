@@ -359,6 +359,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             let detail = match &result.end {
                 AttemptEnd::Signalled { signal } => Some(format!("signal {signal}")),
                 AttemptEnd::SpawnFailed { error } => Some(error.clone()),
+                AttemptEnd::InvalidInput { path } => Some(format!("missing input: {path}")),
                 AttemptEnd::OutputsMissing { missing } => {
                     Some(format!("missing outputs: {}", missing.join(", ")))
                 }

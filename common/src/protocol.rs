@@ -32,6 +32,8 @@ pub type AttemptId = u64;
 pub type AgentId = u64;
 
 /// First message on a connection.
+// Sent once per connection: boxing the agent's variant would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Hello {
     Agent(AgentHello),
@@ -47,8 +49,12 @@ pub struct AgentHello {
     pub hostname: String,
     pub resources: Resources,
     pub tags: Vec<String>,
-    /// Container runtime the agent found (`podman`, `apptainer`, ...), if any.
-    pub runtime: Option<String>,
+    /// Container runtimes the agent can use (`podman`, `apptainer`, ...), the one it
+    /// runs `image:` tasks with first; empty = it never gets a task with an image.
+    pub runtimes: Vec<String>,
+    /// How the agent enforces memory requests: `"cgroup-v2"` (a cgroup per task
+    /// with `memory.max`) or `"sampling"` (RSS of the process group sampled).
+    pub limit_mode: String,
     /// Milliseconds the agent will still live (`--lifetime`), if bounded.
     pub lifetime_ms: Option<u64>,
     /// Attempts this agent is still running or holds unacknowledged results for,
@@ -92,6 +98,21 @@ pub struct Assignment {
     pub walltime_ms: Option<u64>,
     /// Declared outputs (paths relative to `cwd`) that must exist after exit 0.
     pub outputs: Vec<String>,
+    /// Run inside the agent's container runtime (the component has `image:`).
+    pub container: Option<ContainerSpec>,
+    /// Declared inputs (paths relative to `cwd`); one that does not exist when the
+    /// attempt would start ends it as `InvalidInput` without running it.
+    pub inputs: Vec<String>,
+}
+
+/// A component's container: its image, mounts and env (SPEC §3 `components`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// `(host, container)` paths; a relative host path is relative to the task's cwd.
+    pub mounts: Vec<(String, String)>,
+    /// Environment set inside the container.
+    pub env: Vec<(String, String)>,
 }
 
 /// Broker → agent on the control stream.
@@ -162,6 +183,10 @@ pub enum AttemptEnd {
     Cancelled,
     /// Given back unstarted at the broker's request.
     Returned,
+    /// An input the task needs does not exist: a declared input was missing before
+    /// start (the task was not run), or the task exited non-zero within a second
+    /// saying a file was not found (`path` is then what its stderr named).
+    InvalidInput { path: String },
 }
 
 impl AttemptEnd {
@@ -179,6 +204,11 @@ impl AttemptEnd {
             | AttemptEnd::OutOfMemory
             | AttemptEnd::SpawnFailed { .. }
             | AttemptEnd::OutputsMissing { .. } => true,
+            // It spends one: retrying cannot fix a missing input by itself, but an
+            // input on a shared filesystem may still be arriving (NFS attribute
+            // caches, a producer's late write), and not spending would re-queue a
+            // truly missing one forever. `retries` bounds the waste either way.
+            AttemptEnd::InvalidInput { .. } => true,
             AttemptEnd::AgentLost
             | AttemptEnd::Drained
             | AttemptEnd::Cancelled
@@ -191,7 +221,7 @@ impl AttemptEnd {
         match self {
             AttemptEnd::Exited { code: 0 } => "SUCCESS",
             AttemptEnd::Exited { .. } => "EXIT_CODE",
-            AttemptEnd::Signalled { .. } => "SIGNAL",
+            AttemptEnd::Signalled { .. } => "SIGNALED",
             AttemptEnd::TimedOut => "TIMEOUT",
             AttemptEnd::OutOfMemory => "MEMORY_EXHAUSTION",
             AttemptEnd::SpawnFailed { .. } => "SPAWN_FAILED",
@@ -200,6 +230,7 @@ impl AttemptEnd {
             AttemptEnd::Drained => "DRAINED",
             AttemptEnd::Cancelled => "CANCELLED",
             AttemptEnd::Returned => "RETURNED",
+            AttemptEnd::InvalidInput { .. } => "INVALID_INPUT",
         }
     }
 

@@ -562,6 +562,7 @@ impl Core {
                 AttemptEnd::Exited { code } => format!("exit code {code}"),
                 AttemptEnd::Signalled { signal } => format!("killed by signal {signal}"),
                 AttemptEnd::SpawnFailed { error } => format!("could not start: {error}"),
+                AttemptEnd::InvalidInput { path } => format!("missing input: {path}"),
                 AttemptEnd::OutputsMissing { missing } => {
                     format!("missing outputs: {}", missing.join(", "))
                 }
@@ -1137,6 +1138,9 @@ impl Core {
                         resources,
                         walltime_ms,
                         outputs,
+                        // Filled by the manifest binding (component image, declared inputs).
+                        container: None,
+                        inputs: vec![],
                     });
             }
             Err(e) => {
