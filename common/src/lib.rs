@@ -5,6 +5,7 @@
 //! - [`frame`]: length-prefixed, size-capped postcard frames over QUIC streams.
 //! - [`tls`]: the broker's self-signed certificate, fingerprint pinning, QUIC configs.
 //! - [`access`]: the state dir, `access.json`, `agent.token`, token hashing.
+//! - [`manifest`]: `scalable.yaml`: targets, components, tasks, overlays, `${VAR}`, validation.
 //! - [`workflow`]: workflow YAML: parsing with spans, validation.
 //! - [`template`]: minijinja task templates (argv, outputs, env), compiled once per job.
 //! - [`resources`]: partitionable resource bundles.
@@ -14,6 +15,7 @@
 pub mod access;
 pub mod exit;
 pub mod frame;
+pub mod manifest;
 pub mod panic;
 pub mod protocol;
 pub mod resources;

@@ -500,7 +500,7 @@ fn clean_path(path: &serde_path_to_error::Path) -> String {
 }
 
 /// Lowercase first letter and no trailing period, as all our messages are.
-fn tidy(message: &str) -> String {
+pub(crate) fn tidy(message: &str) -> String {
     let m = message.trim().trim_end_matches('.');
     let mut chars = m.chars();
     match (chars.next(), chars.next()) {
@@ -1120,7 +1120,10 @@ fn strongly_connected(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
 }
 
 /// `did you mean "x"?` for the closest candidate, if it is close enough.
-fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let Some(d) = edit_distance(word, c) else {
