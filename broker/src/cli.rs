@@ -13,9 +13,13 @@ use scalable_common::template::is_template as workflow_template;
 use scalable_common::units::{parse_duration_ms, parse_size_bytes};
 use scalable_common::workflow::{self, parse_range, quick_job, Items, WorkflowDef};
 
+use scalable_common::access as access_file;
+use scalable_common::manifest::{load_manifest, process_env, LoadOptions, Manifest};
+
 use crate::cli_error::CliError;
 use crate::client::Client;
 use crate::output::{self, Progress};
+use crate::{pilots, render};
 
 /// How often `wait` asks the broker for progress.
 const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -63,6 +67,35 @@ pub enum Command {
     Analyze { run: String },
     /// Why a task is not running: missing tag, too large, dependency, throttle...
     Why { task: String },
+    /// Check a manifest: `ok`, or every error as FILE:LINE:COL: path: message.
+    Validate(ManifestArgs),
+    /// Print exactly what would be submitted to start a target's agents.
+    Render {
+        #[command(flatten)]
+        m: ManifestArgs,
+        /// Only the pilots serving this tag (component).
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// Workers per tag and resources per worker for a target.
+    Plan {
+        #[command(flatten)]
+        m: ManifestArgs,
+        /// Print the plan only (the only mode until the scaler lands).
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestArgs {
+    /// The manifest (scalable.yaml).
+    pub file: PathBuf,
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Overlays to apply, in order (repeatable).
+    #[arg(long = "overlay")]
+    pub overlays: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -92,6 +125,16 @@ pub struct SubmitArgs {
     /// A feature stored with each task for the advisors (k=v, repeatable).
     #[arg(long = "feature", value_name = "K=V")]
     pub features: Vec<String>,
+    /// A manifest whose `tasks:` bind the workflow's `task:` jobs (and whose
+    /// `workflow:` section is submitted when no workflow file is given).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// The manifest target (checks the workflow against its workers).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Manifest overlays to apply, in order (repeatable).
+    #[arg(long = "overlay")]
+    pub overlays: Vec<String>,
     /// The command of a quick submit.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -219,6 +262,58 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 output::json(&s)
             } else {
                 output::stats_text(&s)
+            });
+            Ok(ExitCode::Ok)
+        }
+        Command::Validate(m) => {
+            let manifest = load_manifest_file(&m)?;
+            if json {
+                print_out(output::json(&manifest));
+            } else {
+                print_out("ok".into());
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Render { m, tag } => {
+            let target = require_target(&m)?;
+            let manifest = load_manifest_file(&m)?;
+            let access = broker_access(access);
+            let specs = pilots::pilot_specs(&manifest, &target, tag.as_deref(), &access)
+                .map_err(CliError::bad_input)?;
+            let mut out = String::new();
+            for spec in &specs {
+                let files = render::render(spec).map_err(|e| {
+                    CliError::bad_input(format!("{}: targets.{target}: {e}", m.file.display()))
+                })?;
+                for f in files {
+                    if specs.len() > 1 || !json {
+                        out.push_str(&format!(
+                            "# ---- {} (target {target}, tag {}) ----\n",
+                            f.name(),
+                            spec.tag.as_deref().unwrap_or("(generic pool)")
+                        ));
+                    }
+                    out.push_str(f.text());
+                    if !out.ends_with('\n') {
+                        out.push('\n');
+                    }
+                }
+            }
+            print_out(out);
+            Ok(ExitCode::Ok)
+        }
+        Command::Plan { m, dry_run: _ } => {
+            let target = require_target(&m)?;
+            let manifest = load_manifest_file(&m)?;
+            let rows = pilots::plan(&manifest, &target).map_err(CliError::bad_input)?;
+            let provider = manifest
+                .target(&target)
+                .map(|t| t.provider.name())
+                .unwrap_or("?");
+            print_out(if json {
+                output::json(&rows)
+            } else {
+                pilots::plan_text(&target, provider, &rows)
             });
             Ok(ExitCode::Ok)
         }
@@ -395,8 +490,91 @@ fn quick_workflow(args: &SubmitArgs) -> Result<WorkflowDef, CliError> {
     Ok(def)
 }
 
+/// Loads, expands (with this process's environment) and validates a manifest;
+/// every error on its own line, exit 2.
+fn load_manifest_file(m: &ManifestArgs) -> Result<Manifest, CliError> {
+    let shown = m.file.display().to_string();
+    let text = std::fs::read_to_string(&m.file)
+        .map_err(|e| CliError::bad_input(format!("cannot read {shown}: {}", io_reason(&e))))?;
+    let opts = LoadOptions {
+        target: m.target.as_deref(),
+        overlays: &m.overlays,
+        env: &process_env,
+    };
+    load_manifest(&shown, &text, &opts)
+        .map_err(|errs| CliError::bad_input(errs.to_string().replace('\n', "\nerror: ")))
+}
+
+fn require_target(m: &ManifestArgs) -> Result<String, CliError> {
+    m.target.clone().ok_or_else(|| {
+        CliError::bad_input(format!("{}: --target T is required here", m.file.display())).with_hint(
+            "scalable validate FILE lists nothing wrong; the targets are the keys under targets:",
+        )
+    })
+}
+
+/// The broker's address and fingerprint from the access file when there is one;
+/// placeholders otherwise (render still shows the shape).
+fn broker_access(explicit: Option<&Path>) -> pilots::BrokerAccess {
+    let agent_path = std::env::current_exe()
+        .ok()
+        .map(|p| p.with_file_name("scalable-agent").display().to_string())
+        .unwrap_or_else(|| "scalable-agent".into());
+    match access_file::find_access(explicit)
+        .and_then(|p| access_file::load_access(&p).map(|a| (p, a)))
+    {
+        Ok((path, a)) => pilots::BrokerAccess {
+            address: a.address,
+            fingerprint: a.fingerprint,
+            token_file: path.with_file_name("agent.token").display().to_string(),
+            agent_path,
+        },
+        Err(_) => {
+            eprintln!("note: no broker access file found; the broker address and fingerprint are placeholders");
+            pilots::BrokerAccess {
+                address: "BROKER_HOST:7420".into(),
+                fingerprint: "0".repeat(64),
+                token_file: ".scalable/agent.token".into(),
+                agent_path,
+            }
+        }
+    }
+}
+
 async fn submit(access: Option<&Path>, json: bool, args: SubmitArgs) -> Result<ExitCode, CliError> {
+    let manifest = match &args.manifest {
+        Some(file) => Some(load_manifest_file(&ManifestArgs {
+            file: file.clone(),
+            target: args.target.clone(),
+            overlays: args.overlays.clone(),
+        })?),
+        None => None,
+    };
+    let manifest_json = manifest
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| CliError::failed(format!("cannot encode the manifest: {e}")))?;
+    let from_manifest = match (&args.file, args.command.is_empty(), &manifest) {
+        (None, true, Some(m)) => Some(m.workflow.clone().ok_or_else(|| {
+            CliError::bad_input(format!(
+                "{}: has no workflow: section; give a workflow file too",
+                args.manifest
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))
+        })?),
+        _ => None,
+    };
     let (workflow, source) = match (&args.file, args.command.is_empty()) {
+        _ if from_manifest.is_some() => (
+            from_manifest.expect("checked"),
+            args.manifest
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
         (Some(_), false) => {
             return Err(CliError::bad_input(
                 "give either a workflow file or a command after --, not both",
@@ -419,6 +597,7 @@ async fn submit(access: Option<&Path>, json: bool, args: SubmitArgs) -> Result<E
             workflow,
             cwd,
             source,
+            manifest_json,
         }))
         .await?;
     let Response::Submitted { run, tasks } = resp else {

@@ -6,6 +6,7 @@
 //! - [`server`]: the async shell: QUIC, clock, store and core wired together.
 //! - [`submit`]: turns a submitted workflow into a plan for the core.
 //! - [`local`]: the minimal local provider (agent processes on this host).
+//! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
 //! - [`client`], [`cli`], [`cli_error`], [`output`]: the `scalable` CLI.
 
@@ -15,6 +16,7 @@ pub mod client;
 pub mod core;
 pub mod local;
 pub mod output;
+pub mod pilots;
 pub mod render;
 pub mod server;
 pub mod store;

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use scalable_common::access;
 use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
     AgentHello, AgentId, FromAgent, Hello, HelloReply, Request, Response, RunId, RunRef, TaskRef,
     ToAgent, WhyAnswer, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
@@ -48,6 +49,8 @@ pub struct BrokerConfig {
     pub local_agent_args: Vec<String>,
     pub agent_exe: Option<PathBuf>,
     pub core: CoreConfig,
+    /// The manifest (`--manifest`), for `task:` bindings of submitted workflows.
+    pub manifest: Option<Arc<Manifest>>,
 }
 
 /// Messages into the core task.
@@ -123,7 +126,13 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         cfg.state_dir.display()
     );
 
-    let core_task = tokio::spawn(core_loop(core, core_rx, store.clone(), stop_tx.clone()));
+    let core_task = tokio::spawn(core_loop(
+        core,
+        core_rx,
+        store.clone(),
+        stop_tx.clone(),
+        cfg.manifest.clone(),
+    ));
     let ticker = {
         let tx = core_tx.clone();
         tokio::spawn(async move {
@@ -408,6 +417,7 @@ async fn core_loop(
     mut rx: mpsc::UnboundedReceiver<CoreMsg>,
     store: Store,
     stop: mpsc::UnboundedSender<()>,
+    manifest: Option<Arc<Manifest>>,
 ) {
     let mut agents: HashMap<AgentId, mpsc::UnboundedSender<ToAgent>> = HashMap::new();
     let mut batch = Vec::with_capacity(CORE_BATCH_MAX);
@@ -446,7 +456,13 @@ async fn core_loop(
                         let _ = stop.send(());
                         continue;
                     }
-                    deferred.push(handle_request(&mut core, req, reply, now));
+                    deferred.push(handle_request(
+                        &mut core,
+                        manifest.as_deref(),
+                        req,
+                        reply,
+                        now,
+                    ));
                 }
                 CoreMsg::Tick => core.tick(now),
             }
@@ -532,12 +548,13 @@ fn resolve_run(core: &Core, run: &RunRef) -> Option<RunId> {
 
 fn handle_request(
     core: &mut Core,
+    manifest: Option<&Manifest>,
     req: Request,
     reply: oneshot::Sender<Response>,
     now: u64,
 ) -> Deferred {
     let resp = match req {
-        Request::Submit(s) => match submit::plan(s) {
+        Request::Submit(s) => match submit::plan(s, manifest) {
             Ok(plan) => match core.submit(plan, now) {
                 Ok((run, tasks)) => Response::Submitted { run, tasks },
                 Err(e) => bad(e.to_string()),

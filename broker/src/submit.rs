@@ -1,48 +1,156 @@
 //! Turns a submitted workflow into a [`SubmitPlan`]: validated again (the CLI
 //! already did, but nothing from the network is trusted), templates compiled,
-//! each job's resources resolved.
+//! each job's manifest binding (`task:`) resolved, its resources fixed.
 //!
-//! The manifest binding of `task:` (issue 4) resolves here too; until the
-//! broker holds a manifest, a `task:` binding is refused with a hint.
+//! Binding rules (SPEC §3, §4): a job with `task: T` takes from the manifest's
+//! `tasks.T` and its component: the tag (the component's name), cpus, memory,
+//! gpus, image (with mounts and env), cache, retries and walltime. What the job
+//! sets itself wins: its `tag:`, each `resources:` field, non-zero `retries:`,
+//! `walltime:`, `cache: true`.
 
 use std::sync::Arc;
 
-use scalable_common::protocol::SubmitRequest;
+use scalable_common::manifest::Manifest;
+use scalable_common::protocol::{ContainerSpec, SubmitRequest};
 use scalable_common::resources::Resources;
-use scalable_common::workflow::{validate, JobTemplates};
+use scalable_common::units::format_size;
+use scalable_common::workflow::{validate, JobDef, JobTemplates};
 
 use crate::core::{PlannedJob, SubmitPlan};
 
-pub fn plan(req: SubmitRequest) -> Result<SubmitPlan, String> {
+/// `broker_manifest` is the manifest the broker was started with; a manifest
+/// sent with the request replaces it for this run.
+pub fn plan(req: SubmitRequest, broker_manifest: Option<&Manifest>) -> Result<SubmitPlan, String> {
     validate(&req.workflow, &req.source).map_err(|e| e.to_string())?;
+    let sent: Option<Manifest> = match &req.manifest_json {
+        Some(json) => Some(
+            serde_json::from_str(json)
+                .map_err(|e| format!("the manifest sent with the submit is malformed: {e}"))?,
+        ),
+        None => None,
+    };
+    let manifest = sent.as_ref().or(broker_manifest);
     let mut jobs = Vec::with_capacity(req.workflow.jobs.len());
-    for j in &req.workflow.jobs {
-        if let Some(task) = &j.task {
-            return Err(format!(
-                "{}: jobs[{}].task: unknown task binding {task:?} (this broker has no manifest; start it with --manifest, or give tag: and resources: directly)",
-                req.source, j.name
-            ));
-        }
-        let templates =
-            JobTemplates::compile(j).map_err(|e| format!("{}: job {}: {e}", req.source, j.name))?;
+    let mut def = req.workflow.clone();
+    for (i, j) in req.workflow.jobs.iter().enumerate() {
+        let (bound, container) = bind(j, manifest, &req.source, i)?;
+        let templates = JobTemplates::compile(&bound)
+            .map_err(|e| format!("{}: job {}: {e}", req.source, bound.name))?;
         let resources = Resources {
-            cpus: j.resources.cpus.unwrap_or(1),
-            memory_bytes: j.resources.memory_bytes.unwrap_or(0),
-            gpus: j.resources.gpus.unwrap_or(0),
-            custom: j.resources.custom.clone(),
+            cpus: bound.resources.cpus.unwrap_or(1),
+            memory_bytes: bound.resources.memory_bytes.unwrap_or(0),
+            gpus: bound.resources.gpus.unwrap_or(0),
+            custom: bound.resources.custom.clone(),
         };
+        if let Some(m) = manifest {
+            check_fits_some_worker(m, &bound, &resources, &req.source, i)?;
+        }
+        def.jobs[i] = bound.clone();
         jobs.push(PlannedJob {
-            def: Arc::new(j.clone()),
+            def: Arc::new(bound),
             templates: Arc::new(templates),
             resources,
+            container,
         });
     }
-    let definition_json = serde_json::to_string(&req.workflow).map_err(|e| e.to_string())?;
+    let definition_json = serde_json::to_string(&def).map_err(|e| e.to_string())?;
     Ok(SubmitPlan {
-        def: req.workflow,
+        def,
         jobs,
         cwd: req.cwd,
         source: req.source,
         definition_json,
     })
+}
+
+/// Applies the job's `task:` binding, if any.
+fn bind(
+    job: &JobDef,
+    manifest: Option<&Manifest>,
+    source: &str,
+    i: usize,
+) -> Result<(JobDef, Option<ContainerSpec>), String> {
+    let Some(task) = &job.task else {
+        return Ok((job.clone(), None));
+    };
+    let Some(m) = manifest else {
+        return Err(format!(
+            "{source}: jobs[{i}].task: unknown task binding {task:?} (hint: this broker has no manifest; pass --manifest to scalable submit or to scalable-broker, or give tag: and resources: directly)"
+        ));
+    };
+    let Some((binding, component)) = m.binding(task) else {
+        let known: Vec<&str> = m.tasks.keys().map(String::as_str).collect();
+        return Err(format!(
+            "{source}: jobs[{i}].task: unknown task binding {task:?} (the manifest's tasks are: {})",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ));
+    };
+    let mut j = job.clone();
+    j.tag = j.tag.or_else(|| Some(component.name.clone()));
+    let r = &mut j.resources;
+    r.cpus = r.cpus.or(Some(component.cpus));
+    r.memory_bytes = r.memory_bytes.or(component.memory_bytes);
+    r.gpus = r.gpus.or(Some(component.gpus));
+    if j.retries == 0 {
+        j.retries = binding.retries;
+    }
+    j.walltime_ms = j.walltime_ms.or(binding.walltime_ms);
+    j.cache = j.cache || binding.cache;
+    let mut env = component.env.clone();
+    env.extend(j.env.iter().cloned());
+    let container = component.image.as_ref().map(|image| ContainerSpec {
+        image: image.clone(),
+        mounts: component.mounts.clone(),
+        env: env.clone(),
+    });
+    if container.is_none() {
+        j.env = env;
+    }
+    Ok((j, container))
+}
+
+/// SPEC §4: a request larger than every worker any target of the manifest can
+/// give is refused at submit. Targets whose worker size is unknown fit anything.
+fn check_fits_some_worker(
+    m: &Manifest,
+    job: &JobDef,
+    need: &Resources,
+    source: &str,
+    i: usize,
+) -> Result<(), String> {
+    let tag = job.tag.as_deref().unwrap_or_default();
+    let targets: Vec<_> = m
+        .targets
+        .values()
+        .filter(|t| m.target_selected.as_ref().is_none_or(|s| *s == t.name))
+        .filter(|t| tag.is_empty() || t.serves(tag))
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let fits = |t: &&scalable_common::manifest::Target| {
+        t.worker.cpus.is_none_or(|c| need.cpus <= c)
+            && t.worker
+                .memory_bytes
+                .is_none_or(|mem| need.memory_bytes <= mem)
+            && t.worker.gpus.is_none_or(|g| need.gpus <= g)
+    };
+    if targets.iter().any(fits) {
+        return Ok(());
+    }
+    let largest = targets
+        .iter()
+        .filter_map(|t| t.worker.memory_bytes)
+        .max()
+        .map(format_size)
+        .unwrap_or_else(|| "?".into());
+    Err(format!(
+        "{source}: jobs[{i}].resources: job {} needs {need}, more than any worker of {} offers (largest memory {largest}) (hint: lower the request or use a target with larger workers)",
+        job.name,
+        targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }

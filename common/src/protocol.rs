@@ -288,6 +288,9 @@ pub struct SubmitRequest {
     pub cwd: String,
     /// The file it came from, for messages (`-` for quick submit).
     pub source: String,
+    /// A manifest the CLI loaded (`submit --manifest`), resolved and validated
+    /// there (its `${VAR}`s are the user's), as JSON; `None`: the broker's own.
+    pub manifest_json: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ use clap::Parser;
 use scalable_broker::core::CoreConfig;
 use scalable_broker::server::{self, BrokerConfig};
 use scalable_common::exit::ExitCode;
+use scalable_common::manifest::{load_manifest, process_env, LoadOptions, Provider};
 
 #[derive(Parser, Debug)]
 #[command(name = "scalable-broker", version, about = "The Scalable broker")]
@@ -38,6 +39,9 @@ struct Args {
     /// The manifest target whose agents this broker starts.
     #[arg(long)]
     target: Option<String>,
+    /// Manifest overlays to apply, in order (repeatable).
+    #[arg(long = "overlay")]
+    overlays: Vec<String>,
     /// Seconds without a heartbeat before an agent is declared lost.
     #[arg(long, default_value_t = 20)]
     heartbeat_timeout: u64,
@@ -60,39 +64,53 @@ fn main() -> std::process::ExitCode {
     let mut local_agents = args.local_agents;
     let mut local_agent_cpus = args.local_agent_cpus;
     let mut local_agent_args = args.local_agent_args.clone();
-    match (&args.manifest, &args.target) {
-        (Some(path), Some(target)) => {
-            let shown = path.display().to_string();
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("error: cannot read {shown}: {e}");
-                    return ExitCode::BadInput.into();
+    let mut manifest = None;
+    if let Some(path) = &args.manifest {
+        let shown = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot read {shown}: {e}");
+                return ExitCode::BadInput.into();
+            }
+        };
+        let opts = LoadOptions {
+            target: args.target.as_deref(),
+            overlays: &args.overlays,
+            env: &process_env,
+        };
+        let m = match load_manifest(&shown, &text, &opts) {
+            Ok(m) => m,
+            Err(errs) => {
+                for e in &errs.0 {
+                    eprintln!("error: {e}");
                 }
-            };
-            match scalable_broker::local::local_target(&shown, &text, target) {
-                Ok(t) => {
-                    local_agents = t.agents;
-                    local_agent_cpus = local_agent_cpus.or(t.cpus);
+                return ExitCode::BadInput.into();
+            }
+        };
+        if let Some(t) = args.target.as_deref().and_then(|t| m.target(t)) {
+            match &t.provider {
+                Provider::Local {
+                    threads_per_worker, ..
+                } => {
+                    local_agents = t.max_workers;
+                    local_agent_cpus = local_agent_cpus.or(*threads_per_worker);
                     if !t.tags.is_empty() {
                         local_agent_args.push(format!("--tags={}", t.tags.join(",")));
                     }
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::BadInput.into();
-                }
+                other => eprintln!(
+                    "note: target {} uses provider {}; this broker does not start its pilots yet (scalable render {shown} --target {} prints what to submit)",
+                    t.name,
+                    other.name(),
+                    t.name
+                ),
             }
         }
-        (Some(_), None) => {
-            eprintln!("error: --manifest needs --target T (hint: --target local starts the local target's agents)");
-            return ExitCode::BadInput.into();
-        }
-        (None, Some(_)) => {
-            eprintln!("error: --target needs --manifest FILE");
-            return ExitCode::BadInput.into();
-        }
-        (None, None) => {}
+        manifest = Some(std::sync::Arc::new(m));
+    } else if args.target.is_some() {
+        eprintln!("error: --target needs --manifest FILE");
+        return ExitCode::BadInput.into();
     }
     let local_agent_cpus = local_agent_cpus.or_else(|| {
         (local_agents > 0).then(|| {
@@ -113,6 +131,7 @@ fn main() -> std::process::ExitCode {
             reserve_after_ms: args.reserve_after_ms,
             ..CoreConfig::default()
         },
+        manifest,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use scalable_common::protocol::{
-    AgentHello, AgentId, AgentInfo, Assignment, AttemptEnd, AttemptId, AttemptResult, Counts,
-    JobId, JobStatus, RunId, RunStatus, Started, TaskId,
+    AgentHello, AgentId, AgentInfo, Assignment, AttemptEnd, AttemptId, AttemptResult,
+    ContainerSpec, Counts, JobId, JobStatus, RunId, RunStatus, Started, TaskId,
 };
 use scalable_common::resources::Resources;
 use scalable_common::workflow::{JobDef, JobTemplates, WorkflowDef};
@@ -97,6 +97,8 @@ pub struct PlannedJob {
     pub def: Arc<JobDef>,
     pub templates: Arc<JobTemplates>,
     pub resources: Resources,
+    /// The component's image, mounts and env when its manifest binding has an image.
+    pub container: Option<ContainerSpec>,
 }
 
 /// Why `submit` refused a plan (the shell validated most things already).
@@ -254,6 +256,7 @@ impl Core {
                     def: pj.def,
                     templates: pj.templates,
                     resources: pj.resources,
+                    container: pj.container,
                     first_task,
                     tasks: vec![
                         TaskSlot {
@@ -390,6 +393,8 @@ impl Core {
                 reserved_for: None,
                 last_assign: None,
                 reported_free: Resources::default(),
+                runtimes: hello.runtimes.clone(),
+                limit_mode: hello.limit_mode.clone(),
             },
         );
         id
@@ -909,6 +914,10 @@ impl Core {
         if agent.draining || !agent.serves(job.tag()) || !agent.could_ever_run(&job.resources) {
             return false;
         }
+        // SPEC §6: an agent without a container runtime never gets an image task.
+        if job.container.is_some() && agent.runtimes.is_empty() {
+            return false;
+        }
         match (agent.lifetime_end_ms, job.def.walltime_ms) {
             (Some(end), Some(wall)) => now_ms + wall <= end,
             _ => true,
@@ -1086,6 +1095,11 @@ impl Core {
                 Ok((argv, outputs, env, workdir))
             });
         let resources = job.resources.clone();
+        let container = job.container.clone();
+        let inputs = job
+            .templates
+            .inputs(&job.def, index, run_id)
+            .unwrap_or_default();
         let walltime_ms = job.def.walltime_ms;
         let cwd_default = self.runs[&run_id].cwd.clone();
         let agent = self.agents.get_mut(&agent_id).expect("exists");
@@ -1138,9 +1152,8 @@ impl Core {
                         resources,
                         walltime_ms,
                         outputs,
-                        // Filled by the manifest binding (component image, declared inputs).
-                        container: None,
-                        inputs: vec![],
+                        container,
+                        inputs,
                     });
             }
             Err(e) => {
@@ -1339,6 +1352,10 @@ impl Core {
                 );
             }
             return format!("needs {need}, more than any connected agent offers");
+        }
+        if job.container.is_some() && tagged.iter().all(|a| a.runtimes.is_empty()) {
+            return "needs a container image, and no agent that serves it has a container runtime"
+                .into();
         }
         if !tagged.iter().any(|a| self.eligible(a, job, now_ms)) {
             return "its walltime does not fit in any agent's remaining lifetime; a fresher pilot will take it".into();

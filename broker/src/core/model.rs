@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use scalable_common::protocol::{AgentId, AttemptId, Counts, JobId, RunId, TaskId};
+use scalable_common::protocol::{AgentId, AttemptId, ContainerSpec, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 use scalable_common::workflow::{JobDef, JobTemplates};
 
@@ -123,6 +123,8 @@ pub struct Job {
     /// True once the dependencies are met and tasks may be dispatched.
     pub released: bool,
     pub counts: Counts,
+    /// Runs in the agent's container runtime when set (manifest component image).
+    pub container: Option<ContainerSpec>,
     /// Attempts of this job on agents now (for `max_running`).
     pub in_flight: u32,
     /// Since when the job has waited without dispatching a task; set at release
@@ -184,6 +186,10 @@ pub struct Agent {
     /// them, less what was assigned since: gaps to fill even when `committed`
     /// (which counts its queue) says the agent is full.
     pub reported_free: Resources,
+    /// Container runtimes the agent has (first: the one it uses); none = no image tasks.
+    pub runtimes: Vec<String>,
+    /// How the agent enforces memory limits (`cgroup-v2` or `sampling`).
+    pub limit_mode: String,
 }
 
 impl Agent {

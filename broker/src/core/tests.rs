@@ -80,6 +80,7 @@ impl TestEnv {
                         custom: vec![],
                     },
                     def: Arc::new(j),
+                    container: None,
                 })
                 .collect(),
             def,

@@ -1,0 +1,323 @@
+//! From a manifest target to the pilots that would serve it: the [`PilotSpec`]s
+//! `scalable render` prints and the per-tag table `scalable plan --dry-run`
+//! shows. Pure functions of the manifest and the broker's access details.
+//!
+//! One pilot group per tag: each component the target serves becomes a group
+//! of agents sized like the component (`--tags NAME --cpus C --memory M`),
+//! unless the target is local, whose agents are a generic pool
+//! (`threads_per_worker` cpus each, SPEC §8).
+
+use scalable_common::manifest::{AwsClusterType, Component, KubeKind, Manifest, Provider, Target};
+use scalable_common::units::format_size;
+
+use crate::render::{self, PilotProvider, PilotSpec};
+
+/// The tag column of a pool that serves every tag.
+const GENERIC: &str = "(generic pool)";
+
+/// Where pilots find the broker and their credentials.
+#[derive(Debug, Clone)]
+pub struct BrokerAccess {
+    pub address: String,
+    pub fingerprint: String,
+    /// The agent token file as the compute side sees it (shared filesystem).
+    pub token_file: String,
+    /// The agent binary on the compute side.
+    pub agent_path: String,
+}
+
+/// One row of `plan --dry-run`: a group of workers serving one tag.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanRow {
+    pub tag: String,
+    pub workers: u32,
+    pub min_workers: u32,
+    pub max_workers: u32,
+    pub cpus: u32,
+    pub memory: String,
+    pub gpus: u32,
+    pub image: Option<String>,
+}
+
+/// The components target `t` serves: the target's `tags:` if any, else all.
+fn served<'a>(m: &'a Manifest, t: &Target) -> Vec<&'a Component> {
+    m.components
+        .values()
+        .filter(|c| t.serves(&c.name))
+        .collect()
+}
+
+/// Workers per tag and resources per worker, from the manifest alone
+/// (objectives and measured sizes come with scaling and the advisors).
+pub fn plan(m: &Manifest, target: &str) -> Result<Vec<PlanRow>, String> {
+    let t = m
+        .target(target)
+        .ok_or_else(|| format!("no target {target:?}"))?;
+    let comps = served(m, t);
+    let groups = comps.len().max(1) as u32;
+    let (min, max) = match t.adaptive {
+        Some(a) => (a.minimum, a.maximum),
+        None => (t.max_workers, t.max_workers),
+    };
+    // max_workers is the target's total (seed 002: "total worker count across all
+    // component groups"), shared evenly, at least one per group.
+    let share = |n: u32| (n / groups).max(1);
+    if matches!(t.provider, Provider::Local { .. }) || comps.is_empty() {
+        let cpus = match &t.provider {
+            Provider::Local {
+                threads_per_worker: Some(n),
+                ..
+            } => *n,
+            _ => t.worker.cpus.unwrap_or(0),
+        };
+        return Ok(vec![PlanRow {
+            // A local target's agents are one pool, tagged with the target's tags.
+            tag: if t.tags.is_empty() {
+                GENERIC.into()
+            } else {
+                t.tags.join(",")
+            },
+            workers: max,
+            min_workers: min,
+            max_workers: max,
+            cpus,
+            memory: t
+                .worker
+                .memory_bytes
+                .map(format_size)
+                .unwrap_or_else(|| "auto".into()),
+            gpus: t.worker.gpus.unwrap_or(0),
+            image: None,
+        }]);
+    }
+    Ok(comps
+        .iter()
+        .map(|c| PlanRow {
+            tag: c.name.clone(),
+            workers: share(max),
+            min_workers: if min == 0 { 0 } else { share(min) },
+            max_workers: share(max),
+            cpus: c.cpus,
+            memory: c
+                .memory_bytes
+                .map(format_size)
+                .unwrap_or_else(|| "auto".into()),
+            gpus: c.gpus,
+            image: c.image.clone(),
+        })
+        .collect())
+}
+
+pub fn plan_text(target: &str, provider: &str, rows: &[PlanRow]) -> String {
+    let mut out = format!("plan for target {target} ({provider}), from the manifest:\n");
+    let header = [
+        "TAG", "WORKERS", "MIN", "MAX", "CPUS", "MEMORY", "GPUS", "IMAGE",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.tag.clone(),
+                r.workers.to_string(),
+                r.min_workers.to_string(),
+                r.max_workers.to_string(),
+                if r.cpus == 0 {
+                    "auto".into()
+                } else {
+                    r.cpus.to_string()
+                },
+                r.memory.clone(),
+                r.gpus.to_string(),
+                r.image.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for row in &cells {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cols: Vec<&str>| {
+        cols.iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    out.push_str(&line(header.to_vec()));
+    out.push('\n');
+    for row in &cells {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out.push_str(
+        "(objective-driven sizing comes with the scaler; this is the manifest's own shape)\n",
+    );
+    out
+}
+
+/// The pilots of `target` (one group per tag, or only `tag`), ready to render.
+pub fn pilot_specs(
+    m: &Manifest,
+    target: &str,
+    tag: Option<&str>,
+    access: &BrokerAccess,
+) -> Result<Vec<PilotSpec>, String> {
+    let t = m
+        .target(target)
+        .ok_or_else(|| format!("no target {target:?}"))?;
+    let rows = plan(m, target)?;
+    let rows: Vec<&PlanRow> = rows
+        .iter()
+        .filter(|r| tag.is_none_or(|g| g == r.tag))
+        .collect();
+    if rows.is_empty() {
+        let tags: Vec<&str> = served(m, t).iter().map(|c| c.name.as_str()).collect();
+        return Err(format!(
+            "target {target} has no tag {:?} (its tags are: {})",
+            tag.unwrap_or_default(),
+            tags.join(", ")
+        ));
+    }
+    let mut specs = Vec::new();
+    for row in rows {
+        let local = matches!(t.provider, Provider::Local { .. });
+        // A local pool is sized by the target (threads_per_worker), not a component.
+        let component = (!local).then(|| m.components.get(&row.tag)).flatten();
+        let generic = row.tag == GENERIC;
+        let slug = if generic {
+            "pool".to_string()
+        } else {
+            row.tag.replace(',', "-")
+        };
+        let name = format!("scalable-{}-{}", t.name, slug)
+            .to_ascii_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-");
+        let provider = match &t.provider {
+            Provider::Local { .. } => PilotProvider::Local,
+            Provider::Slurm {
+                queue,
+                account,
+                walltime_ms,
+                qos,
+                constraint,
+                extra_directives,
+                setup,
+                ..
+            } => PilotProvider::Slurm {
+                queue: queue.clone(),
+                account: account.clone(),
+                walltime: walltime_ms.map(hms),
+                qos: qos.clone(),
+                constraint: constraint.clone(),
+                extra_directives: extra_directives.clone(),
+                setup: setup.clone(),
+                job_name: name.clone(),
+                output: None,
+            },
+            Provider::Aws {
+                region,
+                cluster_type: AwsClusterType::Ec2,
+                instance_type,
+                ami,
+                ..
+            } => PilotProvider::Ec2 {
+                region: region.clone(),
+                instance_type: instance_type.clone(),
+                ami: ami.clone(),
+            },
+            Provider::Aws {
+                region,
+                cluster_type: AwsClusterType::Fargate,
+                worker_cpu_units,
+                worker_mem_mib,
+                ..
+            } => PilotProvider::Fargate {
+                region: region.clone(),
+                worker_cpu: worker_cpu_units.unwrap_or(1024),
+                worker_mem_mib: worker_mem_mib.unwrap_or(2048),
+                family: name.clone(),
+                execution_role: Some(format!(
+                    "arn:aws:iam::ACCOUNT:role/{}-execution",
+                    m.project.name
+                )),
+            },
+            Provider::Gcp {
+                zone,
+                machine_type,
+                image,
+                ..
+            } => PilotProvider::Gcp {
+                zone: zone.clone(),
+                machine_type: machine_type.clone(),
+                image: image.clone(),
+            },
+            Provider::Kubernetes {
+                namespace,
+                kind,
+                service_account,
+                ..
+            } => PilotProvider::Kubernetes {
+                namespace: namespace.clone(),
+                kind: match kind {
+                    KubeKind::Job => render::KubeKind::Job,
+                    KubeKind::Deployment => render::KubeKind::Deployment,
+                },
+                service_account: service_account.clone(),
+                name: name.clone(),
+            },
+        };
+        let cloud = !matches!(provider, PilotProvider::Local | PilotProvider::Slurm { .. });
+        let agent_image = match &t.provider {
+            Provider::Aws { image, .. }
+            | Provider::Kubernetes { image, .. }
+            | Provider::Gcp { image, .. } => image.clone(),
+            _ => None,
+        };
+        specs.push(PilotSpec {
+            target: t.name.clone(),
+            tag: (!generic).then(|| row.tag.clone()),
+            broker_address: access.address.clone(),
+            fingerprint: access.fingerprint.clone(),
+            token_file: (!cloud).then(|| access.token_file.clone()),
+            token_env_secret: cloud.then(|| format!("{}-agent-token", m.project.name)),
+            cpus: row.cpus,
+            memory_bytes: component
+                .and_then(|c| c.memory_bytes)
+                .or(t.worker.memory_bytes),
+            gpus: row.gpus,
+            image: agent_image.or_else(|| Some("ghcr.io/scalable/agent:latest".into())),
+            idle_timeout: Some("5m".into()),
+            lifetime: None,
+            agent_path: if cloud {
+                "/usr/local/bin/scalable-agent".into()
+            } else {
+                access.agent_path.clone()
+            },
+            count: row.workers,
+            provider,
+        });
+        // Kubernetes Deployments restart agents that leave: no idle timeout there.
+        if let Some(last) = specs.last_mut() {
+            if matches!(
+                last.provider,
+                PilotProvider::Kubernetes {
+                    kind: render::KubeKind::Deployment,
+                    ..
+                }
+            ) {
+                last.idle_timeout = None;
+            }
+        }
+    }
+    Ok(specs)
+}
+
+/// Milliseconds as Slurm's `HH:MM:SS`.
+fn hms(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
+}
