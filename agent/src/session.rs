@@ -32,6 +32,11 @@ const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Results per `Events` message at most, to stay well under the frame cap.
 const RESULTS_PER_MESSAGE_MAX: usize = 2_000;
+/// A queued task that has not fitted for this long stops smaller ones starting.
+/// Long on purpose: best-fit packing often keeps a large task waiting a few
+/// seconds (a 1 s hold cost 6% packing efficiency, 3 s about 5%); this bounds starvation
+/// of a task prefetched behind a stream, the broker's reservation does the rest.
+const HOLD_AFTER: Duration = Duration::from_secs(3);
 /// How long a result may wait to be sent with others.
 const FLUSH_DELAY: Duration = Duration::from_millis(2);
 /// Send at once when this many starts and results wait.
@@ -93,7 +98,12 @@ struct Work {
     gpus: GpuPool,
     /// Free cores when tasks are bound; at least `free.cpus` of them.
     cpus: Option<CpuPool>,
+    /// All the agent offers (what `free` is when nothing runs).
+    capacity: Resources,
     queue: VecDeque<Assignment>,
+    /// When each queued assignment arrived (for holding the agent for one that
+    /// has waited too long, see `best_fit`).
+    queued_at: HashMap<AttemptId, Instant>,
     running: HashMap<AttemptId, (Resources, Placement)>,
     /// Results sent (or to send) and not yet acknowledged; resent on reconnect.
     unacked: HashMap<AttemptId, AttemptResult>,
@@ -109,10 +119,12 @@ impl Work {
 
     fn new(free: Resources, gpu_ids: Vec<String>, cpus: Option<CpuPool>) -> Work {
         Work {
+            capacity: free.clone(),
             free,
             gpus: GpuPool::new(gpu_ids),
             cpus,
             queue: VecDeque::new(),
+            queued_at: HashMap::new(),
             running: HashMap::new(),
             unacked: HashMap::new(),
             out_started: Vec::new(),
@@ -150,9 +162,14 @@ impl Work {
         // is coming; taking its resources, cores and GPUs again would leak them.
         let running = &self.running;
         self.queue.retain(|a| !running.contains_key(&a.attempt));
+        let now = Instant::now();
+        for a in &self.queue {
+            self.queued_at.entry(a.attempt).or_insert(now);
+        }
         while self.free.cpus > 0 {
             let Some(i) = self.best_fit() else { break };
             let a = self.queue.remove(i).expect("index from best_fit");
+            self.queued_at.remove(&a.attempt);
             self.free.take(&a.resources);
             let place = self.place(&a.resources);
             exec.start_placed(&a, &place);
@@ -162,6 +179,20 @@ impl Work {
     }
 
     fn best_fit(&self) -> Option<usize> {
+        // Anti-starvation on the agent: a queued task that has waited HOLD_AFTER
+        // without fitting holds the agent, nothing else starts until it fits
+        // (the broker's reservation is the same idea one level up).
+        let held = self.queue.iter().any(|a| {
+            !a.resources.fits_in(&self.free)
+                && a.resources.fits_in(&self.capacity)
+                && self
+                    .queued_at
+                    .get(&a.attempt)
+                    .is_some_and(|t| t.elapsed() >= HOLD_AFTER)
+        });
+        if held {
+            return None;
+        }
         let size = |r: &Resources| (r.gpus, r.cpus, r.memory_bytes);
         let mut best: Option<usize> = None;
         for (i, a) in self.queue.iter().enumerate() {
@@ -238,6 +269,7 @@ impl Work {
         for id in ids {
             if let Some(pos) = self.queue.iter().position(|a| a.attempt == *id) {
                 let a = self.queue.remove(pos).expect("position found");
+                self.queued_at.remove(&a.attempt);
                 let r = Self::unstarted_result(&a, end.clone());
                 self.finished(r);
             } else {

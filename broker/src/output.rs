@@ -499,6 +499,9 @@ pub fn agents_text(agents: &[AgentInfo], now_ms: u64) -> String {
         ("MEMORY", Align::Right),
         ("GPUS", Align::Right),
         ("FREE_CPUS", Align::Right),
+        ("FREE_MEM", Align::Right),
+        ("RUNTIMES", Align::Left),
+        ("LIMITS", Align::Left),
         ("RUNNING", Align::Right),
         ("QUEUED", Align::Right),
         ("DONE", Align::Right),
@@ -519,6 +522,17 @@ pub fn agents_text(agents: &[AgentInfo], now_ms: u64) -> String {
             format_size(a.resources.memory_bytes),
             a.resources.gpus.to_string(),
             a.free.cpus.to_string(),
+            format_size(a.free.memory_bytes),
+            if a.runtimes.is_empty() {
+                "-".to_string()
+            } else {
+                a.runtimes.join(",")
+            },
+            if a.limit_mode.is_empty() {
+                "-".to_string()
+            } else {
+                a.limit_mode.clone()
+            },
             a.running.to_string(),
             a.queued.to_string(),
             a.completed.to_string(),
@@ -997,6 +1011,8 @@ no failed tasks
                 queued: 3,
                 connected_at_ms: now_ms - 312_000,
                 completed: 1204,
+                runtimes: vec!["podman".into(), "docker".into()],
+                limit_mode: "sampling".into(),
             },
             AgentInfo {
                 id: 12,
@@ -1014,11 +1030,13 @@ no failed tasks
                 queued: 0,
                 connected_at_ms: now_ms - 7_500_000,
                 completed: 0,
+                runtimes: vec![],
+                limit_mode: "cgroup-v2".into(),
             },
         ];
-        let expected = r"ID  NAME   HOST            TAGS                 CPUS  MEMORY  GPUS  FREE_CPUS  RUNNING  QUEUED  DONE     UP
- 1  a1     node01.cluster  demeter,postprocess    32    128G     0          4       28       3  1204  5m12s
-12  gpu-7  gpu07           -                       8    1.5G     2          8        0       0     0  2h05m
+        let expected = r"ID  NAME   HOST            TAGS                 CPUS  MEMORY  GPUS  FREE_CPUS  FREE_MEM  RUNTIMES       LIMITS     RUNNING  QUEUED  DONE     UP
+ 1  a1     node01.cluster  demeter,postprocess    32    128G     0          4       16G  podman,docker  sampling        28       3  1204  5m12s
+12  gpu-7  gpu07           -                       8    1.5G     2          8        0B  -              cgroup-v2        0       0     0  2h05m
 ";
         assert_eq!(agents_text(&agents, now_ms), expected);
         assert_eq!(agents_text(&[], now_ms), "no agents connected\n");

@@ -424,6 +424,10 @@ pub struct AgentInfo {
     pub queued: u32,
     pub connected_at_ms: u64,
     pub completed: u64,
+    /// Container runtimes (first: the one image tasks use); empty: none.
+    pub runtimes: Vec<String>,
+    /// How memory limits are enforced: `cgroup-v2` or `sampling`.
+    pub limit_mode: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1250,6 +1250,8 @@ impl Core {
                     queued: a.unstarted,
                     connected_at_ms: a.connected_at_ms,
                     completed: a.completed,
+                    runtimes: a.runtimes.clone(),
+                    limit_mode: a.limit_mode.clone(),
                 }
             })
             .collect()
