@@ -46,3 +46,41 @@ fn tasks_die_with_a_sigkilled_agent() {
         || !alive(pid),
     );
 }
+
+#[test]
+fn sigterm_drains_the_agent_and_hands_its_tasks_back() {
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "1"]);
+    b.wait_agents(1);
+    let run = b
+        .ok(&["submit", "--array", "1-3", "--", "sleep", "30"])
+        .trim()
+        .to_string();
+    wait_until(Duration::from_secs(10), "a task to run", || {
+        let st: serde_json::Value =
+            serde_json::from_str(&b.ok(&["status", &run, "--json"])).unwrap();
+        st[0]["counts"]["running"] == 1
+    });
+    let pid = nix::unistd::Pid::from_raw(b.agents[0].id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = b.agents[0].try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the agent did not leave"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let st: serde_json::Value = serde_json::from_str(&b.ok(&["status", &run, "--json"])).unwrap();
+    assert_eq!(st[0]["counts"]["ready"], 3, "{st}");
+    // Handed back once each, not bounced between broker and agent.
+    let attempts: i64 = b
+        .db()
+        .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert!(attempts <= 6, "{attempts} attempts for 3 tasks");
+}

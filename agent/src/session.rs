@@ -37,6 +37,8 @@ const RESULTS_PER_MESSAGE_MAX: usize = 2_000;
 /// seconds (a 1 s hold cost 6% packing efficiency, 3 s about 5%); this bounds starvation
 /// of a task prefetched behind a stream, the broker's reservation does the rest.
 const HOLD_AFTER: Duration = Duration::from_secs(3);
+/// How long a draining agent waits for the broker to acknowledge its last results.
+const DRAIN_WAIT_MAX: Duration = Duration::from_secs(10);
 /// How long a result may wait to be sent with others.
 const FLUSH_DELAY: Duration = Duration::from_millis(2);
 /// Send at once when this many starts and results wait.
@@ -505,6 +507,8 @@ async fn serve(
     hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining: Option<String> = None;
     let mut flush_due: Option<tokio::time::Instant> = None;
+    let mut drain_started: Option<Instant> = None;
+    let mut leaving_told = false;
     let outcome = loop {
         tokio::select! {
             biased;
@@ -598,7 +602,23 @@ async fn serve(
             }
         }
         if let Some(why) = &draining {
-            if work.running.is_empty() && work.unacked.is_empty() {
+            // Tell the broker at once so it assigns nothing more (SPEC §6 drain).
+            let started = *drain_started.get_or_insert_with(|| {
+                leaving_told = false;
+                Instant::now()
+            });
+            if !leaving_told {
+                let msg = FromAgent::Leaving {
+                    reason: why.clone(),
+                };
+                if let Err(e) = write_frame(&mut send, &msg).await {
+                    break Served::Lost(e.to_string());
+                }
+                leaving_told = true;
+            }
+            if work.running.is_empty()
+                && (work.unacked.is_empty() || started.elapsed() >= DRAIN_WAIT_MAX)
+            {
                 break Served::Leave(why.clone());
             }
         }

@@ -507,6 +507,11 @@ impl Core {
             }
             let at = self.attempts.remove(&r.attempt).expect("checked");
             let a = self.agents.get_mut(&agent).expect("checked");
+            if r.end == AttemptEnd::Drained {
+                // A draining agent takes nothing new, even before it says so:
+                // re-assigning to it would bounce tasks back and forth.
+                a.draining = true;
+            }
             a.completed += 1;
             a.window_completed += 1;
             self.end_attempt(at, r, now_ms);

@@ -573,3 +573,22 @@ fn why_names_the_reason_a_task_is_not_running() {
         "no connected agent has tag gpu-large"
     );
 }
+
+#[test]
+fn a_draining_agent_gets_nothing_back() {
+    // Regression: drained attempts were re-assigned to the draining agent, which
+    // drained them again, forever.
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    let run = env.submit(vec![job("one", 3)]);
+    let fx = env.step();
+    let at = assigned(&fx, a);
+    let results = at.iter().map(|x| result(*x, AttemptEnd::Drained)).collect();
+    env.core.agent_events(a, &[], results, None, env.now_ms);
+    let fx = env.step();
+    assert!(fx.assign.is_empty(), "re-assigned to a draining agent");
+    assert_eq!(env.status(run).counts.ready, 3);
+    let b = env.agent(1, &[]);
+    let fx = env.step();
+    assert!(!assigned(&fx, b).is_empty(), "a fresh agent takes them");
+}
