@@ -156,6 +156,17 @@ impl Drop for Broker {
             let _ = a.kill();
             let _ = a.wait();
         }
+        // SIGTERM first: the broker stops the local agents it started; SIGKILL
+        // would leave them behind, retrying to connect.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
