@@ -220,18 +220,12 @@ impl Work {
                 attempt: a.attempt,
                 at_us: now,
             });
-            self.finished(AttemptResult {
-                attempt: a.attempt,
-                end: AttemptEnd::Exited { code: 0 },
-                started_at_us: now,
-                ended_at_us: now,
-                peak_rss_bytes: 0,
-                cpu_time_us: 0,
-                stdout_tail: Vec::new(),
-                stderr_tail: Vec::new(),
-                stdout_bytes: 0,
-                stderr_bytes: 0,
-            });
+            self.finished(AttemptResult::bare(
+                a.attempt,
+                AttemptEnd::Exited { code: 0 },
+                now,
+                now,
+            ));
         }
     }
 
@@ -251,18 +245,7 @@ impl Work {
 
     fn unstarted_result(a: &Assignment, end: AttemptEnd) -> AttemptResult {
         let now = unix_us();
-        AttemptResult {
-            attempt: a.attempt,
-            end,
-            started_at_us: 0,
-            ended_at_us: now,
-            peak_rss_bytes: 0,
-            cpu_time_us: 0,
-            stdout_tail: Vec::new(),
-            stderr_tail: Vec::new(),
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-        }
+        AttemptResult::bare(a.attempt, end, 0, now)
     }
 
     /// Removes queued attempts named in `ids`, reporting them with `end`.

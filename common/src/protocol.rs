@@ -261,6 +261,25 @@ pub struct AttemptResult {
     pub stderr_bytes: u64,
 }
 
+impl AttemptResult {
+    /// A result with no process behind it (never started, lost, drained, noop):
+    /// no output, no usage, `started_at_us` 0 unless given.
+    pub fn bare(attempt: AttemptId, end: AttemptEnd, started_at_us: u64, ended_at_us: u64) -> Self {
+        AttemptResult {
+            attempt,
+            end,
+            started_at_us,
+            ended_at_us,
+            peak_rss_bytes: 0,
+            cpu_time_us: 0,
+            stdout_tail: Vec::new(),
+            stderr_tail: Vec::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        }
+    }
+}
+
 // ---------------------------------------------------------------- CLI requests
 
 /// How the CLI names a run: its id or `last`.

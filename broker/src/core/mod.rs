@@ -422,18 +422,12 @@ impl Core {
         };
         for attempt in a.attempts {
             if let Some(at) = self.attempts.remove(&attempt) {
-                let result = AttemptResult {
+                let result = AttemptResult::bare(
                     attempt,
-                    end: AttemptEnd::AgentLost,
-                    started_at_us: at.started_at_us,
-                    ended_at_us: now_ms * 1000,
-                    peak_rss_bytes: 0,
-                    cpu_time_us: 0,
-                    stdout_tail: Vec::new(),
-                    stderr_tail: Vec::new(),
-                    stdout_bytes: 0,
-                    stderr_bytes: 0,
-                };
+                    AttemptEnd::AgentLost,
+                    at.started_at_us,
+                    now_ms * 1000,
+                );
                 self.end_attempt(at, result, now_ms);
             }
         }
@@ -1176,20 +1170,14 @@ impl Core {
                     argv_json: "[]".into(),
                 });
                 let at = self.attempts.remove(&attempt_id).expect("just inserted");
-                let result = AttemptResult {
-                    attempt: attempt_id,
-                    end: AttemptEnd::SpawnFailed {
+                let result = AttemptResult::bare(
+                    attempt_id,
+                    AttemptEnd::SpawnFailed {
                         error: format!("template error: {e}"),
                     },
-                    started_at_us: 0,
-                    ended_at_us: now_ms * 1000,
-                    peak_rss_bytes: 0,
-                    cpu_time_us: 0,
-                    stdout_tail: Vec::new(),
-                    stderr_tail: Vec::new(),
-                    stdout_bytes: 0,
-                    stderr_bytes: 0,
-                };
+                    0,
+                    now_ms * 1000,
+                );
                 self.end_attempt(at, result, now_ms);
             }
         }
