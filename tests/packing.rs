@@ -139,3 +139,32 @@ fn a_four_cpu_task_runs_while_one_cpu_tasks_keep_arriving() {
         "the 4-cpu task waited for the stream to dry up (only {smalls_after} small tasks were left)"
     );
 }
+
+#[test]
+fn a_custom_resource_is_never_oversubscribed() {
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "4", "--resource", "licence=1"]);
+    b.wait_agents(1);
+    b.ok(&[
+        "submit",
+        "--array",
+        "1-4",
+        "--resource",
+        "licence=1",
+        "--wait",
+        "--",
+        "sleep",
+        "0.2",
+    ]);
+    let db = b.db();
+    let mut q = db
+        .prepare("SELECT started_at_us, ended_at_us FROM attempts WHERE end_class = 'SUCCESS'")
+        .unwrap();
+    let spans: Vec<(i64, i64, i64)> = q
+        .query_map([], |r| Ok((1, r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(spans.len(), 4);
+    assert_eq!(peak(&spans), 1, "two tasks held the one licence at once");
+}

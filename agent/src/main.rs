@@ -40,6 +40,14 @@ struct Args {
     /// Gpus to offer, or `auto` (`CUDA_VISIBLE_DEVICES` if set, else `nvidia-smi`).
     #[arg(long, env = "SCALABLE_GPUS", default_value = "auto")]
     gpus: String,
+    /// A named custom resource to offer, NAME=N (repeatable; e.g. licence=4).
+    #[arg(
+        long = "resource",
+        env = "SCALABLE_RESOURCES",
+        value_delimiter = ',',
+        value_name = "NAME=N"
+    )]
+    resources: Vec<String>,
     /// Container runtime for tasks with an image: auto, none, apptainer,
     /// singularity, podman, docker or charliecloud.
     #[arg(long, env = "SCALABLE_RUNTIME", default_value = "auto")]
@@ -85,6 +93,30 @@ fn auto_or<T>(
             .map(Some)
             .map_err(|e| format!("--{what} {v:?}: {e}"))
     }
+}
+
+/// `NAME=N` pairs, sorted by name, each name once.
+fn parse_custom(items: &[String]) -> Result<Vec<(String, u64)>, String> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for item in items.iter().filter(|i| !i.trim().is_empty()) {
+        let bad = || format!("--resource {item:?}: expected NAME=N, e.g. licence=4");
+        let (name, n) = item.split_once('=').ok_or_else(bad)?;
+        let name = name.trim();
+        let n: u64 = n.trim().parse().map_err(|_| bad())?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad());
+        }
+        if out.iter().any(|(k, _)| k == name) {
+            return Err(format!("--resource {name}: given twice"));
+        }
+        out.push((name.to_string(), n));
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn main() -> std::process::ExitCode {
@@ -211,7 +243,11 @@ fn main() -> std::process::ExitCode {
             )
         }
     };
-    let detected = resources::detect(cpus, memory, Some(gpu.ids.len() as u32));
+    let mut detected = resources::detect(cpus, memory, Some(gpu.ids.len() as u32));
+    match parse_custom(&args.resources) {
+        Ok(custom) => detected.resources.custom = custom,
+        Err(e) => return fail(ExitCode::BadInput, e),
+    }
     let (limit_mode, limit_why) = limits::detect();
     let cpu_binding = match cpuset::own_cpus()
         .map_err(|e| format!("cannot read the agent's cpu affinity: {e}"))

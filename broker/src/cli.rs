@@ -113,6 +113,9 @@ pub struct SubmitArgs {
     pub memory: Option<String>,
     #[arg(long)]
     pub gpus: Option<u32>,
+    /// A named custom resource each task needs, NAME=N (repeatable).
+    #[arg(long = "resource", value_name = "NAME=N")]
+    pub resources: Vec<String>,
     /// Run the command once per index, e.g. 1-100 (`{{ index }}` in the command).
     #[arg(long)]
     pub array: Option<String>,
@@ -475,6 +478,16 @@ fn quick_workflow(args: &SubmitArgs) -> Result<WorkflowDef, CliError> {
         );
     }
     job.retries = args.retries.unwrap_or(0);
+    for r in &args.resources {
+        let (k, v) = r
+            .split_once('=')
+            .and_then(|(k, v)| Some((k.trim(), v.trim().parse::<u64>().ok()?)))
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| {
+                CliError::bad_input(format!("--resource {r:?}: expected NAME=N, e.g. licence=1"))
+            })?;
+        job.resources.custom.push((k.to_string(), v));
+    }
     for f in &args.features {
         let (k, v) = f.split_once('=').ok_or_else(|| {
             CliError::bad_input(format!("--feature {f:?}: expected K=V, e.g. size_mb=120"))
