@@ -136,15 +136,14 @@ pub struct ManifestError {
 
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
-        if self.line > 0 {
-            write!(f, ":{}:{}", self.line, self.col)?;
-        }
-        f.write_str(": ")?;
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)?;
+        crate::workflow::write_located(
+            f,
+            &self.file,
+            self.line,
+            self.col,
+            &self.path,
+            &self.message,
+        )?;
         match &self.hint {
             Some(hint) if is_suggestion(hint) => write!(f, " ({hint})"),
             Some(hint) => write!(f, " (hint: {hint})"),

@@ -175,17 +175,37 @@ pub struct WorkflowError {
     pub hint: Option<String>,
 }
 
+/// Writes `FILE:LINE:COL: path: message` (`FILE: message` parts left out when
+/// unknown): the shared front of workflow and manifest errors.
+pub(crate) fn write_located(
+    f: &mut fmt::Formatter<'_>,
+    file: &str,
+    line: usize,
+    col: usize,
+    path: &str,
+    message: &str,
+) -> fmt::Result {
+    f.write_str(file)?;
+    if line > 0 {
+        write!(f, ":{line}:{col}")?;
+    }
+    f.write_str(": ")?;
+    if !path.is_empty() {
+        write!(f, "{path}: ")?;
+    }
+    f.write_str(message)
+}
+
 impl fmt::Display for WorkflowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
-        if self.line > 0 {
-            write!(f, ":{}:{}", self.line, self.col)?;
-        }
-        f.write_str(": ")?;
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)?;
+        write_located(
+            f,
+            &self.file,
+            self.line,
+            self.col,
+            &self.path,
+            &self.message,
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, " ({hint})")?;
         }

@@ -1118,6 +1118,23 @@ impl Core {
         };
         self.attempts.insert(attempt_id, attempt.clone());
         self.set_task_state(job_id, index, TaskState::Assigned);
+        // The attempt row is written either way: a task whose template fails for
+        // this item gets a recorded, failed attempt.
+        let argv_json = match &rendered {
+            Ok((argv, ..)) => serde_json::to_string(argv).unwrap_or_default(),
+            Err(_) => "[]".into(),
+        };
+        self.fx.store.push(StoreOp::InsertAttempt {
+            attempt: attempt_id,
+            task,
+            run: run_id,
+            job: job_id,
+            index,
+            number,
+            agent: agent_id,
+            assigned_at_ms: now_ms,
+            argv_json,
+        });
         match rendered {
             Ok((argv, outputs, env, workdir)) => {
                 let cwd = match workdir {
@@ -1125,17 +1142,6 @@ impl Core {
                     Some(w) => format!("{}/{}", cwd_default.trim_end_matches('/'), w),
                     None => cwd_default,
                 };
-                self.fx.store.push(StoreOp::InsertAttempt {
-                    attempt: attempt_id,
-                    task,
-                    run: run_id,
-                    job: job_id,
-                    index,
-                    number,
-                    agent: agent_id,
-                    assigned_at_ms: now_ms,
-                    argv_json: serde_json::to_string(&argv).unwrap_or_default(),
-                });
                 self.fx
                     .assign
                     .entry(agent_id)
@@ -1158,17 +1164,6 @@ impl Core {
             Err(e) => {
                 // Validation renders the first and last item; another item can still
                 // fail (e.g. a filter on a value). Fail the task without sending it.
-                self.fx.store.push(StoreOp::InsertAttempt {
-                    attempt: attempt_id,
-                    task,
-                    run: run_id,
-                    job: job_id,
-                    index,
-                    number,
-                    agent: agent_id,
-                    assigned_at_ms: now_ms,
-                    argv_json: "[]".into(),
-                });
                 let at = self.attempts.remove(&attempt_id).expect("just inserted");
                 let result = AttemptResult::bare(
                     attempt_id,
