@@ -37,6 +37,18 @@ fn tasks_die_with_a_sigkilled_agent() {
         .parse()
         .unwrap();
     assert!(alive(pid));
+    // The agent tells its guard about a task right after the spawn returns; the
+    // broker hears "started" after that. A SIGKILL inside that sub-millisecond
+    // window would leave the task behind (a known gap), so wait past it.
+    wait_until(
+        Duration::from_secs(10),
+        "the broker to see the task running",
+        || {
+            let st: serde_json::Value =
+                serde_json::from_str(&b.ok(&["status", "last", "--json"])).unwrap();
+            st[0]["counts"]["running"] == 1
+        },
+    );
     let agent = &mut b.agents[0];
     agent.kill().unwrap(); // SIGKILL: the agent cannot clean up itself
     agent.wait().unwrap();
