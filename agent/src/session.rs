@@ -411,6 +411,7 @@ async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, 
         lifetime_ms,
         held_attempts: held,
         pilot_id: std::env::var("SCALABLE_PILOT_ID").ok(),
+        resume_agent: None,
     });
     write_frame(&mut send, &hello)
         .await
@@ -419,6 +420,7 @@ async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, 
         Ok(Some(HelloReply::Welcome {
             agent_id,
             heartbeat_interval_ms,
+            ..
         })) => {
             tracing::info!("connected to {} as agent {agent_id}", cfg.broker);
             Ok(Conn {
@@ -522,11 +524,12 @@ async fn serve(
                             work.start_what_fits(exec, cfg.noop);
                         }
                     }
-                    ToAgent::Ack(ids) => {
-                        for id in ids {
+                    ToAgent::Ack { counted, ignored } => {
+                        for id in counted.into_iter().chain(ignored) {
                             work.unacked.remove(&id);
                         }
                     }
+                    ToAgent::Heartbeat => {}
                     ToAgent::Cancel(ids) => {
                         for id in work.drop_queued(&ids, &AttemptEnd::Cancelled) {
                             if work.running.contains_key(&id) {

@@ -268,6 +268,7 @@ async fn handle_connection(
                 &HelloReply::Welcome {
                     agent_id: 0,
                     heartbeat_interval_ms: 0,
+                    heartbeat_timeout_ms: 0,
                 },
             )
             .await
@@ -322,6 +323,7 @@ async fn serve_agent(
         &HelloReply::Welcome {
             agent_id: agent,
             heartbeat_interval_ms,
+            heartbeat_timeout_ms: 0,
         },
     )
     .await
@@ -482,7 +484,14 @@ async fn core_loop(
             push(agent, ToAgent::Assign(list));
         }
         for (agent, list) in fx.ack {
-            push(agent, ToAgent::Ack(list));
+            let (counted, ignored) = list.into_iter().partition::<Vec<_>, _>(|x| x.1);
+            push(
+                agent,
+                ToAgent::Ack {
+                    counted: counted.into_iter().map(|x| x.0).collect(),
+                    ignored: ignored.into_iter().map(|x| x.0).collect(),
+                },
+            );
         }
         for (agent, list) in fx.cancel {
             push(agent, ToAgent::Cancel(list));

@@ -17,7 +17,7 @@ use crate::resources::Resources;
 use crate::workflow::WorkflowDef;
 
 /// Bumped on every incompatible change of any message in this file.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.
@@ -62,6 +62,10 @@ pub struct AgentHello {
     pub held_attempts: Vec<AttemptId>,
     /// Provider-given pilot id (`SCALABLE_PILOT_ID`), when a provider started it.
     pub pilot_id: Option<String>,
+    /// The id this agent had before it lost its connection: the broker gives the
+    /// same id back (and the attempts it holds) when it still knows the agent,
+    /// including after a broker restart within the reclaim window.
+    pub resume_agent: Option<AgentId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +80,9 @@ pub enum HelloReply {
     Welcome {
         agent_id: AgentId,
         heartbeat_interval_ms: u64,
+        /// The broker is lost to an agent that hears nothing from it this long
+        /// (the broker heartbeats too); 0 = no limit (CLI connections).
+        heartbeat_timeout_ms: u64,
     },
     /// Why the broker refused; the connection is closed after this.
     Refused { reason: String },
@@ -120,8 +127,15 @@ pub struct ContainerSpec {
 pub enum ToAgent {
     /// New work. The agent queues what does not fit yet and starts it when it does.
     Assign(Vec<Assignment>),
-    /// These results are committed; the agent may forget them.
-    Ack(Vec<AttemptId>),
+    /// These results are committed; the agent may forget them. `counted`
+    /// attempts are the ones the broker counted: their staged outputs are
+    /// promoted into place; `ignored` ones (stale, fenced) are discarded.
+    Ack {
+        counted: Vec<AttemptId>,
+        ignored: Vec<AttemptId>,
+    },
+    /// The broker is alive (sent every heartbeat interval).
+    Heartbeat,
     /// Stop these attempts (run or task cancelled); report them as `Cancelled`.
     Cancel(Vec<AttemptId>),
     /// Give back these queued, not yet started attempts (`Returned`), e.g. to rebalance.

@@ -579,6 +579,7 @@ mod tests {
                         let reply = HelloReply::Welcome {
                             agent_id: 42,
                             heartbeat_interval_ms: 1000,
+                            heartbeat_timeout_ms: 0,
                         };
                         write_frame(&mut send, &reply).await.unwrap();
                         send.finish().unwrap();

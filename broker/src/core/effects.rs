@@ -95,7 +95,9 @@ pub enum StoreOp {
 pub struct Effects {
     pub store: Vec<StoreOp>,
     pub assign: BTreeMap<AgentId, Vec<Assignment>>,
-    pub ack: BTreeMap<AgentId, Vec<AttemptId>>,
+    /// Results committed in this step: (attempt, counted). A counted attempt's
+    /// staged outputs are promoted by its agent; others are discarded.
+    pub ack: BTreeMap<AgentId, Vec<(AttemptId, bool)>>,
     pub cancel: BTreeMap<AgentId, Vec<AttemptId>>,
     pub shutdown: Vec<(AgentId, String)>,
     /// Runs that reached a final state in this step.

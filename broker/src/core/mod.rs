@@ -482,12 +482,12 @@ impl Core {
         let mut acks = Vec::with_capacity(finished.len());
         for r in finished {
             // Acknowledge everything, stale or not, so the agent can forget it.
-            acks.push(r.attempt);
             let current = self
                 .attempts
                 .get(&r.attempt)
                 .is_some_and(|at| at.agent == agent);
             if !current {
+                acks.push((r.attempt, false));
                 self.fx.store.push(StoreOp::Event {
                     at_ms: now_ms,
                     kind: "stale_result",
@@ -499,6 +499,7 @@ impl Core {
                 });
                 continue;
             }
+            acks.push((r.attempt, r.end.is_success()));
             let at = self.attempts.remove(&r.attempt).expect("checked");
             let a = self.agents.get_mut(&agent).expect("checked");
             if r.end == AttemptEnd::Drained {

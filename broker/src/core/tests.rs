@@ -58,6 +58,7 @@ impl TestEnv {
             lifetime_ms: None,
             held_attempts: vec![],
             pilot_id: None,
+            resume_agent: None,
         };
         self.core.agent_connected(&hello, self.now_ms)
     }
@@ -306,7 +307,7 @@ fn stale_results_are_acknowledged_and_ignored() {
         env.now_ms,
     );
     let fx = env.step();
-    assert_eq!(fx.ack[&a2], at);
+    assert_eq!(fx.ack[&a2], vec![(at[0], false)], "acked as ignored");
     assert_eq!(
         env.status(run).counts.succeeded,
         0,
