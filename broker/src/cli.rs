@@ -53,6 +53,14 @@ pub enum Command {
     Wait { run: String },
     /// Cancel a run (RUN) or one task (RUN/JOB/INDEX or a task id).
     Cancel { target: String },
+    /// Re-run what did not succeed in a finished run (rescue); successes stay.
+    Resume {
+        /// The run: an id or `last`.
+        run: String,
+        /// Wait for the resumed run to finish (exit 0 iff all succeeded).
+        #[arg(long)]
+        wait: bool,
+    },
     /// Print the stdout (or stderr) kept for a task's attempt.
     Logs {
         task: String,
@@ -212,6 +220,26 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             } else {
                 format!("cancelled {tasks} task(s)\n")
             });
+            Ok(ExitCode::Ok)
+        }
+        Command::Resume {
+            run,
+            wait: and_wait,
+        } => {
+            let client = Client::connect(access).await?;
+            let run = parse_run(&run)?;
+            let Response::Resumed { run, tasks } = client.call(&Request::Resume { run }).await?
+            else {
+                return Err(unexpected());
+            };
+            print_out(if json {
+                format!("{{\"run\": {run}, \"resumed\": {tasks}}}\n")
+            } else {
+                format!("run {run}: {tasks} task(s) run again\n")
+            });
+            if and_wait {
+                return wait(&client, RunRef::Id(run), json).await;
+            }
             Ok(ExitCode::Ok)
         }
         Command::Logs {

@@ -5,6 +5,7 @@
 //! - [`store`]: SQLite, one writer thread, commit-then-send.
 //! - [`server`]: the async shell: QUIC, clock, store and core wired together.
 //! - [`submit`]: turns a submitted workflow into a plan for the core.
+//! - [`restart`]: a restarted broker's core rebuilt from the store.
 //! - [`local`]: the minimal local provider (agent processes on this host).
 //! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
@@ -18,6 +19,7 @@ pub mod local;
 pub mod output;
 pub mod pilots;
 pub mod render;
+pub mod restart;
 pub mod server;
 pub mod store;
 pub mod submit;

@@ -343,6 +343,11 @@ pub fn stats_text(s: &RunStats) -> String {
             format_duration_ms(s.badput_ms),
         ),
         ("Attempts", s.attempts.to_string()),
+        (
+            "Lost attempts (no retry spent)",
+            format!("{} ({} counted as crashes)", s.lost_attempts, s.crashes),
+        ),
+        ("Stale results ignored", s.stale_results.to_string()),
     ];
     let label_width = facts.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     for (label, value) in facts {
@@ -793,6 +798,9 @@ TOTAL             0      0        0          3       0          0       2  100.0
             incomplete: 0,
             retries: 1,
             attempts: 21,
+            lost_attempts: 2,
+            stale_results: 1,
+            crashes: 1,
             workflow_wall_time_ms: 126_000,
             cumulative_wall_time_ms: 38_400,
             badput_ms: 0,
@@ -832,6 +840,8 @@ Workflow wall time                : 2 mins, 6 secs
 Cumulative task wall time         : 38 secs
 Cumulative task badput wall time  : 0.000 secs
 Attempts                          : 21
+Lost attempts (no retry spent)    : 2 (1 counted as crashes)
+Stale results ignored             : 1
 
 Per job (times in seconds):
 Job       Tasks  Succeeded  Failed  Retries    Min   Mean     Max   Total  Badput

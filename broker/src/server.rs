@@ -10,8 +10,10 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use scalable_common::access;
@@ -57,6 +59,7 @@ pub struct BrokerConfig {
 enum CoreMsg {
     AgentConnected {
         hello: Box<AgentHello>,
+        conn: u64,
         tx: mpsc::UnboundedSender<ToAgent>,
         reply: oneshot::Sender<AgentId>,
     },
@@ -66,7 +69,18 @@ enum CoreMsg {
     },
     AgentGone {
         agent: AgentId,
+        conn: u64,
         reason: String,
+        /// The agent broke the protocol: lost at once, no grace.
+        fatal: bool,
+    },
+    /// A cache probe's answer (see `cache`).
+    CacheAnswer {
+        job: u64,
+        index: u64,
+        hit: Option<String>,
+        key_json: String,
+        why: String,
     },
     Cli {
         req: Request,
@@ -75,11 +89,30 @@ enum CoreMsg {
     Tick,
 }
 
+/// The broker's clock: wall time at start plus monotonic time since, so
+/// timestamps read as dates but never jump (liveness uses this clock only;
+/// agents' clocks are never compared with it).
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    static START: OnceLock<(u64, Instant)> = OnceLock::new();
+    let (wall, mono) = START.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        (wall, Instant::now())
+    });
+    wall + mono.elapsed().as_millis() as u64
+}
+
+/// Connection serials: a reconnected agent keeps its id, so a late "gone" of
+/// its old connection must not be taken for the new one.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Heartbeat settings told to agents in the `Welcome`.
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    interval_ms: u64,
+    timeout_ms: u64,
 }
 
 /// Runs the broker until it is told to stop (SIGINT, SIGTERM, `Request::Shutdown`).
@@ -110,8 +143,14 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
     )
     .context("starting the QUIC endpoint")?;
 
-    let (store, ids) = Store::open(&files.db)?;
-    let core = Core::new(cfg.core.clone(), ids);
+    let started = Instant::now();
+    let (store, ids, loaded) = Store::open(&files.db)?;
+    let core = crate::restart::restore_core(cfg.core.clone(), ids, loaded, now_ms());
+    tracing::info!("state loaded in {} ms", started.elapsed().as_millis());
+    let liveness = Liveness {
+        interval_ms: cfg.core.heartbeat_interval_ms,
+        timeout_ms: cfg.core.heartbeat_timeout_ms,
+    };
     let (core_tx, core_rx) = mpsc::unbounded_channel::<CoreMsg>();
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<()>();
     let secrets = Arc::new(secrets);
@@ -129,6 +168,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
     let core_task = tokio::spawn(core_loop(
         core,
         core_rx,
+        core_tx.downgrade(),
         store.clone(),
         stop_tx.clone(),
         cfg.manifest.clone(),
@@ -167,7 +207,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
                 tokio::spawn(async move {
                     let remote = incoming.remote_address();
                     match incoming.await {
-                        Ok(conn) => handle_connection(conn, core_tx, secrets).await,
+                        Ok(conn) => handle_connection(conn, core_tx, secrets, liveness).await,
                         Err(e) => tracing::warn!(
                             "refused connection from {remote}: {}",
                             describe_conn_error(&e)
@@ -213,6 +253,7 @@ async fn handle_connection(
     conn: quinn::Connection,
     core_tx: mpsc::UnboundedSender<CoreMsg>,
     secrets: Arc<access::BrokerSecrets>,
+    liveness: Liveness,
 ) {
     let remote = conn.remote_address();
     let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
@@ -245,7 +286,7 @@ async fn handle_connection(
                 ))
                 .await;
             }
-            serve_agent(conn, send, recv, h, core_tx).await;
+            serve_agent(conn, send, recv, h, core_tx, liveness).await;
         }
         Hello::Cli(h) => {
             if h.protocol != PROTOCOL_VERSION {
@@ -298,13 +339,16 @@ async fn serve_agent(
     mut recv: quinn::RecvStream,
     hello: AgentHello,
     core_tx: mpsc::UnboundedSender<CoreMsg>,
+    liveness: Liveness,
 ) {
     let name = hello.name.clone();
+    let serial = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::unbounded_channel::<ToAgent>();
     let (id_tx, id_rx) = oneshot::channel();
     if core_tx
         .send(CoreMsg::AgentConnected {
             hello: Box::new(hello),
+            conn: serial,
             tx,
             reply: id_tx,
         })
@@ -317,13 +361,12 @@ async fn serve_agent(
         "agent {agent} ({name}) connected from {}",
         conn.remote_address()
     );
-    let heartbeat_interval_ms = 5_000;
     if write_frame(
         &mut send,
         &HelloReply::Welcome {
             agent_id: agent,
-            heartbeat_interval_ms,
-            heartbeat_timeout_ms: 0,
+            heartbeat_interval_ms: liveness.interval_ms,
+            heartbeat_timeout_ms: liveness.timeout_ms,
         },
     )
     .await
@@ -331,7 +374,9 @@ async fn serve_agent(
     {
         let _ = core_tx.send(CoreMsg::AgentGone {
             agent,
+            conn: serial,
             reason: "disconnected during hello".into(),
+            fatal: false,
         });
         return;
     }
@@ -347,6 +392,7 @@ async fn serve_agent(
             }
         }
     });
+    let mut fatal = false;
     let reason = loop {
         match read_frame::<_, FromAgent>(&mut recv, MESSAGE_BYTES_MAX).await {
             Ok(Some(msg)) => {
@@ -363,13 +409,19 @@ async fn serve_agent(
             Err(e) => {
                 tracing::warn!("agent {agent} ({name}): {e}; closing its connection");
                 conn.close(2u32.into(), b"malformed message");
+                fatal = true;
                 break format!("malformed message: {e}");
             }
         }
     };
     writer.abort();
-    tracing::info!("agent {agent} ({name}) left: {reason}");
-    let _ = core_tx.send(CoreMsg::AgentGone { agent, reason });
+    tracing::info!("agent {agent} ({name}) disconnected: {reason}");
+    let _ = core_tx.send(CoreMsg::AgentGone {
+        agent,
+        conn: serial,
+        reason,
+        fatal,
+    });
 }
 
 async fn serve_cli(conn: quinn::Connection, core_tx: mpsc::UnboundedSender<CoreMsg>) {
@@ -417,12 +469,16 @@ enum Deferred {
 async fn core_loop(
     mut core: Core,
     mut rx: mpsc::UnboundedReceiver<CoreMsg>,
+    // Weak: the loop must end when every connection and the ticker are gone.
+    to_core: mpsc::WeakUnboundedSender<CoreMsg>,
     store: Store,
     stop: mpsc::UnboundedSender<()>,
     manifest: Option<Arc<Manifest>>,
 ) {
-    let mut agents: HashMap<AgentId, mpsc::UnboundedSender<ToAgent>> = HashMap::new();
+    let mut agents: HashMap<AgentId, (u64, mpsc::UnboundedSender<ToAgent>)> = HashMap::new();
     let mut batch = Vec::with_capacity(CORE_BATCH_MAX);
+    let mut last_heartbeat = 0u64;
+    let heartbeat_ms = core.config().heartbeat_interval_ms.max(100);
     loop {
         if rx.recv_many(&mut batch, CORE_BATCH_MAX).await == 0 {
             break;
@@ -431,9 +487,14 @@ async fn core_loop(
         let mut deferred: Vec<Deferred> = Vec::new();
         for msg in batch.drain(..) {
             match msg {
-                CoreMsg::AgentConnected { hello, tx, reply } => {
+                CoreMsg::AgentConnected {
+                    hello,
+                    conn,
+                    tx,
+                    reply,
+                } => {
                     let id = core.agent_connected(&hello, now);
-                    agents.insert(id, tx);
+                    agents.insert(id, (conn, tx));
                     let _ = reply.send(id);
                 }
                 CoreMsg::Agent { agent, msg } => match msg {
@@ -448,10 +509,29 @@ async fn core_loop(
                         core.agent_leaving(agent, now)
                     }
                 },
-                CoreMsg::AgentGone { agent, reason } => {
+                CoreMsg::AgentGone {
+                    agent,
+                    conn,
+                    reason,
+                    fatal,
+                } => {
+                    if agents.get(&agent).is_some_and(|(c, _)| *c != conn) {
+                        continue; // an old connection of an agent that is back
+                    }
                     agents.remove(&agent);
-                    core.agent_lost(agent, &reason, now);
+                    if fatal {
+                        core.agent_lost(agent, &reason, now);
+                    } else {
+                        core.agent_disconnected(agent, now);
+                    }
                 }
+                CoreMsg::CacheAnswer {
+                    job,
+                    index,
+                    hit,
+                    key_json,
+                    why,
+                } => core.cache_answer(job, index, hit, key_json, why, now),
                 CoreMsg::Cli { req, reply } => {
                     if matches!(req, Request::Shutdown) {
                         deferred.push(Deferred::Reply(reply, Response::ShuttingDown));
@@ -466,17 +546,40 @@ async fn core_loop(
                         now,
                     ));
                 }
-                CoreMsg::Tick => core.tick(now),
+                CoreMsg::Tick => {
+                    core.tick(now);
+                    // The broker heartbeats too: an agent that hears nothing for
+                    // its timeout reconnects (heartbeats both ways).
+                    if now.saturating_sub(last_heartbeat) >= heartbeat_ms {
+                        last_heartbeat = now;
+                        for (_, tx) in agents.values() {
+                            let _ = tx.send(ToAgent::Heartbeat);
+                        }
+                    }
+                }
             }
         }
         core.schedule(now);
         if cfg!(debug_assertions) && std::env::var_os("SCALABLE_SANITY_CHECK").is_some() {
             core.sanity_check();
         }
-        let fx = core.take_effects();
+        let mut fx = core.take_effects();
+        for probe in std::mem::take(&mut fx.cache_probe) {
+            // Interim: no cache lookups yet; every probe is a miss.
+            if let Some(tx) = to_core.upgrade() {
+                let _ = tx.send(CoreMsg::CacheAnswer {
+                    job: probe.job,
+                    index: probe.index,
+                    hit: None,
+                    key_json: String::new(),
+                    why: "cache lookups are not available in this build".into(),
+                });
+            }
+        }
+        fx.cache_record.clear();
         let mut sends: Vec<(mpsc::UnboundedSender<ToAgent>, ToAgent)> = Vec::new();
         let mut push = |agent: AgentId, msg: ToAgent| {
-            if let Some(tx) = agents.get(&agent) {
+            if let Some((_, tx)) = agents.get(&agent) {
                 sends.push((tx.clone(), msg));
             }
         };
@@ -533,7 +636,7 @@ async fn core_loop(
         }
     }
     // Tell connected agents the broker is going away.
-    for tx in agents.values() {
+    for (_, tx) in agents.values() {
         let _ = tx.send(ToAgent::Shutdown {
             reason: "broker stopping".into(),
         });
@@ -589,6 +692,13 @@ fn handle_request(
                 None => bad("no such run or task (scalable status lists the runs)".into()),
             }
         }
+        Request::Resume { run } => match resolve_run(core, &run) {
+            Some(id) => match core.resume_run(id, now) {
+                Ok(tasks) => Response::Resumed { run: id, tasks },
+                Err(e) => bad(e),
+            },
+            None => bad(no_run(&run)),
+        },
         Request::Stats { run } => {
             let Some(id) = resolve_run(core, &run) else {
                 return Deferred::Reply(reply, bad(no_run(&run)));

@@ -17,6 +17,7 @@ use scalable_common::protocol::{
     AttemptEnd, FailedAttempt, FailedTask, JobStats, RunAnalysis, RunId, RunStats, TaskId, TaskLogs,
 };
 
+use crate::core::restore::{AgentRow, OpenAttempt, Snapshot, TaskRow};
 use crate::core::{Ids, StoreOp};
 
 /// Batches merged into one transaction at most.
@@ -77,7 +78,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     priority INTEGER NOT NULL,
     retries INTEGER NOT NULL,
     first_task INTEGER NOT NULL,
-    task_count INTEGER NOT NULL
+    task_count INTEGER NOT NULL,
+    -- 1: every task of this job without a row of its own is cancelled.
+    cancel_marked INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
 -- A task has a row once it did something (an attempt, a final state); tasks
@@ -89,6 +92,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     idx INTEGER NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL,
+    retries_used INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0,
     reason TEXT,
     updated_at_ms INTEGER NOT NULL
 );
@@ -117,6 +122,8 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
+-- Attempts not ended yet: what a restarted broker restores.
+CREATE INDEX IF NOT EXISTS attempts_open ON attempts(id) WHERE end_class IS NULL;
 CREATE TABLE IF NOT EXISTS agents (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -140,8 +147,9 @@ CREATE TABLE IF NOT EXISTS events (
 
 impl Store {
     /// Opens (creating if needed) the database and starts the writer thread.
-    /// Returns the store and the next free ids.
-    pub fn open(path: &Path) -> Result<(Store, Ids), StoreError> {
+    /// Returns the store, the next free ids and everything a restarted broker
+    /// needs to rebuild its core.
+    pub fn open(path: &Path) -> Result<(Store, Ids, Loaded), StoreError> {
         let err = |source| StoreError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -152,14 +160,24 @@ impl Store {
         )
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        check_schema_version(&conn, path)?;
         let ids = next_ids(&conn).map_err(err)?;
+        let loaded = load(&conn).map_err(err)?;
+        if let Ok(v) = conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
+            if v != "ok" {
+                return Err(StoreError::NotFound(format!(
+                    "database {} fails its integrity check: {v} (restore it from a backup or start with a new --state-dir)",
+                    path.display()
+                )));
+            }
+        }
         let (tx, rx) = mpsc::channel::<Cmd>();
         let path_owned = path.to_path_buf();
         thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(conn, rx, path_owned))
             .map_err(|e| StoreError::NotFound(format!("cannot start the store thread: {e}")))?;
-        Ok((Store { tx }, ids))
+        Ok((Store { tx }, ids, loaded))
     }
 
     /// Queues writes; `after_commit` runs on the writer thread once they are durable.
@@ -189,6 +207,169 @@ impl Store {
             let _ = rx.recv();
         }
     }
+}
+
+/// The schema this build writes; an older or newer database is refused with a
+/// clear line rather than misread.
+const SCHEMA_VERSION: i64 = 2;
+
+fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    let runs: i64 = conn
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .map_err(err)?;
+    if v == 0 && runs == 0 {
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(err)?;
+        return Ok(());
+    }
+    if v != SCHEMA_VERSION {
+        return Err(StoreError::NotFound(format!(
+            "database {} has schema version {v}, this broker needs {SCHEMA_VERSION} (use a new --state-dir, or the scalable version that wrote it)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A run row with its stored definition (re-planned by the shell).
+#[derive(Debug)]
+pub struct LoadedRun {
+    pub id: RunId,
+    pub name: String,
+    pub submitted_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub state: String,
+    pub cwd: String,
+    pub source: String,
+    pub definition: String,
+    /// (job id, first task, cancel mark), in job order.
+    pub jobs: Vec<(u64, TaskId, bool)>,
+}
+
+/// What the store holds for a restart.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub runs: Vec<LoadedRun>,
+    pub snapshot: Snapshot,
+}
+
+fn load(c: &Connection) -> rusqlite::Result<Loaded> {
+    let mut runs: Vec<LoadedRun> = c
+        .prepare("SELECT id, name, submitted_at_ms, finished_at_ms, state, cwd, source, definition FROM runs ORDER BY id")?
+        .query_map([], |r| {
+            Ok(LoadedRun {
+                id: r.get::<_, i64>(0)? as u64,
+                name: r.get(1)?,
+                submitted_at_ms: r.get::<_, i64>(2)? as u64,
+                finished_at_ms: r.get::<_, Option<i64>>(3)?.map(|x| x as u64),
+                state: r.get(4)?,
+                cwd: r.get(5)?,
+                source: r.get(6)?,
+                definition: r.get(7)?,
+                jobs: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let index: std::collections::HashMap<RunId, usize> =
+        runs.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    let mut stmt =
+        c.prepare("SELECT id, run_id, first_task, cancel_marked FROM jobs ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, i64>(2)? as u64,
+            r.get::<_, i64>(3)? != 0,
+        ))
+    })?;
+    for row in rows {
+        let (job, run, first, marked) = row?;
+        if let Some(&i) = index.get(&run) {
+            runs[i].jobs.push((job, first, marked));
+        }
+    }
+    let tasks = c
+        .prepare("SELECT id, state, attempts, retries_used, crashes FROM tasks")?
+        .query_map([], |r| {
+            Ok(TaskRow {
+                task: r.get::<_, i64>(0)? as u64,
+                state: r.get(1)?,
+                attempts: r.get::<_, i64>(2)? as u32,
+                retries_used: r.get::<_, i64>(3)? as u32,
+                crashes: r.get::<_, i64>(4)? as u32,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let open_attempts: Vec<OpenAttempt> = c
+        .prepare("SELECT id, task_id, number, agent_id, started_at_us, assigned_at_ms FROM attempts WHERE end_class IS NULL")?
+        .query_map([], |r| {
+            Ok(OpenAttempt {
+                id: r.get::<_, i64>(0)? as u64,
+                task: r.get::<_, i64>(1)? as u64,
+                number: r.get::<_, i64>(2)? as u32,
+                agent: r.get::<_, i64>(3)? as u64,
+                started_at_us: r.get::<_, Option<i64>>(4)?.map(|x| x as u64),
+                assigned_at_ms: r.get::<_, i64>(5)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let agent_ids: std::collections::BTreeSet<u64> =
+        open_attempts.iter().map(|a| a.agent).collect();
+    let mut agents = Vec::new();
+    let mut stmt = c.prepare_cached(
+        "SELECT id, name, hostname, tags, cpus, memory_bytes, gpus FROM agents WHERE id = ?1",
+    )?;
+    for id in agent_ids {
+        if let Some(a) = stmt
+            .query_row([id as i64], |r| {
+                let tags: String = r.get(3)?;
+                Ok(AgentRow {
+                    id: r.get::<_, i64>(0)? as u64,
+                    name: r.get(1)?,
+                    hostname: r.get(2)?,
+                    tags: tags
+                        .split(',')
+                        .filter(|t| !t.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    resources: scalable_common::resources::Resources {
+                        cpus: r.get::<_, i64>(4)? as u32,
+                        memory_bytes: r.get::<_, i64>(5)? as u64,
+                        gpus: r.get::<_, i64>(6)? as u32,
+                        custom: Vec::new(),
+                    },
+                })
+            })
+            .optional()?
+        {
+            agents.push(a);
+        }
+    }
+    let oom_peaks = c
+        .prepare("SELECT task_id, MAX(peak_rss_bytes) FROM attempts WHERE end_class = 'MEMORY_EXHAUSTION' GROUP BY task_id")?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, Option<i64>>(1)?.unwrap_or(0).max(0) as u64,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Loaded {
+        runs,
+        snapshot: Snapshot {
+            tasks,
+            open_attempts,
+            agents,
+            oom_peaks,
+        },
+    })
 }
 
 fn next_ids(conn: &Connection) -> rusqlite::Result<Ids> {
@@ -391,12 +572,14 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             index,
             state,
             attempts,
+            retries_used,
+            crashes,
             reason,
             at_ms,
         } => {
             c.prepare_cached(
-                "INSERT INTO tasks (id, run_id, job_id, idx, state, attempts, reason, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, reason = excluded.reason, updated_at_ms = excluded.updated_at_ms",
+                "INSERT INTO tasks (id, run_id, job_id, idx, state, attempts, retries_used, crashes, reason, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, retries_used = excluded.retries_used, crashes = excluded.crashes, reason = excluded.reason, updated_at_ms = excluded.updated_at_ms",
             )?
             .execute(params![
                 *task as i64,
@@ -405,8 +588,35 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 *index as i64,
                 state,
                 attempts,
+                retries_used,
+                crashes,
                 reason,
                 *at_ms as i64
+            ])?;
+        }
+        StoreOp::JobCancelMark { job, cancelled } => {
+            c.prepare_cached("UPDATE jobs SET cancel_marked = ?2 WHERE id = ?1")?
+                .execute(params![*job as i64, *cancelled as i64])?;
+        }
+        StoreOp::RunResumed { run } => {
+            c.prepare_cached(
+                "UPDATE runs SET state = 'running', finished_at_ms = NULL WHERE id = ?1",
+            )?
+            .execute(params![*run as i64])?;
+        }
+        StoreOp::StaleResult {
+            attempt,
+            agent,
+            at_ms,
+        } => {
+            c.prepare_cached(
+                "INSERT INTO events (at_ms, kind, run_id, detail)
+                 VALUES (?1, 'stale_result', (SELECT run_id FROM attempts WHERE id = ?2), ?3)",
+            )?
+            .execute(params![
+                *at_ms as i64,
+                *attempt as i64,
+                format!("ignored result of attempt {attempt} from agent {agent}: not its current attempt")
             ])?;
         }
         StoreOp::InsertAgent {
@@ -539,9 +749,10 @@ pub fn run_stats(c: &Connection, run: RunId, now_ms: u64) -> Result<RunStats, St
                 ))
             })
             .map_err(sql)?;
-        let (mut cancelled, mut cached) = (0u64, 0u64);
+        let (mut cancelled, mut cached, mut with_rows) = (0u64, 0u64, 0u64);
         for row in rows {
             let (state, n, _) = row.map_err(sql)?;
+            with_rows += n as u64;
             match state.as_str() {
                 "succeeded" => js.succeeded += n as u64,
                 "failed" => js.failed += n as u64,
@@ -583,10 +794,22 @@ pub fn run_stats(c: &Connection, run: RunId, now_ms: u64) -> Result<RunStats, St
             .map_err(sql)?
             .query_row([job_id], |r| r.get(0))
             .map_err(sql)?;
-        let _ = n;
+        let _ = (n, n_failed_attempts);
         js.attempts = all_attempts as u64;
-        // A retry is an attempt that followed a failed one of the same task.
-        js.retries = (n_failed_attempts as u64).saturating_sub(js.failed);
+        let (retries, marked): (i64, i64) = c
+            .prepare_cached(
+                "SELECT (SELECT COALESCE(SUM(retries_used), 0) FROM tasks WHERE job_id = ?1),
+                        (SELECT cancel_marked FROM jobs WHERE id = ?1)",
+            )
+            .map_err(sql)?
+            .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql)?;
+        // Retries spent: failed attempts that sent their task round again.
+        js.retries = retries.max(0) as u64;
+        if marked != 0 {
+            // Cancelled without ever running: counted by the job's mark, no row.
+            cancelled += (task_count as u64).saturating_sub(with_rows);
+        }
         js.wall_time_ms = total_us.max(0) as u64 / 1000;
         js.badput_ms = bad_us.max(0) as u64 / 1000;
         js.min_ms = min_us.max(0) as u64 / 1000;
@@ -612,6 +835,18 @@ pub fn run_stats(c: &Connection, run: RunId, now_ms: u64) -> Result<RunStats, St
         stats.badput_ms += js.badput_ms;
         stats.jobs.push(js);
     }
+    let (lost, stale, crashes): (i64, i64, i64) = c
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM attempts WHERE run_id = ?1 AND end_class IN ('AGENT_LOST', 'DRAINED', 'RETURNED')),
+                    (SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = 'stale_result'),
+                    (SELECT COALESCE(SUM(crashes), 0) FROM tasks WHERE run_id = ?1)",
+            [run as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(sql)?;
+    stats.lost_attempts = lost.max(0) as u64;
+    stats.stale_results = stale.max(0) as u64;
+    stats.crashes = crashes.max(0) as u64;
     let end_ms = row.finished_at_ms.unwrap_or(now_ms).max(last_end_us / 1000);
     stats.workflow_wall_time_ms = end_ms.saturating_sub(row.submitted_at_ms);
     Ok(stats)

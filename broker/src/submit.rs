@@ -14,7 +14,7 @@ use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{ContainerSpec, SubmitRequest};
 use scalable_common::resources::Resources;
 use scalable_common::units::format_size;
-use scalable_common::workflow::{validate, JobDef, JobTemplates};
+use scalable_common::workflow::{validate, JobDef, JobTemplates, WorkflowDef};
 
 use crate::core::{PlannedJob, SubmitPlan};
 
@@ -34,32 +34,78 @@ pub fn plan(req: SubmitRequest, broker_manifest: Option<&Manifest>) -> Result<Su
     let mut def = req.workflow.clone();
     for (i, j) in req.workflow.jobs.iter().enumerate() {
         let (bound, container) = bind(j, manifest, &req.source, i)?;
-        let templates = JobTemplates::compile(&bound)
-            .map_err(|e| format!("{}: job {}: {e}", req.source, bound.name))?;
-        let resources = Resources {
-            cpus: bound.resources.cpus.unwrap_or(1),
-            memory_bytes: bound.resources.memory_bytes.unwrap_or(0),
-            gpus: bound.resources.gpus.unwrap_or(0),
-            custom: bound.resources.custom.clone(),
-        };
+        let planned = planned_job(bound.clone(), container, &req.source)?;
         if let Some(m) = manifest {
-            check_fits_some_worker(m, &bound, &resources, &req.source, i)?;
+            check_fits_some_worker(m, &bound, &planned.resources, &req.source, i)?;
         }
-        def.jobs[i] = bound.clone();
-        jobs.push(PlannedJob {
-            def: Arc::new(bound),
-            templates: Arc::new(templates),
-            resources,
-            container,
-        });
+        def.jobs[i] = bound;
+        jobs.push(planned);
     }
-    let definition_json = serde_json::to_string(&def).map_err(|e| e.to_string())?;
+    let stored = StoredDefinition {
+        workflow: def.clone(),
+        containers: jobs.iter().map(|j| j.container.clone()).collect(),
+    };
+    let definition_json = serde_json::to_string(&stored).map_err(|e| e.to_string())?;
     Ok(SubmitPlan {
         def,
         jobs,
         cwd: req.cwd,
         source: req.source,
         definition_json,
+    })
+}
+
+/// What the store keeps of a submitted run: the workflow with every manifest
+/// binding applied, and each job's container. Enough to rebuild the run after a
+/// restart without the manifest it was submitted with.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct StoredDefinition {
+    pub workflow: WorkflowDef,
+    pub containers: Vec<Option<ContainerSpec>>,
+}
+
+/// Rebuilds the planned jobs of a stored run (broker restart).
+pub fn replan(
+    definition_json: &str,
+    source: &str,
+) -> Result<(WorkflowDef, Vec<PlannedJob>), String> {
+    let stored: StoredDefinition = serde_json::from_str(definition_json)
+        .map_err(|e| format!("stored definition of {source} is unreadable: {e}"))?;
+    if stored.containers.len() != stored.workflow.jobs.len() {
+        return Err(format!(
+            "stored definition of {source}: jobs and containers differ in number"
+        ));
+    }
+    let jobs = stored
+        .workflow
+        .jobs
+        .iter()
+        .cloned()
+        .zip(stored.containers)
+        .map(|(j, c)| planned_job(j, c, source))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((stored.workflow, jobs))
+}
+
+/// A bound job with its templates compiled and its request fixed.
+fn planned_job(
+    bound: JobDef,
+    container: Option<ContainerSpec>,
+    source: &str,
+) -> Result<PlannedJob, String> {
+    let templates =
+        JobTemplates::compile(&bound).map_err(|e| format!("{source}: job {}: {e}", bound.name))?;
+    let resources = Resources {
+        cpus: bound.resources.cpus.unwrap_or(1),
+        memory_bytes: bound.resources.memory_bytes.unwrap_or(0),
+        gpus: bound.resources.gpus.unwrap_or(0),
+        custom: bound.resources.custom.clone(),
+    };
+    Ok(PlannedJob {
+        def: Arc::new(bound),
+        templates: Arc::new(templates),
+        resources,
+        container,
     })
 }
 

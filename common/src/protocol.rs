@@ -336,6 +336,10 @@ pub enum Request {
         run: Option<RunRef>,
         task: Option<TaskRef>,
     },
+    /// Re-run a finished run's failed and cancelled tasks (rescue DAG).
+    Resume {
+        run: RunRef,
+    },
     Agents,
     Stats {
         run: RunRef,
@@ -362,6 +366,10 @@ pub enum Response {
         tasks: u64,
     },
     Status(Vec<RunStatus>),
+    Resumed {
+        run: RunId,
+        tasks: u64,
+    },
     Cancelled {
         tasks: u64,
     },
@@ -490,8 +498,15 @@ pub struct RunStats {
     pub cancelled: u64,
     pub cached: u64,
     pub incomplete: u64,
+    /// Retries spent: failed attempts whose task went round again.
     pub retries: u64,
     pub attempts: u64,
+    /// Attempts lost with their agent, drained or given back (no retry spent).
+    pub lost_attempts: u64,
+    /// Results of fenced attempts (lost, cancelled, superseded) that were ignored.
+    pub stale_results: u64,
+    /// Started attempts lost with an agent that died on its own (crash limit).
+    pub crashes: u64,
     /// From submit to the end of the last task (or now).
     pub workflow_wall_time_ms: u64,
     /// Sum of attempt durations.

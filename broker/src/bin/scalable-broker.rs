@@ -45,6 +45,17 @@ struct Args {
     /// Seconds without a heartbeat before an agent is declared lost.
     #[arg(long, default_value_t = 20)]
     heartbeat_timeout: u64,
+    /// Milliseconds between heartbeats (agents and broker both send them).
+    #[arg(long, default_value_t = 5_000)]
+    heartbeat_interval_ms: u64,
+    /// Seconds agents get after a broker restart to come back and claim the
+    /// attempts they kept running (default: heartbeat timeout + 10 s, the
+    /// agents' longest reconnect backoff).
+    #[arg(long)]
+    reclaim_window: Option<u64>,
+    /// Times a task may be lost with its agent (started) before it fails.
+    #[arg(long, default_value_t = 5)]
+    crash_limit: u16,
     /// Milliseconds a job may wait while others take the room it needs before
     /// it reserves an agent (anti-starvation).
     #[arg(long, default_value_t = 2_000)]
@@ -128,6 +139,11 @@ fn main() -> std::process::ExitCode {
         agent_exe: args.agent_exe,
         core: CoreConfig {
             heartbeat_timeout_ms: args.heartbeat_timeout * 1000,
+            heartbeat_interval_ms: args.heartbeat_interval_ms.max(100),
+            reclaim_window_ms: args
+                .reclaim_window
+                .map_or(args.heartbeat_timeout * 1000 + 10_000, |s| s * 1000),
+            crash_limit: args.crash_limit.max(1),
             reserve_after_ms: args.reserve_after_ms,
             ..CoreConfig::default()
         },

@@ -66,7 +66,25 @@ pub enum StoreOp {
         index: u64,
         state: &'static str,
         attempts: u32,
+        retries_used: u32,
+        crashes: u32,
         reason: Option<String>,
+        at_ms: u64,
+    },
+    /// Every rowless, unfinished task of the job is cancelled (or, with
+    /// `cancelled: false`, no longer: `resume`).
+    JobCancelMark {
+        job: JobId,
+        cancelled: bool,
+    },
+    /// A finished run runs again (`scalable resume`).
+    RunResumed {
+        run: RunId,
+    },
+    /// A result for an attempt that is no longer current was ignored.
+    StaleResult {
+        attempt: AttemptId,
+        agent: AgentId,
         at_ms: u64,
     },
     InsertAgent {
@@ -100,6 +118,11 @@ pub struct Effects {
     pub ack: BTreeMap<AgentId, Vec<(AttemptId, bool)>>,
     pub cancel: BTreeMap<AgentId, Vec<AttemptId>>,
     pub shutdown: Vec<(AgentId, String)>,
+    /// `cache: true` tasks to look up before they run (the shell answers with
+    /// `Core::cache_answer`).
+    pub cache_probe: Vec<CacheProbe>,
+    /// Counted successes of `cache: true` tasks, to save in the cache.
+    pub cache_record: Vec<CacheRecord>,
     /// Runs that reached a final state in this step.
     pub finished_runs: Vec<RunId>,
 }
@@ -112,5 +135,35 @@ impl Effects {
             && self.cancel.is_empty()
             && self.shutdown.is_empty()
             && self.finished_runs.is_empty()
+            && self.cache_probe.is_empty()
+            && self.cache_record.is_empty()
     }
+}
+
+/// A cache lookup the shell does for the core (hashing files is I/O).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheProbe {
+    pub job: JobId,
+    pub index: u64,
+    pub workflow: String,
+    pub job_name: String,
+    pub argv: Vec<String>,
+    pub image: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+/// A counted success of a `cache: true` task: its key and outputs go in the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheRecord {
+    pub workflow: String,
+    pub job_name: String,
+    pub index: u64,
+    pub task: TaskId,
+    pub attempt: AttemptId,
+    pub key_json: String,
+    pub cwd: String,
+    pub outputs: Vec<String>,
 }

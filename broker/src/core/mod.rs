@@ -12,11 +12,12 @@
 
 pub mod effects;
 pub mod model;
+pub mod restore;
 #[cfg(test)]
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use scalable_common::protocol::{
@@ -26,7 +27,7 @@ use scalable_common::protocol::{
 use scalable_common::resources::Resources;
 use scalable_common::workflow::{JobDef, JobTemplates, WorkflowDef};
 
-pub use effects::{Effects, StoreOp};
+pub use effects::{CacheProbe, CacheRecord, Effects, StoreOp};
 use model::{Agent, Attempt, Job, Run, RunState, TaskSlot, TaskState};
 
 /// Tunables of the core. Defaults suit production; tests shorten the times.
@@ -43,6 +44,17 @@ pub struct CoreConfig {
     pub prefetch_max: u32,
     /// A job blocked this long behind smaller tasks reserves an agent.
     pub reserve_after_ms: u64,
+    /// A task whose started attempts were lost with their agent this many times
+    /// fails (it probably kills its agents); HyperQueue's crash limit.
+    pub crash_limit: u16,
+    /// After a broker restart, agents have this long to come back and claim the
+    /// attempts they kept running (heartbeat timeout + the agents' longest
+    /// reconnect backoff).
+    pub reclaim_window_ms: u64,
+    /// A `MEMORY_EXHAUSTION` retry asks for the measured peak times this.
+    pub oom_factor: f64,
+    /// Cache probes out at once per job (each hashes the task's inputs).
+    pub cache_probes_max: usize,
 }
 
 impl Default for CoreConfig {
@@ -55,6 +67,10 @@ impl Default for CoreConfig {
             prefetch_horizon_ms: 100,
             prefetch_max: 4_096,
             reserve_after_ms: 2_000,
+            crash_limit: 5,
+            reclaim_window_ms: 30_000,
+            oom_factor: 1.5,
+            cache_probes_max: 64,
         }
     }
 }
@@ -152,6 +168,8 @@ pub struct Core {
     ready_jobs: BTreeSet<ReadyKey>,
     /// Retries waiting out their backoff: (due, job, index).
     backoff: BinaryHeap<Reverse<(u64, JobId, u64)>>,
+    /// When `tick` last ran: a long gap means the broker itself was stalled.
+    last_tick_ms: Option<u64>,
     fx: Effects,
 }
 
@@ -167,6 +185,7 @@ impl Core {
             attempts: HashMap::new(),
             ready_jobs: BTreeSet::new(),
             backoff: BinaryHeap::new(),
+            last_tick_ms: None,
             fx: Effects::default(),
         }
     }
@@ -258,14 +277,7 @@ impl Core {
                     resources: pj.resources,
                     container: pj.container,
                     first_task,
-                    tasks: vec![
-                        TaskSlot {
-                            state: TaskState::Waiting,
-                            attempts: 0,
-                            retries_used: 0,
-                        };
-                        count as usize
-                    ],
+                    tasks: vec![TaskSlot::new(); count as usize],
                     next_fresh: count,
                     requeued: VecDeque::new(),
                     deps_pending: deps.len() as u32,
@@ -274,6 +286,10 @@ impl Core {
                     counts,
                     in_flight: 0,
                     blocked_since_ms: None,
+                    overrides: HashMap::new(),
+                    cancel_marked: false,
+                    probing: HashSet::new(),
+                    cache_misses: HashMap::new(),
                 },
             );
         }
@@ -347,8 +363,15 @@ impl Core {
 
     // ------------------------------------------------------------ agents
 
-    /// An agent passed authentication. Returns its id.
+    /// An agent passed authentication. Returns its id: the one it had when it
+    /// says which (`resume_agent`) and the broker still knows it (a reconnect, or
+    /// a restored agent after a broker restart), else a new one.
     pub fn agent_connected(&mut self, hello: &AgentHello, now_ms: u64) -> AgentId {
+        let held: HashSet<AttemptId> = hello.held_attempts.iter().copied().collect();
+        if let Some(old) = hello.resume_agent.filter(|id| self.agents.contains_key(id)) {
+            self.rebind_agent(old, hello, &held, now_ms);
+            return old;
+        }
         let id = self.ids.agent;
         self.ids.agent += 1;
         let mut tags = hello.tags.clone();
@@ -395,9 +418,103 @@ impl Core {
                 reported_free: Resources::default(),
                 runtimes: hello.runtimes.clone(),
                 limit_mode: hello.limit_mode.clone(),
+                connected: true,
+                restored: false,
             },
         );
+        // Whatever it holds belongs to an agent the broker already declared
+        // lost: fenced. Stop what still runs (its results are ignored).
+        self.fence_held(id, &held);
         id
+    }
+
+    /// A known agent is back. Attempts the broker gave it that it does not hold
+    /// were lost on the way (or with a crash of its own): they go back to ready
+    /// without spending a retry. Attempts it holds that are not its own are
+    /// stopped. Cancels sent while it was away are sent again.
+    fn rebind_agent(
+        &mut self,
+        id: AgentId,
+        hello: &AgentHello,
+        held: &HashSet<AttemptId>,
+        now_ms: u64,
+    ) {
+        let a = self.agents.get_mut(&id).expect("checked by the caller");
+        let was_restored = a.restored;
+        a.connected = true;
+        a.restored = false;
+        a.last_seen_ms = now_ms;
+        a.capacity = hello.resources.clone();
+        a.lifetime_end_ms = hello.lifetime_ms.map(|l| now_ms + l);
+        a.runtimes = hello.runtimes.clone();
+        a.limit_mode = hello.limit_mode.clone();
+        a.reported_free = Resources::default();
+        let mine: Vec<AttemptId> = a.attempts.clone();
+        let missing: Vec<AttemptId> = mine.iter().copied().filter(|x| !held.contains(x)).collect();
+        for attempt in &missing {
+            if let Some(at) = self.attempts.remove(attempt) {
+                let result = AttemptResult::bare(
+                    *attempt,
+                    AttemptEnd::AgentLost,
+                    at.started_at_us,
+                    now_ms * 1000,
+                );
+                self.end_attempt(at, result, false, now_ms);
+            }
+        }
+        let resend: Vec<AttemptId> = mine
+            .iter()
+            .filter(|x| held.contains(x))
+            .filter(|x| self.attempts.get(x).is_some_and(|at| at.cancel_requested))
+            .copied()
+            .collect();
+        if !resend.is_empty() {
+            self.fx.cancel.entry(id).or_default().extend(resend);
+        }
+        self.fence_held(id, held);
+        self.fx.store.push(StoreOp::Event {
+            at_ms: now_ms,
+            kind: if was_restored {
+                "agent_reclaimed"
+            } else {
+                "agent_reconnected"
+            },
+            run: None,
+            detail: format!(
+                "agent {id} ({}) is back holding {} attempts; {} it did not hold were requeued",
+                hello.name,
+                held.len(),
+                missing.len()
+            ),
+        });
+    }
+
+    /// Tells `agent` to stop every attempt it holds that is not its current one.
+    fn fence_held(&mut self, agent: AgentId, held: &HashSet<AttemptId>) {
+        let mut stale: Vec<AttemptId> = held
+            .iter()
+            .copied()
+            .filter(|x| self.attempts.get(x).is_none_or(|at| at.agent != agent))
+            .collect();
+        if !stale.is_empty() {
+            stale.sort_unstable();
+            self.fx.cancel.entry(agent).or_default().extend(stale);
+        }
+    }
+
+    /// The agent's connection dropped. It keeps its attempts: it may come back
+    /// (same id) before the heartbeat timeout declares it lost.
+    pub fn agent_disconnected(&mut self, agent: AgentId, now_ms: u64) {
+        let Some(a) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        if a.draining && a.attempts.is_empty() {
+            // It said it was leaving and handed everything back: gone for good.
+            self.agent_lost(agent, "left", now_ms);
+            return;
+        }
+        a.connected = false;
+        a.reserved_for = None;
     }
 
     pub fn agent_heartbeat(&mut self, agent: AgentId, now_ms: u64) {
@@ -420,6 +537,9 @@ impl Core {
         let Some(a) = self.agents.remove(&agent) else {
             return;
         };
+        // A crash of the agent may be the task's doing (crash limit); a broker
+        // restart the agent did not come back from is not.
+        let crash = !a.restored && !a.draining;
         for attempt in a.attempts {
             if let Some(at) = self.attempts.remove(&attempt) {
                 let result = AttemptResult::bare(
@@ -428,7 +548,7 @@ impl Core {
                     at.started_at_us,
                     now_ms * 1000,
                 );
-                self.end_attempt(at, result, now_ms);
+                self.end_attempt(at, result, crash, now_ms);
             }
         }
         self.fx.store.push(StoreOp::AgentLeft {
@@ -488,14 +608,10 @@ impl Core {
                 .is_some_and(|at| at.agent == agent);
             if !current {
                 acks.push((r.attempt, false));
-                self.fx.store.push(StoreOp::Event {
+                self.fx.store.push(StoreOp::StaleResult {
+                    attempt: r.attempt,
+                    agent,
                     at_ms: now_ms,
-                    kind: "stale_result",
-                    run: None,
-                    detail: format!(
-                        "ignored result of attempt {} from agent {agent}: not its current attempt",
-                        r.attempt
-                    ),
                 });
                 continue;
             }
@@ -509,7 +625,7 @@ impl Core {
             }
             a.completed += 1;
             a.window_completed += 1;
-            self.end_attempt(at, r, now_ms);
+            self.end_attempt(at, r, false, now_ms);
         }
         if !acks.is_empty() {
             self.fx.ack.entry(agent).or_default().extend(acks);
@@ -519,16 +635,18 @@ impl Core {
     // ------------------------------------------------------------ attempt ends
 
     /// Applies the end of an attempt already removed from `self.attempts`.
-    fn end_attempt(&mut self, at: Attempt, result: AttemptResult, now_ms: u64) {
+    /// `crash`: the attempt was lost with an agent that died on its own (counts
+    /// towards the crash limit when the attempt had started).
+    fn end_attempt(&mut self, at: Attempt, result: AttemptResult, crash: bool, now_ms: u64) {
         if let Some(a) = self.agents.get_mut(&at.agent) {
             a.attempts.retain(|x| *x != at.id);
-            let job = &self.jobs[&at.job];
-            sub_resources(&mut a.committed, &job.resources);
+            sub_resources(&mut a.committed, &at.resources);
             if !at.started {
                 a.unstarted -= 1;
             }
         }
         let end = result.end.clone();
+        let peak_rss = result.peak_rss_bytes;
         self.fx.store.push(StoreOp::AttemptEnded {
             attempt: at.id,
             result: Box::new(result),
@@ -540,7 +658,23 @@ impl Core {
         let slot = job.tasks[at.index as usize];
         let run_cancelled = self.runs[&job.run].cancel_requested;
         if end.is_success() {
-            self.finish_task(at.job, at.index, TaskState::Succeeded, None, now_ms);
+            let note = job.cache_misses.remove(&at.index);
+            if let Some((key_json, _)) = &note {
+                let run = &self.runs[&job.run];
+                let rendered = job.templates.outputs(&job.def, at.index, job.run);
+                self.fx.cache_record.push(CacheRecord {
+                    workflow: run.name.clone(),
+                    job_name: job.def.name.clone(),
+                    index: at.index,
+                    task: job.first_task + at.index,
+                    attempt: at.id,
+                    key_json: key_json.clone(),
+                    cwd: task_cwd(run, job, at.index),
+                    outputs: rendered.unwrap_or_default(),
+                });
+            }
+            let reason = note.map(|(_, why)| why);
+            self.finish_task(at.job, at.index, TaskState::Succeeded, reason, now_ms);
         } else if at.cancel_requested || end == AttemptEnd::Cancelled || run_cancelled {
             self.finish_task(
                 at.job,
@@ -550,9 +684,29 @@ impl Core {
                 now_ms,
             );
         } else if !end.spends_retry() {
-            // Lost with its agent, drained or returned: not the task's fault.
-            self.requeue(at.job, at.index, 0, now_ms);
+            // Lost with its agent, drained or returned: not the task's fault,
+            // unless it keeps taking its agents down with it (crash limit).
+            let crashes = if crash && at.started {
+                let job = self.jobs.get_mut(&at.job).expect("exists");
+                let c = &mut job.tasks[at.index as usize].crashes;
+                *c = c.saturating_add(1);
+                *c
+            } else {
+                slot.crashes
+            };
+            if crashes >= self.cfg.crash_limit {
+                let reason = format!(
+                    "lost with its agent {crashes} times (crash limit {}): it may be killing its agents",
+                    self.cfg.crash_limit
+                );
+                self.finish_task(at.job, at.index, TaskState::Failed, Some(reason), now_ms);
+            } else {
+                self.requeue(at.job, at.index, 0, now_ms);
+            }
         } else if (slot.retries_used as u32) < retries {
+            if end == AttemptEnd::OutOfMemory {
+                self.raise_memory(&at, peak_rss, now_ms);
+            }
             let job = self.jobs.get_mut(&at.job).expect("exists");
             job.tasks[at.index as usize].retries_used += 1;
             let n = job.tasks[at.index as usize].retries_used as u32;
@@ -577,21 +731,67 @@ impl Core {
         }
     }
 
+    /// SPEC §5: a task killed for memory is retried asking for its measured peak
+    /// times `oom_factor` (at least that times what it asked for, since a
+    /// sampled peak can lag the kill), capped by the largest connected agent
+    /// that serves it.
+    fn raise_memory(&mut self, at: &Attempt, peak_rss: u64, now_ms: u64) {
+        let job = &self.jobs[&at.job];
+        let asked = at.resources.memory_bytes;
+        let from = peak_rss.max(asked);
+        let mut want = (from as f64 * self.cfg.oom_factor) as u64;
+        let largest = self
+            .agents
+            .values()
+            .filter(|a| a.serves(job.tag()))
+            .map(|a| a.capacity.memory_bytes)
+            .max();
+        let mut capped = false;
+        if let Some(l) = largest {
+            if want > l {
+                want = l;
+                capped = true;
+            }
+        }
+        if want <= asked {
+            return;
+        }
+        let mut r = at.resources.clone();
+        r.memory_bytes = want;
+        let size = scalable_common::units::format_size;
+        let detail = format!(
+            "task {}/{}/{}: memory request raised from {} to {} = max(peak {}, request) x {}{}",
+            job.run,
+            job.def.name,
+            at.index,
+            size(asked),
+            size(want),
+            size(peak_rss),
+            self.cfg.oom_factor,
+            if capped {
+                " (capped by the largest agent)"
+            } else {
+                ""
+            }
+        );
+        let run = job.run;
+        self.jobs
+            .get_mut(&at.job)
+            .expect("exists")
+            .overrides
+            .insert(at.index, r);
+        self.fx.store.push(StoreOp::Event {
+            at_ms: now_ms,
+            kind: "memory_raised",
+            run: Some(run),
+            detail,
+        });
+    }
+
     /// Puts a task back to ready, now or after `delay_ms` of backoff.
     fn requeue(&mut self, job_id: JobId, index: u64, delay_ms: u64, now_ms: u64) {
         self.set_task_state(job_id, index, TaskState::Ready);
-        let job = &self.jobs[&job_id];
-        let slot = job.tasks[index as usize];
-        self.fx.store.push(StoreOp::TaskState {
-            task: job.first_task + index,
-            run: job.run,
-            job: job_id,
-            index,
-            state: "ready",
-            attempts: slot.attempts as u32,
-            reason: None,
-            at_ms: now_ms,
-        });
+        self.record_task(job_id, index, None, now_ms);
         if delay_ms == 0 {
             self.push_requeued(job_id, index);
         } else {
@@ -606,6 +806,24 @@ impl Core {
         self.ready_jobs.insert(ReadyKey::of(job));
     }
 
+    /// Writes the task's row as it is now (state, attempts, retry and crash counts).
+    fn record_task(&mut self, job_id: JobId, index: u64, reason: Option<String>, now_ms: u64) {
+        let job = &self.jobs[&job_id];
+        let slot = job.tasks[index as usize];
+        self.fx.store.push(StoreOp::TaskState {
+            task: job.first_task + index,
+            run: job.run,
+            job: job_id,
+            index,
+            state: slot.state.name(),
+            attempts: slot.attempts as u32,
+            retries_used: slot.retries_used as u32,
+            crashes: slot.crashes as u32,
+            reason,
+            at_ms: now_ms,
+        });
+    }
+
     /// Moves a task to a terminal state and follows the consequences: the job's
     /// dependents, `max_fails`, the run's end.
     fn finish_task(
@@ -618,19 +836,8 @@ impl Core {
     ) {
         debug_assert!(state.is_terminal());
         self.set_task_state(job_id, index, state);
-        let job = &self.jobs[&job_id];
-        let run_id = job.run;
-        let slot = job.tasks[index as usize];
-        self.fx.store.push(StoreOp::TaskState {
-            task: job.first_task + index,
-            run: run_id,
-            job: job_id,
-            index,
-            state: state.name(),
-            attempts: slot.attempts as u32,
-            reason,
-            at_ms: now_ms,
-        });
+        let run_id = self.jobs[&job_id].run;
+        self.record_task(job_id, index, reason, now_ms);
         if state == TaskState::Failed {
             // DAGMan semantics: what depends on a failed job can never run, the rest
             // of the DAG keeps going.
@@ -680,21 +887,11 @@ impl Core {
             match state {
                 TaskState::Waiting | TaskState::Ready => {
                     self.set_task_state(job_id, index, TaskState::Cancelled);
-                    let job = &self.jobs[&job_id];
-                    let slot = job.tasks[index as usize];
                     // Only tasks that ever ran get their own row; the rest are
-                    // counted from the job's row (keeps a cancelled million cheap).
-                    if slot.attempts > 0 {
-                        self.fx.store.push(StoreOp::TaskState {
-                            task: job.first_task + index,
-                            run: job.run,
-                            job: job_id,
-                            index,
-                            state: "cancelled",
-                            attempts: slot.attempts as u32,
-                            reason: Some(reason.to_string()),
-                            at_ms: now_ms,
-                        });
+                    // covered by the job's cancel mark (keeps a cancelled
+                    // million cheap).
+                    if self.jobs[&job_id].tasks[index as usize].attempts > 0 {
+                        self.record_task(job_id, index, Some(reason.to_string()), now_ms);
                     }
                     cancelled += 1;
                 }
@@ -703,7 +900,16 @@ impl Core {
         }
         let job = self.jobs.get_mut(&job_id).expect("exists");
         job.requeued.clear();
+        job.probing.clear();
         job.next_fresh = job.count();
+        if cancelled > 0 && !job.cancel_marked {
+            job.cancel_marked = true;
+            self.fx.store.push(StoreOp::JobCancelMark {
+                job: job_id,
+                cancelled: true,
+            });
+        }
+        let job = &self.jobs[&job_id];
         if cancelled > 0 {
             self.fx.store.push(StoreOp::Event {
                 at_ms: now_ms,
@@ -849,6 +1055,26 @@ impl Core {
 
     /// Time passed: lost agents, retries whose backoff is over, rate windows.
     pub fn tick(&mut self, now_ms: u64) {
+        // A broker that was itself stalled (SIGSTOP, swap, a suspended laptop)
+        // heard nobody meanwhile: it gives every agent a fresh deadline instead
+        // of condemning them all at once (reliability.md rule 6).
+        if let Some(last) = self.last_tick_ms {
+            let gap = now_ms.saturating_sub(last);
+            if gap > self.cfg.heartbeat_timeout_ms / 2 {
+                for a in self.agents.values_mut() {
+                    a.last_seen_ms = a.last_seen_ms.max(now_ms);
+                }
+                self.fx.store.push(StoreOp::Event {
+                    at_ms: now_ms,
+                    kind: "broker_stalled",
+                    run: None,
+                    detail: format!(
+                        "the broker did not run for {gap} ms; agents' heartbeat deadlines restarted"
+                    ),
+                });
+            }
+        }
+        self.last_tick_ms = Some(now_ms);
         let silent: Vec<AgentId> = self
             .agents
             .values()
@@ -911,7 +1137,11 @@ impl Core {
 
     /// Whether `agent` could ever run the job's tasks (tag, size, lifetime).
     fn eligible(&self, agent: &Agent, job: &Job, now_ms: u64) -> bool {
-        if agent.draining || !agent.serves(job.tag()) || !agent.could_ever_run(&job.resources) {
+        if agent.draining
+            || !agent.connected
+            || !agent.serves(job.tag())
+            || !agent.could_ever_run(&job.resources)
+        {
             return false;
         }
         // SPEC §6: an agent without a container runtime never gets an image task.
@@ -1037,14 +1267,38 @@ impl Core {
                 if !fits {
                     break;
                 }
+                if job.def.cache && job.probing.len() >= self.cfg.cache_probes_max {
+                    break;
+                }
                 let Some(index) = self.pop_ready_task(job_id) else {
                     continue;
                 };
+                let job = &self.jobs[&job_id];
+                if job.def.cache && !job.cache_misses.contains_key(&index) {
+                    self.probe_cache(job_id, index);
+                    continue;
+                }
+                if let Some(r) = job.overrides.get(&index) {
+                    // A task asking for more than its job (memory raised after
+                    // MEMORY_EXHAUSTION) goes where it fits, or waits its turn.
+                    let agent = &self.agents[&agent_id];
+                    let fits = agent.could_ever_run(r)
+                        && (prefetch || agent.fits_now(r) || r.fits_in(&agent.reported_free));
+                    if !fits {
+                        self.jobs
+                            .get_mut(&job_id)
+                            .expect("exists")
+                            .requeued
+                            .push_front(index);
+                        break;
+                    }
+                }
                 self.assign(job_id, index, agent_id, now_ms);
                 self.jobs.get_mut(&job_id).expect("exists").blocked_since_ms = Some(now_ms);
                 let agent = self.agents.get_mut(&agent_id).expect("exists");
                 agent.last_assign = Some((now_ms, job_id));
-                let req = &self.jobs[&job_id].resources;
+                let job = &self.jobs[&job_id];
+                let req = job.overrides.get(&index).unwrap_or(&job.resources);
                 if req.fits_in(&agent.reported_free) {
                     agent.reported_free.take(req);
                 } else {
@@ -1094,14 +1348,14 @@ impl Core {
                 let workdir = job.templates.workdir(&job.def, index, run_id)?;
                 Ok((argv, outputs, env, workdir))
             });
-        let resources = job.resources.clone();
+        let resources = job.overrides.get(&index).unwrap_or(&job.resources).clone();
         let container = job.container.clone();
         let inputs = job
             .templates
             .inputs(&job.def, index, run_id)
             .unwrap_or_default();
         let walltime_ms = job.def.walltime_ms;
-        let cwd_default = self.runs[&run_id].cwd.clone();
+        let cwd = task_cwd(&self.runs[&run_id], job, index);
         let agent = self.agents.get_mut(&agent_id).expect("exists");
         add_resources(&mut agent.committed, &resources);
         agent.attempts.push(attempt_id);
@@ -1116,8 +1370,9 @@ impl Core {
             started_at_us: 0,
             assigned_at_ms: now_ms,
             cancel_requested: false,
+            resources: resources.clone(),
         };
-        self.attempts.insert(attempt_id, attempt.clone());
+        self.attempts.insert(attempt_id, attempt);
         self.set_task_state(job_id, index, TaskState::Assigned);
         // The attempt row is written either way: a task whose template fails for
         // this item gets a recorded, failed attempt.
@@ -1137,12 +1392,7 @@ impl Core {
             argv_json,
         });
         match rendered {
-            Ok((argv, outputs, env, workdir)) => {
-                let cwd = match workdir {
-                    Some(w) if w.starts_with('/') => w,
-                    Some(w) => format!("{}/{}", cwd_default.trim_end_matches('/'), w),
-                    None => cwd_default,
-                };
+            Ok((argv, outputs, env, _)) => {
                 self.fx
                     .assign
                     .entry(agent_id)
@@ -1174,9 +1424,152 @@ impl Core {
                     0,
                     now_ms * 1000,
                 );
-                self.end_attempt(at, result, now_ms);
+                self.end_attempt(at, result, false, now_ms);
             }
         }
+    }
+
+    // ------------------------------------------------------------ cache
+
+    /// Asks the shell to look the task up in the cache before it runs.
+    fn probe_cache(&mut self, job_id: JobId, index: u64) {
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        job.probing.insert(index);
+        let job = &self.jobs[&job_id];
+        let run = &self.runs[&job.run];
+        let t = &job.templates;
+        let probe = CacheProbe {
+            job: job_id,
+            index,
+            workflow: run.name.clone(),
+            job_name: job.def.name.clone(),
+            argv: t.argv(&job.def, index, run.id).unwrap_or_default(),
+            image: job.container.as_ref().map(|c| c.image.clone()),
+            env: job
+                .container
+                .as_ref()
+                .map(|c| c.env.clone())
+                .unwrap_or_else(|| t.env(&job.def, index, run.id).unwrap_or_default()),
+            cwd: task_cwd(run, job, index),
+            inputs: t.inputs(&job.def, index, run.id).unwrap_or_default(),
+            outputs: t.outputs(&job.def, index, run.id).unwrap_or_default(),
+        };
+        self.fx.cache_probe.push(probe);
+    }
+
+    /// The shell's answer to a cache probe. A hit (`hit: Some(note)`) ends the
+    /// task `cached` (its outputs were restored); a miss records the key to
+    /// save on success and why it runs, and queues the task.
+    pub fn cache_answer(
+        &mut self,
+        job_id: JobId,
+        index: u64,
+        hit: Option<String>,
+        key_json: String,
+        why: String,
+        now_ms: u64,
+    ) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if !job.probing.remove(&index) || job.tasks[index as usize].state != TaskState::Ready {
+            return; // cancelled meanwhile, or a restart forgot the probe
+        }
+        match hit {
+            Some(note) => self.finish_task(job_id, index, TaskState::Cached, Some(note), now_ms),
+            None => {
+                job.cache_misses.insert(index, (key_json, why));
+                self.push_requeued(job_id, index);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ resume
+
+    /// `scalable resume RUN` (a rescue DAG): the run's failed and cancelled
+    /// tasks run again, from their first attempt's retry budget; what
+    /// succeeded stays. Returns the number of tasks re-queued, or an error
+    /// line for a run that cannot be resumed.
+    pub fn resume_run(&mut self, run_id: RunId, now_ms: u64) -> Result<u64, String> {
+        let Some(run) = self.runs.get(&run_id) else {
+            return Err(format!("no run {run_id} (scalable status lists the runs)"));
+        };
+        if run.state == RunState::Running {
+            return Err(format!(
+                "run {run_id} is still running (wait for it, or cancel it first)"
+            ));
+        }
+        if run.counts.failed + run.counts.cancelled == 0 {
+            return Ok(0);
+        }
+        let jobs = run.jobs.clone();
+        let run = self.runs.get_mut(&run_id).expect("exists");
+        run.state = RunState::Running;
+        run.finished_at_ms = None;
+        run.cancel_requested = false;
+        self.fx.store.push(StoreOp::RunResumed { run: run_id });
+        let mut n = 0;
+        for &j in &jobs {
+            let count = self.jobs[&j].count();
+            let marked = self.jobs[&j].cancel_marked;
+            for index in 0..count {
+                let slot = self.jobs[&j].tasks[index as usize];
+                if !matches!(slot.state, TaskState::Failed | TaskState::Cancelled) {
+                    continue;
+                }
+                let job = self.jobs.get_mut(&j).expect("exists");
+                let s = &mut job.tasks[index as usize];
+                s.retries_used = 0;
+                s.crashes = 0;
+                job.overrides.remove(&index);
+                self.set_task_state(j, index, TaskState::Waiting);
+                n += 1;
+                // Rowless cancelled tasks are covered by lifting the mark.
+                if !(marked && slot.state == TaskState::Cancelled && slot.attempts == 0) {
+                    self.record_task(j, index, Some("resumed".into()), now_ms);
+                }
+            }
+            let job = self.jobs.get_mut(&j).expect("exists");
+            job.released = false;
+            job.requeued.clear();
+            job.next_fresh = job.count();
+            if job.cancel_marked {
+                job.cancel_marked = false;
+                self.fx.store.push(StoreOp::JobCancelMark {
+                    job: j,
+                    cancelled: false,
+                });
+            }
+        }
+        for &j in &jobs {
+            let pending = self.jobs[&j]
+                .def
+                .after
+                .iter()
+                .filter(|name| {
+                    jobs.iter().any(|d| {
+                        let dj = &self.jobs[d];
+                        &dj.def.name == *name && dj.counts.succeeded + dj.counts.cached < dj.count()
+                    })
+                })
+                .count() as u32;
+            self.jobs.get_mut(&j).expect("exists").deps_pending = pending;
+        }
+        for &j in &jobs {
+            let job = &self.jobs[&j];
+            if job.deps_pending == 0 && job.counts.waiting > 0 {
+                self.release_job(j);
+            } else if job.deps_pending == 0 {
+                self.jobs.get_mut(&j).expect("exists").released = true;
+            }
+        }
+        self.fx.store.push(StoreOp::Event {
+            at_ms: now_ms,
+            kind: "run_resumed",
+            run: Some(run_id),
+            detail: format!("{n} failed or cancelled tasks run again"),
+        });
+        Ok(n)
     }
 
     // ------------------------------------------------------------ queries
@@ -1425,7 +1818,7 @@ impl Core {
             for at in &a.attempts {
                 let attempt = &self.attempts[at];
                 assert_eq!(attempt.agent, a.id);
-                add_resources(&mut committed, &self.jobs[&attempt.job].resources);
+                add_resources(&mut committed, &attempt.resources);
                 if !attempt.started {
                     unstarted += 1;
                 }
@@ -1443,6 +1836,16 @@ impl Core {
         }
         let listed: usize = self.agents.values().map(|a| a.attempts.len()).sum();
         assert_eq!(listed, self.attempts.len(), "attempt without an agent");
+    }
+}
+
+/// Where a task runs: the job's `workdir:` (absolute, or relative to the run's
+/// cwd), else the directory `submit` ran in.
+fn task_cwd(run: &Run, job: &Job, index: u64) -> String {
+    match job.templates.workdir(&job.def, index, run.id) {
+        Ok(Some(w)) if w.starts_with('/') => w,
+        Ok(Some(w)) => format!("{}/{}", run.cwd.trim_end_matches('/'), w),
+        _ => run.cwd.clone(),
     }
 }
 

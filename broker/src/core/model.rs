@@ -4,7 +4,7 @@
 //! Tasks are not objects: a job of a million tasks is one `Job` with a
 //! `Vec<TaskSlot>` of a few bytes each, and task ids are `first_task + index`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use scalable_common::protocol::{AgentId, AttemptId, ContainerSpec, Counts, JobId, RunId, TaskId};
@@ -38,6 +38,20 @@ impl TaskState {
         }
     }
 
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Some(match s {
+            "waiting" => TaskState::Waiting,
+            "ready" => TaskState::Ready,
+            "assigned" => TaskState::Assigned,
+            "running" => TaskState::Running,
+            "succeeded" => TaskState::Succeeded,
+            "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
+            "cached" => TaskState::Cached,
+            _ => return None,
+        })
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -67,6 +81,25 @@ pub struct TaskSlot {
     pub attempts: u16,
     /// Failed attempts that spent a retry.
     pub retries_used: u16,
+    /// Started attempts lost with their agent (the crash limit counts these).
+    pub crashes: u16,
+}
+
+impl TaskSlot {
+    pub fn new() -> TaskSlot {
+        TaskSlot {
+            state: TaskState::Waiting,
+            attempts: 0,
+            retries_used: 0,
+            crashes: 0,
+        }
+    }
+}
+
+impl Default for TaskSlot {
+    fn default() -> Self {
+        TaskSlot::new()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +111,16 @@ pub enum RunState {
 }
 
 impl RunState {
+    pub fn parse(s: &str) -> Option<RunState> {
+        Some(match s {
+            "running" => RunState::Running,
+            "succeeded" => RunState::Succeeded,
+            "failed" => RunState::Failed,
+            "cancelled" => RunState::Cancelled,
+            _ => return None,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             RunState::Running => "running",
@@ -130,6 +173,16 @@ pub struct Job {
     /// Since when the job has waited without dispatching a task; set at release
     /// and after each dispatch. See `Core::update_reservations`.
     pub blocked_since_ms: Option<u64>,
+    /// Per-task requests that differ from the job's (memory raised after
+    /// `MEMORY_EXHAUSTION`); tasks not listed ask for `resources`.
+    pub overrides: HashMap<u64, Resources>,
+    /// Every task without a row of its own that is not done is cancelled (the
+    /// store keeps this as one flag on the job, not a row per task).
+    pub cancel_marked: bool,
+    /// `cache: true` tasks whose cache probe is out (ready, but not queued).
+    pub probing: HashSet<u64>,
+    /// `cache: true` tasks probed and missed: their key (JSON) and why they run.
+    pub cache_misses: HashMap<u64, (String, String)>,
 }
 
 impl Job {
@@ -190,6 +243,12 @@ pub struct Agent {
     pub runtimes: Vec<String>,
     /// How the agent enforces memory limits (`cgroup-v2` or `sampling`).
     pub limit_mode: String,
+    /// False while the agent has no connection: it keeps its attempts until it
+    /// comes back (same id) or the heartbeat timeout declares it lost.
+    pub connected: bool,
+    /// Restored from the store after a broker restart, not yet reclaimed: its
+    /// loss is the broker's doing, so it counts no crash against its tasks.
+    pub restored: bool,
 }
 
 impl Agent {
@@ -238,4 +297,6 @@ pub struct Attempt {
     pub started_at_us: u64,
     pub assigned_at_ms: u64,
     pub cancel_requested: bool,
+    /// What this attempt asked for (the job's request or the task's override).
+    pub resources: Resources,
 }

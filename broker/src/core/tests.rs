@@ -33,42 +33,61 @@ impl TestEnv {
         fx
     }
 
+    /// Time passes with the shell's ticks (at most a second apart: a longer
+    /// gap is what a stalled broker looks like).
     fn advance(&mut self, ms: u64) -> Effects {
-        self.now_ms += ms;
-        self.core.tick(self.now_ms);
-        self.step()
+        let end = self.now_ms + ms;
+        let mut fx = Effects::default();
+        while self.now_ms < end {
+            self.now_ms = (self.now_ms + 1_000).min(end);
+            self.core.tick(self.now_ms);
+            let f = self.step();
+            merge(&mut fx, f);
+        }
+        fx
+    }
+
+    /// The broker crashes and restarts: every write so far goes through the
+    /// real store into a SQLite file, and a new core is restored from it.
+    fn restart(&mut self) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("broker.db");
+        let (store, _, _) = crate::store::Store::open(&path).expect("open");
+        store.write(self.store_log.clone(), None);
+        store.stop();
+        let (store, ids, loaded) = crate::store::Store::open(&path).expect("reopen");
+        store.stop();
+        let cfg = self.core.config().clone();
+        self.core = crate::restart::restore_core(cfg, ids, loaded, self.now_ms);
+        self.core.sanity_check();
+    }
+
+    /// An agent that comes back with the id it had, holding `held`.
+    fn reconnect(&mut self, id: AgentId, cpus: u32, held: &[AttemptId]) -> AgentId {
+        let mut hello = hello(cpus, &[], "again");
+        hello.resume_agent = Some(id);
+        hello.held_attempts = held.to_vec();
+        self.core.agent_connected(&hello, self.now_ms)
     }
 
     fn agent(&mut self, cpus: u32, tags: &[&str]) -> AgentId {
-        let hello = AgentHello {
-            protocol: 1,
-            agent_version: "test".into(),
-            token: String::new(),
-            name: format!("a{}", self.core.ids().agent),
-            hostname: "host".into(),
-            resources: Resources {
-                cpus,
-                memory_bytes: 8 << 30,
-                gpus: 0,
-                custom: vec![],
-            },
-            tags: tags.iter().map(|s| s.to_string()).collect(),
-            runtimes: vec![],
-            limit_mode: "sampling".into(),
-            lifetime_ms: None,
-            held_attempts: vec![],
-            pilot_id: None,
-            resume_agent: None,
-        };
+        let name = format!("a{}", self.core.ids().agent);
+        let hello = hello(cpus, tags, &name);
         self.core.agent_connected(&hello, self.now_ms)
     }
 
     fn submit(&mut self, jobs: Vec<JobDef>) -> RunId {
+        self.submit_wf(jobs, None)
+    }
+
+    fn submit_wf(&mut self, jobs: Vec<JobDef>, max_fails: Option<u64>) -> RunId {
         let def = WorkflowDef {
             name: "wf".into(),
-            max_fails: None,
+            max_fails,
             jobs: jobs.clone(),
         };
+        let def_json = def.clone();
+        let n_jobs = jobs.len();
         let plan = SubmitPlan {
             jobs: jobs
                 .into_iter()
@@ -87,7 +106,11 @@ impl TestEnv {
             def,
             cwd: "/tmp".into(),
             source: "test".into(),
-            definition_json: "{}".into(),
+            definition_json: serde_json::to_string(&crate::submit::StoredDefinition {
+                workflow: def_json,
+                containers: vec![None; n_jobs],
+            })
+            .expect("json"),
         };
         let (run, _) = self.core.submit(plan, self.now_ms).expect("submit");
         self.core.sanity_check();
@@ -114,6 +137,46 @@ impl TestEnv {
     fn status(&self, run: RunId) -> RunStatus {
         self.core.run_status(run).expect("run")
     }
+}
+
+fn hello(cpus: u32, tags: &[&str], name: &str) -> AgentHello {
+    AgentHello {
+        protocol: 1,
+        agent_version: "test".into(),
+        token: String::new(),
+        name: name.to_string(),
+        hostname: "host".into(),
+        resources: Resources {
+            cpus,
+            memory_bytes: 8 << 30,
+            gpus: 0,
+            custom: vec![],
+        },
+        tags: tags.iter().map(|s| s.to_string()).collect(),
+        runtimes: vec![],
+        limit_mode: "sampling".into(),
+        lifetime_ms: None,
+        held_attempts: vec![],
+        pilot_id: None,
+        resume_agent: None,
+    }
+}
+
+fn merge(into: &mut Effects, fx: Effects) {
+    into.store.extend(fx.store);
+    for (k, v) in fx.assign {
+        into.assign.entry(k).or_default().extend(v);
+    }
+    for (k, v) in fx.ack {
+        into.ack.entry(k).or_default().extend(v);
+    }
+    for (k, v) in fx.cancel {
+        into.cancel.entry(k).or_default().extend(v);
+    }
+    into.shutdown.extend(fx.shutdown);
+    into.finished_runs.extend(fx.finished_runs);
+    into.cache_probe.extend(fx.cache_probe);
+    into.cache_record.extend(fx.cache_record);
 }
 
 fn result(attempt: AttemptId, end: AttemptEnd) -> AttemptResult {
@@ -592,4 +655,269 @@ fn a_draining_agent_gets_nothing_back() {
     let b = env.agent(1, &[]);
     let fx = env.step();
     assert!(!assigned(&fx, b).is_empty(), "a fresh agent takes them");
+}
+
+// ------------------------------------------------------------ nothing lost (issue 6)
+
+fn start_all(env: &mut TestEnv, agent: AgentId, attempts: &[AttemptId]) {
+    let started: Vec<Started> = attempts
+        .iter()
+        .map(|a| Started {
+            attempt: *a,
+            at_us: env.now_ms * 1000,
+        })
+        .collect();
+    env.core
+        .agent_events(agent, &started, vec![], None, env.now_ms);
+    env.step();
+}
+
+#[test]
+fn an_agent_that_reconnects_in_time_keeps_its_attempts() {
+    let mut env = TestEnv::new();
+    let a = env.agent(2, &[]);
+    let run = env.submit(vec![job("j", 2)]);
+    let at = assigned(&env.step(), a);
+    assert_eq!(at.len(), 2);
+    start_all(&mut env, a, &at);
+    env.core.agent_disconnected(a, env.now_ms);
+    env.advance(5_000);
+    assert_eq!(env.status(run).counts.running, 2, "still its, while away");
+    // It held only the first; the second was lost on the way.
+    let back = env.reconnect(a, 2, &at[..1]);
+    assert_eq!(back, a, "same id");
+    let fx = env.step();
+    assert_eq!(env.status(run).counts.running, 1);
+    let again = assigned(&fx, a);
+    assert_eq!(again.len(), 1, "the attempt it did not hold is requeued");
+    env.finish(a, &[at[0], again[0]], 0);
+    assert_eq!(env.status(run).state, "succeeded");
+    let job = env.core.jobs.values().next().unwrap();
+    assert!(job
+        .tasks
+        .iter()
+        .all(|s| s.retries_used == 0 && s.crashes == 0));
+}
+
+#[test]
+fn an_agent_back_after_being_declared_lost_gets_its_held_attempts_stopped() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    env.submit(vec![job("j", 1)]);
+    let at = assigned(&env.step(), a);
+    start_all(&mut env, a, &at);
+    env.core.agent_disconnected(a, env.now_ms);
+    env.advance(env.core.config().heartbeat_timeout_ms + 1_000);
+    assert!(!env.core.agents.contains_key(&a), "lost");
+    let b = env.reconnect(a, 1, &at);
+    assert_ne!(b, a, "a lost agent gets a new id");
+    let fx = env.step();
+    assert_eq!(fx.cancel[&b], at, "its stale attempt is stopped");
+}
+
+#[test]
+fn a_task_that_keeps_killing_its_agents_fails_at_the_crash_limit() {
+    let mut env = TestEnv::new();
+    let run = env.submit(vec![job("j", 1)]);
+    let limit = env.core.config().crash_limit;
+    for n in 1..=limit {
+        let a = env.agent(1, &[]);
+        let at = assigned(&env.step(), a);
+        assert_eq!(at.len(), 1, "round {n}");
+        start_all(&mut env, a, &at);
+        env.core.agent_lost(a, "heartbeat timeout", env.now_ms);
+        env.step();
+    }
+    let s = env.status(run);
+    assert_eq!(s.counts.failed, 1);
+    let reason = env.store_log.iter().rev().find_map(|op| match op {
+        StoreOp::TaskState { reason, .. } => reason.clone(),
+        _ => None,
+    });
+    assert!(reason.unwrap().contains("crash limit"));
+}
+
+#[test]
+fn drained_and_unstarted_losses_count_no_crash() {
+    let mut env = TestEnv::new();
+    let run = env.submit(vec![job("j", 1)]);
+    for _ in 0..(env.core.config().crash_limit + 2) {
+        let a = env.agent(1, &[]);
+        assign_and_lose_unstarted(&mut env, a);
+    }
+    assert_eq!(env.status(run).counts.failed, 0);
+    assert_eq!(env.status(run).counts.ready, 1);
+}
+
+fn assign_and_lose_unstarted(env: &mut TestEnv, a: AgentId) {
+    let at = assigned(&env.step(), a);
+    assert_eq!(at.len(), 1);
+    env.core.agent_lost(a, "heartbeat timeout", env.now_ms);
+    env.step();
+}
+
+#[test]
+fn a_memory_exhausted_retry_asks_for_the_peak_times_the_factor() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    let mut j = job("j", 1);
+    j.retries = 1;
+    j.resources.memory_bytes = Some(100 << 20);
+    env.submit(vec![j]);
+    let at = assigned(&env.step(), a);
+    let mut r = result(at[0], AttemptEnd::OutOfMemory);
+    r.peak_rss_bytes = 200 << 20;
+    env.core.agent_events(a, &[], vec![r], None, env.now_ms);
+    env.step();
+    let fx = env.advance(2_000);
+    let retry = &fx.assign[&a][0];
+    assert_eq!(retry.resources.memory_bytes, 300 << 20, "200 MiB x 1.5");
+    assert!(env.store_log.iter().any(|op| matches!(
+        op,
+        StoreOp::Event { kind: "memory_raised", detail, .. } if detail.contains("from 100M to 300M")
+    )));
+}
+
+#[test]
+fn a_stalled_broker_does_not_condemn_its_agents() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    env.advance(100);
+    // One tick after a gap far longer than the timeout (the broker was stopped).
+    env.now_ms += 10 * env.core.config().heartbeat_timeout_ms;
+    env.core.tick(env.now_ms);
+    env.step();
+    assert!(env.core.agents.contains_key(&a), "not lost on resume");
+    env.advance(env.core.config().heartbeat_timeout_ms + 1_000);
+    assert!(
+        !env.core.agents.contains_key(&a),
+        "but lost if it stays silent"
+    );
+}
+
+#[test]
+fn resume_reruns_only_the_failed_and_their_cancelled_downstream() {
+    let mut env = TestEnv::new();
+    let a = env.agent(4, &[]);
+    let mut down = job("down", 1);
+    down.after = vec!["up".into()];
+    let other = job("other", 2);
+    let run = env.submit(vec![job("up", 2), down, other]);
+    let fx = env.step();
+    let at = assigned(&fx, a);
+    assert_eq!(at.len(), 4, "up x2 and other x2");
+    // up/1 fails, the rest succeed: down is cancelled.
+    env.finish(a, &at[..1], 1);
+    env.finish(a, &at[1..], 0);
+    let s = env.status(run);
+    assert_eq!(s.state, "failed");
+    assert_eq!(
+        (s.counts.succeeded, s.counts.failed, s.counts.cancelled),
+        (3, 1, 1)
+    );
+    assert!(env.core.resume_run(run, env.now_ms).is_ok());
+    let fx = env.step();
+    let again = assigned(&fx, a);
+    assert_eq!(again.len(), 1, "only the failed task runs first");
+    let fx = env.finish(a, &again, 0);
+    let down_at = assigned(&fx, a);
+    assert_eq!(down_at.len(), 1, "then its downstream");
+    env.finish(a, &down_at, 0);
+    let s = env.status(run);
+    assert_eq!(s.state, "succeeded");
+    assert_eq!(s.counts.succeeded, 5);
+    assert!(env.core.resume_run(run, env.now_ms).unwrap() == 0);
+}
+
+#[test]
+fn a_restarted_broker_lets_agents_reclaim_and_recomputes_nothing() {
+    let mut env = TestEnv::new();
+    let a = env.agent(2, &[]);
+    let b = env.agent(2, &[]);
+    let run = env.submit(vec![job("j", 6)]);
+    let fx = env.step();
+    let (at_a, at_b) = (assigned(&fx, a), assigned(&fx, b));
+    start_all(&mut env, a, &at_a[..2]);
+    start_all(&mut env, b, &at_b[..2]);
+    env.finish(a, &at_a[..1], 0);
+    let done_before = env.status(run).counts.succeeded;
+    let attempts_before = env.core.ids().attempt;
+    // kill -9 of the broker: the core is rebuilt from SQLite alone.
+    env.restart();
+    let s = env.status(run);
+    assert_eq!(s.counts.succeeded, done_before);
+    assert_eq!(
+        s.counts.succeeded + s.counts.running + s.counts.assigned + s.counts.ready,
+        6
+    );
+    let fx = env.step();
+    assert!(
+        fx.assign.is_empty(),
+        "restored agents are away: nothing dispatched to them"
+    );
+    // Both agents come back with what they hold (a finished one while away).
+    let a2 = env.reconnect(a, 2, &at_a[1..]);
+    let b2 = env.reconnect(b, 2, &at_b);
+    assert_eq!((a2, b2), (a, b));
+    env.step();
+    env.finish(a, &at_a[1..], 0);
+    env.finish(b, &at_b, 0);
+    let s = env.status(run);
+    assert_eq!(s.state, "succeeded", "{s:?}");
+    assert_eq!(
+        env.core.ids().attempt,
+        attempts_before,
+        "no attempt made twice"
+    );
+}
+
+#[test]
+fn after_the_reclaim_window_unclaimed_attempts_run_again_without_a_retry() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    let run = env.submit(vec![job("j", 1)]);
+    let at = assigned(&env.step(), a);
+    start_all(&mut env, a, &at);
+    env.restart();
+    env.advance(env.core.config().reclaim_window_ms - 2_000);
+    assert_eq!(
+        env.status(run).counts.running,
+        1,
+        "still waiting for its agent"
+    );
+    env.advance(3_000);
+    let s = env.status(run);
+    assert_eq!(s.counts.ready, 1, "requeued once the window closed");
+    let job = env.core.jobs.values().next().unwrap();
+    assert_eq!((job.tasks[0].retries_used, job.tasks[0].crashes), (0, 0));
+    let c = env.agent(1, &[]);
+    let fx = env.step();
+    assert_eq!(fx.assign[&c][0].attempt_number, 2);
+}
+
+#[test]
+fn a_restart_keeps_failures_retries_and_cancelled_downstream() {
+    let mut env = TestEnv::new();
+    let a = env.agent(2, &[]);
+    let mut up = job("up", 2);
+    up.retries = 1;
+    let mut down = job("down", 3);
+    down.after = vec!["up".into()];
+    let run = env.submit(vec![up, down]);
+    let at = assigned(&env.step(), a);
+    env.finish(a, &at[..1], 0);
+    env.finish(a, &at[1..2], 3);
+    let fx = env.advance(2_000);
+    let retry = assigned(&fx, a);
+    env.finish(a, &retry, 3);
+    let before = env.status(run);
+    assert_eq!(before.state, "failed");
+    env.restart();
+    let after = env.status(run);
+    assert_eq!(after.state, "failed");
+    assert_eq!(after.counts, before.counts, "counts survive the restart");
+    let job = &env.core.jobs[&env.core.runs[&run].jobs[0]];
+    assert_eq!(job.tasks[1].retries_used, 1);
+    // and a resumed run after the restart runs the failed and the cancelled
+    assert_eq!(env.core.resume_run(run, env.now_ms), Ok(4));
 }

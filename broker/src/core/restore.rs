@@ -1,0 +1,424 @@
+//! Rebuilding the core from the store after a broker restart (SPEC §5: SQLite
+//! alone is enough to resume).
+//!
+//! The store keeps one row per run and job, a row per task that did something,
+//! and a row per attempt. Tasks without a row are waiting or ready (or
+//! cancelled, when their job carries the cancel mark). Attempts without an end
+//! were in flight when the broker stopped: they are restored on *restored
+//! agents* — disconnected agents with the ids they had — so an agent that comes
+//! back within the reclaim window (`resume_agent` in its hello) gets its
+//! attempts back and nothing it kept running is recomputed. Agents that do not
+//! come back are declared lost when the window ends, like any silent agent,
+//! and their attempts go back to ready without spending a retry or a crash.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use scalable_common::protocol::{AgentId, AttemptId, Counts, JobId, RunId, TaskId};
+use scalable_common::resources::Resources;
+
+use super::model::{Agent, Attempt, Job, Run, RunState, TaskSlot, TaskState};
+use super::{Core, CoreConfig, Ids, PlannedJob, ReadyKey};
+
+/// A run as the store has it, with its jobs re-planned from the stored definition.
+#[derive(Debug)]
+pub struct RestoredRun {
+    pub id: RunId,
+    pub name: String,
+    pub submitted_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub state: String,
+    pub cwd: String,
+    pub max_fails: Option<u64>,
+    pub jobs: Vec<RestoredJob>,
+}
+
+#[derive(Debug)]
+pub struct RestoredJob {
+    pub id: JobId,
+    pub first_task: TaskId,
+    pub cancel_marked: bool,
+    pub planned: PlannedJob,
+}
+
+/// A task row.
+#[derive(Debug, Clone)]
+pub struct TaskRow {
+    pub task: TaskId,
+    pub state: String,
+    pub attempts: u32,
+    pub retries_used: u32,
+    pub crashes: u32,
+}
+
+/// An attempt row without an end.
+#[derive(Debug, Clone)]
+pub struct OpenAttempt {
+    pub id: AttemptId,
+    pub task: TaskId,
+    pub number: u32,
+    pub agent: AgentId,
+    pub started_at_us: Option<u64>,
+    pub assigned_at_ms: u64,
+}
+
+/// An agent row (the agents that hold open attempts).
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub id: AgentId,
+    pub name: String,
+    pub hostname: String,
+    pub tags: Vec<String>,
+    pub resources: Resources,
+}
+
+/// Everything the store gives back besides the runs.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub tasks: Vec<TaskRow>,
+    pub open_attempts: Vec<OpenAttempt>,
+    pub agents: Vec<AgentRow>,
+    /// Largest measured peak of a `MEMORY_EXHAUSTION` attempt, per task.
+    pub oom_peaks: Vec<(TaskId, u64)>,
+}
+
+/// What a restore found, for the log line and the benchmark.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub runs: usize,
+    pub running_runs: usize,
+    pub tasks_with_rows: usize,
+    pub open_attempts: usize,
+    pub restored_agents: usize,
+}
+
+impl Core {
+    /// A core holding every run of the store, its open attempts on restored
+    /// agents that have `cfg.reclaim_window_ms` to come back.
+    pub fn restore(
+        cfg: CoreConfig,
+        ids: Ids,
+        runs: Vec<RestoredRun>,
+        snap: Snapshot,
+        now_ms: u64,
+    ) -> (Core, RestoreSummary) {
+        let mut core = Core::new(cfg, ids);
+        let mut summary = RestoreSummary {
+            runs: runs.len(),
+            tasks_with_rows: snap.tasks.len(),
+            open_attempts: snap.open_attempts.len(),
+            ..RestoreSummary::default()
+        };
+        let mut finished_runs = Vec::new();
+        for r in runs {
+            let state = RunState::parse(&r.state).unwrap_or(RunState::Running);
+            if state == RunState::Running {
+                summary.running_runs += 1;
+            } else {
+                finished_runs.push(r.id);
+            }
+            core.restore_run(r, state);
+        }
+        // Task rows first, then the cancel marks for the rowless rest.
+        let mut has_row: HashSet<TaskId> = HashSet::with_capacity(snap.tasks.len());
+        for t in &snap.tasks {
+            let Some((job, index)) = core.locate_task(t.task) else {
+                continue;
+            };
+            has_row.insert(t.task);
+            let slot = &mut core.jobs.get_mut(&job).expect("located").tasks[index as usize];
+            slot.attempts = t.attempts.min(u16::MAX as u32) as u16;
+            slot.retries_used = t.retries_used.min(u16::MAX as u32) as u16;
+            slot.crashes = t.crashes.min(u16::MAX as u32) as u16;
+            // In-flight states come from the open attempts below; a row saying
+            // assigned/running without one is ready again.
+            let state = match TaskState::parse(&t.state) {
+                Some(TaskState::Assigned | TaskState::Running) | None => TaskState::Ready,
+                Some(s) => s,
+            };
+            core.set_task_state(job, index, state);
+        }
+        let marked: Vec<JobId> = core
+            .jobs
+            .values()
+            .filter(|j| j.cancel_marked)
+            .map(|j| j.id)
+            .collect();
+        for job in marked {
+            for index in 0..core.jobs[&job].count() {
+                let j = &core.jobs[&job];
+                if !has_row.contains(&(j.first_task + index)) {
+                    core.set_task_state(job, index, TaskState::Cancelled);
+                }
+            }
+        }
+        // Open attempts, on restored agents.
+        let agent_rows: HashMap<AgentId, AgentRow> =
+            snap.agents.into_iter().map(|a| (a.id, a)).collect();
+        for oa in snap.open_attempts {
+            let Some((job_id, index)) = core.locate_task(oa.task) else {
+                continue;
+            };
+            if core.jobs[&job_id].tasks[index as usize].state.is_terminal() {
+                // Ended for good already (a cancelled run): nothing to reclaim.
+                continue;
+            }
+            if !core.agents.contains_key(&oa.agent) {
+                summary.restored_agents += 1;
+                let row = agent_rows.get(&oa.agent);
+                core.agents
+                    .insert(oa.agent, restored_agent(oa.agent, row, &core.cfg, now_ms));
+            }
+            let job = core.jobs.get_mut(&job_id).expect("located");
+            let resources = job.overrides.get(&index).unwrap_or(&job.resources).clone();
+            let slot = &mut job.tasks[index as usize];
+            slot.attempts = slot.attempts.max(oa.number.min(u16::MAX as u32) as u16);
+            job.in_flight += 1;
+            let started = oa.started_at_us.is_some();
+            let agent = core.agents.get_mut(&oa.agent).expect("inserted");
+            agent.committed.give(&resources);
+            agent.attempts.push(oa.id);
+            if !started {
+                agent.unstarted += 1;
+            }
+            core.attempts.insert(
+                oa.id,
+                Attempt {
+                    id: oa.id,
+                    job: job_id,
+                    index,
+                    agent: oa.agent,
+                    number: oa.number,
+                    started,
+                    started_at_us: oa.started_at_us.unwrap_or(0),
+                    assigned_at_ms: oa.assigned_at_ms,
+                    cancel_requested: false,
+                    resources,
+                },
+            );
+            let state = if started {
+                TaskState::Running
+            } else {
+                TaskState::Assigned
+            };
+            core.set_task_state(job_id, index, state);
+        }
+        // Memory raised after MEMORY_EXHAUSTION, for tasks still to run.
+        for (task, peak) in snap.oom_peaks {
+            let Some((job_id, index)) = core.locate_task(task) else {
+                continue;
+            };
+            let factor = core.cfg.oom_factor;
+            let job = core.jobs.get_mut(&job_id).expect("located");
+            let slot = job.tasks[index as usize];
+            if slot.state.is_terminal() || slot.retries_used == 0 {
+                continue;
+            }
+            let mut r = job.resources.clone();
+            r.memory_bytes = ((peak.max(r.memory_bytes)) as f64 * factor) as u64;
+            job.overrides.insert(index, r);
+        }
+        core.release_restored();
+        // A finished run has nothing live: anything left over is cancelled.
+        for run in finished_runs {
+            let jobs = core.runs[&run].jobs.clone();
+            for job in jobs {
+                for index in 0..core.jobs[&job].count() {
+                    let s = core.jobs[&job].tasks[index as usize].state;
+                    if matches!(s, TaskState::Waiting | TaskState::Ready) {
+                        core.set_task_state(job, index, TaskState::Cancelled);
+                    }
+                }
+                let j = core.jobs.get_mut(&job).expect("exists");
+                j.requeued.clear();
+                j.next_fresh = j.count();
+            }
+        }
+        let running: Vec<RunId> = core.runs.keys().copied().collect();
+        for run in running {
+            core.check_run_finished(run, now_ms);
+        }
+        (core, summary)
+    }
+
+    fn restore_run(&mut self, r: RestoredRun, state: RunState) {
+        let names: HashMap<String, JobId> = r
+            .jobs
+            .iter()
+            .map(|j| (j.planned.def.name.clone(), j.id))
+            .collect();
+        let mut total = 0;
+        let job_ids: Vec<JobId> = r.jobs.iter().map(|j| j.id).collect();
+        for rj in r.jobs {
+            let pj = rj.planned;
+            let count = pj.def.items.count();
+            total += count;
+            let deps: BTreeSet<JobId> = pj
+                .def
+                .after
+                .iter()
+                .filter_map(|a| names.get(a).copied())
+                .collect();
+            self.task_owner.insert(rj.first_task, rj.id);
+            self.jobs.insert(
+                rj.id,
+                Job {
+                    id: rj.id,
+                    run: r.id,
+                    def: pj.def,
+                    templates: pj.templates,
+                    resources: pj.resources,
+                    container: pj.container,
+                    first_task: rj.first_task,
+                    tasks: vec![TaskSlot::new(); count as usize],
+                    next_fresh: count,
+                    requeued: VecDeque::new(),
+                    deps_pending: deps.len() as u32,
+                    dependents: Vec::new(),
+                    released: false,
+                    counts: Counts {
+                        waiting: count,
+                        ..Counts::default()
+                    },
+                    in_flight: 0,
+                    blocked_since_ms: None,
+                    overrides: HashMap::new(),
+                    cancel_marked: rj.cancel_marked,
+                    probing: HashSet::new(),
+                    cache_misses: HashMap::new(),
+                },
+            );
+        }
+        for &id in &job_ids {
+            let after: BTreeSet<JobId> = self.jobs[&id]
+                .def
+                .after
+                .iter()
+                .filter_map(|a| names.get(a).copied())
+                .collect();
+            for d in after {
+                let dj = self.jobs.get_mut(&d).expect("same run");
+                if !dj.dependents.contains(&id) {
+                    dj.dependents.push(id);
+                }
+            }
+        }
+        self.runs.insert(
+            r.id,
+            Run {
+                id: r.id,
+                name: r.name,
+                submitted_at_ms: r.submitted_at_ms,
+                finished_at_ms: r.finished_at_ms,
+                cwd: r.cwd,
+                jobs: job_ids,
+                counts: Counts {
+                    waiting: total,
+                    ..Counts::default()
+                },
+                total,
+                state,
+                max_fails: r.max_fails,
+                cancel_requested: state == RunState::Cancelled,
+            },
+        );
+    }
+
+    /// Recomputes which jobs are released (every upstream job fully succeeded)
+    /// and queues their ready tasks: a cursor over the untouched tail, a queue
+    /// for the rest.
+    fn release_restored(&mut self) {
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for &id in &ids {
+            let pending = self.jobs[&id]
+                .def
+                .after
+                .iter()
+                .filter(|name| {
+                    let run = &self.runs[&self.jobs[&id].run];
+                    run.jobs.iter().any(|d| {
+                        let dj = &self.jobs[d];
+                        &dj.def.name == *name && dj.counts.succeeded + dj.counts.cached < dj.count()
+                    })
+                })
+                .count() as u32;
+            let job = self.jobs.get_mut(&id).expect("listed");
+            job.deps_pending = pending;
+            let on_agents = job.counts.assigned + job.counts.running;
+            job.released = pending == 0 || on_agents > 0;
+        }
+        for id in ids {
+            let released = self.jobs[&id].released;
+            let count = self.jobs[&id].count();
+            for index in 0..count {
+                let s = self.jobs[&id].tasks[index as usize].state;
+                match (released, s) {
+                    (true, TaskState::Waiting) => self.set_task_state(id, index, TaskState::Ready),
+                    (false, TaskState::Ready) => self.set_task_state(id, index, TaskState::Waiting),
+                    _ => {}
+                }
+            }
+            let job = self.jobs.get_mut(&id).expect("listed");
+            if !job.released {
+                continue;
+            }
+            // Untouched tail: ready and never attempted.
+            let mut tail = count;
+            while tail > 0 {
+                let s = job.tasks[(tail - 1) as usize];
+                if s.state != TaskState::Ready || s.attempts > 0 {
+                    break;
+                }
+                tail -= 1;
+            }
+            job.next_fresh = tail;
+            job.requeued = (0..tail)
+                .filter(|&i| job.tasks[i as usize].state == TaskState::Ready)
+                .collect();
+            if job.has_dispatchable() {
+                self.ready_jobs.insert(ReadyKey::of(job));
+            }
+        }
+    }
+}
+
+fn restored_agent(id: AgentId, row: Option<&AgentRow>, cfg: &CoreConfig, now_ms: u64) -> Agent {
+    let capacity = row.map(|r| r.resources.clone()).unwrap_or_default();
+    let committed = Resources {
+        custom: capacity
+            .custom
+            .iter()
+            .map(|(k, _)| (k.clone(), 0))
+            .collect(),
+        ..Resources::default()
+    };
+    // Declared lost `heartbeat_timeout_ms` after `last_seen_ms`: this makes the
+    // deadline the end of the reclaim window.
+    let last_seen_ms = (now_ms + cfg.reclaim_window_ms).saturating_sub(cfg.heartbeat_timeout_ms);
+    Agent {
+        id,
+        name: row
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| format!("agent-{id}")),
+        hostname: row.map(|r| r.hostname.clone()).unwrap_or_default(),
+        tags: row.map(|r| r.tags.clone()).unwrap_or_default(),
+        capacity,
+        committed,
+        attempts: Vec::new(),
+        unstarted: 0,
+        connected_at_ms: now_ms,
+        last_seen_ms,
+        lifetime_end_ms: None,
+        completed: 0,
+        window_completed: 0,
+        window_start_ms: now_ms,
+        rate_per_s: 0.0,
+        draining: false,
+        reserved_for: None,
+        last_assign: None,
+        reported_free: Resources::default(),
+        runtimes: Vec::new(),
+        limit_mode: String::new(),
+        connected: false,
+        restored: true,
+    }
+}
