@@ -380,17 +380,20 @@ async fn serve_agent(
         });
         return;
     }
+    let writer_conn = conn.clone();
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let shutdown = matches!(msg, ToAgent::Shutdown { .. });
             if write_frame(&mut send, &msg).await.is_err() {
-                break;
+                return;
             }
             if shutdown {
                 let _ = send.finish();
-                break;
+                return;
             }
         }
+        // The core dropped this agent (declared lost): close, so it reconnects.
+        writer_conn.close(4u32.into(), b"declared lost");
     });
     let mut fatal = false;
     let reason = loop {
@@ -602,6 +605,7 @@ async fn core_loop(
         for (agent, reason) in fx.shutdown {
             push(agent, ToAgent::Shutdown { reason });
         }
+        let disconnect = std::mem::take(&mut fx.disconnect);
         let mut replies = Vec::new();
         let mut queries = Vec::new();
         for d in deferred {
@@ -611,6 +615,9 @@ async fn core_loop(
             }
         }
         if fx.store.is_empty() && sends.is_empty() && replies.is_empty() && queries.is_empty() {
+            for agent in disconnect {
+                agents.remove(&agent);
+            }
             continue;
         }
         store.write(
@@ -624,6 +631,10 @@ async fn core_loop(
                 }
             })),
         );
+        // Dropping its sender ends the writer task, which closes the connection.
+        for agent in disconnect {
+            agents.remove(&agent);
+        }
         for (tx, q) in queries {
             let store = store.clone();
             tokio::spawn(async move {

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use rusqlite::{params, Connection, OptionalExtension};
+use scalable_common::failpoint;
 use scalable_common::protocol::{
     AttemptEnd, FailedAttempt, FailedTask, JobStats, RunAnalysis, RunId, RunStats, TaskId, TaskLogs,
 };
@@ -408,11 +409,13 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf) {
                     // The broker cannot keep its promises without its store.
                     tracing::error!("store write failed in {}: {e}", path.display());
                     eprintln!(
-                        "error: cannot write the broker's database {}: {e} (is the disk full?)",
+                        "error: cannot write the broker's database {}: {e} (nothing of this batch was sent or acknowledged; free space, then restart the broker with the same --state-dir to resume)",
                         path.display()
                     );
                     std::process::exit(1);
                 }
+                // Committed, nothing sent yet: the window a crash must not lose.
+                failpoint::hit("store.after_commit");
                 for cmd in batch {
                     if let Cmd::Write {
                         after_commit: Some(f),
@@ -445,6 +448,13 @@ fn apply_writes(conn: &mut Connection, cmds: &[Cmd]) -> rusqlite::Result<()> {
                 apply(&tx, op)?;
             }
         }
+    }
+    if failpoint::hit("store.commit") {
+        // Disk full, injected (tests): the transaction rolls back when dropped.
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full (injected by SCALABLE_FAILPOINTS)".into()),
+        ));
     }
     tx.commit()
 }

@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod exit;
+pub mod failpoint;
 pub mod frame;
 pub mod manifest;
 pub mod panic;

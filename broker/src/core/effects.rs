@@ -118,6 +118,9 @@ pub struct Effects {
     pub ack: BTreeMap<AgentId, Vec<(AttemptId, bool)>>,
     pub cancel: BTreeMap<AgentId, Vec<AttemptId>>,
     pub shutdown: Vec<(AgentId, String)>,
+    /// Agents declared lost whose connection may still be up (a zombie that
+    /// woke): the shell closes it, so the agent reconnects and is fenced.
+    pub disconnect: Vec<AgentId>,
     /// `cache: true` tasks to look up before they run (the shell answers with
     /// `Core::cache_answer`).
     pub cache_probe: Vec<CacheProbe>,
@@ -134,6 +137,7 @@ impl Effects {
             && self.ack.is_empty()
             && self.cancel.is_empty()
             && self.shutdown.is_empty()
+            && self.disconnect.is_empty()
             && self.finished_runs.is_empty()
             && self.cache_probe.is_empty()
             && self.cache_record.is_empty()

@@ -556,6 +556,7 @@ impl Core {
             reason: reason.to_string(),
             at_ms: now_ms,
         });
+        self.fx.disconnect.push(agent);
     }
 
     /// A batch of events from one agent.
@@ -568,6 +569,20 @@ impl Core {
         now_ms: u64,
     ) {
         let Some(a) = self.agents.get_mut(&agent) else {
+            // A lost agent still talking (its connection is being closed):
+            // its results are fenced, acknowledged and ignored.
+            for r in finished {
+                self.fx.store.push(StoreOp::StaleResult {
+                    attempt: r.attempt,
+                    agent,
+                    at_ms: now_ms,
+                });
+                self.fx
+                    .ack
+                    .entry(agent)
+                    .or_default()
+                    .push((r.attempt, false));
+            }
             return;
         };
         a.last_seen_ms = now_ms;

@@ -174,6 +174,7 @@ fn merge(into: &mut Effects, fx: Effects) {
         into.cancel.entry(k).or_default().extend(v);
     }
     into.shutdown.extend(fx.shutdown);
+    into.disconnect.extend(fx.disconnect);
     into.finished_runs.extend(fx.finished_runs);
     into.cache_probe.extend(fx.cache_probe);
     into.cache_record.extend(fx.cache_record);
