@@ -16,10 +16,11 @@
 //! hashing is blocking I/O, so callers run it off the async runtime.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
@@ -299,6 +300,259 @@ fn hash_file(path: &Path) -> io::Result<String> {
     Ok(hex(ctx.finish().as_ref()))
 }
 
+/// One declared output saved in the blob store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedOutput {
+    /// The path as declared (relative paths are relative to the task's cwd).
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// A content-addressed store of output files: a file with SHA-256 `abcd…`
+/// lives at `root/ab/cd…`. Blobs are written to a temporary file and renamed
+/// into place, so a blob that exists is complete; restoring checks the content
+/// against the name anyway (a torn write after a crash is caught, not copied).
+///
+/// Outputs must be files: a declared output that is a directory is refused
+/// with `output P is a directory; cache supports files`, and such a task is
+/// simply not cached. Restored files get the default mode (the executable bit
+/// is not kept).
+#[derive(Clone, Debug)]
+pub struct Blobs {
+    root: PathBuf,
+}
+
+impl Blobs {
+    /// The broker passes `<state_dir>/cache`; it is created on first save.
+    pub fn new(root: impl Into<PathBuf>) -> Blobs {
+        Blobs { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with this hash lives (whether or not it exists).
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+        let (dir, rest) = sha256.split_at(2.min(sha256.len()));
+        self.root.join(dir).join(rest)
+    }
+
+    /// Whether a blob with this hash is stored (false for anything that is
+    /// not 64 lowercase hex digits).
+    pub fn contains(&self, sha256: &str) -> bool {
+        is_sha256_hex(sha256) && self.blob_path(sha256).is_file()
+    }
+
+    /// Copies each declared output (relative to `cwd`) into the store, hashing
+    /// it while copying, so the name is the hash of exactly what was stored.
+    /// A blob already present is kept and the copy discarded.
+    pub fn save_outputs(
+        &self,
+        cwd: &Path,
+        outputs: &[String],
+    ) -> Result<Vec<SavedOutput>, CacheError> {
+        let mut saved = Vec::with_capacity(outputs.len());
+        for declared in outputs {
+            let out_err = |source: io::Error| {
+                if source.kind() == io::ErrorKind::NotFound {
+                    CacheError::OutputMissing {
+                        path: declared.clone(),
+                    }
+                } else {
+                    CacheError::Output {
+                        path: declared.clone(),
+                        source,
+                    }
+                }
+            };
+            let full = cwd.join(declared);
+            if fs::metadata(&full).map_err(out_err)?.is_dir() {
+                return Err(CacheError::OutputIsDirectory {
+                    path: declared.clone(),
+                });
+            }
+            let mut src = File::open(&full).map_err(out_err)?;
+            fs::create_dir_all(&self.root).map_err(|source| CacheError::Blob {
+                path: self.root.clone(),
+                source,
+            })?;
+            let (tmp_path, mut tmp) =
+                create_temp(&self.root).map_err(|source| CacheError::Blob {
+                    path: self.root.clone(),
+                    source,
+                })?;
+            let guard = RemoveOnDrop(Some(tmp_path.clone()));
+            let (sha256, bytes) = match copy_hashing(&mut src, &mut tmp) {
+                Ok(x) => x,
+                Err(CopyError::Read(source)) => return Err(out_err(source)),
+                Err(CopyError::Write(source)) => {
+                    return Err(CacheError::Blob {
+                        path: tmp_path,
+                        source,
+                    })
+                }
+            };
+            let blob = self.blob_path(&sha256);
+            let blob_err = |source| CacheError::Blob {
+                path: blob.clone(),
+                source,
+            };
+            if !blob.is_file() {
+                tmp.sync_all().map_err(blob_err)?;
+                drop(tmp);
+                if let Some(dir) = blob.parent() {
+                    fs::create_dir_all(dir).map_err(blob_err)?;
+                }
+                fs::rename(&tmp_path, &blob).map_err(blob_err)?;
+                guard.disarm();
+            }
+            saved.push(SavedOutput {
+                path: declared.clone(),
+                sha256,
+                bytes,
+            });
+        }
+        Ok(saved)
+    }
+
+    /// Puts each saved output back at `cwd/path`. A file that already has the
+    /// right content is left alone (not rewritten, its mtime unchanged);
+    /// otherwise the blob is copied to a temporary file beside the target,
+    /// checked against its hash and renamed into place (parents are created).
+    /// Returns how many files were written.
+    pub fn restore_outputs(&self, cwd: &Path, saved: &[SavedOutput]) -> Result<u32, CacheError> {
+        let mut restored = 0u32;
+        for out in saved {
+            let target = cwd.join(&out.path);
+            let out_err = |source| CacheError::Output {
+                path: out.path.clone(),
+                source,
+            };
+            match fs::metadata(&target) {
+                Ok(m) if m.is_dir() => {
+                    return Err(CacheError::OutputIsDirectory {
+                        path: out.path.clone(),
+                    })
+                }
+                Ok(m) if m.len() == out.bytes => {
+                    if hash_file(&target).map_err(out_err)? == out.sha256 {
+                        continue;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(out_err(e)),
+            }
+            let blob = self.blob_path(&out.sha256);
+            if !is_sha256_hex(&out.sha256) {
+                // Only ever from a damaged row: never let it name a path.
+                return Err(CacheError::BlobMissing { path: blob });
+            }
+            let mut src = File::open(&blob).map_err(|source| {
+                if source.kind() == io::ErrorKind::NotFound {
+                    CacheError::BlobMissing { path: blob.clone() }
+                } else {
+                    CacheError::Blob {
+                        path: blob.clone(),
+                        source,
+                    }
+                }
+            })?;
+            let dir = match target.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            fs::create_dir_all(&dir).map_err(out_err)?;
+            let (tmp_path, mut tmp) = create_temp(&dir).map_err(out_err)?;
+            let guard = RemoveOnDrop(Some(tmp_path.clone()));
+            let (sha256, _) = match copy_hashing(&mut src, &mut tmp) {
+                Ok(x) => x,
+                Err(CopyError::Read(source)) => {
+                    return Err(CacheError::Blob { path: blob, source })
+                }
+                Err(CopyError::Write(source)) => return Err(out_err(source)),
+            };
+            if sha256 != out.sha256 {
+                // A torn or tampered blob: never restore it, and drop it so the
+                // next successful run stores a good copy.
+                let _ = fs::remove_file(&blob);
+                return Err(CacheError::BlobCorrupt { path: blob });
+            }
+            drop(tmp);
+            fs::rename(&tmp_path, &target).map_err(out_err)?;
+            guard.disarm();
+            restored += 1;
+        }
+        Ok(restored)
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies `src` into `dst` in chunks; returns the SHA-256 and length of what
+/// was copied.
+fn copy_hashing(src: &mut File, dst: &mut File) -> Result<(String, u64), CopyError> {
+    let mut ctx = Context::new(&SHA256);
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut bytes = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        ctx.update(&buf[..n]);
+        dst.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        bytes += n as u64;
+    }
+    dst.flush().map_err(CopyError::Write)?;
+    Ok((hex(ctx.finish().as_ref()), bytes))
+}
+
+/// A new, exclusively created hidden file in `dir`, named so that concurrent
+/// savers (threads or broker processes) never share one.
+fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut last = None;
+    for _ in 0..16 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".scalable-tmp-{}-{n}", std::process::id()));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
+}
+
+/// Removes a temporary file on every early return.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,5 +683,106 @@ mod tests {
                 .inputs[0]
                 .1
         );
+    }
+
+    #[test]
+    fn save_delete_restore_gives_the_bytes_back() {
+        let d = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(d.path().join("state/cache"));
+        let cwd = d.path().join("work");
+        fs::create_dir_all(cwd.join("out")).unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(cwd.join("out/r.bin"), &data).unwrap();
+        fs::write(cwd.join("s.txt"), "same").unwrap();
+        let saved = blobs
+            .save_outputs(&cwd, &s(&["out/r.bin", "s.txt"]))
+            .unwrap();
+        assert_eq!(saved[0].bytes, 200_000);
+        assert_eq!(saved[0].sha256, hash_file(&cwd.join("out/r.bin")).unwrap());
+        assert!(blobs.contains(&saved[0].sha256));
+        let name = &saved[0].sha256;
+        assert_eq!(
+            blobs.blob_path(name),
+            d.path()
+                .join("state/cache")
+                .join(&name[..2])
+                .join(&name[2..])
+        );
+        // Saving again keeps the one blob and leaves no temporary file behind.
+        assert_eq!(
+            blobs
+                .save_outputs(&cwd, &s(&["out/r.bin", "s.txt"]))
+                .unwrap(),
+            saved
+        );
+        let leftovers: Vec<_> = fs::read_dir(blobs.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".scalable-tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        fs::remove_dir_all(cwd.join("out")).unwrap();
+        fs::write(cwd.join("s.txt"), "changed").unwrap();
+        assert_eq!(blobs.restore_outputs(&cwd, &saved).unwrap(), 2);
+        assert_eq!(fs::read(cwd.join("out/r.bin")).unwrap(), data);
+        assert_eq!(fs::read(cwd.join("s.txt")).unwrap(), b"same");
+        let in_out: Vec<_> = fs::read_dir(cwd.join("out")).unwrap().collect();
+        assert_eq!(in_out.len(), 1, "only the restored file, no temporary");
+    }
+
+    #[test]
+    fn restore_does_not_rewrite_a_matching_file() {
+        let d = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(d.path().join("cache"));
+        let f = d.path().join("o.txt");
+        fs::write(&f, "result").unwrap();
+        let saved = blobs.save_outputs(d.path(), &s(&["o.txt"])).unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&f).unwrap());
+        assert_eq!(blobs.restore_outputs(d.path(), &saved).unwrap(), 0);
+        let m = fs::metadata(&f).unwrap();
+        assert_eq!(m.modified().unwrap(), old);
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&m), ino);
+    }
+
+    #[test]
+    fn outputs_must_be_files_and_blobs_must_be_intact() {
+        let d = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(d.path().join("cache"));
+        fs::create_dir(d.path().join("dir")).unwrap();
+        let e = blobs.save_outputs(d.path(), &s(&["dir"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "output dir is a directory; cache supports files"
+        );
+        let e = blobs.save_outputs(d.path(), &s(&["gone"])).unwrap_err();
+        assert_eq!(e.to_string(), "output gone: does not exist");
+
+        fs::write(d.path().join("o"), "good").unwrap();
+        let saved = blobs.save_outputs(d.path(), &s(&["o"])).unwrap();
+        let blob = blobs.blob_path(&saved[0].sha256);
+        fs::write(&blob, "evil").unwrap();
+        fs::remove_file(d.path().join("o")).unwrap();
+        let e = blobs.restore_outputs(d.path(), &saved).unwrap_err();
+        assert!(matches!(e, CacheError::BlobCorrupt { .. }), "{e}");
+        assert!(!blob.exists(), "a corrupt blob is removed");
+        assert!(!d.path().join("o").exists(), "nothing corrupt is restored");
+        let e = blobs.restore_outputs(d.path(), &saved).unwrap_err();
+        assert!(matches!(e, CacheError::BlobMissing { .. }), "{e}");
+        let bad = SavedOutput {
+            path: "o".into(),
+            sha256: "../../o".into(),
+            bytes: 4,
+        };
+        assert!(!blobs.contains(&bad.sha256));
+        let e = blobs.restore_outputs(d.path(), &[bad]).unwrap_err();
+        assert!(matches!(e, CacheError::BlobMissing { .. }), "{e}");
     }
 }
