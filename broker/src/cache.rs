@@ -677,6 +677,148 @@ fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
+/// What the broker asks before running a task with `cache: true`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeRequest {
+    pub workflow: String,
+    pub job: String,
+    pub idx: u64,
+    pub argv: Vec<String>,
+    pub image: Option<String>,
+    pub env: Vec<(String, String)>,
+    /// The task's working directory; relative inputs and outputs are in it.
+    pub cwd: PathBuf,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+/// The answer to a [`ProbeRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// Mark the task `cached`: its outputs are in place (`restored` files were
+    /// written, the rest already matched), copied from `from_task`'s run.
+    Hit {
+        key: CacheKey,
+        from_task: u64,
+        restored: u32,
+    },
+    /// Run the task; on success, [`record_success`] with this key. `why` is
+    /// for `why TASK`: "no earlier run of this task" or "cache miss: …".
+    Miss { key: CacheKey, why: String },
+    /// No key could be computed (a missing input) or the table could not be
+    /// read: run the task and record nothing. The run itself reports a missing
+    /// input (INVALID_INPUT).
+    Unavailable { why: String },
+}
+
+/// Computes the task's key and, on a hit whose outputs are all still in the
+/// blob store, restores them. Blocking: it hashes every input.
+pub fn probe(conn: &rusqlite::Connection, blobs: &Blobs, req: &ProbeRequest) -> ProbeAnswer {
+    let key = match compute_key(
+        &req.argv,
+        req.image.as_deref(),
+        &req.env,
+        &req.cwd,
+        &req.inputs,
+    ) {
+        Ok(k) => k,
+        Err(e) => {
+            return ProbeAnswer::Unavailable {
+                why: format!("cache unavailable: {e}"),
+            }
+        }
+    };
+    let entry = match lookup(conn, &key.key) {
+        Ok(e) => e,
+        Err(e) => {
+            return ProbeAnswer::Unavailable {
+                why: format!("cache unavailable: {}", CacheError::Sql(e)),
+            }
+        }
+    };
+    let Some(entry) = entry else {
+        let why = match latest_for(conn, &req.workflow, &req.job, req.idx) {
+            Ok(None) => "no earlier run of this task".to_string(),
+            Ok(Some(prev)) => {
+                let changes = explain_change(&prev.parts, &key);
+                if changes.is_empty() {
+                    "cache miss: no entry for this key".to_string()
+                } else {
+                    format!("cache miss: {}", changes.join(", "))
+                }
+            }
+            Err(e) => format!("cache miss: the earlier run is unreadable ({e})"),
+        };
+        return ProbeAnswer::Miss { key, why };
+    };
+    // The key does not cover which outputs are declared: an output declared
+    // since the cached run was saved cannot be restored.
+    if let Some(p) = req
+        .outputs
+        .iter()
+        .find(|p| !entry.outputs.iter().any(|o| &o.path == *p))
+    {
+        let why = format!("cache miss: output {p} was not saved by the cached run");
+        return ProbeAnswer::Miss { key, why };
+    }
+    if let Some(o) = entry.outputs.iter().find(|o| !blobs.contains(&o.sha256)) {
+        let why = format!(
+            "cache miss: the saved copy of output {} is gone from the cache directory",
+            o.path
+        );
+        return ProbeAnswer::Miss { key, why };
+    }
+    match blobs.restore_outputs(&req.cwd, &entry.outputs) {
+        Ok(restored) => ProbeAnswer::Hit {
+            key,
+            from_task: entry.task_id,
+            restored,
+        },
+        Err(e) => ProbeAnswer::Miss {
+            key,
+            why: format!("cache miss: the cached outputs could not be restored ({e})"),
+        },
+    }
+}
+
+/// After a task with `cache: true` succeeded: saves its declared outputs to
+/// the blob store and records the entry under `key` (the one [`probe`]
+/// returned). An error (an output that is a directory, a full disk) means
+/// only that this run is not cached.
+// The arguments are the entry's columns, as the caller holds them; a struct
+// would only restate `Entry`.
+#[allow(clippy::too_many_arguments)]
+pub fn record_success(
+    conn: &rusqlite::Connection,
+    blobs: &Blobs,
+    workflow: &str,
+    job: &str,
+    idx: u64,
+    task_id: u64,
+    attempt_id: u64,
+    key: &CacheKey,
+    cwd: &Path,
+    outputs: &[String],
+    now_ms: u64,
+) -> Result<(), CacheError> {
+    let saved = blobs.save_outputs(cwd, outputs)?;
+    insert(
+        conn,
+        &Entry {
+            key: key.key.clone(),
+            workflow: workflow.to_string(),
+            job: job.to_string(),
+            idx,
+            task_id,
+            attempt_id,
+            parts: key.clone(),
+            outputs: saved,
+            created_at_ms: now_ms,
+        },
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -965,5 +1107,166 @@ mod tests {
             .query_row("SELECT count(*) FROM cache_entries", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 3);
+    }
+
+    fn request(cwd: &Path, n: &str) -> ProbeRequest {
+        ProbeRequest {
+            workflow: "wf".into(),
+            job: "sim".into(),
+            idx: 3,
+            argv: s(&["sim", n]),
+            image: None,
+            env: env(&[("SEED", "1")]),
+            cwd: cwd.to_path_buf(),
+            inputs: s(&["in.csv"]),
+            outputs: s(&["out/r.txt"]),
+        }
+    }
+
+    /// Runs the "task" (writes its output) and records it, as the broker does
+    /// after a success.
+    fn run_and_record(
+        conn: &rusqlite::Connection,
+        blobs: &Blobs,
+        req: &ProbeRequest,
+        task_id: u64,
+    ) {
+        let ProbeAnswer::Miss { key, .. } = probe(conn, blobs, req) else {
+            panic!("expected a miss");
+        };
+        fs::create_dir_all(req.cwd.join("out")).unwrap();
+        fs::write(req.cwd.join("out/r.txt"), format!("result {}", req.argv[1])).unwrap();
+        record_success(
+            conn,
+            blobs,
+            &req.workflow,
+            &req.job,
+            req.idx,
+            task_id,
+            task_id * 10,
+            &key,
+            &req.cwd,
+            &req.outputs,
+            task_id * 1_000,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn probe_misses_then_hits_and_restores() {
+        let d = tempfile::tempdir().unwrap();
+        let (conn, blobs) = (memory_db(), Blobs::new(d.path().join("cache")));
+        let cwd = d.path().join("w");
+        fs::create_dir(&cwd).unwrap();
+        fs::write(cwd.join("in.csv"), "a,b").unwrap();
+        let req = request(&cwd, "1");
+        match probe(&conn, &blobs, &req) {
+            ProbeAnswer::Miss { why, .. } => assert_eq!(why, "no earlier run of this task"),
+            other => panic!("{other:?}"),
+        }
+        run_and_record(&conn, &blobs, &req, 7);
+
+        // Outputs already in place: a hit that writes nothing.
+        match probe(&conn, &blobs, &req) {
+            ProbeAnswer::Hit {
+                from_task,
+                restored,
+                ..
+            } => assert_eq!((from_task, restored), (7, 0)),
+            other => panic!("{other:?}"),
+        }
+        // Outputs gone (a fresh run dir): a hit that restores them.
+        fs::remove_dir_all(cwd.join("out")).unwrap();
+        match probe(&conn, &blobs, &req) {
+            ProbeAnswer::Hit {
+                key,
+                from_task,
+                restored,
+            } => {
+                assert_eq!((from_task, restored), (7, 1));
+                assert_eq!(lookup(&conn, &key.key).unwrap().unwrap().task_id, 7);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            fs::read_to_string(cwd.join("out/r.txt")).unwrap(),
+            "result 1"
+        );
+    }
+
+    #[test]
+    fn probe_explains_a_miss_by_the_parts_that_changed() {
+        let d = tempfile::tempdir().unwrap();
+        let (conn, blobs) = (memory_db(), Blobs::new(d.path().join("cache")));
+        fs::write(d.path().join("in.csv"), "a,b").unwrap();
+        run_and_record(&conn, &blobs, &request(d.path(), "1"), 1);
+        fs::write(d.path().join("in.csv"), "a,c").unwrap();
+        let mut req = request(d.path(), "2");
+        req.image = Some("busybox".into());
+        match probe(&conn, &blobs, &req) {
+            ProbeAnswer::Miss { why, .. } => assert_eq!(
+                why,
+                "cache miss: command (argv) changed, image changed, input in.csv changed"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn probe_is_unavailable_without_an_input_and_misses_without_blobs() {
+        let d = tempfile::tempdir().unwrap();
+        let (conn, blobs) = (memory_db(), Blobs::new(d.path().join("cache")));
+        let req = request(d.path(), "1");
+        assert_eq!(
+            probe(&conn, &blobs, &req),
+            ProbeAnswer::Unavailable {
+                why: "cache unavailable: input in.csv: does not exist".into()
+            }
+        );
+        fs::write(d.path().join("in.csv"), "a,b").unwrap();
+        run_and_record(&conn, &blobs, &req, 1);
+        // A newly declared output was never saved: run again.
+        let mut more = req.clone();
+        more.outputs.push("extra.txt".into());
+        match probe(&conn, &blobs, &more) {
+            ProbeAnswer::Miss { why, .. } => assert_eq!(
+                why,
+                "cache miss: output extra.txt was not saved by the cached run"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The cache directory was cleaned: a miss, nothing touched.
+        fs::remove_dir_all(blobs.root()).unwrap();
+        fs::remove_file(d.path().join("out/r.txt")).unwrap();
+        match probe(&conn, &blobs, &req) {
+            ProbeAnswer::Miss { why, .. } => assert_eq!(
+                why,
+                "cache miss: the saved copy of output out/r.txt is gone from the cache directory"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(!d.path().join("out/r.txt").exists());
+        // A directory output cannot be recorded; the error names it.
+        let ProbeAnswer::Miss { key, .. } = probe(&conn, &blobs, &req) else {
+            panic!("expected a miss");
+        };
+        let e = record_success(
+            &conn,
+            &blobs,
+            "wf",
+            "sim",
+            3,
+            2,
+            20,
+            &key,
+            d.path(),
+            &s(&["out"]),
+            5,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "output out is a directory; cache supports files"
+        );
     }
 }
