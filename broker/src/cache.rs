@@ -45,6 +45,8 @@ pub enum CacheError {
     InputTooLarge { path: String },
     #[error("input {path}: nested deeper than {INPUT_DIR_DEPTH_MAX} levels (a symlink loop?)")]
     InputTooDeep { path: String },
+    #[error("input {path}: not a regular file or directory")]
+    InputNotRegular { path: String },
     #[error("output {path}: does not exist")]
     OutputMissing { path: String },
     #[error("output {path} is a directory; cache supports files")]
@@ -227,8 +229,14 @@ fn hash_input(cwd: &Path, declared: &str) -> Result<String, CacheError> {
         }
     };
     let meta = fs::metadata(&full).map_err(io_err)?;
-    if !meta.is_dir() {
+    if meta.is_file() {
         return hash_file(&full).map_err(io_err);
+    }
+    if !meta.is_dir() {
+        // A fifo or a device would block or never end.
+        return Err(CacheError::InputNotRegular {
+            path: declared.to_string(),
+        });
     }
     let mut h = Encoder::new(b"scalable-cache/dir/1");
     let mut entries = 0usize;
@@ -271,10 +279,15 @@ fn hash_dir(
         let full = dir.join(&name);
         let rel = rel.join(&name);
         let rel_bytes = rel.as_os_str().as_bytes();
-        if fs::metadata(&full).map_err(io_err)?.is_dir() {
+        let meta = fs::metadata(&full).map_err(io_err)?;
+        if meta.is_dir() {
             h.bytes(b"d");
             h.bytes(rel_bytes);
             hash_dir(&full, &rel, depth + 1, h, entries, declared)?;
+        } else if !meta.is_file() {
+            return Err(CacheError::InputNotRegular {
+                path: Path::new(declared).join(&rel).display().to_string(),
+            });
         } else {
             h.bytes(b"f");
             h.bytes(rel_bytes);
@@ -920,6 +933,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let e = compute_key(&s(&["x"]), None, &[], d.path(), &s(&["nope.csv"])).unwrap_err();
         assert_eq!(e.to_string(), "input nope.csv: does not exist");
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = compute_key(&s(&["x"]), None, &[], d.path(), &s(&["fifo"])).unwrap_err();
+        assert_eq!(e.to_string(), "input fifo: not a regular file or directory");
     }
 
     #[test]
