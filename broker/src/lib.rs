@@ -11,6 +11,7 @@
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
 //! - [`client`], [`cli`], [`cli_error`], [`output`]: the `scalable` CLI.
 
+pub mod cache;
 pub mod cli;
 pub mod cli_error;
 pub mod client;
