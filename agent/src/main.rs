@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use scalable_agent::cpuset::{self, CpuPool};
+use scalable_agent::event_log::EventLog;
 use scalable_agent::gpus::{self, GpuFlag};
 use scalable_agent::runtime::{self, RuntimeFlag};
 use scalable_agent::session::{self, AgentConfig, Exit};
@@ -74,6 +75,10 @@ struct Args {
     /// Give up if the broker cannot be reached for this long (e.g. 60s).
     #[arg(long, env = "SCALABLE_CONNECT_TIMEOUT", default_value = "60s")]
     connect_timeout: String,
+    /// Append one line per spawn, kill, result sent, ack, promotion and discard
+    /// to this file (for tests and audits; nothing is written without it).
+    #[arg(long, env = "SCALABLE_EVENT_LOG")]
+    event_log: Option<PathBuf>,
 }
 
 fn fail(code: ExitCode, msg: String) -> std::process::ExitCode {
@@ -275,6 +280,13 @@ fn main() -> std::process::ExitCode {
             format!("cannot create the work dir {}: {e}", workdir.display()),
         );
     }
+    let event_log = match &args.event_log {
+        Some(p) => match EventLog::open(p) {
+            Ok(l) => Some(std::sync::Arc::new(l)),
+            Err(e) => return fail(ExitCode::BadInput, format!("--event-log: cannot open {e}")),
+        },
+        None => None,
+    };
     let mut tags = args.tags.clone();
     tags.retain(|t| !t.trim().is_empty());
     tracing::info!(
@@ -329,6 +341,7 @@ fn main() -> std::process::ExitCode {
         runtimes,
         gpu_ids: gpu.ids,
         cpu_binding,
+        event_log,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

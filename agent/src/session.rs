@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use scalable_common::frame::{read_frame, write_frame};
@@ -20,9 +21,11 @@ use scalable_common::tls;
 use tokio::sync::mpsc;
 
 use crate::cpuset::CpuPool;
+use crate::event_log::EventLog;
 use crate::executor::{ExecConfig, ExecEvent, Executor, Placement};
 use crate::gpus::GpuPool;
 use crate::limits::LimitMode;
+use crate::log_event;
 use crate::runtime::Runtime;
 
 /// Results kept for a broker that is away, at most.
@@ -73,6 +76,8 @@ pub struct AgentConfig {
     pub gpu_ids: Vec<String>,
     /// Cores to bind tasks to; `None`: tasks are not bound (see `cpuset`).
     pub cpu_binding: Option<CpuPool>,
+    /// `--event-log`: one line per spawn, kill, result, ack, promotion (`event_log`).
+    pub event_log: Option<Arc<EventLog>>,
 }
 
 /// How the agent ended, for the exit code.
@@ -278,6 +283,7 @@ pub async fn run(cfg: AgentConfig) -> Exit {
             memory_margin: cfg.memory_margin,
             limits: cfg.limits.clone(),
             runtime: cfg.runtimes.first().cloned(),
+            event_log: cfg.event_log.clone(),
         },
         ev_tx,
     ) {
@@ -525,7 +531,13 @@ async fn serve(
                         }
                     }
                     ToAgent::Ack { counted, ignored } => {
-                        for id in counted.into_iter().chain(ignored) {
+                        let log = cfg.event_log.as_deref();
+                        for id in counted {
+                            log_event!(log, "ack {id} counted");
+                            work.unacked.remove(&id);
+                        }
+                        for id in ignored {
+                            log_event!(log, "ack {id} ignored");
                             work.unacked.remove(&id);
                         }
                     }
@@ -581,7 +593,7 @@ async fn serve(
                 || draining.is_some()
                 || tokio::time::Instant::now() >= due
             {
-                if let Err(e) = flush(&mut send, work).await {
+                if let Err(e) = flush(&mut send, work, cfg.event_log.as_deref()).await {
                     break Served::Lost(e);
                 }
                 flush_due = None;
@@ -646,7 +658,11 @@ fn start_drain(work: &mut Work, exec: &Executor, draining: &mut Option<String>, 
 }
 
 /// Sends whatever started/finished since the last flush, in bounded messages.
-async fn flush(send: &mut quinn::SendStream, work: &mut Work) -> Result<(), String> {
+async fn flush(
+    send: &mut quinn::SendStream,
+    work: &mut Work,
+    log: Option<&EventLog>,
+) -> Result<(), String> {
     while !work.out_started.is_empty() || !work.out_finished.is_empty() {
         // Bounded by count and by bytes (log tails), far below the frame cap.
         let mut n = 0;
@@ -660,6 +676,11 @@ async fn flush(send: &mut quinn::SendStream, work: &mut Work) -> Result<(), Stri
             n += 1;
         }
         let finished: Vec<AttemptResult> = work.out_finished.drain(..n).collect();
+        if log.is_some() {
+            for r in &finished {
+                log_event!(log, "result {} {}", r.attempt, r.end.class());
+            }
+        }
         let started = std::mem::take(&mut work.out_started);
         let free = work.free.clone();
         write_frame(
