@@ -324,6 +324,9 @@ impl Executor {
     /// Where the attempt's declared outputs are staged (`stage`); `None` for an
     /// attempt without outputs. The same cwd the executor runs it in.
     pub fn stage_of(&self, a: &Assignment) -> Option<Stage> {
+        if a.outputs.is_empty() {
+            return None; // the common case allocates nothing
+        }
         Stage::new(a.attempt, self.inner.base_cwd.join(&a.cwd), &a.outputs)
     }
 

@@ -27,6 +27,7 @@ use crate::gpus::GpuPool;
 use crate::limits::LimitMode;
 use crate::log_event;
 use crate::runtime::Runtime;
+use crate::stage::Stage;
 
 /// Results kept for a broker that is away, at most.
 const UNACKED_RESULTS_MAX: usize = 1_000_000;
@@ -98,6 +99,20 @@ fn unix_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// An attempt that runs: what it took, and where its outputs are staged.
+struct Held {
+    resources: Resources,
+    place: Placement,
+    stage: Option<Stage>,
+}
+
+/// A result the broker has not acknowledged yet, and what its ack will need:
+/// the stage to promote (counted) or discard (ignored).
+struct Unacked {
+    result: AttemptResult,
+    stage: Option<Stage>,
+}
+
 /// Work the agent holds: queued assignments, what runs, what awaits an ack.
 struct Work {
     free: Resources,
@@ -111,9 +126,9 @@ struct Work {
     /// When each queued assignment arrived (for holding the agent for one that
     /// has waited too long, see `best_fit`).
     queued_at: HashMap<AttemptId, Instant>,
-    running: HashMap<AttemptId, (Resources, Placement)>,
+    running: HashMap<AttemptId, Held>,
     /// Results sent (or to send) and not yet acknowledged; resent on reconnect.
-    unacked: HashMap<AttemptId, AttemptResult>,
+    unacked: HashMap<AttemptId, Unacked>,
     out_started: Vec<Started>,
     out_finished: Vec<AttemptResult>,
     last_busy: Instant,
@@ -141,17 +156,20 @@ impl Work {
     }
 
     fn finished(&mut self, r: AttemptResult) {
-        if let Some((res, place)) = self.running.remove(&r.attempt) {
-            self.free.give(&res);
-            if let Some(ids) = place.gpus {
+        let mut stage = None;
+        if let Some(held) = self.running.remove(&r.attempt) {
+            self.free.give(&held.resources);
+            if let Some(ids) = held.place.gpus {
                 self.gpus.give(ids);
             }
-            if let (Some(pool), Some(cores)) = (&mut self.cpus, &place.cpus) {
+            if let (Some(pool), Some(cores)) = (&mut self.cpus, &held.place.cpus) {
                 pool.give(cores);
             }
+            stage = held.stage;
         }
         if self.unacked.len() < UNACKED_RESULTS_MAX {
-            self.unacked.insert(r.attempt, r.clone());
+            let result = r.clone();
+            self.unacked.insert(r.attempt, Unacked { result, stage });
         }
         self.out_finished.push(r);
         self.last_busy = Instant::now();
@@ -180,7 +198,12 @@ impl Work {
             self.free.take(&a.resources);
             let place = self.place(&a.resources);
             exec.start_placed(&a, &place);
-            self.running.insert(a.attempt, (a.resources.clone(), place));
+            let held = Held {
+                stage: exec.stage_of(&a),
+                resources: a.resources,
+                place,
+            };
+            self.running.insert(a.attempt, held);
             self.last_busy = Instant::now();
         }
     }
@@ -251,6 +274,31 @@ impl Work {
     fn unstarted_result(a: &Assignment, end: AttemptEnd) -> AttemptResult {
         let now = unix_us();
         AttemptResult::bare(a.attempt, end, 0, now)
+    }
+
+    /// The broker committed these results. A counted attempt's staged outputs
+    /// are promoted before its result is forgotten (so a crash in between
+    /// resends the result rather than losing the outputs); an ignored one's
+    /// stage is thrown away. Acks for results no longer held (a duplicate ack)
+    /// change nothing.
+    fn acked(&mut self, counted: &[AttemptId], ignored: &[AttemptId], log: Option<&EventLog>) {
+        for &id in counted {
+            log_event!(log, "ack {id} counted");
+            if let Some(u) = self.unacked.get(&id) {
+                if let Some(stage) = &u.stage {
+                    stage.promote(log);
+                }
+                self.unacked.remove(&id);
+            }
+        }
+        for &id in ignored {
+            log_event!(log, "ack {id} ignored");
+            if let Some(u) = self.unacked.remove(&id) {
+                if let Some(stage) = &u.stage {
+                    stage.discard(log);
+                }
+            }
+        }
     }
 
     /// Removes queued attempts named in `ids`, reporting them with `end`.
@@ -343,7 +391,7 @@ pub async fn run(cfg: AgentConfig) -> Exit {
             Served::Lost(why) => {
                 tracing::warn!("lost the broker: {why}; reconnecting");
                 // Results go out again after reconnecting; the broker dedupes.
-                work.out_finished = work.unacked.values().cloned().collect();
+                work.out_finished = work.unacked.values().map(|u| u.result.clone()).collect();
                 continue;
             }
         }
@@ -531,15 +579,7 @@ async fn serve(
                         }
                     }
                     ToAgent::Ack { counted, ignored } => {
-                        let log = cfg.event_log.as_deref();
-                        for id in counted {
-                            log_event!(log, "ack {id} counted");
-                            work.unacked.remove(&id);
-                        }
-                        for id in ignored {
-                            log_event!(log, "ack {id} ignored");
-                            work.unacked.remove(&id);
-                        }
+                        work.acked(&counted, &ignored, cfg.event_log.as_deref());
                     }
                     ToAgent::Heartbeat => {}
                     ToAgent::Cancel(ids) => {
@@ -744,6 +784,55 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Rule 3.7: a counted attempt's staged output is renamed into place, an
+    /// ignored (stale) attempt's is thrown away and never touches the final place.
+    #[test]
+    fn counted_ack_promotes_and_ignored_ack_discards() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = tempfile::tempdir().expect("tempdir");
+        let log_path = logs.path().join("events.log");
+        let log = EventLog::open(&log_path).expect("log");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let exec = Executor::new(ExecConfig::new(logs.path()), tx).expect("executor");
+        let mut work = Work::new(Resources::cpus(2), Vec::new(), None);
+        let write = [
+            "sh",
+            "-c",
+            "mkdir -p \"$SCALABLE_STAGE_DIR/out\" && echo $SCALABLE_ATTEMPT_ID > \"$SCALABLE_STAGE_DIR/out/r.txt\"",
+        ];
+        for attempt in [1, 2] {
+            let mut a = assignment(attempt, Resources::cpus(1), &write);
+            a.cwd = dir.path().to_string_lossy().into_owned();
+            a.outputs = vec!["out/r.txt".into()];
+            work.queue.push_back(a);
+        }
+        drain(&mut work, &exec, &mut rx);
+        assert_eq!(work.unacked.len(), 2);
+        let final_path = dir.path().join("out/r.txt");
+        assert!(!final_path.exists(), "nothing promoted before the ack");
+        work.acked(&[2], &[1], Some(&log));
+        assert!(work.unacked.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(&final_path).expect("promoted"),
+            "2\n"
+        );
+        let stages = dir.path().join(".scalable/stage");
+        assert_eq!(
+            std::fs::read_dir(&stages).expect("dir").count(),
+            0,
+            "stages removed"
+        );
+        // A duplicate ack is a no-op.
+        work.acked(&[2], &[1], None);
+        assert_eq!(
+            std::fs::read_to_string(&log_path).expect("log"),
+            format!(
+                "ack 2 counted\npromote 2 {}\nack 1 ignored\ndiscard 1\n",
+                final_path.display()
+            )
+        );
     }
 
     /// Acceptance: a fake `nvidia-smi` on PATH drives detection, and tasks that
