@@ -75,6 +75,9 @@ struct Args {
     /// Give up if the broker cannot be reached for this long (e.g. 60s).
     #[arg(long, env = "SCALABLE_CONNECT_TIMEOUT", default_value = "60s")]
     connect_timeout: String,
+    /// Longest wait between tries to reconnect to the broker (e.g. 10s).
+    #[arg(long, env = "SCALABLE_RECONNECT_MAX", default_value = "10s")]
+    reconnect_max: String,
     /// Append one line per spawn, kill, result sent, ack, promotion and discard
     /// to this file (for tests and audits; nothing is written without it).
     #[arg(long, env = "SCALABLE_EVENT_LOG")]
@@ -212,6 +215,14 @@ fn main() -> std::process::ExitCode {
         let life = dur(&args.lifetime, "lifetime")?;
         let connect =
             dur(&Some(args.connect_timeout.clone()), "connect-timeout")?.unwrap_or_default();
+        let reconnect_max = dur(&Some(args.reconnect_max.clone()), "reconnect-max")?
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "--reconnect-max {:?}: expected a duration above zero (e.g. 10s)",
+                    args.reconnect_max
+                )
+            })?;
         Ok((
             cpus,
             memory,
@@ -221,13 +232,23 @@ fn main() -> std::process::ExitCode {
             idle,
             life,
             connect,
+            reconnect_max,
         ))
     })();
-    let (cpus, memory, gpus, runtime_flag, memory_margin, idle_timeout, lifetime, connect_timeout) =
-        match parsed {
-            Ok(p) => p,
-            Err(e) => return fail(ExitCode::BadInput, e),
-        };
+    let (
+        cpus,
+        memory,
+        gpus,
+        runtime_flag,
+        memory_margin,
+        idle_timeout,
+        lifetime,
+        connect_timeout,
+        reconnect_max,
+    ) = match parsed {
+        Ok(p) => p,
+        Err(e) => return fail(ExitCode::BadInput, e),
+    };
     // Before the orphan guard and the executor: this may run nvidia-smi, and the
     // executor's reaper would race any child spawned after it exists.
     let path = std::env::var_os("PATH");
@@ -335,6 +356,7 @@ fn main() -> std::process::ExitCode {
         workdir: workdir.clone(),
         noop: args.noop,
         connect_timeout,
+        reconnect_max,
         orphan_guard: guard,
         memory_margin,
         limits: limit_mode,
@@ -365,5 +387,21 @@ fn main() -> std::process::ExitCode {
             ExitCode::Ok.into()
         }
         Exit::Refused(m) | Exit::Unreachable(m) => fail(ExitCode::Unreachable, m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_max_defaults_to_the_session_default() {
+        let args = Args::try_parse_from(["scalable-agent"]).expect("parses");
+        if std::env::var_os("SCALABLE_RECONNECT_MAX").is_none() {
+            assert_eq!(
+                parse_duration_ms(&args.reconnect_max).map(Duration::from_millis),
+                Ok(session::RECONNECT_BACKOFF_MAX_DEFAULT)
+            );
+        }
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use scalable_common::frame::{read_frame, write_frame};
 use scalable_common::protocol::{
-    AgentHello, Assignment, AttemptEnd, AttemptId, AttemptResult, FromAgent, Hello, HelloReply,
-    Started, ToAgent, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
+    AgentHello, AgentId, Assignment, AttemptEnd, AttemptId, AttemptResult, FromAgent, Hello,
+    HelloReply, Started, ToAgent, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
 };
 use scalable_common::resources::Resources;
 use scalable_common::tls;
@@ -31,9 +31,9 @@ use crate::stage::Stage;
 
 /// Results kept for a broker that is away, at most.
 const UNACKED_RESULTS_MAX: usize = 1_000_000;
-/// Reconnect backoff bounds.
+/// Reconnect backoff: the first wait, and the default cap (`--reconnect-max`).
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(200);
-const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+pub const RECONNECT_BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(10);
 /// Results per `Events` message at most, to stay well under the frame cap.
 const RESULTS_PER_MESSAGE_MAX: usize = 2_000;
 /// A queued task that has not fitted for this long stops smaller ones starting.
@@ -66,6 +66,9 @@ pub struct AgentConfig {
     pub noop: bool,
     /// How long to keep trying to reach the broker before giving up.
     pub connect_timeout: Duration,
+    /// The longest wait between reconnect tries (`--reconnect-max`); a restarted
+    /// broker waits `heartbeat timeout + this` for agents to reclaim attempts.
+    pub reconnect_max: Duration,
     pub orphan_guard: Option<std::sync::Arc<crate::orphan_guard::OrphanGuard>>,
     /// Kill a task above its memory request × this.
     pub memory_margin: f64,
@@ -137,6 +140,18 @@ struct Work {
 impl Work {
     fn idle(&self) -> bool {
         self.queue.is_empty() && self.running.is_empty()
+    }
+
+    /// Every attempt the agent still holds, for the hello after a reconnect:
+    /// running, queued (assigned, not started) and finished but unacknowledged.
+    /// The broker cancels those it no longer considers ours.
+    fn held(&self) -> Vec<AttemptId> {
+        let mut held: Vec<AttemptId> = self.running.keys().copied().collect();
+        held.extend(self.queue.iter().map(|a| a.attempt));
+        held.extend(self.unacked.keys().copied());
+        held.sort_unstable();
+        held.dedup();
+        held
     }
 
     fn new(free: Resources, gpu_ids: Vec<String>, cpus: Option<CpuPool>) -> Work {
@@ -354,11 +369,18 @@ pub async fn run(cfg: AgentConfig) -> Exit {
         Ok(s) => s,
         Err(e) => return Exit::Done(format!("cannot install the SIGTERM handler: {e}")),
     };
-    let mut backoff = RECONNECT_BACKOFF_MIN;
+    let backoff_min = RECONNECT_BACKOFF_MIN.min(cfg.reconnect_max);
+    let mut backoff = backoff_min;
     let mut first_failure: Option<Instant> = None;
     let mut ever_connected = false;
+    // The id of the last Welcome: sent back so the broker resumes this agent.
+    let mut agent_id: Option<AgentId> = None;
     let exit = loop {
-        let conn = match connect(&cfg, &work, born).await {
+        let connected = tokio::select! {
+            c = connect(&cfg, &work, born, agent_id) => c,
+            _ = sigterm.recv() => break Exit::Done("SIGTERM while connecting".into()),
+        };
+        let conn = match connected {
             Ok(c) => c,
             Err(ConnectError::Refused(m)) => break Exit::Refused(m),
             Err(ConnectError::Retry(m)) => {
@@ -375,7 +397,7 @@ pub async fn run(cfg: AgentConfig) -> Exit {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = sigterm.recv() => break Exit::Done("SIGTERM while disconnected".into()),
                 }
-                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                backoff = (backoff * 2).min(cfg.reconnect_max);
                 // Keep collecting results of running tasks while away.
                 while let Ok(ev) = ev_rx.try_recv() {
                     apply_exec_event(&mut work, ev);
@@ -385,7 +407,8 @@ pub async fn run(cfg: AgentConfig) -> Exit {
         };
         ever_connected = true;
         first_failure = None;
-        backoff = RECONNECT_BACKOFF_MIN;
+        backoff = backoff_min;
+        agent_id = Some(conn.agent_id);
         match serve(&cfg, &exec, &mut work, conn, &mut ev_rx, &mut sigterm, born).await {
             Served::Leave(why) => break Exit::Done(why),
             Served::Lost(why) => {
@@ -417,10 +440,16 @@ struct Conn {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     heartbeat: Duration,
+    agent_id: AgentId,
     _endpoint: quinn::Endpoint,
 }
 
-async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, ConnectError> {
+async fn connect(
+    cfg: &AgentConfig,
+    work: &Work,
+    born: Instant,
+    resume_agent: Option<AgentId>,
+) -> Result<Conn, ConnectError> {
     let addr = tokio::net::lookup_host(&cfg.broker)
         .await
         .ok()
@@ -446,8 +475,7 @@ async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, 
     let lifetime_ms = cfg
         .lifetime
         .map(|l| l.saturating_sub(born.elapsed()).as_millis() as u64);
-    let mut held: Vec<AttemptId> = work.running.keys().copied().collect();
-    held.extend(work.unacked.keys().copied());
+    let held = work.held();
     let hello = Hello::Agent(AgentHello {
         protocol: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -465,7 +493,7 @@ async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, 
         lifetime_ms,
         held_attempts: held,
         pilot_id: std::env::var("SCALABLE_PILOT_ID").ok(),
-        resume_agent: None,
+        resume_agent,
     });
     write_frame(&mut send, &hello)
         .await
@@ -476,11 +504,18 @@ async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, 
             heartbeat_interval_ms,
             ..
         })) => {
-            tracing::info!("connected to {} as agent {agent_id}", cfg.broker);
+            match resume_agent {
+                Some(old) if old != agent_id => tracing::info!(
+                    "connected to {} as agent {agent_id} (was {old}: not resumed)",
+                    cfg.broker
+                ),
+                _ => tracing::info!("connected to {} as agent {agent_id}", cfg.broker),
+            }
             Ok(Conn {
                 conn,
                 send,
                 recv,
+                agent_id,
                 heartbeat: Duration::from_millis(heartbeat_interval_ms.clamp(100, 60_000)),
                 _endpoint: endpoint,
             })
@@ -890,6 +925,27 @@ mod tests {
         assert_eq!(out[&4], "[]\n", "a task without GPUs sees none");
         assert_eq!(work.gpus.free(), 3, "every device came back");
         assert_eq!(work.free.gpus, 3);
+    }
+
+    /// A reconnecting agent claims everything it holds: running, queued and
+    /// finished-but-unacknowledged attempts, each once.
+    #[test]
+    fn held_lists_running_queued_and_unacked() {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let exec = Executor::new(ExecConfig::new(logs.path()), tx).expect("executor");
+        let mut work = Work::new(Resources::cpus(1), Vec::new(), None);
+        work.queue
+            .push_back(assignment(5, Resources::cpus(1), &["true"]));
+        drain(&mut work, &exec, &mut rx);
+        work.queue
+            .push_back(assignment(3, Resources::cpus(1), &["sleep", "30"]));
+        work.queue
+            .push_back(assignment(9, Resources::cpus(1), &["true"]));
+        work.start_what_fits(&exec, false);
+        assert_eq!(work.running.len(), 1, "one cpu: 3 runs, 9 waits");
+        assert_eq!(work.held(), vec![3, 5, 9]);
+        exec.kill_all_now();
     }
 
     /// Regression guard: a resent assignment of a running attempt must not take
