@@ -43,6 +43,9 @@ const RESULTS_PER_MESSAGE_MAX: usize = 2_000;
 const HOLD_AFTER: Duration = Duration::from_secs(3);
 /// How long a draining agent waits for the broker to acknowledge its last results.
 const DRAIN_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Never wait less than this for the broker's next word after a silence check
+/// (a message already read waits to be handled; no busy loop).
+const SILENCE_RECHECK_MIN: Duration = Duration::from_millis(5);
 /// How long a result may wait to be sent with others.
 const FLUSH_DELAY: Duration = Duration::from_millis(2);
 /// Send at once when this many starts and results wait.
@@ -440,6 +443,8 @@ struct Conn {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     heartbeat: Duration,
+    /// The broker is lost after this long without a message (`None`: no limit).
+    silence_max: Option<Duration>,
     agent_id: AgentId,
     _endpoint: quinn::Endpoint,
 }
@@ -502,7 +507,7 @@ async fn connect(
         Ok(Some(HelloReply::Welcome {
             agent_id,
             heartbeat_interval_ms,
-            ..
+            heartbeat_timeout_ms,
         })) => {
             match resume_agent {
                 Some(old) if old != agent_id => tracing::info!(
@@ -517,6 +522,8 @@ async fn connect(
                 recv,
                 agent_id,
                 heartbeat: Duration::from_millis(heartbeat_interval_ms.clamp(100, 60_000)),
+                silence_max: (heartbeat_timeout_ms > 0)
+                    .then(|| Duration::from_millis(heartbeat_timeout_ms)),
                 _endpoint: endpoint,
             })
         }
@@ -540,6 +547,39 @@ enum Served {
     Lost(String),
 }
 
+/// What to do when the silence timer fires (heartbeats both ways: the broker
+/// sends one every interval, so silence means it is gone or cut off).
+#[derive(Debug, PartialEq, Eq)]
+enum Silence {
+    /// Nothing from the broker for `silence_max`: the connection is lost.
+    Lost(Duration),
+    /// Check again at this instant.
+    RecheckAt(tokio::time::Instant),
+    /// The timer fired far too late: the agent itself was stalled (SIGSTOP,
+    /// suspend, swap), so the broker's silence proves nothing. Like a stalled
+    /// broker (reliability rule 3.6), start a fresh window from now.
+    Stalled,
+}
+
+/// Pure: `due` is when the timer was set to fire, `now` when it did, `pending`
+/// whether a message from the broker is already waiting to be handled.
+fn silence_check(
+    last_heard: tokio::time::Instant,
+    due: tokio::time::Instant,
+    now: tokio::time::Instant,
+    silence_max: Duration,
+    pending: bool,
+) -> Silence {
+    if now.saturating_duration_since(due) > silence_max / 2 {
+        return Silence::Stalled;
+    }
+    let deadline = last_heard + silence_max;
+    if now >= deadline && !pending {
+        return Silence::Lost(now - last_heard);
+    }
+    Silence::RecheckAt(deadline.max(now + SILENCE_RECHECK_MIN))
+}
+
 async fn serve(
     cfg: &AgentConfig,
     exec: &Executor,
@@ -554,6 +594,7 @@ async fn serve(
         mut send,
         mut recv,
         heartbeat,
+        silence_max,
         ..
     } = c;
     let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Result<ToAgent, String>>();
@@ -583,6 +624,10 @@ async fn serve(
     let mut flush_due: Option<tokio::time::Instant> = None;
     let mut drain_started: Option<Instant> = None;
     let mut leaving_told = false;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut silence_due = last_heard + silence_max.unwrap_or(Duration::ZERO);
+    let silence = tokio::time::sleep_until(silence_due);
+    tokio::pin!(silence);
     let outcome = loop {
         tokio::select! {
             biased;
@@ -602,6 +647,7 @@ async fn serve(
                     Some(Err(e)) => break Served::Lost(e),
                     None => break Served::Lost("connection reader stopped".into()),
                 };
+                last_heard = tokio::time::Instant::now();
                 match msg {
                     ToAgent::Assign(list) => {
                         if draining.is_some() {
@@ -657,6 +703,30 @@ async fn serve(
                 start_drain(work, exec, &mut draining, "SIGTERM".into());
             }
             _ = sleep_until_due(flush_due) => {}
+            _ = &mut silence, if silence_max.is_some() => {
+                let limit = silence_max.unwrap_or_default();
+                // Let the connection's tasks hand over what already arrived.
+                tokio::task::yield_now().await;
+                let now = tokio::time::Instant::now();
+                match silence_check(last_heard, silence_due, now, limit, !in_rx.is_empty()) {
+                    Silence::Lost(quiet) => {
+                        break Served::Lost(format!(
+                            "broker silent for {:.1}s (limit {limit:?})",
+                            quiet.as_secs_f64()
+                        ));
+                    }
+                    Silence::Stalled => {
+                        tracing::warn!(
+                            "the agent was stalled for {:?}; giving the broker a fresh {limit:?}",
+                            now - silence_due
+                        );
+                        last_heard = now;
+                        silence_due = now + limit;
+                    }
+                    Silence::RecheckAt(at) => silence_due = at,
+                }
+                silence.as_mut().reset(silence_due);
+            }
         }
         // Coalesce: results go out at most FLUSH_DELAY after the first of them, or
         // at once when many wait or the agent is leaving. The broker's prefetched
@@ -925,6 +995,39 @@ mod tests {
         assert_eq!(out[&4], "[]\n", "a task without GPUs sees none");
         assert_eq!(work.gpus.free(), 3, "every device came back");
         assert_eq!(work.free.gpus, 3);
+    }
+
+    #[test]
+    fn silence_check_decides_lost_recheck_or_stalled() {
+        let t0 = tokio::time::Instant::now();
+        let max = Duration::from_secs(4);
+        let s = Duration::from_secs;
+        // Heard at t0, timer due at t0+4 fires on time: lost.
+        assert_eq!(
+            silence_check(t0, t0 + s(4), t0 + s(4), max, false),
+            Silence::Lost(s(4))
+        );
+        // ... unless a message is already waiting: look again very soon.
+        assert_eq!(
+            silence_check(t0, t0 + s(4), t0 + s(4), max, true),
+            Silence::RecheckAt(t0 + s(4) + SILENCE_RECHECK_MIN)
+        );
+        // Heard since: wait until that message is `max` old.
+        assert_eq!(
+            silence_check(t0 + s(3), t0 + s(4), t0 + s(4), max, false),
+            Silence::RecheckAt(t0 + s(7))
+        );
+        // A little late (a loaded machine) still counts.
+        let late = t0 + s(4) + Duration::from_millis(300);
+        assert_eq!(
+            silence_check(t0, t0 + s(4), late, max, false),
+            Silence::Lost(late - t0)
+        );
+        // Fired long after it was due: the agent was stopped, not the broker.
+        assert_eq!(
+            silence_check(t0, t0 + s(4), t0 + s(30), max, false),
+            Silence::Stalled
+        );
     }
 
     /// A reconnecting agent claims everything it holds: running, queued and
