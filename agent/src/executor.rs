@@ -121,7 +121,7 @@ pub const KILL_GRACE_DEFAULT: Duration = Duration::from_secs(5);
 /// How often the watchdog compares output files against `output_bytes_max`.
 const SIZE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long `kill_all_now` waits for the killed tasks to be reaped.
-const KILL_ALL_WAIT_MAX: Duration = Duration::from_secs(1);
+pub const KILL_ALL_WAIT_MAX: Duration = Duration::from_secs(1);
 /// Cap of any deadline's distance, so `Instant` arithmetic cannot overflow.
 const LATER_MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Emptied output files an executor keeps for reuse.

@@ -41,8 +41,17 @@ const RESULTS_PER_MESSAGE_MAX: usize = 2_000;
 /// seconds (a 1 s hold cost 6% packing efficiency, 3 s about 5%); this bounds starvation
 /// of a task prefetched behind a stream, the broker's reservation does the rest.
 const HOLD_AFTER: Duration = Duration::from_secs(3);
-/// How long a draining agent waits for the broker to acknowledge its last results.
-const DRAIN_WAIT_MAX: Duration = Duration::from_secs(10);
+/// SPEC §6: an agent exits within this long of SIGTERM. The drain's parts below
+/// add up to well inside it (`drain_fits_in_the_sigterm_deadline`).
+pub const SIGTERM_EXIT_MAX: Duration = Duration::from_secs(5);
+/// SIGTERM → SIGKILL grace of the attempts a drain hands back.
+const DRAIN_KILL_GRACE: Duration = Duration::from_secs(2);
+/// From the start of a drain, how long the agent waits for its running attempts
+/// to end and for the broker to acknowledge the last results; then it leaves
+/// regardless (what is still unacknowledged the broker finds lost).
+const DRAIN_WAIT_MAX: Duration = Duration::from_secs(3);
+/// How long the last `Leaving` may take to be acknowledged by the transport.
+const LEAVE_FLUSH_WAIT_MAX: Duration = Duration::from_millis(300);
 /// Never wait less than this for the broker's next word after a silence check
 /// (a message already read waits to be handled; no busy loop).
 const SILENCE_RECHECK_MIN: Duration = Duration::from_millis(5);
@@ -623,6 +632,8 @@ async fn serve(
     let mut draining: Option<String> = None;
     let mut flush_due: Option<tokio::time::Instant> = None;
     let mut drain_started: Option<Instant> = None;
+    // Wakes the loop when the drain's time is up, even if nothing else happens.
+    let mut drain_due: Option<tokio::time::Instant> = None;
     let mut leaving_told = false;
     let mut last_heard = tokio::time::Instant::now();
     let mut silence_due = last_heard + silence_max.unwrap_or(Duration::ZERO);
@@ -703,6 +714,7 @@ async fn serve(
                 start_drain(work, exec, &mut draining, "SIGTERM".into());
             }
             _ = sleep_until_due(flush_due) => {}
+            _ = sleep_until_due(drain_due) => {}
             _ = &mut silence, if silence_max.is_some() => {
                 let limit = silence_max.unwrap_or_default();
                 // Let the connection's tasks hand over what already arrived.
@@ -748,6 +760,7 @@ async fn serve(
             // Tell the broker at once so it assigns nothing more (SPEC §6 drain).
             let started = *drain_started.get_or_insert_with(|| {
                 leaving_told = false;
+                drain_due = Some(tokio::time::Instant::now() + DRAIN_WAIT_MAX);
                 Instant::now()
             });
             if !leaving_told {
@@ -759,9 +772,14 @@ async fn serve(
                 }
                 leaving_told = true;
             }
-            if work.running.is_empty()
-                && (work.unacked.is_empty() || started.elapsed() >= DRAIN_WAIT_MAX)
-            {
+            let done = work.running.is_empty() && work.unacked.is_empty();
+            if done || started.elapsed() >= DRAIN_WAIT_MAX {
+                if !work.running.is_empty() {
+                    tracing::warn!(
+                        "{} attempts still running after {DRAIN_WAIT_MAX:?} of draining; killing them",
+                        work.running.len()
+                    );
+                }
                 break Served::Leave(why.clone());
             }
         }
@@ -775,11 +793,18 @@ async fn serve(
         )
         .await;
         let _ = send.finish();
-        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+        let _ = tokio::time::timeout(LEAVE_FLUSH_WAIT_MAX, send.stopped()).await;
         conn.close(0u32.into(), b"agent leaving");
     }
     reader.abort();
-    outcome
+    match (outcome, draining) {
+        // A draining agent does not reconnect: it was leaving anyway, and the
+        // SIGTERM deadline does not wait for a broker to come back.
+        (Served::Lost(e), Some(why)) => {
+            Served::Leave(format!("{why} (lost the broker while draining: {e})"))
+        }
+        (outcome, _) => outcome,
+    }
 }
 
 /// Resolves at `due`, or never when nothing waits to be flushed.
@@ -798,7 +823,7 @@ fn start_drain(work: &mut Work, exec: &Executor, draining: &mut Option<String>, 
     tracing::info!("draining: {why}");
     let queued: Vec<AttemptId> = work.queue.iter().map(|a| a.attempt).collect();
     work.drop_queued(&queued, &AttemptEnd::Drained);
-    exec.stop_all(AttemptEnd::Drained);
+    exec.stop_all_within(AttemptEnd::Drained, DRAIN_KILL_GRACE);
     *draining = Some(why);
 }
 
@@ -995,6 +1020,69 @@ mod tests {
         assert_eq!(out[&4], "[]\n", "a task without GPUs sees none");
         assert_eq!(work.gpus.free(), 3, "every device came back");
         assert_eq!(work.free.gpus, 3);
+    }
+
+    /// SPEC §6 / F12: everything a drain may wait for, one after the other,
+    /// still ends well inside the SIGTERM deadline.
+    #[test]
+    fn drain_fits_in_the_sigterm_deadline() {
+        assert!(
+            DRAIN_KILL_GRACE < DRAIN_WAIT_MAX,
+            "tasks are killed before the wait ends"
+        );
+        let worst = DRAIN_WAIT_MAX + LEAVE_FLUSH_WAIT_MAX + crate::executor::KILL_ALL_WAIT_MAX;
+        assert!(
+            worst + Duration::from_millis(500) <= SIGTERM_EXIT_MAX,
+            "{worst:?} leaves too little of {SIGTERM_EXIT_MAX:?}"
+        );
+    }
+
+    /// A drained task that ignores SIGTERM is handed back as Drained within the
+    /// drain's grace, not the executor's usual one.
+    #[test]
+    fn drain_hands_back_a_stubborn_task_within_its_grace() {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut cfg = ExecConfig::new(logs.path());
+        cfg.kill_grace = Duration::from_secs(60);
+        let exec = Executor::new(cfg, tx).expect("executor");
+        let mut work = Work::new(Resources::cpus(1), Vec::new(), None);
+        let stubborn = ["sh", "-c", "trap '' TERM; echo up; sleep 30"];
+        work.queue
+            .push_back(assignment(1, Resources::cpus(1), &stubborn));
+        work.queue
+            .push_back(assignment(2, Resources::cpus(1), &["true"]));
+        work.start_what_fits(&exec, false);
+        // Wait until the shell has installed its trap.
+        let until = Instant::now() + Duration::from_secs(30);
+        while !matches!(rx.try_recv(), Ok(ExecEvent::Started(_))) {
+            assert!(Instant::now() < until, "not started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut draining = None;
+        let t0 = Instant::now();
+        start_drain(&mut work, &exec, &mut draining, "SIGTERM".into());
+        assert_eq!(
+            work.unacked[&2].result.end,
+            AttemptEnd::Drained,
+            "queued: handed back"
+        );
+        while !work.running.is_empty() {
+            assert!(
+                t0.elapsed() < DRAIN_WAIT_MAX,
+                "still running after the drain's wait"
+            );
+            match rx.try_recv() {
+                Ok(ev) => apply_exec_event(&mut work, ev),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert!(
+            t0.elapsed() >= DRAIN_KILL_GRACE / 2,
+            "it did ignore SIGTERM"
+        );
+        assert_eq!(work.unacked[&1].result.end, AttemptEnd::Drained);
     }
 
     #[test]
