@@ -364,7 +364,16 @@ fn main() -> std::process::ExitCode {
         gpu_ids: gpu.ids,
         cpu_binding,
         event_log,
+        // Test hook (fault F13): every result is sent twice. Env only, no flag.
+        test_duplicate_results: std::env::var(session::TEST_DUPLICATE_RESULTS_ENV)
+            .is_ok_and(|v| v == "1"),
     };
+    if cfg.test_duplicate_results {
+        tracing::warn!(
+            "test hook {}=1: every result is sent twice",
+            session::TEST_DUPLICATE_RESULTS_ENV
+        );
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -94,7 +94,15 @@ pub struct AgentConfig {
     pub cpu_binding: Option<CpuPool>,
     /// `--event-log`: one line per spawn, kill, result, ack, promotion (`event_log`).
     pub event_log: Option<Arc<EventLog>>,
+    /// TEST HOOK (fault F13 of research/reliability.md), from
+    /// `SCALABLE_TEST_DUPLICATE_RESULTS=1`: send every result twice, in two
+    /// `Events` messages, so tests can check the broker counts it once. Never
+    /// set it for real work: it doubles the result traffic.
+    pub test_duplicate_results: bool,
 }
+
+/// The env var of the duplicate-delivery test hook (`test_duplicate_results`).
+pub const TEST_DUPLICATE_RESULTS_ENV: &str = "SCALABLE_TEST_DUPLICATE_RESULTS";
 
 /// How the agent ended, for the exit code.
 #[derive(Debug)]
@@ -750,7 +758,8 @@ async fn serve(
                 || draining.is_some()
                 || tokio::time::Instant::now() >= due
             {
-                if let Err(e) = flush(&mut send, work, cfg.event_log.as_deref()).await {
+                let log = cfg.event_log.as_deref();
+                if let Err(e) = flush(&mut send, work, log, cfg.test_duplicate_results).await {
                     break Served::Lost(e);
                 }
                 flush_due = None;
@@ -828,10 +837,13 @@ fn start_drain(work: &mut Work, exec: &Executor, draining: &mut Option<String>, 
 }
 
 /// Sends whatever started/finished since the last flush, in bounded messages.
+/// `duplicate`: the F13 test hook, every result goes out a second time in its
+/// own `Events` message right after the first.
 async fn flush(
     send: &mut quinn::SendStream,
     work: &mut Work,
     log: Option<&EventLog>,
+    duplicate: bool,
 ) -> Result<(), String> {
     while !work.out_started.is_empty() || !work.out_finished.is_empty() {
         // Bounded by count and by bytes (log tails), far below the frame cap.
@@ -853,6 +865,11 @@ async fn flush(
         }
         let started = std::mem::take(&mut work.out_started);
         let free = work.free.clone();
+        let again = (duplicate && !finished.is_empty()).then(|| FromAgent::Events {
+            started: Vec::new(),
+            finished: finished.clone(),
+            free: free.clone(),
+        });
         write_frame(
             send,
             &FromAgent::Events {
@@ -863,6 +880,14 @@ async fn flush(
         )
         .await
         .map_err(|e| e.to_string())?;
+        if let Some(msg) = again {
+            if let FromAgent::Events { finished, .. } = &msg {
+                for r in finished {
+                    log_event!(log, "result {} {}", r.attempt, r.end.class());
+                }
+            }
+            write_frame(send, &msg).await.map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }
