@@ -387,6 +387,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     let exit = rt.block_on(session::run(cfg));
+    // Do not wait for idle runtime threads (e.g. a DNS lookup's): the SIGTERM
+    // deadline (SPEC §6) counts until the process is gone.
+    rt.shutdown_timeout(Duration::from_millis(100));
     if args.workdir.is_none() {
         let _ = std::fs::remove_dir_all(&workdir);
     }
