@@ -64,6 +64,14 @@
 //! Nothing of this costs a task that uses none of it more than a few branches:
 //! no `/proc` scan per spawn, no cgroup without a memory request.
 //!
+//! # Staged outputs
+//!
+//! A task with declared outputs gets its attempt's stage (`stage`) created
+//! before the spawn and `SCALABLE_STAGE_DIR` pointing at it; an output counts as
+//! present in the stage or at its final place. Promoting or discarding the stage
+//! is the session's business (it follows the broker's ack). Tasks without
+//! outputs get neither the directory nor the variable.
+//!
 //! # Output files
 //!
 //! Each stream is an `O_TMPFILE` in `log_dir` (no name, nothing to unlink; falls
@@ -98,8 +106,11 @@ use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::ending::{self, Observed};
+use crate::event_log::EventLog;
 use crate::limits::{self, LimitMode, TaskCgroup};
+use crate::log_event;
 use crate::runtime::{self, Runtime};
+use crate::stage::{self, Stage};
 
 /// Default bytes of the end of stdout and of stderr that go into a result.
 pub const TAIL_BYTES_DEFAULT: usize = 64 << 10;
@@ -110,7 +121,7 @@ pub const KILL_GRACE_DEFAULT: Duration = Duration::from_secs(5);
 /// How often the watchdog compares output files against `output_bytes_max`.
 const SIZE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long `kill_all_now` waits for the killed tasks to be reaped.
-const KILL_ALL_WAIT_MAX: Duration = Duration::from_secs(1);
+pub const KILL_ALL_WAIT_MAX: Duration = Duration::from_secs(1);
 /// Cap of any deadline's distance, so `Instant` arithmetic cannot overflow.
 const LATER_MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Emptied output files an executor keeps for reuse.
@@ -137,6 +148,8 @@ pub struct ExecConfig {
     pub limits: LimitMode,
     /// The container runtime for tasks with an image; `None`: such tasks fail.
     pub runtime: Option<Runtime>,
+    /// `--event-log`: spawn and kill lines (see `event_log`).
+    pub event_log: Option<Arc<EventLog>>,
 }
 
 impl ExecConfig {
@@ -151,6 +164,7 @@ impl ExecConfig {
             memory_margin: limits::MEMORY_MARGIN_DEFAULT,
             limits: LimitMode::Sampling,
             runtime: None,
+            event_log: None,
         }
     }
 }
@@ -307,6 +321,15 @@ impl Executor {
         self.start_placed(a, &Placement::default());
     }
 
+    /// Where the attempt's declared outputs are staged (`stage`); `None` for an
+    /// attempt without outputs. The same cwd the executor runs it in.
+    pub fn stage_of(&self, a: &Assignment) -> Option<Stage> {
+        if a.outputs.is_empty() {
+            return None; // the common case allocates nothing
+        }
+        Stage::new(a.attempt, self.inner.base_cwd.join(&a.cwd), &a.outputs)
+    }
+
     /// [`Executor::start`] on the given cores and GPUs.
     pub fn start_placed(&self, a: &Assignment, place: &Placement) {
         let inner = &self.inner;
@@ -344,6 +367,18 @@ impl Executor {
             });
             return;
         }
+        // Only tasks with declared outputs pay for a stage (one mkdir). A missing
+        // cwd is left for the spawn to report.
+        let stage_dir = match Stage::new(a.attempt, cwd.clone(), &a.outputs) {
+            Some(s) if cwd.is_dir() => match s.create() {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    spawn_failed(format!("cannot create the stage dir for outputs: {e}"));
+                    return;
+                }
+            },
+            _ => None,
+        };
         let memory_limit =
             limits::memory_limit_bytes(a.resources.memory_bytes, inner.cfg.memory_margin);
         let mut detached_container = false;
@@ -361,6 +396,10 @@ impl Executor {
                 }
                 if place.gpus.is_some() {
                     pass_env.push("CUDA_VISIBLE_DEVICES");
+                }
+                if stage_dir.is_some() {
+                    // Under the cwd, which is mounted at the same path.
+                    pass_env.push(stage::STAGE_ENV);
                 }
                 pass_env.extend(a.env.iter().map(|(k, _)| k.as_str()));
                 Some(runtime::wrap(
@@ -445,6 +484,9 @@ impl Executor {
         if let Some(gpus) = &place.gpus {
             cmd.env("CUDA_VISIBLE_DEVICES", gpus.join(","));
         }
+        if let Some(dir) = &stage_dir {
+            cmd.env(stage::STAGE_ENV, dir);
+        }
         if !a.cwd.is_empty() {
             cmd.current_dir(&cwd);
         }
@@ -500,6 +542,12 @@ impl Executor {
         if let Some(g) = &inner.cfg.orphan_guard {
             g.spawned(pid);
         }
+        log_event!(
+            inner.cfg.event_log.as_deref(),
+            "spawn {} {} {pid}",
+            a.attempt,
+            a.task
+        );
         let started_at_us = unix_us();
         let now = Instant::now();
         let deadline = a
@@ -548,11 +596,21 @@ impl Executor {
     /// `kill_grace`. Its `Finished` event carries `end` instead of the exit status
     /// (the first stop or walltime wins). Returns false if it is not running.
     pub fn stop(&self, attempt: AttemptId, end: AttemptEnd) -> bool {
+        self.stop_within(attempt, end, self.inner.cfg.kill_grace)
+    }
+
+    /// [`Executor::stop`] with its own SIGTERM → SIGKILL grace (the drain's is
+    /// shorter than the usual one, SPEC §6).
+    pub fn stop_within(&self, attempt: AttemptId, end: AttemptEnd, grace: Duration) -> bool {
         let mut st = self.inner.lock();
-        let grace = self.inner.cfg.kill_grace;
         match st.running.get_mut(&attempt) {
             Some(r) => {
                 if r.stopping.is_none() {
+                    log_event!(
+                        self.inner.cfg.event_log.as_deref(),
+                        "kill {attempt} {}",
+                        end.class()
+                    );
                     // Safe against pid reuse: the entry exists, so the leader is not
                     // reaped yet (the reaper removes it before reaping).
                     kill_group(r.pid, libc::SIGTERM);
@@ -576,9 +634,14 @@ impl Executor {
 
     /// [`Executor::stop`] for every running attempt.
     pub fn stop_all(&self, end: AttemptEnd) {
+        self.stop_all_within(end, self.inner.cfg.kill_grace);
+    }
+
+    /// [`Executor::stop_within`] for every running attempt.
+    pub fn stop_all_within(&self, end: AttemptEnd, grace: Duration) {
         let ids: Vec<AttemptId> = self.inner.lock().running.keys().copied().collect();
         for id in ids {
-            self.stop(id, end.clone());
+            self.stop_within(id, end.clone(), grace);
         }
     }
 
@@ -600,6 +663,11 @@ impl Executor {
             match &mut r.stopping {
                 Some(s) => s.kill_at = None,
                 None => {
+                    log_event!(
+                        self.inner.cfg.event_log.as_deref(),
+                        "kill {attempt} {}",
+                        AttemptEnd::Drained.class()
+                    );
                     r.stopping = Some(Stopping {
                         end: AttemptEnd::Drained,
                         kill_at: None,
@@ -675,6 +743,11 @@ impl Inner {
                     }
                     None => {
                         if r.deadline.is_some_and(|d| d <= now) {
+                            log_event!(
+                                self.cfg.event_log.as_deref(),
+                                "kill {attempt} {}",
+                                AttemptEnd::TimedOut.class()
+                            );
                             kill_group(r.pid, libc::SIGTERM);
                             if r.detached_container {
                                 self.stop_container(attempt);
@@ -752,6 +825,11 @@ impl Inner {
                 // Memory does not wait for a grace period. The entry exists, so the
                 // leader is not reaped and its group id is still its own.
                 kill_group(r.pid, libc::SIGKILL);
+                log_event!(
+                    self.cfg.event_log.as_deref(),
+                    "kill {attempt} {}",
+                    AttemptEnd::OutOfMemory.class()
+                );
                 tracing::info!(
                     attempt,
                     rss_bytes = bytes,
@@ -810,7 +888,7 @@ impl Inner {
                 ran_for: r.started.elapsed(),
                 stderr_tail: &stderr_tail,
             },
-            || missing_outputs(&r.cwd, &r.outputs),
+            || stage::missing_outputs(&r.cwd, attempt, &r.outputs),
         );
         if let Some(cg) = r.cgroup {
             cg.remove();
@@ -1236,15 +1314,6 @@ fn open_output(dir: &Path) -> io::Result<File> {
     Ok(f)
 }
 
-/// Declared outputs (relative to `cwd`) that do not exist.
-fn missing_outputs(cwd: &Path, outputs: &[String]) -> Vec<String> {
-    outputs
-        .iter()
-        .filter(|o| !cwd.join(o).exists())
-        .cloned()
-        .collect()
-}
-
 /// `now + d` that cannot overflow: absurd durations (a walltime of u64::MAX ms)
 /// are capped at `LATER_MAX`, which is "never" for an agent.
 fn later(now: Instant, d: Duration) -> Instant {
@@ -1497,6 +1566,69 @@ mod tests {
         a.outputs = vec!["made.txt".into()];
         let (_, r) = e.run(&a);
         assert_eq!(r.end, AttemptEnd::Exited { code: 0 });
+    }
+
+    #[test]
+    fn staged_output_counts_and_the_stage_dir_is_exported() {
+        let mut e = env();
+        let cwd = e.dir.path().to_string_lossy().into_owned();
+        let mut a = assignment(
+            1,
+            &["sh", "-c", "mkdir -p \"$SCALABLE_STAGE_DIR/sub\" && echo $SCALABLE_ATTEMPT_ID > \"$SCALABLE_STAGE_DIR/sub/r.txt\" && echo $SCALABLE_STAGE_DIR"],
+        );
+        a.cwd = cwd.clone();
+        a.outputs = vec!["sub/r.txt".into()];
+        let (_, r) = e.run(&a);
+        assert_eq!(r.end, AttemptEnd::Exited { code: 0 }, "{r:?}");
+        let dir = e.dir.path().join(".scalable/stage/1");
+        assert_eq!(
+            String::from_utf8_lossy(&r.stdout_tail).trim(),
+            dir.to_string_lossy()
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("sub/r.txt")).expect("staged"),
+            "1\n"
+        );
+        assert!(
+            !e.dir.path().join("sub/r.txt").exists(),
+            "not promoted by the executor"
+        );
+        let stage = e.exec.stage_of(&a).expect("stage");
+        assert_eq!(stage.dir(), dir);
+    }
+
+    #[test]
+    fn no_outputs_no_stage_dir_and_no_variable() {
+        let mut e = env();
+        let mut a = assignment(1, &["sh", "-c", "echo \"[${SCALABLE_STAGE_DIR-unset}]\""]);
+        a.cwd = e.dir.path().to_string_lossy().into_owned();
+        let (_, r) = e.run(&a);
+        assert_eq!(String::from_utf8_lossy(&r.stdout_tail), "[unset]\n");
+        assert!(!e.dir.path().join(".scalable").exists());
+        assert!(e.exec.stage_of(&a).is_none());
+    }
+
+    #[test]
+    fn spawn_and_kill_go_to_the_event_log() {
+        let logdir = tempfile::tempdir().expect("tempdir");
+        let path = logdir.path().join("events.log");
+        let log = Arc::new(EventLog::open(&path).expect("log"));
+        let mut e = env_with(|c| c.event_log = Some(log));
+        let a = assignment(3, &["sleep", "30"]);
+        e.exec.start(&a);
+        let ExecEvent::Started(_) = e.recv() else {
+            panic!("expected Started")
+        };
+        assert!(e.exec.stop(3, AttemptEnd::Cancelled));
+        let (_, r) = e.wait(3);
+        assert_eq!(r.end, AttemptEnd::Cancelled);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let f: Vec<&str> = lines[0].split(' ').collect();
+        assert_eq!(&f[..3], ["spawn", "3", "103"], "{text}");
+        assert!(f[3].parse::<u32>().is_ok(), "{text}");
+        assert_eq!(lines[1], "kill 3 CANCELLED");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! - [`session`]: connect, hello, pull work, report results, leave.
 //! - [`executor`]: run tasks as child processes, reap them, measure them.
 //! - [`ending`]: how a task ended, as an `AttemptEnd` (pure).
+//! - [`stage`]: attempt-scoped outputs: the stage dir, promotion and discard.
+//! - [`event_log`]: `--event-log`, one line per spawn, kill, result, ack, promotion.
 //! - [`limits`]: memory limits: cgroup v2 per task, or sampling the process tree.
 //! - [`cpuset`]: the agent's cores and which task is bound to which.
 //! - [`gpus`]: GPU detection (`CUDA_VISIBLE_DEVICES`, `nvidia-smi`) and the free-list.
@@ -13,6 +15,7 @@
 
 pub mod cpuset;
 pub mod ending;
+pub mod event_log;
 pub mod executor;
 pub mod gpus;
 pub mod limits;
@@ -20,6 +23,7 @@ pub mod orphan_guard;
 pub mod resources;
 pub mod runtime;
 pub mod session;
+pub mod stage;
 pub mod which;
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use scalable_agent::cpuset::{self, CpuPool};
+use scalable_agent::event_log::EventLog;
 use scalable_agent::gpus::{self, GpuFlag};
 use scalable_agent::runtime::{self, RuntimeFlag};
 use scalable_agent::session::{self, AgentConfig, Exit};
@@ -74,6 +75,13 @@ struct Args {
     /// Give up if the broker cannot be reached for this long (e.g. 60s).
     #[arg(long, env = "SCALABLE_CONNECT_TIMEOUT", default_value = "60s")]
     connect_timeout: String,
+    /// Longest wait between tries to reconnect to the broker (e.g. 10s).
+    #[arg(long, env = "SCALABLE_RECONNECT_MAX", default_value = "10s")]
+    reconnect_max: String,
+    /// Append one line per spawn, kill, result sent, ack, promotion and discard
+    /// to this file (for tests and audits; nothing is written without it).
+    #[arg(long, env = "SCALABLE_EVENT_LOG")]
+    event_log: Option<PathBuf>,
 }
 
 fn fail(code: ExitCode, msg: String) -> std::process::ExitCode {
@@ -207,6 +215,14 @@ fn main() -> std::process::ExitCode {
         let life = dur(&args.lifetime, "lifetime")?;
         let connect =
             dur(&Some(args.connect_timeout.clone()), "connect-timeout")?.unwrap_or_default();
+        let reconnect_max = dur(&Some(args.reconnect_max.clone()), "reconnect-max")?
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "--reconnect-max {:?}: expected a duration above zero (e.g. 10s)",
+                    args.reconnect_max
+                )
+            })?;
         Ok((
             cpus,
             memory,
@@ -216,13 +232,23 @@ fn main() -> std::process::ExitCode {
             idle,
             life,
             connect,
+            reconnect_max,
         ))
     })();
-    let (cpus, memory, gpus, runtime_flag, memory_margin, idle_timeout, lifetime, connect_timeout) =
-        match parsed {
-            Ok(p) => p,
-            Err(e) => return fail(ExitCode::BadInput, e),
-        };
+    let (
+        cpus,
+        memory,
+        gpus,
+        runtime_flag,
+        memory_margin,
+        idle_timeout,
+        lifetime,
+        connect_timeout,
+        reconnect_max,
+    ) = match parsed {
+        Ok(p) => p,
+        Err(e) => return fail(ExitCode::BadInput, e),
+    };
     // Before the orphan guard and the executor: this may run nvidia-smi, and the
     // executor's reaper would race any child spawned after it exists.
     let path = std::env::var_os("PATH");
@@ -275,6 +301,13 @@ fn main() -> std::process::ExitCode {
             format!("cannot create the work dir {}: {e}", workdir.display()),
         );
     }
+    let event_log = match &args.event_log {
+        Some(p) => match EventLog::open(p) {
+            Ok(l) => Some(std::sync::Arc::new(l)),
+            Err(e) => return fail(ExitCode::BadInput, format!("--event-log: cannot open {e}")),
+        },
+        None => None,
+    };
     let mut tags = args.tags.clone();
     tags.retain(|t| !t.trim().is_empty());
     tracing::info!(
@@ -323,13 +356,24 @@ fn main() -> std::process::ExitCode {
         workdir: workdir.clone(),
         noop: args.noop,
         connect_timeout,
+        reconnect_max,
         orphan_guard: guard,
         memory_margin,
         limits: limit_mode,
         runtimes,
         gpu_ids: gpu.ids,
         cpu_binding,
+        event_log,
+        // Test hook (fault F13): every result is sent twice. Env only, no flag.
+        test_duplicate_results: std::env::var(session::TEST_DUPLICATE_RESULTS_ENV)
+            .is_ok_and(|v| v == "1"),
     };
+    if cfg.test_duplicate_results {
+        tracing::warn!(
+            "test hook {}=1: every result is sent twice",
+            session::TEST_DUPLICATE_RESULTS_ENV
+        );
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -343,6 +387,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     let exit = rt.block_on(session::run(cfg));
+    // Do not wait for idle runtime threads (e.g. a DNS lookup's): the SIGTERM
+    // deadline (SPEC §6) counts until the process is gone.
+    rt.shutdown_timeout(Duration::from_millis(100));
     if args.workdir.is_none() {
         let _ = std::fs::remove_dir_all(&workdir);
     }
@@ -352,5 +399,21 @@ fn main() -> std::process::ExitCode {
             ExitCode::Ok.into()
         }
         Exit::Refused(m) | Exit::Unreachable(m) => fail(ExitCode::Unreachable, m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_max_defaults_to_the_session_default() {
+        let args = Args::try_parse_from(["scalable-agent"]).expect("parses");
+        if std::env::var_os("SCALABLE_RECONNECT_MAX").is_none() {
+            assert_eq!(
+                parse_duration_ms(&args.reconnect_max).map(Duration::from_millis),
+                Ok(session::RECONNECT_BACKOFF_MAX_DEFAULT)
+            );
+        }
     }
 }

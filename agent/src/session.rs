@@ -8,28 +8,32 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use scalable_common::frame::{read_frame, write_frame};
 use scalable_common::protocol::{
-    AgentHello, Assignment, AttemptEnd, AttemptId, AttemptResult, FromAgent, Hello, HelloReply,
-    Started, ToAgent, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
+    AgentHello, AgentId, Assignment, AttemptEnd, AttemptId, AttemptResult, FromAgent, Hello,
+    HelloReply, Started, ToAgent, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
 };
 use scalable_common::resources::Resources;
 use scalable_common::tls;
 use tokio::sync::mpsc;
 
 use crate::cpuset::CpuPool;
+use crate::event_log::EventLog;
 use crate::executor::{ExecConfig, ExecEvent, Executor, Placement};
 use crate::gpus::GpuPool;
 use crate::limits::LimitMode;
+use crate::log_event;
 use crate::runtime::Runtime;
+use crate::stage::Stage;
 
 /// Results kept for a broker that is away, at most.
 const UNACKED_RESULTS_MAX: usize = 1_000_000;
-/// Reconnect backoff bounds.
+/// Reconnect backoff: the first wait, and the default cap (`--reconnect-max`).
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(200);
-const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+pub const RECONNECT_BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(10);
 /// Results per `Events` message at most, to stay well under the frame cap.
 const RESULTS_PER_MESSAGE_MAX: usize = 2_000;
 /// A queued task that has not fitted for this long stops smaller ones starting.
@@ -37,8 +41,20 @@ const RESULTS_PER_MESSAGE_MAX: usize = 2_000;
 /// seconds (a 1 s hold cost 6% packing efficiency, 3 s about 5%); this bounds starvation
 /// of a task prefetched behind a stream, the broker's reservation does the rest.
 const HOLD_AFTER: Duration = Duration::from_secs(3);
-/// How long a draining agent waits for the broker to acknowledge its last results.
-const DRAIN_WAIT_MAX: Duration = Duration::from_secs(10);
+/// SPEC §6: an agent exits within this long of SIGTERM. The drain's parts below
+/// add up to well inside it (`drain_fits_in_the_sigterm_deadline`).
+pub const SIGTERM_EXIT_MAX: Duration = Duration::from_secs(5);
+/// SIGTERM → SIGKILL grace of the attempts a drain hands back.
+const DRAIN_KILL_GRACE: Duration = Duration::from_secs(2);
+/// From the start of a drain, how long the agent waits for its running attempts
+/// to end and for the broker to acknowledge the last results; then it leaves
+/// regardless (what is still unacknowledged the broker finds lost).
+const DRAIN_WAIT_MAX: Duration = Duration::from_secs(3);
+/// How long the last `Leaving` may take to be acknowledged by the transport.
+const LEAVE_FLUSH_WAIT_MAX: Duration = Duration::from_millis(300);
+/// Never wait less than this for the broker's next word after a silence check
+/// (a message already read waits to be handled; no busy loop).
+const SILENCE_RECHECK_MIN: Duration = Duration::from_millis(5);
 /// How long a result may wait to be sent with others.
 const FLUSH_DELAY: Duration = Duration::from_millis(2);
 /// Send at once when this many starts and results wait.
@@ -62,6 +78,9 @@ pub struct AgentConfig {
     pub noop: bool,
     /// How long to keep trying to reach the broker before giving up.
     pub connect_timeout: Duration,
+    /// The longest wait between reconnect tries (`--reconnect-max`); a restarted
+    /// broker waits `heartbeat timeout + this` for agents to reclaim attempts.
+    pub reconnect_max: Duration,
     pub orphan_guard: Option<std::sync::Arc<crate::orphan_guard::OrphanGuard>>,
     /// Kill a task above its memory request × this.
     pub memory_margin: f64,
@@ -73,7 +92,17 @@ pub struct AgentConfig {
     pub gpu_ids: Vec<String>,
     /// Cores to bind tasks to; `None`: tasks are not bound (see `cpuset`).
     pub cpu_binding: Option<CpuPool>,
+    /// `--event-log`: one line per spawn, kill, result, ack, promotion (`event_log`).
+    pub event_log: Option<Arc<EventLog>>,
+    /// TEST HOOK (fault F13 of research/reliability.md), from
+    /// `SCALABLE_TEST_DUPLICATE_RESULTS=1`: send every result twice, in two
+    /// `Events` messages, so tests can check the broker counts it once. Never
+    /// set it for real work: it doubles the result traffic.
+    pub test_duplicate_results: bool,
 }
+
+/// The env var of the duplicate-delivery test hook (`test_duplicate_results`).
+pub const TEST_DUPLICATE_RESULTS_ENV: &str = "SCALABLE_TEST_DUPLICATE_RESULTS";
 
 /// How the agent ended, for the exit code.
 #[derive(Debug)]
@@ -93,6 +122,20 @@ fn unix_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// An attempt that runs: what it took, and where its outputs are staged.
+struct Held {
+    resources: Resources,
+    place: Placement,
+    stage: Option<Stage>,
+}
+
+/// A result the broker has not acknowledged yet, and what its ack will need:
+/// the stage to promote (counted) or discard (ignored).
+struct Unacked {
+    result: AttemptResult,
+    stage: Option<Stage>,
+}
+
 /// Work the agent holds: queued assignments, what runs, what awaits an ack.
 struct Work {
     free: Resources,
@@ -106,9 +149,9 @@ struct Work {
     /// When each queued assignment arrived (for holding the agent for one that
     /// has waited too long, see `best_fit`).
     queued_at: HashMap<AttemptId, Instant>,
-    running: HashMap<AttemptId, (Resources, Placement)>,
+    running: HashMap<AttemptId, Held>,
     /// Results sent (or to send) and not yet acknowledged; resent on reconnect.
-    unacked: HashMap<AttemptId, AttemptResult>,
+    unacked: HashMap<AttemptId, Unacked>,
     out_started: Vec<Started>,
     out_finished: Vec<AttemptResult>,
     last_busy: Instant,
@@ -117,6 +160,18 @@ struct Work {
 impl Work {
     fn idle(&self) -> bool {
         self.queue.is_empty() && self.running.is_empty()
+    }
+
+    /// Every attempt the agent still holds, for the hello after a reconnect:
+    /// running, queued (assigned, not started) and finished but unacknowledged.
+    /// The broker cancels those it no longer considers ours.
+    fn held(&self) -> Vec<AttemptId> {
+        let mut held: Vec<AttemptId> = self.running.keys().copied().collect();
+        held.extend(self.queue.iter().map(|a| a.attempt));
+        held.extend(self.unacked.keys().copied());
+        held.sort_unstable();
+        held.dedup();
+        held
     }
 
     fn new(free: Resources, gpu_ids: Vec<String>, cpus: Option<CpuPool>) -> Work {
@@ -136,17 +191,20 @@ impl Work {
     }
 
     fn finished(&mut self, r: AttemptResult) {
-        if let Some((res, place)) = self.running.remove(&r.attempt) {
-            self.free.give(&res);
-            if let Some(ids) = place.gpus {
+        let mut stage = None;
+        if let Some(held) = self.running.remove(&r.attempt) {
+            self.free.give(&held.resources);
+            if let Some(ids) = held.place.gpus {
                 self.gpus.give(ids);
             }
-            if let (Some(pool), Some(cores)) = (&mut self.cpus, &place.cpus) {
+            if let (Some(pool), Some(cores)) = (&mut self.cpus, &held.place.cpus) {
                 pool.give(cores);
             }
+            stage = held.stage;
         }
         if self.unacked.len() < UNACKED_RESULTS_MAX {
-            self.unacked.insert(r.attempt, r.clone());
+            let result = r.clone();
+            self.unacked.insert(r.attempt, Unacked { result, stage });
         }
         self.out_finished.push(r);
         self.last_busy = Instant::now();
@@ -175,7 +233,12 @@ impl Work {
             self.free.take(&a.resources);
             let place = self.place(&a.resources);
             exec.start_placed(&a, &place);
-            self.running.insert(a.attempt, (a.resources.clone(), place));
+            let held = Held {
+                stage: exec.stage_of(&a),
+                resources: a.resources,
+                place,
+            };
+            self.running.insert(a.attempt, held);
             self.last_busy = Instant::now();
         }
     }
@@ -248,6 +311,31 @@ impl Work {
         AttemptResult::bare(a.attempt, end, 0, now)
     }
 
+    /// The broker committed these results. A counted attempt's staged outputs
+    /// are promoted before its result is forgotten (so a crash in between
+    /// resends the result rather than losing the outputs); an ignored one's
+    /// stage is thrown away. Acks for results no longer held (a duplicate ack)
+    /// change nothing.
+    fn acked(&mut self, counted: &[AttemptId], ignored: &[AttemptId], log: Option<&EventLog>) {
+        for &id in counted {
+            log_event!(log, "ack {id} counted");
+            if let Some(u) = self.unacked.get(&id) {
+                if let Some(stage) = &u.stage {
+                    stage.promote(log);
+                }
+                self.unacked.remove(&id);
+            }
+        }
+        for &id in ignored {
+            log_event!(log, "ack {id} ignored");
+            if let Some(u) = self.unacked.remove(&id) {
+                if let Some(stage) = &u.stage {
+                    stage.discard(log);
+                }
+            }
+        }
+    }
+
     /// Removes queued attempts named in `ids`, reporting them with `end`.
     fn drop_queued(&mut self, ids: &[AttemptId], end: &AttemptEnd) -> Vec<AttemptId> {
         let mut not_queued = Vec::new();
@@ -278,6 +366,7 @@ pub async fn run(cfg: AgentConfig) -> Exit {
             memory_margin: cfg.memory_margin,
             limits: cfg.limits.clone(),
             runtime: cfg.runtimes.first().cloned(),
+            event_log: cfg.event_log.clone(),
         },
         ev_tx,
     ) {
@@ -300,11 +389,18 @@ pub async fn run(cfg: AgentConfig) -> Exit {
         Ok(s) => s,
         Err(e) => return Exit::Done(format!("cannot install the SIGTERM handler: {e}")),
     };
-    let mut backoff = RECONNECT_BACKOFF_MIN;
+    let backoff_min = RECONNECT_BACKOFF_MIN.min(cfg.reconnect_max);
+    let mut backoff = backoff_min;
     let mut first_failure: Option<Instant> = None;
     let mut ever_connected = false;
+    // The id of the last Welcome: sent back so the broker resumes this agent.
+    let mut agent_id: Option<AgentId> = None;
     let exit = loop {
-        let conn = match connect(&cfg, &work, born).await {
+        let connected = tokio::select! {
+            c = connect(&cfg, &work, born, agent_id) => c,
+            _ = sigterm.recv() => break Exit::Done("SIGTERM while connecting".into()),
+        };
+        let conn = match connected {
             Ok(c) => c,
             Err(ConnectError::Refused(m)) => break Exit::Refused(m),
             Err(ConnectError::Retry(m)) => {
@@ -321,7 +417,7 @@ pub async fn run(cfg: AgentConfig) -> Exit {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = sigterm.recv() => break Exit::Done("SIGTERM while disconnected".into()),
                 }
-                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                backoff = (backoff * 2).min(cfg.reconnect_max);
                 // Keep collecting results of running tasks while away.
                 while let Ok(ev) = ev_rx.try_recv() {
                     apply_exec_event(&mut work, ev);
@@ -331,13 +427,14 @@ pub async fn run(cfg: AgentConfig) -> Exit {
         };
         ever_connected = true;
         first_failure = None;
-        backoff = RECONNECT_BACKOFF_MIN;
+        backoff = backoff_min;
+        agent_id = Some(conn.agent_id);
         match serve(&cfg, &exec, &mut work, conn, &mut ev_rx, &mut sigterm, born).await {
             Served::Leave(why) => break Exit::Done(why),
             Served::Lost(why) => {
                 tracing::warn!("lost the broker: {why}; reconnecting");
                 // Results go out again after reconnecting; the broker dedupes.
-                work.out_finished = work.unacked.values().cloned().collect();
+                work.out_finished = work.unacked.values().map(|u| u.result.clone()).collect();
                 continue;
             }
         }
@@ -363,10 +460,18 @@ struct Conn {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     heartbeat: Duration,
+    /// The broker is lost after this long without a message (`None`: no limit).
+    silence_max: Option<Duration>,
+    agent_id: AgentId,
     _endpoint: quinn::Endpoint,
 }
 
-async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, ConnectError> {
+async fn connect(
+    cfg: &AgentConfig,
+    work: &Work,
+    born: Instant,
+    resume_agent: Option<AgentId>,
+) -> Result<Conn, ConnectError> {
     let addr = tokio::net::lookup_host(&cfg.broker)
         .await
         .ok()
@@ -392,8 +497,7 @@ async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, 
     let lifetime_ms = cfg
         .lifetime
         .map(|l| l.saturating_sub(born.elapsed()).as_millis() as u64);
-    let mut held: Vec<AttemptId> = work.running.keys().copied().collect();
-    held.extend(work.unacked.keys().copied());
+    let held = work.held();
     let hello = Hello::Agent(AgentHello {
         protocol: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -411,7 +515,7 @@ async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, 
         lifetime_ms,
         held_attempts: held,
         pilot_id: std::env::var("SCALABLE_PILOT_ID").ok(),
-        resume_agent: None,
+        resume_agent,
     });
     write_frame(&mut send, &hello)
         .await
@@ -420,14 +524,23 @@ async fn connect(cfg: &AgentConfig, work: &Work, born: Instant) -> Result<Conn, 
         Ok(Some(HelloReply::Welcome {
             agent_id,
             heartbeat_interval_ms,
-            ..
+            heartbeat_timeout_ms,
         })) => {
-            tracing::info!("connected to {} as agent {agent_id}", cfg.broker);
+            match resume_agent {
+                Some(old) if old != agent_id => tracing::info!(
+                    "connected to {} as agent {agent_id} (was {old}: not resumed)",
+                    cfg.broker
+                ),
+                _ => tracing::info!("connected to {} as agent {agent_id}", cfg.broker),
+            }
             Ok(Conn {
                 conn,
                 send,
                 recv,
+                agent_id,
                 heartbeat: Duration::from_millis(heartbeat_interval_ms.clamp(100, 60_000)),
+                silence_max: (heartbeat_timeout_ms > 0)
+                    .then(|| Duration::from_millis(heartbeat_timeout_ms)),
                 _endpoint: endpoint,
             })
         }
@@ -451,6 +564,39 @@ enum Served {
     Lost(String),
 }
 
+/// What to do when the silence timer fires (heartbeats both ways: the broker
+/// sends one every interval, so silence means it is gone or cut off).
+#[derive(Debug, PartialEq, Eq)]
+enum Silence {
+    /// Nothing from the broker for `silence_max`: the connection is lost.
+    Lost(Duration),
+    /// Check again at this instant.
+    RecheckAt(tokio::time::Instant),
+    /// The timer fired far too late: the agent itself was stalled (SIGSTOP,
+    /// suspend, swap), so the broker's silence proves nothing. Like a stalled
+    /// broker (reliability rule 3.6), start a fresh window from now.
+    Stalled,
+}
+
+/// Pure: `due` is when the timer was set to fire, `now` when it did, `pending`
+/// whether a message from the broker is already waiting to be handled.
+fn silence_check(
+    last_heard: tokio::time::Instant,
+    due: tokio::time::Instant,
+    now: tokio::time::Instant,
+    silence_max: Duration,
+    pending: bool,
+) -> Silence {
+    if now.saturating_duration_since(due) > silence_max / 2 {
+        return Silence::Stalled;
+    }
+    let deadline = last_heard + silence_max;
+    if now >= deadline && !pending {
+        return Silence::Lost(now - last_heard);
+    }
+    Silence::RecheckAt(deadline.max(now + SILENCE_RECHECK_MIN))
+}
+
 async fn serve(
     cfg: &AgentConfig,
     exec: &Executor,
@@ -465,6 +611,7 @@ async fn serve(
         mut send,
         mut recv,
         heartbeat,
+        silence_max,
         ..
     } = c;
     let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Result<ToAgent, String>>();
@@ -493,7 +640,13 @@ async fn serve(
     let mut draining: Option<String> = None;
     let mut flush_due: Option<tokio::time::Instant> = None;
     let mut drain_started: Option<Instant> = None;
+    // Wakes the loop when the drain's time is up, even if nothing else happens.
+    let mut drain_due: Option<tokio::time::Instant> = None;
     let mut leaving_told = false;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut silence_due = last_heard + silence_max.unwrap_or(Duration::ZERO);
+    let silence = tokio::time::sleep_until(silence_due);
+    tokio::pin!(silence);
     let outcome = loop {
         tokio::select! {
             biased;
@@ -513,6 +666,7 @@ async fn serve(
                     Some(Err(e)) => break Served::Lost(e),
                     None => break Served::Lost("connection reader stopped".into()),
                 };
+                last_heard = tokio::time::Instant::now();
                 match msg {
                     ToAgent::Assign(list) => {
                         if draining.is_some() {
@@ -525,9 +679,7 @@ async fn serve(
                         }
                     }
                     ToAgent::Ack { counted, ignored } => {
-                        for id in counted.into_iter().chain(ignored) {
-                            work.unacked.remove(&id);
-                        }
+                        work.acked(&counted, &ignored, cfg.event_log.as_deref());
                     }
                     ToAgent::Heartbeat => {}
                     ToAgent::Cancel(ids) => {
@@ -570,6 +722,31 @@ async fn serve(
                 start_drain(work, exec, &mut draining, "SIGTERM".into());
             }
             _ = sleep_until_due(flush_due) => {}
+            _ = sleep_until_due(drain_due) => {}
+            _ = &mut silence, if silence_max.is_some() => {
+                let limit = silence_max.unwrap_or_default();
+                // Let the connection's tasks hand over what already arrived.
+                tokio::task::yield_now().await;
+                let now = tokio::time::Instant::now();
+                match silence_check(last_heard, silence_due, now, limit, !in_rx.is_empty()) {
+                    Silence::Lost(quiet) => {
+                        break Served::Lost(format!(
+                            "broker silent for {:.1}s (limit {limit:?})",
+                            quiet.as_secs_f64()
+                        ));
+                    }
+                    Silence::Stalled => {
+                        tracing::warn!(
+                            "the agent was stalled for {:?}; giving the broker a fresh {limit:?}",
+                            now - silence_due
+                        );
+                        last_heard = now;
+                        silence_due = now + limit;
+                    }
+                    Silence::RecheckAt(at) => silence_due = at,
+                }
+                silence.as_mut().reset(silence_due);
+            }
         }
         // Coalesce: results go out at most FLUSH_DELAY after the first of them, or
         // at once when many wait or the agent is leaving. The broker's prefetched
@@ -581,7 +758,8 @@ async fn serve(
                 || draining.is_some()
                 || tokio::time::Instant::now() >= due
             {
-                if let Err(e) = flush(&mut send, work).await {
+                let log = cfg.event_log.as_deref();
+                if let Err(e) = flush(&mut send, work, log, cfg.test_duplicate_results).await {
                     break Served::Lost(e);
                 }
                 flush_due = None;
@@ -591,6 +769,7 @@ async fn serve(
             // Tell the broker at once so it assigns nothing more (SPEC §6 drain).
             let started = *drain_started.get_or_insert_with(|| {
                 leaving_told = false;
+                drain_due = Some(tokio::time::Instant::now() + DRAIN_WAIT_MAX);
                 Instant::now()
             });
             if !leaving_told {
@@ -602,9 +781,14 @@ async fn serve(
                 }
                 leaving_told = true;
             }
-            if work.running.is_empty()
-                && (work.unacked.is_empty() || started.elapsed() >= DRAIN_WAIT_MAX)
-            {
+            let done = work.running.is_empty() && work.unacked.is_empty();
+            if done || started.elapsed() >= DRAIN_WAIT_MAX {
+                if !work.running.is_empty() {
+                    tracing::warn!(
+                        "{} attempts still running after {DRAIN_WAIT_MAX:?} of draining; killing them",
+                        work.running.len()
+                    );
+                }
                 break Served::Leave(why.clone());
             }
         }
@@ -618,11 +802,18 @@ async fn serve(
         )
         .await;
         let _ = send.finish();
-        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+        let _ = tokio::time::timeout(LEAVE_FLUSH_WAIT_MAX, send.stopped()).await;
         conn.close(0u32.into(), b"agent leaving");
     }
     reader.abort();
-    outcome
+    match (outcome, draining) {
+        // A draining agent does not reconnect: it was leaving anyway, and the
+        // SIGTERM deadline does not wait for a broker to come back.
+        (Served::Lost(e), Some(why)) => {
+            Served::Leave(format!("{why} (lost the broker while draining: {e})"))
+        }
+        (outcome, _) => outcome,
+    }
 }
 
 /// Resolves at `due`, or never when nothing waits to be flushed.
@@ -641,12 +832,19 @@ fn start_drain(work: &mut Work, exec: &Executor, draining: &mut Option<String>, 
     tracing::info!("draining: {why}");
     let queued: Vec<AttemptId> = work.queue.iter().map(|a| a.attempt).collect();
     work.drop_queued(&queued, &AttemptEnd::Drained);
-    exec.stop_all(AttemptEnd::Drained);
+    exec.stop_all_within(AttemptEnd::Drained, DRAIN_KILL_GRACE);
     *draining = Some(why);
 }
 
 /// Sends whatever started/finished since the last flush, in bounded messages.
-async fn flush(send: &mut quinn::SendStream, work: &mut Work) -> Result<(), String> {
+/// `duplicate`: the F13 test hook, every result goes out a second time in its
+/// own `Events` message right after the first.
+async fn flush(
+    send: &mut quinn::SendStream,
+    work: &mut Work,
+    log: Option<&EventLog>,
+    duplicate: bool,
+) -> Result<(), String> {
     while !work.out_started.is_empty() || !work.out_finished.is_empty() {
         // Bounded by count and by bytes (log tails), far below the frame cap.
         let mut n = 0;
@@ -660,8 +858,18 @@ async fn flush(send: &mut quinn::SendStream, work: &mut Work) -> Result<(), Stri
             n += 1;
         }
         let finished: Vec<AttemptResult> = work.out_finished.drain(..n).collect();
+        if log.is_some() {
+            for r in &finished {
+                log_event!(log, "result {} {}", r.attempt, r.end.class());
+            }
+        }
         let started = std::mem::take(&mut work.out_started);
         let free = work.free.clone();
+        let again = (duplicate && !finished.is_empty()).then(|| FromAgent::Events {
+            started: Vec::new(),
+            finished: finished.clone(),
+            free: free.clone(),
+        });
         write_frame(
             send,
             &FromAgent::Events {
@@ -672,6 +880,14 @@ async fn flush(send: &mut quinn::SendStream, work: &mut Work) -> Result<(), Stri
         )
         .await
         .map_err(|e| e.to_string())?;
+        if let Some(msg) = again {
+            if let FromAgent::Events { finished, .. } = &msg {
+                for r in finished {
+                    log_event!(log, "result {} {}", r.attempt, r.end.class());
+                }
+            }
+            write_frame(send, &msg).await.map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }
@@ -723,6 +939,55 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Rule 3.7: a counted attempt's staged output is renamed into place, an
+    /// ignored (stale) attempt's is thrown away and never touches the final place.
+    #[test]
+    fn counted_ack_promotes_and_ignored_ack_discards() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = tempfile::tempdir().expect("tempdir");
+        let log_path = logs.path().join("events.log");
+        let log = EventLog::open(&log_path).expect("log");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let exec = Executor::new(ExecConfig::new(logs.path()), tx).expect("executor");
+        let mut work = Work::new(Resources::cpus(2), Vec::new(), None);
+        let write = [
+            "sh",
+            "-c",
+            "mkdir -p \"$SCALABLE_STAGE_DIR/out\" && echo $SCALABLE_ATTEMPT_ID > \"$SCALABLE_STAGE_DIR/out/r.txt\"",
+        ];
+        for attempt in [1, 2] {
+            let mut a = assignment(attempt, Resources::cpus(1), &write);
+            a.cwd = dir.path().to_string_lossy().into_owned();
+            a.outputs = vec!["out/r.txt".into()];
+            work.queue.push_back(a);
+        }
+        drain(&mut work, &exec, &mut rx);
+        assert_eq!(work.unacked.len(), 2);
+        let final_path = dir.path().join("out/r.txt");
+        assert!(!final_path.exists(), "nothing promoted before the ack");
+        work.acked(&[2], &[1], Some(&log));
+        assert!(work.unacked.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(&final_path).expect("promoted"),
+            "2\n"
+        );
+        let stages = dir.path().join(".scalable/stage");
+        assert_eq!(
+            std::fs::read_dir(&stages).expect("dir").count(),
+            0,
+            "stages removed"
+        );
+        // A duplicate ack is a no-op.
+        work.acked(&[2], &[1], None);
+        assert_eq!(
+            std::fs::read_to_string(&log_path).expect("log"),
+            format!(
+                "ack 2 counted\npromote 2 {}\nack 1 ignored\ndiscard 1\n",
+                final_path.display()
+            )
+        );
     }
 
     /// Acceptance: a fake `nvidia-smi` on PATH drives detection, and tasks that
@@ -780,6 +1045,123 @@ mod tests {
         assert_eq!(out[&4], "[]\n", "a task without GPUs sees none");
         assert_eq!(work.gpus.free(), 3, "every device came back");
         assert_eq!(work.free.gpus, 3);
+    }
+
+    /// SPEC §6 / F12: everything a drain may wait for, one after the other,
+    /// still ends well inside the SIGTERM deadline.
+    #[test]
+    fn drain_fits_in_the_sigterm_deadline() {
+        assert!(
+            DRAIN_KILL_GRACE < DRAIN_WAIT_MAX,
+            "tasks are killed before the wait ends"
+        );
+        let worst = DRAIN_WAIT_MAX + LEAVE_FLUSH_WAIT_MAX + crate::executor::KILL_ALL_WAIT_MAX;
+        assert!(
+            worst + Duration::from_millis(500) <= SIGTERM_EXIT_MAX,
+            "{worst:?} leaves too little of {SIGTERM_EXIT_MAX:?}"
+        );
+    }
+
+    /// A drained task that ignores SIGTERM is handed back as Drained within the
+    /// drain's grace, not the executor's usual one.
+    #[test]
+    fn drain_hands_back_a_stubborn_task_within_its_grace() {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut cfg = ExecConfig::new(logs.path());
+        cfg.kill_grace = Duration::from_secs(60);
+        let exec = Executor::new(cfg, tx).expect("executor");
+        let mut work = Work::new(Resources::cpus(1), Vec::new(), None);
+        let stubborn = ["sh", "-c", "trap '' TERM; echo up; sleep 30"];
+        work.queue
+            .push_back(assignment(1, Resources::cpus(1), &stubborn));
+        work.queue
+            .push_back(assignment(2, Resources::cpus(1), &["true"]));
+        work.start_what_fits(&exec, false);
+        // Wait until the shell has installed its trap.
+        let until = Instant::now() + Duration::from_secs(30);
+        while !matches!(rx.try_recv(), Ok(ExecEvent::Started(_))) {
+            assert!(Instant::now() < until, "not started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut draining = None;
+        let t0 = Instant::now();
+        start_drain(&mut work, &exec, &mut draining, "SIGTERM".into());
+        assert_eq!(
+            work.unacked[&2].result.end,
+            AttemptEnd::Drained,
+            "queued: handed back"
+        );
+        while !work.running.is_empty() {
+            assert!(
+                t0.elapsed() < DRAIN_WAIT_MAX,
+                "still running after the drain's wait"
+            );
+            match rx.try_recv() {
+                Ok(ev) => apply_exec_event(&mut work, ev),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert!(
+            t0.elapsed() >= DRAIN_KILL_GRACE / 2,
+            "it did ignore SIGTERM"
+        );
+        assert_eq!(work.unacked[&1].result.end, AttemptEnd::Drained);
+    }
+
+    #[test]
+    fn silence_check_decides_lost_recheck_or_stalled() {
+        let t0 = tokio::time::Instant::now();
+        let max = Duration::from_secs(4);
+        let s = Duration::from_secs;
+        // Heard at t0, timer due at t0+4 fires on time: lost.
+        assert_eq!(
+            silence_check(t0, t0 + s(4), t0 + s(4), max, false),
+            Silence::Lost(s(4))
+        );
+        // ... unless a message is already waiting: look again very soon.
+        assert_eq!(
+            silence_check(t0, t0 + s(4), t0 + s(4), max, true),
+            Silence::RecheckAt(t0 + s(4) + SILENCE_RECHECK_MIN)
+        );
+        // Heard since: wait until that message is `max` old.
+        assert_eq!(
+            silence_check(t0 + s(3), t0 + s(4), t0 + s(4), max, false),
+            Silence::RecheckAt(t0 + s(7))
+        );
+        // A little late (a loaded machine) still counts.
+        let late = t0 + s(4) + Duration::from_millis(300);
+        assert_eq!(
+            silence_check(t0, t0 + s(4), late, max, false),
+            Silence::Lost(late - t0)
+        );
+        // Fired long after it was due: the agent was stopped, not the broker.
+        assert_eq!(
+            silence_check(t0, t0 + s(4), t0 + s(30), max, false),
+            Silence::Stalled
+        );
+    }
+
+    /// A reconnecting agent claims everything it holds: running, queued and
+    /// finished-but-unacknowledged attempts, each once.
+    #[test]
+    fn held_lists_running_queued_and_unacked() {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let exec = Executor::new(ExecConfig::new(logs.path()), tx).expect("executor");
+        let mut work = Work::new(Resources::cpus(1), Vec::new(), None);
+        work.queue
+            .push_back(assignment(5, Resources::cpus(1), &["true"]));
+        drain(&mut work, &exec, &mut rx);
+        work.queue
+            .push_back(assignment(3, Resources::cpus(1), &["sleep", "30"]));
+        work.queue
+            .push_back(assignment(9, Resources::cpus(1), &["true"]));
+        work.start_what_fits(&exec, false);
+        assert_eq!(work.running.len(), 1, "one cpu: 3 runs, 9 waits");
+        assert_eq!(work.held(), vec![3, 5, 9]);
+        exec.kill_all_now();
     }
 
     /// Regression guard: a resent assignment of a running attempt must not take
