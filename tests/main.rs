@@ -6,8 +6,10 @@ mod support;
 
 mod agent_loss;
 mod auth;
+mod chaos;
 mod cli;
 mod dag;
+mod durability;
 mod failures;
 mod packing;
 mod submit_errors;

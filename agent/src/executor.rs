@@ -1580,7 +1580,7 @@ mod tests {
         a.outputs = vec!["sub/r.txt".into()];
         let (_, r) = e.run(&a);
         assert_eq!(r.end, AttemptEnd::Exited { code: 0 }, "{r:?}");
-        let dir = e.dir.path().join(".scalable/stage/1");
+        let dir = e.dir.path().join(".scalable-stage/1");
         assert_eq!(
             String::from_utf8_lossy(&r.stdout_tail).trim(),
             dir.to_string_lossy()
@@ -1604,7 +1604,7 @@ mod tests {
         a.cwd = e.dir.path().to_string_lossy().into_owned();
         let (_, r) = e.run(&a);
         assert_eq!(String::from_utf8_lossy(&r.stdout_tail), "[unset]\n");
-        assert!(!e.dir.path().join(".scalable").exists());
+        assert!(!e.dir.path().join(".scalable-stage").exists());
         assert!(e.exec.stage_of(&a).is_none());
     }
 

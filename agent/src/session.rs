@@ -973,7 +973,7 @@ mod tests {
             std::fs::read_to_string(&final_path).expect("promoted"),
             "2\n"
         );
-        let stages = dir.path().join(".scalable/stage");
+        let stages = dir.path().join(".scalable-stage");
         assert_eq!(
             std::fs::read_dir(&stages).expect("dir").count(),
             0,

@@ -3,7 +3,7 @@
 //! place only once the broker has counted that attempt, so a stale or duplicate
 //! attempt can never clobber the counted one's outputs.
 //!
-//! Owns: where an attempt's stage lives (`<cwd>/.scalable/stage/<attempt>/`),
+//! Owns: where an attempt's stage lives (`<cwd>/.scalable-stage/<attempt>/`),
 //! what "a declared output exists" means, promotion (atomic `rename` per output)
 //! and discarding. It does not decide *when*: the executor creates the stage
 //! before the spawn, the session promotes or discards on the broker's ack.
@@ -27,7 +27,7 @@ use crate::log_event;
 /// The variable that tells a task where its stage is.
 pub const STAGE_ENV: &str = "SCALABLE_STAGE_DIR";
 /// Where stages live, relative to the task's cwd.
-pub const STAGE_ROOT: &str = ".scalable/stage";
+pub const STAGE_ROOT: &str = ".scalable-stage";
 
 /// What the agent needs to promote or discard one attempt's outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct Stage {
     pub outputs: Vec<String>,
 }
 
-/// `<cwd>/.scalable/stage/<attempt>`.
+/// `<cwd>/.scalable-stage/<attempt>`.
 pub fn stage_dir(cwd: &Path, attempt: AttemptId) -> PathBuf {
     cwd.join(STAGE_ROOT).join(attempt.to_string())
 }
@@ -88,7 +88,7 @@ impl Stage {
         stage_dir(&self.cwd, self.attempt)
     }
 
-    /// Creates the stage directory (and `.scalable/stage` above it) inside an
+    /// Creates the stage directory (and `.scalable-stage` above it) inside an
     /// existing cwd; never creates the cwd itself (a missing cwd is the spawn's
     /// error to report). Returns the directory.
     pub fn create(&self) -> io::Result<PathBuf> {
@@ -186,7 +186,7 @@ mod tests {
         )
         .expect("stage");
         let dir = stage.create().expect("create");
-        assert_eq!(dir, cwd.path().join(".scalable/stage/42"));
+        assert_eq!(dir, cwd.path().join(".scalable-stage/42"));
         std::fs::create_dir_all(dir.join("d")).expect("mkdir");
         std::fs::write(dir.join("d/b.txt"), "staged").expect("write");
         std::fs::write(cwd.path().join("a.txt"), "direct").expect("write");
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn absolute_and_climbing_outputs_are_never_staged() {
-        let dir = Path::new("/w/.scalable/stage/1");
+        let dir = Path::new("/w/.scalable-stage/1");
         assert_eq!(staged_path(dir, "/etc/passwd"), None);
         assert_eq!(staged_path(dir, "../x"), None);
         assert_eq!(staged_path(dir, "a/../../x"), None);

@@ -957,9 +957,15 @@ mod tests {
         let abs = dir.to_str().unwrap().to_string();
         let other = tempfile::tempdir().unwrap();
         assert_eq!(
-            compute_key(&s(&["x"]), None, &[], other.path(), &[abs.clone()])
-                .unwrap()
-                .inputs[0]
+            compute_key(
+                &s(&["x"]),
+                None,
+                &[],
+                other.path(),
+                std::slice::from_ref(&abs)
+            )
+            .unwrap()
+            .inputs[0]
                 .1,
             compute_key(&s(&["x"]), None, &[], d.path(), &s(&["in"]))
                 .unwrap()

@@ -26,7 +26,8 @@ use scalable_common::protocol::{
 use scalable_common::tls;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{Core, CoreConfig};
+use crate::cache;
+use crate::core::{CacheProbe, CacheRecord, Core, CoreConfig};
 use crate::local::LocalAgents;
 use crate::store::{self, Store};
 use crate::submit;
@@ -170,6 +171,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         core_rx,
         core_tx.downgrade(),
         store.clone(),
+        cfg.state_dir.join("cache"),
         stop_tx.clone(),
         cfg.manifest.clone(),
     ));
@@ -475,10 +477,12 @@ async fn core_loop(
     // Weak: the loop must end when every connection and the ticker are gone.
     to_core: mpsc::WeakUnboundedSender<CoreMsg>,
     store: Store,
+    cache_dir: PathBuf,
     stop: mpsc::UnboundedSender<()>,
     manifest: Option<Arc<Manifest>>,
 ) {
     let mut agents: HashMap<AgentId, (u64, mpsc::UnboundedSender<ToAgent>)> = HashMap::new();
+    let blobs = Arc::new(cache::Blobs::new(cache_dir));
     let mut batch = Vec::with_capacity(CORE_BATCH_MAX);
     let mut last_heartbeat = 0u64;
     let heartbeat_ms = core.config().heartbeat_interval_ms.max(100);
@@ -568,18 +572,14 @@ async fn core_loop(
         }
         let mut fx = core.take_effects();
         for probe in std::mem::take(&mut fx.cache_probe) {
-            // Interim: no cache lookups yet; every probe is a miss.
-            if let Some(tx) = to_core.upgrade() {
-                let _ = tx.send(CoreMsg::CacheAnswer {
-                    job: probe.job,
-                    index: probe.index,
-                    hit: None,
-                    key_json: String::new(),
-                    why: "cache lookups are not available in this build".into(),
-                });
-            }
+            tokio::spawn(cache_probe(
+                probe,
+                store.clone(),
+                blobs.clone(),
+                to_core.clone(),
+            ));
         }
-        fx.cache_record.clear();
+        let records = std::mem::take(&mut fx.cache_record);
         let mut sends: Vec<(mpsc::UnboundedSender<ToAgent>, ToAgent)> = Vec::new();
         let mut push = |agent: AgentId, msg: ToAgent| {
             if let Some((_, tx)) = agents.get(&agent) {
@@ -631,6 +631,9 @@ async fn core_loop(
                 }
             })),
         );
+        for r in records {
+            tokio::spawn(cache_record(r, store.clone(), blobs.clone()));
+        }
         // Dropping its sender ends the writer task, which closes the connection.
         for agent in disconnect {
             agents.remove(&agent);
@@ -652,6 +655,138 @@ async fn core_loop(
             reason: "broker stopping".into(),
         });
     }
+}
+
+/// Looks a `cache: true` task up: its key hashed off the core (inputs may be
+/// large), the table read on the store's thread, outputs restored off it again.
+async fn cache_probe(
+    p: CacheProbe,
+    store: Store,
+    blobs: Arc<cache::Blobs>,
+    to_core: mpsc::WeakUnboundedSender<CoreMsg>,
+) {
+    let (job, index) = (p.job, p.index);
+    let answer = async {
+        let cwd = PathBuf::from(&p.cwd);
+        let key = {
+            let (argv, image, env, cwd, inputs) = (
+                p.argv.clone(),
+                p.image.clone(),
+                p.env.clone(),
+                cwd.clone(),
+                p.inputs.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                cache::compute_key(&argv, image.as_deref(), &env, &cwd, &inputs)
+            })
+            .await
+        };
+        let key = match key {
+            Ok(Ok(k)) => k,
+            Ok(Err(e)) => return (None, String::new(), format!("not cached: {e}")),
+            Err(e) => return (None, String::new(), format!("not cached: {e}")),
+        };
+        let key_json = serde_json::to_string(&key).unwrap_or_default();
+        let (wf, jn, k) = (p.workflow.clone(), p.job_name.clone(), key.key.clone());
+        let found = store
+            .query(move |c| {
+                let hit = cache::lookup(c, &k)?;
+                let last = if hit.is_none() {
+                    cache::latest_for(c, &wf, &jn, index)?
+                } else {
+                    None
+                };
+                Ok::<_, rusqlite::Error>((hit, last))
+            })
+            .await;
+        let (hit, last) = match found {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return (None, key_json, format!("not cached: cache table: {e}")),
+            Err(e) => return (None, key_json, format!("not cached: {e}")),
+        };
+        if let Some(entry) = hit {
+            let saved = entry.outputs.clone();
+            let declared_saved = p.outputs.iter().all(|o| saved.iter().any(|s| &s.path == o));
+            if declared_saved {
+                let restored =
+                    tokio::task::spawn_blocking(move || blobs.restore_outputs(&cwd, &saved)).await;
+                if let Ok(Ok(n)) = restored {
+                    let note = format!(
+                        "cached: same key as task {} (run of {}), {n} output(s) restored",
+                        entry.task_id, entry.workflow
+                    );
+                    return (Some(note), key_json, String::new());
+                }
+            }
+            return (
+                None,
+                key_json,
+                "cache miss: the cached outputs are incomplete".into(),
+            );
+        }
+        let why = match last {
+            None => "cache miss: no earlier run of this task".to_string(),
+            Some(prev) => {
+                let changed = cache::explain_change(&prev.parts, &key);
+                if changed.is_empty() {
+                    "cache miss: the earlier run's entry is gone".into()
+                } else {
+                    format!("cache miss: {}", changed.join(", "))
+                }
+            }
+        };
+        (None, key_json, why)
+    }
+    .await;
+    if let Some(tx) = to_core.upgrade() {
+        let (hit, key_json, why) = answer;
+        let _ = tx.send(CoreMsg::CacheAnswer {
+            job,
+            index,
+            hit,
+            key_json,
+            why,
+        });
+    }
+}
+
+/// Saves a counted success's outputs and key in the cache. The agent promotes
+/// staged outputs when it hears its result was counted, so this looks a few
+/// times before it gives up (a task that is then simply not cached).
+async fn cache_record(r: CacheRecord, store: Store, blobs: Arc<cache::Blobs>) {
+    let Ok(key) = serde_json::from_str::<cache::CacheKey>(&r.key_json) else {
+        return;
+    };
+    for attempt in 0..5u64 {
+        tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+        let (blobs2, cwd, outputs) = (blobs.clone(), PathBuf::from(&r.cwd), r.outputs.clone());
+        let saved = tokio::task::spawn_blocking(move || blobs2.save_outputs(&cwd, &outputs)).await;
+        let saved = match saved {
+            Ok(Ok(s)) => s,
+            Ok(Err(cache::CacheError::OutputMissing { .. })) => continue,
+            Ok(Err(e)) => {
+                tracing::warn!("task {} not cached: {e}", r.task);
+                return;
+            }
+            Err(_) => return,
+        };
+        let entry = cache::Entry {
+            key: key.key.clone(),
+            workflow: r.workflow.clone(),
+            job: r.job_name.clone(),
+            idx: r.index,
+            task_id: r.task,
+            attempt_id: r.attempt,
+            parts: key.clone(),
+            outputs: saved,
+            created_at_ms: now_ms(),
+        };
+        if let Ok(Err(e)) = store.query(move |c| cache::insert(c, &entry)).await {
+            tracing::warn!("task {} not cached: {e}", r.task);
+        }
+        return;
+    }
+    tracing::warn!("task {} not cached: its outputs never appeared", r.task);
 }
 
 fn bad(message: String) -> Response {

@@ -161,6 +161,7 @@ impl Store {
         )
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(crate::cache::SCHEMA).map_err(err)?;
         check_schema_version(&conn, path)?;
         let ids = next_ids(&conn).map_err(err)?;
         let loaded = load(&conn).map_err(err)?;
@@ -362,6 +363,13 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let counted = c
+        .prepare(
+            "SELECT a.id FROM attempts a JOIN runs r ON r.id = a.run_id
+             WHERE a.end_class = 'SUCCESS' AND (r.state = 'running' OR r.finished_at_ms > ?1)",
+        )?
+        .query_map([recent_ms(c)?], |r| Ok(r.get::<_, i64>(0)? as u64))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(Loaded {
         runs,
         snapshot: Snapshot {
@@ -369,8 +377,17 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             open_attempts,
             agents,
             oom_peaks,
+            counted,
         },
     })
+}
+
+/// Runs finished within the last hour of the store's own timeline may still
+/// get resent results (agents hold unacknowledged results while away).
+fn recent_ms(c: &Connection) -> rusqlite::Result<i64> {
+    let last: Option<i64> =
+        c.query_row("SELECT MAX(finished_at_ms) FROM runs", [], |r| r.get(0))?;
+    Ok(last.unwrap_or(0) - 3_600_000)
 }
 
 fn next_ids(conn: &Connection) -> rusqlite::Result<Ids> {

@@ -28,6 +28,8 @@ pub struct Broker {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub agents: Vec<Child>,
+    /// The flags it was started with (a restart reuses them).
+    pub args: Vec<String>,
 }
 
 impl Broker {
@@ -36,29 +38,59 @@ impl Broker {
     }
 
     pub fn start_with(extra: &[&str]) -> Broker {
+        Broker::start_env(extra, &[])
+    }
+
+    /// Starts a broker with extra flags and environment (e.g. fail points).
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
-        let log = std::fs::File::create(dir.path().join("broker.log")).unwrap();
-        let child = Command::new(broker_exe())
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("SCALABLE_AGENT_EXE", agent_exe())
-            .env("SCALABLE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start broker");
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn_broker(dir.path(), "127.0.0.1:0", &args, &env);
         let b = Broker {
             child,
             dir,
             agents: Vec::new(),
+            args,
         };
         wait_until(Duration::from_secs(20), "access.json", || {
             b.access().exists()
         });
         b
+    }
+
+    /// The address agents and the CLI dial (from access.json).
+    pub fn address(&self) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.access()).unwrap()).unwrap();
+        v["address"]
+            .as_str()
+            .expect("address in access.json")
+            .to_string()
+    }
+
+    /// kill -9 of the broker only (agents keep running).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same state dir and port, with `env`
+    /// instead of the first start's environment.
+    pub fn restart(&mut self, env: &[(&str, &str)]) {
+        let address = self.address();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.child = spawn_broker(self.dir.path(), &address, &self.args, &env);
+        wait_until(Duration::from_secs(20), "the broker to answer", || {
+            self.cli(&["status", "--json"]).status.success()
+        });
     }
 
     pub fn state(&self) -> PathBuf {
@@ -170,6 +202,31 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_broker(
+    dir: &std::path::Path,
+    listen: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("broker.log"))
+        .unwrap();
+    Command::new(broker_exe())
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--listen", listen])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("SCALABLE_AGENT_EXE", agent_exe())
+        .env("SCALABLE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start broker")
 }
 
 pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {

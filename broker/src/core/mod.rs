@@ -170,6 +170,14 @@ pub struct Core {
     backoff: BinaryHeap<Reverse<(u64, JobId, u64)>>,
     /// When `tick` last ran: a long gap means the broker itself was stalled.
     last_tick_ms: Option<u64>,
+    /// What the cache said about a task (hit, or which part of the key changed),
+    /// for `why`.
+    cache_notes: HashMap<TaskId, String>,
+    /// Attempts counted as their task's success. A result for one of these that
+    /// arrives again (resent after a reconnect or a broker restart whose ack
+    /// was lost) is a duplicate, acknowledged as counted so its agent promotes
+    /// the outputs; any other unknown result is stale.
+    counted: HashSet<AttemptId>,
     fx: Effects,
 }
 
@@ -186,6 +194,8 @@ impl Core {
             ready_jobs: BTreeSet::new(),
             backoff: BinaryHeap::new(),
             last_tick_ms: None,
+            cache_notes: HashMap::new(),
+            counted: HashSet::new(),
             fx: Effects::default(),
         }
     }
@@ -572,6 +582,14 @@ impl Core {
             // A lost agent still talking (its connection is being closed):
             // its results are fenced, acknowledged and ignored.
             for r in finished {
+                if self.counted.contains(&r.attempt) {
+                    self.fx
+                        .ack
+                        .entry(agent)
+                        .or_default()
+                        .push((r.attempt, true));
+                    continue;
+                }
                 self.fx.store.push(StoreOp::StaleResult {
                     attempt: r.attempt,
                     agent,
@@ -621,6 +639,16 @@ impl Core {
                 .attempts
                 .get(&r.attempt)
                 .is_some_and(|at| at.agent == agent);
+            if !current && self.counted.contains(&r.attempt) {
+                acks.push((r.attempt, true));
+                self.fx.store.push(StoreOp::Event {
+                    at_ms: now_ms,
+                    kind: "duplicate_result",
+                    run: None,
+                    detail: format!("attempt {} reported again; counted once", r.attempt),
+                });
+                continue;
+            }
             if !current {
                 acks.push((r.attempt, false));
                 self.fx.store.push(StoreOp::StaleResult {
@@ -673,6 +701,7 @@ impl Core {
         let slot = job.tasks[at.index as usize];
         let run_cancelled = self.runs[&job.run].cancel_requested;
         if end.is_success() {
+            self.counted.insert(at.id);
             let note = job.cache_misses.remove(&at.index);
             if let Some((key_json, _)) = &note {
                 let run = &self.runs[&job.run];
@@ -1490,6 +1519,9 @@ impl Core {
         if !job.probing.remove(&index) || job.tasks[index as usize].state != TaskState::Ready {
             return; // cancelled meanwhile, or a restart forgot the probe
         }
+        let task = job.first_task + index;
+        self.cache_notes
+            .insert(task, hit.clone().unwrap_or_else(|| why.clone()));
         match hit {
             Some(note) => self.finish_task(job_id, index, TaskState::Cached, Some(note), now_ms),
             None => {
@@ -1668,7 +1700,10 @@ impl Core {
                 .and_then(|a| self.agents.get(&a.agent))
         };
         let reason = match slot.state {
-            TaskState::Succeeded | TaskState::Cached => "it is done".to_string(),
+            TaskState::Succeeded | TaskState::Cached => match self.cache_notes.get(&task) {
+                Some(note) => format!("it is done; {note}"),
+                None => "it is done".to_string(),
+            },
             TaskState::Failed | TaskState::Cancelled => {
                 format!("it ended {state}; scalable analyze {} says why", job.run)
             }

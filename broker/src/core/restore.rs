@@ -79,6 +79,9 @@ pub struct Snapshot {
     pub agents: Vec<AgentRow>,
     /// Largest measured peak of a `MEMORY_EXHAUSTION` attempt, per task.
     pub oom_peaks: Vec<(TaskId, u64)>,
+    /// Successful attempts of running runs: a result of one of them resent
+    /// after the restart is a duplicate, not a stale result.
+    pub counted: Vec<AttemptId>,
 }
 
 /// What a restore found, for the log line and the benchmark.
@@ -102,6 +105,7 @@ impl Core {
         now_ms: u64,
     ) -> (Core, RestoreSummary) {
         let mut core = Core::new(cfg, ids);
+        core.counted = snap.counted.iter().copied().collect();
         let mut summary = RestoreSummary {
             runs: runs.len(),
             tasks_with_rows: snap.tasks.len(),

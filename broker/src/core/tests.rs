@@ -922,3 +922,28 @@ fn a_restart_keeps_failures_retries_and_cancelled_downstream() {
     // and a resumed run after the restart runs the failed and the cancelled
     assert_eq!(env.core.resume_run(run, env.now_ms), Ok(4));
 }
+
+#[test]
+fn a_counted_result_resent_after_a_restart_is_acknowledged_as_counted() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    let run = env.submit(vec![job("j", 2)]);
+    let at = assigned(&env.step(), a);
+    // Counted and committed; the broker dies before the ack leaves.
+    env.finish(a, &at[..1], 0);
+    env.restart();
+    let back = env.reconnect(a, 1, &at);
+    env.step();
+    let fx = env.finish(back, &at, 0);
+    assert!(
+        fx.ack[&back].contains(&(at[0], true)),
+        "promote, not discard"
+    );
+    assert!(fx.ack[&back].contains(&(at[1], true)));
+    let s = env.status(run);
+    assert_eq!(s.counts.succeeded, 2);
+    assert!(!env
+        .store_log
+        .iter()
+        .any(|op| matches!(op, StoreOp::StaleResult { .. })));
+}
