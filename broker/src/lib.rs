@@ -17,6 +17,7 @@ pub mod core;
 pub mod local;
 pub mod output;
 pub mod pilots;
+pub mod providers;
 pub mod render;
 pub mod server;
 pub mod store;
