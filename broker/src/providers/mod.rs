@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::output::shell_join;
 use crate::render::{PilotSpec, RenderError};
 
+pub mod aws;
 pub mod local;
 pub mod prices;
 pub mod slurm;
