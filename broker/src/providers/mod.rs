@@ -39,6 +39,8 @@ use crate::output::shell_join;
 use crate::render::{PilotSpec, RenderError};
 
 pub mod aws;
+pub mod gcp;
+pub mod kubernetes;
 pub mod local;
 pub mod prices;
 pub mod slurm;
