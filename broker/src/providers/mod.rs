@@ -2,7 +2,8 @@
 //! platform's own CLI with JSON output (SPEC §13): `sbatch`/`squeue`/`scancel`,
 //! `aws ec2`/`aws ecs`, `gcloud compute`, `kubectl`, and agent processes here.
 //!
-//! Owns: the [`DeploymentProvider`] trait and its types, running a CLI ([`Cli`], [`Runner`]) with one-line errors,
+//! Owns: the [`DeploymentProvider`] trait and its types, the factory
+//! [`provider_for`], running a CLI ([`Cli`], [`Runner`]) with one-line errors,
 //! the [`RateLimiter`] and [`batches`] helpers, the price table
 //! ([`prices`], `prices/prices.json`).
 //!
@@ -34,6 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use scalable_common::manifest::{AwsClusterType, Provider, Target};
 
 use crate::output::shell_join;
 use crate::render::{PilotSpec, RenderError};
@@ -269,6 +272,24 @@ impl ProviderContext {
 
 /// Default least time between two status/stop calls of a cloud provider.
 pub const CLOUD_QUERY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The provider for a manifest target.
+pub fn provider_for(target: &Target, ctx: &ProviderContext) -> Box<dyn DeploymentProvider> {
+    match &target.provider {
+        Provider::Local { .. } => Box::new(local::LocalProvider::new(target, ctx)),
+        Provider::Slurm { .. } => Box::new(slurm::SlurmProvider::new(target, ctx)),
+        Provider::Aws {
+            cluster_type: AwsClusterType::Ec2,
+            ..
+        } => Box::new(aws::Ec2Provider::new(target, ctx)),
+        Provider::Aws {
+            cluster_type: AwsClusterType::Fargate,
+            ..
+        } => Box::new(aws::FargateProvider::new(target, ctx)),
+        Provider::Gcp { .. } => Box::new(gcp::GcpProvider::new(target, ctx)),
+        Provider::Kubernetes { .. } => Box::new(kubernetes::KubernetesProvider::new(target, ctx)),
+    }
+}
 
 // ------------------------------------------------------------------ running CLIs
 
@@ -638,6 +659,87 @@ mod tests {
         assert_eq!(
             missing,
             "no-such-cli-xyz not found on PATH (hint: run scripts/slurm-testbed.sh start)"
+        );
+    }
+
+    #[test]
+    fn provider_for_picks_the_target_s_provider() {
+        use scalable_common::manifest::{ContainerPolicy, KubeKind, WorkerShape};
+        let target = |provider| Target {
+            name: "t".into(),
+            provider,
+            max_workers: 1,
+            containers: ContainerPolicy::None,
+            tags: vec![],
+            adaptive: None,
+            worker: WorkerShape::default(),
+        };
+        let aws = |cluster_type| Provider::Aws {
+            region: "us-east-1".into(),
+            cluster_type,
+            image: None,
+            instance_type: None,
+            subnet: None,
+            security_groups: vec![],
+            ami: None,
+            worker_cpu_units: None,
+            worker_mem_mib: None,
+        };
+        let ctx = ProviderContext::new("/tmp/pilots");
+        let cases = [
+            (
+                Provider::Local {
+                    threads_per_worker: None,
+                    processes: true,
+                },
+                "local",
+            ),
+            (
+                Provider::Slurm {
+                    queue: None,
+                    account: None,
+                    walltime_ms: None,
+                    interface: None,
+                    qos: None,
+                    constraint: None,
+                    extra_directives: vec![],
+                    setup: vec![],
+                },
+                "slurm",
+            ),
+            (aws(AwsClusterType::Ec2), "ec2"),
+            (aws(AwsClusterType::Fargate), "fargate"),
+            (
+                Provider::Gcp {
+                    project: None,
+                    zone: "us-central1-a".into(),
+                    machine_type: None,
+                    image: None,
+                },
+                "gcp",
+            ),
+            (
+                Provider::Kubernetes {
+                    namespace: "ns".into(),
+                    image: None,
+                    context: None,
+                    service_account: None,
+                    kind: KubeKind::Job,
+                },
+                "kubernetes",
+            ),
+        ];
+        for (provider, kind) in cases {
+            assert_eq!(provider_for(&target(provider), &ctx).kind(), kind);
+        }
+        // A target without what its provider needs fails validation in one line.
+        let e = provider_for(&target(aws(AwsClusterType::Ec2)), &ctx)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("target t: instance_type: is required") || e.starts_with("aws not found"),
+            "{e}"
         );
     }
 
