@@ -19,6 +19,7 @@ pub mod core;
 pub mod local;
 pub mod output;
 pub mod pilots;
+pub mod providers;
 pub mod render;
 pub mod restart;
 pub mod server;

@@ -859,6 +859,10 @@ struct ContainerDefinition<'a> {
     name: &'static str,
     image: &'a str,
     essential: bool,
+    /// The container's hard limit: the task's memory. Optional for Fargate,
+    /// but moto (the API mock the aws provider is tested against) cannot run
+    /// a task whose containers lack it.
+    memory: u32,
     entry_point: [&'a str; 1],
     environment: Vec<NameValue>,
     secrets: [NameValueFrom<'a>; 1],
@@ -1005,6 +1009,7 @@ fn render_fargate(spec: &PilotSpec) -> Result<Rendered, RenderError> {
             name: "scalable-agent",
             image,
             essential: true,
+            memory: mem,
             entry_point: [container_agent_path(spec)?],
             environment: agent_settings(spec, None)
                 .into_iter()
@@ -1840,6 +1845,7 @@ exec srun --ntasks=1 --cpus-per-task=4 /opt/scalable/bin/scalable-agent \
         let c = &v["containerDefinitions"][0];
         assert_eq!(c["image"], "ghcr.io/example/scalable-agent:0.1");
         assert_eq!(c["essential"], true);
+        assert_eq!(c["memory"], 20480);
         assert_eq!(c["entryPoint"][0], "/opt/scalable/bin/scalable-agent");
         let env: std::collections::BTreeMap<&str, &str> = c["environment"]
             .as_array()

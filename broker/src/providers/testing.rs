@@ -1,0 +1,108 @@
+//! Test helpers: a spec every provider accepts, and a fake [`Runner`] that
+//! records command lines and answers from a script, for the CLIs that are not
+//! installed here (gcloud, a Kubernetes API server).
+
+use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{ExitStatus, Output};
+use std::sync::Mutex;
+
+use crate::output::shell_join;
+use crate::render::{PilotProvider, PilotSpec};
+
+use super::Runner;
+
+pub const FP: &str = "abababababababababababababababababababababababababababababababab";
+
+/// A spec like render.rs's tests use, for `provider`.
+pub fn spec(provider: PilotProvider) -> PilotSpec {
+    let cloud = !matches!(provider, PilotProvider::Local | PilotProvider::Slurm { .. });
+    let vm = matches!(
+        provider,
+        PilotProvider::Ec2 { .. } | PilotProvider::Gcp { .. }
+    );
+    PilotSpec {
+        target: "hpc".into(),
+        tag: Some("demeter".into()),
+        broker_address: "login01:7420".into(),
+        fingerprint: FP.into(),
+        token_file: (!cloud).then(|| "/home/alice/.scalable/agent.token".into()),
+        token_env_secret: cloud.then(|| "demeter-agent-token".into()),
+        cpus: 4,
+        memory_bytes: Some(16 << 30),
+        gpus: 0,
+        image: Some("ghcr.io/example/scalable-agent:0.1".into()),
+        idle_timeout: Some("5m".into()),
+        lifetime: None,
+        agent_path: if vm {
+            "https://downloads.example.org/scalable-agent".into()
+        } else {
+            "/opt/scalable/bin/scalable-agent".into()
+        },
+        count: 1,
+        provider,
+    }
+}
+
+/// One recorded call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub line: String,
+    pub stdin: Option<String>,
+}
+
+/// Answers calls in order from `answers` (exit code, stdout, stderr) and
+/// records them.
+#[derive(Default)]
+pub struct FakeRunner {
+    pub calls: Mutex<Vec<Call>>,
+    pub answers: Mutex<VecDeque<(i32, String, String)>>,
+}
+
+impl FakeRunner {
+    pub fn answering(answers: &[(i32, &str, &str)]) -> FakeRunner {
+        FakeRunner {
+            calls: Mutex::new(Vec::new()),
+            answers: Mutex::new(
+                answers
+                    .iter()
+                    .map(|(c, o, e)| (*c, o.to_string(), e.to_string()))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.line.clone())
+            .collect()
+    }
+}
+
+impl Runner for FakeRunner {
+    fn run(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        _env: &[(String, String)],
+    ) -> std::io::Result<Output> {
+        self.calls.lock().unwrap().push(Call {
+            line: shell_join(argv),
+            stdin: stdin.map(|s| String::from_utf8_lossy(s).into_owned()),
+        });
+        let (code, stdout, stderr) =
+            self.answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or((0, String::new(), String::new()));
+        Ok(Output {
+            status: ExitStatus::from_raw(code << 8),
+            stdout: stdout.into_bytes(),
+            stderr: stderr.into_bytes(),
+        })
+    }
+}
