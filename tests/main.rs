@@ -12,4 +12,5 @@ mod dag;
 mod durability;
 mod failures;
 mod packing;
+mod slurm;
 mod submit_errors;

@@ -17,7 +17,7 @@
 //! stage), only their final place counts.
 
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use scalable_common::protocol::AttemptId;
 
@@ -26,8 +26,7 @@ use crate::log_event;
 
 /// The variable that tells a task where its stage is.
 pub const STAGE_ENV: &str = "SCALABLE_STAGE_DIR";
-/// Where stages live, relative to the task's cwd.
-pub const STAGE_ROOT: &str = ".scalable-stage";
+pub use scalable_common::stage::{present, stage_dir, staged_path, STAGE_ROOT};
 
 /// What the agent needs to promote or discard one attempt's outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,25 +35,6 @@ pub struct Stage {
     /// The task's absolute working directory (outputs are relative to it).
     pub cwd: PathBuf,
     pub outputs: Vec<String>,
-}
-
-/// `<cwd>/.scalable-stage/<attempt>`.
-pub fn stage_dir(cwd: &Path, attempt: AttemptId) -> PathBuf {
-    cwd.join(STAGE_ROOT).join(attempt.to_string())
-}
-
-/// Where output `o` is staged, if it can be (a plain relative path).
-fn staged_path(dir: &Path, o: &str) -> Option<PathBuf> {
-    let p = Path::new(o);
-    let plain = p.components().next().is_some()
-        && p.components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    plain.then(|| dir.join(p))
-}
-
-/// Whether something (file, dir, even a dangling symlink) is at `p`.
-fn present(p: &Path) -> bool {
-    p.symlink_metadata().is_ok()
 }
 
 /// Declared outputs (relative to `cwd`) that are neither staged for `attempt`
@@ -110,21 +90,10 @@ impl Stage {
     /// left alone. A failure is one warning line naming the path; the rest
     /// carries on. Returns the final paths promoted.
     pub fn promote(&self, log: Option<&EventLog>) -> Vec<PathBuf> {
-        let dir = self.dir();
         let mut promoted = Vec::new();
-        for o in &self.outputs {
-            let Some(src) = staged_path(&dir, o) else {
-                continue;
-            };
-            if !present(&src) {
-                continue;
-            }
-            let dst = self.cwd.join(o);
-            let moved = match dst.parent() {
-                Some(parent) => std::fs::create_dir_all(parent),
-                None => Ok(()),
-            }
-            .and_then(|()| std::fs::rename(&src, &dst));
+        for (src, dst, moved) in
+            scalable_common::stage::promote(&self.cwd, self.attempt, &self.outputs)
+        {
             match moved {
                 Ok(()) => {
                     log_event!(log, "promote {} {}", self.attempt, dst.display());
@@ -138,7 +107,7 @@ impl Stage {
                 ),
             }
         }
-        self.remove(&dir);
+        self.remove(&self.dir());
         promoted
     }
 

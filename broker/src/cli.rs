@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use scalable_common::exit::ExitCode;
-use scalable_common::protocol::{Request, Response, RunRef, RunStatus, SubmitRequest, TaskRef};
+use scalable_common::protocol::{
+    Request, Response, RunRef, RunStatus, ScaleChange, SubmitRequest, TaskRef,
+};
 use scalable_common::template::is_template as workflow_template;
 use scalable_common::units::{parse_duration_ms, parse_size_bytes};
 use scalable_common::workflow::{self, parse_range, quick_job, Items, WorkflowDef};
@@ -19,7 +21,7 @@ use scalable_common::manifest::{load_manifest, process_env, LoadOptions, Manifes
 use crate::cli_error::CliError;
 use crate::client::Client;
 use crate::output::{self, Progress};
-use crate::{pilots, render};
+use crate::{pilots, providers, render};
 
 /// How often `wait` asks the broker for progress.
 const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -71,6 +73,27 @@ pub enum Command {
     },
     /// The agents connected now.
     Agents,
+    /// Add or remove pilots of the broker's target: +N, -N or =N. Removal
+    /// cancels pilots still queued first, then drains idle agents; busy ones
+    /// only with --force.
+    Scale {
+        #[arg(long)]
+        target: String,
+        /// The tag (component) whose pilots to scale; none = the generic pool.
+        #[arg(long)]
+        tag: Option<String>,
+        /// +N, -N or =N.
+        #[arg(allow_hyphen_values = true)]
+        change: String,
+        /// Also stop pilots whose agents are busy (their tasks go back to ready).
+        #[arg(long)]
+        force: bool,
+        /// Say what would be done (with the exact command lines); do nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Every pilot the broker submitted: provider id, state, queue wait.
+    Pilots,
     /// pegasus-statistics-like summary of a run.
     Stats { run: String },
     /// pegasus-analyzer-like report of a run's failures.
@@ -86,6 +109,10 @@ pub enum Command {
         /// Only the pilots serving this tag (component).
         #[arg(long)]
         tag: Option<String>,
+        /// Print the exact command lines the provider would run to start
+        /// them (sbatch, aws, gcloud, kubectl), not the files.
+        #[arg(long)]
+        commands: bool,
     },
     /// Workers per tag and resources per worker for a target.
     Plan {
@@ -273,6 +300,44 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::Ok)
         }
+        Command::Scale {
+            target,
+            tag,
+            change,
+            force,
+            dry_run,
+        } => {
+            let change = parse_scale_change(&change)?;
+            let client = Client::connect(access).await?;
+            let req = Request::Scale {
+                target,
+                tag,
+                change,
+                force,
+                dry_run,
+            };
+            let Response::Scaled(r) = client.call(&req).await? else {
+                return Err(unexpected());
+            };
+            print_out(if json {
+                output::json(&r)
+            } else {
+                output::scale_text(&r)
+            });
+            Ok(ExitCode::Ok)
+        }
+        Command::Pilots => {
+            let client = Client::connect(access).await?;
+            let Response::Pilots(list) = client.call(&Request::Pilots).await? else {
+                return Err(unexpected());
+            };
+            print_out(if json {
+                output::json(&list)
+            } else {
+                output::pilots_text(&list)
+            });
+            Ok(ExitCode::Ok)
+        }
         Command::Agents => {
             let client = Client::connect(access).await?;
             let Response::Agents(agents) = client.call(&Request::Agents).await? else {
@@ -307,13 +372,37 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::Ok)
         }
-        Command::Render { m, tag } => {
+        Command::Render { m, tag, commands } => {
             let target = require_target(&m)?;
             let manifest = load_manifest_file(&m)?;
             let access = broker_access(access);
             let specs = pilots::pilot_specs(&manifest, &target, tag.as_deref(), &access)
                 .map_err(CliError::bad_input)?;
             let mut out = String::new();
+            if commands {
+                let t = manifest.target(&target).expect("pilot_specs checked it");
+                let ctx = providers::ProviderContext::new(
+                    std::path::Path::new(&access.token_file).with_file_name("pilots"),
+                );
+                let provider = providers::provider_for(t, &ctx);
+                for spec in specs {
+                    let ids = (1..=spec.count.max(1)).map(|i| format!("p-{i}")).collect();
+                    let req = providers::StartRequest {
+                        pilot_ids: ids,
+                        spec,
+                        dry_run: true,
+                    };
+                    let lines = provider.commands(&req).map_err(|e| {
+                        CliError::bad_input(format!("{}: targets.{target}: {e}", m.file.display()))
+                    })?;
+                    for l in lines {
+                        out.push_str(&l);
+                        out.push('\n');
+                    }
+                }
+                print_out(out);
+                return Ok(ExitCode::Ok);
+            }
             for spec in &specs {
                 let files = render::render(spec).map_err(|e| {
                     CliError::bad_input(format!("{}: targets.{target}: {e}", m.file.display()))
@@ -339,14 +428,52 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let target = require_target(&m)?;
             let manifest = load_manifest_file(&m)?;
             let rows = pilots::plan(&manifest, &target).map_err(CliError::bad_input)?;
-            let provider = manifest
-                .target(&target)
-                .map(|t| t.provider.name())
-                .unwrap_or("?");
+            let t = manifest.target(&target).expect("plan checked it");
+            let provider = t.provider.name();
+            // Cost of running every row's workers for one walltime (Slurm) or an hour.
+            let hours = match &t.provider {
+                scalable_common::manifest::Provider::Slurm {
+                    walltime_ms: Some(w),
+                    ..
+                } => *w as f64 / 3_600_000.0,
+                _ => 1.0,
+            };
+            let ctx = providers::ProviderContext::new(std::env::temp_dir());
+            let p = providers::provider_for(t, &ctx);
+            let access = broker_access(access);
+            let specs = pilots::pilot_specs(&manifest, &target, None, &access)
+                .map_err(CliError::bad_input)?;
+            let costs: Vec<(String, u32, providers::CostEstimate)> = specs
+                .iter()
+                .zip(&rows)
+                .map(|(s, r)| {
+                    (
+                        r.tag.clone(),
+                        r.workers,
+                        p.estimate_cost(s, r.workers, hours),
+                    )
+                })
+                .collect();
             print_out(if json {
-                output::json(&rows)
+                let c: Vec<serde_json::Value> = costs
+                    .iter()
+                    .map(|(tag, w, c)| serde_json::json!({"tag": tag, "workers": w, "hours": hours, "cost": c}))
+                    .collect();
+                output::json(&serde_json::json!({"rows": rows, "cost": c}))
             } else {
-                pilots::plan_text(&target, provider, &rows)
+                let mut text = pilots::plan_text(&target, provider, &rows);
+                for (tag, w, c) in &costs {
+                    text.push_str(&match c.total {
+                        Some(total) => format!(
+                            "cost {tag}: {w} worker(s) x {hours:.2} h x {:.3} {cur}/h = {total:.2} {cur} ({})\n",
+                            c.per_pilot_hour.unwrap_or(0.0),
+                            c.source,
+                            cur = c.currency
+                        ),
+                        None => format!("cost {tag}: unknown ({})\n", c.source),
+                    });
+                }
+                text
             });
             Ok(ExitCode::Ok)
         }
@@ -546,6 +673,22 @@ fn load_manifest_file(m: &ManifestArgs) -> Result<Manifest, CliError> {
     };
     load_manifest(&shown, &text, &opts)
         .map_err(|errs| CliError::bad_input(errs.to_string().replace('\n', "\nerror: ")))
+}
+
+/// `+N`, `-N` or `=N`.
+fn parse_scale_change(s: &str) -> Result<ScaleChange, CliError> {
+    let bad = || {
+        CliError::bad_input(format!("scale: {s:?} is not +N, -N or =N"))
+            .with_hint("e.g. scalable scale --target hpc --tag demeter =2")
+    };
+    let (op, n) = s.split_at(s.chars().next().map_or(0, char::len_utf8));
+    let n: u32 = n.parse().map_err(|_| bad())?;
+    match op {
+        "+" => Ok(ScaleChange::Add(n)),
+        "-" => Ok(ScaleChange::Remove(n)),
+        "=" => Ok(ScaleChange::Set(n)),
+        _ => Err(bad()),
+    }
 }
 
 fn require_target(m: &ManifestArgs) -> Result<String, CliError> {

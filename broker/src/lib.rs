@@ -16,6 +16,7 @@ pub mod cli;
 pub mod cli_error;
 pub mod client;
 pub mod core;
+pub mod fleet;
 pub mod local;
 pub mod output;
 pub mod pilots;

@@ -17,7 +17,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use scalable_common::protocol::{
-    AgentInfo, Counts, FailedAttempt, FailedTask, RunAnalysis, RunStats, RunStatus, TaskLogs,
+    AgentInfo, Counts, FailedAttempt, FailedTask, PilotInfo, RunAnalysis, RunStats, RunStatus,
+    ScaleReport, TaskLogs,
 };
 use scalable_common::units::{format_duration_ms, format_size};
 
@@ -488,6 +489,75 @@ fn attempt_line(a: &FailedAttempt) -> String {
 }
 
 // ------------------------------------------------------------------ agents
+
+/// `scalable scale`: what was done (or would be, with `--dry-run`).
+pub fn scale_text(r: &ScaleReport) -> String {
+    let tag = r.tag.as_deref().unwrap_or("(generic pool)");
+    let mut out = format!(
+        "{}target {} tag {tag}: {} -> {} pilots\n",
+        if r.dry_run { "dry run: " } else { "" },
+        r.target,
+        r.before,
+        r.after
+    );
+    for (pilot, provider_id) in &r.started {
+        out.push_str(&format!("  started {pilot} ({provider_id})\n"));
+    }
+    for (what, list) in [
+        ("cancelled (not connected yet)", &r.cancelled),
+        ("drained (idle agent leaves)", &r.drained),
+        ("stopped (busy, --force)", &r.killed),
+    ] {
+        if !list.is_empty() {
+            out.push_str(&format!("  {what}: {}\n", list.join(", ")));
+        }
+    }
+    if r.kept_busy > 0 {
+        out.push_str(&format!(
+            "  kept {} busy pilot(s); --force stops them (their tasks go back to ready)\n",
+            r.kept_busy
+        ));
+    }
+    if !r.commands.is_empty() {
+        out.push_str(if r.dry_run { "would run:\n" } else { "ran:\n" });
+        for c in &r.commands {
+            out.push_str(&format!("  {c}\n"));
+        }
+    }
+    out
+}
+
+/// `scalable pilots`: every pilot with its provider id, state and queue wait.
+pub fn pilots_text(pilots: &[PilotInfo]) -> String {
+    if pilots.is_empty() {
+        return "no pilots\n".to_string();
+    }
+    let mut table = Table::new(&[
+        ("PILOT", Align::Left),
+        ("TARGET", Align::Left),
+        ("TAG", Align::Left),
+        ("PROVIDER_ID", Align::Left),
+        ("STATE", Align::Left),
+        ("AGENT", Align::Right),
+        ("QUEUE_WAIT", Align::Right),
+        ("REASON", Align::Left),
+    ]);
+    for p in pilots {
+        table.row(vec![
+            p.id.clone(),
+            p.target.clone(),
+            p.tag.clone().unwrap_or_else(|| "-".into()),
+            p.provider_id.clone(),
+            p.state.clone(),
+            p.agent.map_or("-".into(), |a| a.to_string()),
+            p.connected_at_ms.map_or("-".into(), |c| {
+                format_duration_ms(c.saturating_sub(p.submitted_at_ms))
+            }),
+            p.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    table.lines().join("\n") + "\n"
+}
 
 /// `scalable agents`: one row per connected agent; UP is the time since it
 /// connected, as of `now_ms`.
@@ -1023,6 +1093,7 @@ no failed tasks
                 completed: 1204,
                 runtimes: vec!["podman".into(), "docker".into()],
                 limit_mode: "sampling".into(),
+                pilot_id: None,
             },
             AgentInfo {
                 id: 12,
@@ -1042,6 +1113,7 @@ no failed tasks
                 completed: 0,
                 runtimes: vec![],
                 limit_mode: "cgroup-v2".into(),
+                pilot_id: None,
             },
         ];
         let expected = r"ID  NAME   HOST            TAGS                 CPUS  MEMORY  GPUS  FREE_CPUS  FREE_MEM  RUNTIMES       LIMITS     RUNNING  QUEUED  DONE     UP

@@ -20,15 +20,18 @@ use scalable_common::access;
 use scalable_common::frame::{read_frame, write_frame};
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
-    AgentHello, AgentId, FromAgent, Hello, HelloReply, Request, Response, RunId, RunRef, TaskRef,
-    ToAgent, WhyAnswer, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
+    AgentHello, AgentId, FromAgent, Hello, HelloReply, Request, Response, RunId, RunRef,
+    ScaleReport, TaskRef, ToAgent, WhyAnswer, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
 };
 use scalable_common::tls;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cache;
 use crate::core::{CacheProbe, CacheRecord, Core, CoreConfig};
+use crate::fleet::{Fleet, Pilot};
 use crate::local::LocalAgents;
+use crate::pilots;
+use crate::providers::{self, DeploymentProvider, PilotState, StartRequest, StartedPilot};
 use crate::store::{self, Store};
 use crate::submit;
 
@@ -54,7 +57,22 @@ pub struct BrokerConfig {
     pub core: CoreConfig,
     /// The manifest (`--manifest`), for `task:` bindings of submitted workflows.
     pub manifest: Option<Arc<Manifest>>,
+    /// The manifest target whose pilots this broker owns (`--target`).
+    pub target: Option<String>,
 }
+
+/// The broker's pilots and the provider that runs them (a `--target` was given).
+struct FleetCtx {
+    fleet: Fleet,
+    provider: Arc<dyn DeploymentProvider>,
+    manifest: Arc<Manifest>,
+    access: pilots::BrokerAccess,
+    reconcile_in_flight: bool,
+    last_reconcile_ms: u64,
+}
+
+/// How often live pilots are checked with their provider (one batched call).
+const RECONCILE_EVERY_MS: u64 = 5_000;
 
 /// Messages into the core task.
 enum CoreMsg {
@@ -75,6 +93,15 @@ enum CoreMsg {
         /// The agent broke the protocol: lost at once, no grace.
         fatal: bool,
     },
+    /// The provider started pilots for a `scale` (or failed to).
+    FleetStarted {
+        tag: Option<String>,
+        result: Result<Vec<StartedPilot>, String>,
+        report: Box<ScaleReport>,
+        reply: oneshot::Sender<Response>,
+    },
+    /// The provider's view of our live pilots.
+    FleetStatus(Result<Vec<(String, PilotState)>, String>),
     /// A cache probe's answer (see `cache`).
     CacheAnswer {
         job: u64,
@@ -145,7 +172,40 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
     .context("starting the QUIC endpoint")?;
 
     let started = Instant::now();
-    let (store, ids, loaded) = Store::open(&files.db)?;
+    let (store, ids, mut loaded) = Store::open(&files.db)?;
+    let fleet = match (&cfg.manifest, &cfg.target) {
+        (Some(m), Some(t)) => {
+            let target = m
+                .target(t)
+                .with_context(|| format!("the manifest has no target {t}"))?;
+            let mut ctx = providers::ProviderContext::new(cfg.state_dir.join("pilots"));
+            ctx.aws_endpoint_url = std::env::var("AWS_ENDPOINT_URL").ok();
+            let known: Vec<Pilot> = std::mem::take(&mut loaded.pilots)
+                .into_iter()
+                .filter(|(p, _)| &p.target == t)
+                .filter_map(|(p, m)| Pilot::from_stored(p, &m))
+                .collect();
+            Some(FleetCtx {
+                fleet: Fleet::new(t, known),
+                provider: Arc::from(providers::provider_for(target, &ctx)),
+                manifest: m.clone(),
+                access: pilots::BrokerAccess {
+                    address: address.clone(),
+                    fingerprint: identity.fingerprint(),
+                    token_file: std::path::absolute(&files.agent_token)
+                        .unwrap_or_else(|_| files.agent_token.clone())
+                        .display()
+                        .to_string(),
+                    agent_path: crate::local::agent_exe(cfg.agent_exe.as_deref())
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|_| "scalable-agent".into()),
+                },
+                reconcile_in_flight: false,
+                last_reconcile_ms: 0,
+            })
+        }
+        _ => None,
+    };
     let core = crate::restart::restore_core(cfg.core.clone(), ids, loaded, now_ms());
     tracing::info!("state loaded in {} ms", started.elapsed().as_millis());
     let liveness = Liveness {
@@ -169,11 +229,14 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
     let core_task = tokio::spawn(core_loop(
         core,
         core_rx,
-        core_tx.downgrade(),
-        store.clone(),
-        cfg.state_dir.join("cache"),
-        stop_tx.clone(),
-        cfg.manifest.clone(),
+        Around {
+            to_core: core_tx.downgrade(),
+            store: store.clone(),
+            cache_dir: cfg.state_dir.join("cache"),
+            stop: stop_tx.clone(),
+            manifest: cfg.manifest.clone(),
+        },
+        fleet,
     ));
     let ticker = {
         let tx = core_tx.clone();
@@ -471,16 +534,29 @@ enum Deferred {
     ),
 }
 
-async fn core_loop(
-    mut core: Core,
-    mut rx: mpsc::UnboundedReceiver<CoreMsg>,
-    // Weak: the loop must end when every connection and the ticker are gone.
+/// What the core loop talks to besides the core and the fleet.
+struct Around {
+    /// Weak: the loop must end when every connection and the ticker are gone.
     to_core: mpsc::WeakUnboundedSender<CoreMsg>,
     store: Store,
     cache_dir: PathBuf,
     stop: mpsc::UnboundedSender<()>,
     manifest: Option<Arc<Manifest>>,
+}
+
+async fn core_loop(
+    mut core: Core,
+    mut rx: mpsc::UnboundedReceiver<CoreMsg>,
+    around: Around,
+    mut fleet: Option<FleetCtx>,
 ) {
+    let Around {
+        to_core,
+        store,
+        cache_dir,
+        stop,
+        manifest,
+    } = around;
     let mut agents: HashMap<AgentId, (u64, mpsc::UnboundedSender<ToAgent>)> = HashMap::new();
     let blobs = Arc::new(cache::Blobs::new(cache_dir));
     let mut batch = Vec::with_capacity(CORE_BATCH_MAX);
@@ -492,6 +568,8 @@ async fn core_loop(
         }
         let now = now_ms();
         let mut deferred: Vec<Deferred> = Vec::new();
+        // Pilot records and events from the fleet, written with this batch.
+        let mut extra_ops: Vec<crate::core::StoreOp> = Vec::new();
         for msg in batch.drain(..) {
             match msg {
                 CoreMsg::AgentConnected {
@@ -503,6 +581,9 @@ async fn core_loop(
                     let id = core.agent_connected(&hello, now);
                     agents.insert(id, (conn, tx));
                     let _ = reply.send(id);
+                    if let Some(f) = fleet.as_mut() {
+                        extra_ops.extend(fleet_agent_connected(f, &hello, id, now));
+                    }
                 }
                 CoreMsg::Agent { agent, msg } => match msg {
                     FromAgent::Events {
@@ -539,6 +620,90 @@ async fn core_loop(
                     key_json,
                     why,
                 } => core.cache_answer(job, index, hit, key_json, why, now),
+                CoreMsg::Cli {
+                    req: Request::Pilots,
+                    reply,
+                } => {
+                    let list = fleet.as_ref().map(|f| f.fleet.infos()).unwrap_or_default();
+                    deferred.push(Deferred::Reply(reply, Response::Pilots(list)));
+                }
+                CoreMsg::Cli {
+                    req:
+                        Request::Scale {
+                            target,
+                            tag,
+                            change,
+                            force,
+                            dry_run,
+                        },
+                    reply,
+                } => {
+                    let req = ScaleReq {
+                        target,
+                        tag,
+                        change,
+                        force,
+                        dry_run,
+                    };
+                    if let Some(d) = scale(
+                        &mut core,
+                        fleet.as_mut(),
+                        req,
+                        reply,
+                        &to_core,
+                        &mut extra_ops,
+                    ) {
+                        deferred.push(d);
+                    }
+                }
+                CoreMsg::FleetStarted {
+                    tag,
+                    result,
+                    mut report,
+                    reply,
+                } => {
+                    let resp = match (result, fleet.as_mut()) {
+                        (Ok(started), Some(f)) => {
+                            extra_ops.extend(f.fleet.started(tag.as_deref(), &started, now));
+                            for s in &started {
+                                report
+                                    .started
+                                    .push((s.pilot_id.clone(), s.provider_id.clone()));
+                                report.commands.extend(s.commands.iter().cloned());
+                            }
+                            report.commands.dedup();
+                            Response::Scaled(*report)
+                        }
+                        (Err(e), _) => Response::Error {
+                            message: e,
+                            exit_code: 1,
+                        },
+                        (Ok(_), None) => bad("this broker has no target".into()),
+                    };
+                    deferred.push(Deferred::Reply(reply, resp));
+                }
+                CoreMsg::FleetStatus(result) => {
+                    if let Some(f) = fleet.as_mut() {
+                        f.reconcile_in_flight = false;
+                        match result {
+                            Ok(states) => {
+                                let ops = f.fleet.reconcile(&states, now);
+                                for op in &ops {
+                                    if let crate::core::StoreOp::Pilot(p, _) = op {
+                                        tracing::info!(
+                                            "pilot {} ({}) is {}",
+                                            p.id,
+                                            p.provider_id,
+                                            p.state
+                                        );
+                                    }
+                                }
+                                extra_ops.extend(ops);
+                            }
+                            Err(e) => tracing::warn!("checking pilots: {e}"),
+                        }
+                    }
+                }
                 CoreMsg::Cli { req, reply } => {
                     if matches!(req, Request::Shutdown) {
                         deferred.push(Deferred::Reply(reply, Response::ShuttingDown));
@@ -555,6 +720,9 @@ async fn core_loop(
                 }
                 CoreMsg::Tick => {
                     core.tick(now);
+                    if let Some(f) = fleet.as_mut() {
+                        reconcile(f, &to_core, now);
+                    }
                     // The broker heartbeats too: an agent that hears nothing for
                     // its timeout reconnects (heartbeats both ways).
                     if now.saturating_sub(last_heartbeat) >= heartbeat_ms {
@@ -571,6 +739,7 @@ async fn core_loop(
             core.sanity_check();
         }
         let mut fx = core.take_effects();
+        fx.store.append(&mut extra_ops);
         for probe in std::mem::take(&mut fx.cache_probe) {
             tokio::spawn(cache_probe(
                 probe,
@@ -580,6 +749,7 @@ async fn core_loop(
             ));
         }
         let records = std::mem::take(&mut fx.cache_record);
+        let promote = std::mem::take(&mut fx.promote);
         let mut sends: Vec<(mpsc::UnboundedSender<ToAgent>, ToAgent)> = Vec::new();
         let mut push = |agent: AgentId, msg: ToAgent| {
             if let Some((_, tx)) = agents.get(&agent) {
@@ -623,6 +793,24 @@ async fn core_loop(
         store.write(
             fx.store,
             Some(Box::new(move || {
+                // Counted: its staged outputs go into place now, before anything
+                // (a dependent's assignment) is sent, and whether or not its
+                // agent lives to hear the ack. Needs the task's filesystem;
+                // where the broker has none, the agent promotes on the ack.
+                for (cwd, attempt, outputs) in &promote {
+                    let cwd = std::path::Path::new(cwd);
+                    for (src, dst, moved) in scalable_common::stage::promote(cwd, *attempt, outputs)
+                    {
+                        if let Err(e) = moved {
+                            tracing::warn!(
+                                "attempt {attempt}: cannot promote {} to {}: {e}",
+                                src.display(),
+                                dst.display()
+                            );
+                        }
+                    }
+                    let _ = scalable_common::stage::remove(cwd, *attempt);
+                }
                 for (tx, msg) in sends {
                     let _ = tx.send(msg);
                 }
@@ -654,6 +842,198 @@ async fn core_loop(
         let _ = tx.send(ToAgent::Shutdown {
             reason: "broker stopping".into(),
         });
+    }
+}
+
+/// `scalable scale` as the core loop received it.
+struct ScaleReq {
+    target: String,
+    tag: Option<String>,
+    change: scalable_common::protocol::ScaleChange,
+    force: bool,
+    dry_run: bool,
+}
+
+/// Plans a `scale` and carries out what needs no waiting (drains, stops on a
+/// blocking thread); pilots to start go to the provider on a blocking thread,
+/// and the reply follows with `CoreMsg::FleetStarted`. Returns the reply when
+/// it is ready now.
+fn scale(
+    core: &mut Core,
+    fleet: Option<&mut FleetCtx>,
+    req: ScaleReq,
+    reply: oneshot::Sender<Response>,
+    to_core: &mpsc::WeakUnboundedSender<CoreMsg>,
+    ops: &mut Vec<crate::core::StoreOp>,
+) -> Option<Deferred> {
+    let Some(f) = fleet else {
+        return Some(Deferred::Reply(
+            reply,
+            bad("this broker owns no pilots (start it with --manifest FILE --target T)".into()),
+        ));
+    };
+    if req.target != f.fleet.target {
+        return Some(Deferred::Reply(
+            reply,
+            bad(format!(
+                "this broker runs target {}, not {} (start another broker for that target)",
+                f.fleet.target, req.target
+            )),
+        ));
+    }
+    let spec = match pilots::pilot_specs(&f.manifest, &req.target, req.tag.as_deref(), &f.access) {
+        Ok(mut specs) if !specs.is_empty() => specs.remove(0),
+        Ok(_) => {
+            return Some(Deferred::Reply(
+                reply,
+                bad("no pilot group for that tag".into()),
+            ))
+        }
+        Err(e) => return Some(Deferred::Reply(reply, bad(e))),
+    };
+    let tag = spec.tag.clone();
+    let plan = f
+        .fleet
+        .plan_scale(tag.as_deref(), req.change, &core.agent_infos(), req.force);
+    let mut report = ScaleReport {
+        target: req.target.clone(),
+        tag: tag.clone(),
+        dry_run: req.dry_run,
+        before: plan.before,
+        after: plan.after,
+        cancelled: plan.cancel.clone(),
+        drained: plan.drain.iter().map(|(p, _)| p.clone()).collect(),
+        killed: plan.kill.clone(),
+        kept_busy: plan.kept_busy,
+        ..ScaleReport::default()
+    };
+    let stop_ids: Vec<String> = plan
+        .cancel
+        .iter()
+        .chain(&plan.kill)
+        .filter_map(|p| f.fleet.provider_id(p))
+        .collect();
+    if req.dry_run {
+        let ids: Vec<String> = (1..=plan.start).map(|i| format!("p-new{i}")).collect();
+        if !ids.is_empty() {
+            let r = StartRequest {
+                pilot_ids: ids,
+                spec,
+                dry_run: true,
+            };
+            match f.provider.commands(&r) {
+                Ok(c) => report.commands = c,
+                Err(e) => return Some(Deferred::Reply(reply, bad(e.to_string()))),
+            }
+        }
+        return Some(Deferred::Reply(reply, Response::Scaled(report)));
+    }
+    for (pilot, agent) in &plan.drain {
+        core.drain_agent(*agent, &format!("pilot {pilot} scaled down"));
+    }
+    let drained: Vec<String> = plan.drain.iter().map(|(p, _)| p.clone()).collect();
+    ops.extend(f.fleet.leaving(&drained, "scaled down: idle agent drained"));
+    ops.extend(
+        f.fleet
+            .leaving(&plan.cancel, "scaled down: cancelled before it connected"),
+    );
+    ops.extend(f.fleet.leaving(&plan.kill, "scaled down with --force"));
+    if !stop_ids.is_empty() {
+        let provider = f.provider.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = provider.stop(&stop_ids) {
+                tracing::warn!("stopping pilots {stop_ids:?}: {e}");
+            }
+        });
+    }
+    if plan.start == 0 {
+        return Some(Deferred::Reply(reply, Response::Scaled(report)));
+    }
+    let ids = f.fleet.new_ids(plan.start);
+    let provider = f.provider.clone();
+    let to_core = to_core.clone();
+    tokio::spawn(async move {
+        let r = StartRequest {
+            pilot_ids: ids,
+            spec,
+            dry_run: false,
+        };
+        let result = tokio::task::spawn_blocking(move || provider.start(&r))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Some(tx) = to_core.upgrade() {
+            let _ = tx.send(CoreMsg::FleetStarted {
+                tag,
+                result,
+                report: Box::new(report),
+                reply,
+            });
+        }
+    });
+    None
+}
+
+/// One batched status call for every live pilot, at most every
+/// `RECONCILE_EVERY_MS` (the provider rate-limits further).
+fn reconcile(f: &mut FleetCtx, to_core: &mpsc::WeakUnboundedSender<CoreMsg>, now: u64) {
+    if f.reconcile_in_flight || now.saturating_sub(f.last_reconcile_ms) < RECONCILE_EVERY_MS {
+        return;
+    }
+    let ids = f.fleet.live_provider_ids();
+    if ids.is_empty() {
+        return;
+    }
+    f.reconcile_in_flight = true;
+    f.last_reconcile_ms = now;
+    let provider = f.provider.clone();
+    let to_core = to_core.clone();
+    tokio::spawn(async move {
+        let result = tokio::task::spawn_blocking(move || provider.status(&ids))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Some(tx) = to_core.upgrade() {
+            let _ = tx.send(CoreMsg::FleetStatus(result));
+        }
+    });
+}
+
+/// Matches a connecting agent to its pilot; an agent no pilot of ours explains
+/// is recorded as unmanaged.
+fn fleet_agent_connected(
+    f: &mut FleetCtx,
+    hello: &AgentHello,
+    agent: AgentId,
+    now: u64,
+) -> Vec<crate::core::StoreOp> {
+    let Some(reported) = hello.pilot_id.as_deref() else {
+        return Vec::new();
+    };
+    match f.fleet.agent_connected(reported, agent, now) {
+        Some((pilot, wait_ms, op)) => {
+            tracing::info!("agent {agent} is pilot {pilot} (queue wait {wait_ms} ms)");
+            vec![
+                op,
+                crate::core::StoreOp::Event {
+                    at_ms: now,
+                    kind: "pilot_connected",
+                    run: None,
+                    detail: format!(
+                        "pilot {pilot}: agent {agent} connected after {wait_ms} ms in the queue"
+                    ),
+                },
+            ]
+        }
+        None => {
+            tracing::info!("agent {agent} says pilot {reported:?}, which this broker did not submit (unmanaged)");
+            vec![crate::core::StoreOp::Event {
+                at_ms: now,
+                kind: "unmanaged_agent",
+                run: None,
+                detail: format!("agent {agent} reports pilot {reported:?}, unknown to this broker"),
+            }]
+        }
     }
 }
 
@@ -895,6 +1275,8 @@ fn handle_request(
             );
         }
         Request::Shutdown => Response::ShuttingDown,
+        // Handled by the core loop, which owns the fleet.
+        Request::Scale { .. } | Request::Pilots => bad("not here".into()),
         Request::Why { task } => match resolve_task(core, &task).and_then(|id| core.why(id, now)) {
             Some((task, state, reason)) => Response::Why(WhyAnswer {
                 task,

@@ -15,7 +15,8 @@ use std::thread;
 use rusqlite::{params, Connection, OptionalExtension};
 use scalable_common::failpoint;
 use scalable_common::protocol::{
-    AttemptEnd, FailedAttempt, FailedTask, JobStats, RunAnalysis, RunId, RunStats, TaskId, TaskLogs,
+    AttemptEnd, FailedAttempt, FailedTask, JobStats, PilotInfo, RunAnalysis, RunId, RunStats,
+    TaskId, TaskLogs,
 };
 
 use crate::core::restore::{AgentRow, OpenAttempt, Snapshot, TaskRow};
@@ -135,7 +136,23 @@ CREATE TABLE IF NOT EXISTS agents (
     gpus INTEGER NOT NULL,
     connected_at_ms INTEGER NOT NULL,
     left_at_ms INTEGER,
-    left_reason TEXT
+    left_reason TEXT,
+    pilot_id TEXT
+);
+-- Every pilot the broker submitted (SPEC §8); agent_match is what its agent
+-- reports as SCALABLE_PILOT_ID (JSON).
+CREATE TABLE IF NOT EXISTS pilots (
+    id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    tag TEXT,
+    provider_id TEXT NOT NULL,
+    agent_match TEXT NOT NULL,
+    state TEXT NOT NULL,
+    agent_id INTEGER,
+    submitted_at_ms INTEGER NOT NULL,
+    connected_at_ms INTEGER,
+    ended_at_ms INTEGER,
+    reason TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -260,6 +277,8 @@ pub struct LoadedRun {
 pub struct Loaded {
     pub runs: Vec<LoadedRun>,
     pub snapshot: Snapshot,
+    /// Pilots not ended yet, with their agent match (JSON).
+    pub pilots: Vec<(PilotInfo, String)>,
 }
 
 fn load(c: &Connection) -> rusqlite::Result<Loaded> {
@@ -370,7 +389,31 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
         )?
         .query_map([recent_ms(c)?], |r| Ok(r.get::<_, i64>(0)? as u64))?
         .collect::<rusqlite::Result<_>>()?;
+    let pilots = c
+        .prepare(
+            "SELECT id, target, tag, provider_id, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason, agent_match
+             FROM pilots WHERE state <> 'ended' ORDER BY submitted_at_ms",
+        )?
+        .query_map([], |r| {
+            Ok((
+                PilotInfo {
+                    id: r.get(0)?,
+                    target: r.get(1)?,
+                    tag: r.get(2)?,
+                    provider_id: r.get(3)?,
+                    state: r.get(4)?,
+                    agent: r.get::<_, Option<i64>>(5)?.map(|x| x as u64),
+                    submitted_at_ms: r.get::<_, i64>(6)? as u64,
+                    connected_at_ms: r.get::<_, Option<i64>>(7)?.map(|x| x as u64),
+                    ended_at_ms: r.get::<_, Option<i64>>(8)?.map(|x| x as u64),
+                    reason: r.get(9)?,
+                },
+                r.get::<_, String>(10)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(Loaded {
+        pilots,
         runs,
         snapshot: Snapshot {
             tasks,
@@ -621,6 +664,27 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 *at_ms as i64
             ])?;
         }
+        StoreOp::Pilot(p, agent_match) => {
+            c.prepare_cached(
+                "INSERT INTO pilots (id, target, tag, provider_id, agent_match, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, agent_id = excluded.agent_id,
+                   connected_at_ms = excluded.connected_at_ms, ended_at_ms = excluded.ended_at_ms, reason = excluded.reason",
+            )?
+            .execute(params![
+                p.id,
+                p.target,
+                p.tag,
+                p.provider_id,
+                agent_match,
+                p.state,
+                p.agent.map(|a| a as i64),
+                p.submitted_at_ms as i64,
+                p.connected_at_ms.map(|x| x as i64),
+                p.ended_at_ms.map(|x| x as i64),
+                p.reason
+            ])?;
+        }
         StoreOp::JobCancelMark { job, cancelled } => {
             c.prepare_cached("UPDATE jobs SET cancel_marked = ?2 WHERE id = ?1")?
                 .execute(params![*job as i64, *cancelled as i64])?;
@@ -653,9 +717,10 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             tags,
             resources,
             connected_at_ms,
+            pilot_id,
         } => {
             c.prepare_cached(
-                "INSERT INTO agents (id, name, hostname, tags, cpus, memory_bytes, gpus, connected_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO agents (id, name, hostname, tags, cpus, memory_bytes, gpus, connected_at_ms, pilot_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 *agent as i64,
@@ -665,7 +730,8 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 resources.cpus,
                 resources.memory_bytes as i64,
                 resources.gpus,
-                *connected_at_ms as i64
+                *connected_at_ms as i64,
+                pilot_id
             ])?;
         }
         StoreOp::AgentLeft {

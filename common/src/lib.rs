@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod panic;
 pub mod protocol;
 pub mod resources;
+pub mod stage;
 pub mod template;
 pub mod tls;
 pub mod units;

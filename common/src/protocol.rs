@@ -340,6 +340,16 @@ pub enum Request {
     Resume {
         run: RunRef,
     },
+    /// Add or remove pilots of the broker's target (`scalable scale`).
+    Scale {
+        target: String,
+        tag: Option<String>,
+        change: ScaleChange,
+        force: bool,
+        dry_run: bool,
+    },
+    /// Every pilot this broker submitted.
+    Pilots,
     Agents,
     Stats {
         run: RunRef,
@@ -384,6 +394,54 @@ pub enum Response {
         exit_code: i32,
     },
     Why(WhyAnswer),
+    Scaled(ScaleReport),
+    Pilots(Vec<PilotInfo>),
+}
+
+/// `+N`, `-N` or `=N` pilots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScaleChange {
+    Add(u32),
+    Remove(u32),
+    Set(u32),
+}
+
+/// What `scale` did (or, with `--dry-run`, would do).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScaleReport {
+    pub target: String,
+    pub tag: Option<String>,
+    pub dry_run: bool,
+    pub before: u32,
+    pub after: u32,
+    /// `pilot id -> provider id` of pilots started.
+    pub started: Vec<(String, String)>,
+    /// Pilots whose agent had not connected, cancelled through the provider.
+    pub cancelled: Vec<String>,
+    /// Pilots whose idle agent was told to leave.
+    pub drained: Vec<String>,
+    /// Busy pilots stopped (`--force`).
+    pub killed: Vec<String>,
+    /// Busy pilots kept (no `--force`).
+    pub kept_busy: u32,
+    /// The exact command lines run (or that would run).
+    pub commands: Vec<String>,
+}
+
+/// A pilot as the broker records it (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PilotInfo {
+    pub id: String,
+    pub target: String,
+    pub tag: Option<String>,
+    pub provider_id: String,
+    /// submitted | queued | running | connected | draining | ended
+    pub state: String,
+    pub agent: Option<AgentId>,
+    pub submitted_at_ms: u64,
+    pub connected_at_ms: Option<u64>,
+    pub ended_at_ms: Option<u64>,
+    pub reason: Option<String>,
 }
 
 /// `scalable why TASK`.
@@ -469,6 +527,8 @@ pub struct AgentInfo {
     pub runtimes: Vec<String>,
     /// How memory limits are enforced: `cgroup-v2` or `sampling`.
     pub limit_mode: String,
+    /// The `SCALABLE_PILOT_ID` its provider gave it, if any.
+    pub pilot_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -148,6 +148,7 @@ fn main() -> std::process::ExitCode {
             ..CoreConfig::default()
         },
         manifest,
+        target: args.target.clone(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use scalable_common::protocol::{
-    AgentId, Assignment, AttemptId, AttemptResult, JobId, RunId, TaskId,
+    AgentId, Assignment, AttemptId, AttemptResult, JobId, PilotInfo, RunId, TaskId,
 };
 use scalable_common::resources::Resources;
 
@@ -94,6 +94,7 @@ pub enum StoreOp {
         tags: Vec<String>,
         resources: Resources,
         connected_at_ms: u64,
+        pilot_id: Option<String>,
     },
     AgentLeft {
         agent: AgentId,
@@ -106,6 +107,8 @@ pub enum StoreOp {
         run: Option<RunId>,
         detail: String,
     },
+    /// A pilot's record (written by the shell's `fleet`, not by the core).
+    Pilot(Box<PilotInfo>, String),
 }
 
 /// Everything one step of the core produced.
@@ -126,6 +129,10 @@ pub struct Effects {
     pub cache_probe: Vec<CacheProbe>,
     /// Counted successes of `cache: true` tasks, to save in the cache.
     pub cache_record: Vec<CacheRecord>,
+    /// Counted attempts with declared outputs: (cwd, attempt, outputs). The
+    /// shell promotes their staged outputs after the commit and before it
+    /// sends anything (dependents may be assigned in the same batch).
+    pub promote: Vec<(String, AttemptId, Vec<String>)>,
     /// Runs that reached a final state in this step.
     pub finished_runs: Vec<RunId>,
 }
@@ -141,6 +148,7 @@ impl Effects {
             && self.finished_runs.is_empty()
             && self.cache_probe.is_empty()
             && self.cache_record.is_empty()
+            && self.promote.is_empty()
     }
 }
 

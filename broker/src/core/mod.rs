@@ -394,6 +394,7 @@ impl Core {
             tags: tags.clone(),
             resources: hello.resources.clone(),
             connected_at_ms: now_ms,
+            pilot_id: hello.pilot_id.clone(),
         });
         let committed = Resources {
             custom: hello
@@ -430,6 +431,7 @@ impl Core {
                 limit_mode: hello.limit_mode.clone(),
                 connected: true,
                 restored: false,
+                pilot_id: hello.pilot_id.clone(),
             },
         );
         // Whatever it holds belongs to an agent the broker already declared
@@ -510,6 +512,17 @@ impl Core {
             stale.sort_unstable();
             self.fx.cancel.entry(agent).or_default().extend(stale);
         }
+    }
+
+    /// Asks an agent to leave (its pilot is scaled down): it takes nothing new,
+    /// hands anything it holds back (not spending retries) and exits.
+    pub fn drain_agent(&mut self, agent: AgentId, reason: &str) -> bool {
+        let Some(a) = self.agents.get_mut(&agent) else {
+            return false;
+        };
+        a.draining = true;
+        self.fx.shutdown.push((agent, reason.to_string()));
+        true
     }
 
     /// The agent's connection dropped. It keeps its attempts: it may come back
@@ -702,6 +715,14 @@ impl Core {
         let run_cancelled = self.runs[&job.run].cancel_requested;
         if end.is_success() {
             self.counted.insert(at.id);
+            if !job.def.outputs.is_empty() {
+                let run = &self.runs[&job.run];
+                if let Ok(outputs) = job.templates.outputs(&job.def, at.index, job.run) {
+                    self.fx
+                        .promote
+                        .push((task_cwd(run, job, at.index), at.id, outputs));
+                }
+            }
             let note = job.cache_misses.remove(&at.index);
             if let Some((key_json, _)) = &note {
                 let run = &self.runs[&job.run];
@@ -1681,6 +1702,7 @@ impl Core {
                     completed: a.completed,
                     runtimes: a.runtimes.clone(),
                     limit_mode: a.limit_mode.clone(),
+                    pilot_id: a.pilot_id.clone(),
                 }
             })
             .collect()

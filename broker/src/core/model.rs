@@ -249,6 +249,8 @@ pub struct Agent {
     /// Restored from the store after a broker restart, not yet reclaimed: its
     /// loss is the broker's doing, so it counts no crash against its tasks.
     pub restored: bool,
+    /// `SCALABLE_PILOT_ID` from its hello.
+    pub pilot_id: Option<String>,
 }
 
 impl Agent {

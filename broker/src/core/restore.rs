@@ -424,5 +424,6 @@ fn restored_agent(id: AgentId, row: Option<&AgentRow>, cfg: &CoreConfig, now_ms:
         limit_mode: String::new(),
         connected: false,
         restored: true,
+        pilot_id: None,
     }
 }

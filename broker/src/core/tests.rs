@@ -178,6 +178,7 @@ fn merge(into: &mut Effects, fx: Effects) {
     into.finished_runs.extend(fx.finished_runs);
     into.cache_probe.extend(fx.cache_probe);
     into.cache_record.extend(fx.cache_record);
+    into.promote.extend(fx.promote);
 }
 
 fn result(attempt: AttemptId, end: AttemptEnd) -> AttemptResult {
