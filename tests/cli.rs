@@ -238,7 +238,42 @@ exec srun --ntasks=1 --cpus-per-task=4 [AGENT] \
          TAG          WORKERS  MIN  MAX  CPUS  MEMORY  GPUS  IMAGE\n\
          demeter      32       32   32   4     16G     0     ghcr.io/jgcri/demeter:2.0.1\n\
          postprocess  32       32   32   1     2G      0     -\n\
-         (objective-driven sizing comes with the scaler; this is the manifest's own shape)\n"
+         (objective-driven sizing comes with the scaler; this is the manifest's own shape)\n\
+         cost demeter: 32 worker(s) x 4.00 h x 1.000 USD/h = 128.00 USD (slurm: the default node-hour price 1.00 USD of prices/prices.json (no price for target hpc in the manifest))\n\
+         cost postprocess: 32 worker(s) x 4.00 h x 1.000 USD/h = 128.00 USD (slurm: the default node-hour price 1.00 USD of prices/prices.json (no price for target hpc in the manifest))\n"
+    );
+    // The exact command lines a provider would run, never with a token.
+    let out = run(&[
+        "render",
+        m,
+        "--target",
+        "hpc",
+        "--tag",
+        "demeter",
+        "--commands",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = stdout(&out);
+    assert_eq!(lines.lines().count(), 32, "one sbatch per pilot: {lines}");
+    assert!(
+        lines
+            .lines()
+            .all(|l| l.starts_with("sbatch --parsable --chdir=")),
+        "{lines}"
+    );
+    let out = run(&[
+        "render",
+        m,
+        "--target",
+        "k8s",
+        "--tag",
+        "demeter",
+        "--commands",
+    ]);
+    assert!(
+        stdout(&out).starts_with("kubectl --namespace=demeter-prod apply -f -"),
+        "{}",
+        stdout(&out)
     );
     // Fargate JSON parses; the Kubernetes YAML is checked in render's own tests.
     let out = run(&["render", m, "--target", "aws", "--tag", "demeter"]);

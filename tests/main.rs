@@ -12,5 +12,6 @@ mod dag;
 mod durability;
 mod failures;
 mod packing;
+mod pilots;
 mod slurm;
 mod submit_errors;

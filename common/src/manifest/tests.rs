@@ -1241,6 +1241,8 @@ fn empty_and_oversized_files_are_refused_before_parsing() {
         text.push_str(line);
     }
     text.truncate(10 << 20);
+    // Bounded, not a benchmark: an expansion would take minutes and gigabytes;
+    // 5 s leaves room for a debug build on a loaded 2-core machine.
     let start = Instant::now();
     let e = errors(&text, None, &[]);
     assert!(
@@ -1265,7 +1267,7 @@ fn billion_laughs_is_refused_quickly() {
     let start = Instant::now();
     let e = errors(&text, None, &[]);
     assert!(
-        start.elapsed() < Duration::from_secs(1),
+        start.elapsed() < Duration::from_secs(5),
         "{:?}",
         start.elapsed()
     );
