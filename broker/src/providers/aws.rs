@@ -58,19 +58,26 @@ struct Aws {
 
 impl Aws {
     fn new(target: &Target, ctx: &ProviderContext) -> Aws {
-        let (region, subnet, security_groups) = match &target.provider {
+        let (region, subnet, security_groups, endpoint_url) = match &target.provider {
             Provider::Aws {
                 region,
                 subnet,
                 security_groups,
+                endpoint_url,
                 ..
-            } => (region.clone(), subnet.clone(), security_groups.clone()),
-            _ => (String::new(), None, Vec::new()),
+            } => (
+                region.clone(),
+                subnet.clone(),
+                security_groups.clone(),
+                endpoint_url.clone(),
+            ),
+            _ => (String::new(), None, Vec::new(), None),
         };
         Aws {
             target: target.name.clone(),
             region,
-            endpoint_url: ctx.aws_endpoint_url.clone(),
+            // The target's own endpoint_url wins over the broker's environment.
+            endpoint_url: endpoint_url.or_else(|| ctx.aws_endpoint_url.clone()),
             subnet,
             security_groups,
             pilot_dir: std::path::absolute(&ctx.pilot_dir).unwrap_or(ctx.pilot_dir.clone()),
@@ -700,6 +707,8 @@ mod tests {
                 ami: Some("ami-12c6146b".into()),
                 worker_cpu_units: Some(1024),
                 worker_mem_mib: Some(4096),
+                // moto, named by the target as a user would (endpoint_url:)
+                endpoint_url: Some(ENDPOINT.into()),
             },
             max_workers: 2,
             containers: ContainerPolicy::None,
@@ -711,7 +720,6 @@ mod tests {
 
     fn ctx(dir: &std::path::Path) -> ProviderContext {
         let mut ctx = ProviderContext::new(dir);
-        ctx.aws_endpoint_url = Some(ENDPOINT.into());
         ctx.env = vec![
             ("AWS_ACCESS_KEY_ID".into(), "test".into()),
             ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),

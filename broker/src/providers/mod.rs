@@ -684,6 +684,7 @@ mod tests {
             ami: None,
             worker_cpu_units: None,
             worker_mem_mib: None,
+            endpoint_url: None,
         };
         let ctx = ProviderContext::new("/tmp/pilots");
         let cases = [

@@ -120,6 +120,9 @@ pub enum Provider {
         worker_cpu_units: Option<u32>,
         /// Memory of a worker in MiB, as AWS counts it.
         worker_mem_mib: Option<u32>,
+        /// Another AWS API endpoint (`--endpoint-url`: a moto server, a
+        /// private region); `None`: AWS's own.
+        endpoint_url: Option<String>,
     },
     Gcp {
         project: Option<String>,

@@ -172,6 +172,7 @@ fn the_seed_manifest_loads_into_types() {
             ami: None,
             worker_cpu_units: Some(4096),
             worker_mem_mib: Some(16384),
+            endpoint_url: None,
         }
     );
     assert_eq!(
@@ -506,6 +507,7 @@ fn every_provider_option_is_read() {
         "    security_groups: [sg-1, sg-2]",
         "    worker_cpu: 512",
         "    worker_mem: 1024",
+        "    endpoint_url: http://127.0.0.1:5000",
         "  gcp:",
         "    provider: gcp",
         "    project: my-project",
@@ -559,6 +561,7 @@ fn every_provider_option_is_read() {
             ami: Some("ami-0123".into()),
             worker_cpu_units: Some(512),
             worker_mem_mib: Some(1024),
+            endpoint_url: Some("http://127.0.0.1:5000".into()),
         }
     );
     // Half a vCPU still runs a one-cpu task, slowly.
@@ -785,7 +788,7 @@ const BROKEN: &[Case] = &[
             "    cluster_type: fargate",
             "    queue: batch",
         ),
-        &["scalable.yaml:8:5: targets.aws.queue: unknown key \"queue\" for provider aws (valid: region, cluster_type, image, instance_type, subnet, security_groups, ami, worker_cpu, worker_mem, provider, max_workers, containers, tags, adaptive)"],
+        &["scalable.yaml:8:5: targets.aws.queue: unknown key \"queue\" for provider aws (valid: region, cluster_type, image, instance_type, subnet, security_groups, ami, worker_cpu, worker_mem, endpoint_url, provider, max_workers, containers, tags, adaptive)"],
     ),
     case(
         "slurm partition is called queue",

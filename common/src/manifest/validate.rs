@@ -76,6 +76,7 @@ const AWS_KEYS: &[&str] = &[
     "ami",
     "worker_cpu",
     "worker_mem",
+    "endpoint_url",
 ];
 const GCP_KEYS: &[&str] = &[
     "project",

@@ -200,6 +200,7 @@ impl Ck<'_> {
         let subnet = self.line_field(m, "subnet");
         let security_groups = self.list_field(m, "security_groups", "[sg-0123456789abcdef0]");
         let ami = self.line_field(m, "ami");
+        let endpoint_url = self.line_field(m, "endpoint_url");
 
         if cluster_type == Some(AwsClusterType::Fargate) {
             for key in ["instance_type", "ami"] {
@@ -285,6 +286,7 @@ impl Ck<'_> {
             ami,
             worker_cpu_units: worker_cpu,
             worker_mem_mib: worker_mem,
+            endpoint_url,
         };
         (provider, worker)
     }
