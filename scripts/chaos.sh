@@ -13,9 +13,16 @@ cargo test -p scalable-broker --test integration --no-run -q 2>/dev/null
 out=$(mktemp)
 fails=0
 for s in "${seeds[@]}"; do
-  if SCALABLE_SEED=$s cargo test -q -p scalable-broker --test integration chaos -- --nocapture 2>&1 \
-      | grep -E '^chaos seed=[0-9]+ tasks=' | tee -a "$out"; then :; else fails=$((fails+1)); echo "seed $s FAILED"; fi
+  log=$(mktemp)
+  if SCALABLE_SEED=$s cargo test -q -p scalable-broker --test integration chaos -- --nocapture >"$log" 2>&1; then :; else
+    fails=$((fails+1)); echo "seed $s FAILED:"; grep -E '^(N[0-9]+|ground truth):|timed out|did not finish' "$log" | head -20 | sed 's/^/    /'
+  fi
+  grep -E '^chaos seed=[0-9]+ tasks=' "$log" | head -1 | tee -a "$out"
+  rm -f "$log"
 done
+base=$(SCALABLE_CHAOS_BASELINE=1 SCALABLE_SEED=${seeds[0]} cargo test -q -p scalable-broker --test integration chaos -- --nocapture 2>&1 \
+  | grep -E '^chaos-baseline seed=' | head -1)
+echo "$base"
 python3 - "$out" <<'PY'
 import re, statistics, sys
 rows = [dict(re.findall(r'(\w+)=(\[[^\]]*\]|\S+)', l)) for l in open(sys.argv[1])]

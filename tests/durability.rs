@@ -264,3 +264,102 @@ fn a_stopped_agent_that_wakes_is_fenced_and_its_result_ignored() {
         .unwrap();
     assert_eq!(counted, 1);
 }
+
+#[test]
+fn duplicate_results_are_counted_once_and_outputs_promoted() {
+    let mut b = Broker::start();
+    // Test hook: this agent sends every result twice (fault F13).
+    let agent = std::process::Command::new(agent_exe())
+        .arg("--token-file")
+        .arg(b.token_file())
+        .args(["--cpus", "2"])
+        .env("SCALABLE_TEST_DUPLICATE_RESULTS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    b.agents.push(agent);
+    b.wait_agents(1);
+    let wf = b.write(
+        "dup.yaml",
+        r#"workflow: dup
+jobs:
+  - name: j
+    range: "1..=20"
+    outputs: ["out/{{ item }}.txt"]
+    command: [sh, -c, "mkdir -p $SCALABLE_STAGE_DIR/out && echo $SCALABLE_ATTEMPT_ID > $SCALABLE_STAGE_DIR/out/{{ item }}.txt"]
+"#,
+    );
+    b.ok(&["submit", &wf, "--wait"]);
+    let st = status(&b, "last");
+    assert_eq!(st["counts"]["succeeded"], 20, "{st}");
+    let db = b.db();
+    let attempts: i64 = db
+        .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 20);
+    wait_until(
+        Duration::from_secs(10),
+        "every duplicate to be seen",
+        || {
+            b.db()
+                .query_row(
+                    "SELECT COUNT(*) FROM events WHERE kind = 'duplicate_result'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                == 20
+        },
+    );
+    let s = stats(&b, "last");
+    assert_eq!(s["stale_results"], 0, "a duplicate is not stale: {s}");
+    for i in 1..=20 {
+        let out = std::fs::read_to_string(b.work().join(format!("out/{i}.txt"))).unwrap();
+        assert!(out.trim().parse::<u64>().is_ok(), "out/{i}.txt: {out:?}");
+    }
+    assert!(
+        !b.work()
+            .join(".scalable-stage")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
+        "stages removed"
+    );
+}
+
+#[test]
+fn a_memory_exhausted_task_is_retried_with_a_raised_request() {
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "1", "--memory", "2G"]);
+    b.wait_agents(1);
+    let wf = b.write(
+        "oom.yaml",
+        r#"workflow: oom
+jobs:
+  - name: hungry
+    resources: {cpus: 1, memory: 40M}
+    retries: 1
+    command: [python3, -c, "import time; b = b'x' * (90 << 20); time.sleep(2)"]
+"#,
+    );
+    let out = b.cli(&["submit", &wf, "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), b.log());
+    let db = b.db();
+    let classes: Vec<String> = db
+        .prepare("SELECT end_class FROM attempts ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(classes, ["MEMORY_EXHAUSTION", "SUCCESS"]);
+    let detail: String = db
+        .query_row(
+            "SELECT detail FROM events WHERE kind = 'memory_raised'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(detail.contains("raised from 40M to"), "{detail}");
+}
