@@ -784,7 +784,12 @@ async fn core_loop(
                 Deferred::Query(tx, q) => queries.push((tx, q)),
             }
         }
-        if fx.store.is_empty() && sends.is_empty() && replies.is_empty() && queries.is_empty() {
+        if fx.store.is_empty()
+            && sends.is_empty()
+            && replies.is_empty()
+            && queries.is_empty()
+            && promote.is_empty()
+        {
             for agent in disconnect {
                 agents.remove(&agent);
             }

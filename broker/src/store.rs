@@ -384,10 +384,12 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
         .collect::<rusqlite::Result<_>>()?;
     let counted = c
         .prepare(
-            "SELECT a.id FROM attempts a JOIN runs r ON r.id = a.run_id
+            "SELECT a.id, a.task_id FROM attempts a JOIN runs r ON r.id = a.run_id
              WHERE a.end_class = 'SUCCESS' AND (r.state = 'running' OR r.finished_at_ms > ?1)",
         )?
-        .query_map([recent_ms(c)?], |r| Ok(r.get::<_, i64>(0)? as u64))?
+        .query_map([recent_ms(c)?], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let pilots = c
         .prepare(

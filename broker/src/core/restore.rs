@@ -79,9 +79,11 @@ pub struct Snapshot {
     pub agents: Vec<AgentRow>,
     /// Largest measured peak of a `MEMORY_EXHAUSTION` attempt, per task.
     pub oom_peaks: Vec<(TaskId, u64)>,
-    /// Successful attempts of running runs: a result of one of them resent
-    /// after the restart is a duplicate, not a stale result.
-    pub counted: Vec<AttemptId>,
+    /// Successful attempts (and their tasks) of running and recent runs: a
+    /// result of one of them resent after the restart is a duplicate, not a
+    /// stale result; and their staged outputs are promoted again in case the
+    /// broker died between the commit and the promotion.
+    pub counted: Vec<(AttemptId, TaskId)>,
 }
 
 /// What a restore found, for the log line and the benchmark.
@@ -105,7 +107,7 @@ impl Core {
         now_ms: u64,
     ) -> (Core, RestoreSummary) {
         let mut core = Core::new(cfg, ids);
-        core.counted = snap.counted.iter().copied().collect();
+        core.counted = snap.counted.iter().map(|(a, _)| *a).collect();
         let mut summary = RestoreSummary {
             runs: runs.len(),
             tasks_with_rows: snap.tasks.len(),
@@ -220,6 +222,23 @@ impl Core {
             let mut r = job.resources.clone();
             r.memory_bytes = ((peak.max(r.memory_bytes)) as f64 * factor) as u64;
             job.overrides.insert(index, r);
+        }
+        // A counted attempt's outputs may still sit in its stage if the broker
+        // died between the commit and the rename: promote again (idempotent;
+        // a stage already promoted is simply gone).
+        for &(attempt, task) in &snap.counted {
+            let Some((job_id, index)) = core.locate_task(task) else {
+                continue;
+            };
+            let job = &core.jobs[&job_id];
+            if job.def.outputs.is_empty() {
+                continue;
+            }
+            let run = &core.runs[&job.run];
+            if let Ok(outputs) = job.templates.outputs(&job.def, index, job.run) {
+                let cwd = super::task_cwd(run, job, index);
+                core.fx.promote.push((cwd, attempt, outputs));
+            }
         }
         core.release_restored();
         // A finished run has nothing live: anything left over is cancelled.

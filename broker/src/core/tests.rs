@@ -1006,7 +1006,7 @@ fn simulate(seed: u64) {
     // Every report ever sent, to resend as duplicates or stale results.
     let mut history: Vec<(AttemptId, AttemptEnd)> = Vec::new();
     let (mut restarts, mut resent) = (0, 0);
-    let mut absorb = |env: &mut TestEnv, sims: &mut Vec<SimAgent>, fx: Effects| {
+    let absorb = |env: &mut TestEnv, sims: &mut Vec<SimAgent>, fx: Effects| {
         for (ag, list) in fx.assign {
             if let Some(s) = sims.iter_mut().find(|s| s.id == ag && s.connected) {
                 s.held.extend(list.iter().map(|x| x.attempt));
