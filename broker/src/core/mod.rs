@@ -17,7 +17,7 @@ pub mod restore;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use scalable_common::protocol::{
@@ -28,7 +28,7 @@ use scalable_common::resources::Resources;
 use scalable_common::workflow::{JobDef, JobTemplates, WorkflowDef};
 
 pub use effects::{CacheProbe, CacheRecord, Effects, StoreOp};
-use model::{Agent, Attempt, Job, Run, RunState, TaskSlot, TaskState};
+use model::{Agent, Attempt, Job, Run, RunState, TaskState};
 
 /// Tunables of the core. Defaults suit production; tests shorten the times.
 #[derive(Debug, Clone)]
@@ -272,36 +272,9 @@ impl Core {
                 first_task,
                 task_count: count,
             });
-            let counts = Counts {
-                waiting: count,
-                ..Counts::default()
-            };
             self.task_owner.insert(first_task, id);
-            self.jobs.insert(
-                id,
-                Job {
-                    id,
-                    run: run_id,
-                    def: pj.def,
-                    templates: pj.templates,
-                    resources: pj.resources,
-                    container: pj.container,
-                    first_task,
-                    tasks: vec![TaskSlot::new(); count as usize],
-                    next_fresh: count,
-                    requeued: VecDeque::new(),
-                    deps_pending: deps.len() as u32,
-                    dependents: Vec::new(),
-                    released: false,
-                    counts,
-                    in_flight: 0,
-                    blocked_since_ms: None,
-                    overrides: HashMap::new(),
-                    cancel_marked: false,
-                    probing: HashSet::new(),
-                    cache_misses: HashMap::new(),
-                },
-            );
+            self.jobs
+                .insert(id, Job::new(id, run_id, pj, first_task, deps.len() as u32));
         }
         // Wire dependents once every job exists (an `after` may name a later job).
         for &id in &job_ids {

@@ -186,6 +186,42 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job as submitted: every task waiting, nothing released.
+    pub fn new(
+        id: JobId,
+        run: RunId,
+        planned: super::PlannedJob,
+        first_task: TaskId,
+        deps_pending: u32,
+    ) -> Job {
+        let count = planned.def.items.count();
+        Job {
+            id,
+            run,
+            def: planned.def,
+            templates: planned.templates,
+            resources: planned.resources,
+            container: planned.container,
+            first_task,
+            tasks: vec![TaskSlot::new(); count as usize],
+            next_fresh: count,
+            requeued: VecDeque::new(),
+            deps_pending,
+            dependents: Vec::new(),
+            released: false,
+            counts: Counts {
+                waiting: count,
+                ..Counts::default()
+            },
+            in_flight: 0,
+            blocked_since_ms: None,
+            overrides: HashMap::new(),
+            cancel_marked: false,
+            probing: HashSet::new(),
+            cache_misses: HashMap::new(),
+        }
+    }
+
     pub fn count(&self) -> u64 {
         self.tasks.len() as u64
     }

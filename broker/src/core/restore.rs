@@ -11,12 +11,12 @@
 //! come back are declared lost when the window ends, like any silent agent,
 //! and their attempts go back to ready without spending a retry or a crash.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use scalable_common::protocol::{AgentId, AttemptId, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 
-use super::model::{Agent, Attempt, Job, Run, RunState, TaskSlot, TaskState};
+use super::model::{Agent, Attempt, Job, Run, RunState, TaskState};
 use super::{Core, CoreConfig, Ids, PlannedJob, ReadyKey};
 
 /// A run as the store has it, with its jobs re-planned from the stored definition.
@@ -282,34 +282,9 @@ impl Core {
                 .filter_map(|a| names.get(a).copied())
                 .collect();
             self.task_owner.insert(rj.first_task, rj.id);
-            self.jobs.insert(
-                rj.id,
-                Job {
-                    id: rj.id,
-                    run: r.id,
-                    def: pj.def,
-                    templates: pj.templates,
-                    resources: pj.resources,
-                    container: pj.container,
-                    first_task: rj.first_task,
-                    tasks: vec![TaskSlot::new(); count as usize],
-                    next_fresh: count,
-                    requeued: VecDeque::new(),
-                    deps_pending: deps.len() as u32,
-                    dependents: Vec::new(),
-                    released: false,
-                    counts: Counts {
-                        waiting: count,
-                        ..Counts::default()
-                    },
-                    in_flight: 0,
-                    blocked_since_ms: None,
-                    overrides: HashMap::new(),
-                    cancel_marked: rj.cancel_marked,
-                    probing: HashSet::new(),
-                    cache_misses: HashMap::new(),
-                },
-            );
+            let mut job = Job::new(rj.id, r.id, pj, rj.first_task, deps.len() as u32);
+            job.cancel_marked = rj.cancel_marked;
+            self.jobs.insert(rj.id, job);
         }
         for &id in &job_ids {
             let after: BTreeSet<JobId> = self.jobs[&id]
