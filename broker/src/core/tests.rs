@@ -1183,3 +1183,22 @@ fn simulate(seed: u64) {
     );
     assert_eq!(succeeded.len() as u64, st.counts.succeeded, "seed {seed}");
 }
+
+#[test]
+fn max_fails_stops_scheduling_after_that_many_failed_tasks() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    let run = env.submit_wf(vec![job("j", 5)], Some(1));
+    let at = assigned(&env.step(), a);
+    let first = at[0];
+    let fx = env.finish(a, &[first], 1);
+    // The prefetched ones already on the agent may finish; nothing new starts.
+    let rest: Vec<AttemptId> = at[1..].to_vec();
+    assert!(assigned(&fx, a).is_empty(), "no new task after max_fails");
+    env.finish(a, &rest, 0);
+    let s = env.status(run);
+    assert_eq!(s.state, "failed");
+    assert_eq!(s.counts.failed, 1);
+    assert_eq!(s.counts.succeeded + s.counts.cancelled, 4, "{s:?}");
+    assert!(s.counts.cancelled >= 1, "unstarted tasks cancelled: {s:?}");
+}
