@@ -339,7 +339,7 @@ fn a_memory_exhausted_task_is_retried_with_a_raised_request() {
 jobs:
   - name: hungry
     resources: {cpus: 1, memory: 40M}
-    retries: 1
+    retries: 3
     command: [python3, -c, "import time; b = b'x' * (90 << 20); time.sleep(2)"]
 "#,
     );
@@ -353,10 +353,18 @@ jobs:
         .unwrap()
         .map(|r| r.unwrap())
         .collect();
-    assert_eq!(classes, ["MEMORY_EXHAUSTION", "SUCCESS"]);
+    // The sampler may catch the task anywhere on its way up, so the first
+    // raise can fall short; each retry raises from the peak it measured.
+    let (last, before) = classes.split_last().unwrap();
+    assert_eq!(last, "SUCCESS", "{classes:?}");
+    assert!(!before.is_empty(), "killed at least once: {classes:?}");
+    assert!(
+        before.iter().all(|c| c == "MEMORY_EXHAUSTION"),
+        "{classes:?}"
+    );
     let detail: String = db
         .query_row(
-            "SELECT detail FROM events WHERE kind = 'memory_raised'",
+            "SELECT detail FROM events WHERE kind = 'memory_raised' ORDER BY id LIMIT 1",
             [],
             |r| r.get(0),
         )
