@@ -154,8 +154,18 @@ struct Work {
     unacked: HashMap<AttemptId, Unacked>,
     out_started: Vec<Started>,
     out_finished: Vec<AttemptResult>,
+    /// Results of tasks killed by SIGTERM/SIGKILL from outside, held back for
+    /// `EXTERNAL_KILL_GRACE`: when the agent itself is told to drain meanwhile,
+    /// the signal was the pilot's teardown (scancel, preemption, node
+    /// shutdown signals every process of the job at once), not the task's
+    /// fault, and they are handed back as `Drained`.
+    suspects: Vec<(AttemptResult, Instant)>,
     last_busy: Instant,
 }
+
+/// How long a task killed by an outside SIGTERM/SIGKILL waits to see whether
+/// its agent is being torn down with it.
+const EXTERNAL_KILL_GRACE: Duration = Duration::from_secs(1);
 
 impl Work {
     fn idle(&self) -> bool {
@@ -186,6 +196,7 @@ impl Work {
             unacked: HashMap::new(),
             out_started: Vec::new(),
             out_finished: Vec::new(),
+            suspects: Vec::new(),
             last_busy: Instant::now(),
         }
     }
@@ -206,8 +217,32 @@ impl Work {
             let result = r.clone();
             self.unacked.insert(r.attempt, Unacked { result, stage });
         }
-        self.out_finished.push(r);
         self.last_busy = Instant::now();
+        if matches!(r.end, AttemptEnd::Signalled { signal: 15 | 9 }) {
+            self.suspects
+                .push((r, Instant::now() + EXTERNAL_KILL_GRACE));
+            return;
+        }
+        self.out_finished.push(r);
+    }
+
+    /// Held-back results whose grace is over go out as they are.
+    fn release_suspects(&mut self, now: Instant) {
+        while let Some(i) = self.suspects.iter().position(|(_, due)| *due <= now) {
+            let (r, _) = self.suspects.swap_remove(i);
+            self.out_finished.push(r);
+        }
+    }
+
+    /// The agent is draining: held-back outside kills were its teardown.
+    fn suspects_drained(&mut self) {
+        for (mut r, _) in std::mem::take(&mut self.suspects) {
+            r.end = AttemptEnd::Drained;
+            if let Some(u) = self.unacked.get_mut(&r.attempt) {
+                u.result.end = AttemptEnd::Drained;
+            }
+            self.out_finished.push(r);
+        }
     }
 
     /// Starts queued assignments while any fits: each time the largest one that
@@ -751,7 +786,16 @@ async fn serve(
         // Coalesce: results go out at most FLUSH_DELAY after the first of them, or
         // at once when many wait or the agent is leaving. The broker's prefetched
         // queue covers the delay, and fewer, larger messages save both sides cpu.
+        work.release_suspects(Instant::now());
         let pending = work.out_started.len() + work.out_finished.len();
+        if pending == 0 {
+            // Wake for the first held-back result, if any.
+            flush_due = work
+                .suspects
+                .iter()
+                .map(|(_, due)| tokio::time::Instant::from_std(*due))
+                .min();
+        }
         if pending > 0 {
             let due = *flush_due.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_DELAY);
             if pending >= FLUSH_EARLY_EVENTS
@@ -830,6 +874,7 @@ fn start_drain(work: &mut Work, exec: &Executor, draining: &mut Option<String>, 
         return;
     }
     tracing::info!("draining: {why}");
+    work.suspects_drained();
     let queued: Vec<AttemptId> = work.queue.iter().map(|a| a.attempt).collect();
     work.drop_queued(&queued, &AttemptEnd::Drained);
     exec.stop_all_within(AttemptEnd::Drained, DRAIN_KILL_GRACE);
@@ -1237,5 +1282,27 @@ mod tests {
         cores.dedup();
         assert_eq!(cores.len(), own.len(), "distinct cores: {out:?}");
         assert_eq!(work.cpus.as_ref().map(CpuPool::free), Some(own.len()));
+    }
+
+    #[test]
+    fn an_outside_kill_waits_to_see_whether_it_was_the_pilots_teardown() {
+        let bare = |a, end| AttemptResult::bare(a, end, 1, 2);
+        let mut work = Work::new(Resources::cpus(2), Vec::new(), None);
+        work.finished(bare(1, AttemptEnd::Signalled { signal: 15 }));
+        work.finished(bare(2, AttemptEnd::Exited { code: 3 }));
+        assert_eq!(work.out_finished.len(), 1, "the exit goes out at once");
+        work.release_suspects(Instant::now());
+        assert_eq!(work.out_finished.len(), 1, "the SIGTERM waits");
+        // The agent is told to drain within the grace: a teardown, not a failure.
+        work.suspects_drained();
+        assert_eq!(work.out_finished[1].end, AttemptEnd::Drained);
+        assert_eq!(work.unacked[&1].result.end, AttemptEnd::Drained);
+        // Without a drain, it goes out as it was once the grace is over.
+        work.finished(bare(3, AttemptEnd::Signalled { signal: 9 }));
+        work.release_suspects(Instant::now() + EXTERNAL_KILL_GRACE);
+        assert_eq!(
+            work.out_finished[2].end,
+            AttemptEnd::Signalled { signal: 9 }
+        );
     }
 }
