@@ -371,3 +371,47 @@ jobs:
         .unwrap();
     assert!(detail.contains("raised from 40M to"), "{detail}");
 }
+
+#[test]
+fn a_stopped_broker_that_resumes_condemns_no_agent() {
+    // F4: the broker is SIGSTOPped for twice its heartbeat timeout.
+    let mut b = Broker::start_with(&["--heartbeat-timeout", "2", "--heartbeat-interval-ms", "500"]);
+    b.agent(&["--cpus", "1", "--reconnect-max", "1s"]);
+    b.wait_agents(1);
+    let run = b
+        .ok(&[
+            "submit",
+            "--",
+            "sh",
+            "-c",
+            "echo start $SCALABLE_ATTEMPT_ID >> truth.log; sleep 6",
+        ])
+        .trim()
+        .to_string();
+    wait_until(Duration::from_secs(10), "the task to run", || {
+        status(&b, &run)["counts"]["running"] == 1
+    });
+    let pid = nix::unistd::Pid::from_raw(b.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    wait_state(&b, &run, "succeeded", Duration::from_secs(30));
+    assert_eq!(
+        truth(&b).len(),
+        1,
+        "not re-run: {:?}\n{}",
+        truth(&b),
+        b.log()
+    );
+    let s = stats(&b, &run);
+    assert_eq!(s["lost_attempts"], 0, "{s}");
+    let stalls: i64 = b
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'broker_stalled'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(stalls >= 1, "the broker noticed its own stall");
+}

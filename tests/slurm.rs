@@ -194,7 +194,13 @@ fn a_pilot_cancelled_mid_run_loses_no_task_and_short_pilots_get_no_long_tasks() 
     wait_until(Duration::from_secs(90), "the run to finish", || {
         status(&b, &run)["state"] != "running"
     });
-    assert_eq!(status(&b, &run)["state"], "succeeded");
+    assert_eq!(
+        status(&b, &run)["state"],
+        "succeeded",
+        "{}\n{}",
+        b.ok(&["analyze", &run]),
+        b.log()
+    );
     let mut items: Vec<String> = std::fs::read_to_string(b.work().join("truth.log"))
         .unwrap()
         .lines()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use scalable_common::access;
-use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::frame::{read_frame, write_frame, FrameError};
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
     AgentHello, AgentId, FromAgent, Hello, HelloReply, Request, Response, RunId, RunRef,
@@ -474,6 +474,9 @@ async fn serve_agent(
                 }
             }
             Ok(None) => break "disconnected".to_string(),
+            // The link went away (timeout, reset, a peer that gave up on us):
+            // the agent may come back with its attempts; not a loss yet.
+            Err(e @ (FrameError::Io(_) | FrameError::Truncated)) => break format!("{e}"),
             Err(e) => {
                 tracing::warn!("agent {agent} ({name}): {e}; closing its connection");
                 conn.close(2u32.into(), b"malformed message");
