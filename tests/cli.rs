@@ -313,8 +313,9 @@ jobs:
         .ok(&["submit", "--manifest", &manifest, &wf])
         .trim()
         .to_string();
+    // The shell creates the file before it writes to it: wait for the line.
     wait_until(std::time::Duration::from_secs(10), "the bound task", || {
-        b.work().join("cpus.txt").exists()
+        std::fs::read_to_string(b.work().join("cpus.txt")).is_ok_and(|s| s.ends_with('\n'))
     });
     assert_eq!(
         std::fs::read_to_string(b.work().join("cpus.txt"))

@@ -160,6 +160,9 @@ struct Work {
     /// shutdown signals every process of the job at once), not the task's
     /// fault, and they are handed back as `Drained`.
     suspects: Vec<(AttemptResult, Instant)>,
+    /// Set when the drain starts: an outside kill reaped after it is the
+    /// same teardown.
+    draining: bool,
     last_busy: Instant,
 }
 
@@ -197,11 +200,16 @@ impl Work {
             out_started: Vec::new(),
             out_finished: Vec::new(),
             suspects: Vec::new(),
+            draining: false,
             last_busy: Instant::now(),
         }
     }
 
-    fn finished(&mut self, r: AttemptResult) {
+    fn finished(&mut self, mut r: AttemptResult) {
+        if self.draining && matches!(r.end, AttemptEnd::Signalled { signal: 15 | 9 }) {
+            // Killed from outside while we drain: the pilot's teardown.
+            r.end = AttemptEnd::Drained;
+        }
         let mut stage = None;
         if let Some(held) = self.running.remove(&r.attempt) {
             self.free.give(&held.resources);
@@ -236,6 +244,7 @@ impl Work {
 
     /// The agent is draining: held-back outside kills were its teardown.
     fn suspects_drained(&mut self) {
+        self.draining = true;
         for (mut r, _) in std::mem::take(&mut self.suspects) {
             r.end = AttemptEnd::Drained;
             if let Some(u) = self.unacked.get_mut(&r.attempt) {
@@ -1297,11 +1306,15 @@ mod tests {
         work.suspects_drained();
         assert_eq!(work.out_finished[1].end, AttemptEnd::Drained);
         assert_eq!(work.unacked[&1].result.end, AttemptEnd::Drained);
+        // Reaped after the drain began: the same teardown.
+        work.finished(bare(3, AttemptEnd::Signalled { signal: 15 }));
+        assert_eq!(work.out_finished[2].end, AttemptEnd::Drained);
         // Without a drain, it goes out as it was once the grace is over.
-        work.finished(bare(3, AttemptEnd::Signalled { signal: 9 }));
-        work.release_suspects(Instant::now() + EXTERNAL_KILL_GRACE);
+        let mut fresh = Work::new(Resources::cpus(1), Vec::new(), None);
+        fresh.finished(bare(4, AttemptEnd::Signalled { signal: 9 }));
+        fresh.release_suspects(Instant::now() + EXTERNAL_KILL_GRACE);
         assert_eq!(
-            work.out_finished[2].end,
+            fresh.out_finished[0].end,
             AttemptEnd::Signalled { signal: 9 }
         );
     }
