@@ -336,6 +336,7 @@ mod tests {
             runtimes: vec![],
             limit_mode: "sampling".into(),
             pilot_id: None,
+            connected: true,
         }
     }
 

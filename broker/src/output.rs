@@ -611,7 +611,11 @@ pub fn agents_text(agents: &[AgentInfo], now_ms: u64) -> String {
             a.running.to_string(),
             a.queued.to_string(),
             a.completed.to_string(),
-            short_duration(now_ms.saturating_sub(a.connected_at_ms)),
+            if a.connected {
+                short_duration(now_ms.saturating_sub(a.connected_at_ms))
+            } else {
+                "away".to_string()
+            },
         ]);
     }
     let mut out = String::new();
@@ -1094,6 +1098,7 @@ no failed tasks
                 runtimes: vec!["podman".into(), "docker".into()],
                 limit_mode: "sampling".into(),
                 pilot_id: None,
+                connected: true,
             },
             AgentInfo {
                 id: 12,
@@ -1114,6 +1119,7 @@ no failed tasks
                 runtimes: vec![],
                 limit_mode: "cgroup-v2".into(),
                 pilot_id: None,
+                connected: true,
             },
         ];
         let expected = r"ID  NAME   HOST            TAGS                 CPUS  MEMORY  GPUS  FREE_CPUS  FREE_MEM  RUNTIMES       LIMITS     RUNNING  QUEUED  DONE     UP

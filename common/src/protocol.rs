@@ -529,6 +529,9 @@ pub struct AgentInfo {
     pub limit_mode: String,
     /// The `SCALABLE_PILOT_ID` its provider gave it, if any.
     pub pilot_id: Option<String>,
+    /// False while it has no connection (it may come back with its attempts,
+    /// e.g. within the reclaim window after a broker restart).
+    pub connected: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

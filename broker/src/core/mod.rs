@@ -1676,6 +1676,7 @@ impl Core {
                     runtimes: a.runtimes.clone(),
                     limit_mode: a.limit_mode.clone(),
                     pilot_id: a.pilot_id.clone(),
+                    connected: a.connected,
                 }
             })
             .collect()
