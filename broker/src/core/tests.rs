@@ -857,10 +857,15 @@ fn a_restarted_broker_lets_agents_reclaim_and_recomputes_nothing() {
         fx.assign.is_empty(),
         "restored agents are away: nothing dispatched to them"
     );
+    assert!(
+        env.core.agent_infos().iter().all(|a| !a.connected),
+        "shown away"
+    );
     // Both agents come back with what they hold (a finished one while away).
     let a2 = env.reconnect(a, 2, &at_a[1..]);
     let b2 = env.reconnect(b, 2, &at_b);
     assert_eq!((a2, b2), (a, b));
+    assert!(env.core.agent_infos().iter().all(|a| a.connected));
     env.step();
     env.finish(a, &at_a[1..], 0);
     env.finish(b, &at_b, 0);
