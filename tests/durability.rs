@@ -216,24 +216,27 @@ fn a_broker_restart_during_long_tasks_recomputes_none_of_them() {
     assert!(b.log().contains("restored 1 runs"), "{}", b.log());
 }
 
-#[test]
-fn a_stopped_agent_that_wakes_is_fenced_and_its_result_ignored() {
+/// A broker with a 2 s heartbeat timeout, one 1-cpu agent, and one task of
+/// `script` submitted and running.
+fn one_running_task(script: &str) -> (Broker, String) {
     let mut b = Broker::start_with(&["--heartbeat-timeout", "2", "--heartbeat-interval-ms", "500"]);
     b.agent(&["--cpus", "1", "--reconnect-max", "1s"]);
     b.wait_agents(1);
     let run = b
-        .ok(&[
-            "submit",
-            "--",
-            "sh",
-            "-c",
-            "echo start $SCALABLE_ATTEMPT_ID >> truth.log; sleep 2; echo end $SCALABLE_ATTEMPT_ID >> truth.log",
-        ])
+        .ok(&["submit", "--", "sh", "-c", script])
         .trim()
         .to_string();
     wait_until(Duration::from_secs(10), "the task to run", || {
         status(&b, &run)["counts"]["running"] == 1
     });
+    (b, run)
+}
+
+#[test]
+fn a_stopped_agent_that_wakes_is_fenced_and_its_result_ignored() {
+    let (mut b, run) = one_running_task(
+        "echo start $SCALABLE_ATTEMPT_ID >> truth.log; sleep 2; echo end $SCALABLE_ATTEMPT_ID >> truth.log",
+    );
     let pid = nix::unistd::Pid::from_raw(b.agents[0].id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     // Declared lost; the task goes to a second agent.
@@ -375,22 +378,7 @@ jobs:
 #[test]
 fn a_stopped_broker_that_resumes_condemns_no_agent() {
     // F4: the broker is SIGSTOPped for twice its heartbeat timeout.
-    let mut b = Broker::start_with(&["--heartbeat-timeout", "2", "--heartbeat-interval-ms", "500"]);
-    b.agent(&["--cpus", "1", "--reconnect-max", "1s"]);
-    b.wait_agents(1);
-    let run = b
-        .ok(&[
-            "submit",
-            "--",
-            "sh",
-            "-c",
-            "echo start $SCALABLE_ATTEMPT_ID >> truth.log; sleep 6",
-        ])
-        .trim()
-        .to_string();
-    wait_until(Duration::from_secs(10), "the task to run", || {
-        status(&b, &run)["counts"]["running"] == 1
-    });
+    let (b, run) = one_running_task("echo start $SCALABLE_ATTEMPT_ID >> truth.log; sleep 6");
     let pid = nix::unistd::Pid::from_raw(b.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     std::thread::sleep(Duration::from_secs(4));

@@ -1142,7 +1142,7 @@ fn render_kubernetes(spec: &PilotSpec) -> Result<Rendered, RenderError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const FP: &str = "abababababababababababababababababababababababababababababababab";
@@ -1931,7 +1931,7 @@ exec srun --ntasks=1 --cpus-per-task=4 /opt/scalable/bin/scalable-agent \
 
     /// Offline schema validation with PyPI `kubernetes-validate`, strict (unknown
     /// fields are errors). Missing validator fails the test rather than skip it.
-    fn kubernetes_validate(yaml: &str) {
+    pub(crate) fn kubernetes_validate(yaml: &str) {
         let have = std::process::Command::new("python3")
             .args(["-c", "import kubernetes_validate"])
             .output()

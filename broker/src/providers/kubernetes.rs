@@ -354,20 +354,7 @@ mod tests {
     #[test]
     fn objects_pass_offline_schema_validation() {
         let (_, p) = provider(&[]);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pilots.yaml");
-        std::fs::write(&path, p.objects(&req()).unwrap()).unwrap();
-        let out = std::process::Command::new("python3")
-            .args(["-m", "kubernetes_validate", "--strict", "-k", "1.31.0"])
-            .arg(&path)
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "kubernetes-validate refused it (pip install kubernetes-validate if it is missing):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::render::tests::kubernetes_validate(&p.objects(&req()).unwrap());
     }
 
     #[test]
