@@ -10,6 +10,7 @@
 //! - this file: the public face ([`ExecConfig`], [`ExecEvent`], [`Executor`]) and
 //!   the state every part shares (`Inner`, `Running`);
 //! - `spawn`: the spawn path, [`Executor::start_placed`] as named steps;
+//! - `command`: what the child is (argv, container wrapping, environment, cwd);
 //! - `placement`: [`Placement`], binding a task to its cores from birth;
 //! - `output`: the stdout/stderr files, their size cap, tails and reuse;
 //! - `watchdog`: walltimes, SIGKILL escalation, memory sampling, the size cap;
@@ -55,6 +56,7 @@
 //! Nothing of this costs a task that uses none of it more than a few branches:
 //! no `/proc` scan per spawn, no cgroup without a memory request.
 
+mod command;
 mod finish;
 mod output;
 mod placement;

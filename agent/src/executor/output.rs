@@ -30,6 +30,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::PoisonError;
 
+use scalable_common::protocol::AttemptEnd;
+
 use super::Inner;
 
 /// Emptied output files an executor keeps for reuse.
@@ -49,7 +51,7 @@ pub(super) struct Stream {
 
 impl Inner {
     /// An empty output file: a spare one if there is, else a new one.
-    pub(super) fn output_file(&self) -> io::Result<File> {
+    fn output_file(&self) -> io::Result<File> {
         let spare = self
             .spare_files
             .lock()
@@ -59,6 +61,31 @@ impl Inner {
             Some(f) => Ok(f),
             None => open_output(&self.cfg.log_dir),
         }
+    }
+
+    /// Step "open the output files": the task's stdout and stderr, spare ones
+    /// if there are, each with the child's own open file description (see
+    /// `child_handle`). Returns ours and the child's, as (stdout, child's stdout,
+    /// stderr, child's stderr). Must not write to them; a failure fails the
+    /// attempt as `SpawnFailed`.
+    pub(super) fn open_output_files(&self) -> Result<(Stream, File, Stream, File), AttemptEnd> {
+        let (stdout, stderr) = match (self.output_file(), self.output_file()) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(AttemptEnd::SpawnFailed {
+                    error: format!(
+                        "cannot create an output file in {}: {e}",
+                        self.cfg.log_dir.display()
+                    ),
+                });
+            }
+        };
+        let child_failed = |e: io::Error| AttemptEnd::SpawnFailed {
+            error: format!("cannot open an output file for the task: {e}"),
+        };
+        let (stdout, child_out) = child_handle(stdout).map_err(child_failed)?;
+        let (stderr, child_err) = child_handle(stderr).map_err(child_failed)?;
+        Ok((stdout, child_out, stderr, child_err))
     }
 
     /// Keeps a finished task's output file for reuse, if nothing but us still has
@@ -151,7 +178,7 @@ impl Stream {
 /// Gives the child its own open file description of `file` (by reopening it
 /// through /proc), so `Inner::recycle` can tell when the child's is closed. Without
 /// /proc it falls back to a shared description and the file is not reused.
-pub(super) fn child_handle(file: File) -> io::Result<(Stream, File)> {
+fn child_handle(file: File) -> io::Result<(Stream, File)> {
     let reopened = OpenOptions::new()
         .append(true)
         .open(format!("/proc/self/fd/{}", file.as_raw_fd()));
@@ -216,7 +243,6 @@ fn open_output(dir: &Path) -> io::Result<File> {
 mod tests {
     use super::super::test_env::{assignment, env, env_with};
     use super::*;
-    use scalable_common::protocol::AttemptEnd;
 
     #[test]
     fn tails_and_byte_counts_of_both_streams() {

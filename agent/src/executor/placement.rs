@@ -5,6 +5,10 @@
 //! `CpuPool` and `GpuPool` do) nor touch the affinity of anything but the thread
 //! that spawns (see `cpuset`).
 
+use scalable_common::protocol::AttemptId;
+
+use crate::cpuset::ThreadBinding;
+
 /// Where a task runs on this agent: its cores and GPUs (the session's free-lists).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Placement {
@@ -13,6 +17,19 @@ pub struct Placement {
     /// The task's `CUDA_VISIBLE_DEVICES` ids; `None`: leave the variable alone
     /// (an agent without GPUs), `Some([])`: hide every GPU.
     pub gpus: Option<Vec<String>>,
+}
+
+/// Step "bind cores" of the spawn path: narrows the spawning thread to the
+/// task's cores until the returned guard drops, so the child inherits the mask
+/// and is bound from birth (no `pre_exec`, see `cpuset`). Must be dropped right
+/// after the spawn (the agent's thread must get its own mask back) and must not
+/// fail the attempt: a task that cannot be bound runs unbound.
+pub(super) fn bind_for_spawn(place: &Placement, attempt: AttemptId) -> Option<ThreadBinding> {
+    place.cpus.as_deref().and_then(|cpus| {
+        crate::cpuset::bind_this_thread(cpus)
+            .map_err(|e| tracing::warn!(attempt, "cannot bind the task to cores: {e}"))
+            .ok()
+    })
 }
 
 #[cfg(test)]
