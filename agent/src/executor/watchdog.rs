@@ -6,7 +6,7 @@
 //! and ends go on meanwhile). It sleeps until the nearest deadline, so a task
 //! that uses none of this costs it nothing.
 
-use std::sync::PoisonError;
+use std::sync::{MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use scalable_common::protocol::{AttemptEnd, AttemptId};
@@ -31,53 +31,13 @@ impl Inner {
                 return;
             }
             let now = Instant::now();
-            let grace = self.cfg.kill_grace;
-            for (&attempt, r) in st.running.iter_mut() {
-                match &mut r.stopping {
-                    Some(s) => {
-                        if s.kill_at.is_some_and(|k| k <= now) {
-                            kill_group(r.pid, libc::SIGKILL);
-                            s.kill_at = None;
-                        }
-                    }
-                    None => {
-                        if r.deadline.is_some_and(|d| d <= now) {
-                            log_event!(
-                                self.cfg.event_log.as_deref(),
-                                "kill {attempt} {}",
-                                AttemptEnd::TimedOut.class()
-                            );
-                            kill_group(r.pid, libc::SIGTERM);
-                            if r.detached_container {
-                                self.stop_container(attempt);
-                            }
-                            r.stopping = Some(Stopping {
-                                end: AttemptEnd::TimedOut,
-                                kill_at: Some(later(now, grace)),
-                            });
-                        }
-                    }
-                }
-            }
+            self.expire_deadlines(&mut st, now);
             // Memory: limited tasks every SAMPLE_INTERVAL, the others with the
             // size check (peak telemetry only).
             let size_due = now >= next_size_check;
             let sample_due = now >= next_sample;
             if size_due || sample_due {
-                let targets: Vec<(AttemptId, libc::pid_t)> = st
-                    .running
-                    .iter()
-                    .filter(|(_, r)| r.sampled && (size_due || r.enforce_by_sampling))
-                    .map(|(&id, r)| (id, r.pid))
-                    .collect();
-                if !targets.is_empty() {
-                    // Scan /proc without holding the lock: starts and ends go on.
-                    drop(st);
-                    let pgids: Vec<libc::pid_t> = targets.iter().map(|t| t.1).collect();
-                    let rss = limits::sample_groups(&pgids);
-                    st = self.lock();
-                    self.apply_samples(&mut st, &targets, &rss);
-                }
+                st = self.sample_memory(st, size_due);
                 next_sample = Instant::now() + limits::SAMPLE_INTERVAL;
             }
             if size_due {
@@ -88,19 +48,7 @@ impl Inner {
                 }
                 next_size_check = now + SIZE_CHECK_INTERVAL;
             }
-            let mut wake = next_size_check;
-            for r in st.running.values() {
-                let due = match &r.stopping {
-                    Some(s) => s.kill_at,
-                    None => r.deadline,
-                };
-                if let Some(d) = due {
-                    wake = wake.min(d);
-                }
-                if r.enforce_by_sampling && r.stopping.is_none() {
-                    wake = wake.min(next_sample);
-                }
-            }
+            let wake = next_wake(&st, next_size_check, next_sample);
             st.watchdog_wake = wake;
             let timeout = wake.saturating_duration_since(Instant::now());
             st = self
@@ -109,6 +57,66 @@ impl Inner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// Walltimes that passed get SIGTERM (and the container a stop), stops whose
+    /// grace passed get SIGKILL. The first stop wins: a task being stopped keeps
+    /// the end it was given.
+    fn expire_deadlines(&self, st: &mut State, now: Instant) {
+        let grace = self.cfg.kill_grace;
+        for (&attempt, r) in st.running.iter_mut() {
+            match &mut r.stopping {
+                Some(s) => {
+                    if s.kill_at.is_some_and(|k| k <= now) {
+                        kill_group(r.pid, libc::SIGKILL);
+                        s.kill_at = None;
+                    }
+                }
+                None => {
+                    if r.deadline.is_some_and(|d| d <= now) {
+                        log_event!(
+                            self.cfg.event_log.as_deref(),
+                            "kill {attempt} {}",
+                            AttemptEnd::TimedOut.class()
+                        );
+                        kill_group(r.pid, libc::SIGTERM);
+                        if r.detached_container {
+                            self.stop_container(attempt);
+                        }
+                        r.stopping = Some(Stopping {
+                            end: AttemptEnd::TimedOut,
+                            kill_at: Some(later(now, grace)),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Samples the RSS of the tasks due (all sampled ones at a size check, the
+    /// limited ones otherwise) and applies it. Releases the lock while it scans
+    /// `/proc` and returns it taken again.
+    fn sample_memory<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        size_due: bool,
+    ) -> MutexGuard<'a, State> {
+        let targets: Vec<(AttemptId, libc::pid_t)> = st
+            .running
+            .iter()
+            .filter(|(_, r)| r.sampled && (size_due || r.enforce_by_sampling))
+            .map(|(&id, r)| (id, r.pid))
+            .collect();
+        if targets.is_empty() {
+            return st;
+        }
+        // Scan /proc without holding the lock: starts and ends go on.
+        drop(st);
+        let pgids: Vec<libc::pid_t> = targets.iter().map(|t| t.1).collect();
+        let rss = limits::sample_groups(&pgids);
+        let mut st = self.lock();
+        self.apply_samples(&mut st, &targets, &rss);
+        st
     }
 
     /// Records sampled RSS and kills tasks above their limit (sampling mode).
@@ -142,6 +150,25 @@ impl Inner {
             }
         }
     }
+}
+
+/// When the watchdog must look next: the nearest kill or walltime deadline,
+/// the next sample while a limited task runs, the next size check at the latest.
+fn next_wake(st: &State, next_size_check: Instant, next_sample: Instant) -> Instant {
+    let mut wake = next_size_check;
+    for r in st.running.values() {
+        let due = match &r.stopping {
+            Some(s) => s.kill_at,
+            None => r.deadline,
+        };
+        if let Some(d) = due {
+            wake = wake.min(d);
+        }
+        if r.enforce_by_sampling && r.stopping.is_none() {
+            wake = wake.min(next_sample);
+        }
+    }
+    wake
 }
 
 #[cfg(test)]
