@@ -1,0 +1,80 @@
+//! Results and starts to the broker in batches: bounded by count and bytes,
+//! far below the frame cap, and coalesced for a few milliseconds so fewer,
+//! larger messages save both sides cpu.
+//!
+//! Owns: the `Events` message and its limits. It must not decide what a result
+//! is nor forget one (results stay unacknowledged in `Work` until the ack).
+
+use std::time::Duration;
+
+use scalable_common::frame::write_frame;
+use scalable_common::protocol::{AttemptResult, FromAgent, MESSAGE_BYTES_MAX};
+
+use super::work::Work;
+use crate::event_log::EventLog;
+use crate::log_event;
+
+/// Results per `Events` message at most, to stay well under the frame cap.
+const RESULTS_PER_MESSAGE_MAX: usize = 2_000;
+/// How long a result may wait to be sent with others.
+pub(super) const FLUSH_DELAY: Duration = Duration::from_millis(2);
+/// Send at once when this many starts and results wait.
+pub(super) const FLUSH_EARLY_EVENTS: usize = 512;
+/// Bytes of results per `Events` message, about; half the frame cap.
+const MESSAGE_BYTES_BUDGET: usize = MESSAGE_BYTES_MAX / 2;
+
+/// Sends whatever started/finished since the last flush, in bounded messages.
+/// `duplicate`: the F13 test hook, every result goes out a second time in its
+/// own `Events` message right after the first.
+pub(super) async fn flush(
+    send: &mut quinn::SendStream,
+    work: &mut Work,
+    log: Option<&EventLog>,
+    duplicate: bool,
+) -> Result<(), String> {
+    while !work.out_started.is_empty() || !work.out_finished.is_empty() {
+        // Bounded by count and by bytes (log tails), far below the frame cap.
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < work.out_finished.len()
+            && n < RESULTS_PER_MESSAGE_MAX
+            && bytes < MESSAGE_BYTES_BUDGET
+        {
+            let r = &work.out_finished[n];
+            bytes += 256 + r.stdout_tail.len() + r.stderr_tail.len();
+            n += 1;
+        }
+        let finished: Vec<AttemptResult> = work.out_finished.drain(..n).collect();
+        if log.is_some() {
+            for r in &finished {
+                log_event!(log, "result {} {}", r.attempt, r.end.class());
+            }
+        }
+        let started = std::mem::take(&mut work.out_started);
+        let free = work.free.clone();
+        let again = (duplicate && !finished.is_empty()).then(|| FromAgent::Events {
+            started: Vec::new(),
+            finished: finished.clone(),
+            free: free.clone(),
+        });
+        write_frame(
+            send,
+            &FromAgent::Events {
+                started,
+                finished,
+                free,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if let Some(msg) = again {
+            if let FromAgent::Events { finished, .. } = &msg {
+                for r in finished {
+                    log_event!(log, "result {} {}", r.attempt, r.end.class());
+                }
+            }
+            write_frame(send, &msg).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
