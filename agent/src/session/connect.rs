@@ -14,11 +14,15 @@ use scalable_common::tls;
 use super::work::Work;
 use super::AgentConfig;
 
+/// Why a connection attempt failed.
 pub(super) enum ConnectError {
+    /// For good (wrong fingerprint, protocol version, token): the agent exits.
     Refused(String),
+    /// Try again after the backoff.
     Retry(String),
 }
 
+/// One connection to the broker after a welcome.
 pub(super) struct Conn {
     pub(super) conn: quinn::Connection,
     pub(super) send: quinn::SendStream,
@@ -30,58 +34,24 @@ pub(super) struct Conn {
     pub(super) _endpoint: quinn::Endpoint,
 }
 
+/// A dialled connection: its endpoint, the connection and its one stream.
+type Dialled = (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+);
+
+/// Dials the broker and says hello; `resume_agent` is the id of the last welcome,
+/// so the broker resumes this agent.
 pub(super) async fn connect(
     cfg: &AgentConfig,
     work: &Work,
     born: Instant,
     resume_agent: Option<AgentId>,
 ) -> Result<Conn, ConnectError> {
-    let addr = tokio::net::lookup_host(&cfg.broker)
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| {
-            ConnectError::Retry(format!("cannot resolve broker address {}", cfg.broker))
-        })?;
-    let endpoint = tls::client_endpoint(&addr).map_err(|e| ConnectError::Retry(e.to_string()))?;
-    let conn = tls::connect(&endpoint, &cfg.broker, cfg.fingerprint)
-        .await
-        .map_err(|e| {
-            let m = e.to_string();
-            if m.contains("fingerprint") || m.contains("protocol version") {
-                ConnectError::Refused(m)
-            } else {
-                ConnectError::Retry(m)
-            }
-        })?;
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| ConnectError::Retry(format!("broker at {}: {e}", cfg.broker)))?;
-    let lifetime_ms = cfg
-        .lifetime
-        .map(|l| l.saturating_sub(born.elapsed()).as_millis() as u64);
-    let held = work.held();
-    let hello = Hello::Agent(AgentHello {
-        protocol: PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        token: cfg.token.clone(),
-        name: cfg.name.clone(),
-        hostname: cfg.hostname.clone(),
-        resources: cfg.resources.clone(),
-        tags: cfg.tags.clone(),
-        runtimes: cfg
-            .runtimes
-            .iter()
-            .map(|r| r.kind.name().to_string())
-            .collect(),
-        limit_mode: cfg.limits.name().to_string(),
-        lifetime_ms,
-        held_attempts: held,
-        pilot_id: std::env::var("SCALABLE_PILOT_ID").ok(),
-        resume_agent,
-    });
-    write_frame(&mut send, &hello)
+    let (endpoint, conn, mut send, mut recv) = dial(cfg).await?;
+    write_frame(&mut send, &hello(cfg, work, born, resume_agent))
         .await
         .map_err(|e| ConnectError::Retry(format!("broker at {}: {e}", cfg.broker)))?;
     match read_frame::<_, HelloReply>(&mut recv, 64 << 10).await {
@@ -121,4 +91,60 @@ pub(super) async fn connect(
             cfg.broker
         ))),
     }
+}
+
+/// Resolves the broker, opens QUIC with its pinned fingerprint and one stream.
+/// A wrong fingerprint or protocol version is refused for good, the rest retried.
+async fn dial(cfg: &AgentConfig) -> Result<Dialled, ConnectError> {
+    let addr = tokio::net::lookup_host(&cfg.broker)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            ConnectError::Retry(format!("cannot resolve broker address {}", cfg.broker))
+        })?;
+    let endpoint = tls::client_endpoint(&addr).map_err(|e| ConnectError::Retry(e.to_string()))?;
+    let conn = tls::connect(&endpoint, &cfg.broker, cfg.fingerprint)
+        .await
+        .map_err(|e| {
+            let m = e.to_string();
+            if m.contains("fingerprint") || m.contains("protocol version") {
+                ConnectError::Refused(m)
+            } else {
+                ConnectError::Retry(m)
+            }
+        })?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| ConnectError::Retry(format!("broker at {}: {e}", cfg.broker)))?;
+    Ok((endpoint, conn, send, recv))
+}
+
+/// The agent's hello: who it is, what it offers, the lifetime it has left and
+/// every attempt it still holds (the broker cancels those no longer ours).
+fn hello(cfg: &AgentConfig, work: &Work, born: Instant, resume_agent: Option<AgentId>) -> Hello {
+    let lifetime_ms = cfg
+        .lifetime
+        .map(|l| l.saturating_sub(born.elapsed()).as_millis() as u64);
+    let held = work.held();
+    Hello::Agent(AgentHello {
+        protocol: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        token: cfg.token.clone(),
+        name: cfg.name.clone(),
+        hostname: cfg.hostname.clone(),
+        resources: cfg.resources.clone(),
+        tags: cfg.tags.clone(),
+        runtimes: cfg
+            .runtimes
+            .iter()
+            .map(|r| r.kind.name().to_string())
+            .collect(),
+        limit_mode: cfg.limits.name().to_string(),
+        lifetime_ms,
+        held_attempts: held,
+        pilot_id: std::env::var("SCALABLE_PILOT_ID").ok(),
+        resume_agent,
+    })
 }
