@@ -127,6 +127,29 @@ fn parse_custom(items: &[String]) -> Result<Vec<(String, u64)>, String> {
     Ok(out)
 }
 
+/// The command line's values, parsed and checked.
+struct Flags {
+    cpus: Option<u32>,
+    memory: Option<u64>,
+    gpus: Option<u32>,
+    runtime: RuntimeFlag,
+    memory_margin: f64,
+    idle_timeout: Option<Duration>,
+    lifetime: Option<Duration>,
+    connect_timeout: Duration,
+    reconnect_max: Duration,
+}
+
+/// What this host offers the tasks, found once at start.
+struct Host {
+    gpu: gpus::Detected,
+    runtimes: Vec<runtime::Runtime>,
+    detected: resources::Detected,
+    limit_mode: limits::LimitMode,
+    limit_why: String,
+    cpu_binding: Option<CpuPool>,
+}
+
 fn main() -> std::process::ExitCode {
     scalable_common::panic::install_bug_hook();
     if std::env::args_os()
@@ -143,12 +166,88 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let cfg = match config(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(ExitCode::BadInput, e),
+    };
+    run(cfg, args.workdir.is_none())
+}
 
+/// Everything the agent was told and found, in the order the checks must run:
+/// the flags first, then detection (nvidia-smi, runtimes) before the orphan
+/// guard and the executor, whose reaper would race any child spawned after.
+fn config(args: &Args) -> Result<AgentConfig, String> {
+    let (broker, token, fingerprint) = broker_access(args)?;
+    let flags = parse_flags(args)?;
+    let host = detect_host(args, &flags)?;
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{hostname}-{}", std::process::id()));
+    let workdir = args.workdir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("scalable-agent-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&workdir)
+        .map_err(|e| format!("cannot create the work dir {}: {e}", workdir.display()))?;
+    let event_log = match &args.event_log {
+        Some(p) => Some(std::sync::Arc::new(
+            EventLog::open(p).map_err(|e| format!("--event-log: cannot open {e}"))?,
+        )),
+        None => None,
+    };
+    let mut tags = args.tags.clone();
+    tags.retain(|t| !t.trim().is_empty());
+    log_startup(args, &name, &tags, &flags, &host);
+    // Before the executor: its reaper would otherwise race this spawn.
+    let guard = match orphan_guard::OrphanGuard::start() {
+        Ok(g) => Some(std::sync::Arc::new(g)),
+        Err(e) => {
+            tracing::warn!("no orphan guard ({e}); tasks may outlive a SIGKILLed agent");
+            None
+        }
+    };
+    let cfg = AgentConfig {
+        broker,
+        fingerprint,
+        token,
+        name,
+        hostname,
+        resources: host.detected.resources,
+        tags,
+        idle_timeout: flags.idle_timeout,
+        lifetime: flags.lifetime,
+        workdir,
+        noop: args.noop,
+        connect_timeout: flags.connect_timeout,
+        reconnect_max: flags.reconnect_max,
+        orphan_guard: guard,
+        memory_margin: flags.memory_margin,
+        limits: host.limit_mode,
+        runtimes: host.runtimes,
+        gpu_ids: host.gpu.ids,
+        cpu_binding: host.cpu_binding,
+        event_log,
+        // Test hook (fault F13): every result is sent twice. Env only, no flag.
+        test_duplicate_results: std::env::var(session::TEST_DUPLICATE_RESULTS_ENV)
+            .is_ok_and(|v| v == "1"),
+    };
+    if cfg.test_duplicate_results {
+        tracing::warn!(
+            "test hook {}=1: every result is sent twice",
+            session::TEST_DUPLICATE_RESULTS_ENV
+        );
+    }
+    Ok(cfg)
+}
+
+/// The broker's address, the agent token and the broker's fingerprint: from the
+/// flags, else from the token file.
+fn broker_access(args: &Args) -> Result<(String, String, [u8; 32]), String> {
     let from_file = match &args.token_file {
-        Some(p) => match AgentTokenFile::load(p) {
-            Ok(t) => Some(t),
-            Err(e) => return fail(ExitCode::BadInput, e.to_string()),
-        },
+        Some(p) => Some(AgentTokenFile::load(p).map_err(|e| e.to_string())?),
         None => None,
     };
     let broker = args
@@ -164,116 +263,94 @@ fn main() -> std::process::ExitCode {
         .clone()
         .or_else(|| from_file.as_ref().map(|t| t.fingerprint.clone()));
     let (Some(broker), Some(token), Some(fingerprint)) = (broker, token, fingerprint) else {
-        return fail(
-            ExitCode::BadInput,
-            "need the broker address, token and fingerprint (hint: --token-file .scalable/agent.token, or -c HOST:PORT --token T --fingerprint FP)".into(),
-        );
+        return Err("need the broker address, token and fingerprint (hint: --token-file .scalable/agent.token, or -c HOST:PORT --token T --fingerprint FP)".into());
     };
-    let fingerprint = match scalable_common::tls::parse_fingerprint(&fingerprint) {
-        Ok(f) => f,
-        Err(e) => return fail(ExitCode::BadInput, format!("--fingerprint: {e}")),
-    };
-    let parsed = (|| -> Result<_, String> {
-        let cpus = auto_or(&args.cpus, "cpus", |s| {
-            s.parse::<u32>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| "expected a positive whole number or auto".to_string())
-        })?;
-        let memory = auto_or(&args.memory, "memory", |s| {
-            parse_size_bytes(s).map_err(|e| e.to_string())
-        })?;
-        let gpus = auto_or(&args.gpus, "gpus", |s| {
-            s.parse::<u32>()
-                .map_err(|_| "expected a whole number or auto".to_string())
-        })?;
-        let runtime_flag: RuntimeFlag = args
-            .runtime
-            .parse()
-            .map_err(|e| format!("--runtime {:?}: {e}", args.runtime))?;
-        let margin = args
-            .memory_margin
-            .parse::<f64>()
+    let fingerprint = scalable_common::tls::parse_fingerprint(&fingerprint)
+        .map_err(|e| format!("--fingerprint: {e}"))?;
+    Ok((broker, token, fingerprint))
+}
+
+/// The flags that take values, each checked with an error that names it.
+fn parse_flags(args: &Args) -> Result<Flags, String> {
+    let cpus = auto_or(&args.cpus, "cpus", |s| {
+        s.parse::<u32>()
             .ok()
-            .filter(|m| m.is_finite() && *m >= 1.0)
-            .ok_or_else(|| {
-                format!(
-                    "--memory-margin {:?}: expected a number of at least 1 (e.g. 1.2)",
-                    args.memory_margin
-                )
-            })?;
-        let dur = |v: &Option<String>, what: &str| -> Result<Option<Duration>, String> {
-            v.as_deref()
-                .map(|s| {
-                    parse_duration_ms(s)
-                        .map(Duration::from_millis)
-                        .map_err(|e| format!("--{what}: {e}"))
-                })
-                .transpose()
-        };
-        let idle = dur(&args.idle_timeout, "idle-timeout")?;
-        let life = dur(&args.lifetime, "lifetime")?;
-        let connect =
-            dur(&Some(args.connect_timeout.clone()), "connect-timeout")?.unwrap_or_default();
-        let reconnect_max = dur(&Some(args.reconnect_max.clone()), "reconnect-max")?
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                format!(
-                    "--reconnect-max {:?}: expected a duration above zero (e.g. 10s)",
-                    args.reconnect_max
-                )
-            })?;
-        Ok((
-            cpus,
-            memory,
-            gpus,
-            runtime_flag,
-            margin,
-            idle,
-            life,
-            connect,
-            reconnect_max,
-        ))
-    })();
-    let (
+            .filter(|n| *n > 0)
+            .ok_or_else(|| "expected a positive whole number or auto".to_string())
+    })?;
+    let memory = auto_or(&args.memory, "memory", |s| {
+        parse_size_bytes(s).map_err(|e| e.to_string())
+    })?;
+    let gpus = auto_or(&args.gpus, "gpus", |s| {
+        s.parse::<u32>()
+            .map_err(|_| "expected a whole number or auto".to_string())
+    })?;
+    let runtime: RuntimeFlag = args
+        .runtime
+        .parse()
+        .map_err(|e| format!("--runtime {:?}: {e}", args.runtime))?;
+    let memory_margin = args
+        .memory_margin
+        .parse::<f64>()
+        .ok()
+        .filter(|m| m.is_finite() && *m >= 1.0)
+        .ok_or_else(|| {
+            format!(
+                "--memory-margin {:?}: expected a number of at least 1 (e.g. 1.2)",
+                args.memory_margin
+            )
+        })?;
+    let dur = |v: &Option<String>, what: &str| -> Result<Option<Duration>, String> {
+        v.as_deref()
+            .map(|s| {
+                parse_duration_ms(s)
+                    .map(Duration::from_millis)
+                    .map_err(|e| format!("--{what}: {e}"))
+            })
+            .transpose()
+    };
+    let idle_timeout = dur(&args.idle_timeout, "idle-timeout")?;
+    let lifetime = dur(&args.lifetime, "lifetime")?;
+    let connect_timeout =
+        dur(&Some(args.connect_timeout.clone()), "connect-timeout")?.unwrap_or_default();
+    let reconnect_max = dur(&Some(args.reconnect_max.clone()), "reconnect-max")?
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "--reconnect-max {:?}: expected a duration above zero (e.g. 10s)",
+                args.reconnect_max
+            )
+        })?;
+    Ok(Flags {
         cpus,
         memory,
         gpus,
-        runtime_flag,
+        runtime,
         memory_margin,
         idle_timeout,
         lifetime,
         connect_timeout,
         reconnect_max,
-    ) = match parsed {
-        Ok(p) => p,
-        Err(e) => return fail(ExitCode::BadInput, e),
-    };
-    // Before the orphan guard and the executor: this may run nvidia-smi, and the
-    // executor's reaper would race any child spawned after it exists.
+    })
+}
+
+/// GPUs, container runtimes, resources, memory-limit mode and cores to bind.
+/// Before the orphan guard and the executor: this may run nvidia-smi, and the
+/// executor's reaper would race any child spawned after it exists.
+fn detect_host(args: &Args, flags: &Flags) -> Result<Host, String> {
     let path = std::env::var_os("PATH");
     let gpu = gpus::detect(
-        gpus.map_or(GpuFlag::Auto, GpuFlag::Count),
+        flags.gpus.map_or(GpuFlag::Auto, GpuFlag::Count),
         std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
         path.as_deref(),
     );
     if let Some(note) = &gpu.note {
         tracing::warn!("no GPUs from nvidia-smi: {note}");
     }
-    let runtimes = match runtime::detect(runtime_flag, path.as_deref(), |k| std::env::var(k).ok()) {
-        Ok(r) => r,
-        Err(e) => {
-            return fail(
-                ExitCode::BadInput,
-                format!("--runtime {}: {e}", args.runtime),
-            )
-        }
-    };
-    let mut detected = resources::detect(cpus, memory, Some(gpu.ids.len() as u32));
-    match parse_custom(&args.resources) {
-        Ok(custom) => detected.resources.custom = custom,
-        Err(e) => return fail(ExitCode::BadInput, e),
-    }
+    let runtimes = runtime::detect(flags.runtime, path.as_deref(), |k| std::env::var(k).ok())
+        .map_err(|e| format!("--runtime {}: {e}", args.runtime))?;
+    let mut detected = resources::detect(flags.cpus, flags.memory, Some(gpu.ids.len() as u32));
+    detected.resources.custom = parse_custom(&args.resources)?;
     let (limit_mode, limit_why) = limits::detect();
     let cpu_binding = match cpuset::own_cpus()
         .map_err(|e| format!("cannot read the agent's cpu affinity: {e}"))
@@ -285,35 +362,22 @@ fn main() -> std::process::ExitCode {
             None
         }
     };
-    let hostname = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".into());
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{hostname}-{}", std::process::id()));
-    let workdir = args.workdir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("scalable-agent-{}", std::process::id()))
-    });
-    if let Err(e) = std::fs::create_dir_all(&workdir) {
-        return fail(
-            ExitCode::BadInput,
-            format!("cannot create the work dir {}: {e}", workdir.display()),
-        );
-    }
-    let event_log = match &args.event_log {
-        Some(p) => match EventLog::open(p) {
-            Ok(l) => Some(std::sync::Arc::new(l)),
-            Err(e) => return fail(ExitCode::BadInput, format!("--event-log: cannot open {e}")),
-        },
-        None => None,
-    };
-    let mut tags = args.tags.clone();
-    tags.retain(|t| !t.trim().is_empty());
+    Ok(Host {
+        gpu,
+        runtimes,
+        detected,
+        limit_mode,
+        limit_why,
+        cpu_binding,
+    })
+}
+
+/// The two lines that say what this agent is and offers.
+fn log_startup(args: &Args, name: &str, tags: &[String], flags: &Flags, host: &Host) {
     tracing::info!(
         "agent {name}: {} ({}), tags [{}]{}",
-        detected.resources,
-        detected.source,
+        host.detected.resources,
+        host.detected.source,
         tags.join(","),
         if args.noop {
             ", NOOP benchmark mode"
@@ -322,58 +386,27 @@ fn main() -> std::process::ExitCode {
         }
     );
     tracing::info!(
-        "gpus [{}] ({}); container runtimes [{}]; memory limits: {} ({limit_why}), margin {memory_margin}; cpu binding: {}",
-        gpu.ids.join(","),
-        gpu.source,
-        runtimes
+        "gpus [{}] ({}); container runtimes [{}]; memory limits: {} ({}), margin {}; cpu binding: {}",
+        host.gpu.ids.join(","),
+        host.gpu.source,
+        host.runtimes
             .iter()
             .map(|r| r.kind.name())
             .collect::<Vec<_>>()
             .join(","),
-        limit_mode.name(),
-        cpu_binding
+        host.limit_mode.name(),
+        host.limit_why,
+        flags.memory_margin,
+        host.cpu_binding
             .as_ref()
             .map_or("off".to_string(), |p| format!("{} cores", p.total())),
     );
-    // Before the executor: its reaper would otherwise race this spawn.
-    let guard = match orphan_guard::OrphanGuard::start() {
-        Ok(g) => Some(std::sync::Arc::new(g)),
-        Err(e) => {
-            tracing::warn!("no orphan guard ({e}); tasks may outlive a SIGKILLed agent");
-            None
-        }
-    };
-    let cfg = AgentConfig {
-        broker,
-        fingerprint,
-        token,
-        name,
-        hostname,
-        resources: detected.resources,
-        tags,
-        idle_timeout,
-        lifetime,
-        workdir: workdir.clone(),
-        noop: args.noop,
-        connect_timeout,
-        reconnect_max,
-        orphan_guard: guard,
-        memory_margin,
-        limits: limit_mode,
-        runtimes,
-        gpu_ids: gpu.ids,
-        cpu_binding,
-        event_log,
-        // Test hook (fault F13): every result is sent twice. Env only, no flag.
-        test_duplicate_results: std::env::var(session::TEST_DUPLICATE_RESULTS_ENV)
-            .is_ok_and(|v| v == "1"),
-    };
-    if cfg.test_duplicate_results {
-        tracing::warn!(
-            "test hook {}=1: every result is sent twice",
-            session::TEST_DUPLICATE_RESULTS_ENV
-        );
-    }
+}
+
+/// Runs the session on a current-thread runtime until the agent leaves, then
+/// cleans up a work dir it made itself (`own_workdir`).
+fn run(cfg: AgentConfig, own_workdir: bool) -> std::process::ExitCode {
+    let workdir = cfg.workdir.clone();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -390,7 +423,7 @@ fn main() -> std::process::ExitCode {
     // Do not wait for idle runtime threads (e.g. a DNS lookup's): the SIGTERM
     // deadline (SPEC §6) counts until the process is gone.
     rt.shutdown_timeout(Duration::from_millis(100));
-    if args.workdir.is_none() {
+    if own_workdir {
         let _ = std::fs::remove_dir_all(&workdir);
     }
     match exit {
