@@ -220,58 +220,15 @@ pub fn wrap(rt: &Runtime, w: &WrapInput<'_>) -> Wrapped {
         RuntimeKind::Podman | RuntimeKind::Docker => {
             argv.extend(["run", "--rm", "--network", "host", "--name"].map(String::from));
             argv.push(container_name(w.attempt));
-            for (host, cont) in &mounts {
-                argv.push("-v".into());
-                argv.push(format!("{host}:{cont}"));
-            }
-            if !cwd_mounted {
-                argv.push("-v".into());
-                argv.push(format!("{cwd}:{cwd}"));
-            }
-            for (k, v) in &w.spec.env {
-                argv.push("-e".into());
-                argv.push(format!("{k}={v}"));
-            }
-            // By name: the value comes from the client's environment.
-            for name in w.pass_env {
-                argv.push("-e".into());
-                argv.push((*name).to_string());
-            }
-            if let Some(bytes) = w.memory_limit_bytes {
-                argv.push("--memory".into());
-                argv.push(bytes.to_string());
-            }
-            if let Some(cpus) = w.cpus {
-                argv.push("--cpuset-cpus".into());
-                argv.push(crate::cpuset::cpu_list(cpus));
-            }
-            if !w.gpus.is_empty() {
-                if rt.kind == RuntimeKind::Docker {
-                    // Docker parses the value as CSV; the quotes keep the list whole.
-                    argv.push("--gpus".into());
-                    argv.push(format!("\"device={}\"", w.gpus.join(",")));
-                } else {
-                    // Podman: the CDI names of the NVIDIA container toolkit.
-                    for id in w.gpus {
-                        argv.push("--device".into());
-                        argv.push(format!("nvidia.com/gpu={id}"));
-                    }
-                }
-            }
+            push_mounts(&mut argv, "-v", &mounts, cwd_mounted, &cwd);
+            push_oci_options(&mut argv, rt.kind, w);
             argv.push("-w".into());
             argv.push(cwd);
             argv.push(w.spec.image.clone());
         }
         RuntimeKind::Apptainer | RuntimeKind::Singularity => {
             argv.push("exec".into());
-            for (host, cont) in &mounts {
-                argv.push("--bind".into());
-                argv.push(format!("{host}:{cont}"));
-            }
-            if !cwd_mounted {
-                argv.push("--bind".into());
-                argv.push(format!("{cwd}:{cwd}"));
-            }
+            push_mounts(&mut argv, "--bind", &mounts, cwd_mounted, &cwd);
             for (k, v) in &w.spec.env {
                 argv.push("--env".into());
                 argv.push(format!("{k}={v}"));
@@ -284,14 +241,7 @@ pub fn wrap(rt: &Runtime, w: &WrapInput<'_>) -> Wrapped {
             argv.push(w.spec.image.clone());
         }
         RuntimeKind::Charliecloud => {
-            for (host, cont) in &mounts {
-                argv.push("-b".into());
-                argv.push(format!("{host}:{cont}"));
-            }
-            if !cwd_mounted {
-                argv.push("-b".into());
-                argv.push(format!("{cwd}:{cwd}"));
-            }
+            push_mounts(&mut argv, "-b", &mounts, cwd_mounted, &cwd);
             argv.push("--cd".into());
             argv.push(cwd);
             argv.push(w.spec.image.clone());
@@ -303,6 +253,60 @@ pub fn wrap(rt: &Runtime, w: &WrapInput<'_>) -> Wrapped {
     }
     argv.extend(w.argv.iter().cloned());
     Wrapped { argv, client_env }
+}
+
+/// The declared mounts, then the cwd at its own path unless one targets it;
+/// each as `flag host:container`.
+fn push_mounts(
+    argv: &mut Vec<String>,
+    flag: &str,
+    mounts: &[(String, String)],
+    cwd_mounted: bool,
+    cwd: &str,
+) {
+    for (host, cont) in mounts {
+        argv.push(flag.into());
+        argv.push(format!("{host}:{cont}"));
+    }
+    if !cwd_mounted {
+        argv.push(flag.into());
+        argv.push(format!("{cwd}:{cwd}"));
+    }
+}
+
+/// Podman's and docker's options after the mounts: the component's env, the
+/// task's variables by name, memory, cores and GPUs.
+fn push_oci_options(argv: &mut Vec<String>, kind: RuntimeKind, w: &WrapInput<'_>) {
+    for (k, v) in &w.spec.env {
+        argv.push("-e".into());
+        argv.push(format!("{k}={v}"));
+    }
+    // By name: the value comes from the client's environment.
+    for name in w.pass_env {
+        argv.push("-e".into());
+        argv.push((*name).to_string());
+    }
+    if let Some(bytes) = w.memory_limit_bytes {
+        argv.push("--memory".into());
+        argv.push(bytes.to_string());
+    }
+    if let Some(cpus) = w.cpus {
+        argv.push("--cpuset-cpus".into());
+        argv.push(crate::cpuset::cpu_list(cpus));
+    }
+    if !w.gpus.is_empty() {
+        if kind == RuntimeKind::Docker {
+            // Docker parses the value as CSV; the quotes keep the list whole.
+            argv.push("--gpus".into());
+            argv.push(format!("\"device={}\"", w.gpus.join(",")));
+        } else {
+            // Podman: the CDI names of the NVIDIA container toolkit.
+            for id in w.gpus {
+                argv.push("--device".into());
+                argv.push(format!("nvidia.com/gpu={id}"));
+            }
+        }
+    }
 }
 
 /// Stops the attempt's container: SIGTERM, SIGKILL after `grace` (rounded up to
