@@ -14,7 +14,7 @@
 //! - `placement`: [`Placement`], binding a task to its cores from birth;
 //! - `output`: the stdout/stderr files, their size cap, tails and reuse;
 //! - `watchdog`: walltimes, SIGKILL escalation, memory sampling, the size cap;
-//! - `stop`: stopping and killing tasks, and the container helpers that does;
+//! - `stop`: stopping and killing tasks (and podman/docker containers);
 //! - `reaper`: the process-wide reaper thread;
 //! - `finish`: one reaped leader into one `Finished` event.
 //!
@@ -30,9 +30,11 @@
 //! - after a task's leader exits its whole process group gets SIGKILL;
 //! - every agent exit path calls [`Executor::kill_all_now`] (so does `Drop`).
 //!
-//! What this does not cover: a SIGKILL of the agent itself leaves running tasks
-//! behind (re-parented to the agent's parent). Under a batch system the job's
-//! cgroup is torn down with the allocation, which covers that case.
+//! A SIGKILL of the agent itself gives none of these a chance to run; that case
+//! is the orphan guard's (`orphan_guard`, [`ExecConfig::orphan_guard`]), told of
+//! each task's group at its spawn and at its end, except a task spawned in the
+//! moment before the guard hears of it. Under a batch system the job's cgroup is
+//! also torn down with the allocation.
 //!
 //! Invariant: because the reaper waits for any child, nothing else in the agent
 //! process may run child processes through `std::process` or `tokio::process`
