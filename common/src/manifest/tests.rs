@@ -628,8 +628,11 @@ fn errors_are_all_collected_sorted_and_one_per_line() {
         (first.line, first.col, first.path.as_str()),
         (4, 26, "targets.hpc.queu")
     );
-    assert_eq!(first.message, "unknown key \"queu\" for provider slurm");
-    assert_eq!(first.hint.as_deref(), Some("did you mean \"queue\"?"));
+    assert_eq!(first.what, "unknown key \"queu\" for provider slurm");
+    assert_eq!(
+        first.hint.as_ref().map(crate::located::Hint::text),
+        Some("did you mean \"queue\"?")
+    );
 }
 
 /// A broken manifest and every error it must give, exactly.

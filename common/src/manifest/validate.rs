@@ -25,7 +25,8 @@ use super::schema::*;
 use super::section;
 use super::tree::{Entry, Node, Value};
 use super::{concat, join, Issue, LoadOptions, Pos, GPUS_MAX, NAME_CHARS_MAX, WORKERS_MAX};
-use crate::workflow::{did_you_mean, CPUS_MAX, RETRIES_MAX};
+use crate::suggest::did_you_mean_within;
+use crate::workflow::{CPUS_MAX, RETRIES_MAX};
 use values::{positive, whole, IntRule, M};
 
 /// At most this many overlays in a manifest.
@@ -237,31 +238,6 @@ impl BaseNames {
     }
 }
 
-/// `did you mean "x"?` within the manifest's did-you-mean budget. Only
-/// candidates whose length is close enough to be within reach are compared.
-fn suggest<'c>(
-    budget: &Cell<u64>,
-    word: &str,
-    candidates: impl IntoIterator<Item = &'c str>,
-) -> Option<String> {
-    let lw = word.chars().count() as u64;
-    let mut near = Vec::new();
-    for c in candidates {
-        let lc = c.chars().count() as u64;
-        if lw.abs_diff(lc) > (lw.max(lc) / 3).max(1) {
-            continue;
-        }
-        let cost = (lw + 1) * (lc + 1);
-        let left = budget.get();
-        if cost > left {
-            break;
-        }
-        budget.set(left - cost);
-        near.push(c);
-    }
-    did_you_mean(word, near)
-}
-
 /// Loads the manifest tree: overlays, expansion, merge, checks. Returns the
 /// manifest when it could be built; it is valid only if no issue was added.
 pub(super) fn load(
@@ -299,7 +275,7 @@ pub(super) fn load(
         match overlays.iter().position(|(n, _)| n == name) {
             Some(i) => applied.push(i),
             None => {
-                let mut hint = suggest(&budget, name, names_to_suggest(&overlay_names))
+                let mut hint = did_you_mean_within(&budget, name, names_to_suggest(&overlay_names))
                     .map(|h| format!("{h} "))
                     .unwrap_or_default();
                 if overlay_names.is_empty() {
@@ -435,7 +411,7 @@ fn select_target(
     if names.iter().any(|n| n == name) {
         return Some(name.to_string());
     }
-    let mut hint = suggest(budget, name, names_to_suggest(&names))
+    let mut hint = did_you_mean_within(budget, name, names_to_suggest(&names))
         .map(|h| format!("{h} "))
         .unwrap_or_default();
     if names.is_empty() {
@@ -636,14 +612,15 @@ impl<'a> Ck<'a> {
                 }
                 let p = format!("jobs[{i}].task");
                 let (at, origin) = section::locate(node, &p, false);
-                let hint = suggest(self.budget, task, names_to_suggest(&task_names.list))
-                    .unwrap_or_else(|| {
-                        if task_names.list.is_empty() {
-                            "define it under tasks:".to_string()
-                        } else {
-                            format!("tasks are: {}", list_names(&task_names.list))
-                        }
-                    });
+                let hint =
+                    did_you_mean_within(self.budget, task, names_to_suggest(&task_names.list))
+                        .unwrap_or_else(|| {
+                            if task_names.list.is_empty() {
+                                "define it under tasks:".to_string()
+                            } else {
+                                format!("tasks are: {}", list_names(&task_names.list))
+                            }
+                        });
                 self.push(
                     at,
                     origin,
@@ -792,7 +769,7 @@ impl<'a> Ck<'a> {
                     let hint = synonym(Some(kind), k)
                         .filter(|s| allowed.contains(s))
                         .map(|s| format!("did you mean {s:?}?"))
-                        .or_else(|| suggest(budget, k, allowed.iter().copied()))
+                        .or_else(|| did_you_mean_within(budget, k, allowed.iter().copied()))
                         .unwrap_or_else(|| format!("valid: {}", allowed.join(", ")));
                     (format!("unknown key {k:?} for provider {provider}"), hint)
                 });
@@ -1073,8 +1050,8 @@ impl<'a> Ck<'a> {
         if node.unresolved || name.is_empty() || components.contains(name) {
             return;
         }
-        let hint =
-            suggest(self.budget, name, names_to_suggest(&components.list)).unwrap_or_else(|| {
+        let hint = did_you_mean_within(self.budget, name, names_to_suggest(&components.list))
+            .unwrap_or_else(|| {
                 if components.list.is_empty() {
                     "define it under components:".to_string()
                 } else {
@@ -1104,9 +1081,11 @@ impl<'a> Ck<'a> {
         };
         let budget = self.budget;
         self.keys(&m, OVERLAY_KEYS, |k| {
-            let hint = suggest(budget, k, OVERLAY_KEYS.iter().copied()).unwrap_or_else(|| {
-                "an overlay can change project, targets, components, tasks and workflow".to_string()
-            });
+            let hint =
+                did_you_mean_within(budget, k, OVERLAY_KEYS.iter().copied()).unwrap_or_else(|| {
+                    "an overlay can change project, targets, components, tasks and workflow"
+                        .to_string()
+                });
             (format!("unknown key {k:?}"), hint)
         });
         if let Some(n) = self.field(&m, "project") {
@@ -1131,17 +1110,18 @@ impl<'a> Ck<'a> {
             for e in sm.entries {
                 let path = join(section, &e.key);
                 if !names.contains(&e.key) {
-                    let hint = suggest(self.budget, &e.key, names_to_suggest(&names.list))
-                        .unwrap_or_else(|| {
-                            format!(
-                                "an overlay changes the {section} the manifest defines ({})",
-                                if names.list.is_empty() {
-                                    "none".to_string()
-                                } else {
-                                    list_names(&names.list)
-                                }
-                            )
-                        });
+                    let hint =
+                        did_you_mean_within(self.budget, &e.key, names_to_suggest(&names.list))
+                            .unwrap_or_else(|| {
+                                format!(
+                                    "an overlay changes the {section} the manifest defines ({})",
+                                    if names.list.is_empty() {
+                                        "none".to_string()
+                                    } else {
+                                        list_names(&names.list)
+                                    }
+                                )
+                            });
                     self.at_key(e, &path, format!("unknown {what} {:?}", e.key), Some(hint));
                     continue;
                 }
@@ -1169,7 +1149,7 @@ fn unknown_top_key(budget: &Cell<u64>, key: &str, allowed: &[&str]) -> (String, 
         "jobs" => "jobs belong in the workflow: section (workflow: {workflow: NAME, jobs: [...]})"
             .to_string(),
         "name" => "the project name goes under project: {name: ...}".to_string(),
-        _ => suggest(budget, key, allowed.iter().copied())
+        _ => did_you_mean_within(budget, key, allowed.iter().copied())
             .unwrap_or_else(|| format!("valid keys: {}", allowed.join(", "))),
     };
     (format!("unknown key {key:?}"), hint)
@@ -1185,7 +1165,7 @@ fn unknown_key(
     let hint = synonym
         .filter(|s| allowed.contains(s))
         .map(|s| format!("did you mean {s:?}?"))
-        .or_else(|| suggest(budget, key, allowed.iter().copied()))
+        .or_else(|| did_you_mean_within(budget, key, allowed.iter().copied()))
         .unwrap_or_else(|| format!("valid keys: {}", allowed.join(", ")));
     (format!("unknown key {key:?}"), hint)
 }
