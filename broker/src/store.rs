@@ -15,8 +15,8 @@ use std::thread;
 use rusqlite::{params, Connection, OptionalExtension};
 use scalable_common::failpoint;
 use scalable_common::protocol::{
-    AttemptEnd, FailedAttempt, FailedTask, JobStats, PilotInfo, RunAnalysis, RunId, RunStats,
-    TaskId, TaskLogs,
+    AttemptEnd, FailedAttempt, FailedTask, JobStats, PilotInfo, PilotPhase, RunAnalysis, RunId,
+    RunStats, TaskId, TaskLogs,
 };
 
 use crate::core::restore::{AgentRow, OpenAttempt, Snapshot, TaskRow};
@@ -394,16 +394,16 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
     let pilots = c
         .prepare(
             "SELECT id, target, tag, provider_id, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason, agent_match
-             FROM pilots WHERE state <> 'ended' ORDER BY submitted_at_ms",
+             FROM pilots WHERE state <> ?1 ORDER BY submitted_at_ms",
         )?
-        .query_map([], |r| {
+        .query_map([PilotPhase::Ended.as_str()], |r| {
             Ok((
                 PilotInfo {
                     id: r.get(0)?,
                     target: r.get(1)?,
                     tag: r.get(2)?,
                     provider_id: r.get(3)?,
-                    state: r.get(4)?,
+                    state: pilot_phase(r, 4)?,
                     agent: r.get::<_, Option<i64>>(5)?.map(|x| x as u64),
                     submitted_at_ms: r.get::<_, i64>(6)? as u64,
                     connected_at_ms: r.get::<_, Option<i64>>(7)?.map(|x| x as u64),
@@ -424,6 +424,19 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             oom_peaks,
             counted,
         },
+    })
+}
+
+/// A pilot's phase as stored; a word this broker never writes is a damaged
+/// row, reported rather than guessed at.
+fn pilot_phase(r: &rusqlite::Row, i: usize) -> rusqlite::Result<PilotPhase> {
+    let text: String = r.get(i)?;
+    PilotPhase::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown pilot state {text:?}").into(),
+        )
     })
 }
 
@@ -679,7 +692,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 p.tag,
                 p.provider_id,
                 agent_match,
-                p.state,
+                p.state.as_str(),
                 p.agent.map(|a| a as i64),
                 p.submitted_at_ms as i64,
                 p.connected_at_ms.map(|x| x as i64),

@@ -2,6 +2,7 @@
 //! must agree on.
 //!
 //! - [`protocol`]: the messages on the wire and their versions.
+//! - [`pilot`]: a pilot's phase (`submitted` ... `ended`), as stored, shown and sent.
 //! - [`frame`]: length-prefixed, size-capped postcard frames over QUIC streams.
 //! - [`tls`]: the broker's self-signed certificate, fingerprint pinning, QUIC configs.
 //! - [`access`]: the state dir, `access.json`, `agent.token`, token hashing.
@@ -21,6 +22,7 @@ pub mod frame;
 pub mod located;
 pub mod manifest;
 pub mod panic;
+pub mod pilot;
 pub mod protocol;
 pub mod resources;
 pub mod stage;
