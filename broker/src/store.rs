@@ -8,6 +8,8 @@
 //! every earlier write (`stats`, `analyze`, `logs`) run on the same thread,
 //! in order with the writes.
 
+mod schema;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -58,111 +60,6 @@ pub struct Store {
     tx: mpsc::Sender<Cmd>,
 }
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    submitted_at_ms INTEGER NOT NULL,
-    finished_at_ms INTEGER,
-    state TEXT NOT NULL DEFAULT 'running',
-    cwd TEXT NOT NULL,
-    source TEXT NOT NULL,
-    definition TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    name TEXT NOT NULL,
-    tag TEXT,
-    cpus INTEGER NOT NULL,
-    memory_bytes INTEGER NOT NULL,
-    gpus INTEGER NOT NULL,
-    priority INTEGER NOT NULL,
-    retries INTEGER NOT NULL,
-    first_task INTEGER NOT NULL,
-    task_count INTEGER NOT NULL,
-    -- 1: every task of this job without a row of its own is cancelled.
-    cancel_marked INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
--- A task has a row once it did something (an attempt, a final state); tasks
--- without a row are still waiting or ready, counted from jobs.task_count.
-CREATE TABLE IF NOT EXISTS tasks (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL,
-    job_id INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    retries_used INTEGER NOT NULL DEFAULT 0,
-    crashes INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    updated_at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_run ON tasks(run_id, state);
-CREATE TABLE IF NOT EXISTS attempts (
-    id INTEGER PRIMARY KEY,
-    task_id INTEGER NOT NULL,
-    run_id INTEGER NOT NULL,
-    job_id INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    number INTEGER NOT NULL,
-    agent_id INTEGER NOT NULL,
-    argv TEXT NOT NULL,
-    assigned_at_ms INTEGER NOT NULL,
-    started_at_us INTEGER,
-    ended_at_us INTEGER,
-    end_class TEXT,
-    exit_code INTEGER,
-    detail TEXT,
-    peak_rss_bytes INTEGER,
-    cpu_time_us INTEGER,
-    stdout_bytes INTEGER,
-    stderr_bytes INTEGER,
-    stdout_tail BLOB,
-    stderr_tail BLOB
-);
-CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
-CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
--- Attempts not ended yet: what a restarted broker restores.
-CREATE INDEX IF NOT EXISTS attempts_open ON attempts(id) WHERE end_class IS NULL;
-CREATE TABLE IF NOT EXISTS agents (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    hostname TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    cpus INTEGER NOT NULL,
-    memory_bytes INTEGER NOT NULL,
-    gpus INTEGER NOT NULL,
-    connected_at_ms INTEGER NOT NULL,
-    left_at_ms INTEGER,
-    left_reason TEXT,
-    pilot_id TEXT
-);
--- Every pilot the broker submitted (SPEC §8); agent_match is what its agent
--- reports as SCALABLE_PILOT_ID (JSON).
-CREATE TABLE IF NOT EXISTS pilots (
-    id TEXT PRIMARY KEY,
-    target TEXT NOT NULL,
-    tag TEXT,
-    provider_id TEXT NOT NULL,
-    agent_match TEXT NOT NULL,
-    state TEXT NOT NULL,
-    agent_id INTEGER,
-    submitted_at_ms INTEGER NOT NULL,
-    connected_at_ms INTEGER,
-    ended_at_ms INTEGER,
-    reason TEXT
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    at_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    run_id INTEGER,
-    detail TEXT NOT NULL
-);
-"#;
-
 impl Store {
     /// Opens (creating if needed) the database and starts the writer thread.
     /// Returns the store, the next free ids and everything a restarted broker
@@ -177,9 +74,7 @@ impl Store {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA busy_timeout=5000;",
         )
         .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.execute_batch(crate::cache::SCHEMA).map_err(err)?;
-        check_schema_version(&conn, path)?;
+        schema::prepare(&conn, path)?;
         let ids = next_ids(&conn).map_err(err)?;
         let loaded = load(&conn).map_err(err)?;
         if let Ok(v) = conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
@@ -226,35 +121,6 @@ impl Store {
             let _ = rx.recv();
         }
     }
-}
-
-/// The schema this build writes; an older or newer database is refused with a
-/// clear line rather than misread.
-const SCHEMA_VERSION: i64 = 2;
-
-fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let err = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
-    let v: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(err)?;
-    let runs: i64 = conn
-        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
-        .map_err(err)?;
-    if v == 0 && runs == 0 {
-        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(err)?;
-        return Ok(());
-    }
-    if v != SCHEMA_VERSION {
-        return Err(StoreError::NotFound(format!(
-            "database {} has schema version {v}, this broker needs {SCHEMA_VERSION} (use a new --state-dir, or the scalable version that wrote it)",
-            path.display()
-        )));
-    }
-    Ok(())
 }
 
 /// A run row with its stored definition (re-planned by the shell).
@@ -633,7 +499,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             };
             let started = (result.started_at_us > 0).then_some(result.started_at_us as i64);
             c.prepare_cached(
-                "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12 WHERE id = ?1",
+                "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12, spends_retry = ?13 WHERE id = ?1",
             )?
             .execute(params![
                 *attempt as i64,
@@ -648,6 +514,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 result.stderr_bytes as i64,
                 tail(&result.stdout_tail),
                 tail(&result.stderr_tail),
+                result.end.spends_retry(),
             ])?;
         }
         StoreOp::TaskState {
@@ -878,7 +745,7 @@ pub fn run_stats(c: &Connection, run: RunId, now_ms: u64) -> Result<RunStats, St
                         COALESCE(MAX(ended_at_us), 0),
                         COUNT(CASE WHEN end_class = 'SUCCESS' THEN 1 END),
                         COALESCE(SUM(CASE WHEN end_class = 'SUCCESS' THEN ended_at_us - started_at_us ELSE 0 END), 0),
-                        COUNT(CASE WHEN end_class NOT IN ('SUCCESS', 'AGENT_LOST', 'DRAINED', 'RETURNED', 'CANCELLED') THEN 1 END)
+                        COUNT(CASE WHEN spends_retry = 1 THEN 1 END)
                  FROM attempts WHERE job_id = ?1 AND started_at_us IS NOT NULL AND ended_at_us IS NOT NULL",
             )
             .map_err(sql)?;
