@@ -148,6 +148,22 @@ pub struct Loaded {
 }
 
 fn load(c: &Connection) -> rusqlite::Result<Loaded> {
+    let open_attempts = open_attempts(c)?;
+    Ok(Loaded {
+        pilots: live_pilots(c)?,
+        runs: runs(c)?,
+        snapshot: Snapshot {
+            tasks: task_rows(c)?,
+            agents: agents_of(c, &open_attempts)?,
+            open_attempts,
+            oom_peaks: oom_peaks(c)?,
+            counted: counted(c)?,
+        },
+    })
+}
+
+/// Every run with its jobs, in order.
+fn runs(c: &Connection) -> rusqlite::Result<Vec<LoadedRun>> {
     let mut runs: Vec<LoadedRun> = c
         .prepare("SELECT id, name, submitted_at_ms, finished_at_ms, state, cwd, source, definition FROM runs ORDER BY id")?
         .query_map([], |r| {
@@ -182,6 +198,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             runs[i].jobs.push((job, first, marked));
         }
     }
+    Ok(runs)
+}
+
+/// Tasks that have a row (the others are still waiting or ready).
+fn task_rows(c: &Connection) -> rusqlite::Result<Vec<TaskRow>> {
     let tasks = c
         .prepare("SELECT id, state, attempts, retries_used, crashes FROM tasks")?
         .query_map([], |r| {
@@ -194,6 +215,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(tasks)
+}
+
+/// Attempts not ended yet.
+fn open_attempts(c: &Connection) -> rusqlite::Result<Vec<OpenAttempt>> {
     let open_attempts: Vec<OpenAttempt> = c
         .prepare("SELECT id, task_id, number, agent_id, started_at_us, assigned_at_ms FROM attempts WHERE end_class IS NULL")?
         .query_map([], |r| {
@@ -207,6 +233,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(open_attempts)
+}
+
+/// The agents that run the open attempts.
+fn agents_of(c: &Connection, open_attempts: &[OpenAttempt]) -> rusqlite::Result<Vec<AgentRow>> {
     let agent_ids: std::collections::BTreeSet<u64> =
         open_attempts.iter().map(|a| a.agent).collect();
     let mut agents = Vec::new();
@@ -239,6 +270,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             agents.push(a);
         }
     }
+    Ok(agents)
+}
+
+/// Per task, the highest peak of its attempts killed for memory.
+fn oom_peaks(c: &Connection) -> rusqlite::Result<Vec<(TaskId, u64)>> {
     let oom_peaks = c
         .prepare("SELECT task_id, MAX(peak_rss_bytes) FROM attempts WHERE end_class = 'MEMORY_EXHAUSTION' GROUP BY task_id")?
         .query_map([], |r| {
@@ -248,6 +284,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(oom_peaks)
+}
+
+/// Successful attempts of runs that may still get resent results.
+fn counted(c: &Connection) -> rusqlite::Result<Vec<(u64, TaskId)>> {
     let counted = c
         .prepare(
             "SELECT a.id, a.task_id FROM attempts a JOIN runs r ON r.id = a.run_id
@@ -257,6 +298,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(counted)
+}
+
+/// Pilots not ended yet, with their agent match (JSON).
+fn live_pilots(c: &Connection) -> rusqlite::Result<Vec<(PilotInfo, String)>> {
     let pilots = c
         .prepare(
             "SELECT id, target, tag, provider_id, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason, agent_match
@@ -280,17 +326,7 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(Loaded {
-        pilots,
-        runs,
-        snapshot: Snapshot {
-            tasks,
-            open_attempts,
-            agents,
-            oom_peaks,
-            counted,
-        },
-    })
+    Ok(pilots)
 }
 
 /// A pilot's phase as stored; a word this broker never writes is a damaged
