@@ -9,8 +9,8 @@
 //! A pilot is `submitted` (the provider took it), `queued`/`running` (as the
 //! provider says), `connected` (its agent dialled in: matched through the
 //! `SCALABLE_PILOT_ID` the provider gave it), `draining` (asked to leave), and
-//! finally `ended` (the provider no longer runs it). The time from submitted to
-//! connected is the queue wait.
+//! finally `ended` (the provider no longer runs it): a [`PilotPhase`]. The time
+//! from submitted to connected is the queue wait.
 
 use std::collections::BTreeMap;
 

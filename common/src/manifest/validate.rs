@@ -290,7 +290,7 @@ struct Ck<'a> {
     issues: Vec<Issue>,
     overlay_names: &'a [String],
     base: Option<&'a BaseNames>,
-    /// Did-you-mean work left (see [`suggest`]).
+    /// Did-you-mean work left (see `crate::suggest::did_you_mean_within`).
     budget: &'a Cell<u64>,
 }
 
