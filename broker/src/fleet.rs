@@ -9,12 +9,12 @@
 //! A pilot is `submitted` (the provider took it), `queued`/`running` (as the
 //! provider says), `connected` (its agent dialled in: matched through the
 //! `SCALABLE_PILOT_ID` the provider gave it), `draining` (asked to leave), and
-//! finally `ended` (the provider no longer runs it). The time from submitted to
-//! connected is the queue wait.
+//! finally `ended` (the provider no longer runs it): a [`PilotPhase`]. The time
+//! from submitted to connected is the queue wait.
 
 use std::collections::BTreeMap;
 
-use scalable_common::protocol::{AgentId, AgentInfo, PilotInfo, ScaleChange};
+use scalable_common::protocol::{AgentId, AgentInfo, PilotInfo, PilotPhase, ScaleChange};
 
 use crate::core::StoreOp;
 use crate::providers::{self, PilotState, StartedPilot};
@@ -28,7 +28,7 @@ pub struct Pilot {
     pub provider_id: String,
     /// What its agent reports as `SCALABLE_PILOT_ID`.
     pub agent_match: providers::AgentId,
-    pub state: String,
+    pub state: PilotPhase,
     pub agent: Option<AgentId>,
     pub submitted_at_ms: u64,
     pub connected_at_ms: Option<u64>,
@@ -38,7 +38,7 @@ pub struct Pilot {
 
 impl Pilot {
     pub fn live(&self) -> bool {
-        self.state != "ended"
+        self.state.is_live()
     }
 
     pub fn info(&self) -> PilotInfo {
@@ -47,7 +47,7 @@ impl Pilot {
             target: self.target.clone(),
             tag: self.tag.clone(),
             provider_id: self.provider_id.clone(),
-            state: self.state.clone(),
+            state: self.state,
             agent: self.agent,
             submitted_at_ms: self.submitted_at_ms,
             connected_at_ms: self.connected_at_ms,
@@ -158,7 +158,7 @@ impl Fleet {
         let live: Vec<&Pilot> = self
             .pilots
             .values()
-            .filter(|p| p.live() && p.state != "draining" && p.tag.as_deref() == tag)
+            .filter(|p| p.live() && p.state != PilotPhase::Draining && p.tag.as_deref() == tag)
             .collect();
         let before = live.len() as u32;
         let want = match change {
@@ -229,7 +229,7 @@ impl Fleet {
                 tag: tag.map(String::from),
                 provider_id: s.provider_id.clone(),
                 agent_match: s.agent_id.clone(),
-                state: "submitted".into(),
+                state: PilotPhase::Submitted,
                 agent: None,
                 submitted_at_ms: now_ms,
                 connected_at_ms: None,
@@ -247,7 +247,7 @@ impl Fleet {
         let mut ops = Vec::new();
         for id in ids {
             if let Some(p) = self.pilots.get_mut(id) {
-                p.state = "draining".into();
+                p.state = PilotPhase::Draining;
                 p.reason = Some(reason.to_string());
                 ops.push(p.row());
             }
@@ -273,8 +273,8 @@ impl Fleet {
             .values_mut()
             .find(|p| p.live() && p.agent_match.matches(reported))?;
         p.agent = Some(agent);
-        if p.state != "draining" {
-            p.state = "connected".into();
+        if p.state != PilotPhase::Draining {
+            p.state = PilotPhase::Connected;
         }
         let first = p.connected_at_ms.is_none();
         if first {
@@ -299,15 +299,19 @@ impl Fleet {
                 continue;
             };
             let (state, reason) = match st {
-                PilotState::Ended { reason } => ("ended".to_string(), Some(reason.clone())),
-                PilotState::Queued if p.state == "submitted" => ("queued".into(), None),
-                PilotState::Running if matches!(p.state.as_str(), "submitted" | "queued") => {
-                    ("running".into(), None)
+                PilotState::Ended { reason } => (PilotPhase::Ended, Some(reason.clone())),
+                PilotState::Queued if p.state == PilotPhase::Submitted => {
+                    (PilotPhase::Queued, None)
+                }
+                PilotState::Running
+                    if matches!(p.state, PilotPhase::Submitted | PilotPhase::Queued) =>
+                {
+                    (PilotPhase::Running, None)
                 }
                 _ => continue,
             };
             p.state = state;
-            if p.state == "ended" {
+            if p.state == PilotPhase::Ended {
                 p.ended_at_ms = Some(now_ms);
                 p.reason = reason.or(p.reason.take());
             }
@@ -407,9 +411,9 @@ mod tests {
         );
         assert_eq!(ops.len(), 1, "a connected pilot stays connected");
         let infos = f.infos();
-        assert_eq!(infos[0].state, "ended");
+        assert_eq!(infos[0].state, PilotPhase::Ended);
         assert_eq!(infos[0].reason.as_deref(), Some("no longer known to Slurm"));
-        assert_eq!(infos[1].state, "connected");
+        assert_eq!(infos[1].state, PilotPhase::Connected);
         assert_eq!(f.live_provider_ids(), vec!["101".to_string()]);
         // A restarted broker continues the numbering.
         let mut g = Fleet::new("hpc", f.pilots.values().cloned().collect());

@@ -548,7 +548,7 @@ pub fn pilots_text(pilots: &[PilotInfo]) -> String {
             p.target.clone(),
             p.tag.clone().unwrap_or_else(|| "-".into()),
             p.provider_id.clone(),
-            p.state.clone(),
+            p.state.to_string(),
             p.agent.map_or("-".into(), |a| a.to_string()),
             p.connected_at_ms.map_or("-".into(), |c| {
                 format_duration_ms(c.saturating_sub(p.submitted_at_ms))

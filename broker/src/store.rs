@@ -8,16 +8,18 @@
 //! every earlier write (`stats`, `analyze`, `logs`) run on the same thread,
 //! in order with the writes.
 
+mod reads;
+mod schema;
+
+pub use reads::{last_run, run_analysis, run_stats, task_by_path, task_logs};
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use scalable_common::failpoint;
-use scalable_common::protocol::{
-    AttemptEnd, FailedAttempt, FailedTask, JobStats, PilotInfo, RunAnalysis, RunId, RunStats,
-    TaskId, TaskLogs,
-};
+use scalable_common::protocol::{AttemptEnd, PilotInfo, PilotPhase, RunId, TaskId};
 
 use crate::core::restore::{AgentRow, OpenAttempt, Snapshot, TaskRow};
 use crate::core::{Ids, StoreOp};
@@ -58,111 +60,6 @@ pub struct Store {
     tx: mpsc::Sender<Cmd>,
 }
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    submitted_at_ms INTEGER NOT NULL,
-    finished_at_ms INTEGER,
-    state TEXT NOT NULL DEFAULT 'running',
-    cwd TEXT NOT NULL,
-    source TEXT NOT NULL,
-    definition TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    name TEXT NOT NULL,
-    tag TEXT,
-    cpus INTEGER NOT NULL,
-    memory_bytes INTEGER NOT NULL,
-    gpus INTEGER NOT NULL,
-    priority INTEGER NOT NULL,
-    retries INTEGER NOT NULL,
-    first_task INTEGER NOT NULL,
-    task_count INTEGER NOT NULL,
-    -- 1: every task of this job without a row of its own is cancelled.
-    cancel_marked INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
--- A task has a row once it did something (an attempt, a final state); tasks
--- without a row are still waiting or ready, counted from jobs.task_count.
-CREATE TABLE IF NOT EXISTS tasks (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL,
-    job_id INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    retries_used INTEGER NOT NULL DEFAULT 0,
-    crashes INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    updated_at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_run ON tasks(run_id, state);
-CREATE TABLE IF NOT EXISTS attempts (
-    id INTEGER PRIMARY KEY,
-    task_id INTEGER NOT NULL,
-    run_id INTEGER NOT NULL,
-    job_id INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    number INTEGER NOT NULL,
-    agent_id INTEGER NOT NULL,
-    argv TEXT NOT NULL,
-    assigned_at_ms INTEGER NOT NULL,
-    started_at_us INTEGER,
-    ended_at_us INTEGER,
-    end_class TEXT,
-    exit_code INTEGER,
-    detail TEXT,
-    peak_rss_bytes INTEGER,
-    cpu_time_us INTEGER,
-    stdout_bytes INTEGER,
-    stderr_bytes INTEGER,
-    stdout_tail BLOB,
-    stderr_tail BLOB
-);
-CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
-CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
--- Attempts not ended yet: what a restarted broker restores.
-CREATE INDEX IF NOT EXISTS attempts_open ON attempts(id) WHERE end_class IS NULL;
-CREATE TABLE IF NOT EXISTS agents (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    hostname TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    cpus INTEGER NOT NULL,
-    memory_bytes INTEGER NOT NULL,
-    gpus INTEGER NOT NULL,
-    connected_at_ms INTEGER NOT NULL,
-    left_at_ms INTEGER,
-    left_reason TEXT,
-    pilot_id TEXT
-);
--- Every pilot the broker submitted (SPEC §8); agent_match is what its agent
--- reports as SCALABLE_PILOT_ID (JSON).
-CREATE TABLE IF NOT EXISTS pilots (
-    id TEXT PRIMARY KEY,
-    target TEXT NOT NULL,
-    tag TEXT,
-    provider_id TEXT NOT NULL,
-    agent_match TEXT NOT NULL,
-    state TEXT NOT NULL,
-    agent_id INTEGER,
-    submitted_at_ms INTEGER NOT NULL,
-    connected_at_ms INTEGER,
-    ended_at_ms INTEGER,
-    reason TEXT
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    at_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    run_id INTEGER,
-    detail TEXT NOT NULL
-);
-"#;
-
 impl Store {
     /// Opens (creating if needed) the database and starts the writer thread.
     /// Returns the store, the next free ids and everything a restarted broker
@@ -177,9 +74,7 @@ impl Store {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA busy_timeout=5000;",
         )
         .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.execute_batch(crate::cache::SCHEMA).map_err(err)?;
-        check_schema_version(&conn, path)?;
+        schema::prepare(&conn, path)?;
         let ids = next_ids(&conn).map_err(err)?;
         let loaded = load(&conn).map_err(err)?;
         if let Ok(v) = conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
@@ -228,35 +123,6 @@ impl Store {
     }
 }
 
-/// The schema this build writes; an older or newer database is refused with a
-/// clear line rather than misread.
-const SCHEMA_VERSION: i64 = 2;
-
-fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let err = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
-    let v: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(err)?;
-    let runs: i64 = conn
-        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
-        .map_err(err)?;
-    if v == 0 && runs == 0 {
-        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(err)?;
-        return Ok(());
-    }
-    if v != SCHEMA_VERSION {
-        return Err(StoreError::NotFound(format!(
-            "database {} has schema version {v}, this broker needs {SCHEMA_VERSION} (use a new --state-dir, or the scalable version that wrote it)",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
 /// A run row with its stored definition (re-planned by the shell).
 #[derive(Debug)]
 pub struct LoadedRun {
@@ -282,6 +148,22 @@ pub struct Loaded {
 }
 
 fn load(c: &Connection) -> rusqlite::Result<Loaded> {
+    let open_attempts = open_attempts(c)?;
+    Ok(Loaded {
+        pilots: live_pilots(c)?,
+        runs: runs(c)?,
+        snapshot: Snapshot {
+            tasks: task_rows(c)?,
+            agents: agents_of(c, &open_attempts)?,
+            open_attempts,
+            oom_peaks: oom_peaks(c)?,
+            counted: counted(c)?,
+        },
+    })
+}
+
+/// Every run with its jobs, in order.
+fn runs(c: &Connection) -> rusqlite::Result<Vec<LoadedRun>> {
     let mut runs: Vec<LoadedRun> = c
         .prepare("SELECT id, name, submitted_at_ms, finished_at_ms, state, cwd, source, definition FROM runs ORDER BY id")?
         .query_map([], |r| {
@@ -316,6 +198,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             runs[i].jobs.push((job, first, marked));
         }
     }
+    Ok(runs)
+}
+
+/// Tasks that have a row (the others are still waiting or ready).
+fn task_rows(c: &Connection) -> rusqlite::Result<Vec<TaskRow>> {
     let tasks = c
         .prepare("SELECT id, state, attempts, retries_used, crashes FROM tasks")?
         .query_map([], |r| {
@@ -328,6 +215,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(tasks)
+}
+
+/// Attempts not ended yet.
+fn open_attempts(c: &Connection) -> rusqlite::Result<Vec<OpenAttempt>> {
     let open_attempts: Vec<OpenAttempt> = c
         .prepare("SELECT id, task_id, number, agent_id, started_at_us, assigned_at_ms FROM attempts WHERE end_class IS NULL")?
         .query_map([], |r| {
@@ -341,6 +233,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(open_attempts)
+}
+
+/// The agents that run the open attempts.
+fn agents_of(c: &Connection, open_attempts: &[OpenAttempt]) -> rusqlite::Result<Vec<AgentRow>> {
     let agent_ids: std::collections::BTreeSet<u64> =
         open_attempts.iter().map(|a| a.agent).collect();
     let mut agents = Vec::new();
@@ -373,6 +270,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             agents.push(a);
         }
     }
+    Ok(agents)
+}
+
+/// Per task, the highest peak of its attempts killed for memory.
+fn oom_peaks(c: &Connection) -> rusqlite::Result<Vec<(TaskId, u64)>> {
     let oom_peaks = c
         .prepare("SELECT task_id, MAX(peak_rss_bytes) FROM attempts WHERE end_class = 'MEMORY_EXHAUSTION' GROUP BY task_id")?
         .query_map([], |r| {
@@ -382,6 +284,11 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(oom_peaks)
+}
+
+/// Successful attempts of runs that may still get resent results.
+fn counted(c: &Connection) -> rusqlite::Result<Vec<(u64, TaskId)>> {
     let counted = c
         .prepare(
             "SELECT a.id, a.task_id FROM attempts a JOIN runs r ON r.id = a.run_id
@@ -391,19 +298,24 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(counted)
+}
+
+/// Pilots not ended yet, with their agent match (JSON).
+fn live_pilots(c: &Connection) -> rusqlite::Result<Vec<(PilotInfo, String)>> {
     let pilots = c
         .prepare(
             "SELECT id, target, tag, provider_id, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason, agent_match
-             FROM pilots WHERE state <> 'ended' ORDER BY submitted_at_ms",
+             FROM pilots WHERE state <> ?1 ORDER BY submitted_at_ms",
         )?
-        .query_map([], |r| {
+        .query_map([PilotPhase::Ended.as_str()], |r| {
             Ok((
                 PilotInfo {
                     id: r.get(0)?,
                     target: r.get(1)?,
                     tag: r.get(2)?,
                     provider_id: r.get(3)?,
-                    state: r.get(4)?,
+                    state: pilot_phase(r, 4)?,
                     agent: r.get::<_, Option<i64>>(5)?.map(|x| x as u64),
                     submitted_at_ms: r.get::<_, i64>(6)? as u64,
                     connected_at_ms: r.get::<_, Option<i64>>(7)?.map(|x| x as u64),
@@ -414,16 +326,19 @@ fn load(c: &Connection) -> rusqlite::Result<Loaded> {
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(Loaded {
-        pilots,
-        runs,
-        snapshot: Snapshot {
-            tasks,
-            open_attempts,
-            agents,
-            oom_peaks,
-            counted,
-        },
+    Ok(pilots)
+}
+
+/// A pilot's phase as stored; a word this broker never writes is a damaged
+/// row, reported rather than guessed at.
+fn pilot_phase(r: &rusqlite::Row, i: usize) -> rusqlite::Result<PilotPhase> {
+    let text: String = r.get(i)?;
+    PilotPhase::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown pilot state {text:?}").into(),
+        )
     })
 }
 
@@ -620,7 +535,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             };
             let started = (result.started_at_us > 0).then_some(result.started_at_us as i64);
             c.prepare_cached(
-                "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12 WHERE id = ?1",
+                "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12, spends_retry = ?13 WHERE id = ?1",
             )?
             .execute(params![
                 *attempt as i64,
@@ -635,6 +550,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 result.stderr_bytes as i64,
                 tail(&result.stdout_tail),
                 tail(&result.stderr_tail),
+                result.end.spends_retry(),
             ])?;
         }
         StoreOp::TaskState {
@@ -679,7 +595,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 p.tag,
                 p.provider_id,
                 agent_match,
-                p.state,
+                p.state.as_str(),
                 p.agent.map(|a| a as i64),
                 p.submitted_at_ms as i64,
                 p.connected_at_ms.map(|x| x as i64),
@@ -757,360 +673,4 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
         }
     }
     Ok(())
-}
-
-// ------------------------------------------------------------------ reads
-
-fn not_found(what: String) -> StoreError {
-    StoreError::NotFound(what)
-}
-
-fn sql(e: rusqlite::Error) -> StoreError {
-    StoreError::Sqlite {
-        path: PathBuf::from("broker.db"),
-        source: e,
-    }
-}
-
-/// The most recent run id.
-pub fn last_run(c: &Connection) -> Result<Option<RunId>, StoreError> {
-    c.query_row("SELECT MAX(id) FROM runs", [], |r| {
-        r.get::<_, Option<i64>>(0)
-    })
-    .map(|v| v.map(|x| x as u64))
-    .map_err(sql)
-}
-
-struct RunRow {
-    name: String,
-    state: String,
-    submitted_at_ms: u64,
-    finished_at_ms: Option<u64>,
-}
-
-fn run_row(c: &Connection, run: RunId) -> Result<RunRow, StoreError> {
-    c.query_row(
-        "SELECT name, state, submitted_at_ms, finished_at_ms FROM runs WHERE id = ?1",
-        [run as i64],
-        |r| {
-            Ok(RunRow {
-                name: r.get(0)?,
-                state: r.get(1)?,
-                submitted_at_ms: r.get::<_, i64>(2)? as u64,
-                finished_at_ms: r.get::<_, Option<i64>>(3)?.map(|x| x as u64),
-            })
-        },
-    )
-    .optional()
-    .map_err(sql)?
-    .ok_or_else(|| not_found(format!("no run {run} (scalable status lists the runs)")))
-}
-
-/// pegasus-statistics-like figures for a run.
-pub fn run_stats(c: &Connection, run: RunId, now_ms: u64) -> Result<RunStats, StoreError> {
-    let row = run_row(c, run)?;
-    let mut stats = RunStats {
-        run,
-        name: row.name,
-        state: row.state,
-        ..RunStats::default()
-    };
-    let mut jobs = c
-        .prepare("SELECT id, name, task_count FROM jobs WHERE run_id = ?1 ORDER BY id")
-        .map_err(sql)?;
-    let job_rows: Vec<(i64, String, i64)> = jobs
-        .query_map([run as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(sql)?
-        .collect::<Result<_, _>>()
-        .map_err(sql)?;
-    let mut last_end_us = 0u64;
-    for (job_id, name, task_count) in job_rows {
-        let mut js = JobStats {
-            name,
-            tasks: task_count as u64,
-            ..JobStats::default()
-        };
-        let mut by_state = c
-            .prepare_cached(
-                "SELECT state, COUNT(*), SUM(attempts) FROM tasks WHERE job_id = ?1 GROUP BY state",
-            )
-            .map_err(sql)?;
-        let rows = by_state
-            .query_map([job_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                ))
-            })
-            .map_err(sql)?;
-        let (mut cancelled, mut cached, mut with_rows) = (0u64, 0u64, 0u64);
-        for row in rows {
-            let (state, n, _) = row.map_err(sql)?;
-            with_rows += n as u64;
-            match state.as_str() {
-                "succeeded" => js.succeeded += n as u64,
-                "failed" => js.failed += n as u64,
-                "cancelled" => cancelled += n as u64,
-                "cached" => cached += n as u64,
-                _ => {}
-            }
-        }
-        let mut att = c
-            .prepare_cached(
-                "SELECT COUNT(*), COALESCE(SUM(ended_at_us - started_at_us), 0),
-                        COALESCE(SUM(CASE WHEN end_class <> 'SUCCESS' THEN ended_at_us - started_at_us ELSE 0 END), 0),
-                        COALESCE(MIN(CASE WHEN end_class = 'SUCCESS' THEN ended_at_us - started_at_us END), 0),
-                        COALESCE(MAX(CASE WHEN end_class = 'SUCCESS' THEN ended_at_us - started_at_us END), 0),
-                        COALESCE(MAX(ended_at_us), 0),
-                        COUNT(CASE WHEN end_class = 'SUCCESS' THEN 1 END),
-                        COALESCE(SUM(CASE WHEN end_class = 'SUCCESS' THEN ended_at_us - started_at_us ELSE 0 END), 0),
-                        COUNT(CASE WHEN end_class NOT IN ('SUCCESS', 'AGENT_LOST', 'DRAINED', 'RETURNED', 'CANCELLED') THEN 1 END)
-                 FROM attempts WHERE job_id = ?1 AND started_at_us IS NOT NULL AND ended_at_us IS NOT NULL",
-            )
-            .map_err(sql)?;
-        let (n, total_us, bad_us, min_us, max_us, last_us, n_ok, ok_us, n_failed_attempts) = att
-            .query_row([job_id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, i64>(8)?,
-                ))
-            })
-            .map_err(sql)?;
-        let all_attempts: i64 = c
-            .prepare_cached("SELECT COUNT(*) FROM attempts WHERE job_id = ?1")
-            .map_err(sql)?
-            .query_row([job_id], |r| r.get(0))
-            .map_err(sql)?;
-        let _ = (n, n_failed_attempts);
-        js.attempts = all_attempts as u64;
-        let (retries, marked): (i64, i64) = c
-            .prepare_cached(
-                "SELECT (SELECT COALESCE(SUM(retries_used), 0) FROM tasks WHERE job_id = ?1),
-                        (SELECT cancel_marked FROM jobs WHERE id = ?1)",
-            )
-            .map_err(sql)?
-            .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(sql)?;
-        // Retries spent: failed attempts that sent their task round again.
-        js.retries = retries.max(0) as u64;
-        if marked != 0 {
-            // Cancelled without ever running: counted by the job's mark, no row.
-            cancelled += (task_count as u64).saturating_sub(with_rows);
-        }
-        js.wall_time_ms = total_us.max(0) as u64 / 1000;
-        js.badput_ms = bad_us.max(0) as u64 / 1000;
-        js.min_ms = min_us.max(0) as u64 / 1000;
-        js.max_ms = max_us.max(0) as u64 / 1000;
-        js.mean_ms = if n_ok > 0 {
-            (ok_us / n_ok).max(0) as u64 / 1000
-        } else {
-            0
-        };
-        js.incomplete = js
-            .tasks
-            .saturating_sub(js.succeeded + js.failed + cancelled + cached);
-        last_end_us = last_end_us.max(last_us.max(0) as u64);
-        stats.tasks += js.tasks;
-        stats.succeeded += js.succeeded;
-        stats.failed += js.failed;
-        stats.cancelled += cancelled;
-        stats.cached += cached;
-        stats.incomplete += js.incomplete;
-        stats.retries += js.retries;
-        stats.attempts += js.attempts;
-        stats.cumulative_wall_time_ms += js.wall_time_ms;
-        stats.badput_ms += js.badput_ms;
-        stats.jobs.push(js);
-    }
-    let (lost, stale, crashes): (i64, i64, i64) = c
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM attempts WHERE run_id = ?1 AND end_class IN ('AGENT_LOST', 'DRAINED', 'RETURNED')),
-                    (SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = 'stale_result'),
-                    (SELECT COALESCE(SUM(crashes), 0) FROM tasks WHERE run_id = ?1)",
-            [run as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .map_err(sql)?;
-    stats.lost_attempts = lost.max(0) as u64;
-    stats.stale_results = stale.max(0) as u64;
-    stats.crashes = crashes.max(0) as u64;
-    let end_ms = row.finished_at_ms.unwrap_or(now_ms).max(last_end_us / 1000);
-    stats.workflow_wall_time_ms = end_ms.saturating_sub(row.submitted_at_ms);
-    Ok(stats)
-}
-
-/// pegasus-analyzer-like report: every failed task with its attempts and stderr tail.
-pub fn run_analysis(c: &Connection, run: RunId) -> Result<RunAnalysis, StoreError> {
-    let row = run_row(c, run)?;
-    let total: i64 = c
-        .query_row(
-            "SELECT COALESCE(SUM(task_count), 0) FROM jobs WHERE run_id = ?1",
-            [run as i64],
-            |r| r.get(0),
-        )
-        .map_err(sql)?;
-    let count = |state: &str| -> Result<u64, StoreError> {
-        c.query_row(
-            "SELECT COUNT(*) FROM tasks WHERE run_id = ?1 AND state = ?2",
-            params![run as i64, state],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n as u64)
-        .map_err(sql)
-    };
-    let succeeded = count("succeeded")? + count("cached")?;
-    let failed = count("failed")?;
-    // Cancelled tasks that never ran have no row: count them from the events.
-    let cancelled_rows = count("cancelled")?;
-    let finished = row.state != "running";
-    let cancelled = if finished {
-        (total as u64).saturating_sub(succeeded + failed)
-    } else {
-        cancelled_rows
-    };
-    let mut analysis = RunAnalysis {
-        run,
-        name: row.name,
-        state: row.state,
-        total: total as u64,
-        succeeded,
-        failed,
-        cancelled,
-        unfinished: (total as u64).saturating_sub(succeeded + failed + cancelled),
-        failed_tasks: Vec::new(),
-    };
-    let mut tasks = c
-        .prepare(
-            "SELECT t.id, t.idx, t.state, COALESCE(t.reason, ''), j.name FROM tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE t.run_id = ?1 AND t.state = 'failed' ORDER BY t.id LIMIT 1000",
-        )
-        .map_err(sql)?;
-    let rows: Vec<(i64, i64, String, String, String)> = tasks
-        .query_map([run as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .map_err(sql)?
-        .collect::<Result<_, _>>()
-        .map_err(sql)?;
-    for (task_id, idx, state, reason, job) in rows {
-        let mut att = c
-            .prepare_cached(
-                "SELECT a.number, COALESCE(a.end_class, 'UNKNOWN'), a.exit_code, COALESCE(a.detail, ''),
-                        COALESCE(g.name, ''), COALESCE(g.hostname, ''),
-                        COALESCE(a.ended_at_us - a.started_at_us, 0), a.argv, a.stderr_tail, a.stdout_tail
-                 FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id WHERE a.task_id = ?1 ORDER BY a.number",
-            )
-            .map_err(sql)?;
-        let mut attempts = Vec::new();
-        let (mut argv, mut stderr, mut stdout) = (Vec::new(), Vec::new(), Vec::new());
-        let rows = att
-            .query_map([task_id], |r| {
-                Ok((
-                    FailedAttempt {
-                        attempt_number: r.get(0)?,
-                        class: r.get(1)?,
-                        exit_code: r.get(2)?,
-                        detail: r.get(3)?,
-                        agent: r.get(4)?,
-                        host: r.get(5)?,
-                        duration_ms: r.get::<_, i64>(6)?.max(0) as u64 / 1000,
-                    },
-                    r.get::<_, String>(7)?,
-                    r.get::<_, Option<Vec<u8>>>(8)?,
-                    r.get::<_, Option<Vec<u8>>>(9)?,
-                ))
-            })
-            .map_err(sql)?;
-        for r in rows {
-            let (fa, argv_json, err, out) = r.map_err(sql)?;
-            argv = serde_json::from_str(&argv_json).unwrap_or_default();
-            stderr = err.unwrap_or_default();
-            stdout = out.unwrap_or_default();
-            attempts.push(fa);
-        }
-        analysis.failed_tasks.push(FailedTask {
-            task: task_id as u64,
-            path: format!("{run}/{job}/{idx}"),
-            state,
-            reason,
-            argv,
-            attempts,
-            stderr_tail: String::from_utf8_lossy(&stderr).into_owned(),
-            stdout_tail: String::from_utf8_lossy(&stdout).into_owned(),
-        });
-    }
-    Ok(analysis)
-}
-
-/// Finds a task id from `run/job/index`.
-pub fn task_by_path(
-    c: &Connection,
-    run: RunId,
-    job: &str,
-    index: u64,
-) -> Result<TaskId, StoreError> {
-    let row: Option<(i64, i64)> = c
-        .query_row(
-            "SELECT first_task, task_count FROM jobs WHERE run_id = ?1 AND name = ?2",
-            params![run as i64, job],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(sql)?;
-    match row {
-        Some((first, count)) if (index as i64) < count => Ok(first as u64 + index),
-        Some((_, count)) => Err(not_found(format!(
-            "job {job} of run {run} has {count} tasks; index {index} is out of range"
-        ))),
-        None => Err(not_found(format!("run {run} has no job {job:?}"))),
-    }
-}
-
-/// stdout/stderr kept for an attempt of a task (the last attempt by default).
-pub fn task_logs(
-    c: &Connection,
-    task: TaskId,
-    attempt: Option<u32>,
-) -> Result<TaskLogs, StoreError> {
-    let path: Option<String> = c
-        .query_row(
-            "SELECT j.run_id || '/' || j.name || '/' || (?1 - j.first_task) FROM jobs j
-             WHERE j.first_task <= ?1 AND ?1 < j.first_task + j.task_count",
-            [task as i64],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql)?;
-    let path = path.ok_or_else(|| not_found(format!("no task {task}")))?;
-    let row = c
-        .query_row(
-            "SELECT number, stdout_tail, stderr_tail, COALESCE(stdout_bytes, 0), COALESCE(stderr_bytes, 0)
-             FROM attempts WHERE task_id = ?1 AND (?2 IS NULL OR number = ?2) ORDER BY number DESC LIMIT 1",
-            params![task as i64, attempt],
-            |r| {
-                Ok(TaskLogs {
-                    task,
-                    path: path.clone(),
-                    attempt_number: r.get(0)?,
-                    stdout: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
-                    stderr: r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
-                    stdout_bytes: r.get::<_, i64>(3)? as u64,
-                    stderr_bytes: r.get::<_, i64>(4)? as u64,
-                })
-            },
-        )
-        .optional()
-        .map_err(sql)?;
-    row.ok_or_else(|| match attempt {
-        Some(n) => not_found(format!("task {path} has no attempt {n}")),
-        None => not_found(format!("task {path} has not run yet")),
-    })
 }

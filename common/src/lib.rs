@@ -2,11 +2,14 @@
 //! must agree on.
 //!
 //! - [`protocol`]: the messages on the wire and their versions.
+//! - [`pilot`]: a pilot's phase (`submitted` ... `ended`), as stored, shown and sent.
 //! - [`frame`]: length-prefixed, size-capped postcard frames over QUIC streams.
 //! - [`tls`]: the broker's self-signed certificate, fingerprint pinning, QUIC configs.
 //! - [`access`]: the state dir, `access.json`, `agent.token`, token hashing.
 //! - [`manifest`]: `scalable.yaml`: targets, components, tasks, overlays, `${VAR}`, validation.
 //! - [`workflow`]: workflow YAML: parsing with spans, validation.
+//! - [`located`]: the one-line `FILE:LINE:COL: path: message (hint)` errors of both.
+//! - `suggest`: did-you-mean for their hints.
 //! - [`template`]: minijinja task templates (argv, outputs, env), compiled once per job.
 //! - [`resources`]: partitionable resource bundles.
 //! - [`units`]: sizes and durations as users write them.
@@ -16,11 +19,14 @@ pub mod access;
 pub mod exit;
 pub mod failpoint;
 pub mod frame;
+pub mod located;
 pub mod manifest;
 pub mod panic;
+pub mod pilot;
 pub mod protocol;
 pub mod resources;
 pub mod stage;
+pub(crate) mod suggest;
 pub mod template;
 pub mod tls;
 pub mod units;

@@ -61,7 +61,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
+use crate::located::{Hint, LocatedError, LocatedErrors};
 
 pub use schema::{
     Adaptive, AwsClusterType, Component, ContainerPolicy, KubeKind, Manifest, Project, Provider,
@@ -85,7 +85,7 @@ pub const WORKERS_MAX: u32 = 100_000;
 /// At most this many gpus per component or worker.
 pub const GPUS_MAX: u32 = 1_024;
 /// At most this many errors are reported; the rest are counted.
-pub const ERRORS_MAX: usize = crate::workflow::ERRORS_MAX;
+pub const ERRORS_MAX: usize = crate::located::ERRORS_MAX;
 
 /// How to load a manifest: the target and overlays chosen on the command line
 /// and where `${VAR}` values come from (the process environment in the
@@ -115,44 +115,23 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// One problem in a manifest, printed as `FILE:LINE:COL: path: message (hint)`,
-/// or `FILE: path: message (hint)` when it has no place in the file (an
-/// unknown `--target`). A hint that suggests or lists (`did you mean "x"?`,
-/// `valid: a, b`, `expected e.g. 16G`, `got -1`, `targets are: a, b`) is
-/// printed as it is; advice is printed as `(hint: export it, ...)`, as the
-/// CLI prints its own hints.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestError {
-    pub file: String,
-    /// 1-based; 0 when unknown.
-    pub line: usize,
-    /// 1-based; 0 when unknown.
-    pub col: usize,
-    /// Key path such as `targets.hpc.queue`; empty for the whole file.
-    pub path: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
+/// One problem in a manifest: see [`LocatedError`]. A hint that suggests or
+/// lists (`did you mean "x"?`, `valid: a, b`, `expected e.g. 16G`, `got -1`,
+/// `targets are: a, b`) is printed as it is; advice is printed as
+/// `(hint: export it, ...)`, as the CLI prints its own hints.
+pub type ManifestError = LocatedError;
+/// Every problem found in a manifest, one per line.
+pub type ManifestErrors = LocatedErrors;
 
-impl fmt::Display for ManifestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::workflow::write_located(
-            f,
-            &self.file,
-            self.line,
-            self.col,
-            &self.path,
-            &self.message,
-        )?;
-        match &self.hint {
-            Some(hint) if is_suggestion(hint) => write!(f, " ({hint})"),
-            Some(hint) => write!(f, " (hint: {hint})"),
-            None => Ok(()),
-        }
+/// A manifest hint as printed: bare when it suggests or lists, labelled when
+/// it advises.
+fn hint_of(hint: String) -> Hint {
+    if is_suggestion(&hint) {
+        Hint::Plain(hint)
+    } else {
+        Hint::Advice(hint)
     }
 }
-
-impl std::error::Error for ManifestError {}
 
 /// True for hints that suggest a value or list the valid ones, rather than
 /// advise what to do.
@@ -164,24 +143,6 @@ fn is_suggestion(hint: &str) -> bool {
             .split_once(" are: ")
             .is_some_and(|(what, _)| !what.contains(' '))
 }
-
-/// Every problem found in a manifest, one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestErrors(pub Vec<ManifestError>);
-
-impl fmt::Display for ManifestErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ManifestErrors {}
 
 /// A line and column, 1-based; `line == 0` when unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -248,14 +209,11 @@ pub fn load_manifest(
     opts: &LoadOptions,
 ) -> Result<Manifest, ManifestErrors> {
     let one = |message: String, hint: Option<String>| {
-        ManifestErrors(vec![ManifestError {
-            file: file.to_string(),
-            line: 0,
-            col: 0,
-            path: String::new(),
+        LocatedErrors(vec![LocatedError::whole_file(
+            file,
             message,
-            hint,
-        }])
+            hint.map(hint_of),
+        )])
     };
     if text.len() > MANIFEST_TEXT_BYTES_MAX {
         return Err(one(
@@ -308,28 +266,16 @@ fn finish(file: &str, mut issues: Vec<Issue>) -> ManifestErrors {
     issues.sort_by_key(|i| (i.at.line == 0, i.at.line, i.at.col));
     let mut seen = std::collections::HashSet::new();
     issues.retain(|i| seen.insert((i.at, i.path.clone(), i.message.clone())));
-    let mut errors: Vec<ManifestError> = issues
+    let errors: Vec<ManifestError> = issues
         .into_iter()
-        .map(|i| ManifestError {
+        .map(|i| LocatedError {
             file: file.to_string(),
             line: i.at.line,
             col: i.at.col,
             path: i.path,
-            message: i.message,
-            hint: i.hint,
+            what: i.message,
+            hint: i.hint.map(hint_of),
         })
         .collect();
-    if errors.len() > ERRORS_MAX {
-        let more = errors.len() - ERRORS_MAX;
-        errors.truncate(ERRORS_MAX);
-        errors.push(ManifestError {
-            file: file.to_string(),
-            line: 0,
-            col: 0,
-            path: String::new(),
-            message: format!("{more} more errors not shown"),
-            hint: None,
-        });
-    }
-    ManifestErrors(errors)
+    LocatedErrors::capped(file, errors)
 }

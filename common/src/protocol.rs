@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::pilot::PilotPhase;
 use crate::resources::Resources;
 use crate::workflow::WorkflowDef;
 
@@ -435,8 +436,7 @@ pub struct PilotInfo {
     pub target: String,
     pub tag: Option<String>,
     pub provider_id: String,
-    /// submitted | queued | running | connected | draining | ended
-    pub state: String,
+    pub state: PilotPhase,
     pub agent: Option<AgentId>,
     pub submitted_at_ms: u64,
     pub connected_at_ms: Option<u64>,

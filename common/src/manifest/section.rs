@@ -8,6 +8,7 @@
 
 use super::tree::{Node, Value};
 use super::{concat, Issue, Pos};
+use crate::located::Hint;
 use crate::workflow::{parse_workflow, WorkflowDef};
 
 /// Parses the section. Errors carry paths under `workflow.` and the overlay
@@ -34,9 +35,10 @@ pub(super) fn workflow(node: &Node) -> (Option<WorkflowDef>, Vec<(Issue, Option<
                 .0
                 .into_iter()
                 .map(|e| {
-                    let on_key = e.message.starts_with("unknown key");
+                    let on_key = e.what.starts_with("unknown key");
                     let (at, origin) = locate(node, &e.path, on_key);
-                    let issue = Issue::new(at, concat("workflow", &e.path), e.message).hint(e.hint);
+                    let hint = e.hint.map(Hint::into_text);
+                    let issue = Issue::new(at, concat("workflow", &e.path), e.what).hint(hint);
                     (issue, origin)
                 })
                 .collect();

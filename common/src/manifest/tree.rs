@@ -337,7 +337,7 @@ fn parse_error(err: &serde_saphyr::Error) -> Issue {
         E::InvalidUtf8Input => Issue::new(at, "", "manifest is not UTF-8 text"),
         _ => {
             let message = serde_saphyr::UserMessageFormatter.format_message(inner);
-            let message = crate::workflow::tidy(&message);
+            let message = crate::located::tidy(&message);
             if message.contains("recursion limit") {
                 return nesting();
             }

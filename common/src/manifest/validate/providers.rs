@@ -215,10 +215,34 @@ impl Ck<'_> {
             }
         }
 
-        let worker_cpu = self.field(m, "worker_cpu").and_then(|node| {
+        let fargate = cluster_type == Some(AwsClusterType::Fargate);
+        let worker_cpu = self.aws_worker_cpu(m, fargate);
+        let worker_mem = self.aws_worker_mem(m);
+        let worker = WorkerShape {
+            cpus: worker_cpu.map(|u| (u / 1024).max(1)),
+            memory_bytes: worker_mem.map(|mib| u64::from(mib) << 20),
+            gpus: None,
+        };
+        let provider = Provider::Aws {
+            region: region.unwrap_or_default(),
+            cluster_type: cluster_type.unwrap_or(AwsClusterType::Fargate),
+            image,
+            instance_type,
+            subnet,
+            security_groups,
+            ami,
+            worker_cpu_units: worker_cpu,
+            worker_mem_mib: worker_mem,
+            endpoint_url,
+        };
+        (provider, worker)
+    }
+
+    /// `worker_cpu` in CPU units (1024 = 1 vCPU); fargate takes only its sizes.
+    fn aws_worker_cpu(&mut self, m: &M, fargate: bool) -> Option<u32> {
+        self.field(m, "worker_cpu").and_then(|node| {
             let path = join(&m.path, "worker_cpu");
             let units = self.int(node, &path, "worker_cpu", positive(1 << 20))?;
-            let fargate = cluster_type == Some(AwsClusterType::Fargate);
             if units < 128 {
                 self.at(
                     node,
@@ -242,8 +266,12 @@ impl Ck<'_> {
                 return None;
             }
             Some(units)
-        });
-        let worker_mem = self.field(m, "worker_mem").and_then(|node| {
+        })
+    }
+
+    /// `worker_mem` in MiB, as AWS counts it (a size with a unit is an error).
+    fn aws_worker_mem(&mut self, m: &M) -> Option<u32> {
+        self.field(m, "worker_mem").and_then(|node| {
             let path = join(&m.path, "worker_mem");
             if node.value == Value::Str && !node.unresolved {
                 if let Ok(bytes) = parse_size_bytes(&node.text) {
@@ -270,25 +298,7 @@ impl Ck<'_> {
                 return None;
             }
             Some(mib)
-        });
-        let worker = WorkerShape {
-            cpus: worker_cpu.map(|u| (u / 1024).max(1)),
-            memory_bytes: worker_mem.map(|mib| u64::from(mib) << 20),
-            gpus: None,
-        };
-        let provider = Provider::Aws {
-            region: region.unwrap_or_default(),
-            cluster_type: cluster_type.unwrap_or(AwsClusterType::Fargate),
-            image,
-            instance_type,
-            subnet,
-            security_groups,
-            ami,
-            worker_cpu_units: worker_cpu,
-            worker_mem_mib: worker_mem,
-            endpoint_url,
-        };
-        (provider, worker)
+        })
     }
 
     pub(super) fn gcp(&mut self, m: &M) -> (Provider, WorkerShape) {

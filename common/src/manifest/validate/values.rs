@@ -4,7 +4,8 @@
 
 use super::super::tree::{Entry, Node, Value};
 use super::super::{join, Pos};
-use super::{suggest, Ck};
+use super::Ck;
+use crate::suggest::did_you_mean_within;
 use crate::units::{parse_duration_ms, parse_size_bytes};
 
 pub(super) const SIZE_HINT: &str = "expected e.g. 512M, 16G or 1.5T";
@@ -357,7 +358,7 @@ impl Ck<'_> {
         if let Some((_, v)) = options.iter().find(|(n, _)| *n == t) {
             return Some(*v);
         }
-        let hint = suggest(self.budget, t, names.iter().copied())
+        let hint = did_you_mean_within(self.budget, t, names.iter().copied())
             .unwrap_or_else(|| format!("valid: {}", names.join(", ")));
         self.at(node, path, format!("unknown {what} {t:?}"), Some(hint));
         None

@@ -1,0 +1,315 @@
+//! The store's tables, its schema version and the migrations that bring an
+//! older database up to it.
+//!
+//! This module owns the DDL and `PRAGMA user_version`. It must not read or
+//! write rows for the broker (that is the rest of `store`); a migration
+//! touches old rows only to give them what the new version promises.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection};
+use scalable_common::protocol::AttemptEnd;
+
+use super::StoreError;
+
+pub(super) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    submitted_at_ms INTEGER NOT NULL,
+    finished_at_ms INTEGER,
+    state TEXT NOT NULL DEFAULT 'running',
+    cwd TEXT NOT NULL,
+    source TEXT NOT NULL,
+    definition TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    name TEXT NOT NULL,
+    tag TEXT,
+    cpus INTEGER NOT NULL,
+    memory_bytes INTEGER NOT NULL,
+    gpus INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    first_task INTEGER NOT NULL,
+    task_count INTEGER NOT NULL,
+    -- 1: every task of this job without a row of its own is cancelled.
+    cancel_marked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
+-- A task has a row once it did something (an attempt, a final state); tasks
+-- without a row are still waiting or ready, counted from jobs.task_count.
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    retries_used INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_run ON tasks(run_id, state);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    task_id INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    agent_id INTEGER NOT NULL,
+    argv TEXT NOT NULL,
+    assigned_at_ms INTEGER NOT NULL,
+    started_at_us INTEGER,
+    ended_at_us INTEGER,
+    end_class TEXT,
+    -- 1 when this end used up one of the task's retries (AttemptEnd::spends_retry),
+    -- 0 when not; NULL while the attempt runs.
+    spends_retry INTEGER,
+    exit_code INTEGER,
+    detail TEXT,
+    peak_rss_bytes INTEGER,
+    cpu_time_us INTEGER,
+    stdout_bytes INTEGER,
+    stderr_bytes INTEGER,
+    stdout_tail BLOB,
+    stderr_tail BLOB
+);
+CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
+CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
+-- Attempts not ended yet: what a restarted broker restores.
+CREATE INDEX IF NOT EXISTS attempts_open ON attempts(id) WHERE end_class IS NULL;
+CREATE TABLE IF NOT EXISTS agents (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    cpus INTEGER NOT NULL,
+    memory_bytes INTEGER NOT NULL,
+    gpus INTEGER NOT NULL,
+    connected_at_ms INTEGER NOT NULL,
+    left_at_ms INTEGER,
+    left_reason TEXT,
+    pilot_id TEXT
+);
+-- Every pilot the broker submitted (SPEC §8); agent_match is what its agent
+-- reports as SCALABLE_PILOT_ID (JSON).
+CREATE TABLE IF NOT EXISTS pilots (
+    id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    tag TEXT,
+    provider_id TEXT NOT NULL,
+    agent_match TEXT NOT NULL,
+    state TEXT NOT NULL,
+    agent_id INTEGER,
+    submitted_at_ms INTEGER NOT NULL,
+    connected_at_ms INTEGER,
+    ended_at_ms INTEGER,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    run_id INTEGER,
+    detail TEXT NOT NULL
+);
+"#;
+
+/// The schema this build writes; a newer database, or one older than the
+/// oldest migration, is refused with a clear line rather than misread.
+pub(super) const SCHEMA_VERSION: i64 = 3;
+
+/// Creates what is missing (tables and the cache's), then checks the
+/// version and migrates an older database.
+pub(super) fn prepare(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    conn.execute_batch(crate::cache::SCHEMA).map_err(err)?;
+    let mut v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    let runs: i64 = conn
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .map_err(err)?;
+    if v == 0 && runs == 0 {
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(err)?;
+        return Ok(());
+    }
+    if v == 2 {
+        migrate_from_2(conn).map_err(err)?;
+        v = 3;
+    }
+    if v != SCHEMA_VERSION {
+        return Err(StoreError::NotFound(format!(
+            "database {} has schema version {v}, this broker needs {SCHEMA_VERSION} (use a new --state-dir, or the scalable version that wrote it)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// One attempt end of each class a version-2 store can hold: what the
+/// backfill asks [`AttemptEnd::spends_retry`] about, so the rule is written
+/// once, in `AttemptEnd`.
+fn ends_of_version_2() -> [AttemptEnd; 12] {
+    [
+        AttemptEnd::Exited { code: 0 },
+        AttemptEnd::Exited { code: 1 },
+        AttemptEnd::Signalled { signal: 9 },
+        AttemptEnd::TimedOut,
+        AttemptEnd::OutOfMemory,
+        AttemptEnd::SpawnFailed {
+            error: String::new(),
+        },
+        AttemptEnd::OutputsMissing {
+            missing: Vec::new(),
+        },
+        AttemptEnd::AgentLost,
+        AttemptEnd::Drained,
+        AttemptEnd::Cancelled,
+        AttemptEnd::Returned,
+        AttemptEnd::InvalidInput {
+            path: String::new(),
+        },
+    ]
+}
+
+/// 2 -> 3: attempts get `spends_retry`, filled in for every ended attempt
+/// from its class. One transaction: a crash leaves version 2 as it was.
+fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch("ALTER TABLE attempts ADD COLUMN spends_retry INTEGER")?;
+    for end in ends_of_version_2() {
+        tx.execute(
+            "UPDATE attempts SET spends_retry = ?2 WHERE end_class = ?1",
+            params![end.class(), end.spends_retry()],
+        )?;
+    }
+    tx.execute_batch("PRAGMA user_version = 3")?;
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The attempts table as version 2 wrote it: no `spends_retry`.
+    fn version_2_store(path: &Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE attempts DROP COLUMN spends_retry;
+             PRAGMA user_version = 2;
+             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
+                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');",
+        )
+        .unwrap();
+        for (id, class) in [
+            (1, Some("SUCCESS")),
+            (2, Some("EXIT_CODE")),
+            (3, Some("AGENT_LOST")),
+            (4, Some("INVALID_INPUT")),
+            (5, Some("CANCELLED")),
+            (6, None),
+        ] {
+            conn.execute(
+                "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, end_class)
+                 VALUES (?1, ?1, 1, 1, 0, 1, 1, '[]', 0, ?2)",
+                params![id, class],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    fn spends(conn: &Connection) -> Vec<(i64, Option<i64>)> {
+        conn.prepare("SELECT id, spends_retry FROM attempts ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_version_2_store_is_migrated_and_backfilled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        drop(version_2_store(&path));
+        let conn = Connection::open(&path).unwrap();
+        prepare(&conn, &path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert_eq!(
+            spends(&conn),
+            [
+                (1, Some(0)),
+                (2, Some(1)),
+                (3, Some(0)),
+                (4, Some(1)),
+                (5, Some(0)),
+                (6, None)
+            ],
+            "ended attempts get their class's rule; a running one stays open"
+        );
+        // Opening it again is a plain version-3 open.
+        prepare(&conn, &path).unwrap();
+        assert_eq!(spends(&conn).len(), 6);
+    }
+
+    #[test]
+    fn the_broker_opens_a_version_2_store_and_reads_its_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let old = version_2_store(&path);
+        old.execute_batch(
+            "INSERT INTO jobs (id, run_id, name, cpus, memory_bytes, gpus, priority, retries, first_task, task_count)
+                 VALUES (1, 1, 'j', 1, 0, 0, 0, 0, 1, 6);
+             UPDATE attempts SET started_at_us = 0, ended_at_us = 1000 WHERE end_class IS NOT NULL;",
+        )
+        .unwrap();
+        drop(old);
+        let (store, ids, _loaded) = super::super::Store::open(&path).unwrap();
+        store.stop();
+        assert_eq!(ids.attempt, 7);
+        let conn = Connection::open(&path).unwrap();
+        let stats = super::super::run_stats(&conn, 1, 0).unwrap();
+        assert_eq!((stats.tasks, stats.attempts), (6, 6));
+        assert_eq!(spends(&conn)[1], (2, Some(1)));
+    }
+
+    #[test]
+    fn every_class_of_version_2_is_backfilled() {
+        let classes: std::collections::BTreeSet<&str> =
+            ends_of_version_2().iter().map(AttemptEnd::class).collect();
+        assert_eq!(
+            classes.len(),
+            ends_of_version_2().len(),
+            "one end per class"
+        );
+    }
+
+    #[test]
+    fn a_newer_or_unknown_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let conn = version_2_store(&path);
+        conn.execute_batch("PRAGMA user_version = 9").unwrap();
+        let e = prepare(&conn, &path).unwrap_err().to_string();
+        assert!(
+            e.ends_with("has schema version 9, this broker needs 3 (use a new --state-dir, or the scalable version that wrote it)"),
+            "{e}"
+        );
+    }
+}

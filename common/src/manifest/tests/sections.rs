@@ -1,0 +1,163 @@
+//! Sections read into types: the `workflow:` section as a workflow file,
+//! and every provider option.
+
+use super::*;
+
+#[test]
+fn the_workflow_section_is_a_workflow_file() {
+    let yaml = y!(
+        "version: 1",
+        "project: {name: p}",
+        "targets: {local: {provider: local}}",
+        "components: {demeter: {cpus: 1}}",
+        "tasks: {run: {component: demeter}}",
+        "workflow:",
+        "  workflow: demeter-ssp",
+        "  jobs:",
+        "    - name: downscale",
+        "      task: run",
+        "      command: [sh, -c, \"echo ${HOME} {{ item }}\"]",
+        "      foreach: [ssp1, 2]",
+        "    - name: aggregate",
+        "      command: [python, aggregate.py]",
+        "      after: downscale",
+        "      resources: {memory: 8G}",
+    );
+    let m = ok(yaml, None, &[]);
+    let wf = m.workflow.unwrap();
+    assert_eq!(wf.name, "demeter-ssp");
+    assert_eq!(wf.jobs.len(), 2);
+    // `${HOME}` belongs to the task's shell, not to the manifest.
+    assert_eq!(wf.jobs[0].command[2], "echo ${HOME} {{ item }}");
+    assert_eq!(
+        wf.jobs[0].items,
+        crate::workflow::Items::List(vec![
+            crate::workflow::Item::Str("ssp1".into()),
+            crate::workflow::Item::Int(2)
+        ])
+    );
+    assert_eq!(wf.jobs[0].task.as_deref(), Some("run"));
+    assert_eq!(wf.jobs[1].after, ["downscale"]);
+    assert_eq!(wf.jobs[1].resources.memory_bytes, Some(8 * GIB));
+}
+
+#[test]
+fn every_provider_option_is_read() {
+    let yaml = y!(
+        "version: 1",
+        "project: {name: p}",
+        "targets:",
+        "  hpc:",
+        "    provider: slurm",
+        "    qos: high",
+        "    constraint: haswell",
+        "    extra_directives: [--exclusive, \"--mail-type=END\"]",
+        "    setup: |",
+        "      module load apptainer",
+        "      export X=1",
+        "    worker_cpus: 32",
+        "    worker_memory: 128G",
+        "    worker_gpus: 4",
+        "    containers: apptainer",
+        "    tags: [demeter]",
+        "  ec2:",
+        "    provider: aws",
+        "    region: us-gov-west-1",
+        "    cluster_type: ec2",
+        "    instance_type: m5.4xlarge",
+        "    ami: ami-0123",
+        "    subnet: subnet-1",
+        "    security_groups: [sg-1, sg-2]",
+        "    worker_cpu: 512",
+        "    worker_mem: 1024",
+        "    endpoint_url: http://127.0.0.1:5000",
+        "  gcp:",
+        "    provider: gcp",
+        "    project: my-project",
+        "    zone: europe-west4-b",
+        "    machine_type: n2-standard-8",
+        "    image: gcr.io/p/agent:1",
+        "    worker_memory: 32G",
+        "  k8s:",
+        "    provider: kubernetes",
+        "    namespace: default",
+        "    context: prod",
+        "    service_account: scalable",
+        "    kind: job",
+        "    image: ghcr.io/x/agent:1",
+        "  laptop: {provider: local, processes: false, containers: docker}",
+    );
+    let m = ok(yaml, None, &[]);
+    let hpc = &m.targets["hpc"];
+    assert_eq!(
+        hpc.provider,
+        Provider::Slurm {
+            queue: None,
+            account: None,
+            walltime_ms: None,
+            interface: None,
+            qos: Some("high".into()),
+            constraint: Some("haswell".into()),
+            extra_directives: vec!["--exclusive".into(), "--mail-type=END".into()],
+            setup: vec!["module load apptainer".into(), "export X=1".into()],
+        }
+    );
+    assert_eq!(
+        hpc.worker,
+        WorkerShape {
+            cpus: Some(32),
+            memory_bytes: Some(128 * GIB),
+            gpus: Some(4)
+        }
+    );
+    assert_eq!(hpc.containers, ContainerPolicy::Apptainer);
+    assert!(hpc.serves("demeter") && !hpc.serves("other"));
+    assert_eq!(
+        m.targets["ec2"].provider,
+        Provider::Aws {
+            region: "us-gov-west-1".into(),
+            cluster_type: AwsClusterType::Ec2,
+            image: None,
+            instance_type: Some("m5.4xlarge".into()),
+            subnet: Some("subnet-1".into()),
+            security_groups: vec!["sg-1".into(), "sg-2".into()],
+            ami: Some("ami-0123".into()),
+            worker_cpu_units: Some(512),
+            worker_mem_mib: Some(1024),
+            endpoint_url: Some("http://127.0.0.1:5000".into()),
+        }
+    );
+    // Half a vCPU still runs a one-cpu task, slowly.
+    assert_eq!(m.targets["ec2"].worker.cpus, Some(1));
+    assert_eq!(m.targets["ec2"].worker.memory_bytes, Some(GIB));
+    assert_eq!(
+        m.targets["gcp"].provider,
+        Provider::Gcp {
+            project: Some("my-project".into()),
+            zone: "europe-west4-b".into(),
+            machine_type: Some("n2-standard-8".into()),
+            image: Some("gcr.io/p/agent:1".into()),
+        }
+    );
+    assert_eq!(m.targets["gcp"].worker.memory_bytes, Some(32 * GIB));
+    assert_eq!(
+        m.targets["k8s"].provider,
+        Provider::Kubernetes {
+            namespace: "default".into(),
+            image: Some("ghcr.io/x/agent:1".into()),
+            context: Some("prod".into()),
+            service_account: Some("scalable".into()),
+            kind: KubeKind::Job,
+        }
+    );
+    let laptop = &m.targets["laptop"];
+    assert_eq!(
+        laptop.provider,
+        Provider::Local {
+            threads_per_worker: None,
+            processes: false
+        }
+    );
+    assert_eq!(laptop.containers.as_str(), "docker");
+    assert_eq!(laptop.worker, WorkerShape::default());
+}

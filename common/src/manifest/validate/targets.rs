@@ -1,0 +1,142 @@
+//! Targets: each `targets.NAME` mapping, its provider, the keys that
+//! provider takes, and the options every target has (`max_workers`,
+//! `containers`, `tags`, `adaptive`).
+//!
+//! Provider-specific options are read by `providers`; this module must not
+//! compare targets with components (that is `cross`).
+
+use super::super::schema::*;
+use super::super::tree::{Entry, Node};
+use super::super::{join, Pos};
+use super::values::{positive, IntRule};
+use super::{check_name, synonym, unknown_key, Ck, Kind};
+use super::{PROVIDERS, TARGET_KEYS, WORKERS_MAX};
+use crate::suggest::did_you_mean_within;
+
+impl Ck<'_> {
+    pub(super) fn targets<'n>(&mut self, node: &'n Node) -> Vec<(Target, &'n Entry)> {
+        let Some(m) = self.map(
+            node,
+            "targets",
+            Pos::default(),
+            "e.g. targets: {local: {provider: local}}".to_string(),
+        ) else {
+            return Vec::new();
+        };
+        if m.entries.is_empty() && !self.overlay_mode() {
+            self.at(
+                node,
+                "targets",
+                "no targets".to_string(),
+                Some("add one, e.g. local: {provider: local}".to_string()),
+            );
+        }
+        let mut out = Vec::new();
+        for e in m.entries {
+            let path = join("targets", &e.key);
+            if let Err((message, hint)) = check_name("target", &e.key) {
+                self.at_key(e, &path, message, Some(hint));
+                continue;
+            }
+            if e.value.is_null() {
+                if !self.overlay_mode() {
+                    self.at_key(
+                        e,
+                        &path,
+                        format!("target {:?} has no settings", e.key),
+                        Some(format!("e.g. {}: {{provider: local}}", e.key)),
+                    );
+                }
+                continue;
+            }
+            if let Some(t) = self.target(e, None) {
+                out.push((t, e));
+            }
+        }
+        out
+    }
+
+    /// One target. `base_kind`: in an overlay, the provider the manifest gives it.
+    pub(super) fn target(&mut self, e: &Entry, base_kind: Option<Kind>) -> Option<Target> {
+        let name = &e.key;
+        let path = join("targets", name);
+        let m = self.map(
+            &e.value,
+            &path,
+            e.key_at,
+            format!("e.g. {name}: {{provider: slurm, queue: batch}}"),
+        )?;
+        self.require(&m, "provider", "valid: local, slurm, aws, gcp, kubernetes");
+        let kind = match self.field(&m, "provider") {
+            Some(p) => self.choice(p, &join(&path, "provider"), "provider", PROVIDERS),
+            None => base_kind,
+        };
+        match kind {
+            Some(kind) => {
+                let mut allowed: Vec<&str> = kind.keys().to_vec();
+                allowed.extend_from_slice(TARGET_KEYS);
+                let provider = kind.name();
+                let budget = self.budget;
+                self.keys(&m, &allowed, |k| {
+                    let hint = synonym(Some(kind), k)
+                        .filter(|s| allowed.contains(s))
+                        .map(|s| format!("did you mean {s:?}?"))
+                        .or_else(|| did_you_mean_within(budget, k, allowed.iter().copied()))
+                        .unwrap_or_else(|| format!("valid: {}", allowed.join(", ")));
+                    (format!("unknown key {k:?} for provider {provider}"), hint)
+                });
+            }
+            None => {
+                // The provider is unknown or missing: only keys that no
+                // provider takes can be called unknown.
+                let mut all: Vec<&str> = TARGET_KEYS.to_vec();
+                for (_, k) in PROVIDERS {
+                    for key in k.keys() {
+                        if !all.contains(key) {
+                            all.push(key);
+                        }
+                    }
+                }
+                let budget = self.budget;
+                self.keys(&m, &all, |k| unknown_key(budget, k, &all, synonym(None, k)));
+            }
+        }
+
+        let max_workers = self.int_field(
+            &m,
+            "max_workers",
+            IntRule {
+                zero_hint: Some(
+                    "use at least 1; to scale to zero, use adaptive: {minimum: 0, maximum: N}",
+                ),
+                ..positive(WORKERS_MAX)
+            },
+        );
+        let containers = self.containers(&m);
+        let tags = self.list_field(&m, "tags", "[demeter, postprocess]");
+        let adaptive = self
+            .field(&m, "adaptive")
+            .and_then(|n| self.adaptive(n, &join(&path, "adaptive"), max_workers));
+
+        let kind = kind?;
+        let (provider, worker) = match kind {
+            Kind::Local => self.local(&m),
+            Kind::Slurm => self.slurm(&m),
+            Kind::Aws => self.aws(&m),
+            Kind::Gcp => self.gcp(&m),
+            Kind::Kubernetes => self.kubernetes(&m),
+        };
+        if self.overlay_mode() {
+            return None;
+        }
+        Some(Target {
+            name: name.clone(),
+            provider,
+            max_workers: max_workers.or(adaptive.map(|a| a.maximum)).unwrap_or(1),
+            containers: containers.unwrap_or(ContainerPolicy::Auto),
+            tags,
+            adaptive,
+            worker,
+        })
+    }
+}

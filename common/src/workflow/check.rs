@@ -1,0 +1,235 @@
+//! The semantic checks of a workflow (SPEC §4): names, limits, templates and
+//! `after` references, for a `WorkflowDef` from a file or from the network.
+//!
+//! This module must not read YAML nor know about lines: it returns issues by
+//! key path and `spans` places them. Cycles are found by `cycles`.
+
+use std::collections::HashMap;
+
+use super::cycles::cycles;
+use super::def::{Items, JobDef, WorkflowDef};
+use super::spans::{Issue, Spans};
+use super::{CPUS_MAX, JOB_NAME_CHARS_MAX, RETRIES_MAX, TASKS_PER_RUN_MAX};
+use crate::suggest::did_you_mean;
+use crate::template::check_job_templates;
+
+/// All semantic checks; `bad_items[i]` skips rendering job i's templates.
+pub(super) fn check(def: &WorkflowDef, spans: &Spans, bad_items: &[bool]) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    if def.name.trim().is_empty() {
+        issues.push(Issue::new("workflow", "workflow name is empty"));
+    }
+    if def.jobs.is_empty() {
+        issues.push(Issue::new("jobs", "workflow has no jobs").hint(Some(
+            "add at least one job with a name and a command".to_string(),
+        )));
+    }
+    // First job of each name; `after` resolves to it.
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, job) in def.jobs.iter().enumerate() {
+        let p = format!("jobs[{i}]");
+        if let Some(issue) = check_name(job, &p, &by_name, spans) {
+            issues.push(issue);
+        }
+        by_name.entry(job.name.as_str()).or_insert(i);
+        let render = !bad_items.get(i).copied().unwrap_or(false);
+        check_job(job, &p, render, &mut issues);
+    }
+    check_total(def, &mut issues);
+    check_after(def, &by_name, &mut issues);
+    issues
+}
+
+fn valid_job_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// A job's name: present, short, an identifier, and the first of its kind.
+fn check_name(
+    job: &JobDef,
+    p: &str,
+    by_name: &HashMap<&str, usize>,
+    spans: &Spans,
+) -> Option<Issue> {
+    let np = format!("{p}.name");
+    if job.name.is_empty() {
+        Some(Issue::new(np, "job name is empty"))
+    } else if job.name.chars().count() > JOB_NAME_CHARS_MAX {
+        Some(Issue::new(
+            np,
+            format!("job name is longer than {JOB_NAME_CHARS_MAX} characters"),
+        ))
+    } else if !valid_job_name(&job.name) {
+        Some(
+            Issue::new(np, format!("invalid job name {:?}", job.name)).hint(Some(
+                "use letters, digits, \"_\", \".\" and \"-\"".to_string(),
+            )),
+        )
+    } else if let Some(&first) = by_name.get(job.name.as_str()) {
+        let first_path = format!("jobs[{first}].name");
+        let at = match spans.find(&first_path) {
+            Some((line, _)) => format!("line {line}"),
+            None => format!("jobs[{first}]"),
+        };
+        Some(
+            Issue::new(np, format!("duplicate job name {:?}", job.name))
+                .hint(Some(format!("first defined at {at}"))),
+        )
+    } else {
+        None
+    }
+}
+
+fn items_path(job: &JobDef, p: &str) -> String {
+    match job.items {
+        Items::Range { .. } => format!("{p}.range"),
+        _ => format!("{p}.foreach"),
+    }
+}
+
+/// One job on its own: command, items, limits, environment and templates
+/// (rendered only when `render` and the job is within the task limit).
+fn check_job(job: &JobDef, p: &str, render: bool, issues: &mut Vec<Issue>) {
+    if job.command.is_empty() {
+        issues.push(
+            Issue::new(format!("{p}.command"), "command is empty").hint(Some(
+                "give the argv as a list, e.g. [python, run.py]".to_string(),
+            )),
+        );
+    }
+    match &job.items {
+        Items::List(v) if v.is_empty() => {
+            issues.push(Issue::new(format!("{p}.foreach"), "foreach is empty"));
+        }
+        Items::Range { start, end } if start > end => {
+            issues.push(Issue::new(
+                format!("{p}.range"),
+                format!("range is empty: start {start} is after end {end}"),
+            ));
+        }
+        _ => {}
+    }
+    let count = job.items.count_saturating();
+    if count > TASKS_PER_RUN_MAX {
+        issues.push(Issue::new(
+            items_path(job, p),
+            format!(
+                "job {:?} has {count} tasks, more than the limit of {TASKS_PER_RUN_MAX} per run",
+                job.name
+            ),
+        ));
+    }
+    if job.retries > RETRIES_MAX {
+        issues.push(Issue::new(
+            format!("{p}.retries"),
+            format!(
+                "retries {} is more than the limit of {RETRIES_MAX}",
+                job.retries
+            ),
+        ));
+    }
+    match job.resources.cpus {
+        Some(0) => issues.push(Issue::new(
+            format!("{p}.resources.cpus"),
+            "cpus must be at least 1",
+        )),
+        Some(n) if n > CPUS_MAX => issues.push(Issue::new(
+            format!("{p}.resources.cpus"),
+            format!("cpus {n} is more than the limit of {CPUS_MAX}"),
+        )),
+        _ => {}
+    }
+    if job.max_running == Some(0) {
+        issues.push(
+            Issue::new(format!("{p}.max_running"), "max_running must be at least 1")
+                .hint(Some("leave it out for no limit".to_string())),
+        );
+    }
+    for (k, _) in &job.env {
+        if k.is_empty() || k.contains(['=', '\0']) {
+            issues.push(Issue::new(
+                format!("{p}.env.{k}"),
+                format!("invalid environment variable name {k:?}"),
+            ));
+        }
+    }
+    let render = render && count <= TASKS_PER_RUN_MAX;
+    for t in check_job_templates(job, render) {
+        issues.push(Issue::new(format!("{p}.{}", t.field), t.message));
+    }
+}
+
+/// The run as a whole within the task limit (a job over it on its own is
+/// already reported).
+fn check_total(def: &WorkflowDef, issues: &mut Vec<Issue>) {
+    let total = def.task_count();
+    if total > TASKS_PER_RUN_MAX
+        && def
+            .jobs
+            .iter()
+            .all(|j| j.items.count_saturating() <= TASKS_PER_RUN_MAX)
+    {
+        issues.push(
+            Issue::new(
+                "jobs",
+                format!("workflow has {total} tasks, more than the limit of {TASKS_PER_RUN_MAX} per run"),
+            )
+            .hint(Some("split it into several runs".to_string())),
+        );
+    }
+}
+
+/// `after`: references, then cycles over the edges that resolved.
+fn check_after(def: &WorkflowDef, by_name: &HashMap<&str, usize>, issues: &mut Vec<Issue>) {
+    let names: Vec<&str> = def.jobs.iter().map(|j| j.name.as_str()).collect();
+    let named: Vec<&str> = names.iter().copied().filter(|n| !n.is_empty()).collect();
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); def.jobs.len()];
+    for (i, job) in def.jobs.iter().enumerate() {
+        for (k, name) in job.after.iter().enumerate() {
+            let ap = format!("jobs[{i}].after[{k}]");
+            match by_name.get(name.as_str()) {
+                None => {
+                    let hint = did_you_mean(name, named.iter().copied()).or_else(|| {
+                        (!named.is_empty() && named.len() <= 20)
+                            .then(|| format!("jobs are: {}", named.join(", ")))
+                    });
+                    issues.push(Issue::new(ap, format!("unknown job {name:?}")).hint(hint));
+                }
+                Some(&j) if j == i || name == &job.name => {
+                    issues.push(Issue::new(
+                        ap,
+                        format!("job {name:?} cannot run after itself"),
+                    ));
+                }
+                Some(&j) => {
+                    if !deps[i].contains(&j) {
+                        deps[i].push(j);
+                    }
+                }
+            }
+        }
+    }
+    for cycle in cycles(&deps) {
+        let (first, second) = (cycle[0], cycle[1]);
+        let k = def.jobs[first]
+            .after
+            .iter()
+            .position(|n| by_name.get(n.as_str()) == Some(&second))
+            .unwrap_or(0);
+        let text = cycle
+            .iter()
+            .map(|&j| names[j])
+            .collect::<Vec<_>>()
+            .join(" -> ");
+        issues.push(
+            Issue::new(
+                format!("jobs[{first}].after[{k}]"),
+                format!("cycle: {text}"),
+            )
+            .hint(Some("remove one of these after entries".to_string())),
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! The workflow as the broker, the agent and the wire protocol see it:
+//! `WorkflowDef`, `JobDef`, `Items` and their small helpers.
+//!
+//! These types travel in `Submit` and are stored as JSON with each run, so
+//! their shape is part of the protocol. This module must not parse YAML nor
+//! check anything: `raw`/`convert` build these types from a file, `check`
+//! judges them.
+
+use serde::{Deserialize, Serialize};
+
+/// A whole workflow: what `submit` sends to the broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowDef {
+    pub name: String,
+    /// Stop scheduling new tasks after this many failed tasks.
+    pub max_fails: Option<u64>,
+    pub jobs: Vec<JobDef>,
+}
+
+impl WorkflowDef {
+    /// Tasks over all jobs (what `submit --json` prints as `tasks`).
+    pub fn task_count(&self) -> u64 {
+        self.jobs
+            .iter()
+            .fold(0u64, |n, j| n.saturating_add(j.items.count_saturating()))
+    }
+}
+
+/// One node of the DAG; `items` expands it into tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDef {
+    pub name: String,
+    /// argv; each element is a minijinja template over `item`, `index`, `run_id`.
+    pub command: Vec<String>,
+    pub items: Items,
+    /// Jobs all of whose tasks must succeed before this one's start.
+    pub after: Vec<String>,
+    /// The tag agents must serve (`tag:`); `None` runs on generic agents.
+    pub tag: Option<String>,
+    /// A manifest task binding (`task:`), resolved by the broker's manifest.
+    pub task: Option<String>,
+    pub resources: ResourceRequest,
+    pub retries: u32,
+    pub walltime_ms: Option<u64>,
+    /// Higher runs first among ready tasks (HTCondor/DAGMan PRIORITY).
+    pub priority: i32,
+    /// Templated like argv.
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    /// Templated values stored with each task for the advisors.
+    pub features: Vec<(String, String)>,
+    pub max_running: Option<u32>,
+    pub max_fails: Option<u64>,
+    pub cache: bool,
+}
+
+/// What a job expands over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Items {
+    /// No `foreach`/`range`: one task, `item` is undefined... rendered as index 0.
+    One,
+    /// `foreach: [...]`.
+    List(Vec<Item>),
+    /// `range: "A..=B"` or `"A..B"`, stored inclusive.
+    Range { start: i64, end: i64 },
+}
+
+impl Items {
+    pub fn count(&self) -> u64 {
+        match self {
+            Items::One => 1,
+            Items::List(v) => v.len() as u64,
+            Items::Range { start, end } => (end - start + 1).max(0) as u64,
+        }
+    }
+
+    /// The item of task `index` (0-based), `None` for `Items::One`.
+    pub fn get(&self, index: u64) -> Option<Item> {
+        match self {
+            Items::One => None,
+            Items::List(v) => v.get(index as usize).cloned(),
+            Items::Range { start, .. } => Some(Item::Int(start + index as i64)),
+        }
+    }
+
+    /// Like [`Items::count`] but never overflows, whatever the bounds (a
+    /// `JobDef` from the network may not have been validated).
+    pub fn count_saturating(&self) -> u64 {
+        match self {
+            Items::One => 1,
+            Items::List(v) => v.len() as u64,
+            Items::Range { start, end } => {
+                let n = i128::from(*end) - i128::from(*start) + 1;
+                u64::try_from(n.max(0)).unwrap_or(u64::MAX)
+            }
+        }
+    }
+}
+
+/// One `foreach` value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Item {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Str(s) => f.write_str(s),
+            Item::Int(i) => write!(f, "{i}"),
+            Item::Float(x) => write!(f, "{x}"),
+            Item::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// What a job asks for; unset fields come from the manifest binding or defaults
+/// (1 cpu, no memory reservation, no gpus).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRequest {
+    pub cpus: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    pub gpus: Option<u32>,
+    pub custom: Vec<(String, u64)>,
+}
+
+/// A one-job definition for quick submit (`scalable submit -- CMD ...`), with
+/// the defaults of SPEC §4: no retries, priority 0, nothing else set.
+pub fn quick_job(name: &str, command: Vec<String>, items: Items) -> JobDef {
+    JobDef {
+        name: name.to_string(),
+        command,
+        items,
+        after: Vec::new(),
+        tag: None,
+        task: None,
+        resources: ResourceRequest::default(),
+        retries: 0,
+        walltime_ms: None,
+        priority: 0,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        env: Vec::new(),
+        workdir: None,
+        features: Vec::new(),
+        max_running: None,
+        max_fails: None,
+        cache: false,
+    }
+}
