@@ -428,52 +428,18 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let target = require_target(&m)?;
             let manifest = load_manifest_file(&m)?;
             let rows = pilots::plan(&manifest, &target).map_err(CliError::bad_input)?;
-            let t = manifest.target(&target).expect("plan checked it");
-            let provider = t.provider.name();
-            // Cost of running every row's workers for one walltime (Slurm) or an hour.
-            let hours = match &t.provider {
-                scalable_common::manifest::Provider::Slurm {
-                    walltime_ms: Some(w),
-                    ..
-                } => *w as f64 / 3_600_000.0,
-                _ => 1.0,
-            };
-            let ctx = providers::ProviderContext::new(std::env::temp_dir());
-            let p = providers::provider_for(t, &ctx);
+            let provider = manifest
+                .target(&target)
+                .expect("plan checked it")
+                .provider
+                .name();
             let access = broker_access(access);
-            let specs = pilots::pilot_specs(&manifest, &target, None, &access)
+            let costs = pilots::plan_costs(&manifest, &target, &rows, &access)
                 .map_err(CliError::bad_input)?;
-            let costs: Vec<(String, u32, providers::CostEstimate)> = specs
-                .iter()
-                .zip(&rows)
-                .map(|(s, r)| {
-                    (
-                        r.tag.clone(),
-                        r.workers,
-                        p.estimate_cost(s, r.workers, hours),
-                    )
-                })
-                .collect();
             print_out(if json {
-                let c: Vec<serde_json::Value> = costs
-                    .iter()
-                    .map(|(tag, w, c)| serde_json::json!({"tag": tag, "workers": w, "hours": hours, "cost": c}))
-                    .collect();
-                output::json(&serde_json::json!({"rows": rows, "cost": c}))
+                output::plan_json(&rows, &costs)
             } else {
-                let mut text = pilots::plan_text(&target, provider, &rows);
-                for (tag, w, c) in &costs {
-                    text.push_str(&match c.total {
-                        Some(total) => format!(
-                            "cost {tag}: {w} worker(s) x {hours:.2} h x {:.3} {cur}/h = {total:.2} {cur} ({})\n",
-                            c.per_pilot_hour.unwrap_or(0.0),
-                            c.source,
-                            cur = c.currency
-                        ),
-                        None => format!("cost {tag}: unknown ({})\n", c.source),
-                    });
-                }
-                text
+                output::plan_text(&target, provider, &rows, &costs)
             });
             Ok(ExitCode::Ok)
         }

@@ -11,6 +11,7 @@
 //! - [`resources`]: partitionable resource bundles.
 //! - [`units`]: sizes and durations as users write them.
 //! - [`exit`]: exit codes of every binary.
+//! - [`quote`]: POSIX shell quoting of argv.
 
 pub mod access;
 pub mod exit;
@@ -19,6 +20,7 @@ pub mod frame;
 pub mod manifest;
 pub mod panic;
 pub mod protocol;
+pub mod quote;
 pub mod resources;
 pub mod stage;
 pub mod template;
