@@ -195,80 +195,7 @@ pub fn pilot_specs(
         let name = format!("scalable-{}-{}", t.name, slug)
             .to_ascii_lowercase()
             .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-");
-        let provider = match &t.provider {
-            Provider::Local { .. } => PilotProvider::Local,
-            Provider::Slurm {
-                queue,
-                account,
-                walltime_ms,
-                qos,
-                constraint,
-                extra_directives,
-                setup,
-                ..
-            } => PilotProvider::Slurm {
-                queue: queue.clone(),
-                account: account.clone(),
-                walltime: walltime_ms.map(hms),
-                qos: qos.clone(),
-                constraint: constraint.clone(),
-                extra_directives: extra_directives.clone(),
-                setup: setup.clone(),
-                job_name: name.clone(),
-                output: None,
-            },
-            Provider::Aws {
-                region,
-                cluster_type: AwsClusterType::Ec2,
-                instance_type,
-                ami,
-                ..
-            } => PilotProvider::Ec2 {
-                region: region.clone(),
-                instance_type: instance_type.clone(),
-                ami: ami.clone(),
-            },
-            Provider::Aws {
-                region,
-                cluster_type: AwsClusterType::Fargate,
-                worker_cpu_units,
-                worker_mem_mib,
-                ..
-            } => PilotProvider::Fargate {
-                region: region.clone(),
-                worker_cpu: worker_cpu_units.unwrap_or(1024),
-                worker_mem_mib: worker_mem_mib.unwrap_or(2048),
-                family: name.clone(),
-                execution_role: Some(format!(
-                    "arn:aws:iam::ACCOUNT:role/{}-execution",
-                    m.project.name
-                )),
-            },
-            Provider::Gcp {
-                zone,
-                machine_type,
-                image,
-                ..
-            } => PilotProvider::Gcp {
-                zone: zone.clone(),
-                machine_type: machine_type.clone(),
-                image: image.clone(),
-            },
-            Provider::Kubernetes {
-                namespace,
-                kind,
-                service_account,
-                ..
-            } => PilotProvider::Kubernetes {
-                namespace: namespace.clone(),
-                kind: match kind {
-                    KubeKind::Job => render::KubeKind::Job,
-                    KubeKind::Deployment => render::KubeKind::Deployment,
-                },
-                service_account: service_account.clone(),
-                name: name.clone(),
-            },
-        };
+        let provider = pilot_provider(m, t, &name);
         let cloud = !matches!(provider, PilotProvider::Local | PilotProvider::Slurm { .. });
         let agent_image = match &t.provider {
             Provider::Aws { image, .. }
@@ -313,6 +240,85 @@ pub fn pilot_specs(
         }
     }
     Ok(specs)
+}
+
+/// How the pilots of target `t` are started, with the group's `name` as the
+/// job, family or resource name the platform shows.
+fn pilot_provider(m: &Manifest, t: &Target, name: &str) -> PilotProvider {
+    match &t.provider {
+        Provider::Local { .. } => PilotProvider::Local,
+        Provider::Slurm {
+            queue,
+            account,
+            walltime_ms,
+            qos,
+            constraint,
+            extra_directives,
+            setup,
+            ..
+        } => PilotProvider::Slurm {
+            queue: queue.clone(),
+            account: account.clone(),
+            walltime: walltime_ms.map(hms),
+            qos: qos.clone(),
+            constraint: constraint.clone(),
+            extra_directives: extra_directives.clone(),
+            setup: setup.clone(),
+            job_name: name.to_string(),
+            output: None,
+        },
+        Provider::Aws {
+            region,
+            cluster_type: AwsClusterType::Ec2,
+            instance_type,
+            ami,
+            ..
+        } => PilotProvider::Ec2 {
+            region: region.clone(),
+            instance_type: instance_type.clone(),
+            ami: ami.clone(),
+        },
+        Provider::Aws {
+            region,
+            cluster_type: AwsClusterType::Fargate,
+            worker_cpu_units,
+            worker_mem_mib,
+            ..
+        } => PilotProvider::Fargate {
+            region: region.clone(),
+            worker_cpu: worker_cpu_units.unwrap_or(1024),
+            worker_mem_mib: worker_mem_mib.unwrap_or(2048),
+            family: name.to_string(),
+            execution_role: Some(format!(
+                "arn:aws:iam::ACCOUNT:role/{}-execution",
+                m.project.name
+            )),
+        },
+        Provider::Gcp {
+            zone,
+            machine_type,
+            image,
+            ..
+        } => PilotProvider::Gcp {
+            zone: zone.clone(),
+            machine_type: machine_type.clone(),
+            image: image.clone(),
+        },
+        Provider::Kubernetes {
+            namespace,
+            kind,
+            service_account,
+            ..
+        } => PilotProvider::Kubernetes {
+            namespace: namespace.clone(),
+            kind: match kind {
+                KubeKind::Job => render::KubeKind::Job,
+                KubeKind::Deployment => render::KubeKind::Deployment,
+            },
+            service_account: service_account.clone(),
+            name: name.to_string(),
+        },
+    }
 }
 
 /// Milliseconds as Slurm's `HH:MM:SS`.

@@ -14,6 +14,32 @@ const RULE_WIDTH_MIN: usize = 60;
 /// `scalable stats`: pegasus-statistics' summary table and wall times, then a
 /// per-job breakdown with durations in seconds.
 pub fn stats_text(s: &RunStats) -> String {
+    let summary = summary_table(s).lines();
+    let width = summary
+        .iter()
+        .map(|l| l.len())
+        .max()
+        .unwrap_or(0)
+        .max(RULE_WIDTH_MIN);
+    let rule = "-".repeat(width);
+
+    let mut out = format!("run {} ({}): {}\n{rule}\n", s.run, s.name, s.state);
+    for line in &summary {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str(&rule);
+    out.push('\n');
+    facts_into(s, &mut out);
+    if !s.jobs.is_empty() {
+        out.push_str("\nPer job (times in seconds):\n");
+        jobs_table(s).render_into(&mut out);
+    }
+    out
+}
+
+/// The one-row task summary; a Cached column only when tasks were cached.
+fn summary_table(s: &RunStats) -> Table {
     let cached = s.cached > 0;
     let mut columns = vec![
         ("Type", Align::Left),
@@ -47,22 +73,11 @@ pub fn stats_text(s: &RunStats) -> String {
         (s.tasks + s.retries).to_string(),
     ]);
     summary.row(cells);
-    let summary = summary.lines();
-    let width = summary
-        .iter()
-        .map(|l| l.len())
-        .max()
-        .unwrap_or(0)
-        .max(RULE_WIDTH_MIN);
-    let rule = "-".repeat(width);
+    summary
+}
 
-    let mut out = format!("run {} ({}): {}\n{rule}\n", s.run, s.name, s.state);
-    for line in &summary {
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push_str(&rule);
-    out.push('\n');
+/// The wall times and attempt counts, one `label  : value` line each.
+fn facts_into(s: &RunStats, out: &mut String) {
     let facts = [
         (
             "Workflow wall time",
@@ -87,38 +102,37 @@ pub fn stats_text(s: &RunStats) -> String {
     for (label, value) in facts {
         out.push_str(&format!("{label:<label_width$}  : {value}\n"));
     }
+}
 
-    if !s.jobs.is_empty() {
-        out.push_str("\nPer job (times in seconds):\n");
-        let mut jobs = Table::new(&[
-            ("Job", Align::Left),
-            ("Tasks", Align::Right),
-            ("Succeeded", Align::Right),
-            ("Failed", Align::Right),
-            ("Retries", Align::Right),
-            ("Min", Align::Right),
-            ("Mean", Align::Right),
-            ("Max", Align::Right),
-            ("Total", Align::Right),
-            ("Badput", Align::Right),
+/// One row per job: counts, then durations in seconds.
+fn jobs_table(s: &RunStats) -> Table {
+    let mut jobs = Table::new(&[
+        ("Job", Align::Left),
+        ("Tasks", Align::Right),
+        ("Succeeded", Align::Right),
+        ("Failed", Align::Right),
+        ("Retries", Align::Right),
+        ("Min", Align::Right),
+        ("Mean", Align::Right),
+        ("Max", Align::Right),
+        ("Total", Align::Right),
+        ("Badput", Align::Right),
+    ]);
+    for j in &s.jobs {
+        jobs.row(vec![
+            j.name.clone(),
+            j.tasks.to_string(),
+            j.succeeded.to_string(),
+            j.failed.to_string(),
+            j.retries.to_string(),
+            secs3(j.min_ms),
+            secs3(j.mean_ms),
+            secs3(j.max_ms),
+            secs3(j.wall_time_ms),
+            secs3(j.badput_ms),
         ]);
-        for j in &s.jobs {
-            jobs.row(vec![
-                j.name.clone(),
-                j.tasks.to_string(),
-                j.succeeded.to_string(),
-                j.failed.to_string(),
-                j.retries.to_string(),
-                secs3(j.min_ms),
-                secs3(j.mean_ms),
-                secs3(j.max_ms),
-                secs3(j.wall_time_ms),
-                secs3(j.badput_ms),
-            ]);
-        }
-        jobs.render_into(&mut out);
     }
-    out
+    jobs
 }
 
 #[cfg(test)]
