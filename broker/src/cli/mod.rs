@@ -4,7 +4,7 @@
 //! the broker through [`request`] (or reads a manifest), and prints through
 //! [`crate::output`] in text or JSON.
 //!
-//! Layout: [`refs`] (run and task names), [`files`] (workflow and manifest
+//! Layout: `refs` (run and task names), `files` (workflow and manifest
 //! loading, the access file for `render`/`plan`), [`request`] (the one typed
 //! request helper), then one module per command.
 //!
