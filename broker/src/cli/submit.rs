@@ -243,17 +243,17 @@ fn add_resources_and_features(job: &mut JobDef, args: &SubmitArgs) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
     use clap::Parser;
 
+    /// `scalable submit ARGV...` as clap parses it.
     fn args(argv: &[&str]) -> SubmitArgs {
-        let cli = super::super::Cli::try_parse_from(
-            std::iter::once("scalable")
-                .chain(std::iter::once("submit"))
-                .chain(argv.iter().copied()),
-        )
-        .expect("parses");
+        let full = ["scalable", "submit"]
+            .into_iter()
+            .chain(argv.iter().copied());
+        let cli = Cli::try_parse_from(full).expect("parses");
         match cli.command {
-            super::super::Command::Submit(a) => a,
+            Command::Submit(a) => a,
             other => panic!("not a submit: {other:?}"),
         }
     }
