@@ -1,17 +1,19 @@
 //! The one error type of the CLI: a one-line message, an optional hint and the
 //! exit code (SPEC §7, codes from `scalable_common::exit`).
+//!
+//! Must not: print; `cli::main_with` writes the one line and exits with `code`.
 
 use scalable_common::exit::ExitCode;
 
 #[derive(Debug)]
 pub struct CliError {
-    pub code: i32,
+    pub code: ExitCode,
     pub message: String,
     pub hint: Option<String>,
 }
 
 impl CliError {
-    pub fn new(code: i32, message: String, hint: Option<String>) -> CliError {
+    pub fn new(code: ExitCode, message: String, hint: Option<String>) -> CliError {
         CliError {
             code,
             message,
@@ -19,13 +21,13 @@ impl CliError {
         }
     }
     pub fn bad_input(message: impl Into<String>) -> CliError {
-        CliError::new(ExitCode::BadInput.code(), message.into(), None)
+        CliError::new(ExitCode::BadInput, message.into(), None)
     }
     pub fn unreachable(message: String) -> CliError {
-        CliError::new(ExitCode::Unreachable.code(), message, None)
+        CliError::new(ExitCode::Unreachable, message, None)
     }
     pub fn failed(message: impl Into<String>) -> CliError {
-        CliError::new(ExitCode::Failed.code(), message.into(), None)
+        CliError::new(ExitCode::Failed, message.into(), None)
     }
     pub fn with_hint(mut self, hint: impl Into<String>) -> CliError {
         self.hint = Some(hint.into());
@@ -40,5 +42,25 @@ impl std::fmt::Display for CliError {
             write!(f, " (hint: {h})")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_with_the_hint_in_parentheses() {
+        let e =
+            CliError::bad_input("\"x\" is not a run").with_hint("scalable status lists the runs");
+        assert_eq!(e.code, ExitCode::BadInput);
+        assert_eq!(
+            e.to_string(),
+            "error: \"x\" is not a run (hint: scalable status lists the runs)"
+        );
+        assert_eq!(
+            CliError::unreachable("gone".into()).to_string(),
+            "error: gone"
+        );
     }
 }

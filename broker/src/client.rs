@@ -1,10 +1,15 @@
 //! The CLI's connection to a broker: find `access.json`, pin the fingerprint,
 //! present the user token, one request per stream.
+//!
+//! Must not: know what a request means or which reply a command expects; the
+//! typed helper in `cli::request` unpacks replies. Broker refusals
+//! (`Response::Error`) become a `CliError` here, with the broker's exit code.
 
 use std::path::Path;
 use std::time::Duration;
 
 use scalable_common::access::{self, AccessFile};
+use scalable_common::exit::ExitCode;
 use scalable_common::frame::{read_frame, write_frame};
 use scalable_common::protocol::{
     CliHello, Hello, HelloReply, Request, Response, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
@@ -106,7 +111,9 @@ impl Client {
                 CliError::unreachable("the broker did not answer within 120 s".into())
             })??;
         match resp {
-            Response::Error { message, exit_code } => Err(CliError::new(exit_code, message, None)),
+            Response::Error { message, exit_code } => {
+                Err(CliError::new(ExitCode::from_code(exit_code), message, None))
+            }
             other => Ok(other),
         }
     }

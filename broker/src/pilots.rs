@@ -1,6 +1,7 @@
 //! From a manifest target to the pilots that would serve it: the [`PilotSpec`]s
-//! `scalable render` prints and the per-tag table `scalable plan --dry-run`
-//! shows. Pure functions of the manifest and the broker's access details.
+//! `scalable render` prints, the per-tag rows `scalable plan --dry-run` shows
+//! and what those rows cost (the provider's estimate). Pure functions of the
+//! manifest and the broker's access details; the words are the output layer's.
 //!
 //! One pilot group per tag: each component the target serves becomes a group
 //! of agents sized like the component (`--tags NAME --cpus C --memory M`),
@@ -10,6 +11,7 @@
 use scalable_common::manifest::{AwsClusterType, Component, KubeKind, Manifest, Provider, Target};
 use scalable_common::units::format_size;
 
+use crate::providers::{self, CostEstimate};
 use crate::render::{self, PilotProvider, PilotSpec};
 
 /// The tag column of a pool that serves every tag.
@@ -108,55 +110,52 @@ pub fn plan(m: &Manifest, target: &str) -> Result<Vec<PlanRow>, String> {
         .collect())
 }
 
-pub fn plan_text(target: &str, provider: &str, rows: &[PlanRow]) -> String {
-    let mut out = format!("plan for target {target} ({provider}), from the manifest:\n");
-    let header = [
-        "TAG", "WORKERS", "MIN", "MAX", "CPUS", "MEMORY", "GPUS", "IMAGE",
-    ];
-    let cells: Vec<[String; 8]> = rows
+/// What one plan row costs: its workers for `hours`, at the provider's price.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanCost {
+    pub tag: String,
+    pub workers: u32,
+    pub hours: f64,
+    pub cost: CostEstimate,
+}
+
+/// The hours a plan is priced for: one walltime on Slurm, otherwise an hour.
+fn priced_hours(t: &Target) -> f64 {
+    match &t.provider {
+        Provider::Slurm {
+            walltime_ms: Some(w),
+            ..
+        } => *w as f64 / 3_600_000.0,
+        _ => 1.0,
+    }
+}
+
+/// The cost of each row of `rows` (what [`plan`] returned for `target`): its
+/// workers for one walltime (Slurm) or an hour, as the target's provider
+/// estimates it for the pilots [`pilot_specs`] would start.
+pub fn plan_costs(
+    m: &Manifest,
+    target: &str,
+    rows: &[PlanRow],
+    access: &BrokerAccess,
+) -> Result<Vec<PlanCost>, String> {
+    let t = m
+        .target(target)
+        .ok_or_else(|| format!("no target {target:?}"))?;
+    let hours = priced_hours(t);
+    let ctx = providers::ProviderContext::new(std::env::temp_dir());
+    let provider = providers::provider_for(t, &ctx);
+    let specs = pilot_specs(m, target, None, access)?;
+    Ok(specs
         .iter()
-        .map(|r| {
-            [
-                r.tag.clone(),
-                r.workers.to_string(),
-                r.min_workers.to_string(),
-                r.max_workers.to_string(),
-                if r.cpus == 0 {
-                    "auto".into()
-                } else {
-                    r.cpus.to_string()
-                },
-                r.memory.clone(),
-                r.gpus.to_string(),
-                r.image.clone().unwrap_or_else(|| "-".into()),
-            ]
+        .zip(rows)
+        .map(|(spec, row)| PlanCost {
+            tag: row.tag.clone(),
+            workers: row.workers,
+            hours,
+            cost: provider.estimate_cost(spec, row.workers, hours),
         })
-        .collect();
-    let mut width = header.map(str::len);
-    for row in &cells {
-        for (w, c) in width.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cols: Vec<&str>| {
-        cols.iter()
-            .zip(width)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    out.push_str(&line(header.to_vec()));
-    out.push('\n');
-    for row in &cells {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-        out.push('\n');
-    }
-    out.push_str(
-        "(objective-driven sizing comes with the scaler; this is the manifest's own shape)\n",
-    );
-    out
+        .collect())
 }
 
 /// The pilots of `target` (one group per tag, or only `tag`), ready to render.
@@ -196,80 +195,7 @@ pub fn pilot_specs(
         let name = format!("scalable-{}-{}", t.name, slug)
             .to_ascii_lowercase()
             .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-");
-        let provider = match &t.provider {
-            Provider::Local { .. } => PilotProvider::Local,
-            Provider::Slurm {
-                queue,
-                account,
-                walltime_ms,
-                qos,
-                constraint,
-                extra_directives,
-                setup,
-                ..
-            } => PilotProvider::Slurm {
-                queue: queue.clone(),
-                account: account.clone(),
-                walltime: walltime_ms.map(hms),
-                qos: qos.clone(),
-                constraint: constraint.clone(),
-                extra_directives: extra_directives.clone(),
-                setup: setup.clone(),
-                job_name: name.clone(),
-                output: None,
-            },
-            Provider::Aws {
-                region,
-                cluster_type: AwsClusterType::Ec2,
-                instance_type,
-                ami,
-                ..
-            } => PilotProvider::Ec2 {
-                region: region.clone(),
-                instance_type: instance_type.clone(),
-                ami: ami.clone(),
-            },
-            Provider::Aws {
-                region,
-                cluster_type: AwsClusterType::Fargate,
-                worker_cpu_units,
-                worker_mem_mib,
-                ..
-            } => PilotProvider::Fargate {
-                region: region.clone(),
-                worker_cpu: worker_cpu_units.unwrap_or(1024),
-                worker_mem_mib: worker_mem_mib.unwrap_or(2048),
-                family: name.clone(),
-                execution_role: Some(format!(
-                    "arn:aws:iam::ACCOUNT:role/{}-execution",
-                    m.project.name
-                )),
-            },
-            Provider::Gcp {
-                zone,
-                machine_type,
-                image,
-                ..
-            } => PilotProvider::Gcp {
-                zone: zone.clone(),
-                machine_type: machine_type.clone(),
-                image: image.clone(),
-            },
-            Provider::Kubernetes {
-                namespace,
-                kind,
-                service_account,
-                ..
-            } => PilotProvider::Kubernetes {
-                namespace: namespace.clone(),
-                kind: match kind {
-                    KubeKind::Job => render::KubeKind::Job,
-                    KubeKind::Deployment => render::KubeKind::Deployment,
-                },
-                service_account: service_account.clone(),
-                name: name.clone(),
-            },
-        };
+        let provider = pilot_provider(m, t, &name);
         let cloud = !matches!(provider, PilotProvider::Local | PilotProvider::Slurm { .. });
         let agent_image = match &t.provider {
             Provider::Aws { image, .. }
@@ -314,6 +240,85 @@ pub fn pilot_specs(
         }
     }
     Ok(specs)
+}
+
+/// How the pilots of target `t` are started, with the group's `name` as the
+/// job, family or resource name the platform shows.
+fn pilot_provider(m: &Manifest, t: &Target, name: &str) -> PilotProvider {
+    match &t.provider {
+        Provider::Local { .. } => PilotProvider::Local,
+        Provider::Slurm {
+            queue,
+            account,
+            walltime_ms,
+            qos,
+            constraint,
+            extra_directives,
+            setup,
+            ..
+        } => PilotProvider::Slurm {
+            queue: queue.clone(),
+            account: account.clone(),
+            walltime: walltime_ms.map(hms),
+            qos: qos.clone(),
+            constraint: constraint.clone(),
+            extra_directives: extra_directives.clone(),
+            setup: setup.clone(),
+            job_name: name.to_string(),
+            output: None,
+        },
+        Provider::Aws {
+            region,
+            cluster_type: AwsClusterType::Ec2,
+            instance_type,
+            ami,
+            ..
+        } => PilotProvider::Ec2 {
+            region: region.clone(),
+            instance_type: instance_type.clone(),
+            ami: ami.clone(),
+        },
+        Provider::Aws {
+            region,
+            cluster_type: AwsClusterType::Fargate,
+            worker_cpu_units,
+            worker_mem_mib,
+            ..
+        } => PilotProvider::Fargate {
+            region: region.clone(),
+            worker_cpu: worker_cpu_units.unwrap_or(1024),
+            worker_mem_mib: worker_mem_mib.unwrap_or(2048),
+            family: name.to_string(),
+            execution_role: Some(format!(
+                "arn:aws:iam::ACCOUNT:role/{}-execution",
+                m.project.name
+            )),
+        },
+        Provider::Gcp {
+            zone,
+            machine_type,
+            image,
+            ..
+        } => PilotProvider::Gcp {
+            zone: zone.clone(),
+            machine_type: machine_type.clone(),
+            image: image.clone(),
+        },
+        Provider::Kubernetes {
+            namespace,
+            kind,
+            service_account,
+            ..
+        } => PilotProvider::Kubernetes {
+            namespace: namespace.clone(),
+            kind: match kind {
+                KubeKind::Job => render::KubeKind::Job,
+                KubeKind::Deployment => render::KubeKind::Deployment,
+            },
+            service_account: service_account.clone(),
+            name: name.to_string(),
+        },
+    }
 }
 
 /// Milliseconds as Slurm's `HH:MM:SS`.

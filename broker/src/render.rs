@@ -44,7 +44,7 @@ use serde::Serialize;
 
 use scalable_common::units::parse_duration_ms;
 
-use crate::output::{shell_join, shell_quote};
+use scalable_common::quote::{shell_join, shell_quote};
 
 // ------------------------------------------------------------------ limits and fixed names
 

@@ -14,6 +14,7 @@
 //! - [`resources`]: partitionable resource bundles.
 //! - [`units`]: sizes and durations as users write them.
 //! - [`exit`]: exit codes of every binary.
+//! - [`quote`]: POSIX shell quoting of argv.
 
 pub mod access;
 pub mod exit;
@@ -24,6 +25,7 @@ pub mod manifest;
 pub mod panic;
 pub mod pilot;
 pub mod protocol;
+pub mod quote;
 pub mod resources;
 pub mod stage;
 pub(crate) mod suggest;

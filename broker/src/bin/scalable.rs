@@ -5,5 +5,5 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     scalable_common::panic::install_bug_hook();
     let cli = scalable_broker::cli::Cli::parse();
-    std::process::ExitCode::from(scalable_broker::cli::main_with(cli) as u8)
+    scalable_broker::cli::main_with(cli).into()
 }

@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 
 use scalable_common::manifest::{Provider, Target};
 
-use crate::output::shell_join;
 use crate::render::{PilotProvider, PilotSpec};
+use scalable_common::quote::shell_join;
 
 use super::{
     batches, check_request, prices, render_one, states_in_order, write_file, AgentId, Cli,

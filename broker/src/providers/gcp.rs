@@ -26,8 +26,8 @@ use serde_json::Value;
 
 use scalable_common::manifest::{Provider, Target};
 
-use crate::output::shell_join;
 use crate::render::{PilotProvider, PilotSpec};
+use scalable_common::quote::shell_join;
 
 use super::{
     batches, check_request, dns_label, prices, render_one, states_in_order, write_file,

@@ -28,8 +28,8 @@ use serde_json::Value;
 
 use scalable_common::manifest::{Provider, Target};
 
-use crate::output::shell_join;
 use crate::render::{KubeKind, PilotProvider, PilotSpec};
+use scalable_common::quote::shell_join;
 
 use super::{
     batches, check_request, dns_label, render_one, states_in_order, AgentId, Cli, CostEstimate,

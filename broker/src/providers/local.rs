@@ -19,8 +19,8 @@ use std::sync::Mutex;
 
 use scalable_common::manifest::Target;
 
-use crate::output::shell_join;
 use crate::render::{PilotProvider, PilotSpec};
+use scalable_common::quote::shell_join;
 
 use super::{
     check_request, render_one, write_file, AgentId, CostEstimate, DeploymentProvider, PilotState,

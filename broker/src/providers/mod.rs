@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 
 use scalable_common::manifest::{AwsClusterType, Provider, Target};
 
-use crate::output::shell_join;
 use crate::render::{PilotSpec, RenderError};
+use scalable_common::quote::shell_join;
 
 pub mod aws;
 pub mod gcp;

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use scalable_common::manifest::Target;
 
-use crate::output::shell_join;
 use crate::render::{PilotProvider, PilotSpec};
+use scalable_common::quote::shell_join;
 
 use super::{
     batches, check_request, first_line, prices, render_one, states_in_order, write_file, AgentId,

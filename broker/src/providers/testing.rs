@@ -7,8 +7,8 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::{ExitStatus, Output};
 use std::sync::Mutex;
 
-use crate::output::shell_join;
 use crate::render::{PilotProvider, PilotSpec};
+use scalable_common::quote::shell_join;
 
 use super::Runner;
 

@@ -1,0 +1,102 @@
+//! What the CLI reads from disk before it talks to anyone: workflow files,
+//! manifests (expanded with this process's environment), and the broker's
+//! access file as `render` and `plan` show it to pilots.
+//!
+//! Must not: connect to the broker. Every error is one `CliError` line (each
+//! manifest or workflow error on its own line), exit 2.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use scalable_common::access as access_file;
+use scalable_common::manifest::{load_manifest, process_env, LoadOptions, Manifest};
+use scalable_common::workflow::{self, WorkflowDef};
+
+use crate::cli_error::CliError;
+use crate::pilots;
+
+// The manifest a command reads, with its target and overlays. (A `//` comment:
+// a doc comment here would replace the `about` of `validate`, which takes it.)
+#[derive(Args, Debug)]
+pub struct ManifestArgs {
+    /// The manifest (scalable.yaml).
+    pub file: PathBuf,
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Overlays to apply, in order (repeatable).
+    #[arg(long = "overlay")]
+    pub overlays: Vec<String>,
+}
+
+/// Reads and parses a workflow file; returns it with the name errors show.
+pub fn load_workflow(path: &Path) -> Result<(WorkflowDef, String), CliError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::bad_input(format!("cannot read {shown}: {}", io_reason(&e))))?;
+    let def = workflow::parse_workflow(&shown, &text).map_err(|errs| {
+        // Every error on its own line; the exit code says bad input.
+        CliError::bad_input(errs.to_string().replace('\n', "\nerror: "))
+    })?;
+    Ok((def, shown))
+}
+
+/// The part of an I/O error a user acts on.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Loads, expands (with this process's environment) and validates a manifest;
+/// every error on its own line, exit 2.
+pub fn load_manifest_file(m: &ManifestArgs) -> Result<Manifest, CliError> {
+    let shown = m.file.display().to_string();
+    let text = std::fs::read_to_string(&m.file)
+        .map_err(|e| CliError::bad_input(format!("cannot read {shown}: {}", io_reason(&e))))?;
+    let opts = LoadOptions {
+        target: m.target.as_deref(),
+        overlays: &m.overlays,
+        env: &process_env,
+    };
+    load_manifest(&shown, &text, &opts)
+        .map_err(|errs| CliError::bad_input(errs.to_string().replace('\n', "\nerror: ")))
+}
+
+/// `--target T`, which `render` and `plan` cannot do without.
+pub fn require_target(m: &ManifestArgs) -> Result<String, CliError> {
+    m.target.clone().ok_or_else(|| {
+        CliError::bad_input(format!("{}: --target T is required here", m.file.display())).with_hint(
+            "scalable validate FILE lists nothing wrong; the targets are the keys under targets:",
+        )
+    })
+}
+
+/// The broker's address and fingerprint from the access file when there is one;
+/// placeholders otherwise (render still shows the shape).
+pub fn broker_access(explicit: Option<&Path>) -> pilots::BrokerAccess {
+    let agent_path = std::env::current_exe()
+        .ok()
+        .map(|p| p.with_file_name("scalable-agent").display().to_string())
+        .unwrap_or_else(|| "scalable-agent".into());
+    match access_file::find_access(explicit)
+        .and_then(|p| access_file::load_access(&p).map(|a| (p, a)))
+    {
+        Ok((path, a)) => pilots::BrokerAccess {
+            address: a.address,
+            fingerprint: a.fingerprint,
+            token_file: path.with_file_name("agent.token").display().to_string(),
+            agent_path,
+        },
+        Err(_) => {
+            eprintln!("note: no broker access file found; the broker address and fingerprint are placeholders");
+            pilots::BrokerAccess {
+                address: "BROKER_HOST:7420".into(),
+                fingerprint: "0".repeat(64),
+                token_file: ".scalable/agent.token".into(),
+                agent_path,
+            }
+        }
+    }
+}

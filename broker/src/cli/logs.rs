@@ -1,0 +1,43 @@
+//! `scalable logs TASK [--attempt N] [--stderr]`: the stdout (or stderr) the
+//! broker kept for a task's attempt, written as it came.
+//!
+//! Must not: change the bytes; a note about what was cut goes to stderr.
+
+use clap::Args;
+use scalable_common::exit::ExitCode;
+use scalable_common::protocol::{Request, TaskLogs};
+
+use super::refs::parse_task;
+use super::request::request;
+use super::Context;
+use crate::cli_error::CliError;
+use crate::output::{self, print_bytes, print_out};
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    pub task: String,
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    #[arg(long)]
+    pub stderr: bool,
+}
+
+pub async fn exec(ctx: &Context<'_>, args: LogsArgs) -> Result<ExitCode, CliError> {
+    let logs: TaskLogs = request(ctx.access, || {
+        let task = parse_task(&args.task)?;
+        Ok(Request::Logs {
+            task,
+            attempt: args.attempt,
+        })
+    })
+    .await?;
+    if ctx.json {
+        print_out(&output::json(&logs));
+    } else {
+        print_bytes(output::logs_bytes(&logs, args.stderr));
+        if let Some(note) = output::logs_truncated_note(&logs, args.stderr) {
+            eprintln!("{note}");
+        }
+    }
+    Ok(ExitCode::Ok)
+}

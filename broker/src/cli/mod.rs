@@ -1,0 +1,174 @@
+//! `scalable`, the user's CLI: the clap definition of every command and the
+//! dispatcher. Each command lives in its own module with its arguments and
+//! one `exec` function (cargo's shape): it parses what the user typed, asks
+//! the broker through [`request`] (or reads a manifest), and prints through
+//! [`crate::output`] in text or JSON.
+//!
+//! Layout: `refs` (run and task names), `files` (workflow and manifest
+//! loading, the access file for `render`/`plan`), [`request`] (the one typed
+//! request helper), then one module per command.
+//!
+//! Must not: format responses (the output layer does), hold decisions the
+//! broker or the library modules make, or use a bare integer as an exit code
+//! (every path ends in [`ExitCode`]).
+
+mod agents;
+mod analyze;
+mod cancel;
+mod files;
+mod logs;
+mod pilots;
+mod plan;
+mod refs;
+mod render;
+pub mod request;
+mod resume;
+mod scale;
+mod stats;
+mod status;
+mod submit;
+mod validate;
+mod wait;
+mod why;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use scalable_common::exit::ExitCode;
+
+use crate::cli_error::CliError;
+
+pub use analyze::AnalyzeArgs;
+pub use cancel::CancelArgs;
+pub use files::ManifestArgs;
+pub use logs::LogsArgs;
+pub use plan::PlanArgs;
+pub use refs::{parse_run, parse_task};
+pub use render::RenderArgs;
+pub use resume::ResumeArgs;
+pub use scale::ScaleArgs;
+pub use stats::StatsArgs;
+pub use status::StatusArgs;
+pub use submit::SubmitArgs;
+pub use wait::WaitArgs;
+pub use why::WhyArgs;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "scalable",
+    version,
+    about = "Submit and watch many-task workflows on a Scalable broker"
+)]
+pub struct Cli {
+    /// The broker's access file (default: $SCALABLE_ACCESS, then ./.scalable/access.json).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub access: Option<PathBuf>,
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once per process; boxing the large variant would buy nothing.
+// The variants' doc comments are the commands' `about`; the argument structs
+// carry none, because clap would let theirs replace it.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Submit a workflow file, or a command with `-- CMD ARGS...` (quick submit).
+    Submit(SubmitArgs),
+    /// Task counts per job of one run, or of every run.
+    Status(StatusArgs),
+    /// Wait for a run to finish; exit 0 iff every task succeeded (or was cached).
+    Wait(WaitArgs),
+    /// Cancel a run (RUN) or one task (RUN/JOB/INDEX or a task id).
+    Cancel(CancelArgs),
+    /// Re-run what did not succeed in a finished run (rescue); successes stay.
+    Resume(ResumeArgs),
+    /// Print the stdout (or stderr) kept for a task's attempt.
+    Logs(LogsArgs),
+    /// The agents connected now.
+    Agents,
+    /// Add or remove pilots of the broker's target: +N, -N or =N. Removal
+    /// cancels pilots still queued first, then drains idle agents; busy ones
+    /// only with --force.
+    Scale(ScaleArgs),
+    /// Every pilot the broker submitted: provider id, state, queue wait.
+    Pilots,
+    /// pegasus-statistics-like summary of a run.
+    Stats(StatsArgs),
+    /// pegasus-analyzer-like report of a run's failures.
+    Analyze(AnalyzeArgs),
+    /// Why a task is not running: missing tag, too large, dependency, throttle...
+    Why(WhyArgs),
+    /// Check a manifest: `ok`, or every error as FILE:LINE:COL: path: message.
+    Validate(ManifestArgs),
+    /// Print exactly what would be submitted to start a target's agents.
+    Render(RenderArgs),
+    /// Workers per tag and resources per worker for a target.
+    Plan(PlanArgs),
+}
+
+/// What every command gets besides its own arguments: the global flags.
+pub struct Context<'a> {
+    /// `--access FILE`, if given.
+    pub access: Option<&'a Path>,
+    /// `--json`: print data as JSON.
+    pub json: bool,
+}
+
+/// Runs the CLI and returns the exit code. Every error is one line on stderr.
+pub fn main_with(cli: Cli) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::Failed;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            e.code
+        }
+    }
+}
+
+/// The dispatcher: one line per command.
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let ctx = Context {
+        access: cli.access.as_deref(),
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Submit(args) => submit::exec(&ctx, args).await,
+        Command::Status(args) => status::exec(&ctx, args).await,
+        Command::Wait(args) => wait::exec(&ctx, args).await,
+        Command::Cancel(args) => cancel::exec(&ctx, args).await,
+        Command::Resume(args) => resume::exec(&ctx, args).await,
+        Command::Logs(args) => logs::exec(&ctx, args).await,
+        Command::Agents => agents::exec(&ctx).await,
+        Command::Scale(args) => scale::exec(&ctx, args).await,
+        Command::Pilots => pilots::exec(&ctx).await,
+        Command::Stats(args) => stats::exec(&ctx, args).await,
+        Command::Analyze(args) => analyze::exec(&ctx, args).await,
+        Command::Why(args) => why::exec(&ctx, args).await,
+        Command::Validate(args) => validate::exec(&ctx, args),
+        Command::Render(args) => render::exec(&ctx, args),
+        Command::Plan(args) => plan::exec(&ctx, args),
+    }
+}
+
+/// Unix milliseconds now: the CLI reads the clock, the output layer does not.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,260 @@
+//! `scalable analyze`: pegasus-analyzer's summary of a run, then each failed
+//! task with its reason, command, attempts and the tail of its output.
+//!
+//! Must not: decide the exit code (the command does, from the counts).
+
+use scalable_common::protocol::{FailedAttempt, FailedTask, RunAnalysis};
+use scalable_common::quote::shell_join;
+
+use super::table::{percent, secs3};
+
+/// Lines of a failed task's stderr (or stdout) that `analyze` shows.
+pub const ANALYZE_TAIL_LINES_MAX: usize = 20;
+
+/// `scalable analyze`: pegasus-analyzer's summary, then every failed task with
+/// its reason, command, attempts and the last lines of its output.
+pub fn analyze_text(a: &RunAnalysis) -> String {
+    let mut out = format!(
+        "run {} ({}): {}\n\n*****Summary*****\n",
+        a.run, a.name, a.state
+    );
+    let total_share = if a.total > 0 { "100.00" } else { "0.00" };
+    let facts = [
+        ("Total tasks", a.total, total_share.to_string()),
+        (
+            "# tasks succeeded",
+            a.succeeded,
+            percent(a.succeeded, a.total, 2),
+        ),
+        ("# tasks failed", a.failed, percent(a.failed, a.total, 2)),
+        (
+            "# tasks cancelled",
+            a.cancelled,
+            percent(a.cancelled, a.total, 2),
+        ),
+        (
+            "# tasks unfinished",
+            a.unfinished,
+            percent(a.unfinished, a.total, 2),
+        ),
+    ];
+    let label_width = facts.iter().map(|(l, _, _)| l.len()).max().unwrap_or(0);
+    for (label, n, share) in facts {
+        out.push_str(&format!("{label:<label_width$} : {n} ({share}%)\n"));
+    }
+
+    let Some(first) = a.failed_tasks.first() else {
+        out.push_str("\nno failed tasks\n");
+        return out;
+    };
+    for task in &a.failed_tasks {
+        out.push('\n');
+        failed_task_into(task, &mut out);
+    }
+    out.push_str(&format!(
+        "\nhint: scalable logs {} --stderr prints the whole stderr\n",
+        first.path
+    ));
+    out
+}
+
+fn failed_task_into(t: &FailedTask, out: &mut String) {
+    out.push_str(&format!("*****Failed task {}*****\n", t.path));
+    out.push_str(&format!("task id : {}\n", t.task));
+    out.push_str(&format!("state   : {}\n", t.state));
+    out.push_str(&format!("reason  : {}\n", t.reason));
+    out.push_str(&format!("argv    : {}\n", shell_join(&t.argv)));
+    for attempt in &t.attempts {
+        out.push_str(&attempt_line(attempt));
+        out.push('\n');
+    }
+    let (name, text) = if !t.stderr_tail.trim().is_empty() {
+        ("stderr", t.stderr_tail.as_str())
+    } else if !t.stdout_tail.trim().is_empty() {
+        ("stdout", t.stdout_tail.as_str())
+    } else {
+        out.push_str("stderr and stdout were empty\n");
+        return;
+    };
+    out.push_str(&format!("{name} (last lines):\n"));
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let skip = lines.len().saturating_sub(ANALYZE_TAIL_LINES_MAX);
+    for line in &lines[skip..] {
+        let line = line.trim_end();
+        if line.is_empty() {
+            out.push('\n');
+        } else {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+}
+
+/// `attempt 1: EXIT_CODE exit 3 on agent a1 (node01) after 0.120 s - detail`.
+fn attempt_line(a: &FailedAttempt) -> String {
+    let mut line = format!("attempt {}: {}", a.attempt_number, a.class);
+    if let Some(code) = a.exit_code {
+        line.push_str(&format!(" exit {code}"));
+    }
+    if !a.agent.is_empty() {
+        line.push_str(&format!(" on agent {}", a.agent));
+        if !a.host.is_empty() {
+            line.push_str(&format!(" ({})", a.host));
+        }
+    }
+    line.push_str(&format!(" after {} s", secs3(a.duration_ms)));
+    let detail = a.detail.trim();
+    if !detail.is_empty() {
+        line.push_str(&format!(" - {detail}"));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analysis() -> RunAnalysis {
+        let stderr: String = (1..=25).map(|i| format!("line {i}\n")).collect();
+        RunAnalysis {
+            run: 3,
+            name: "demeter-ssp".into(),
+            state: "failed".into(),
+            total: 21,
+            succeeded: 19,
+            failed: 1,
+            cancelled: 1,
+            unfinished: 0,
+            failed_tasks: vec![
+                FailedTask {
+                    task: 42,
+                    path: "3/simulate/7".into(),
+                    state: "failed".into(),
+                    reason: "exit code 3 after 2 attempts".into(),
+                    argv: vec![
+                        "python".into(),
+                        "sim.py".into(),
+                        "--label".into(),
+                        "it's hot".into(),
+                    ],
+                    attempts: vec![
+                        FailedAttempt {
+                            attempt_number: 1,
+                            class: "EXIT_CODE".into(),
+                            exit_code: Some(3),
+                            detail: "".into(),
+                            agent: "a1".into(),
+                            host: "node01".into(),
+                            duration_ms: 120,
+                        },
+                        FailedAttempt {
+                            attempt_number: 2,
+                            class: "TIMEOUT".into(),
+                            exit_code: None,
+                            detail: "walltime 10 secs".into(),
+                            agent: "a2".into(),
+                            host: "node02".into(),
+                            duration_ms: 10_000,
+                        },
+                    ],
+                    stderr_tail: stderr,
+                    stdout_tail: "ignored\n".into(),
+                },
+                FailedTask {
+                    task: 43,
+                    path: "3/postprocess/0".into(),
+                    state: "cancelled".into(),
+                    reason: "dependency failed".into(),
+                    argv: vec!["post".into()],
+                    attempts: vec![],
+                    stderr_tail: "".into(),
+                    stdout_tail: "".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn analyze_snapshot() {
+        let expected = r"run 3 (demeter-ssp): failed
+
+*****Summary*****
+Total tasks        : 21 (100.00%)
+# tasks succeeded  : 19 (90.48%)
+# tasks failed     : 1 (4.76%)
+# tasks cancelled  : 1 (4.76%)
+# tasks unfinished : 0 (0.00%)
+
+*****Failed task 3/simulate/7*****
+task id : 42
+state   : failed
+reason  : exit code 3 after 2 attempts
+argv    : python sim.py --label 'it'\''s hot'
+attempt 1: EXIT_CODE exit 3 on agent a1 (node01) after 0.120 s
+attempt 2: TIMEOUT on agent a2 (node02) after 10.000 s - walltime 10 secs
+stderr (last lines):
+  line 6
+  line 7
+  line 8
+  line 9
+  line 10
+  line 11
+  line 12
+  line 13
+  line 14
+  line 15
+  line 16
+  line 17
+  line 18
+  line 19
+  line 20
+  line 21
+  line 22
+  line 23
+  line 24
+  line 25
+
+*****Failed task 3/postprocess/0*****
+task id : 43
+state   : cancelled
+reason  : dependency failed
+argv    : post
+stderr and stdout were empty
+
+hint: scalable logs 3/simulate/7 --stderr prints the whole stderr
+";
+        assert_eq!(analyze_text(&analysis()), expected);
+    }
+
+    #[test]
+    fn analyze_falls_back_to_stdout_and_says_when_nothing_failed() {
+        let mut a = analysis();
+        a.failed_tasks.truncate(1);
+        a.failed_tasks[0].stderr_tail = "\n".into();
+        a.failed_tasks[0].stdout_tail = "result: nan\n".into();
+        a.failed_tasks[0].attempts.clear();
+        let text = analyze_text(&a);
+        assert!(
+            text.contains("stdout (last lines):\n  result: nan\n"),
+            "{text}"
+        );
+
+        let mut ok = analysis();
+        ok.state = "succeeded".into();
+        ok.succeeded = 21;
+        ok.failed = 0;
+        ok.cancelled = 0;
+        ok.failed_tasks.clear();
+        let expected = r"run 3 (demeter-ssp): succeeded
+
+*****Summary*****
+Total tasks        : 21 (100.00%)
+# tasks succeeded  : 21 (100.00%)
+# tasks failed     : 0 (0.00%)
+# tasks cancelled  : 0 (0.00%)
+# tasks unfinished : 0 (0.00%)
+
+no failed tasks
+";
+        assert_eq!(analyze_text(&ok), expected);
+    }
+}
