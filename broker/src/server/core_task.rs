@@ -330,3 +330,46 @@ fn promote(p: &Promotion) {
     }
     let _ = scalable_common::stage::remove(cwd, p.attempt);
 }
+
+#[cfg(test)]
+mod tests {
+    use scalable_common::stage;
+
+    use super::*;
+
+    #[test]
+    fn deliver_promotes_then_sends_then_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = stage::stage_dir(dir.path(), 7).join("out.txt");
+        std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+        std::fs::write(&staged, "result").unwrap();
+        let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
+        let (reply_tx, mut reply_rx) = oneshot::channel();
+        deliver(vec![
+            Step::Promote(Promotion {
+                cwd: dir.path().display().to_string(),
+                attempt: 7,
+                outputs: vec!["out.txt".into()],
+            }),
+            Step::Send(agent_tx, ToAgent::Heartbeat),
+            Step::Reply(reply_tx, Response::ShuttingDown),
+        ]);
+        let promoted = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
+        assert_eq!(promoted, "result");
+        assert!(!stage::stage_dir(dir.path(), 7).exists(), "stage removed");
+        assert!(matches!(agent_rx.try_recv(), Ok(ToAgent::Heartbeat)));
+        assert!(matches!(reply_rx.try_recv(), Ok(Response::ShuttingDown)));
+    }
+
+    #[test]
+    fn deliver_to_a_closed_connection_goes_on_with_the_rest() {
+        let (agent_tx, agent_rx) = mpsc::unbounded_channel();
+        drop(agent_rx);
+        let (reply_tx, mut reply_rx) = oneshot::channel();
+        deliver(vec![
+            Step::Send(agent_tx, ToAgent::Heartbeat),
+            Step::Reply(reply_tx, Response::ShuttingDown),
+        ]);
+        assert!(matches!(reply_rx.try_recv(), Ok(Response::ShuttingDown)));
+    }
+}
