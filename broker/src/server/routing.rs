@@ -59,8 +59,9 @@ impl<S> Routed<S> {
 /// Plans the delivery of `fx`'s messages and of the pending CLI replies.
 ///
 /// `sender` gives an agent's live connection; a message for an agent without
-/// one is dropped (the agent resends its results after it reconnects, and the
-/// core re-plans its work). Takes the message fields out of `fx`.
+/// one is dropped (a reconnecting agent reports what it holds and resends its
+/// unacknowledged results, and the core settles the rest when it rebinds it).
+/// Takes the message fields out of `fx`.
 pub(super) fn route<S>(
     fx: &mut Effects,
     mut sender: impl FnMut(AgentId) -> Option<S>,
