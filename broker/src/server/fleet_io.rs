@@ -18,9 +18,8 @@ use scalable_common::protocol::{AgentHello, AgentId, Response, ScaleChange, Scal
 use scalable_common::tls;
 use tokio::sync::{mpsc, oneshot};
 
-use super::requests::bad;
 use super::routing::Deferred;
-use super::{BrokerConfig, CoreMsg};
+use super::{bad, BrokerConfig, CoreMsg};
 use crate::core::{Core, StoreOp};
 use crate::fleet::{Fleet, Pilot, ScalePlan};
 use crate::pilots;

@@ -128,6 +128,14 @@ fn now_ms() -> u64 {
     wall + mono.elapsed().as_millis() as u64
 }
 
+/// The reply to a request the broker cannot carry out as asked (exit code 2).
+fn bad(message: String) -> Response {
+    Response::Error {
+        message,
+        exit_code: 2,
+    }
+}
+
 /// Heartbeat settings told to agents in the `Welcome`.
 #[derive(Debug, Clone, Copy)]
 struct Liveness {

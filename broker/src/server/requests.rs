@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::fleet_io::{self, FleetCtx, ScaleReq};
 use super::routing::{Deferred, Query};
-use super::{now_ms, CoreMsg};
+use super::{bad, now_ms, CoreMsg};
 use crate::core::{Core, StoreOp};
 use crate::{store, submit};
 
@@ -181,14 +181,6 @@ fn why(core: &Core, task: &TaskRef, now: u64) -> Response {
 fn shutdown(stop: &mpsc::UnboundedSender<()>) -> Response {
     let _ = stop.send(());
     Response::ShuttingDown
-}
-
-/// A request the broker cannot carry out as asked (exit code 2).
-pub(super) fn bad(message: String) -> Response {
-    Response::Error {
-        message,
-        exit_code: 2,
-    }
 }
 
 /// Resolves `last` against the live core.
