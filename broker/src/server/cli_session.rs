@@ -6,10 +6,10 @@
 //! touch the core or the store.
 
 use scalable_common::frame::{read_frame, write_frame};
-use scalable_common::protocol::{Request, Response, MESSAGE_BYTES_MAX};
+use scalable_common::protocol::{Request, MESSAGE_BYTES_MAX};
 use tokio::sync::{mpsc, oneshot};
 
-use super::CoreMsg;
+use super::{bad, CoreMsg};
 
 /// Serves a CLI whose hello was accepted, one task per request stream.
 pub(super) async fn serve(conn: quinn::Connection, core_tx: mpsc::UnboundedSender<CoreMsg>) {
@@ -27,11 +27,7 @@ async fn serve_request(
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
-            let malformed = Response::Error {
-                message: format!("malformed request: {e}"),
-                exit_code: 2,
-            };
-            let _ = write_frame(&mut send, &malformed).await;
+            let _ = write_frame(&mut send, &bad(format!("malformed request: {e}"))).await;
             return;
         }
     };
