@@ -324,6 +324,24 @@ mod tests {
         assert!(fx.disconnect.is_empty());
     }
 
+    /// Routing stays pure: its code (above the tests) does no I/O of any kind.
+    #[test]
+    fn routing_does_no_io() {
+        let src = include_str!("routing.rs");
+        let code = &src[..src.find("#[cfg(test)]").unwrap()];
+        for io in [
+            "spawn(",
+            "std::fs",
+            "stage::",
+            ".send(",
+            "Instant::",
+            "SystemTime::",
+            "tracing::",
+        ] {
+            assert!(!code.contains(io), "routing.rs mentions {io}");
+        }
+    }
+
     #[test]
     fn a_batch_with_nothing_to_deliver_is_idle() {
         let mut fx = Effects::default();
