@@ -178,15 +178,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
     let (core_tx, core_rx) = mpsc::unbounded_channel::<CoreMsg>();
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<()>();
 
-    tracing::info!(
-        "broker listening on {bound} as {address}; fingerprint {}; state in {}",
-        identity.fingerprint(),
-        cfg.state_dir.display()
-    );
-    println!(
-        "scalable-broker: listening on {address} (state dir {})",
-        cfg.state_dir.display()
-    );
+    announce(&cfg, bound, &address, &identity);
 
     let core_task = tokio::spawn(core_task::run(
         core,
@@ -269,6 +261,20 @@ fn listen(cfg: &BrokerConfig) -> Result<Listening> {
         secrets,
         files,
     })
+}
+
+/// Says where the broker listens: in the log, and on stdout for the person
+/// who started it.
+fn announce(cfg: &BrokerConfig, bound: SocketAddr, address: &str, identity: &tls::BrokerIdentity) {
+    tracing::info!(
+        "broker listening on {bound} as {address}; fingerprint {}; state in {}",
+        identity.fingerprint(),
+        cfg.state_dir.display()
+    );
+    println!(
+        "scalable-broker: listening on {address} (state dir {})",
+        cfg.state_dir.display()
+    );
 }
 
 /// Sends the core a `Tick` every `TICK_INTERVAL` until the core task is gone.
