@@ -1,0 +1,148 @@
+//! Accepting connections: the QUIC accept loop, the peer's `Hello`, the
+//! protocol and token checks, and the refusal a peer reads before the close.
+//!
+//! It decides only who may talk to the broker; what an agent or a CLI then
+//! says is served by `agent_session` and `cli_session`. It must not touch the
+//! core or the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scalable_common::access;
+use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::protocol::{AgentHello, CliHello, Hello, HelloReply, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+
+use super::{agent_session, cli_session, CoreMsg, Liveness};
+
+/// How long a peer has to send its `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until aborted; each is served on its own task.
+pub(super) fn spawn(
+    endpoint: quinn::Endpoint,
+    core_tx: mpsc::UnboundedSender<CoreMsg>,
+    secrets: Arc<access::BrokerSecrets>,
+    liveness: Liveness,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let core_tx = core_tx.clone();
+            let secrets = secrets.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => handle_connection(conn, core_tx, secrets, liveness).await,
+                    Err(e) => tracing::warn!(
+                        "refused connection from {remote}: {}",
+                        describe_conn_error(&e)
+                    ),
+                }
+            });
+        }
+    })
+}
+
+fn describe_conn_error(e: &quinn::ConnectionError) -> String {
+    let s = e.to_string();
+    if s.contains("no application protocol") || s.contains("120") {
+        format!(
+            "protocol version mismatch (this broker speaks {})",
+            String::from_utf8_lossy(scalable_common::protocol::ALPN)
+        )
+    } else {
+        s
+    }
+}
+
+/// Reads the `Hello` and serves an agent or a CLI on this connection.
+async fn handle_connection(
+    conn: quinn::Connection,
+    core_tx: mpsc::UnboundedSender<CoreMsg>,
+    secrets: Arc<access::BrokerSecrets>,
+    liveness: Liveness,
+) {
+    let remote = conn.remote_address();
+    let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        _ => return,
+    };
+    let hello: Hello =
+        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, 64 << 10)).await {
+            Ok(Ok(Some(h))) => h,
+            Ok(Err(e)) => {
+                tracing::warn!("closed connection from {remote}: bad hello: {e}");
+                conn.close(2u32.into(), b"bad hello");
+                return;
+            }
+            _ => return,
+        };
+    match hello {
+        Hello::Agent(h) => {
+            if let Some(why) = agent_refusal(&h, &secrets, remote) {
+                return refuse(&conn, &mut send, why).await;
+            }
+            agent_session::serve(conn, send, recv, h, core_tx, liveness).await;
+        }
+        Hello::Cli(h) => {
+            if let Some(why) = cli_refusal(&h, &secrets) {
+                return refuse(&conn, &mut send, why).await;
+            }
+            let welcome = HelloReply::Welcome {
+                agent_id: 0,
+                heartbeat_interval_ms: 0,
+                heartbeat_timeout_ms: 0,
+            };
+            if write_frame(&mut send, &welcome).await.is_err() {
+                return;
+            }
+            let _ = send.finish();
+            cli_session::serve(conn, core_tx).await;
+        }
+    }
+}
+
+/// Why an agent's hello is refused, if it is.
+fn agent_refusal(
+    h: &AgentHello,
+    secrets: &access::BrokerSecrets,
+    remote: std::net::SocketAddr,
+) -> Option<String> {
+    if h.protocol != PROTOCOL_VERSION {
+        return Some(format!(
+            "protocol version mismatch: agent speaks {}, broker speaks {PROTOCOL_VERSION} (use matching scalable versions)",
+            h.protocol
+        ));
+    }
+    if !access::token_matches(&secrets.agent_token_hash, &h.token) {
+        return Some(format!(
+            "agent token refused for agent {:?} from {remote} (use the agent.token this broker wrote)",
+            h.name
+        ));
+    }
+    None
+}
+
+/// Why a CLI's hello is refused, if it is.
+fn cli_refusal(h: &CliHello, secrets: &access::BrokerSecrets) -> Option<String> {
+    if h.protocol != PROTOCOL_VERSION {
+        return Some(format!(
+            "protocol version mismatch: cli speaks {}, broker speaks {PROTOCOL_VERSION} (use matching scalable versions)",
+            h.protocol
+        ));
+    }
+    if !access::token_matches(&secrets.user_token_hash, &h.token) {
+        return Some("user token refused (use the access.json this broker wrote)".into());
+    }
+    None
+}
+
+/// Tells the peer why it is refused, logs it, and closes the connection.
+async fn refuse(conn: &quinn::Connection, send: &mut quinn::SendStream, why: String) {
+    tracing::warn!("refused {}: {why}", conn.remote_address());
+    let _ = write_frame(send, &HelloReply::Refused { reason: why }).await;
+    let _ = send.finish();
+    // Give the refusal time to arrive before the close does.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.close(1u32.into(), b"refused");
+}

@@ -1,0 +1,128 @@
+//! One connected agent: its registration with the core task, the `Welcome`,
+//! a writer task for what the core sends it, and the reader that forwards
+//! its frames to the core until the link goes away.
+//!
+//! It owns the connection, not the agent: every decision (who the agent is,
+//! what it runs, whether a disconnect is a loss) is the core's. It must not
+//! read or write the store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use scalable_common::frame::{read_frame, write_frame, FrameError};
+use scalable_common::protocol::{
+    AgentHello, AgentId, FromAgent, HelloReply, ToAgent, MESSAGE_BYTES_MAX,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{CoreMsg, Liveness};
+
+/// Connection serials: a reconnected agent keeps its id, so a late "gone" of
+/// its old connection must not be taken for the new one.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Serves an agent whose hello was accepted, until it disconnects.
+pub(super) async fn serve(
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    hello: AgentHello,
+    core_tx: mpsc::UnboundedSender<CoreMsg>,
+    liveness: Liveness,
+) {
+    let name = hello.name.clone();
+    let serial = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel::<ToAgent>();
+    let (id_tx, id_rx) = oneshot::channel();
+    if core_tx
+        .send(CoreMsg::AgentConnected {
+            hello: Box::new(hello),
+            conn: serial,
+            tx,
+            reply: id_tx,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let Ok(agent) = id_rx.await else { return };
+    tracing::info!(
+        "agent {agent} ({name}) connected from {}",
+        conn.remote_address()
+    );
+    let welcome = HelloReply::Welcome {
+        agent_id: agent,
+        heartbeat_interval_ms: liveness.interval_ms,
+        heartbeat_timeout_ms: liveness.timeout_ms,
+    };
+    if write_frame(&mut send, &welcome).await.is_err() {
+        let _ = core_tx.send(CoreMsg::AgentGone {
+            agent,
+            conn: serial,
+            reason: "disconnected during hello".into(),
+            fatal: false,
+        });
+        return;
+    }
+    let writer = spawn_writer(conn.clone(), send, rx);
+    let (reason, fatal) = read_until_gone(&conn, recv, agent, &name, &core_tx).await;
+    writer.abort();
+    tracing::info!("agent {agent} ({name}) disconnected: {reason}");
+    let _ = core_tx.send(CoreMsg::AgentGone {
+        agent,
+        conn: serial,
+        reason,
+        fatal,
+    });
+}
+
+/// Writes what the core sends this agent; a `Shutdown` is the last frame.
+fn spawn_writer(
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut rx: mpsc::UnboundedReceiver<ToAgent>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let shutdown = matches!(msg, ToAgent::Shutdown { .. });
+            if write_frame(&mut send, &msg).await.is_err() {
+                return;
+            }
+            if shutdown {
+                let _ = send.finish();
+                return;
+            }
+        }
+        // The core dropped this agent (declared lost): close, so it reconnects.
+        conn.close(4u32.into(), b"declared lost");
+    })
+}
+
+/// Forwards the agent's frames to the core until the link ends; returns why
+/// it ended and whether the agent broke the protocol (`fatal`).
+async fn read_until_gone(
+    conn: &quinn::Connection,
+    mut recv: quinn::RecvStream,
+    agent: AgentId,
+    name: &str,
+    core_tx: &mpsc::UnboundedSender<CoreMsg>,
+) -> (String, bool) {
+    loop {
+        match read_frame::<_, FromAgent>(&mut recv, MESSAGE_BYTES_MAX).await {
+            Ok(Some(msg)) => {
+                // A `Leaving` agent is still read: results of drained attempts may follow.
+                if core_tx.send(CoreMsg::Agent { agent, msg }).is_err() {
+                    return ("broker stopping".to_string(), false);
+                }
+            }
+            Ok(None) => return ("disconnected".to_string(), false),
+            // The link went away (timeout, reset, a peer that gave up on us):
+            // the agent may come back with its attempts; not a loss yet.
+            Err(e @ (FrameError::Io(_) | FrameError::Truncated)) => return (format!("{e}"), false),
+            Err(e) => {
+                tracing::warn!("agent {agent} ({name}): {e}; closing its connection");
+                conn.close(2u32.into(), b"malformed message");
+                return (format!("malformed message: {e}"), true);
+            }
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The core task: the one tokio task that owns the [`Core`], the fleet and
+//! the senders of connected agents. It takes [`CoreMsg`]s in batches, hands
+//! each to its own function, then schedules once, queues the batch's writes
+//! and attaches what `routing` planned as the after-commit action.
+//!
+//! It must not block (hashing, provider calls and reads run elsewhere) and
+//! must not send anything an agent or a CLI could act on before the rows
+//! behind it are committed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use scalable_common::manifest::Manifest;
+use scalable_common::protocol::{
+    AgentHello, AgentId, FromAgent, Request, Response, ScaleReport, ToAgent,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::fleet_io::{self, FleetCtx};
+use super::requests::{self, RequestCtx};
+use super::routing::{self, Deferred, Promotion, Routed, Step};
+use super::{cache_io, now_ms, CoreMsg};
+use crate::cache;
+use crate::core::{Core, StoreOp};
+use crate::providers::{PilotState, StartedPilot};
+use crate::store::Store;
+
+/// Messages the core task applies before it schedules and writes once.
+const CORE_BATCH_MAX: usize = 4_096;
+
+/// What the core task talks to besides the core and the fleet.
+pub(super) struct Around {
+    /// Weak: the loop must end when every connection and the ticker are gone.
+    pub to_core: mpsc::WeakUnboundedSender<CoreMsg>,
+    pub store: Store,
+    pub cache_dir: PathBuf,
+    pub stop: mpsc::UnboundedSender<()>,
+    pub manifest: Option<Arc<Manifest>>,
+}
+
+/// A connected agent: its connection serial and the sender of its writer.
+type Link = (u64, mpsc::UnboundedSender<ToAgent>);
+
+struct CoreTask {
+    core: Core,
+    fleet: Option<FleetCtx>,
+    agents: HashMap<AgentId, Link>,
+    to_core: mpsc::WeakUnboundedSender<CoreMsg>,
+    store: Store,
+    stop: mpsc::UnboundedSender<()>,
+    manifest: Option<Arc<Manifest>>,
+    blobs: Arc<cache::Blobs>,
+    last_heartbeat: u64,
+    heartbeat_ms: u64,
+}
+
+/// What one batch gathers besides the core's effects.
+struct Batch {
+    now: u64,
+    /// CLI replies and reads, released after the batch's commit.
+    deferred: Vec<Deferred>,
+    /// Pilot records and events from the fleet, written with this batch.
+    ops: Vec<StoreOp>,
+}
+
+/// Runs the core until every sender of `rx` is gone.
+pub(super) async fn run(
+    core: Core,
+    mut rx: mpsc::UnboundedReceiver<CoreMsg>,
+    around: Around,
+    fleet: Option<FleetCtx>,
+) {
+    let heartbeat_ms = core.config().heartbeat_interval_ms.max(100);
+    let mut task = CoreTask {
+        core,
+        fleet,
+        agents: HashMap::new(),
+        to_core: around.to_core,
+        store: around.store,
+        stop: around.stop,
+        manifest: around.manifest,
+        blobs: Arc::new(cache::Blobs::new(around.cache_dir)),
+        last_heartbeat: 0,
+        heartbeat_ms,
+    };
+    let mut msgs = Vec::with_capacity(CORE_BATCH_MAX);
+    while rx.recv_many(&mut msgs, CORE_BATCH_MAX).await > 0 {
+        let mut batch = Batch {
+            now: now_ms(),
+            deferred: Vec::new(),
+            ops: Vec::new(),
+        };
+        for msg in msgs.drain(..) {
+            task.dispatch(msg, &mut batch);
+        }
+        task.commit(batch);
+    }
+    // Tell connected agents the broker is going away.
+    for (_, tx) in task.agents.values() {
+        let _ = tx.send(ToAgent::Shutdown {
+            reason: "broker stopping".into(),
+        });
+    }
+}
+
+impl CoreTask {
+    /// One function per message kind (a plain match table).
+    fn dispatch(&mut self, msg: CoreMsg, b: &mut Batch) {
+        match msg {
+            CoreMsg::AgentConnected {
+                hello,
+                conn,
+                tx,
+                reply,
+            } => self.on_agent_connected(&hello, (conn, tx), reply, b),
+            CoreMsg::Agent { agent, msg } => self.on_agent(agent, msg, b.now),
+            CoreMsg::AgentGone {
+                agent,
+                conn,
+                reason,
+                fatal,
+            } => self.on_agent_gone(agent, conn, &reason, fatal, b.now),
+            CoreMsg::CacheAnswer {
+                job,
+                index,
+                hit,
+                key_json,
+                why,
+            } => self
+                .core
+                .cache_answer(job, index, hit, key_json, why, b.now),
+            CoreMsg::Cli { req, reply } => self.on_cli(req, reply, b),
+            CoreMsg::FleetStarted {
+                tag,
+                result,
+                report,
+                reply,
+            } => self.on_fleet_started(tag, result, *report, reply, b),
+            CoreMsg::FleetStatus(result) => self.on_fleet_status(result, b),
+            CoreMsg::Tick => self.on_tick(b.now),
+        }
+    }
+
+    fn on_agent_connected(
+        &mut self,
+        hello: &AgentHello,
+        link: Link,
+        reply: oneshot::Sender<AgentId>,
+        b: &mut Batch,
+    ) {
+        let id = self.core.agent_connected(hello, b.now);
+        self.agents.insert(id, link);
+        let _ = reply.send(id);
+        if let Some(f) = self.fleet.as_mut() {
+            b.ops.extend(fleet_io::agent_connected(f, hello, id, b.now));
+        }
+    }
+
+    fn on_agent(&mut self, agent: AgentId, msg: FromAgent, now: u64) {
+        match msg {
+            FromAgent::Events {
+                started,
+                finished,
+                free,
+            } => self
+                .core
+                .agent_events(agent, &started, finished, Some(free), now),
+            FromAgent::Heartbeat { .. } => self.core.agent_heartbeat(agent, now),
+            FromAgent::Leaving { reason } => {
+                tracing::info!("agent {agent} is leaving: {reason}");
+                self.core.agent_leaving(agent, now)
+            }
+        }
+    }
+
+    fn on_agent_gone(&mut self, agent: AgentId, conn: u64, reason: &str, fatal: bool, now: u64) {
+        if self.agents.get(&agent).is_some_and(|(c, _)| *c != conn) {
+            return; // an old connection of an agent that is back
+        }
+        self.agents.remove(&agent);
+        if fatal {
+            self.core.agent_lost(agent, reason, now);
+        } else {
+            self.core.agent_disconnected(agent, now);
+        }
+    }
+
+    fn on_cli(&mut self, req: Request, reply: oneshot::Sender<Response>, b: &mut Batch) {
+        let cx = RequestCtx {
+            core: &mut self.core,
+            fleet: self.fleet.as_mut(),
+            manifest: self.manifest.as_deref(),
+            to_core: &self.to_core,
+            stop: &self.stop,
+            ops: &mut b.ops,
+            now: b.now,
+        };
+        if let Some(d) = requests::handle(cx, req, reply) {
+            b.deferred.push(d);
+        }
+    }
+
+    fn on_fleet_started(
+        &mut self,
+        tag: Option<String>,
+        result: Result<Vec<StartedPilot>, String>,
+        report: ScaleReport,
+        reply: oneshot::Sender<Response>,
+        b: &mut Batch,
+    ) {
+        let resp = fleet_io::started(self.fleet.as_mut(), tag, result, report, b.now, &mut b.ops);
+        b.deferred.push(Deferred::Reply(reply, resp));
+    }
+
+    fn on_fleet_status(
+        &mut self,
+        result: Result<Vec<(String, PilotState)>, String>,
+        b: &mut Batch,
+    ) {
+        if let Some(f) = self.fleet.as_mut() {
+            fleet_io::status(f, result, b.now, &mut b.ops);
+        }
+    }
+
+    fn on_tick(&mut self, now: u64) {
+        self.core.tick(now);
+        if let Some(f) = self.fleet.as_mut() {
+            fleet_io::reconcile(f, &self.to_core, now);
+        }
+        // The broker heartbeats too: an agent that hears nothing for its
+        // timeout reconnects (heartbeats both ways).
+        if now.saturating_sub(self.last_heartbeat) >= self.heartbeat_ms {
+            self.last_heartbeat = now;
+            for (_, tx) in self.agents.values() {
+                let _ = tx.send(ToAgent::Heartbeat);
+            }
+        }
+    }
+
+    /// Schedules once for the whole batch, queues its writes with the
+    /// delivery as their after-commit action, and starts the cache I/O and
+    /// CLI reads the batch asked for.
+    fn commit(&mut self, mut b: Batch) {
+        self.core.schedule(b.now);
+        if cfg!(debug_assertions) && std::env::var_os("SCALABLE_SANITY_CHECK").is_some() {
+            self.core.sanity_check();
+        }
+        let mut fx = self.core.take_effects();
+        fx.store.append(&mut b.ops);
+        for probe in std::mem::take(&mut fx.cache_probe) {
+            let (store, blobs, to_core) =
+                (self.store.clone(), self.blobs.clone(), self.to_core.clone());
+            tokio::spawn(cache_io::probe(probe, store, blobs, to_core));
+        }
+        let records = std::mem::take(&mut fx.cache_record);
+        let agents = &self.agents;
+        let routed = routing::route(
+            &mut fx,
+            |a| agents.get(&a).map(|(_, tx)| tx.clone()),
+            b.deferred,
+        );
+        if fx.store.is_empty() && routed.is_idle() {
+            self.close(routed.disconnect);
+            return;
+        }
+        let Routed {
+            after_commit,
+            queries,
+            disconnect,
+        } = routed;
+        self.store
+            .write(fx.store, Some(Box::new(move || deliver(after_commit))));
+        for r in records {
+            tokio::spawn(cache_io::record(r, self.store.clone(), self.blobs.clone()));
+        }
+        self.close(disconnect);
+        for (tx, q) in queries {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let resp = store.query(q).await.unwrap_or_else(|e| Response::Error {
+                    message: e.to_string(),
+                    exit_code: 1,
+                });
+                let _ = tx.send(resp);
+            });
+        }
+    }
+
+    /// Dropping its sender ends the writer task, which closes the connection
+    /// (after the messages already planned for it, whose senders are clones).
+    fn close(&mut self, agents: Vec<AgentId>) {
+        for agent in agents {
+            self.agents.remove(&agent);
+        }
+    }
+}
+
+/// The after-commit action: runs on the store's writer thread once the
+/// batch's rows are durable, in the order `routing` planned.
+fn deliver(steps: Vec<Step<mpsc::UnboundedSender<ToAgent>>>) {
+    for step in steps {
+        match step {
+            Step::Promote(p) => promote(&p),
+            Step::Send(tx, msg) => {
+                let _ = tx.send(msg);
+            }
+            Step::Reply(tx, r) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+/// Counted: its staged outputs go into place now, before anything (a
+/// dependent's assignment) is sent, and whether or not its agent lives to
+/// hear the ack. Needs the task's filesystem; where the broker has none, the
+/// agent promotes on the ack.
+fn promote(p: &Promotion) {
+    let cwd = std::path::Path::new(&p.cwd);
+    for (src, dst, moved) in scalable_common::stage::promote(cwd, p.attempt, &p.outputs) {
+        if let Err(e) = moved {
+            tracing::warn!(
+                "attempt {}: cannot promote {} to {}: {e}",
+                p.attempt,
+                src.display(),
+                dst.display()
+            );
+        }
+    }
+    let _ = scalable_common::stage::remove(cwd, p.attempt);
+}
+
+#[cfg(test)]
+mod tests {
+    use scalable_common::stage;
+
+    use super::*;
+
+    #[test]
+    fn deliver_promotes_then_sends_then_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = stage::stage_dir(dir.path(), 7).join("out.txt");
+        std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+        std::fs::write(&staged, "result").unwrap();
+        let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
+        let (reply_tx, mut reply_rx) = oneshot::channel();
+        deliver(vec![
+            Step::Promote(Promotion {
+                cwd: dir.path().display().to_string(),
+                attempt: 7,
+                outputs: vec!["out.txt".into()],
+            }),
+            Step::Send(agent_tx, ToAgent::Heartbeat),
+            Step::Reply(reply_tx, Response::ShuttingDown),
+        ]);
+        let promoted = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
+        assert_eq!(promoted, "result");
+        assert!(!stage::stage_dir(dir.path(), 7).exists(), "stage removed");
+        assert!(matches!(agent_rx.try_recv(), Ok(ToAgent::Heartbeat)));
+        assert!(matches!(reply_rx.try_recv(), Ok(Response::ShuttingDown)));
+    }
+
+    #[test]
+    fn deliver_to_a_closed_connection_goes_on_with_the_rest() {
+        let (agent_tx, agent_rx) = mpsc::unbounded_channel();
+        drop(agent_rx);
+        let (reply_tx, mut reply_rx) = oneshot::channel();
+        deliver(vec![
+            Step::Send(agent_tx, ToAgent::Heartbeat),
+            Step::Reply(reply_tx, Response::ShuttingDown),
+        ]);
+        assert!(matches!(reply_rx.try_recv(), Ok(Response::ShuttingDown)));
+    }
+}

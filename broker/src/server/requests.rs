@@ -1,0 +1,209 @@
+//! CLI requests: one function per `Request` kind, each asking the core (or
+//! the fleet) and returning the reply, or a read to run on the store's thread.
+//!
+//! Nothing here sends: every reply goes back as a [`Deferred`] and is
+//! released only after the batch's writes commit (`routing`). It must not
+//! read or write the store directly, and it decides nothing the core should.
+
+use scalable_common::manifest::Manifest;
+use scalable_common::protocol::{
+    Request, Response, RunId, RunRef, SubmitRequest, TaskRef, WhyAnswer,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::fleet_io::{self, FleetCtx, ScaleReq};
+use super::routing::{Deferred, Query};
+use super::{bad, now_ms, CoreMsg};
+use crate::core::{Core, StoreOp};
+use crate::{store, submit};
+
+/// What a request may use besides the request itself.
+pub(super) struct RequestCtx<'a> {
+    pub core: &'a mut Core,
+    pub fleet: Option<&'a mut FleetCtx>,
+    pub manifest: Option<&'a Manifest>,
+    pub to_core: &'a mpsc::WeakUnboundedSender<CoreMsg>,
+    /// Tells `run` to stop the broker (`Request::Shutdown`).
+    pub stop: &'a mpsc::UnboundedSender<()>,
+    /// Store writes of this batch that do not come from the core (pilots).
+    pub ops: &'a mut Vec<StoreOp>,
+    pub now: u64,
+}
+
+/// An answer now, or a read behind the batch's writes.
+enum Answer {
+    Now(Response),
+    Read(Query),
+}
+
+/// Handles one CLI request; `None` when the reply travels on (a `scale`
+/// waiting for its provider) and is sent later.
+pub(super) fn handle(
+    cx: RequestCtx<'_>,
+    req: Request,
+    reply: oneshot::Sender<Response>,
+) -> Option<Deferred> {
+    let now = cx.now;
+    let answer = match req {
+        Request::Submit(s) => Answer::Now(submit(cx.core, cx.manifest, s, now)),
+        Request::Status { run } => Answer::Now(status(cx.core, run)),
+        Request::Agents => Answer::Now(Response::Agents(cx.core.agent_infos())),
+        Request::Cancel { run, task } => Answer::Now(cancel(cx.core, run, task, now)),
+        Request::Resume { run } => Answer::Now(resume(cx.core, &run, now)),
+        Request::Stats { run } => stats(cx.core, &run),
+        Request::Analyze { run } => analyze(cx.core, &run),
+        Request::Logs { task, attempt } => logs(cx.core, task, attempt),
+        Request::Why { task } => Answer::Now(why(cx.core, &task, now)),
+        Request::Pilots => Answer::Now(fleet_io::pilots(cx.fleet.as_deref())),
+        Request::Shutdown => Answer::Now(shutdown(cx.stop)),
+        Request::Scale {
+            target,
+            tag,
+            change,
+            force,
+            dry_run,
+        } => {
+            let req = ScaleReq {
+                target,
+                tag,
+                change,
+                force,
+                dry_run,
+            };
+            return fleet_io::scale(cx.core, cx.fleet, req, reply, cx.to_core, cx.ops);
+        }
+    };
+    Some(match answer {
+        Answer::Now(resp) => Deferred::Reply(reply, resp),
+        Answer::Read(query) => Deferred::Query(reply, query),
+    })
+}
+
+fn submit(core: &mut Core, manifest: Option<&Manifest>, s: SubmitRequest, now: u64) -> Response {
+    match submit::plan(s, manifest) {
+        Ok(plan) => match core.submit(plan, now) {
+            Ok((run, tasks)) => Response::Submitted { run, tasks },
+            Err(e) => bad(e.to_string()),
+        },
+        Err(message) => bad(message),
+    }
+}
+
+fn status(core: &Core, run: Option<RunRef>) -> Response {
+    match run {
+        None => Response::Status(core.all_run_status()),
+        Some(r) => match resolve_run(core, &r).and_then(|id| core.run_status(id)) {
+            Some(s) => Response::Status(vec![s]),
+            None => bad(no_run(&r)),
+        },
+    }
+}
+
+fn cancel(core: &mut Core, run: Option<RunRef>, task: Option<TaskRef>, now: u64) -> Response {
+    let n = match (run, task) {
+        (Some(r), _) => resolve_run(core, &r).and_then(|id| core.cancel_run(id, now)),
+        (None, Some(t)) => resolve_task(core, &t).and_then(|id| core.cancel_task(id, now)),
+        (None, None) => None,
+    };
+    match n {
+        Some(tasks) => Response::Cancelled { tasks },
+        None => bad("no such run or task (scalable status lists the runs)".into()),
+    }
+}
+
+fn resume(core: &mut Core, run: &RunRef, now: u64) -> Response {
+    match resolve_run(core, run) {
+        Some(id) => match core.resume_run(id, now) {
+            Ok(tasks) => Response::Resumed { run: id, tasks },
+            Err(e) => bad(e),
+        },
+        None => bad(no_run(run)),
+    }
+}
+
+fn stats(core: &Core, run: &RunRef) -> Answer {
+    let Some(id) = resolve_run(core, run) else {
+        return Answer::Now(bad(no_run(run)));
+    };
+    Answer::Read(Box::new(move |c| match store::run_stats(c, id, now_ms()) {
+        Ok(s) => Response::Stats(s),
+        Err(e) => bad(e.to_string()),
+    }))
+}
+
+fn analyze(core: &Core, run: &RunRef) -> Answer {
+    let Some(id) = resolve_run(core, run) else {
+        return Answer::Now(bad(no_run(run)));
+    };
+    Answer::Read(Box::new(move |c| match store::run_analysis(c, id) {
+        Ok(a) => Response::Analyze(a),
+        Err(e) => bad(e.to_string()),
+    }))
+}
+
+/// Logs are read from the store; a task named by path is resolved there too
+/// (its row may exist only in the store), with `last` as the core knows it.
+fn logs(core: &Core, task: TaskRef, attempt: Option<u32>) -> Answer {
+    let last = core.last_run();
+    Answer::Read(Box::new(move |c| {
+        let id = match task {
+            TaskRef::Id(id) => Ok(id),
+            TaskRef::Path { run, job, index } => {
+                let run = match run {
+                    RunRef::Id(r) => Some(r),
+                    RunRef::Last => last,
+                };
+                match run {
+                    Some(r) => store::task_by_path(c, r, &job, index),
+                    None => Err(store::StoreError::NotFound("no runs yet".into())),
+                }
+            }
+        };
+        match id.and_then(|id| store::task_logs(c, id, attempt)) {
+            Ok(l) => Response::Logs(l),
+            Err(e) => bad(e.to_string()),
+        }
+    }))
+}
+
+fn why(core: &Core, task: &TaskRef, now: u64) -> Response {
+    match resolve_task(core, task).and_then(|id| core.why(id, now)) {
+        Some((task, state, reason)) => Response::Why(WhyAnswer {
+            task,
+            state: state.to_string(),
+            reason,
+        }),
+        None => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
+    }
+}
+
+/// The reply is released with the batch; `run` stops the broker meanwhile.
+fn shutdown(stop: &mpsc::UnboundedSender<()>) -> Response {
+    let _ = stop.send(());
+    Response::ShuttingDown
+}
+
+/// Resolves `last` against the live core.
+fn resolve_run(core: &Core, run: &RunRef) -> Option<RunId> {
+    match run {
+        RunRef::Id(id) => Some(*id),
+        RunRef::Last => core.last_run(),
+    }
+}
+
+fn resolve_task(core: &Core, t: &TaskRef) -> Option<u64> {
+    match t {
+        TaskRef::Id(id) => Some(*id),
+        TaskRef::Path { run, job, index } => {
+            let run = resolve_run(core, run)?;
+            core.task_by_path(run, job, *index)
+        }
+    }
+}
+
+fn no_run(r: &RunRef) -> String {
+    match r {
+        RunRef::Id(id) => format!("no run {id} (scalable status lists the runs)"),
+        RunRef::Last => "no runs yet (submit one with scalable submit)".into(),
+    }
+}
