@@ -1,15 +1,17 @@
 //! The broker's in-memory model: runs, jobs, task slots, agents and attempts in
-//! flight. Plain data; the rules that change it live in `core/mod.rs`.
+//! flight, the order of ready jobs and the submit plan. Plain data; the rules
+//! that change it live in the other modules of `core`.
 //!
 //! Tasks are not objects: a job of a million tasks is one `Job` with a
 //! `Vec<TaskSlot>` of a few bytes each, and task ids are `first_task + index`.
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use scalable_common::protocol::{AgentId, AttemptId, ContainerSpec, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
-use scalable_common::workflow::{JobDef, JobTemplates};
+use scalable_common::workflow::{JobDef, JobTemplates, WorkflowDef};
 
 /// A task's state (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +192,7 @@ impl Job {
     pub fn new(
         id: JobId,
         run: RunId,
-        planned: super::PlannedJob,
+        planned: PlannedJob,
         first_task: TaskId,
         deps_pending: u32,
     ) -> Job {
@@ -337,4 +339,51 @@ pub struct Attempt {
     pub cancel_requested: bool,
     /// What this attempt asked for (the job's request or the task's override).
     pub resources: Resources,
+}
+
+/// A workflow that passed validation, with its templates compiled and its jobs'
+/// resources resolved, ready for [`super::Core::submit`].
+#[derive(Debug)]
+pub struct SubmitPlan {
+    pub def: WorkflowDef,
+    pub jobs: Vec<PlannedJob>,
+    pub cwd: String,
+    pub source: String,
+    pub definition_json: String,
+}
+
+#[derive(Debug)]
+pub struct PlannedJob {
+    pub def: Arc<JobDef>,
+    pub templates: Arc<JobTemplates>,
+    pub resources: Resources,
+    /// The component's image, mounts and env when its manifest binding has an image.
+    pub container: Option<ContainerSpec>,
+}
+
+/// The order in which ready jobs are offered to agents: higher `priority:`
+/// first, then older runs first (FIFO between runs), then within a run larger
+/// requests first (first-fit decreasing packs agents better and lets large
+/// tasks in before the small ones fill every gap), then job order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadyKey {
+    pub priority: Reverse<i32>,
+    pub run: RunId,
+    pub size: Reverse<(u32, u32, u64)>,
+    pub job: JobId,
+}
+
+impl ReadyKey {
+    pub fn of(job: &Job) -> ReadyKey {
+        ReadyKey {
+            priority: Reverse(job.def.priority),
+            run: job.run,
+            size: Reverse((
+                job.resources.gpus,
+                job.resources.cpus,
+                job.resources.memory_bytes,
+            )),
+            job: job.id,
+        }
+    }
 }

@@ -16,8 +16,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use scalable_common::protocol::{AgentId, AttemptId, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 
+use super::model::ReadyKey;
 use super::model::{Agent, Attempt, Job, Run, RunState, TaskState};
-use super::{Core, CoreConfig, Ids, PlannedJob, ReadyKey};
+use super::{Core, CoreConfig, Ids, PlannedJob};
 
 /// A run as the store has it, with its jobs re-planned from the stored definition.
 #[derive(Debug)]
