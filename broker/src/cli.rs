@@ -486,7 +486,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             print_out(if json {
                 output::json(&w)
             } else {
-                format!("{} ({}): {}", w.task, w.state, w.reason)
+                crate::output_why::why_text(&w)
             });
             Ok(ExitCode::Ok)
         }

@@ -9,7 +9,7 @@
 //! - [`local`]: the minimal local provider (agent processes on this host).
 //! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
-//! - [`client`], [`cli`], [`cli_error`], [`output`]: the `scalable` CLI.
+//! - [`client`], [`cli`], [`cli_error`], [`output`], [`output_why`]: the `scalable` CLI.
 
 pub mod cache;
 pub mod cli;
@@ -19,6 +19,7 @@ pub mod core;
 pub mod fleet;
 pub mod local;
 pub mod output;
+pub mod output_why;
 pub mod pilots;
 pub mod providers;
 pub mod render;

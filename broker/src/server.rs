@@ -21,7 +21,7 @@ use scalable_common::frame::{read_frame, write_frame, FrameError};
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
     AgentHello, AgentId, FromAgent, Hello, HelloReply, Request, Response, RunId, RunRef,
-    ScaleReport, TaskRef, ToAgent, WhyAnswer, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
+    ScaleReport, TaskRef, ToAgent, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
 };
 use scalable_common::tls;
 use tokio::sync::{mpsc, oneshot};
@@ -1286,11 +1286,7 @@ fn handle_request(
         // Handled by the core loop, which owns the fleet.
         Request::Scale { .. } | Request::Pilots => bad("not here".into()),
         Request::Why { task } => match resolve_task(core, &task).and_then(|id| core.why(id, now)) {
-            Some((task, state, reason)) => Response::Why(WhyAnswer {
-                task,
-                state: state.to_string(),
-                reason,
-            }),
+            Some(answer) => Response::Why(answer),
             None => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
         },
     };

@@ -444,13 +444,13 @@ pub struct PilotInfo {
     pub reason: Option<String>,
 }
 
-/// `scalable why TASK`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `scalable why TASK`: the reason as data; the CLI's output layer words it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhyAnswer {
     /// `RUN/JOB/INDEX`.
     pub task: String,
     pub state: String,
-    pub reason: String,
+    pub reason: crate::explain::Reason,
 }
 
 /// Per-state task counts (pegasus-status columns).

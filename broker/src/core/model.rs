@@ -291,14 +291,56 @@ pub struct Agent {
     pub pilot_id: Option<String>,
 }
 
-impl Agent {
-    /// Whether this agent serves tasks with `tag` (SPEC §6): a tagged agent only
-    /// its tags; an untagged agent everything (a generic pool).
+/// What an agent offers a job, whether it is connected now or a fresh agent
+/// of a pilot shape (`Core::demand`): one rule for both.
+#[derive(Debug, Clone, Copy)]
+pub struct Offer<'a> {
+    pub tags: &'a [String],
+    pub capacity: &'a Resources,
+    pub container_runtime: bool,
+    pub lifetime_end_ms: Option<u64>,
+}
+
+impl Offer<'_> {
+    /// Whether an agent with these tags serves tasks with `tag` (SPEC §6): a
+    /// tagged agent only its tags; an untagged agent everything (a generic pool).
     pub fn serves(&self, tag: Option<&str>) -> bool {
         if self.tags.is_empty() {
             return true;
         }
         tag.is_some_and(|t| self.tags.iter().any(|a| a == t))
+    }
+
+    /// Whether it could ever run a task of `job` asking for `req`: tag, size
+    /// when empty, a container runtime for an image task (SPEC §6), and the
+    /// walltime within the remaining lifetime.
+    pub fn could_run(&self, job: &Job, req: &Resources, now_ms: u64) -> bool {
+        if !self.serves(job.tag()) || !req.fits_in(self.capacity) {
+            return false;
+        }
+        if job.container.is_some() && !self.container_runtime {
+            return false;
+        }
+        match (self.lifetime_end_ms, job.def.walltime_ms) {
+            (Some(end), Some(wall)) => now_ms + wall <= end,
+            _ => true,
+        }
+    }
+}
+
+impl Agent {
+    pub fn offer(&self) -> Offer<'_> {
+        Offer {
+            tags: &self.tags,
+            capacity: &self.capacity,
+            container_runtime: !self.runtimes.is_empty(),
+            lifetime_end_ms: self.lifetime_end_ms,
+        }
+    }
+
+    /// Whether this agent serves tasks with `tag` (see [`Offer::serves`]).
+    pub fn serves(&self, tag: Option<&str>) -> bool {
+        self.offer().serves(tag)
     }
 
     /// `req` fits in what is not committed yet.

@@ -43,23 +43,10 @@ impl Core {
         }
     }
 
-    /// Whether `agent` could ever run the job's tasks (tag, size, lifetime).
+    /// Whether `agent` takes work now and could ever run the job's tasks
+    /// (tag, size, container runtime, lifetime).
     pub(super) fn eligible(&self, agent: &Agent, job: &Job, now_ms: u64) -> bool {
-        if agent.draining
-            || !agent.connected
-            || !agent.serves(job.tag())
-            || !agent.could_ever_run(&job.resources)
-        {
-            return false;
-        }
-        // SPEC §6: an agent without a container runtime never gets an image task.
-        if job.container.is_some() && agent.runtimes.is_empty() {
-            return false;
-        }
-        match (agent.lifetime_end_ms, job.def.walltime_ms) {
-            (Some(end), Some(wall)) => now_ms + wall <= end,
-            _ => true,
-        }
+        !agent.draining && agent.connected && agent.offer().could_run(job, &job.resources, now_ms)
     }
 
     /// Anti-starvation (ARCHITECTURE.md): after the fit-now pass, a job whose next

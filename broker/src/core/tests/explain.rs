@@ -7,7 +7,8 @@ fn why_names_the_reason_a_task_is_not_running() {
     let mut env = TestEnv::new();
     let why = |env: &TestEnv, run: RunId, job: &str, index: u64| -> String {
         let task = env.core.task_by_path(run, job, index).expect("task");
-        env.core.why(task, env.now_ms).expect("why").2
+        let answer = env.core.why(task, env.now_ms).expect("why");
+        crate::output_why::reason_text(&answer.reason)
     };
     let mut gpu = job("gpujob", 1);
     gpu.tag = Some("gpu-large".into());
