@@ -22,6 +22,7 @@
 
 mod agents;
 mod cache;
+mod demand;
 pub mod effects;
 mod explain;
 pub mod model;

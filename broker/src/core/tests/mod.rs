@@ -4,6 +4,7 @@
 //! share.
 
 mod agents;
+mod demand;
 mod explain;
 mod invariants;
 mod restore;
