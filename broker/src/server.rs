@@ -692,7 +692,7 @@ async fn core_loop(
                             Ok(states) => {
                                 let ops = f.fleet.reconcile(&states, now);
                                 for op in &ops {
-                                    if let crate::core::StoreOp::Pilot(p, _) = op {
+                                    if let crate::core::StoreOp::Pilot { info: p, .. } = op {
                                         tracing::info!(
                                             "pilot {} ({}) is {}",
                                             p.id,
@@ -763,19 +763,19 @@ async fn core_loop(
             push(agent, ToAgent::Assign(list));
         }
         for (agent, list) in fx.ack {
-            let (counted, ignored) = list.into_iter().partition::<Vec<_>, _>(|x| x.1);
+            let (counted, ignored) = list.into_iter().partition::<Vec<_>, _>(|x| x.counted);
             push(
                 agent,
                 ToAgent::Ack {
-                    counted: counted.into_iter().map(|x| x.0).collect(),
-                    ignored: ignored.into_iter().map(|x| x.0).collect(),
+                    counted: counted.into_iter().map(|x| x.attempt).collect(),
+                    ignored: ignored.into_iter().map(|x| x.attempt).collect(),
                 },
             );
         }
         for (agent, list) in fx.cancel {
             push(agent, ToAgent::Cancel(list));
         }
-        for (agent, reason) in fx.shutdown {
+        for crate::core::Shutdown { agent, reason } in fx.shutdown {
             push(agent, ToAgent::Shutdown { reason });
         }
         let disconnect = std::mem::take(&mut fx.disconnect);
@@ -805,7 +805,12 @@ async fn core_loop(
                 // (a dependent's assignment) is sent, and whether or not its
                 // agent lives to hear the ack. Needs the task's filesystem;
                 // where the broker has none, the agent promotes on the ack.
-                for (cwd, attempt, outputs) in &promote {
+                for crate::core::Promote {
+                    cwd,
+                    attempt,
+                    outputs,
+                } in &promote
+                {
                     let cwd = std::path::Path::new(cwd);
                     for (src, dst, moved) in scalable_common::stage::promote(cwd, *attempt, outputs)
                     {
@@ -1025,7 +1030,7 @@ fn fleet_agent_connected(
                 op,
                 crate::core::StoreOp::Event {
                     at_ms: now,
-                    kind: "pilot_connected",
+                    kind: crate::core::EventKind::PilotConnected,
                     run: None,
                     detail: format!(
                         "pilot {pilot}: agent {agent} connected after {wait_ms} ms in the queue"
@@ -1037,7 +1042,7 @@ fn fleet_agent_connected(
             tracing::info!("agent {agent} says pilot {reported:?}, which this broker did not submit (unmanaged)");
             vec![crate::core::StoreOp::Event {
                 at_ms: now,
-                kind: "unmanaged_agent",
+                kind: crate::core::EventKind::UnmanagedAgent,
                 run: None,
                 detail: format!("agent {agent} reports pilot {reported:?}, unknown to this broker"),
             }]

@@ -14,7 +14,7 @@ use scalable_common::protocol::{
 use scalable_common::resources::Resources;
 
 use super::model::{Agent, TaskState};
-use super::{Core, StoreOp};
+use super::{Ack, Core, EventKind, Shutdown, StoreOp};
 
 impl Core {
     /// An agent passed authentication. Returns its id: the one it had when it
@@ -131,9 +131,9 @@ impl Core {
         self.fx.store.push(StoreOp::Event {
             at_ms: now_ms,
             kind: if was_restored {
-                "agent_reclaimed"
+                EventKind::AgentReclaimed
             } else {
-                "agent_reconnected"
+                EventKind::AgentReconnected
             },
             run: None,
             detail: format!(
@@ -165,7 +165,10 @@ impl Core {
             return false;
         };
         a.draining = true;
-        self.fx.shutdown.push((agent, reason.to_string()));
+        self.fx.shutdown.push(Shutdown {
+            agent,
+            reason: reason.to_string(),
+        });
         true
     }
 
@@ -240,11 +243,10 @@ impl Core {
             // its results are fenced, acknowledged and ignored.
             for r in finished {
                 if self.counted.contains(&r.attempt) {
-                    self.fx
-                        .ack
-                        .entry(agent)
-                        .or_default()
-                        .push((r.attempt, true));
+                    self.fx.ack.entry(agent).or_default().push(Ack {
+                        attempt: r.attempt,
+                        counted: true,
+                    });
                     continue;
                 }
                 self.fx.store.push(StoreOp::StaleResult {
@@ -252,11 +254,10 @@ impl Core {
                     agent,
                     at_ms: now_ms,
                 });
-                self.fx
-                    .ack
-                    .entry(agent)
-                    .or_default()
-                    .push((r.attempt, false));
+                self.fx.ack.entry(agent).or_default().push(Ack {
+                    attempt: r.attempt,
+                    counted: false,
+                });
             }
             return;
         };
@@ -297,17 +298,23 @@ impl Core {
                 .get(&r.attempt)
                 .is_some_and(|at| at.agent == agent);
             if !current && self.counted.contains(&r.attempt) {
-                acks.push((r.attempt, true));
+                acks.push(Ack {
+                    attempt: r.attempt,
+                    counted: true,
+                });
                 self.fx.store.push(StoreOp::Event {
                     at_ms: now_ms,
-                    kind: "duplicate_result",
+                    kind: EventKind::DuplicateResult,
                     run: None,
                     detail: format!("attempt {} reported again; counted once", r.attempt),
                 });
                 continue;
             }
             if !current {
-                acks.push((r.attempt, false));
+                acks.push(Ack {
+                    attempt: r.attempt,
+                    counted: false,
+                });
                 self.fx.store.push(StoreOp::StaleResult {
                     attempt: r.attempt,
                     agent,
@@ -315,7 +322,10 @@ impl Core {
                 });
                 continue;
             }
-            acks.push((r.attempt, r.end.is_success()));
+            acks.push(Ack {
+                attempt: r.attempt,
+                counted: r.end.is_success(),
+            });
             let at = self.attempts.remove(&r.attempt).expect("checked");
             let a = self.agents.get_mut(&agent).expect("checked");
             if r.end == AttemptEnd::Drained {
@@ -345,7 +355,7 @@ impl Core {
                 }
                 self.fx.store.push(StoreOp::Event {
                     at_ms: now_ms,
-                    kind: "broker_stalled",
+                    kind: EventKind::BrokerStalled,
                     run: None,
                     detail: format!(
                         "the broker did not run for {gap} ms; agents' heartbeat deadlines restarted"

@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use scalable_common::protocol::{AgentId, AttemptId, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 
-pub use effects::{CacheProbe, CacheRecord, Effects, StoreOp};
+pub use effects::{Ack, CacheProbe, CacheRecord, Effects, EventKind, Promote, Shutdown, StoreOp};
 use model::{Agent, Attempt, Job, ReadyKey, Run};
 pub use model::{PlannedJob, SubmitPlan};
 

@@ -16,9 +16,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use scalable_common::protocol::{AgentId, AttemptId, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 
-use super::model::ReadyKey;
-use super::model::{Agent, Attempt, Job, Run, RunState, TaskState};
-use super::{Core, CoreConfig, Ids, PlannedJob};
+use super::model::{Agent, Attempt, Job, ReadyKey, Run, RunState, TaskState};
+use super::{Core, CoreConfig, Ids, PlannedJob, Promote};
 
 /// A run as the store has it, with its jobs re-planned from the stored definition.
 #[derive(Debug)]
@@ -238,7 +237,11 @@ impl Core {
             let run = &core.runs[&job.run];
             if let Ok(outputs) = job.templates.outputs(&job.def, index, job.run) {
                 let cwd = super::task_cwd(run, job, index);
-                core.fx.promote.push((cwd, attempt, outputs));
+                core.fx.promote.push(Promote {
+                    cwd,
+                    attempt,
+                    outputs,
+                });
             }
         }
         core.release_restored();

@@ -6,7 +6,7 @@
 use scalable_common::protocol::RunId;
 
 use super::model::{RunState, TaskState};
-use super::{Core, StoreOp};
+use super::{Core, EventKind, StoreOp};
 
 impl Core {
     /// `scalable resume RUN` (a rescue DAG): the run's failed and cancelled
@@ -88,7 +88,7 @@ impl Core {
         }
         self.fx.store.push(StoreOp::Event {
             at_ms: now_ms,
-            kind: "run_resumed",
+            kind: EventKind::RunResumed,
             run: Some(run_id),
             detail: format!("{n} failed or cancelled tasks run again"),
         });

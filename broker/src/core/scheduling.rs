@@ -11,7 +11,7 @@ use scalable_common::protocol::{AgentId, Assignment, AttemptEnd, AttemptResult, 
 use scalable_common::resources::Resources;
 
 use super::model::{Agent, Attempt, Job, ReadyKey, TaskState};
-use super::{add_resources, task_cwd, Core, StoreOp};
+use super::{add_resources, task_cwd, Core, EventKind, StoreOp};
 
 impl Core {
     /// How many unstarted attempts this agent may hold: one per cpu (assigned,
@@ -117,7 +117,7 @@ impl Core {
                 self.agents.get_mut(&agent).expect("found").reserved_for = Some(job_id);
                 self.fx.store.push(StoreOp::Event {
                     at_ms: now_ms,
-                    kind: "reservation",
+                    kind: EventKind::Reservation,
                     run: Some(job.run),
                     detail: format!(
                         "agent {agent} reserved for job {} (needs {}), blocked since {} ms",

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use scalable_common::protocol::{AttemptEnd, AttemptId, AttemptResult, JobId, RunId, TaskId};
 
 use super::model::{Attempt, ReadyKey, RunState, TaskState};
-use super::{sub_resources, task_cwd, CacheRecord, Core, StoreOp};
+use super::{sub_resources, task_cwd, CacheRecord, Core, EventKind, Promote, StoreOp};
 
 impl Core {
     /// Dependencies met: every waiting task of the job becomes ready.
@@ -74,9 +74,11 @@ impl Core {
             if !job.def.outputs.is_empty() {
                 let run = &self.runs[&job.run];
                 if let Ok(outputs) = job.templates.outputs(&job.def, at.index, job.run) {
-                    self.fx
-                        .promote
-                        .push((task_cwd(run, job, at.index), at.id, outputs));
+                    self.fx.promote.push(Promote {
+                        cwd: task_cwd(run, job, at.index),
+                        attempt: at.id,
+                        outputs,
+                    });
                 }
             }
             let note = job.cache_misses.remove(&at.index);
@@ -203,7 +205,7 @@ impl Core {
             .insert(at.index, r);
         self.fx.store.push(StoreOp::Event {
             at_ms: now_ms,
-            kind: "memory_raised",
+            kind: EventKind::MemoryRaised,
             run: Some(run),
             detail,
         });
@@ -340,7 +342,7 @@ impl Core {
         if cancelled > 0 {
             self.fx.store.push(StoreOp::Event {
                 at_ms: now_ms,
-                kind: "tasks_cancelled",
+                kind: EventKind::TasksCancelled,
                 run: Some(job.run),
                 detail: format!(
                     "job {}: {cancelled} tasks cancelled: {reason}",

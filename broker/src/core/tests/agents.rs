@@ -56,7 +56,14 @@ fn stale_results_are_acknowledged_and_ignored() {
         env.now_ms,
     );
     let fx = env.step();
-    assert_eq!(fx.ack[&a2], vec![(at[0], false)], "acked as ignored");
+    assert_eq!(
+        fx.ack[&a2],
+        vec![Ack {
+            attempt: at[0],
+            counted: false
+        }],
+        "acked as ignored"
+    );
     assert_eq!(
         env.status(run).counts.succeeded,
         0,

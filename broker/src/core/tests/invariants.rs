@@ -324,3 +324,24 @@ fn simulate(seed: u64) {
     );
     assert_eq!(succeeded.len() as u64, st.counts.succeeded, "seed {seed}");
 }
+
+#[test]
+fn event_kinds_keep_their_stored_text() {
+    // `stats`, `analyze` and scripts read the `kind` column: the text is a contract.
+    let kinds = [
+        (EventKind::AgentReconnected, "agent_reconnected"),
+        (EventKind::AgentReclaimed, "agent_reclaimed"),
+        (EventKind::DuplicateResult, "duplicate_result"),
+        (EventKind::StaleResult, "stale_result"),
+        (EventKind::MemoryRaised, "memory_raised"),
+        (EventKind::TasksCancelled, "tasks_cancelled"),
+        (EventKind::BrokerStalled, "broker_stalled"),
+        (EventKind::Reservation, "reservation"),
+        (EventKind::RunResumed, "run_resumed"),
+        (EventKind::PilotConnected, "pilot_connected"),
+        (EventKind::UnmanagedAgent, "unmanaged_agent"),
+    ];
+    for (kind, text) in kinds {
+        assert_eq!(kind.as_str(), text);
+    }
+}

@@ -22,7 +22,7 @@ use scalable_common::protocol::{
 use scalable_common::resources::Resources;
 use scalable_common::workflow::{quick_job, Items, JobDef, JobTemplates, WorkflowDef};
 
-use super::{Core, CoreConfig, Effects, Ids, PlannedJob, StoreOp, SubmitPlan};
+use super::{Ack, Core, CoreConfig, Effects, EventKind, Ids, PlannedJob, StoreOp, SubmitPlan};
 
 struct TestEnv {
     core: Core,

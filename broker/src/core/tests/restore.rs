@@ -113,10 +113,16 @@ fn a_counted_result_resent_after_a_restart_is_acknowledged_as_counted() {
     env.step();
     let fx = env.finish(back, &at, 0);
     assert!(
-        fx.ack[&back].contains(&(at[0], true)),
+        fx.ack[&back].contains(&Ack {
+            attempt: at[0],
+            counted: true
+        }),
         "promote, not discard"
     );
-    assert!(fx.ack[&back].contains(&(at[1], true)));
+    assert!(fx.ack[&back].contains(&Ack {
+        attempt: at[1],
+        counted: true
+    }));
     let s = env.status(run);
     assert_eq!(s.counts.succeeded, 2);
     assert!(!env

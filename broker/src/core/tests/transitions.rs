@@ -75,7 +75,7 @@ fn a_memory_exhausted_retry_asks_for_the_peak_times_the_factor() {
     assert_eq!(retry.resources.memory_bytes, 300 << 20, "200 MiB x 1.5");
     assert!(env.store_log.iter().any(|op| matches!(
         op,
-        StoreOp::Event { kind: "memory_raised", detail, .. } if detail.contains("from 100M to 300M")
+        StoreOp::Event { kind: EventKind::MemoryRaised, detail, .. } if detail.contains("from 100M to 300M")
     )));
 }
 
