@@ -239,33 +239,55 @@ impl Core {
         now_ms: u64,
     ) {
         let Some(a) = self.agents.get_mut(&agent) else {
-            // A lost agent still talking (its connection is being closed):
-            // its results are fenced, acknowledged and ignored.
-            for r in finished {
-                if self.counted.contains(&r.attempt) {
-                    self.fx.ack.entry(agent).or_default().push(Ack {
-                        attempt: r.attempt,
-                        counted: true,
-                    });
-                    continue;
-                }
-                self.fx.store.push(StoreOp::StaleResult {
-                    attempt: r.attempt,
-                    agent,
-                    at_ms: now_ms,
-                });
-                self.fx.ack.entry(agent).or_default().push(Ack {
-                    attempt: r.attempt,
-                    counted: false,
-                });
-            }
+            self.results_of_lost_agent(agent, finished, now_ms);
             return;
         };
         a.last_seen_ms = now_ms;
         if let Some(free) = free {
             a.reported_free = free;
         }
-        let ending: std::collections::HashSet<AttemptId> = if started.is_empty() {
+        self.attempts_started(agent, started, &finished);
+        // Acknowledge everything, stale or not, so the agent can forget it.
+        let acks: Vec<Ack> = finished
+            .into_iter()
+            .map(|r| self.attempt_result(agent, r, now_ms))
+            .collect();
+        if !acks.is_empty() {
+            self.fx.ack.entry(agent).or_default().extend(acks);
+        }
+    }
+
+    /// A lost agent still talking (its connection is being closed): its
+    /// results are fenced, acknowledged and ignored.
+    fn results_of_lost_agent(&mut self, agent: AgentId, finished: Vec<AttemptResult>, now_ms: u64) {
+        for r in finished {
+            if self.counted.contains(&r.attempt) {
+                self.fx.ack.entry(agent).or_default().push(Ack {
+                    attempt: r.attempt,
+                    counted: true,
+                });
+                continue;
+            }
+            self.fx.store.push(StoreOp::StaleResult {
+                attempt: r.attempt,
+                agent,
+                at_ms: now_ms,
+            });
+            self.fx.ack.entry(agent).or_default().push(Ack {
+                attempt: r.attempt,
+                counted: false,
+            });
+        }
+    }
+
+    /// Attempts the agent started: their tasks run.
+    fn attempts_started(
+        &mut self,
+        agent: AgentId,
+        started: &[Started],
+        finished: &[AttemptResult],
+    ) {
+        let ending: HashSet<AttemptId> = if started.is_empty() {
             Default::default()
         } else {
             finished.iter().map(|r| r.attempt).collect()
@@ -290,56 +312,54 @@ impl Core {
             }
             self.set_task_state(job, index, TaskState::Running);
         }
-        let mut acks = Vec::with_capacity(finished.len());
-        for r in finished {
-            // Acknowledge everything, stale or not, so the agent can forget it.
-            let current = self
-                .attempts
-                .get(&r.attempt)
-                .is_some_and(|at| at.agent == agent);
-            if !current && self.counted.contains(&r.attempt) {
-                acks.push(Ack {
-                    attempt: r.attempt,
-                    counted: true,
-                });
-                self.fx.store.push(StoreOp::Event {
-                    at_ms: now_ms,
-                    kind: EventKind::DuplicateResult,
-                    run: None,
-                    detail: format!("attempt {} reported again; counted once", r.attempt),
-                });
-                continue;
-            }
-            if !current {
-                acks.push(Ack {
-                    attempt: r.attempt,
-                    counted: false,
-                });
-                self.fx.store.push(StoreOp::StaleResult {
-                    attempt: r.attempt,
-                    agent,
-                    at_ms: now_ms,
-                });
-                continue;
-            }
-            acks.push(Ack {
-                attempt: r.attempt,
-                counted: r.end.is_success(),
+    }
+
+    /// One result from a connected agent: a duplicate of a counted one, a
+    /// stale one (not the task's current attempt), or the end of a current
+    /// attempt. Returns its acknowledgement.
+    fn attempt_result(&mut self, agent: AgentId, r: AttemptResult, now_ms: u64) -> Ack {
+        let current = self
+            .attempts
+            .get(&r.attempt)
+            .is_some_and(|at| at.agent == agent);
+        if !current && self.counted.contains(&r.attempt) {
+            self.fx.store.push(StoreOp::Event {
+                at_ms: now_ms,
+                kind: EventKind::DuplicateResult,
+                run: None,
+                detail: format!("attempt {} reported again; counted once", r.attempt),
             });
-            let at = self.attempts.remove(&r.attempt).expect("checked");
-            let a = self.agents.get_mut(&agent).expect("checked");
-            if r.end == AttemptEnd::Drained {
-                // A draining agent takes nothing new, even before it says so:
-                // re-assigning to it would bounce tasks back and forth.
-                a.draining = true;
-            }
-            a.completed += 1;
-            a.window_completed += 1;
-            self.end_attempt(at, r, false, now_ms);
+            return Ack {
+                attempt: r.attempt,
+                counted: true,
+            };
         }
-        if !acks.is_empty() {
-            self.fx.ack.entry(agent).or_default().extend(acks);
+        if !current {
+            self.fx.store.push(StoreOp::StaleResult {
+                attempt: r.attempt,
+                agent,
+                at_ms: now_ms,
+            });
+            return Ack {
+                attempt: r.attempt,
+                counted: false,
+            };
         }
+        let ack = Ack {
+            attempt: r.attempt,
+            counted: r.end.is_success(),
+        };
+        let at = self.attempts.remove(&r.attempt).expect("checked");
+        let a = self.agents.get_mut(&agent).expect("checked");
+        if r.end == AttemptEnd::Drained {
+            // A draining agent takes nothing new, even before it says so:
+            // re-assigning to it would bounce tasks back and forth.
+            a.draining = true;
+        }
+        a.completed += 1;
+        a.window_completed += 1;
+        self.end_attempt(at, r, false, now_ms);
+        ack
     }
 
     /// Time passed: lost agents, retries whose backoff is over, rate windows.

@@ -3,7 +3,7 @@
 //!
 //! It must not change tasks that succeeded nor schedule.
 
-use scalable_common::protocol::RunId;
+use scalable_common::protocol::{JobId, RunId};
 
 use super::model::{RunState, TaskState};
 use super::{Core, EventKind, StoreOp};
@@ -33,36 +33,7 @@ impl Core {
         self.fx.store.push(StoreOp::RunResumed { run: run_id });
         let mut n = 0;
         for &j in &jobs {
-            let count = self.jobs[&j].count();
-            let marked = self.jobs[&j].cancel_marked;
-            for index in 0..count {
-                let slot = self.jobs[&j].tasks[index as usize];
-                if !matches!(slot.state, TaskState::Failed | TaskState::Cancelled) {
-                    continue;
-                }
-                let job = self.jobs.get_mut(&j).expect("exists");
-                let s = &mut job.tasks[index as usize];
-                s.retries_used = 0;
-                s.crashes = 0;
-                job.overrides.remove(&index);
-                self.set_task_state(j, index, TaskState::Waiting);
-                n += 1;
-                // Rowless cancelled tasks are covered by lifting the mark.
-                if !(marked && slot.state == TaskState::Cancelled && slot.attempts == 0) {
-                    self.record_task(j, index, Some("resumed".into()), now_ms);
-                }
-            }
-            let job = self.jobs.get_mut(&j).expect("exists");
-            job.released = false;
-            job.requeued.clear();
-            job.next_fresh = job.count();
-            if job.cancel_marked {
-                job.cancel_marked = false;
-                self.fx.store.push(StoreOp::JobCancelMark {
-                    job: j,
-                    cancelled: false,
-                });
-            }
+            n += self.rerun_job(j, now_ms);
         }
         for &j in &jobs {
             let pending = self.jobs[&j]
@@ -93,5 +64,42 @@ impl Core {
             detail: format!("{n} failed or cancelled tasks run again"),
         });
         Ok(n)
+    }
+
+    /// The job's failed and cancelled tasks wait again, with fresh retry and
+    /// crash budgets; the job waits to be released. Returns how many.
+    fn rerun_job(&mut self, j: JobId, now_ms: u64) -> u64 {
+        let mut n = 0;
+        let count = self.jobs[&j].count();
+        let marked = self.jobs[&j].cancel_marked;
+        for index in 0..count {
+            let slot = self.jobs[&j].tasks[index as usize];
+            if !matches!(slot.state, TaskState::Failed | TaskState::Cancelled) {
+                continue;
+            }
+            let job = self.jobs.get_mut(&j).expect("exists");
+            let s = &mut job.tasks[index as usize];
+            s.retries_used = 0;
+            s.crashes = 0;
+            job.overrides.remove(&index);
+            self.set_task_state(j, index, TaskState::Waiting);
+            n += 1;
+            // Rowless cancelled tasks are covered by lifting the mark.
+            if !(marked && slot.state == TaskState::Cancelled && slot.attempts == 0) {
+                self.record_task(j, index, Some("resumed".into()), now_ms);
+            }
+        }
+        let job = self.jobs.get_mut(&j).expect("exists");
+        job.released = false;
+        job.requeued.clear();
+        job.next_fresh = job.count();
+        if job.cancel_marked {
+            job.cancel_marked = false;
+            self.fx.store.push(StoreOp::JobCancelMark {
+                job: j,
+                cancelled: false,
+            });
+        }
+        n
     }
 }

@@ -7,7 +7,7 @@
 
 use std::cmp::Reverse;
 
-use scalable_common::protocol::{AgentId, Assignment, AttemptEnd, AttemptResult, JobId};
+use scalable_common::protocol::{AgentId, Assignment, AttemptEnd, AttemptId, AttemptResult, JobId};
 use scalable_common::resources::Resources;
 
 use super::model::{Agent, Attempt, Job, ReadyKey, TaskState};
@@ -225,14 +225,9 @@ impl Core {
     }
 
     pub(super) fn assign(&mut self, job_id: JobId, index: u64, agent_id: AgentId, now_ms: u64) {
-        let attempt_id = self.ids.attempt;
-        self.ids.attempt += 1;
-        let job = self.jobs.get_mut(&job_id).expect("exists");
+        let (attempt_id, number, resources) = self.open_attempt(job_id, index, agent_id, now_ms);
+        let job = &self.jobs[&job_id];
         let run_id = job.run;
-        let slot = &mut job.tasks[index as usize];
-        slot.attempts = slot.attempts.saturating_add(1);
-        let number = slot.attempts as u32;
-        job.in_flight += 1;
         let task = job.first_task + index;
         let rendered = job
             .templates
@@ -243,32 +238,6 @@ impl Core {
                 let workdir = job.templates.workdir(&job.def, index, run_id)?;
                 Ok((argv, outputs, env, workdir))
             });
-        let resources = job.overrides.get(&index).unwrap_or(&job.resources).clone();
-        let container = job.container.clone();
-        let inputs = job
-            .templates
-            .inputs(&job.def, index, run_id)
-            .unwrap_or_default();
-        let walltime_ms = job.def.walltime_ms;
-        let cwd = task_cwd(&self.runs[&run_id], job, index);
-        let agent = self.agents.get_mut(&agent_id).expect("exists");
-        add_resources(&mut agent.committed, &resources);
-        agent.attempts.push(attempt_id);
-        agent.unstarted += 1;
-        let attempt = Attempt {
-            id: attempt_id,
-            job: job_id,
-            index,
-            agent: agent_id,
-            number,
-            started: false,
-            started_at_us: 0,
-            assigned_at_ms: now_ms,
-            cancel_requested: false,
-            resources: resources.clone(),
-        };
-        self.attempts.insert(attempt_id, attempt);
-        self.set_task_state(job_id, index, TaskState::Assigned);
         // The attempt row is written either way: a task whose template fails for
         // this item gets a recorded, failed attempt.
         let argv_json = match &rendered {
@@ -288,24 +257,24 @@ impl Core {
         });
         match rendered {
             Ok((argv, outputs, env, _)) => {
-                self.fx
-                    .assign
-                    .entry(agent_id)
-                    .or_default()
-                    .push(Assignment {
-                        attempt: attempt_id,
-                        task,
-                        run: run_id,
-                        attempt_number: number,
-                        argv,
-                        env,
-                        cwd,
-                        resources,
-                        walltime_ms,
-                        outputs,
-                        container,
-                        inputs,
-                    });
+                let assignment = Assignment {
+                    attempt: attempt_id,
+                    task,
+                    run: run_id,
+                    attempt_number: number,
+                    argv,
+                    env,
+                    cwd: task_cwd(&self.runs[&run_id], job, index),
+                    resources,
+                    walltime_ms: job.def.walltime_ms,
+                    outputs,
+                    container: job.container.clone(),
+                    inputs: job
+                        .templates
+                        .inputs(&job.def, index, run_id)
+                        .unwrap_or_default(),
+                };
+                self.fx.assign.entry(agent_id).or_default().push(assignment);
             }
             Err(e) => {
                 // Validation renders the first and last item; another item can still
@@ -322,5 +291,43 @@ impl Core {
                 self.end_attempt(at, result, false, now_ms);
             }
         }
+    }
+
+    /// A new attempt of the task on the agent: its id and number, and what
+    /// it asks for (committed on the agent). The task is assigned.
+    fn open_attempt(
+        &mut self,
+        job_id: JobId,
+        index: u64,
+        agent_id: AgentId,
+        now_ms: u64,
+    ) -> (AttemptId, u32, Resources) {
+        let attempt_id = self.ids.attempt;
+        self.ids.attempt += 1;
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        let slot = &mut job.tasks[index as usize];
+        slot.attempts = slot.attempts.saturating_add(1);
+        let number = slot.attempts as u32;
+        job.in_flight += 1;
+        let resources = job.overrides.get(&index).unwrap_or(&job.resources).clone();
+        let agent = self.agents.get_mut(&agent_id).expect("exists");
+        add_resources(&mut agent.committed, &resources);
+        agent.attempts.push(attempt_id);
+        agent.unstarted += 1;
+        let attempt = Attempt {
+            id: attempt_id,
+            job: job_id,
+            index,
+            agent: agent_id,
+            number,
+            started: false,
+            started_at_us: 0,
+            assigned_at_ms: now_ms,
+            cancel_requested: false,
+            resources: resources.clone(),
+        };
+        self.attempts.insert(attempt_id, attempt);
+        self.set_task_state(job_id, index, TaskState::Assigned);
+        (attempt_id, number, resources)
     }
 }

@@ -4,40 +4,28 @@
 //! Owns `Core::submit` only. It must not schedule (the shell calls
 //! `schedule` after every batch) nor touch agents.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use scalable_common::protocol::{Counts, JobId, RunId};
 
 use super::model::{Job, Run, RunState};
-use super::{Core, StoreOp, SubmitError, SubmitPlan};
+use super::{Core, PlannedJob, StoreOp, SubmitError, SubmitPlan};
 
 impl Core {
     /// Adds a run. Jobs whose dependencies are met become ready at once.
     pub fn submit(&mut self, plan: SubmitPlan, now_ms: u64) -> Result<(RunId, u64), SubmitError> {
-        if plan.jobs.is_empty() {
-            return Err(SubmitError::Empty);
-        }
-        let names: HashMap<String, usize> = plan
-            .jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| (j.def.name.clone(), i))
-            .collect();
-        for j in &plan.jobs {
-            for a in &j.def.after {
-                if !names.contains_key(a) {
-                    return Err(SubmitError::UnknownAfter {
-                        job: j.def.name.clone(),
-                        after: a.clone(),
-                    });
-                }
-            }
-        }
+        check_after(&plan)?;
         let run_id = self.ids.run;
         self.ids.run += 1;
         let first_job = self.ids.job;
         let job_ids: Vec<JobId> = (0..plan.jobs.len() as u64).map(|i| first_job + i).collect();
         self.ids.job += plan.jobs.len() as u64;
+        let names: HashMap<String, JobId> = plan
+            .jobs
+            .iter()
+            .zip(&job_ids)
+            .map(|(j, id)| (j.def.name.clone(), *id))
+            .collect();
 
         self.fx.store.push(StoreOp::InsertRun {
             run: run_id,
@@ -48,52 +36,11 @@ impl Core {
             definition_json: plan.definition_json,
         });
         let mut total = 0u64;
-        for (i, pj) in plan.jobs.into_iter().enumerate() {
-            let id = job_ids[i];
-            let count = pj.def.items.count();
-            let first_task = self.ids.task;
-            self.ids.task += count;
-            total += count;
-            let deps: Vec<JobId> = pj
-                .def
-                .after
-                .iter()
-                .map(|a| job_ids[names[a]])
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            self.fx.store.push(StoreOp::InsertJob {
-                job: id,
-                run: run_id,
-                name: pj.def.name.clone(),
-                tag: pj.def.tag.clone(),
-                resources: pj.resources.clone(),
-                priority: pj.def.priority,
-                retries: pj.def.retries,
-                first_task,
-                task_count: count,
-            });
-            self.task_owner.insert(first_task, id);
-            self.jobs
-                .insert(id, Job::new(id, run_id, pj, first_task, deps.len() as u32));
+        for (pj, &id) in plan.jobs.into_iter().zip(&job_ids) {
+            total += self.insert_job(run_id, id, pj, &names);
         }
         // Wire dependents once every job exists (an `after` may name a later job).
-        for &id in &job_ids {
-            let after: Vec<JobId> = self.jobs[&id]
-                .def
-                .after
-                .iter()
-                .map(|a| job_ids[names[a]])
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            for d in after {
-                let dj = self.jobs.get_mut(&d).expect("job just inserted");
-                if !dj.dependents.contains(&id) {
-                    dj.dependents.push(id);
-                }
-            }
-        }
+        self.wire_dependents(&job_ids, &names);
         self.runs.insert(
             run_id,
             Run {
@@ -121,4 +68,71 @@ impl Core {
         self.check_run_finished(run_id, now_ms);
         Ok((run_id, total))
     }
+
+    /// Adds one job of a new run, its tasks waiting. Returns its task count.
+    fn insert_job(
+        &mut self,
+        run_id: RunId,
+        id: JobId,
+        pj: PlannedJob,
+        names: &HashMap<String, JobId>,
+    ) -> u64 {
+        let count = pj.def.items.count();
+        let first_task = self.ids.task;
+        self.ids.task += count;
+        let deps: BTreeSet<JobId> = pj.def.after.iter().map(|a| names[a]).collect();
+        self.fx.store.push(StoreOp::InsertJob {
+            job: id,
+            run: run_id,
+            name: pj.def.name.clone(),
+            tag: pj.def.tag.clone(),
+            resources: pj.resources.clone(),
+            priority: pj.def.priority,
+            retries: pj.def.retries,
+            first_task,
+            task_count: count,
+        });
+        self.task_owner.insert(first_task, id);
+        self.jobs
+            .insert(id, Job::new(id, run_id, pj, first_task, deps.len() as u32));
+        count
+    }
+
+    /// Lists each job of a run among the dependents of the jobs its `after`
+    /// names (by `names`, the run's job name → id; unknown names are skipped).
+    pub(super) fn wire_dependents(&mut self, job_ids: &[JobId], names: &HashMap<String, JobId>) {
+        for &id in job_ids {
+            let after: BTreeSet<JobId> = self.jobs[&id]
+                .def
+                .after
+                .iter()
+                .filter_map(|a| names.get(a).copied())
+                .collect();
+            for d in after {
+                let dj = self.jobs.get_mut(&d).expect("a job of the same run");
+                if !dj.dependents.contains(&id) {
+                    dj.dependents.push(id);
+                }
+            }
+        }
+    }
+}
+
+/// Every `after` names a job of the plan, and there is a job.
+fn check_after(plan: &SubmitPlan) -> Result<(), SubmitError> {
+    if plan.jobs.is_empty() {
+        return Err(SubmitError::Empty);
+    }
+    let names: HashSet<&str> = plan.jobs.iter().map(|j| j.def.name.as_str()).collect();
+    for j in &plan.jobs {
+        for a in &j.def.after {
+            if !names.contains(a.as_str()) {
+                return Err(SubmitError::UnknownAfter {
+                    job: j.def.name.clone(),
+                    after: a.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }

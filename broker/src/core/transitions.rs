@@ -70,34 +70,7 @@ impl Core {
         let slot = job.tasks[at.index as usize];
         let run_cancelled = self.runs[&job.run].cancel_requested;
         if end.is_success() {
-            self.counted.insert(at.id);
-            if !job.def.outputs.is_empty() {
-                let run = &self.runs[&job.run];
-                if let Ok(outputs) = job.templates.outputs(&job.def, at.index, job.run) {
-                    self.fx.promote.push(Promote {
-                        cwd: task_cwd(run, job, at.index),
-                        attempt: at.id,
-                        outputs,
-                    });
-                }
-            }
-            let note = job.cache_misses.remove(&at.index);
-            if let Some((key_json, _)) = &note {
-                let run = &self.runs[&job.run];
-                let rendered = job.templates.outputs(&job.def, at.index, job.run);
-                self.fx.cache_record.push(CacheRecord {
-                    workflow: run.name.clone(),
-                    job_name: job.def.name.clone(),
-                    index: at.index,
-                    task: job.first_task + at.index,
-                    attempt: at.id,
-                    key_json: key_json.clone(),
-                    cwd: task_cwd(run, job, at.index),
-                    outputs: rendered.unwrap_or_default(),
-                });
-            }
-            let reason = note.map(|(_, why)| why);
-            self.finish_task(at.job, at.index, TaskState::Succeeded, reason, now_ms);
+            self.attempt_succeeded(&at, now_ms);
         } else if at.cancel_requested || end == AttemptEnd::Cancelled || run_cancelled {
             self.finish_task(
                 at.job,
@@ -107,51 +80,86 @@ impl Core {
                 now_ms,
             );
         } else if !end.spends_retry() {
-            // Lost with its agent, drained or returned: not the task's fault,
-            // unless it keeps taking its agents down with it (crash limit).
-            let crashes = if crash && at.started {
-                let job = self.jobs.get_mut(&at.job).expect("exists");
-                let c = &mut job.tasks[at.index as usize].crashes;
-                *c = c.saturating_add(1);
-                *c
-            } else {
-                slot.crashes
-            };
-            if crashes >= self.cfg.crash_limit {
-                let reason = format!(
-                    "lost with its agent {crashes} times (crash limit {}): it may be killing its agents",
-                    self.cfg.crash_limit
-                );
-                self.finish_task(at.job, at.index, TaskState::Failed, Some(reason), now_ms);
-            } else {
-                self.requeue(at.job, at.index, 0, now_ms);
-            }
+            self.lost_without_fault(&at, crash, slot.crashes, now_ms);
         } else if (slot.retries_used as u32) < retries {
             if end == AttemptEnd::OutOfMemory {
                 self.raise_memory(&at, peak_rss, now_ms);
             }
-            let job = self.jobs.get_mut(&at.job).expect("exists");
-            job.tasks[at.index as usize].retries_used += 1;
-            let n = job.tasks[at.index as usize].retries_used as u32;
-            let delay = self
-                .cfg
-                .retry_backoff_base_ms
-                .saturating_mul(1u64 << (n - 1).min(20))
-                .min(self.cfg.retry_backoff_max_ms);
-            self.requeue(at.job, at.index, delay, now_ms);
+            self.retry_after_backoff(&at, now_ms);
         } else {
-            let reason = match &end {
-                AttemptEnd::Exited { code } => format!("exit code {code}"),
-                AttemptEnd::Signalled { signal } => format!("killed by signal {signal}"),
-                AttemptEnd::SpawnFailed { error } => format!("could not start: {error}"),
-                AttemptEnd::InvalidInput { path } => format!("missing input: {path}"),
-                AttemptEnd::OutputsMissing { missing } => {
-                    format!("missing outputs: {}", missing.join(", "))
-                }
-                other => other.class().to_lowercase(),
-            };
+            let reason = failure_reason(&end);
             self.finish_task(at.job, at.index, TaskState::Failed, Some(reason), now_ms);
         }
+    }
+
+    /// A counted success: its outputs are promoted, a cache miss's key is
+    /// recorded, and the task succeeds.
+    fn attempt_succeeded(&mut self, at: &Attempt, now_ms: u64) {
+        self.counted.insert(at.id);
+        let job = self.jobs.get_mut(&at.job).expect("attempt's job exists");
+        let run = &self.runs[&job.run];
+        if !job.def.outputs.is_empty() {
+            if let Ok(outputs) = job.templates.outputs(&job.def, at.index, job.run) {
+                self.fx.promote.push(Promote {
+                    cwd: task_cwd(run, job, at.index),
+                    attempt: at.id,
+                    outputs,
+                });
+            }
+        }
+        let note = job.cache_misses.remove(&at.index);
+        if let Some((key_json, _)) = &note {
+            let rendered = job.templates.outputs(&job.def, at.index, job.run);
+            self.fx.cache_record.push(CacheRecord {
+                workflow: run.name.clone(),
+                job_name: job.def.name.clone(),
+                index: at.index,
+                task: job.first_task + at.index,
+                attempt: at.id,
+                key_json: key_json.clone(),
+                cwd: task_cwd(run, job, at.index),
+                outputs: rendered.unwrap_or_default(),
+            });
+        }
+        let reason = note.map(|(_, why)| why);
+        self.finish_task(at.job, at.index, TaskState::Succeeded, reason, now_ms);
+    }
+
+    /// Lost with its agent, drained or returned: not the task's fault, unless
+    /// it keeps taking its agents down with it (crash limit). `crashes`: the
+    /// task's count before this attempt.
+    fn lost_without_fault(&mut self, at: &Attempt, crash: bool, crashes: u16, now_ms: u64) {
+        let crashes = if crash && at.started {
+            let job = self.jobs.get_mut(&at.job).expect("exists");
+            let c = &mut job.tasks[at.index as usize].crashes;
+            *c = c.saturating_add(1);
+            *c
+        } else {
+            crashes
+        };
+        if crashes >= self.cfg.crash_limit {
+            let reason = format!(
+                "lost with its agent {crashes} times (crash limit {}): it may be killing its agents",
+                self.cfg.crash_limit
+            );
+            self.finish_task(at.job, at.index, TaskState::Failed, Some(reason), now_ms);
+        } else {
+            self.requeue(at.job, at.index, 0, now_ms);
+        }
+    }
+
+    /// A failure that spends a retry: back to ready after 1 s, 2 s, 4 s ...
+    /// (capped at `retry_backoff_max_ms`).
+    fn retry_after_backoff(&mut self, at: &Attempt, now_ms: u64) {
+        let job = self.jobs.get_mut(&at.job).expect("exists");
+        job.tasks[at.index as usize].retries_used += 1;
+        let n = job.tasks[at.index as usize].retries_used as u32;
+        let delay = self
+            .cfg
+            .retry_backoff_base_ms
+            .saturating_mul(1u64 << (n - 1).min(20))
+            .min(self.cfg.retry_backoff_max_ms);
+        self.requeue(at.job, at.index, delay, now_ms);
     }
 
     /// SPEC §5: a task killed for memory is retried asking for its measured peak
@@ -462,5 +470,19 @@ impl Core {
             at_ms: now_ms,
         });
         self.fx.finished_runs.push(run_id);
+    }
+}
+
+/// The task row's reason for a task that failed for good.
+fn failure_reason(end: &AttemptEnd) -> String {
+    match end {
+        AttemptEnd::Exited { code } => format!("exit code {code}"),
+        AttemptEnd::Signalled { signal } => format!("killed by signal {signal}"),
+        AttemptEnd::SpawnFailed { error } => format!("could not start: {error}"),
+        AttemptEnd::InvalidInput { path } => format!("missing input: {path}"),
+        AttemptEnd::OutputsMissing { missing } => {
+            format!("missing outputs: {}", missing.join(", "))
+        }
+        other => other.class().to_lowercase(),
     }
 }
