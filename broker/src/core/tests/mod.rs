@@ -10,6 +10,7 @@ mod invariants;
 mod restore;
 mod resume;
 mod scheduling;
+mod simulation;
 mod submit;
 mod transitions;
 
