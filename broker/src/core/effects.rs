@@ -1,5 +1,9 @@
 //! What the core decided and the shell must carry out: store writes first, then
 //! messages (the shell commits `store` before it sends anything, SPEC §5).
+//!
+//! The bottom layer with `model`: plain data in the core's vocabulary (typed
+//! kinds and named fields, no tuples). It must not know SQL, sockets or the
+//! wire format of messages to agents; the store and the shell translate.
 
 use std::collections::BTreeMap;
 

@@ -178,6 +178,24 @@ impl Core {
         std::mem::take(&mut self.fx)
     }
 
+    /// Lists each job of a run among the dependents of the jobs its `after`
+    /// names (by `names`, the run's job name → id; unknown names are skipped).
+    fn wire_dependents(&mut self, job_ids: &[JobId], names: &HashMap<String, JobId>) {
+        for &id in job_ids {
+            let after: BTreeSet<JobId> = self.jobs[&id]
+                .def
+                .after
+                .iter()
+                .filter_map(|a| names.get(a).copied())
+                .collect();
+            for d in after {
+                let dj = self.jobs.get_mut(&d).expect("a job of the same run");
+                if !dj.dependents.contains(&id) {
+                    dj.dependents.push(id);
+                }
+            }
+        }
+    }
     /// Finds the job and index of a task id.
     pub fn locate_task(&self, task: TaskId) -> Option<(JobId, u64)> {
         let (&first, &job) = self.task_owner.range(..=task).next_back()?;

@@ -1,6 +1,8 @@
 //! The broker's in-memory model: runs, jobs, task slots, agents and attempts in
-//! flight, the order of ready jobs and the submit plan. Plain data; the rules
-//! that change it live in the other modules of `core`.
+//! flight, the order of ready jobs and the submit plan. Plain data with the
+//! predicates of one value (an agent serves a tag, an [`Offer`] could run a
+//! job); the rules that change it live in the other modules of `core`. It
+//! must not change state across values nor record effects.
 //!
 //! Tasks are not objects: a job of a million tasks is one `Job` with a
 //! `Vec<TaskSlot>` of a few bytes each, and task ids are `first_task + index`.

@@ -10,6 +10,9 @@
 //! attempts back and nothing it kept running is recomputed. Agents that do not
 //! come back are declared lost when the window ends, like any silent agent,
 //! and their attempts go back to ready without spending a retry or a crash.
+//!
+//! It reads rows the shell loaded; it must not read the store itself, nor
+//! schedule or record anything but the promotions of counted outputs.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 

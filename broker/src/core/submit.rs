@@ -97,25 +97,6 @@ impl Core {
             .insert(id, Job::new(id, run_id, pj, first_task, deps.len() as u32));
         count
     }
-
-    /// Lists each job of a run among the dependents of the jobs its `after`
-    /// names (by `names`, the run's job name → id; unknown names are skipped).
-    pub(super) fn wire_dependents(&mut self, job_ids: &[JobId], names: &HashMap<String, JobId>) {
-        for &id in job_ids {
-            let after: BTreeSet<JobId> = self.jobs[&id]
-                .def
-                .after
-                .iter()
-                .filter_map(|a| names.get(a).copied())
-                .collect();
-            for d in after {
-                let dj = self.jobs.get_mut(&d).expect("a job of the same run");
-                if !dj.dependents.contains(&id) {
-                    dj.dependents.push(id);
-                }
-            }
-        }
-    }
 }
 
 /// Every `after` names a job of the plan, and there is a job.
