@@ -216,4 +216,18 @@ mod tests {
             "1/j/0 (ready): no connected agent runs untagged tasks (all are tagged)"
         );
     }
+
+    /// `why --json` prints the typed form: scripts match on the reason's name.
+    #[test]
+    fn the_json_form_names_the_reason() {
+        let w = WhyAnswer {
+            task: "1/j/0".into(),
+            state: "ready".into(),
+            reason: Reason::NoAgentWithTag { tag: "gpu".into() },
+        };
+        assert_eq!(
+            serde_json::to_string(&w).unwrap(),
+            r#"{"task":"1/j/0","state":"ready","reason":{"no_agent_with_tag":{"tag":"gpu"}}}"#
+        );
+    }
 }

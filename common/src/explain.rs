@@ -115,8 +115,9 @@ pub struct TagDemand {
     /// Ready tasks grouped by what keeps them from an agent, the same
     /// reasons `why` gives (tasks in backoff under the soonest end).
     pub blocked: Vec<ReasonCount>,
-    /// For each shape passed in, how many ready tasks a fresh agent of it
-    /// could run (tag, size, container runtime, walltime within lifetime).
+    /// For each shape passed in (in order, one entry each), how many ready
+    /// tasks a fresh agent of it could run (tag, size, container runtime,
+    /// walltime within lifetime).
     pub fits: Vec<ShapeFit>,
     pub assigned: u64,
     pub running: u64,

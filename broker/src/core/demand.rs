@@ -56,6 +56,10 @@ impl Core {
         }
         for (tag, d) in tags.iter_mut() {
             d.tag = tag.clone();
+            // One entry per shape, also where nothing is ready.
+            for shape in d.fits.len()..shapes.len() {
+                d.fits.push(ShapeFit { shape, tasks: 0 });
+            }
             for a in serving().filter(|a| a.serves(tag.as_deref())) {
                 d.agents += 1;
                 d.offered.give(&a.capacity);

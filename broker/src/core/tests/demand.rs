@@ -78,6 +78,7 @@ fn demand_counts_ready_tasks_per_tag_and_what_fresh_agents_would_run() {
     let g = of_tag(&d, Some("gpu"));
     assert_eq!((g.ready, g.assigned, g.running, g.agents), (0, 2, 0, 1));
     assert!(g.blocked.is_empty(), "{g:?}");
+    assert_eq!(g.fits, fits(&[0, 0]), "one entry per shape, nothing ready");
     assert_eq!((g.offered.cpus, g.committed.cpus), (4, 2));
     let plain = of_tag(&d, None);
     assert_eq!(plain.blocked, vec![blocked(Reason::AllAgentsTagged, 3)]);
