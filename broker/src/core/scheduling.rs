@@ -102,19 +102,9 @@ impl Core {
             if !others_served {
                 continue;
             }
-            let best = self
-                .agents
-                .values()
-                .filter(|a| a.reserved_for.is_none() && self.eligible(a, job, now_ms))
-                .max_by_key(|a| {
-                    (
-                        a.capacity.cpus.saturating_sub(a.committed.cpus),
-                        Reverse(a.id),
-                    )
-                })
-                .map(|a| a.id);
-            if let Some(agent) = best {
+            if let Some(agent) = self.agent_to_reserve(job, now_ms) {
                 self.agents.get_mut(&agent).expect("found").reserved_for = Some(job_id);
+                let job = &self.jobs[&job_id];
                 self.fx.store.push(StoreOp::Event {
                     at_ms: now_ms,
                     kind: EventKind::Reservation,
@@ -128,6 +118,20 @@ impl Core {
                 });
             }
         }
+    }
+
+    /// The unreserved eligible agent with the most free cpus (lowest id on a tie).
+    fn agent_to_reserve(&self, job: &Job, now_ms: u64) -> Option<AgentId> {
+        self.agents
+            .values()
+            .filter(|a| a.reserved_for.is_none() && self.eligible(a, job, now_ms))
+            .max_by_key(|a| {
+                (
+                    a.capacity.cpus.saturating_sub(a.committed.cpus),
+                    Reverse(a.id),
+                )
+            })
+            .map(|a| a.id)
     }
 
     pub(super) fn fill_agent(&mut self, agent_id: AgentId, prefetch: bool, now_ms: u64) {
@@ -189,20 +193,26 @@ impl Core {
                     }
                 }
                 self.assign(job_id, index, agent_id, now_ms);
-                self.jobs.get_mut(&job_id).expect("exists").blocked_since_ms = Some(now_ms);
-                let agent = self.agents.get_mut(&agent_id).expect("exists");
-                agent.last_assign = Some((now_ms, job_id));
-                let job = &self.jobs[&job_id];
-                let req = job.overrides.get(&index).unwrap_or(&job.resources);
-                if req.fits_in(&agent.reported_free) {
-                    agent.reported_free.take(req);
-                } else {
-                    agent.reported_free = Resources::default();
-                }
-                if agent.reserved_for == Some(job_id) {
-                    agent.reserved_for = None;
-                }
+                self.note_dispatch(agent_id, job_id, index, now_ms);
             }
+        }
+    }
+
+    /// After a dispatch: the job's blocked clock restarts, the agent's
+    /// reported gaps shrink by the request, and its reservation is used up.
+    fn note_dispatch(&mut self, agent_id: AgentId, job_id: JobId, index: u64, now_ms: u64) {
+        self.jobs.get_mut(&job_id).expect("exists").blocked_since_ms = Some(now_ms);
+        let agent = self.agents.get_mut(&agent_id).expect("exists");
+        agent.last_assign = Some((now_ms, job_id));
+        let job = &self.jobs[&job_id];
+        let req = job.overrides.get(&index).unwrap_or(&job.resources);
+        if req.fits_in(&agent.reported_free) {
+            agent.reported_free.take(req);
+        } else {
+            agent.reported_free = Resources::default();
+        }
+        if agent.reserved_for == Some(job_id) {
+            agent.reserved_for = None;
         }
     }
 
