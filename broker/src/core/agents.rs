@@ -88,7 +88,7 @@ impl Core {
     /// were lost on the way (or with a crash of its own): they go back to ready
     /// without spending a retry. Attempts it holds that are not its own are
     /// stopped. Cancels sent while it was away are sent again.
-    pub(super) fn rebind_agent(
+    fn rebind_agent(
         &mut self,
         id: AgentId,
         hello: &AgentHello,
@@ -146,7 +146,7 @@ impl Core {
     }
 
     /// Tells `agent` to stop every attempt it holds that is not its current one.
-    pub(super) fn fence_held(&mut self, agent: AgentId, held: &HashSet<AttemptId>) {
+    fn fence_held(&mut self, agent: AgentId, held: &HashSet<AttemptId>) {
         let mut stale: Vec<AttemptId> = held
             .iter()
             .copied()

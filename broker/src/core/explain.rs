@@ -69,7 +69,7 @@ impl Core {
     }
 
     /// How long a ready task still waits out its retry backoff, if it does.
-    pub(super) fn backoff_remaining_ms(&self, job: &Job, index: u64, now_ms: u64) -> Option<u64> {
+    fn backoff_remaining_ms(&self, job: &Job, index: u64, now_ms: u64) -> Option<u64> {
         self.backoff
             .iter()
             .find(|Reverse((_, j, i))| *j == job.id && *i == index)

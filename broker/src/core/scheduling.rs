@@ -17,7 +17,7 @@ impl Core {
     /// How many unstarted attempts this agent may hold: one per cpu (assigned,
     /// not yet reported started) plus a queue worth its measured throughput over
     /// the prefetch horizon, and at least one more per cpu.
-    pub(super) fn prefetch_depth(&self, a: &Agent) -> u32 {
+    fn prefetch_depth(&self, a: &Agent) -> u32 {
         let cpus = a.capacity.cpus.max(1);
         let by_rate = (a.rate_per_s * self.cfg.prefetch_horizon_ms as f64 / 1000.0) as u32;
         cpus + by_rate.max(cpus).min(self.cfg.prefetch_max)
@@ -53,7 +53,7 @@ impl Core {
     /// task found no room although an agent could run it is "blocked"; blocked
     /// for `reserve_after_ms`, it reserves the eligible agent with the most free
     /// cpus, which then takes only that job's tasks until one of them starts there.
-    pub(super) fn update_reservations(&mut self, now_ms: u64) {
+    fn update_reservations(&mut self, now_ms: u64) {
         // Reservations of jobs with nothing left to dispatch are void.
         let stale: Vec<AgentId> = self
             .agents
@@ -134,7 +134,7 @@ impl Core {
             .map(|a| a.id)
     }
 
-    pub(super) fn fill_agent(&mut self, agent_id: AgentId, prefetch: bool, now_ms: u64) {
+    fn fill_agent(&mut self, agent_id: AgentId, prefetch: bool, now_ms: u64) {
         let depth = self.prefetch_depth(&self.agents[&agent_id]);
         let order: Vec<ReadyKey> = self.ready_jobs.iter().copied().collect();
         for key in order {
@@ -217,7 +217,7 @@ impl Core {
     }
 
     /// Next ready task of the job, skipping tasks cancelled while queued.
-    pub(super) fn pop_ready_task(&mut self, job_id: JobId) -> Option<u64> {
+    fn pop_ready_task(&mut self, job_id: JobId) -> Option<u64> {
         let job = self.jobs.get_mut(&job_id).expect("exists");
         while let Some(i) = job.requeued.pop_front() {
             if job.tasks[i as usize].state == TaskState::Ready {
@@ -234,7 +234,7 @@ impl Core {
         None
     }
 
-    pub(super) fn assign(&mut self, job_id: JobId, index: u64, agent_id: AgentId, now_ms: u64) {
+    fn assign(&mut self, job_id: JobId, index: u64, agent_id: AgentId, now_ms: u64) {
         let (attempt_id, number, resources) = self.open_attempt(job_id, index, agent_id, now_ms);
         let job = &self.jobs[&job_id];
         let run_id = job.run;

@@ -166,7 +166,7 @@ impl Core {
     /// times `oom_factor` (at least that times what it asked for, since a
     /// sampled peak can lag the kill), capped by the largest connected agent
     /// that serves it.
-    pub(super) fn raise_memory(&mut self, at: &Attempt, peak_rss: u64, now_ms: u64) {
+    fn raise_memory(&mut self, at: &Attempt, peak_rss: u64, now_ms: u64) {
         let job = &self.jobs[&at.job];
         let asked = at.resources.memory_bytes;
         let from = peak_rss.max(asked);
@@ -220,7 +220,7 @@ impl Core {
     }
 
     /// Puts a task back to ready, now or after `delay_ms` of backoff.
-    pub(super) fn requeue(&mut self, job_id: JobId, index: u64, delay_ms: u64, now_ms: u64) {
+    fn requeue(&mut self, job_id: JobId, index: u64, delay_ms: u64, now_ms: u64) {
         self.set_task_state(job_id, index, TaskState::Ready);
         self.record_task(job_id, index, None, now_ms);
         if delay_ms == 0 {
@@ -303,7 +303,7 @@ impl Core {
     }
 
     /// Cancels every not-yet-terminal task of every job downstream of `job_id`.
-    pub(super) fn cancel_dependents(&mut self, job_id: JobId, now_ms: u64) {
+    fn cancel_dependents(&mut self, job_id: JobId, now_ms: u64) {
         let mut stack = self.jobs[&job_id].dependents.clone();
         let mut seen = BTreeSet::new();
         while let Some(d) = stack.pop() {
@@ -316,7 +316,7 @@ impl Core {
     }
 
     /// Cancels the job's waiting and ready tasks; tasks on agents are told to stop.
-    pub(super) fn cancel_job_tasks(&mut self, job_id: JobId, reason: &str, now_ms: u64) -> u64 {
+    fn cancel_job_tasks(&mut self, job_id: JobId, reason: &str, now_ms: u64) -> u64 {
         let mut cancelled = 0;
         let count = self.jobs[&job_id].count();
         for index in 0..count {
@@ -361,7 +361,7 @@ impl Core {
         cancelled
     }
 
-    pub(super) fn cancel_unstarted(&mut self, run_id: RunId, reason: &str, now_ms: u64) {
+    fn cancel_unstarted(&mut self, run_id: RunId, reason: &str, now_ms: u64) {
         let jobs = self.runs[&run_id].jobs.clone();
         for j in jobs {
             self.cancel_job_tasks(j, reason, now_ms);
@@ -420,7 +420,7 @@ impl Core {
         }
     }
 
-    pub(super) fn cancel_attempt(&mut self, id: AttemptId) -> u64 {
+    fn cancel_attempt(&mut self, id: AttemptId) -> u64 {
         let Some(at) = self.attempts.get_mut(&id) else {
             return 0;
         };
