@@ -57,10 +57,10 @@ impl Pilot {
     }
 
     fn row(&self) -> StoreOp {
-        StoreOp::Pilot(
-            Box::new(self.info()),
-            serde_json::to_string(&self.agent_match).unwrap_or_default(),
-        )
+        StoreOp::Pilot {
+            info: Box::new(self.info()),
+            agent_match: serde_json::to_string(&self.agent_match).unwrap_or_default(),
+        }
     }
 
     /// A pilot as the store had it (`agent_match` as JSON).

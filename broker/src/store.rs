@@ -582,7 +582,10 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 *at_ms as i64
             ])?;
         }
-        StoreOp::Pilot(p, agent_match) => {
+        StoreOp::Pilot {
+            info: p,
+            agent_match,
+        } => {
             c.prepare_cached(
                 "INSERT INTO pilots (id, target, tag, provider_id, agent_match, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -669,7 +672,12 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             c.prepare_cached(
                 "INSERT INTO events (at_ms, kind, run_id, detail) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![*at_ms as i64, kind, run.map(|r| r as i64), detail])?;
+            .execute(params![
+                *at_ms as i64,
+                kind.as_str(),
+                run.map(|r| r as i64),
+                detail
+            ])?;
         }
     }
     Ok(())

@@ -15,9 +15,11 @@
 //! - [`units`]: sizes and durations as users write them.
 //! - [`exit`]: exit codes of every binary.
 //! - [`quote`]: POSIX shell quoting of argv.
+//! - [`explain`]: why a task is where it is, and the demand per tag, as data.
 
 pub mod access;
 pub mod exit;
+pub mod explain;
 pub mod failpoint;
 pub mod frame;
 pub mod located;

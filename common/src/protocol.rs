@@ -17,8 +17,9 @@ pub use crate::pilot::PilotPhase;
 use crate::resources::Resources;
 use crate::workflow::WorkflowDef;
 
-/// Bumped on every incompatible change of any message in this file.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Bumped on every incompatible change of any message in this file
+/// (3: `WhyAnswer.reason` became the typed `explain::Reason`).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.
@@ -444,13 +445,13 @@ pub struct PilotInfo {
     pub reason: Option<String>,
 }
 
-/// `scalable why TASK`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `scalable why TASK`: the reason as data; the CLI's output layer words it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhyAnswer {
     /// `RUN/JOB/INDEX`.
     pub task: String,
     pub state: String,
-    pub reason: String,
+    pub reason: crate::explain::Reason,
 }
 
 /// Per-state task counts (pegasus-status columns).

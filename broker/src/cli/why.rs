@@ -27,7 +27,7 @@ pub async fn exec(ctx: &Context<'_>, args: WhyArgs) -> Result<ExitCode, CliError
     print_out(&if ctx.json {
         output::json(&w)
     } else {
-        format!("{} ({}): {}", w.task, w.state, w.reason)
+        crate::output::why_text(&w)
     });
     Ok(ExitCode::Ok)
 }

@@ -1,5 +1,9 @@
 //! What the core decided and the shell must carry out: store writes first, then
 //! messages (the shell commits `store` before it sends anything, SPEC §5).
+//!
+//! The bottom layer with `model`: plain data in the core's vocabulary (typed
+//! kinds and named fields, no tuples). It must not know SQL, sockets or the
+//! wire format of messages to agents; the store and the shell translate.
 
 use std::collections::BTreeMap;
 
@@ -103,12 +107,84 @@ pub enum StoreOp {
     },
     Event {
         at_ms: u64,
-        kind: &'static str,
+        kind: EventKind,
         run: Option<RunId>,
         detail: String,
     },
-    /// A pilot's record (written by the shell's `fleet`, not by the core).
-    Pilot(Box<PilotInfo>, String),
+    /// A pilot's record (written by the shell's `fleet`, not by the core);
+    /// `agent_match` is how its agent is recognised, as JSON.
+    Pilot {
+        info: Box<PilotInfo>,
+        agent_match: String,
+    },
+}
+
+/// What an `events` row is about. The stored text ([`EventKind::as_str`]) is
+/// what `stats`, `analyze` and scripts read: never change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A known agent came back (`agent_reconnected`) ...
+    AgentReconnected,
+    /// ... or a restored agent reclaimed its attempts after a broker restart.
+    AgentReclaimed,
+    /// A result counted before arrived again (acknowledged as counted).
+    DuplicateResult,
+    /// A result for an attempt that is not current (written by the store
+    /// for [`StoreOp::StaleResult`]).
+    StaleResult,
+    MemoryRaised,
+    TasksCancelled,
+    BrokerStalled,
+    Reservation,
+    RunResumed,
+    /// A pilot's agent connected (written by the shell's fleet).
+    PilotConnected,
+    /// An agent named a pilot this broker did not start.
+    UnmanagedAgent,
+}
+
+impl EventKind {
+    /// The text in the `kind` column (a plain match table).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AgentReconnected => "agent_reconnected",
+            EventKind::AgentReclaimed => "agent_reclaimed",
+            EventKind::DuplicateResult => "duplicate_result",
+            EventKind::StaleResult => "stale_result",
+            EventKind::MemoryRaised => "memory_raised",
+            EventKind::TasksCancelled => "tasks_cancelled",
+            EventKind::BrokerStalled => "broker_stalled",
+            EventKind::Reservation => "reservation",
+            EventKind::RunResumed => "run_resumed",
+            EventKind::PilotConnected => "pilot_connected",
+            EventKind::UnmanagedAgent => "unmanaged_agent",
+        }
+    }
+}
+
+/// A result committed in this step, acknowledged to its agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub attempt: AttemptId,
+    /// Counted: the agent promotes the attempt's staged outputs; otherwise
+    /// (stale, failed) it discards them.
+    pub counted: bool,
+}
+
+/// An agent told to leave (its pilot is scaled down).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shutdown {
+    pub agent: AgentId,
+    pub reason: String,
+}
+
+/// A counted attempt's staged outputs to rename into place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promote {
+    /// The task's working directory (its stage dir is under it).
+    pub cwd: String,
+    pub attempt: AttemptId,
+    pub outputs: Vec<String>,
 }
 
 /// Everything one step of the core produced.
@@ -116,11 +192,10 @@ pub enum StoreOp {
 pub struct Effects {
     pub store: Vec<StoreOp>,
     pub assign: BTreeMap<AgentId, Vec<Assignment>>,
-    /// Results committed in this step: (attempt, counted). A counted attempt's
-    /// staged outputs are promoted by its agent; others are discarded.
-    pub ack: BTreeMap<AgentId, Vec<(AttemptId, bool)>>,
+    /// Results committed in this step, per agent.
+    pub ack: BTreeMap<AgentId, Vec<Ack>>,
     pub cancel: BTreeMap<AgentId, Vec<AttemptId>>,
-    pub shutdown: Vec<(AgentId, String)>,
+    pub shutdown: Vec<Shutdown>,
     /// Agents declared lost whose connection may still be up (a zombie that
     /// woke): the shell closes it, so the agent reconnects and is fenced.
     pub disconnect: Vec<AgentId>,
@@ -129,10 +204,10 @@ pub struct Effects {
     pub cache_probe: Vec<CacheProbe>,
     /// Counted successes of `cache: true` tasks, to save in the cache.
     pub cache_record: Vec<CacheRecord>,
-    /// Counted attempts with declared outputs: (cwd, attempt, outputs). The
-    /// shell promotes their staged outputs after the commit and before it
-    /// sends anything (dependents may be assigned in the same batch).
-    pub promote: Vec<(String, AttemptId, Vec<String>)>,
+    /// Counted attempts with declared outputs. The shell promotes their
+    /// staged outputs after the commit and before it sends anything
+    /// (dependents may be assigned in the same batch).
+    pub promote: Vec<Promote>,
     /// Runs that reached a final state in this step.
     pub finished_runs: Vec<RunId>,
 }

@@ -1,15 +1,19 @@
 //! The broker's in-memory model: runs, jobs, task slots, agents and attempts in
-//! flight. Plain data; the rules that change it live in `core/mod.rs`.
+//! flight, the order of ready jobs and the submit plan. Plain data with the
+//! predicates of one value (an agent serves a tag, an [`Offer`] could run a
+//! job); the rules that change it live in the other modules of `core`. It
+//! must not change state across values nor record effects.
 //!
 //! Tasks are not objects: a job of a million tasks is one `Job` with a
 //! `Vec<TaskSlot>` of a few bytes each, and task ids are `first_task + index`.
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use scalable_common::protocol::{AgentId, AttemptId, ContainerSpec, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
-use scalable_common::workflow::{JobDef, JobTemplates};
+use scalable_common::workflow::{JobDef, JobTemplates, WorkflowDef};
 
 /// A task's state (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +194,7 @@ impl Job {
     pub fn new(
         id: JobId,
         run: RunId,
-        planned: super::PlannedJob,
+        planned: PlannedJob,
         first_task: TaskId,
         deps_pending: u32,
     ) -> Job {
@@ -289,14 +293,56 @@ pub struct Agent {
     pub pilot_id: Option<String>,
 }
 
-impl Agent {
-    /// Whether this agent serves tasks with `tag` (SPEC §6): a tagged agent only
-    /// its tags; an untagged agent everything (a generic pool).
+/// What an agent offers a job, whether it is connected now or a fresh agent
+/// of a pilot shape (`Core::demand`): one rule for both.
+#[derive(Debug, Clone, Copy)]
+pub struct Offer<'a> {
+    pub tags: &'a [String],
+    pub capacity: &'a Resources,
+    pub container_runtime: bool,
+    pub lifetime_end_ms: Option<u64>,
+}
+
+impl Offer<'_> {
+    /// Whether an agent with these tags serves tasks with `tag` (SPEC §6): a
+    /// tagged agent only its tags; an untagged agent everything (a generic pool).
     pub fn serves(&self, tag: Option<&str>) -> bool {
         if self.tags.is_empty() {
             return true;
         }
         tag.is_some_and(|t| self.tags.iter().any(|a| a == t))
+    }
+
+    /// Whether it could ever run a task of `job` asking for `req`: tag, size
+    /// when empty, a container runtime for an image task (SPEC §6), and the
+    /// walltime within the remaining lifetime.
+    pub fn could_run(&self, job: &Job, req: &Resources, now_ms: u64) -> bool {
+        if !self.serves(job.tag()) || !req.fits_in(self.capacity) {
+            return false;
+        }
+        if job.container.is_some() && !self.container_runtime {
+            return false;
+        }
+        match (self.lifetime_end_ms, job.def.walltime_ms) {
+            (Some(end), Some(wall)) => now_ms + wall <= end,
+            _ => true,
+        }
+    }
+}
+
+impl Agent {
+    pub fn offer(&self) -> Offer<'_> {
+        Offer {
+            tags: &self.tags,
+            capacity: &self.capacity,
+            container_runtime: !self.runtimes.is_empty(),
+            lifetime_end_ms: self.lifetime_end_ms,
+        }
+    }
+
+    /// Whether this agent serves tasks with `tag` (see [`Offer::serves`]).
+    pub fn serves(&self, tag: Option<&str>) -> bool {
+        self.offer().serves(tag)
     }
 
     /// `req` fits in what is not committed yet.
@@ -337,4 +383,51 @@ pub struct Attempt {
     pub cancel_requested: bool,
     /// What this attempt asked for (the job's request or the task's override).
     pub resources: Resources,
+}
+
+/// A workflow that passed validation, with its templates compiled and its jobs'
+/// resources resolved, ready for [`super::Core::submit`].
+#[derive(Debug)]
+pub struct SubmitPlan {
+    pub def: WorkflowDef,
+    pub jobs: Vec<PlannedJob>,
+    pub cwd: String,
+    pub source: String,
+    pub definition_json: String,
+}
+
+#[derive(Debug)]
+pub struct PlannedJob {
+    pub def: Arc<JobDef>,
+    pub templates: Arc<JobTemplates>,
+    pub resources: Resources,
+    /// The component's image, mounts and env when its manifest binding has an image.
+    pub container: Option<ContainerSpec>,
+}
+
+/// The order in which ready jobs are offered to agents: higher `priority:`
+/// first, then older runs first (FIFO between runs), then within a run larger
+/// requests first (first-fit decreasing packs agents better and lets large
+/// tasks in before the small ones fill every gap), then job order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadyKey {
+    pub priority: Reverse<i32>,
+    pub run: RunId,
+    pub size: Reverse<(u32, u32, u64)>,
+    pub job: JobId,
+}
+
+impl ReadyKey {
+    pub fn of(job: &Job) -> ReadyKey {
+        ReadyKey {
+            priority: Reverse(job.def.priority),
+            run: job.run,
+            size: Reverse((
+                job.resources.gpus,
+                job.resources.cpus,
+                job.resources.memory_bytes,
+            )),
+            job: job.id,
+        }
+    }
 }

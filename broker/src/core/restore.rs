@@ -10,14 +10,17 @@
 //! attempts back and nothing it kept running is recomputed. Agents that do not
 //! come back are declared lost when the window ends, like any silent agent,
 //! and their attempts go back to ready without spending a retry or a crash.
+//!
+//! It reads rows the shell loaded; it must not read the store itself, nor
+//! schedule or record anything but the promotions of counted outputs.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use scalable_common::protocol::{AgentId, AttemptId, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 
-use super::model::{Agent, Attempt, Job, Run, RunState, TaskState};
-use super::{Core, CoreConfig, Ids, PlannedJob, ReadyKey};
+use super::model::{Agent, Attempt, Job, ReadyKey, Run, RunState, TaskState};
+use super::{Core, CoreConfig, Ids, PlannedJob, Promote};
 
 /// A run as the store has it, with its jobs re-planned from the stored definition.
 #[derive(Debug)]
@@ -125,13 +128,39 @@ impl Core {
             core.restore_run(r, state);
         }
         // Task rows first, then the cancel marks for the rowless rest.
-        let mut has_row: HashSet<TaskId> = HashSet::with_capacity(snap.tasks.len());
-        for t in &snap.tasks {
-            let Some((job, index)) = core.locate_task(t.task) else {
+        let has_row = core.restore_task_rows(&snap.tasks);
+        core.apply_cancel_marks(&has_row);
+        let agent_rows: HashMap<AgentId, AgentRow> =
+            snap.agents.into_iter().map(|a| (a.id, a)).collect();
+        for oa in snap.open_attempts {
+            if core.restore_open_attempt(oa, &agent_rows, now_ms) {
+                summary.restored_agents += 1;
+            }
+        }
+        core.restore_raised_memory(snap.oom_peaks);
+        core.promote_counted_again(&snap.counted);
+        core.release_restored();
+        // A finished run has nothing live: anything left over is cancelled.
+        for run in finished_runs {
+            core.cancel_leftovers(run);
+        }
+        let running: Vec<RunId> = core.runs.keys().copied().collect();
+        for run in running {
+            core.check_run_finished(run, now_ms);
+        }
+        (core, summary)
+    }
+
+    /// Task rows: attempts, retry and crash counts, and final states. Returns
+    /// the tasks that have a row.
+    fn restore_task_rows(&mut self, tasks: &[TaskRow]) -> HashSet<TaskId> {
+        let mut has_row: HashSet<TaskId> = HashSet::with_capacity(tasks.len());
+        for t in tasks {
+            let Some((job, index)) = self.locate_task(t.task) else {
                 continue;
             };
             has_row.insert(t.task);
-            let slot = &mut core.jobs.get_mut(&job).expect("located").tasks[index as usize];
+            let slot = &mut self.jobs.get_mut(&job).expect("located").tasks[index as usize];
             slot.attempts = t.attempts.min(u16::MAX as u32) as u16;
             slot.retries_used = t.retries_used.min(u16::MAX as u32) as u16;
             slot.crashes = t.crashes.min(u16::MAX as u32) as u16;
@@ -141,80 +170,94 @@ impl Core {
                 Some(TaskState::Assigned | TaskState::Running) | None => TaskState::Ready,
                 Some(s) => s,
             };
-            core.set_task_state(job, index, state);
+            self.set_task_state(job, index, state);
         }
-        let marked: Vec<JobId> = core
+        has_row
+    }
+
+    /// Rowless tasks of a cancel-marked job are cancelled.
+    fn apply_cancel_marks(&mut self, has_row: &HashSet<TaskId>) {
+        let marked: Vec<JobId> = self
             .jobs
             .values()
             .filter(|j| j.cancel_marked)
             .map(|j| j.id)
             .collect();
         for job in marked {
-            for index in 0..core.jobs[&job].count() {
-                let j = &core.jobs[&job];
+            for index in 0..self.jobs[&job].count() {
+                let j = &self.jobs[&job];
                 if !has_row.contains(&(j.first_task + index)) {
-                    core.set_task_state(job, index, TaskState::Cancelled);
+                    self.set_task_state(job, index, TaskState::Cancelled);
                 }
             }
         }
-        // Open attempts, on restored agents.
-        let agent_rows: HashMap<AgentId, AgentRow> =
-            snap.agents.into_iter().map(|a| (a.id, a)).collect();
-        for oa in snap.open_attempts {
-            let Some((job_id, index)) = core.locate_task(oa.task) else {
-                continue;
-            };
-            if core.jobs[&job_id].tasks[index as usize].state.is_terminal() {
-                // Ended for good already (a cancelled run): nothing to reclaim.
-                continue;
-            }
-            if !core.agents.contains_key(&oa.agent) {
-                summary.restored_agents += 1;
-                let row = agent_rows.get(&oa.agent);
-                core.agents
-                    .insert(oa.agent, restored_agent(oa.agent, row, &core.cfg, now_ms));
-            }
-            let job = core.jobs.get_mut(&job_id).expect("located");
-            let resources = job.overrides.get(&index).unwrap_or(&job.resources).clone();
-            let slot = &mut job.tasks[index as usize];
-            slot.attempts = slot.attempts.max(oa.number.min(u16::MAX as u32) as u16);
-            job.in_flight += 1;
-            let started = oa.started_at_us.is_some();
-            let agent = core.agents.get_mut(&oa.agent).expect("inserted");
-            agent.committed.give(&resources);
-            agent.attempts.push(oa.id);
-            if !started {
-                agent.unstarted += 1;
-            }
-            core.attempts.insert(
-                oa.id,
-                Attempt {
-                    id: oa.id,
-                    job: job_id,
-                    index,
-                    agent: oa.agent,
-                    number: oa.number,
-                    started,
-                    started_at_us: oa.started_at_us.unwrap_or(0),
-                    assigned_at_ms: oa.assigned_at_ms,
-                    cancel_requested: false,
-                    resources,
-                },
-            );
-            let state = if started {
-                TaskState::Running
-            } else {
-                TaskState::Assigned
-            };
-            core.set_task_state(job_id, index, state);
+    }
+
+    /// An attempt without an end, back on its (restored) agent. Returns
+    /// whether that agent had to be restored for it.
+    fn restore_open_attempt(
+        &mut self,
+        oa: OpenAttempt,
+        agent_rows: &HashMap<AgentId, AgentRow>,
+        now_ms: u64,
+    ) -> bool {
+        let Some((job_id, index)) = self.locate_task(oa.task) else {
+            return false;
+        };
+        if self.jobs[&job_id].tasks[index as usize].state.is_terminal() {
+            // Ended for good already (a cancelled run): nothing to reclaim.
+            return false;
         }
-        // Memory raised after MEMORY_EXHAUSTION, for tasks still to run.
-        for (task, peak) in snap.oom_peaks {
-            let Some((job_id, index)) = core.locate_task(task) else {
+        let new_agent = !self.agents.contains_key(&oa.agent);
+        if new_agent {
+            let row = agent_rows.get(&oa.agent);
+            self.agents
+                .insert(oa.agent, restored_agent(oa.agent, row, &self.cfg, now_ms));
+        }
+        let job = self.jobs.get_mut(&job_id).expect("located");
+        let resources = job.overrides.get(&index).unwrap_or(&job.resources).clone();
+        let slot = &mut job.tasks[index as usize];
+        slot.attempts = slot.attempts.max(oa.number.min(u16::MAX as u32) as u16);
+        job.in_flight += 1;
+        let started = oa.started_at_us.is_some();
+        let agent = self.agents.get_mut(&oa.agent).expect("inserted");
+        agent.committed.give(&resources);
+        agent.attempts.push(oa.id);
+        if !started {
+            agent.unstarted += 1;
+        }
+        self.attempts.insert(
+            oa.id,
+            Attempt {
+                id: oa.id,
+                job: job_id,
+                index,
+                agent: oa.agent,
+                number: oa.number,
+                started,
+                started_at_us: oa.started_at_us.unwrap_or(0),
+                assigned_at_ms: oa.assigned_at_ms,
+                cancel_requested: false,
+                resources,
+            },
+        );
+        let state = if started {
+            TaskState::Running
+        } else {
+            TaskState::Assigned
+        };
+        self.set_task_state(job_id, index, state);
+        new_agent
+    }
+
+    /// Memory raised after MEMORY_EXHAUSTION, for tasks still to run.
+    fn restore_raised_memory(&mut self, oom_peaks: Vec<(TaskId, u64)>) {
+        for (task, peak) in oom_peaks {
+            let Some((job_id, index)) = self.locate_task(task) else {
                 continue;
             };
-            let factor = core.cfg.oom_factor;
-            let job = core.jobs.get_mut(&job_id).expect("located");
+            let factor = self.cfg.oom_factor;
+            let job = self.jobs.get_mut(&job_id).expect("located");
             let slot = job.tasks[index as usize];
             if slot.state.is_terminal() || slot.retries_used == 0 {
                 continue;
@@ -223,44 +266,46 @@ impl Core {
             r.memory_bytes = ((peak.max(r.memory_bytes)) as f64 * factor) as u64;
             job.overrides.insert(index, r);
         }
-        // A counted attempt's outputs may still sit in its stage if the broker
-        // died between the commit and the rename: promote again (idempotent;
-        // a stage already promoted is simply gone).
-        for &(attempt, task) in &snap.counted {
-            let Some((job_id, index)) = core.locate_task(task) else {
+    }
+
+    /// A counted attempt's outputs may still sit in its stage if the broker
+    /// died between the commit and the rename: promote again (idempotent; a
+    /// stage already promoted is simply gone).
+    fn promote_counted_again(&mut self, counted: &[(AttemptId, TaskId)]) {
+        for &(attempt, task) in counted {
+            let Some((job_id, index)) = self.locate_task(task) else {
                 continue;
             };
-            let job = &core.jobs[&job_id];
+            let job = &self.jobs[&job_id];
             if job.def.outputs.is_empty() {
                 continue;
             }
-            let run = &core.runs[&job.run];
+            let run = &self.runs[&job.run];
             if let Ok(outputs) = job.templates.outputs(&job.def, index, job.run) {
                 let cwd = super::task_cwd(run, job, index);
-                core.fx.promote.push((cwd, attempt, outputs));
+                self.fx.promote.push(Promote {
+                    cwd,
+                    attempt,
+                    outputs,
+                });
             }
         }
-        core.release_restored();
-        // A finished run has nothing live: anything left over is cancelled.
-        for run in finished_runs {
-            let jobs = core.runs[&run].jobs.clone();
-            for job in jobs {
-                for index in 0..core.jobs[&job].count() {
-                    let s = core.jobs[&job].tasks[index as usize].state;
-                    if matches!(s, TaskState::Waiting | TaskState::Ready) {
-                        core.set_task_state(job, index, TaskState::Cancelled);
-                    }
+    }
+
+    /// A finished run's waiting and ready tasks are cancelled.
+    fn cancel_leftovers(&mut self, run: RunId) {
+        let jobs = self.runs[&run].jobs.clone();
+        for job in jobs {
+            for index in 0..self.jobs[&job].count() {
+                let s = self.jobs[&job].tasks[index as usize].state;
+                if matches!(s, TaskState::Waiting | TaskState::Ready) {
+                    self.set_task_state(job, index, TaskState::Cancelled);
                 }
-                let j = core.jobs.get_mut(&job).expect("exists");
-                j.requeued.clear();
-                j.next_fresh = j.count();
             }
+            let j = self.jobs.get_mut(&job).expect("exists");
+            j.requeued.clear();
+            j.next_fresh = j.count();
         }
-        let running: Vec<RunId> = core.runs.keys().copied().collect();
-        for run in running {
-            core.check_run_finished(run, now_ms);
-        }
-        (core, summary)
     }
 
     fn restore_run(&mut self, r: RestoredRun, state: RunState) {
@@ -286,20 +331,7 @@ impl Core {
             job.cancel_marked = rj.cancel_marked;
             self.jobs.insert(rj.id, job);
         }
-        for &id in &job_ids {
-            let after: BTreeSet<JobId> = self.jobs[&id]
-                .def
-                .after
-                .iter()
-                .filter_map(|a| names.get(a).copied())
-                .collect();
-            for d in after {
-                let dj = self.jobs.get_mut(&d).expect("same run");
-                if !dj.dependents.contains(&id) {
-                    dj.dependents.push(id);
-                }
-            }
-        }
+        self.wire_dependents(&job_ids, &names);
         self.runs.insert(
             r.id,
             Run {

@@ -26,6 +26,7 @@ mod table;
 #[cfg(test)]
 mod test_fixtures;
 mod time;
+mod why;
 
 use std::io::Write;
 
@@ -39,6 +40,7 @@ pub use scale::scale_text;
 pub use stats::stats_text;
 pub use status::status_text;
 pub use time::{format_utc, short_duration};
+pub use why::{reason_text, why_text};
 
 /// How a command prints its data (`--json` picks `Json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

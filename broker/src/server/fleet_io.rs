@@ -318,7 +318,7 @@ pub(super) fn status(
         Ok(states) => {
             let changed = f.fleet.reconcile(&states, now);
             for op in &changed {
-                if let StoreOp::Pilot(p, _) = op {
+                if let StoreOp::Pilot { info: p, .. } = op {
                     tracing::info!("pilot {} ({}) is {}", p.id, p.provider_id, p.state);
                 }
             }
@@ -346,7 +346,7 @@ pub(super) fn agent_connected(
                 op,
                 StoreOp::Event {
                     at_ms: now,
-                    kind: "pilot_connected",
+                    kind: crate::core::EventKind::PilotConnected,
                     run: None,
                     detail: format!(
                         "pilot {pilot}: agent {agent} connected after {wait_ms} ms in the queue"
@@ -358,7 +358,7 @@ pub(super) fn agent_connected(
             tracing::info!("agent {agent} says pilot {reported:?}, which this broker did not submit (unmanaged)");
             vec![StoreOp::Event {
                 at_ms: now,
-                kind: "unmanaged_agent",
+                kind: crate::core::EventKind::UnmanagedAgent,
                 run: None,
                 detail: format!("agent {agent} reports pilot {reported:?}, unknown to this broker"),
             }]

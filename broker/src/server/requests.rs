@@ -6,9 +6,7 @@
 //! read or write the store directly, and it decides nothing the core should.
 
 use scalable_common::manifest::Manifest;
-use scalable_common::protocol::{
-    Request, Response, RunId, RunRef, SubmitRequest, TaskRef, WhyAnswer,
-};
+use scalable_common::protocol::{Request, Response, RunId, RunRef, SubmitRequest, TaskRef};
 use tokio::sync::{mpsc, oneshot};
 
 use super::fleet_io::{self, FleetCtx, ScaleReq};
@@ -168,11 +166,7 @@ fn logs(core: &Core, task: TaskRef, attempt: Option<u32>) -> Answer {
 
 fn why(core: &Core, task: &TaskRef, now: u64) -> Response {
     match resolve_task(core, task).and_then(|id| core.why(id, now)) {
-        Some((task, state, reason)) => Response::Why(WhyAnswer {
-            task,
-            state: state.to_string(),
-            reason,
-        }),
+        Some(answer) => Response::Why(answer),
         None => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
     }
 }

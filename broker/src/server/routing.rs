@@ -7,7 +7,7 @@
 //! not send, promote, spawn or read a clock; the core task executes the plan
 //! (after commit, on the store's writer thread).
 
-use scalable_common::protocol::{AgentId, AttemptId, Response, ToAgent};
+use scalable_common::protocol::{AgentId, Response, ToAgent};
 use tokio::sync::oneshot;
 
 use crate::core::Effects;
@@ -22,12 +22,7 @@ pub(super) enum Deferred {
 }
 
 /// A counted attempt's staged outputs to move into place under `cwd`.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Promotion {
-    pub cwd: String,
-    pub attempt: AttemptId,
-    pub outputs: Vec<String>,
-}
+pub(super) use crate::core::Promote as Promotion;
 
 /// One thing done after the commit; `S` is how a message reaches its agent.
 pub(super) enum Step<S> {
@@ -95,17 +90,17 @@ fn messages(fx: &mut Effects) -> Vec<(AgentId, ToAgent)> {
         out.push((agent, ToAgent::Assign(list)));
     }
     for (agent, list) in std::mem::take(&mut fx.ack) {
-        let (counted, ignored) = list.into_iter().partition::<Vec<_>, _>(|x| x.1);
+        let (counted, ignored) = list.into_iter().partition::<Vec<_>, _>(|x| x.counted);
         let ack = ToAgent::Ack {
-            counted: counted.into_iter().map(|x| x.0).collect(),
-            ignored: ignored.into_iter().map(|x| x.0).collect(),
+            counted: counted.into_iter().map(|x| x.attempt).collect(),
+            ignored: ignored.into_iter().map(|x| x.attempt).collect(),
         };
         out.push((agent, ack));
     }
     for (agent, list) in std::mem::take(&mut fx.cancel) {
         out.push((agent, ToAgent::Cancel(list)));
     }
-    for (agent, reason) in std::mem::take(&mut fx.shutdown) {
+    for crate::core::Shutdown { agent, reason } in std::mem::take(&mut fx.shutdown) {
         out.push((agent, ToAgent::Shutdown { reason }));
     }
     out
@@ -113,13 +108,6 @@ fn messages(fx: &mut Effects) -> Vec<(AgentId, ToAgent)> {
 
 fn promotions(fx: &mut Effects) -> Vec<Promotion> {
     std::mem::take(&mut fx.promote)
-        .into_iter()
-        .map(|(cwd, attempt, outputs)| Promotion {
-            cwd,
-            attempt,
-            outputs,
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -153,14 +141,23 @@ mod tests {
         fx.assign.insert(agent, list);
     }
     fn ack(fx: &mut Effects, agent: AgentId, acks: &[(AttemptId, bool)]) {
-        fx.ack.insert(agent, acks.to_vec());
+        let acks = acks
+            .iter()
+            .map(|&(attempt, counted)| crate::core::Ack { attempt, counted });
+        fx.ack.insert(agent, acks.collect());
     }
     fn shutdown(fx: &mut Effects, agent: AgentId, reason: &str) {
-        fx.shutdown.push((agent, reason.into()));
+        fx.shutdown.push(crate::core::Shutdown {
+            agent,
+            reason: reason.into(),
+        });
     }
     fn promote(fx: &mut Effects, attempt: AttemptId) {
-        fx.promote
-            .push(("/w".into(), attempt, vec![format!("out{attempt}")]));
+        fx.promote.push(Promotion {
+            cwd: "/w".into(),
+            attempt,
+            outputs: vec![format!("out{attempt}")],
+        });
     }
 
     /// The plan in words, so a test reads as the order things happen in.

@@ -1,0 +1,152 @@
+//! `why`: where a task is and what keeps it there, as a typed
+//! [`Reason`] (the words are the CLI output layer's, `output::why`).
+//!
+//! The per-job evaluation ([`Core::job_reason`]) is the one source for `why`
+//! and for `demand`, so the two never disagree.
+//!
+//! Read-only. Must not change any state nor word anything for a person.
+
+use std::cmp::Reverse;
+
+use scalable_common::explain::{AgentRef, Reason, Shortfall};
+use scalable_common::protocol::{TaskId, WhyAnswer};
+use scalable_common::resources::Resources;
+
+use super::model::{Agent, Job, TaskState};
+use super::Core;
+
+impl Core {
+    /// Why a task is where it is (SPEC §7 `why`).
+    pub fn why(&self, task: TaskId, now_ms: u64) -> Option<WhyAnswer> {
+        let (job_id, index) = self.locate_task(task)?;
+        let job = &self.jobs[&job_id];
+        let state = job.tasks[index as usize].state;
+        let on_agent = || {
+            self.attempts
+                .values()
+                .find(|a| a.job == job_id && a.index == index)
+                .and_then(|a| self.agents.get(&a.agent))
+                .map(|a| AgentRef {
+                    name: a.name.clone(),
+                    host: a.hostname.clone(),
+                })
+        };
+        let reason = match state {
+            TaskState::Succeeded | TaskState::Cached => Reason::Done {
+                cache_note: self.cache_notes.get(&task).cloned(),
+            },
+            TaskState::Failed | TaskState::Cancelled => Reason::Ended {
+                state: state.name().to_string(),
+                run: job.run,
+            },
+            TaskState::Assigned => Reason::Assigned { agent: on_agent() },
+            TaskState::Running => Reason::Running { agent: on_agent() },
+            TaskState::Waiting => Reason::WaitingOnDependency {
+                jobs: self.pending_dependencies(job),
+            },
+            TaskState::Ready => match self.backoff_remaining_ms(job, index, now_ms) {
+                Some(remaining_ms) => Reason::Backoff { remaining_ms },
+                None => self.job_reason(job, now_ms),
+            },
+        };
+        Some(WhyAnswer {
+            task: format!("{}/{}/{}", job.run, job.def.name, index),
+            state: state.name().to_string(),
+            reason,
+        })
+    }
+
+    /// Upstream jobs of `job` that have not fully succeeded yet.
+    fn pending_dependencies(&self, job: &Job) -> Vec<String> {
+        self.runs[&job.run]
+            .jobs
+            .iter()
+            .map(|j| &self.jobs[j])
+            .filter(|d| job.def.after.contains(&d.def.name))
+            .filter(|d| d.counts.succeeded + d.counts.cached < d.count())
+            .map(|d| d.def.name.clone())
+            .collect()
+    }
+
+    /// How long a ready task still waits out its retry backoff, if it does.
+    fn backoff_remaining_ms(&self, job: &Job, index: u64, now_ms: u64) -> Option<u64> {
+        self.backoff
+            .iter()
+            .find(|Reverse((_, j, i))| *j == job.id && *i == index)
+            .map(|Reverse((due, _, _))| due.saturating_sub(now_ms))
+    }
+
+    /// What keeps the ready tasks of `job` (those not in backoff) from an
+    /// agent: the first that applies of tag, size, container runtime,
+    /// lifetime, throttle, reservation, and busy agents.
+    pub(super) fn job_reason(&self, job: &Job, now_ms: u64) -> Reason {
+        let tagged: Vec<&Agent> = self
+            .agents
+            .values()
+            .filter(|a| !a.draining && a.serves(job.tag()))
+            .collect();
+        if tagged.is_empty() {
+            return match job.tag() {
+                Some(t) if !self.agents.is_empty() => Reason::NoAgentWithTag { tag: t.into() },
+                None if !self.agents.is_empty() => Reason::AllAgentsTagged,
+                tag => Reason::NoAgentConnected {
+                    tag: tag.map(String::from),
+                },
+            };
+        }
+        let need = &job.resources;
+        if !tagged.iter().any(|a| a.could_ever_run(need)) {
+            return Reason::LargerThanEveryAgent {
+                need: need.clone(),
+                short: shortfall(need, &tagged),
+            };
+        }
+        if job.container.is_some() && tagged.iter().all(|a| a.runtimes.is_empty()) {
+            return Reason::NoContainerRuntime;
+        }
+        let eligible = tagged
+            .iter()
+            .filter(|a| self.eligible(a, job, now_ms))
+            .count() as u32;
+        if eligible == 0 {
+            return Reason::LifetimeTooShort;
+        }
+        if !job.under_max_running() {
+            return Reason::Throttled {
+                running: job.in_flight,
+                max: job.def.max_running.unwrap_or(job.in_flight),
+            };
+        }
+        if let Some(a) = self
+            .agents
+            .values()
+            .find(|a| a.reserved_for == Some(job.id))
+        {
+            return Reason::Reserved {
+                agent: a.name.clone(),
+            };
+        }
+        Reason::WaitingForResources {
+            need: need.clone(),
+            agents: eligible,
+        }
+    }
+}
+
+/// The first resource of `need` that no agent of `tagged` has enough of.
+fn shortfall(need: &Resources, tagged: &[&Agent]) -> Shortfall {
+    let most = |f: fn(&Resources) -> u64| tagged.iter().map(|a| f(&a.capacity)).max().unwrap_or(0);
+    let largest_bytes = most(|r| r.memory_bytes);
+    if need.memory_bytes > largest_bytes {
+        return Shortfall::Memory { largest_bytes };
+    }
+    let largest = most(|r| r.cpus as u64);
+    if need.cpus as u64 > largest {
+        return Shortfall::Cpus { largest };
+    }
+    let largest = most(|r| r.gpus as u64);
+    if need.gpus as u64 > largest {
+        return Shortfall::Gpus { largest };
+    }
+    Shortfall::Other
+}

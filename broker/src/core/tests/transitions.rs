@@ -1,0 +1,99 @@
+//! State transitions: retries and backoff, cancellation, memory raised after `MEMORY_EXHAUSTION`, `max_fails`.
+
+use super::*;
+
+#[test]
+fn failed_task_retries_with_backoff_then_fails_and_cancels_dependents() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    let mut first = job("first", 1);
+    first.retries = 1;
+    let mut second = job("second", 2);
+    second.after = vec!["first".into()];
+    let run = env.submit(vec![first, second]);
+    let fx = env.step();
+    let at = assigned(&fx, a);
+    let fx = env.finish(a, &at, 3);
+    assert!(fx.assign.is_empty(), "retry waits for its backoff");
+    let fx = env.advance(999);
+    assert!(fx.assign.is_empty());
+    let fx = env.advance(1);
+    let again = assigned(&fx, a);
+    assert_eq!(again.len(), 1);
+    assert_eq!(fx.assign[&a][0].attempt_number, 2);
+    let fx = env.finish(a, &again, 3);
+    let st = env.status(run);
+    assert_eq!(st.counts.failed, 1);
+    assert_eq!(
+        st.counts.cancelled, 2,
+        "dependents cancelled (dependency failed)"
+    );
+    assert_eq!(st.state, "failed");
+    assert_eq!(fx.finished_runs, vec![run]);
+}
+
+#[test]
+fn cancel_run_cancels_queued_and_stops_running() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    let run = env.submit(vec![job("many", 5)]);
+    let fx = env.step();
+    let at = assigned(&fx, a);
+    env.core.cancel_run(run, env.now_ms);
+    let fx = env.step();
+    assert_eq!(fx.cancel[&a].len(), at.len());
+    assert_eq!(
+        env.status(run).state,
+        "running",
+        "waits for the agent to confirm"
+    );
+    let results = at
+        .iter()
+        .map(|x| result(*x, AttemptEnd::Cancelled))
+        .collect();
+    env.core.agent_events(a, &[], results, None, env.now_ms);
+    let fx = env.step();
+    assert_eq!(fx.finished_runs, vec![run]);
+    assert_eq!(env.status(run).state, "cancelled");
+}
+
+#[test]
+fn a_memory_exhausted_retry_asks_for_the_peak_times_the_factor() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    let mut j = job("j", 1);
+    j.retries = 1;
+    j.resources.memory_bytes = Some(100 << 20);
+    env.submit(vec![j]);
+    let at = assigned(&env.step(), a);
+    let mut r = result(at[0], AttemptEnd::OutOfMemory);
+    r.peak_rss_bytes = 200 << 20;
+    env.core.agent_events(a, &[], vec![r], None, env.now_ms);
+    env.step();
+    let fx = env.advance(2_000);
+    let retry = &fx.assign[&a][0];
+    assert_eq!(retry.resources.memory_bytes, 300 << 20, "200 MiB x 1.5");
+    assert!(env.store_log.iter().any(|op| matches!(
+        op,
+        StoreOp::Event { kind: EventKind::MemoryRaised, detail, .. } if detail.contains("from 100M to 300M")
+    )));
+}
+
+#[test]
+fn max_fails_stops_scheduling_after_that_many_failed_tasks() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    let run = env.submit_wf(vec![job("j", 5)], Some(1));
+    let at = assigned(&env.step(), a);
+    let first = at[0];
+    let fx = env.finish(a, &[first], 1);
+    // The prefetched ones already on the agent may finish; nothing new starts.
+    let rest: Vec<AttemptId> = at[1..].to_vec();
+    assert!(assigned(&fx, a).is_empty(), "no new task after max_fails");
+    env.finish(a, &rest, 0);
+    let s = env.status(run);
+    assert_eq!(s.state, "failed");
+    assert_eq!(s.counts.failed, 1);
+    assert_eq!(s.counts.succeeded + s.counts.cancelled, 4, "{s:?}");
+    assert!(s.counts.cancelled >= 1, "unstarted tasks cancelled: {s:?}");
+}

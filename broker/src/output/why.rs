@@ -1,0 +1,233 @@
+//! The words of `scalable why`: a typed [`Reason`] from the core turned into
+//! the one line a person can act on.
+//!
+//! Owns the sentences only; it must not decide anything (the core's
+//! `explain` does) and must not print (the CLI does).
+
+use scalable_common::explain::{Reason, Shortfall};
+use scalable_common::protocol::WhyAnswer;
+use scalable_common::units::format_size;
+
+/// `RUN/JOB/INDEX (state): reason`.
+pub fn why_text(w: &WhyAnswer) -> String {
+    format!("{} ({}): {}", w.task, w.state, reason_text(&w.reason))
+}
+
+/// The sentence for one reason (a plain match table).
+pub fn reason_text(r: &Reason) -> String {
+    match r {
+        Reason::Done {
+            cache_note: Some(note),
+        } => format!("it is done; {note}"),
+        Reason::Done { cache_note: None } => "it is done".into(),
+        Reason::Ended { state, run } => {
+            format!("it ended {state}; scalable analyze {run} says why")
+        }
+        Reason::Assigned { agent: Some(a) } => format!(
+            "it is queued on agent {} ({}), waiting for room there",
+            a.name, a.host
+        ),
+        Reason::Assigned { agent: None } => "it is being assigned".into(),
+        Reason::Running { agent: Some(a) } => {
+            format!("it is running on agent {} ({})", a.name, a.host)
+        }
+        Reason::Running { agent: None } => "it is running".into(),
+        Reason::WaitingOnDependency { jobs } => {
+            format!("waiting for dependency {}", jobs.join(", "))
+        }
+        Reason::Backoff { remaining_ms } => {
+            format!("retrying after a failure; backoff ends in {remaining_ms} ms")
+        }
+        Reason::NoAgentConnected { tag: Some(t) } => {
+            format!("no agent is connected (it needs one with tag {t})")
+        }
+        Reason::NoAgentConnected { tag: None } => "no agent is connected".into(),
+        Reason::NoAgentWithTag { tag } => format!("no connected agent has tag {tag}"),
+        Reason::AllAgentsTagged => "no connected agent runs untagged tasks (all are tagged)".into(),
+        Reason::LargerThanEveryAgent { need, short } => match short {
+            Shortfall::Memory { largest_bytes } => format!(
+                "needs {} memory, largest agent has {}",
+                format_size(need.memory_bytes),
+                format_size(*largest_bytes)
+            ),
+            Shortfall::Cpus { largest } => {
+                format!("needs {} cpus, largest agent has {largest}", need.cpus)
+            }
+            Shortfall::Gpus { largest } => {
+                format!("needs {} gpus, largest agent has {largest}", need.gpus)
+            }
+            Shortfall::Other => format!("needs {need}, more than any connected agent offers"),
+        },
+        Reason::NoContainerRuntime => {
+            "needs a container image, and no agent that serves it has a container runtime".into()
+        }
+        Reason::LifetimeTooShort => "its walltime does not fit in any agent's remaining lifetime; a fresher pilot will take it".into(),
+        Reason::Throttled { running, .. } => {
+            format!("job throttled by max_running ({running} running)")
+        }
+        Reason::Reserved { agent } => format!(
+            "agent {agent} is reserved for it and is draining smaller tasks to make room"
+        ),
+        Reason::WaitingForResources { need, agents } => format!(
+            "waiting for free resources: it needs {need} and the {agents} agent(s) that can run it are busy"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use scalable_common::explain::AgentRef;
+    use scalable_common::resources::Resources;
+
+    use super::*;
+
+    fn res(cpus: u32, memory_bytes: u64, gpus: u32) -> Resources {
+        Resources {
+            cpus,
+            memory_bytes,
+            gpus,
+            custom: vec![],
+        }
+    }
+
+    /// Every sentence, exactly: scripts and tests read these lines.
+    #[test]
+    fn every_reason_has_its_sentence() {
+        let a = || {
+            Some(AgentRef {
+                name: "a1".into(),
+                host: "h".into(),
+            })
+        };
+        let cases: Vec<(Reason, &str)> = vec![
+            (Reason::Done { cache_note: None }, "it is done"),
+            (
+                Reason::Done {
+                    cache_note: Some("cache miss: input x changed".into()),
+                },
+                "it is done; cache miss: input x changed",
+            ),
+            (
+                Reason::Ended {
+                    state: "failed".into(),
+                    run: 3,
+                },
+                "it ended failed; scalable analyze 3 says why",
+            ),
+            (
+                Reason::Assigned { agent: a() },
+                "it is queued on agent a1 (h), waiting for room there",
+            ),
+            (Reason::Assigned { agent: None }, "it is being assigned"),
+            (Reason::Running { agent: a() }, "it is running on agent a1 (h)"),
+            (Reason::Running { agent: None }, "it is running"),
+            (
+                Reason::WaitingOnDependency {
+                    jobs: vec!["x".into(), "y".into()],
+                },
+                "waiting for dependency x, y",
+            ),
+            (
+                Reason::Backoff { remaining_ms: 900 },
+                "retrying after a failure; backoff ends in 900 ms",
+            ),
+            (
+                Reason::NoAgentConnected {
+                    tag: Some("gpu".into()),
+                },
+                "no agent is connected (it needs one with tag gpu)",
+            ),
+            (
+                Reason::NoAgentConnected { tag: None },
+                "no agent is connected",
+            ),
+            (
+                Reason::NoAgentWithTag { tag: "gpu".into() },
+                "no connected agent has tag gpu",
+            ),
+            (
+                Reason::AllAgentsTagged,
+                "no connected agent runs untagged tasks (all are tagged)",
+            ),
+            (
+                Reason::LargerThanEveryAgent {
+                    need: res(1, 64 << 30, 0),
+                    short: Shortfall::Memory {
+                        largest_bytes: 8 << 30,
+                    },
+                },
+                "needs 64G memory, largest agent has 8G",
+            ),
+            (
+                Reason::LargerThanEveryAgent {
+                    need: res(9, 0, 0),
+                    short: Shortfall::Cpus { largest: 4 },
+                },
+                "needs 9 cpus, largest agent has 4",
+            ),
+            (
+                Reason::LargerThanEveryAgent {
+                    need: res(1, 0, 2),
+                    short: Shortfall::Gpus { largest: 0 },
+                },
+                "needs 2 gpus, largest agent has 0",
+            ),
+            (
+                Reason::LargerThanEveryAgent {
+                    need: res(1, 1 << 30, 0),
+                    short: Shortfall::Other,
+                },
+                "needs 1 cpu, 1G, more than any connected agent offers",
+            ),
+            (
+                Reason::NoContainerRuntime,
+                "needs a container image, and no agent that serves it has a container runtime",
+            ),
+            (
+                Reason::LifetimeTooShort,
+                "its walltime does not fit in any agent's remaining lifetime; a fresher pilot will take it",
+            ),
+            (
+                Reason::Throttled { running: 1, max: 1 },
+                "job throttled by max_running (1 running)",
+            ),
+            (
+                Reason::Reserved { agent: "a1".into() },
+                "agent a1 is reserved for it and is draining smaller tasks to make room",
+            ),
+            (
+                Reason::WaitingForResources {
+                    need: res(2, 1 << 30, 0),
+                    agents: 3,
+                },
+                "waiting for free resources: it needs 2 cpu, 1G and the 3 agent(s) that can run it are busy",
+            ),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason_text(&reason), text, "{reason:?}");
+        }
+        let w = WhyAnswer {
+            task: "1/j/0".into(),
+            state: "ready".into(),
+            reason: Reason::AllAgentsTagged,
+        };
+        assert_eq!(
+            why_text(&w),
+            "1/j/0 (ready): no connected agent runs untagged tasks (all are tagged)"
+        );
+    }
+
+    /// `why --json` prints the typed form: scripts match on the reason's name.
+    #[test]
+    fn the_json_form_names_the_reason() {
+        let w = WhyAnswer {
+            task: "1/j/0".into(),
+            state: "ready".into(),
+            reason: Reason::NoAgentWithTag { tag: "gpu".into() },
+        };
+        assert_eq!(
+            serde_json::to_string(&w).unwrap(),
+            r#"{"task":"1/j/0","state":"ready","reason":{"no_agent_with_tag":{"tag":"gpu"}}}"#
+        );
+    }
+}
