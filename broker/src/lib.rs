@@ -1,15 +1,21 @@
 //! The Scalable broker and the user CLI.
 //!
 //! Layout (see ARCHITECTURE.md for the whole map):
-//! - [`core`]: the sans-IO state machine: runs, jobs, tasks, agents, scheduling.
-//! - [`store`]: SQLite, one writer thread, commit-then-send.
-//! - [`server`]: the async shell: QUIC, clock, store and core wired together.
+//! - [`core`]: the sans-IO state machine: runs, jobs, tasks, agents, scheduling,
+//!   `why` as typed reasons, `demand` per tag. No clock, socket, file or RNG.
+//! - [`server`]: the async shell: QUIC sessions, the core task, effect routing,
+//!   the fleet's and the cache's I/O.
+//! - [`store`]: SQLite, one writer thread, commit-then-send; schema and reads.
 //! - [`submit`]: turns a submitted workflow into a plan for the core.
 //! - [`restart`]: a restarted broker's core rebuilt from the store.
+//! - [`cache`]: `cache: true` keys, the blob store and its table.
+//! - [`fleet`]: the broker's pilots (records, scale decisions, matching); I/O-free.
+//! - [`providers`]: start/status/stop pilots through each platform's CLI.
 //! - [`local`]: the minimal local provider (agent processes on this host).
-//! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows.
+//! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows and costs.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
-//! - [`client`], [`cli`], [`cli_error`], [`output`]: the `scalable` CLI.
+//! - [`cli`], [`client`], [`cli_error`], [`output`]: the `scalable` CLI: one module
+//!   per command, the connection, the error type, text and JSON rendering.
 
 pub mod cache;
 pub mod cli;
