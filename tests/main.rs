@@ -8,6 +8,7 @@ mod agent_loss;
 mod auth;
 mod chaos;
 mod cli;
+mod credentials;
 mod dag;
 mod durability;
 mod failures;
