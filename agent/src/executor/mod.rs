@@ -107,7 +107,8 @@ pub struct ExecConfig {
     pub log_dir: PathBuf,
     /// Bytes of the end of stdout and of stderr that go into the result.
     pub tail_bytes: usize,
-    /// Cap per stream file on disk; beyond it the file is truncated to 0.
+    /// Cap per stream file on disk; beyond it the start of the file is freed
+    /// (`output`: the count stays exact and the tail is kept).
     pub output_bytes_max: u64,
     /// SIGTERM → SIGKILL grace for walltime and stop.
     pub kill_grace: Duration,
