@@ -16,6 +16,7 @@
 //! - `watchdog`: walltimes, SIGKILL escalation, memory sampling, the size cap;
 //! - `stop`: stopping and killing tasks (and podman/docker containers);
 //! - `reaper`: the process-wide reaper thread;
+//! - `escapees`: processes that left their task's group, killed after it;
 //! - `finish`: one reaped leader into one `Finished` event.
 //!
 //! # Why tasks do not outlive the agent (the choice)
@@ -28,6 +29,10 @@
 //!   so a task's daemonised grandchildren re-parent to the agent, not to init, and
 //!   are reaped here;
 //! - after a task's leader exits its whole process group gets SIGKILL;
+//! - processes that left the group (`setsid`) are found among the agent's
+//!   children once re-parented, tied to their attempt by the
+//!   `SCALABLE_ATTEMPT_ID` they inherited, and killed when it has ended
+//!   (`escapees`);
 //! - every agent exit path calls [`Executor::kill_all_now`] (so does `Drop`).
 //!
 //! A SIGKILL of the agent itself gives none of these a chance to run; that case
@@ -59,6 +64,7 @@
 //! no `/proc` scan per spawn, no cgroup without a memory request.
 
 mod command;
+mod escapees;
 mod finish;
 mod output;
 mod placement;
@@ -173,6 +179,8 @@ struct State {
     running: HashMap<AttemptId, Running>,
     /// When the watchdog will next wake on its own.
     watchdog_wake: Instant,
+    /// A task ended since the last sweep for escaped processes (`escapees`).
+    sweep_due: bool,
     shutdown: bool,
 }
 
@@ -239,6 +247,7 @@ impl Executor {
             state: Mutex::new(State {
                 running: HashMap::new(),
                 watchdog_wake: Instant::now(),
+                sweep_due: false,
                 shutdown: false,
             }),
             watchdog_cv: Condvar::new(),
@@ -266,6 +275,8 @@ impl Drop for Executor {
         // Tasks must not outlive the executor that enforces their limits.
         if self.running() > 0 {
             self.kill_all_now();
+        } else {
+            escapees::sweep_until_quiet();
         }
         self.inner.lock().shutdown = true;
         self.inner.watchdog_cv.notify_one();

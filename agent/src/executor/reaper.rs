@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use scalable_common::protocol::AttemptId;
 
-use super::Inner;
+use super::{escapees, Inner};
 
 /// The process-wide reaper: `wait*` on any child is process-global, so there is
 /// exactly one, shared by every executor.
@@ -47,6 +47,13 @@ pub(super) static REAPER: Reaper = Reaper {
 pub(super) struct Reaper {
     state: Mutex<ReapState>,
     cv: Condvar,
+}
+
+/// What [`Reaper::live`] returns: a snapshot of the registered tasks.
+#[derive(Default)]
+pub(super) struct Live {
+    pub(super) leaders: BTreeSet<libc::pid_t>,
+    pub(super) attempts: BTreeMap<AttemptId, Arc<Inner>>,
 }
 
 struct ReapState {
@@ -104,6 +111,22 @@ impl Reaper {
         }
     }
 
+    /// The registered leaders' pids, and each live attempt with its executor;
+    /// `None` while a spawn is under way (its child may not be registered yet).
+    /// For `escapees`, which must never take a leader for an escaped process.
+    pub(super) fn live(&self) -> Option<Live> {
+        let st = self.lock();
+        if !st.in_flight.is_empty() {
+            return None;
+        }
+        let mut live = Live::default();
+        for (&pid, (inner, attempt)) in &st.owners {
+            live.leaders.insert(pid);
+            live.attempts.insert(*attempt, inner.clone());
+        }
+        Some(live)
+    }
+
     fn wait_on<'a>(&self, st: MutexGuard<'a, ReapState>) -> MutexGuard<'a, ReapState> {
         let mut st = st;
         st.waiting = true;
@@ -157,7 +180,9 @@ impl Reaper {
             Some((inner, attempt)) => inner.finish(attempt, pid),
             None => {
                 // An orphan re-parented to us, or a failed spawn's child that libc
-                // already reaped (then this finds nothing, which is fine).
+                // already reaped (then this finds nothing, which is fine). Still a
+                // zombie here, so the guard can drop its group before the id is free.
+                escapees::reaping(pid);
                 let _ = reap(pid);
             }
         }

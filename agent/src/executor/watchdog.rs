@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use scalable_common::protocol::{AttemptEnd, AttemptId};
 
+use super::escapees;
 use super::output::SIZE_CHECK_INTERVAL_MAX;
 use super::stop::kill_group;
 use super::{later, Inner, State, Stopping};
@@ -51,6 +52,9 @@ impl Inner {
                 let since = now.saturating_duration_since(last_size_check);
                 next_size_check = now + self.enforce_output_caps(&mut st, since);
                 last_size_check = now;
+                if st.sweep_due || telemetry_due {
+                    st = self.sweep_escapees(st);
+                }
             }
             let wake = next_wake(&st, next_telemetry, next_size_check, next_sample);
             st.watchdog_wake = wake;
@@ -61,6 +65,18 @@ impl Inner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// Kills the escaped processes of ended tasks (`escapees`), without the
+    /// lock (it reads `/proc`); another sweep is due if it killed any.
+    fn sweep_escapees<'a>(&'a self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let mut st = st;
+        st.sweep_due = false;
+        drop(st);
+        let killed = escapees::sweep();
+        let mut st = self.lock();
+        st.sweep_due |= killed;
+        st
     }
 
     /// Applies the output cap to every running task's streams; returns when the
@@ -175,7 +191,7 @@ fn next_wake(
     next_sample: Instant,
 ) -> Instant {
     let mut wake = next_telemetry;
-    if !st.running.is_empty() {
+    if !st.running.is_empty() || st.sweep_due {
         wake = wake.min(next_size_check);
     }
     for r in st.running.values() {
