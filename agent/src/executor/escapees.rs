@@ -1,8 +1,8 @@
 //! Processes that left their task's process group (`setsid`, a double fork):
 //! found, tied to their attempt, and killed once it has ended.
 //!
-//! Owns: the sweep over the agent's children, which processes the orphan
-//! guard was told of here, and the `pidfd` signals. It must not kill a process
+//! Owns: the sweep over the agent's children, tying a process to its attempt
+//! ([`attempt_of`]) and the `pidfd` signals. It must not kill a process
 //! it cannot tie to an ended attempt, a registered task leader, or anything
 //! while a spawn is under way; and it must not run per spawn.
 //!
@@ -18,8 +18,13 @@
 //! `SCALABLE_ATTEMPT_ID` it inherited from its task (read from
 //! `/proc/<pid>/environ`, the environment it was started with), which ties it
 //! to its attempt. One whose attempt is no longer running is SIGKILLed with its
-//! process group; one whose attempt still runs is left alone, and its group
-//! is given to the orphan guard, so a SIGKILLed agent takes it along.
+//! process group; one whose attempt still runs is left alone.
+//!
+//! While their task runs, escaped processes are also found by the watchdog's
+//! memory sampling (`limits::sample_groups`: the parent chain leads to the
+//! task's group, or to the agent and [`attempt_of`] to the task): their memory
+//! counts for the task, and the groups they lead are given to the orphan guard
+//! (and taken back once gone), so a SIGKILLed agent takes them along.
 //!
 //! A sweep runs at most every size check (100 ms) after a task ended and once
 //! a second anyway, from the watchdog, and until quiet when the executor stops
@@ -31,20 +36,22 @@
 //! What it cannot catch: a process that cleared its environment (`env -i`) or
 //! changed `SCALABLE_ATTEMPT_ID` before its `exec` cannot be tied to a task and
 //! is left alone; an escaped process whose parent is still alive is not the
-//! agent's child yet (it is found once that parent dies); and between a
-//! process's escape and the next sweep the orphan guard does not know it.
+//! agent's child yet (it is found once that parent dies); between a process's
+//! escape and the next sampling (a second) the orphan guard does not know it;
+//! and the guard may hold a group id up to a second after the group is gone.
 //!
 //! [`Executor::kill_all_now`]: super::Executor::kill_all_now
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use std::collections::BTreeSet;
 
 use scalable_common::protocol::AttemptId;
 
 use super::reaper::REAPER;
-use crate::orphan_guard::OrphanGuard;
+use super::{Inner, State};
+use crate::limits::{self, GroupSample};
 
 /// The variable every task gets (SPEC §4) that ties a process to its attempt.
 const ATTEMPT_ENV: &[u8] = b"SCALABLE_ATTEMPT_ID=";
@@ -53,9 +60,42 @@ const QUIET_ROUNDS_MAX: u32 = 10;
 /// Pause between those rounds, for the killed processes to exit.
 const QUIET_PAUSE: Duration = Duration::from_millis(20);
 
-/// Escaped processes of running attempts whose group the orphan guard was
-/// told of (`+pgid`), by pid; it hears `-pgid` when the reaper reaps them.
-static GUARDED: Mutex<BTreeMap<libc::pid_t, Arc<OrphanGuard>>> = Mutex::new(BTreeMap::new());
+/// [`limits::sample_groups`] for the running tasks `targets` (attempt, leader)
+/// whose groups are `pgids`: a process re-parented to the agent is theirs by
+/// [`attempt_of`], unless it is a registered leader (of another executor).
+pub(super) fn sample_tasks(
+    pgids: &[libc::pid_t],
+    targets: &[(AttemptId, libc::pid_t)],
+) -> Vec<GroupSample> {
+    let agent = libc::pid_t::try_from(std::process::id()).unwrap_or(-1);
+    let leaders = REAPER.live().map(|l| l.leaders).unwrap_or_default();
+    limits::sample_groups(pgids, agent, |pid| {
+        if leaders.contains(&pid) {
+            return None;
+        }
+        let attempt = attempt_of(pid)?;
+        targets.iter().position(|t| t.0 == attempt)
+    })
+}
+
+impl Inner {
+    /// Tells the orphan guard about the groups that escaped running tasks
+    /// (`escaped`, from a sampling of all of them) and that the ones it heard of
+    /// before and are not among them are gone. Must hold the state lock, so two
+    /// samplings cannot interleave their lines.
+    pub(super) fn guard_escaped(&self, st: &mut State, escaped: BTreeSet<libc::pid_t>) {
+        let Some(g) = &self.cfg.orphan_guard else {
+            return;
+        };
+        for &pgid in escaped.difference(&st.guarded_escapees) {
+            g.spawned(pgid);
+        }
+        for &pgid in st.guarded_escapees.difference(&escaped) {
+            g.exited(pgid);
+        }
+        st.guarded_escapees = escaped;
+    }
+}
 
 /// One child of the agent that is not a registered leader.
 struct Candidate {
@@ -65,25 +105,19 @@ struct Candidate {
     attempt: AttemptId,
 }
 
-/// Kills the escaped processes of ended attempts and hands those of running
-/// ones to the orphan guard. Returns whether it killed any (their children are
-/// re-parented to the agent next, so another sweep is due).
+/// Kills the escaped processes of ended attempts that are the agent's
+/// children now. Returns whether it killed any (their children are re-parented
+/// to the agent next, so another sweep is due).
 pub(super) fn sweep() -> bool {
     let Some(first) = REAPER.live() else {
         return false;
     };
-    // The agent's own value (it runs inside a task itself): its helpers and its
-    // guard inherit it, and they are not escapees.
-    let own = std::env::var_os("SCALABLE_ATTEMPT_ID");
-    let own = own
-        .as_ref()
-        .and_then(|v| v.to_str()?.parse::<AttemptId>().ok());
     let candidates: Vec<Candidate> = agent_children()
         .into_iter()
         .filter(|pid| !first.leaders.contains(pid))
         .filter_map(|pid| {
             let pidfd = pidfd_open(pid)?;
-            let attempt = attempt_of(pid).filter(|a| Some(*a) != own)?;
+            let attempt = attempt_of(pid)?;
             Some(Candidate {
                 pid,
                 pidfd,
@@ -104,13 +138,9 @@ pub(super) fn sweep() -> bool {
         if live.leaders.contains(&c.pid) {
             continue;
         }
-        match live.attempts.get(&c.attempt) {
-            Some(inner) => {
-                if let Some(g) = &inner.cfg.orphan_guard {
-                    guard(c.pid, g);
-                }
-            }
-            None => killed |= kill(&c),
+        // One of a running attempt is its task's business (and the guard's).
+        if !live.attempts.contains_key(&c.attempt) {
+            killed |= kill(&c);
         }
     }
     killed
@@ -128,32 +158,6 @@ pub(super) fn sweep_until_quiet() {
             }
         }
         std::thread::sleep(QUIET_PAUSE);
-    }
-}
-
-/// The reaper is about to reap `pid`, a process it did not spawn: if the guard
-/// was told of its group, it hears that the group is gone (before the id can be
-/// reused).
-pub(super) fn reaping(pid: libc::pid_t) {
-    let g = GUARDED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&pid);
-    if let Some(g) = g {
-        g.exited(pid);
-    }
-}
-
-/// Tells the guard about an escapee of a running attempt, once, if it leads
-/// its own group (a `setsid` daemon does); the guard kills groups.
-fn guard(pid: libc::pid_t, g: &Arc<OrphanGuard>) {
-    if pgid_of(pid) != Some(pid) {
-        return;
-    }
-    let mut guarded = GUARDED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let std::collections::btree_map::Entry::Vacant(v) = guarded.entry(pid) {
-        g.spawned(pid);
-        v.insert(g.clone());
     }
 }
 
@@ -203,10 +207,16 @@ fn agent_children() -> Vec<libc::pid_t> {
     pids
 }
 
-/// The attempt a process was started under, from its start-up environment.
-fn attempt_of(pid: libc::pid_t) -> Option<AttemptId> {
+/// The attempt a process was started under, from its start-up environment;
+/// never the agent's own (it runs inside a task itself: its helpers and its
+/// orphan guard inherit that value, and they are not escapees).
+pub(super) fn attempt_of(pid: libc::pid_t) -> Option<AttemptId> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    attempt_in(&environ)
+    let own = std::env::var_os("SCALABLE_ATTEMPT_ID");
+    let own = own
+        .as_ref()
+        .and_then(|v| v.to_str()?.parse::<AttemptId>().ok());
+    attempt_in(&environ).filter(|a| Some(*a) != own)
 }
 
 /// `SCALABLE_ATTEMPT_ID` in a NUL-separated environment block.

@@ -76,7 +76,7 @@ mod watchdog;
 #[cfg(test)]
 mod test_env;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
@@ -181,6 +181,8 @@ struct State {
     watchdog_wake: Instant,
     /// A task ended since the last sweep for escaped processes (`escapees`).
     sweep_due: bool,
+    /// Groups that escaped running tasks, as the orphan guard was told.
+    guarded_escapees: BTreeSet<libc::pid_t>,
     shutdown: bool,
 }
 
@@ -248,6 +250,7 @@ impl Executor {
                 running: HashMap::new(),
                 watchdog_wake: Instant::now(),
                 sweep_due: false,
+                guarded_escapees: BTreeSet::new(),
                 shutdown: false,
             }),
             watchdog_cv: Condvar::new(),

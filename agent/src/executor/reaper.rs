@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use scalable_common::protocol::AttemptId;
 
-use super::{escapees, Inner};
+use super::Inner;
 
 /// The process-wide reaper: `wait*` on any child is process-global, so there is
 /// exactly one, shared by every executor.
@@ -180,9 +180,7 @@ impl Reaper {
             Some((inner, attempt)) => inner.finish(attempt, pid),
             None => {
                 // An orphan re-parented to us, or a failed spawn's child that libc
-                // already reaped (then this finds nothing, which is fine). Still a
-                // zombie here, so the guard can drop its group before the id is free.
-                escapees::reaping(pid);
+                // already reaped (then this finds nothing, which is fine).
                 let _ = reap(pid);
             }
         }

@@ -7,6 +7,7 @@
 //! and ends go on meanwhile). It sleeps until the nearest deadline, so a task
 //! that uses none of this costs it nothing.
 
+use std::collections::BTreeSet;
 use std::sync::{MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use super::escapees;
 use super::output::SIZE_CHECK_INTERVAL_MAX;
 use super::stop::kill_group;
 use super::{later, Inner, State, Stopping};
-use crate::limits;
+use crate::limits::{self, GroupSample};
 use crate::log_event;
 
 /// How often every running task's memory is sampled for its peak (telemetry),
@@ -127,8 +128,9 @@ impl Inner {
     }
 
     /// Samples the RSS of the tasks due (`all` sampled ones at a telemetry tick, the
-    /// limited ones otherwise) and applies it. Releases the lock while it scans
-    /// `/proc` and returns it taken again.
+    /// limited ones otherwise), with what escaped their groups, and applies it;
+    /// at a telemetry tick the orphan guard learns the escaped groups. Releases
+    /// the lock while it scans `/proc` and returns it taken again.
     fn sample_memory<'a>(&'a self, st: MutexGuard<'a, State>, all: bool) -> MutexGuard<'a, State> {
         let targets: Vec<(AttemptId, libc::pid_t)> = st
             .running
@@ -137,20 +139,34 @@ impl Inner {
             .map(|(&id, r)| (id, r.pid))
             .collect();
         if targets.is_empty() {
+            let mut st = st;
+            if all {
+                self.guard_escaped(&mut st, BTreeSet::new());
+            }
             return st;
         }
         // Scan /proc without holding the lock: starts and ends go on.
         drop(st);
         let pgids: Vec<libc::pid_t> = targets.iter().map(|t| t.1).collect();
-        let rss = limits::sample_groups(&pgids);
+        let samples = escapees::sample_tasks(&pgids, &targets);
         let mut st = self.lock();
-        self.apply_samples(&mut st, &targets, &rss);
+        self.apply_samples(&mut st, &targets, &samples);
+        if all {
+            let escaped = samples.iter().flat_map(|s| s.escaped.iter().copied());
+            self.guard_escaped(&mut st, escaped.collect());
+        }
         st
     }
 
     /// Records sampled RSS and kills tasks above their limit (sampling mode).
-    fn apply_samples(&self, st: &mut State, targets: &[(AttemptId, libc::pid_t)], rss: &[u64]) {
-        for (&(attempt, pid), &bytes) in targets.iter().zip(rss) {
+    fn apply_samples(
+        &self,
+        st: &mut State,
+        targets: &[(AttemptId, libc::pid_t)],
+        samples: &[GroupSample],
+    ) {
+        for (&(attempt, pid), sample) in targets.iter().zip(samples) {
+            let bytes = sample.rss_bytes;
             // Gone or replaced while we scanned: the sample is not its.
             let Some(r) = st.running.get_mut(&attempt).filter(|r| r.pid == pid) else {
                 continue;
