@@ -11,6 +11,7 @@ mod cli;
 mod credentials;
 mod dag;
 mod durability;
+mod escaped_processes;
 mod failures;
 mod packing;
 mod pilots;
