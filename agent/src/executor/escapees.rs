@@ -340,6 +340,25 @@ mod tests {
         wait_dead(pid, Duration::from_secs(3));
     }
 
+    /// Regression (issue 12, defect 5): a walltime left the daemon behind.
+    #[test]
+    fn daemon_dies_with_a_walltime() {
+        let mut e = env();
+        let mut a = assignment(
+            9005,
+            &[
+                "sh",
+                "-c",
+                "setsid sleep 1005 & echo $! > daemon.pid; sleep 100",
+            ],
+        );
+        a.cwd = e.dir.path().to_string_lossy().into_owned();
+        a.walltime_ms = Some(500);
+        let (_, r) = e.run(&a);
+        assert_eq!(r.end, AttemptEnd::TimedOut);
+        wait_dead(read_pid(e.dir.path(), "daemon.pid"), Duration::from_secs(3));
+    }
+
     /// Regression (issue 12, defect 5): the agent's exit left daemons behind.
     #[test]
     fn daemon_dies_with_kill_all_now() {
