@@ -11,9 +11,11 @@
 //! - [`runtime`]: container runtimes: detection and the wrapping command lines.
 //! - [`which`]: finding programs on a `PATH`.
 //! - [`orphan_guard`]: a tiny helper process that kills tasks if the agent is SIGKILLed.
+//! - [`credentials`]: the agent's token never reaches a task (env, /proc, the token file).
 //! - [`resources`]: what this host (or Slurm allocation, or cgroup) offers.
 
 pub mod cpuset;
+pub mod credentials;
 pub mod ending;
 pub mod event_log;
 pub mod executor;

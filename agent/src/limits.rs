@@ -29,6 +29,7 @@
 //! Either way nothing is added to the spawn of a task without a memory request,
 //! and the sampler does not run per spawn.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -252,54 +253,147 @@ pub fn oom_kills(memory_events: &str) -> u64 {
 /// `(pgid, rss_pages)` from the text of `/proc/PID/stat`. The command name (field
 /// 2) may hold spaces and parentheses, so fields are counted after the last `)`.
 pub fn parse_stat(stat: &[u8]) -> Option<(libc::pid_t, u64)> {
+    parse_stat_row(stat).map(|(_, pgrp, rss)| (pgrp, rss))
+}
+
+/// `(ppid, pgid, rss_pages)` from the text of `/proc/PID/stat`.
+fn parse_stat_row(stat: &[u8]) -> Option<(libc::pid_t, libc::pid_t, u64)> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
     // After the name: state(3) ppid(4) pgrp(5) ... rss(24).
-    let pgrp = fields.nth(2)?.parse().ok()?;
+    let ppid = fields.nth(1)?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
     let rss = fields.nth(24 - 6)?.parse().ok()?;
-    Some((pgrp, rss))
+    Some((ppid, pgrp, rss))
 }
 
-/// The summed RSS in bytes of every process whose process group is `pgids[i]`,
-/// by one pass over `/proc`. Processes that vanish mid-scan are skipped.
-pub fn sample_groups(pgids: &[libc::pid_t]) -> Vec<u64> {
-    sample_groups_in(Path::new("/proc"), pgids)
+/// What one pass over `/proc` found for one task's process group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupSample {
+    /// Summed RSS of the group and of the processes that left it.
+    pub rss_bytes: u64,
+    /// Leaders of the groups that left the task's group (a `setsid` daemon).
+    pub escaped: Vec<libc::pid_t>,
 }
 
-fn sample_groups_in(proc_dir: &Path, pgids: &[libc::pid_t]) -> Vec<u64> {
-    let mut rss = vec![0u64; pgids.len()];
+/// One pass over `/proc`: for each task group `pgids[i]`, the summed RSS of its
+/// processes and of every process that left it but descends from it (by the
+/// parent chain as it is now), and the groups such processes lead. A chain that
+/// reaches the agent (`agent`, a subreaper: the parent died) is tied to a task
+/// by `adopt(pid)`. Processes that vanish mid-scan are skipped.
+pub fn sample_groups(
+    pgids: &[libc::pid_t],
+    agent: libc::pid_t,
+    adopt: impl Fn(libc::pid_t) -> Option<usize>,
+) -> Vec<GroupSample> {
+    sample_groups_in(Path::new("/proc"), pgids, agent, adopt)
+}
+
+fn sample_groups_in(
+    proc_dir: &Path,
+    pgids: &[libc::pid_t],
+    agent: libc::pid_t,
+    adopt: impl Fn(libc::pid_t) -> Option<usize>,
+) -> Vec<GroupSample> {
+    let mut out = vec![GroupSample::default(); pgids.len()];
     if pgids.is_empty() {
-        return rss;
+        return out;
     }
     let page = page_bytes();
+    let rows = read_proc_rows(proc_dir);
+    let tree = ProcTree {
+        rows: &rows,
+        pgids,
+        agent,
+    };
+    let mut memo = HashMap::new();
+    for (&pid, &(_, pgrp, pages)) in &rows {
+        let Some(i) = tree.owner(pid, &adopt, &mut memo) else {
+            continue;
+        };
+        let o = &mut out[i];
+        o.rss_bytes = o.rss_bytes.saturating_add(pages.saturating_mul(page));
+        if pgrp == pid && pgids[i] != pgrp {
+            o.escaped.push(pid);
+        }
+    }
+    out
+}
+
+/// Every process's `(ppid, pgid, rss_pages)`, by pid.
+fn read_proc_rows(proc_dir: &Path) -> HashMap<libc::pid_t, (libc::pid_t, libc::pid_t, u64)> {
+    let mut rows = HashMap::new();
     let Ok(entries) = std::fs::read_dir(proc_dir) else {
-        return rss;
+        return rows;
     };
     let mut buf = Vec::with_capacity(512);
     let mut path = proc_dir.to_path_buf();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<libc::pid_t>().ok()) else {
             continue;
-        }
-        path.push(name);
+        };
+        path.push(&name);
         path.push("stat");
         buf.clear();
         let read = std::fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut buf));
         path.pop();
         path.pop();
-        if read.is_err() {
-            continue;
-        }
-        if let Some((pgrp, pages)) = parse_stat(&buf) {
-            if let Some(i) = pgids.iter().position(|&g| g == pgrp) {
-                rss[i] = rss[i].saturating_add(pages.saturating_mul(page));
+        if read.is_ok() {
+            if let Some(row) = parse_stat_row(&buf) {
+                rows.insert(pid, row);
             }
         }
     }
-    rss
+    rows
+}
+
+/// The process table of one scan, and which task each process belongs to.
+struct ProcTree<'a> {
+    rows: &'a HashMap<libc::pid_t, (libc::pid_t, libc::pid_t, u64)>,
+    pgids: &'a [libc::pid_t],
+    agent: libc::pid_t,
+}
+
+/// Longest parent chain followed to a task (deeper trees are not tasks' own).
+const CHAIN_DEPTH_MAX: usize = 64;
+
+impl ProcTree<'_> {
+    /// The index of the task `pid` belongs to: its group is a task's, or its
+    /// parent's chain leads to one, or to the agent and `adopt` knows it.
+    fn owner(
+        &self,
+        pid: libc::pid_t,
+        adopt: &impl Fn(libc::pid_t) -> Option<usize>,
+        memo: &mut HashMap<libc::pid_t, Option<usize>>,
+    ) -> Option<usize> {
+        let mut chain = Vec::new();
+        let mut at = pid;
+        let found = loop {
+            if let Some(&known) = memo.get(&at) {
+                break known;
+            }
+            let Some(&(ppid, pgrp, _)) = self.rows.get(&at) else {
+                break None;
+            };
+            chain.push(at);
+            if let Some(i) = self.pgids.iter().position(|&g| g == pgrp) {
+                break Some(i);
+            }
+            if ppid == self.agent {
+                break adopt(at);
+            }
+            if ppid <= 1 || chain.len() >= CHAIN_DEPTH_MAX {
+                break None;
+            }
+            at = ppid;
+        };
+        for p in chain {
+            memo.insert(p, found);
+        }
+        found
+    }
 }
 
 fn page_bytes() -> u64 {
@@ -334,7 +428,10 @@ mod tests {
         // resident pages.
         // SAFETY: getpgid(0) has no preconditions.
         let pgid = unsafe { libc::getpgid(0) };
-        let rss = sample_groups(&[pgid, -5]);
+        let rss: Vec<u64> = sample_groups(&[pgid, -5], -1, |_| None)
+            .into_iter()
+            .map(|g| g.rss_bytes)
+            .collect();
         let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
         let own: u64 = statm
             .split_whitespace()
@@ -345,17 +442,16 @@ mod tests {
         assert_eq!(rss[1], 0, "no such group");
     }
 
-    #[test]
-    fn fake_proc_dir_is_summed_by_group() {
+    /// A fake `/proc` with `(pid, ppid, pgid, rss_pages)` rows.
+    fn fake_proc(rows: &[(i32, i32, i32, u64)]) -> tempfile::TempDir {
         let d = tempfile::tempdir().expect("tempdir");
-        for (pid, pgid, pages) in [(10, 10, 100), (11, 10, 50), (12, 12, 7)] {
+        for (pid, ppid, pgid, pages) in rows {
             let dir = d.path().join(pid.to_string());
             std::fs::create_dir(&dir).expect("mkdir");
-            let mut fields = vec!["0"; 30];
-            let pg = pgid.to_string();
-            let rss = pages.to_string();
-            fields[2] = &pg;
-            fields[21] = &rss;
+            let mut fields = vec!["0".to_string(); 30];
+            fields[1] = ppid.to_string();
+            fields[2] = pgid.to_string();
+            fields[21] = pages.to_string();
             std::fs::write(
                 dir.join("stat"),
                 format!("{pid} (t) S {}", fields[1..].join(" ")),
@@ -363,11 +459,40 @@ mod tests {
             .expect("write");
         }
         std::fs::create_dir(d.path().join("self")).expect("mkdir");
+        d
+    }
+
+    #[test]
+    fn fake_proc_dir_is_summed_by_group() {
+        let d = fake_proc(&[(10, 2, 10, 100), (11, 10, 10, 50), (12, 2, 12, 7)]);
         let page = page_bytes();
-        assert_eq!(
-            sample_groups_in(d.path(), &[10, 12, 99]),
-            vec![150 * page, 7 * page, 0]
-        );
+        let rss: Vec<u64> = sample_groups_in(d.path(), &[10, 12, 99], 2, |_| None)
+            .into_iter()
+            .map(|g| g.rss_bytes)
+            .collect();
+        assert_eq!(rss, vec![150 * page, 7 * page, 0]);
+    }
+
+    #[test]
+    fn processes_that_left_the_group_count_for_their_task() {
+        // Task groups 10 and 12 (leaders children of agent 2). 13 left group 10
+        // (setsid) and has a child 14; 15 was re-parented to the agent and is
+        // adopted by task 12; 16 is someone else's.
+        let d = fake_proc(&[
+            (10, 2, 10, 100),
+            (11, 10, 10, 50),
+            (12, 2, 12, 7),
+            (13, 11, 13, 5),
+            (14, 13, 13, 1),
+            (15, 2, 15, 3),
+            (16, 1, 16, 1000),
+        ]);
+        let page = page_bytes();
+        let got = sample_groups_in(d.path(), &[10, 12], 2, |pid| (pid == 15).then_some(1));
+        assert_eq!(got[0].rss_bytes, 156 * page);
+        assert_eq!(got[0].escaped, vec![13]);
+        assert_eq!(got[1].rss_bytes, 10 * page);
+        assert_eq!(got[1].escaped, vec![15]);
     }
 
     #[test]

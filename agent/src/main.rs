@@ -9,7 +9,7 @@ use scalable_agent::event_log::EventLog;
 use scalable_agent::gpus::{self, GpuFlag};
 use scalable_agent::runtime::{self, RuntimeFlag};
 use scalable_agent::session::{self, AgentConfig, Exit};
-use scalable_agent::{limits, orphan_guard, resources};
+use scalable_agent::{credentials, limits, orphan_guard, resources};
 use scalable_common::access::AgentTokenFile;
 use scalable_common::exit::ExitCode;
 use scalable_common::units::{parse_duration_ms, parse_size_bytes};
@@ -159,6 +159,12 @@ fn main() -> std::process::ExitCode {
         orphan_guard::run_guard();
     }
     let args = Args::parse();
+    // Before any thread or child: nothing the agent starts may inherit these.
+    let token_file = args.token_file.as_ref().map(|p| p.to_string_lossy());
+    let scrub_failed = credentials::scrub_process(&[
+        args.token.as_deref().unwrap_or(""),
+        token_file.as_deref().unwrap_or(""),
+    ]);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SCALABLE_LOG")
@@ -166,6 +172,9 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    for why in scrub_failed {
+        tracing::warn!("{why}");
+    }
     let cfg = match config(&args) {
         Ok(cfg) => cfg,
         Err(e) => return fail(ExitCode::BadInput, e),
@@ -247,7 +256,12 @@ fn config(args: &Args) -> Result<AgentConfig, String> {
 /// flags, else from the token file.
 fn broker_access(args: &Args) -> Result<(String, String, [u8; 32]), String> {
     let from_file = match &args.token_file {
-        Some(p) => Some(AgentTokenFile::load(p).map_err(|e| e.to_string())?),
+        Some(p) => {
+            if let Some(warning) = credentials::check_token_file(p) {
+                tracing::warn!("{warning}");
+            }
+            Some(AgentTokenFile::load(p).map_err(|e| e.to_string())?)
+        }
         None => None,
     };
     let broker = args

@@ -130,7 +130,8 @@ pub(super) fn task_command(
 /// Step "build the environment": the task's variables, the runtime client's,
 /// then the agent's (SPEC §4), its cores and GPUs and its stage. Exists to keep
 /// that order in one place: ours go last so a task's env cannot spoof them. Must
-/// not read the agent's own environment (the child inherits it as it is).
+/// not read the agent's own environment (the child inherits it, less the
+/// agent's credentials, `credentials::CREDENTIAL_ENV`).
 pub(super) fn set_environment(
     cmd: &mut Command,
     a: &Assignment,
@@ -138,6 +139,10 @@ pub(super) fn set_environment(
     wrapped: Option<&Wrapped>,
     stage_dir: Option<&Path>,
 ) {
+    // The agent's credentials are never inherited; a task's own `env:` may set them.
+    for name in crate::credentials::CREDENTIAL_ENV {
+        cmd.env_remove(name);
+    }
     cmd.envs(a.env.iter().map(|(k, v)| (k, v)));
     if let Some(w) = wrapped {
         cmd.envs(w.client_env.iter().map(|(k, v)| (k, v)));

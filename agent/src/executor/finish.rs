@@ -20,6 +20,8 @@ impl Inner {
         let running = {
             let mut st = self.lock();
             let r = st.running.remove(&attempt);
+            // Its escaped processes (if any) are the next sweep's.
+            st.sweep_due = true;
             if st.running.is_empty() {
                 self.idle_cv.notify_all();
             }

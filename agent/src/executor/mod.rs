@@ -16,6 +16,7 @@
 //! - `watchdog`: walltimes, SIGKILL escalation, memory sampling, the size cap;
 //! - `stop`: stopping and killing tasks (and podman/docker containers);
 //! - `reaper`: the process-wide reaper thread;
+//! - `escapees`: processes that left their task's group, killed after it;
 //! - `finish`: one reaped leader into one `Finished` event.
 //!
 //! # Why tasks do not outlive the agent (the choice)
@@ -28,6 +29,10 @@
 //!   so a task's daemonised grandchildren re-parent to the agent, not to init, and
 //!   are reaped here;
 //! - after a task's leader exits its whole process group gets SIGKILL;
+//! - processes that left the group (`setsid`) are found among the agent's
+//!   children once re-parented, tied to their attempt by the
+//!   `SCALABLE_ATTEMPT_ID` they inherited, and killed when it has ended
+//!   (`escapees`);
 //! - every agent exit path calls [`Executor::kill_all_now`] (so does `Drop`).
 //!
 //! A SIGKILL of the agent itself gives none of these a chance to run; that case
@@ -59,6 +64,7 @@
 //! no `/proc` scan per spawn, no cgroup without a memory request.
 
 mod command;
+mod escapees;
 mod finish;
 mod output;
 mod placement;
@@ -70,7 +76,7 @@ mod watchdog;
 #[cfg(test)]
 mod test_env;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
@@ -107,7 +113,8 @@ pub struct ExecConfig {
     pub log_dir: PathBuf,
     /// Bytes of the end of stdout and of stderr that go into the result.
     pub tail_bytes: usize,
-    /// Cap per stream file on disk; beyond it the file is truncated to 0.
+    /// Cap per stream file on disk; beyond it the start of the file is freed
+    /// (`output`: the count stays exact and the tail is kept).
     pub output_bytes_max: u64,
     /// SIGTERM → SIGKILL grace for walltime and stop.
     pub kill_grace: Duration,
@@ -172,6 +179,10 @@ struct State {
     running: HashMap<AttemptId, Running>,
     /// When the watchdog will next wake on its own.
     watchdog_wake: Instant,
+    /// A task ended since the last sweep for escaped processes (`escapees`).
+    sweep_due: bool,
+    /// Groups that escaped running tasks, as the orphan guard was told.
+    guarded_escapees: BTreeSet<libc::pid_t>,
     shutdown: bool,
 }
 
@@ -238,6 +249,8 @@ impl Executor {
             state: Mutex::new(State {
                 running: HashMap::new(),
                 watchdog_wake: Instant::now(),
+                sweep_due: false,
+                guarded_escapees: BTreeSet::new(),
                 shutdown: false,
             }),
             watchdog_cv: Condvar::new(),
@@ -265,6 +278,8 @@ impl Drop for Executor {
         // Tasks must not outlive the executor that enforces their limits.
         if self.running() > 0 {
             self.kill_all_now();
+        } else {
+            escapees::sweep_until_quiet();
         }
         self.inner.lock().shutdown = true;
         self.inner.watchdog_cv.notify_one();

@@ -9,10 +9,23 @@
 //!
 //! Each stream is an `O_TMPFILE` in `log_dir` (no name, nothing to unlink; falls
 //! back to create + unlink where unsupported) opened `O_RDWR | O_APPEND`: the child
-//! always appends, so when a file grows past `output_bytes_max` the watchdog can
-//! truncate it to 0 and the child carries on at the new end. Dropped bytes are
-//! still counted in `stdout_bytes`/`stderr_bytes`, and the tail then starts with
-//! `[scalable: earlier output dropped]`.
+//! always appends, so the file's length is exactly the bytes it wrote.
+//!
+//! # The size cap
+//!
+//! When a file holds more than `output_bytes_max` on disk, the watchdog frees
+//! its start with `fallocate(PUNCH_HOLE)` up to a block boundary, keeping at
+//! least the last `min(tail_bytes, output_bytes_max)` bytes. The length does not
+//! change, so the count in `stdout_bytes`/`stderr_bytes` stays exact (no write
+//! can slip in between a size check and a truncation), the tail is always the
+//! true last bytes, and the disk holds at most the cap plus a block plus what
+//! the task writes until the next check. The next check comes sooner the faster
+//! a stream grows ([`Stream::enforce_cap`]). A tail whose beginning was freed
+//! starts with `[scalable: earlier output dropped]`.
+//!
+//! A filesystem without hole punching (rare: ext4, xfs, btrfs and tmpfs have it)
+//! gets the old way: the file is truncated to 0, the count is approximate by
+//! what was written during the truncation and the last lines before it are lost.
 //!
 //! Creating and freeing an ext4 inode per stream cost about a tenth of the CPU a
 //! `/bin/true` task takes, so emptied files are reused (at most `SPARE_FILES_MAX`
@@ -29,6 +42,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::PoisonError;
+use std::time::Duration;
 
 use scalable_common::protocol::AttemptEnd;
 
@@ -38,12 +52,23 @@ use super::Inner;
 const SPARE_FILES_MAX: usize = 64;
 /// Starts a tail whose beginning was truncated away by the size cap.
 const DROPPED_NOTE: &[u8] = b"[scalable: earlier output dropped]\n";
+/// Holes are punched up to a multiple of this (a page; the block of ext4 and tmpfs).
+const PUNCH_ALIGN_BYTES: u64 = 4096;
+/// Longest time between two size checks of a running task's stream.
+pub(super) const SIZE_CHECK_INTERVAL_MAX: Duration = Duration::from_millis(100);
+/// Shortest time between two size checks, however fast a stream grows.
+const SIZE_CHECK_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
 pub(super) struct Stream {
     /// Our own open file description (O_RDWR | O_APPEND); the child got another.
     file: File,
-    /// Bytes truncated away because the file exceeded `output_bytes_max`.
-    dropped_bytes: u64,
+    /// Bytes at the start of the file whose blocks were freed by the size cap
+    /// (they read as zeros; the length still counts them).
+    punched_bytes: u64,
+    /// Bytes truncated away where holes cannot be punched (the fallback).
+    truncated_bytes: u64,
+    /// The length at the previous size check, to tell how fast the stream grows.
+    checked_len: u64,
     /// The child's description is separate from ours, so the file can be checked
     /// for stragglers and reused (see `Inner::recycle`).
     reusable: bool,
@@ -124,34 +149,57 @@ impl Inner {
 }
 
 impl Stream {
-    /// Truncates the file to 0 if it exceeds `max`; the child's O_APPEND writes go on
-    /// at the new end. Bytes written between the size check and the truncation are
-    /// lost uncounted; the count is approximate by that much.
-    pub(super) fn enforce_cap(&mut self, max: u64) {
+    /// Frees the start of the file if it holds more than `max` bytes on disk,
+    /// keeping at least the last `keep` bytes (see the module doc). Returns when
+    /// to check again: before the file can reach `max` at the pace it grew since
+    /// the last check `since` ago, within the interval bounds.
+    pub(super) fn enforce_cap(&mut self, max: u64, keep: u64, since: Duration) -> Duration {
         let Ok(meta) = self.file.metadata() else {
-            return;
+            return SIZE_CHECK_INTERVAL_MAX;
         };
         let len = meta.len();
-        if len > max {
-            match self.file.set_len(0) {
-                Ok(()) => self.dropped_bytes += len,
-                Err(e) => tracing::warn!("cannot truncate an oversized output file: {e}"),
+        let grown = len.saturating_sub(self.checked_len);
+        self.checked_len = len;
+        if len - self.punched_bytes > max {
+            let to = len.saturating_sub(keep) / PUNCH_ALIGN_BYTES * PUNCH_ALIGN_BYTES;
+            if to > self.punched_bytes {
+                self.free_until(to, len);
             }
+        }
+        let held = self.checked_len - self.punched_bytes;
+        next_check(max.saturating_sub(held), grown, since)
+    }
+
+    /// Frees `[punched_bytes, to)`; where the filesystem cannot punch holes,
+    /// truncates the file (`len` long at the check) to 0 instead.
+    fn free_until(&mut self, to: u64, len: u64) {
+        match punch_hole(&self.file, self.punched_bytes, to - self.punched_bytes) {
+            Ok(()) => self.punched_bytes = to,
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => match self.file.set_len(0) {
+                Ok(()) => {
+                    self.truncated_bytes += len;
+                    self.checked_len = 0;
+                }
+                Err(e) => tracing::warn!("cannot truncate an oversized output file: {e}"),
+            },
+            Err(e) => tracing::warn!("cannot free the start of an oversized output file: {e}"),
         }
     }
 
-    /// The last `tail_bytes` of the stream (after the dropped-output note, if any)
-    /// and the total bytes written.
+    /// The last `tail_bytes` of the stream (after the dropped-output note, if
+    /// any; never from the freed start) and the total bytes written.
     pub(super) fn tail(&self, tail_bytes: usize) -> (Vec<u8>, u64) {
         let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-        let total = self.dropped_bytes + len;
+        let total = self.truncated_bytes + len;
         let mut out = Vec::new();
         let mut room = tail_bytes;
-        if self.dropped_bytes > 0 && tail_bytes > DROPPED_NOTE.len() {
+        let dropped = self.punched_bytes > 0 || self.truncated_bytes > 0;
+        if dropped && tail_bytes > DROPPED_NOTE.len() {
             out.extend_from_slice(DROPPED_NOTE);
             room -= DROPPED_NOTE.len();
         }
-        let n = len.min(room as u64);
+        let kept = len.saturating_sub(self.punched_bytes);
+        let n = kept.min(room as u64);
         let start = out.len();
         // n <= room <= tail_bytes, a usize.
         out.resize(start + n as usize, 0);
@@ -175,6 +223,35 @@ impl Stream {
     }
 }
 
+/// When to check a stream again that can take `headroom` more bytes and grew
+/// `grown` bytes in the last `since`: at half the time it would take to fill
+/// the headroom at that pace.
+fn next_check(headroom: u64, grown: u64, since: Duration) -> Duration {
+    if grown == 0 {
+        return SIZE_CHECK_INTERVAL_MAX;
+    }
+    let fill = since.mul_f64(headroom as f64 / grown as f64);
+    (fill / 2).clamp(SIZE_CHECK_INTERVAL_MIN, SIZE_CHECK_INTERVAL_MAX)
+}
+
+/// `fallocate(PUNCH_HOLE | KEEP_SIZE)`: frees the blocks of `[offset, offset + len)`.
+fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    loop {
+        // SAFETY: fallocate on a descriptor we own, integer arguments.
+        if unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Gives the child its own open file description of `file` (by reopening it
 /// through /proc), so `Inner::recycle` can tell when the child's is closed. Without
 /// /proc it falls back to a shared description and the file is not reused.
@@ -189,7 +266,9 @@ fn child_handle(file: File) -> io::Result<(Stream, File)> {
     Ok((
         Stream {
             file,
-            dropped_bytes: 0,
+            punched_bytes: 0,
+            truncated_bytes: 0,
+            checked_len: 0,
             reusable,
         },
         child,
@@ -241,6 +320,8 @@ fn open_output(dir: &Path) -> io::Result<File> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::test_env::{assignment, env, env_with};
     use super::*;
 
@@ -265,19 +346,65 @@ mod tests {
         assert_eq!(r.stdout_bytes, 10);
     }
 
+    /// The cap frees whole blocks only: a cap below one block is not enforced
+    /// (the file holds at most the cap plus a block), and nothing is dropped.
     #[test]
-    fn oversized_output_is_truncated_and_counted() {
+    fn cap_below_a_block_drops_nothing() {
         let mut e = env_with(|c| c.output_bytes_max = 1000);
-        // Write past the cap, then outlive one size check (every second).
+        // Write past the cap, then outlive several size checks.
         let (_, r) = e.run(&assignment(
             1,
-            &["sh", "-c", "head -c 5000 /dev/zero; sleep 2.5; echo end"],
+            &["sh", "-c", "head -c 5000 /dev/zero; sleep 1; echo end"],
         ));
         assert_eq!(r.end, AttemptEnd::Exited { code: 0 });
         assert_eq!(r.stdout_bytes, 5004);
-        let mut expected = DROPPED_NOTE.to_vec();
-        expected.extend_from_slice(b"end\n");
-        assert_eq!(r.stdout_tail, expected);
+        assert_eq!(r.stdout_tail.len(), 5004);
+        assert!(r.stdout_tail.ends_with(b"\0end\n"));
+    }
+
+    /// Regression (issue 12, defect 6): the cap truncated the file to 0, so the
+    /// lines written before a size check were lost from the tail (here all of
+    /// them) and the count missed what was written during the truncation.
+    #[test]
+    fn capped_output_keeps_its_last_lines_and_exact_count() {
+        let mut e = env_with(|c| c.output_bytes_max = 20_000);
+        let (_, r) = e.run(&assignment(
+            1,
+            &["sh", "-c", "seq 1 30000; sleep 1; echo last"],
+        ));
+        assert_eq!(r.end, AttemptEnd::Exited { code: 0 });
+        let seq_bytes: u64 = (1..=30000u64).map(|n| n.to_string().len() as u64 + 1).sum();
+        assert_eq!(r.stdout_bytes, seq_bytes + 5);
+        assert!(r.stdout_tail.starts_with(DROPPED_NOTE), "{r:?}");
+        let text = String::from_utf8_lossy(&r.stdout_tail[DROPPED_NOTE.len()..]).into_owned();
+        assert!(text.ends_with("29999\n30000\nlast\n"), "{text}");
+        assert!(!text.contains('\0'), "no freed bytes in the tail");
+        assert!(text.len() >= 20_000 - DROPPED_NOTE.len(), "{}", text.len());
+    }
+
+    /// Regression (issue 12, defect 6): between two size checks (one a second)
+    /// a fast writer took the disk far past the cap.
+    #[test]
+    fn disk_use_stays_near_the_cap() {
+        const CAP: u64 = 2 << 20;
+        let mut e = env_with(|c| c.output_bytes_max = CAP);
+        let writer = "import sys, time\nb = b'x' * 65536\nfor i in range(1000):\n    sys.stdout.buffer.write(b); sys.stdout.flush(); time.sleep(0.002)\nprint('done')";
+        e.exec.start(&assignment(1, &["python3", "-c", writer]));
+        let mut held_max = 0;
+        while e.exec.running() > 0 {
+            if let Some(r) = e.exec.inner.lock().running.get(&1) {
+                let blocks = std::os::unix::fs::MetadataExt::blocks(
+                    &r.stdout.file.metadata().expect("stat"),
+                );
+                held_max = held_max.max(blocks * 512);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (_, r) = e.wait(1);
+        assert_eq!(r.end, AttemptEnd::Exited { code: 0 }, "{r:?}");
+        assert_eq!(r.stdout_bytes, 1000 * 65536 + 5);
+        assert!(r.stdout_tail.ends_with(b"xxxxdone\n"), "{r:?}");
+        assert!(held_max <= 8 * CAP, "{held_max} bytes on disk, cap {CAP}");
     }
 
     #[test]

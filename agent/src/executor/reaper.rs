@@ -49,6 +49,13 @@ pub(super) struct Reaper {
     cv: Condvar,
 }
 
+/// What [`Reaper::live`] returns: a snapshot of the registered tasks.
+#[derive(Default)]
+pub(super) struct Live {
+    pub(super) leaders: BTreeSet<libc::pid_t>,
+    pub(super) attempts: BTreeMap<AttemptId, Arc<Inner>>,
+}
+
 struct ReapState {
     /// Leader pid → the executor and attempt it belongs to.
     owners: BTreeMap<libc::pid_t, (Arc<Inner>, AttemptId)>,
@@ -102,6 +109,22 @@ impl Reaper {
         if st.waiting {
             self.cv.notify_all();
         }
+    }
+
+    /// The registered leaders' pids, and each live attempt with its executor;
+    /// `None` while a spawn is under way (its child may not be registered yet).
+    /// For `escapees`, which must never take a leader for an escaped process.
+    pub(super) fn live(&self) -> Option<Live> {
+        let st = self.lock();
+        if !st.in_flight.is_empty() {
+            return None;
+        }
+        let mut live = Live::default();
+        for (&pid, (inner, attempt)) in &st.owners {
+            live.leaders.insert(pid);
+            live.attempts.insert(*attempt, inner.clone());
+        }
+        Some(live)
     }
 
     fn wait_on<'a>(&self, st: MutexGuard<'a, ReapState>) -> MutexGuard<'a, ReapState> {

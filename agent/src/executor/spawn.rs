@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult, Started};
 
 use super::command::{set_environment, task_command};
-use super::output::Stream;
+use super::output::{Stream, SIZE_CHECK_INTERVAL_MAX};
 use super::placement::bind_for_spawn;
 use super::reaper::REAPER;
 use super::{later, unix_us, ExecEvent, Executor, Inner, Placement, Running};
@@ -256,7 +256,11 @@ impl Inner {
             },
         );
         let sample_at = now + limits::SAMPLE_INTERVAL;
-        if deadline.is_some_and(|d| d < st.watchdog_wake)
+        // The first task after a quiet spell: the watchdog sleeps a telemetry
+        // interval then, longer than the output cap may wait.
+        let first = st.running.len() == 1 && now + SIZE_CHECK_INTERVAL_MAX < st.watchdog_wake;
+        if first
+            || deadline.is_some_and(|d| d < st.watchdog_wake)
             || (enforce_by_sampling && sample_at < st.watchdog_wake)
         {
             self.watchdog_cv.notify_one();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use scalable_common::protocol::{AttemptEnd, AttemptId};
 
+use super::escapees;
 use super::reaper::REAPER;
 use super::{later, Executor, Inner, Stopping, KILL_ALL_WAIT_MAX};
 use crate::log_event;
@@ -73,8 +74,9 @@ impl Executor {
         }
     }
 
-    /// SIGKILLs every task's process group at once (the agent's exit path) and waits
-    /// until they are reaped, at most about a second. Attempts not already being
+    /// SIGKILLs every task's process group at once (the agent's exit path), waits
+    /// until they are reaped, at most about a second, then kills what escaped
+    /// their groups (`escapees`). Attempts not already being
     /// stopped end as `Drained` (handed back, no retry spent).
     pub fn kill_all_now(&self) {
         let mut st = self.inner.lock();
@@ -115,6 +117,9 @@ impl Executor {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        drop(st);
+        // Their groups are dead, so what escaped them is the agent's child now.
+        escapees::sweep_until_quiet();
     }
 }
 

@@ -1,54 +1,63 @@
 //! The executor's watchdog thread: walltimes, SIGTERM → SIGKILL escalation,
-//! memory sampling (the `limits` glue) and the output size cap.
+//! memory sampling (the `limits` glue) and the output size cap (checked every
+//! `SIZE_CHECK_INTERVAL_MAX` while tasks run, sooner for a fast writer).
 //!
 //! Owns: when each of those checks runs and `State::watchdog_wake`. It must not
 //! spawn or reap, and must not hold the state lock while it scans `/proc` (starts
 //! and ends go on meanwhile). It sleeps until the nearest deadline, so a task
 //! that uses none of this costs it nothing.
 
+use std::collections::BTreeSet;
 use std::sync::{MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use scalable_common::protocol::{AttemptEnd, AttemptId};
 
+use super::escapees;
+use super::output::SIZE_CHECK_INTERVAL_MAX;
 use super::stop::kill_group;
 use super::{later, Inner, State, Stopping};
-use crate::limits;
+use crate::limits::{self, GroupSample};
 use crate::log_event;
 
-/// How often the watchdog compares output files against `output_bytes_max`.
-const SIZE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often every running task's memory is sampled for its peak (telemetry),
+/// and the longest the watchdog sleeps.
+const TELEMETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Inner {
-    /// Enforces walltimes, SIGKILL escalation and the output size cap. Sleeps until
-    /// the nearest deadline, or `SIZE_CHECK_INTERVAL` at most.
+    /// Enforces walltimes, SIGKILL escalation, memory limits and the output size
+    /// cap. Sleeps until the nearest deadline, `TELEMETRY_INTERVAL` at most.
     pub(super) fn watchdog(&self) {
         let mut st = self.lock();
-        let mut next_size_check = Instant::now() + SIZE_CHECK_INTERVAL;
+        let mut next_telemetry = Instant::now() + TELEMETRY_INTERVAL;
         let mut next_sample = Instant::now() + limits::SAMPLE_INTERVAL;
+        let mut last_size_check = Instant::now();
+        let mut next_size_check = last_size_check + SIZE_CHECK_INTERVAL_MAX;
         loop {
             if st.shutdown {
                 return;
             }
             let now = Instant::now();
             self.expire_deadlines(&mut st, now);
-            // Memory: limited tasks every SAMPLE_INTERVAL, the others with the
-            // size check (peak telemetry only).
-            let size_due = now >= next_size_check;
-            let sample_due = now >= next_sample;
-            if size_due || sample_due {
-                st = self.sample_memory(st, size_due);
+            // Memory: limited tasks every SAMPLE_INTERVAL, the others at each
+            // telemetry tick (peak only).
+            let telemetry_due = now >= next_telemetry;
+            if telemetry_due || now >= next_sample {
+                st = self.sample_memory(st, telemetry_due);
                 next_sample = Instant::now() + limits::SAMPLE_INTERVAL;
             }
-            if size_due {
-                let max = self.cfg.output_bytes_max;
-                for r in st.running.values_mut() {
-                    r.stdout.enforce_cap(max);
-                    r.stderr.enforce_cap(max);
-                }
-                next_size_check = now + SIZE_CHECK_INTERVAL;
+            if telemetry_due {
+                next_telemetry = now + TELEMETRY_INTERVAL;
             }
-            let wake = next_wake(&st, next_size_check, next_sample);
+            if now >= next_size_check {
+                let since = now.saturating_duration_since(last_size_check);
+                next_size_check = now + self.enforce_output_caps(&mut st, since);
+                last_size_check = now;
+                if st.sweep_due || telemetry_due {
+                    st = self.sweep_escapees(st);
+                }
+            }
+            let wake = next_wake(&st, next_telemetry, next_size_check, next_sample);
             st.watchdog_wake = wake;
             let timeout = wake.saturating_duration_since(Instant::now());
             st = self
@@ -57,6 +66,31 @@ impl Inner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// Kills the escaped processes of ended tasks (`escapees`), without the
+    /// lock (it reads `/proc`); another sweep is due if it killed any.
+    fn sweep_escapees<'a>(&'a self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let mut st = st;
+        st.sweep_due = false;
+        drop(st);
+        let killed = escapees::sweep();
+        let mut st = self.lock();
+        st.sweep_due |= killed;
+        st
+    }
+
+    /// Applies the output cap to every running task's streams; returns when the
+    /// fastest-growing one must be checked again (`output::Stream::enforce_cap`).
+    fn enforce_output_caps(&self, st: &mut State, since: Duration) -> Duration {
+        let max = self.cfg.output_bytes_max;
+        let keep = max.min(self.cfg.tail_bytes as u64);
+        let mut next = SIZE_CHECK_INTERVAL_MAX;
+        for r in st.running.values_mut() {
+            next = next.min(r.stdout.enforce_cap(max, keep, since));
+            next = next.min(r.stderr.enforce_cap(max, keep, since));
+        }
+        next
     }
 
     /// Walltimes that passed get SIGTERM (and the container a stop), stops whose
@@ -93,35 +127,46 @@ impl Inner {
         }
     }
 
-    /// Samples the RSS of the tasks due (all sampled ones at a size check, the
-    /// limited ones otherwise) and applies it. Releases the lock while it scans
-    /// `/proc` and returns it taken again.
-    fn sample_memory<'a>(
-        &'a self,
-        st: MutexGuard<'a, State>,
-        size_due: bool,
-    ) -> MutexGuard<'a, State> {
+    /// Samples the RSS of the tasks due (`all` sampled ones at a telemetry tick, the
+    /// limited ones otherwise), with what escaped their groups, and applies it;
+    /// at a telemetry tick the orphan guard learns the escaped groups. Releases
+    /// the lock while it scans `/proc` and returns it taken again.
+    fn sample_memory<'a>(&'a self, st: MutexGuard<'a, State>, all: bool) -> MutexGuard<'a, State> {
         let targets: Vec<(AttemptId, libc::pid_t)> = st
             .running
             .iter()
-            .filter(|(_, r)| r.sampled && (size_due || r.enforce_by_sampling))
+            .filter(|(_, r)| r.sampled && (all || r.enforce_by_sampling))
             .map(|(&id, r)| (id, r.pid))
             .collect();
         if targets.is_empty() {
+            let mut st = st;
+            if all {
+                self.guard_escaped(&mut st, BTreeSet::new());
+            }
             return st;
         }
         // Scan /proc without holding the lock: starts and ends go on.
         drop(st);
         let pgids: Vec<libc::pid_t> = targets.iter().map(|t| t.1).collect();
-        let rss = limits::sample_groups(&pgids);
+        let samples = escapees::sample_tasks(&pgids, &targets);
         let mut st = self.lock();
-        self.apply_samples(&mut st, &targets, &rss);
+        self.apply_samples(&mut st, &targets, &samples);
+        if all {
+            let escaped = samples.iter().flat_map(|s| s.escaped.iter().copied());
+            self.guard_escaped(&mut st, escaped.collect());
+        }
         st
     }
 
     /// Records sampled RSS and kills tasks above their limit (sampling mode).
-    fn apply_samples(&self, st: &mut State, targets: &[(AttemptId, libc::pid_t)], rss: &[u64]) {
-        for (&(attempt, pid), &bytes) in targets.iter().zip(rss) {
+    fn apply_samples(
+        &self,
+        st: &mut State,
+        targets: &[(AttemptId, libc::pid_t)],
+        samples: &[GroupSample],
+    ) {
+        for (&(attempt, pid), sample) in targets.iter().zip(samples) {
+            let bytes = sample.rss_bytes;
             // Gone or replaced while we scanned: the sample is not its.
             let Some(r) = st.running.get_mut(&attempt).filter(|r| r.pid == pid) else {
                 continue;
@@ -153,9 +198,18 @@ impl Inner {
 }
 
 /// When the watchdog must look next: the nearest kill or walltime deadline,
-/// the next sample while a limited task runs, the next size check at the latest.
-fn next_wake(st: &State, next_size_check: Instant, next_sample: Instant) -> Instant {
-    let mut wake = next_size_check;
+/// the next sample while a limited task runs, the next size check while any
+/// task runs, the next telemetry tick at the latest.
+fn next_wake(
+    st: &State,
+    next_telemetry: Instant,
+    next_size_check: Instant,
+    next_sample: Instant,
+) -> Instant {
+    let mut wake = next_telemetry;
+    if !st.running.is_empty() || st.sweep_due {
+        wake = wake.min(next_size_check);
+    }
     for r in st.running.values() {
         let due = match &r.stopping {
             Some(s) => s.kill_at,
