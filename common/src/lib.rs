@@ -16,6 +16,7 @@
 //! - [`exit`]: exit codes of every binary.
 //! - [`quote`]: POSIX shell quoting of argv.
 //! - [`explain`]: why a task is where it is, and the demand per tag, as data.
+//! - [`private_files`]: files 0600 and directories 0700 under the state dir, whatever the umask.
 
 pub mod access;
 pub mod exit;
@@ -26,6 +27,7 @@ pub mod located;
 pub mod manifest;
 pub mod panic;
 pub mod pilot;
+pub mod private_files;
 pub mod protocol;
 pub mod quote;
 pub mod resources;
