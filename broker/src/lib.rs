@@ -7,6 +7,7 @@
 //! - [`submit`]: turns a submitted workflow into a plan for the core.
 //! - [`restart`]: a restarted broker's core rebuilt from the store.
 //! - [`local`]: the minimal local provider (agent processes on this host).
+//! - [`output_roots`]: where declared outputs may be (the task's directory, or a root of the broker's manifest).
 //! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
 //! - [`client`], [`cli`], [`cli_error`], [`output`]: the `scalable` CLI.
@@ -19,6 +20,7 @@ pub mod core;
 pub mod fleet;
 pub mod local;
 pub mod output;
+pub mod output_roots;
 pub mod pilots;
 pub mod providers;
 pub mod render;
