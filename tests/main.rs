@@ -14,4 +14,5 @@ mod failures;
 mod packing;
 mod pilots;
 mod slurm;
+mod state_dir;
 mod submit_errors;
