@@ -23,6 +23,8 @@ pub mod exit;
 pub mod explain;
 pub mod failpoint;
 pub mod frame;
+#[cfg(test)]
+mod fuzz;
 pub mod located;
 pub mod manifest;
 pub mod panic;
