@@ -1,3 +1,5 @@
+//! Tests of keys, blobs, the table and probes (moved out of cache.rs).
+
 use super::*;
 
 fn s(v: &[&str]) -> Vec<String> {

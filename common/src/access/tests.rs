@@ -1,3 +1,5 @@
+//! Tests of the state dir, tokens and access files (moved out of access.rs to keep it readable).
+
 use super::*;
 
 fn mode(path: &Path) -> u32 {

@@ -1,3 +1,5 @@
+//! Tests of identities, fingerprints, configs and connecting (moved out of tls.rs).
+
 use super::*;
 use crate::frame::{read_frame, write_frame};
 use crate::protocol::{HelloReply, Request, MESSAGE_BYTES_MAX};
