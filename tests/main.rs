@@ -16,4 +16,5 @@ mod failures;
 mod packing;
 mod pilots;
 mod slurm;
+mod state_dir;
 mod submit_errors;

@@ -12,6 +12,7 @@
 //! - [`fleet`]: the broker's pilots (records, scale decisions, matching); I/O-free.
 //! - [`providers`]: start/status/stop pilots through each platform's CLI.
 //! - [`local`]: the minimal local provider (agent processes on this host).
+//! - [`output_roots`]: where declared outputs may be (the task's directory, or a root of the broker's manifest).
 //! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows and costs.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
 //! - [`cli`], [`client`], [`cli_error`], [`output`]: the `scalable` CLI: one module
@@ -25,6 +26,7 @@ pub mod core;
 pub mod fleet;
 pub mod local;
 pub mod output;
+pub mod output_roots;
 pub mod pilots;
 pub mod providers;
 pub mod render;

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use scalable_common::private_files;
 use tokio::process::{Child, Command};
 
 pub struct LocalAgents {
@@ -55,10 +56,11 @@ impl LocalAgents {
             .flatten()
             .map(|m| format!("--memory={}", m / n as u64));
         let log_dir = state_dir.join("local-agents");
-        std::fs::create_dir_all(&log_dir)
+        // Under the state dir: the owner's only, like everything there.
+        private_files::create_dir_all(&log_dir)
             .with_context(|| format!("cannot create {}", log_dir.display()))?;
         for i in 1..=n {
-            let log = std::fs::File::create(log_dir.join(format!("agent-{i}.log")))
+            let log = private_files::create(&log_dir.join(format!("agent-{i}.log")))
                 .with_context(|| format!("cannot create a log in {}", log_dir.display()))?;
             let mut cmd = Command::new(&exe);
             cmd.arg("--token-file")

@@ -8,18 +8,21 @@
 //! every earlier write (`stats`, `analyze`, `logs`) run on the same thread,
 //! in order with the writes.
 
+mod error;
 mod reads;
 mod schema;
 
+pub use error::StoreError;
 pub use reads::{last_run, run_analysis, run_stats, task_by_path, task_logs};
+pub use schema::StateOrigin;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use scalable_common::failpoint;
 use scalable_common::protocol::{AttemptEnd, PilotInfo, PilotPhase, RunId, TaskId};
+use scalable_common::{failpoint, private_files};
 
 use crate::core::restore::{AgentRow, OpenAttempt, Snapshot, TaskRow};
 use crate::core::{Ids, StoreOp};
@@ -28,19 +31,6 @@ use crate::core::{Ids, StoreOp};
 const BATCHES_PER_TRANSACTION_MAX: usize = 4_096;
 /// Bytes of stdout/stderr kept per attempt in the database.
 pub const LOG_TAIL_BYTES_MAX: usize = 64 << 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("the store's writer thread has stopped")]
-    Stopped,
-    #[error("{0}")]
-    NotFound(String),
-}
 
 type AfterCommit = Box<dyn FnOnce() + Send>;
 type Query = Box<dyn FnOnce(&Connection) + Send>;
@@ -64,12 +54,18 @@ impl Store {
     /// Opens (creating if needed) the database and starts the writer thread.
     /// Returns the store, the next free ids and everything a restarted broker
     /// needs to rebuild its core.
-    pub fn open(path: &Path) -> Result<(Store, Ids, Loaded), StoreError> {
+    ///
+    /// `origin` says whether the state dir held a broker before this start:
+    /// then an empty database is refused rather than taken for a new store.
+    pub fn open(path: &Path, origin: StateOrigin) -> Result<(Store, Ids, Loaded), StoreError> {
         let err = |source| StoreError::Sqlite {
             path: path.to_path_buf(),
             source,
         };
+        let origin = schema::check_file(path, origin)?;
+        private_database(path)?;
         let conn = Connection::open(path).map_err(err)?;
+        schema::check_ours(&conn, path, origin)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA busy_timeout=5000;",
         )
@@ -77,14 +73,7 @@ impl Store {
         schema::prepare(&conn, path)?;
         let ids = next_ids(&conn).map_err(err)?;
         let loaded = load(&conn).map_err(err)?;
-        if let Ok(v) = conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
-            if v != "ok" {
-                return Err(StoreError::NotFound(format!(
-                    "database {} fails its integrity check: {v} (restore it from a backup or start with a new --state-dir)",
-                    path.display()
-                )));
-            }
-        }
+        schema::quick_check(&conn, path)?;
         let (tx, rx) = mpsc::channel::<Cmd>();
         let path_owned = path.to_path_buf();
         thread::Builder::new()
@@ -121,6 +110,24 @@ impl Store {
             let _ = rx.recv();
         }
     }
+}
+
+/// Makes the database 0600 before SQLite opens it: SQLite creates its file
+/// 0644 and gives `-wal` and `-shm` the mode of the database.
+fn private_database(path: &Path) -> Result<(), StoreError> {
+    let refused = |p: &Path, e: std::io::Error| StoreError::Refused {
+        path: p.to_path_buf(),
+        problem: format!("cannot make it private (0600): {e}"),
+        hint: "check that the broker's user owns the state dir".into(),
+    };
+    private_files::ensure(path).map_err(|e| refused(path, e))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = PathBuf::from(side);
+        private_files::restrict(&side).map_err(|e| refused(&side, e))?;
+    }
+    Ok(())
 }
 
 /// A run row with its stored definition (re-planned by the shell).

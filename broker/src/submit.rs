@@ -17,6 +17,7 @@ use scalable_common::units::format_size;
 use scalable_common::workflow::{validate, JobDef, JobTemplates, WorkflowDef};
 
 use crate::core::{PlannedJob, SubmitPlan};
+use crate::output_roots::OutputRoots;
 
 /// `broker_manifest` is the manifest the broker was started with; a manifest
 /// sent with the request replaces it for this run.
@@ -30,6 +31,8 @@ pub fn plan(req: SubmitRequest, broker_manifest: Option<&Manifest>) -> Result<Su
         None => None,
     };
     let manifest = sent.as_ref().or(broker_manifest);
+    // Only the broker's own manifest may let outputs out of a task's directory.
+    let roots = OutputRoots::from_manifest(broker_manifest);
     let mut jobs = Vec::with_capacity(req.workflow.jobs.len());
     let mut def = req.workflow.clone();
     for (i, j) in req.workflow.jobs.iter().enumerate() {
@@ -38,6 +41,9 @@ pub fn plan(req: SubmitRequest, broker_manifest: Option<&Manifest>) -> Result<Su
         if let Some(m) = manifest {
             check_fits_some_worker(m, &bound, &planned.resources, &req.source, i)?;
         }
+        roots
+            .check_job(&bound, &planned.templates, &req.cwd)
+            .map_err(|e| format!("{}: {e}", req.source))?;
         def.jobs[i] = bound;
         jobs.push(planned);
     }

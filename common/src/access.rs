@@ -29,9 +29,11 @@ use serde::{Deserialize, Serialize};
 use crate::tls::{self, BrokerIdentity, TlsError};
 
 /// Mode of the state dir: only the broker's user may enter it.
-pub const STATE_DIR_MODE: u32 = 0o700;
+pub const STATE_DIR_MODE: u32 = crate::private_files::DIR_MODE;
 /// Mode of every file in it.
-pub const PRIVATE_FILE_MODE: u32 = 0o600;
+pub const PRIVATE_FILE_MODE: u32 = crate::private_files::FILE_MODE;
+/// What to do about a certificate or key that cannot be used.
+const IDENTITY_HINT: &str = "restore it from a backup, or remove cert.pem and key.pem to make a new identity; agents and users then need the new fingerprint";
 /// Bytes of randomness in a token (256 bits; SPEC asks for at least 128).
 pub const TOKEN_BYTES: usize = 32;
 /// Where the CLI looks when neither `--access` nor `$SCALABLE_ACCESS` is given.
@@ -41,11 +43,13 @@ pub const ACCESS_ENV: &str = "SCALABLE_ACCESS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
-    #[error("cannot {action} {}: {}", path.display(), tls::io_reason(source))]
+    // `cause`, not `source`: the message already says it, and a source would
+    // make `{:#}` say it twice.
+    #[error("cannot {action} {}: {}", path.display(), tls::io_reason(cause))]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot parse {}: {reason}", path.display())]
     Parse { path: PathBuf, reason: String },
@@ -53,8 +57,10 @@ pub enum AccessError {
     Invalid { what: String, reason: String },
     #[error("no broker access file found at {} ({hint})", path.display())]
     NoAccessFile { path: PathBuf, hint: &'static str },
-    #[error("invalid broker identity in {}: {source}", dir.display())]
-    Identity { dir: PathBuf, source: TlsError },
+    #[error("cannot generate the broker identity for {}: {cause}", dir.display())]
+    Identity { dir: PathBuf, cause: TlsError },
+    #[error("{}: {cause} ({IDENTITY_HINT})", path.display())]
+    IdentityFile { path: PathBuf, cause: TlsError },
     #[error(
         "{} has {present} but not {missing}: remove both to make a new identity (agents and users then need the new fingerprint)",
         dir.display()
@@ -70,10 +76,10 @@ pub enum AccessError {
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AccessError {
     let path = path.to_path_buf();
-    move |source| AccessError::Io {
+    move |cause| AccessError::Io {
         action,
         path,
-        source,
+        cause,
     }
 }
 
@@ -369,26 +375,43 @@ impl StateFiles {
     }
 }
 
+impl StateFiles {
+    /// True when the dir holds nothing of a broker yet (no certificate, key,
+    /// token or access file): only then may a missing or empty database be
+    /// a new store. Call it before [`init_or_load`], which creates them.
+    pub fn is_new(&self) -> Result<bool, AccessError> {
+        for f in [
+            &self.cert,
+            &self.key,
+            &self.secrets,
+            &self.access,
+            &self.agent_token,
+        ] {
+            if exists(f)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 fn exists(path: &Path) -> Result<bool, AccessError> {
     path.try_exists().map_err(io_error("inspect", path))
 }
 
 /// Loads the broker's identity, or makes one on first start.
 fn init_or_load_identity(files: &StateFiles) -> Result<BrokerIdentity, AccessError> {
-    let identity_error = |source| AccessError::Identity {
-        dir: files.dir.clone(),
-        source,
-    };
     match (exists(&files.cert)?, exists(&files.key)?) {
         (true, true) => {
             restrict_file(&files.key)?;
             restrict_file(&files.cert)?;
-            let cert = read_text(&files.cert)?;
-            let key = read_text(&files.key)?;
-            BrokerIdentity::from_pem(&cert, &key).map_err(identity_error)
+            load_identity(files)
         }
         (false, false) => {
-            let id = BrokerIdentity::generate(&[]).map_err(identity_error)?;
+            let id = BrokerIdentity::generate(&[]).map_err(|cause| AccessError::Identity {
+                dir: files.dir.clone(),
+                cause,
+            })?;
             let (cert, key) = id.to_pem();
             // Key first: a crash in between leaves a half identity that is
             // refused loudly rather than a certificate without its key.
@@ -407,6 +430,23 @@ fn init_or_load_identity(files: &StateFiles) -> Result<BrokerIdentity, AccessErr
             missing: "cert.pem",
         }),
     }
+}
+
+/// Reads `cert.pem` and `key.pem` and checks that they form an identity the
+/// broker can serve with; an error names the file at fault.
+fn load_identity(files: &StateFiles) -> Result<BrokerIdentity, AccessError> {
+    let cert = read_text(&files.cert)?;
+    let key = read_text(&files.key)?;
+    let file_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |cause| AccessError::IdentityFile { path, cause }
+    };
+    tls::certificate_from_pem(&cert).map_err(file_error(&files.cert))?;
+    let id = BrokerIdentity::from_pem(&cert, &key).map_err(file_error(&files.key))?;
+    // PEM that decodes can still hold a certificate or key rustls refuses, or
+    // a key that is not the certificate's.
+    tls::server_config(&id).map_err(file_error(&files.cert))?;
+    Ok(id)
 }
 
 /// Prepares the broker's state dir and returns its identity, the token hashes
@@ -479,232 +519,4 @@ pub fn load_secrets(path: &Path) -> Result<BrokerSecrets, AccessError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mode(path: &Path) -> u32 {
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
-
-    #[test]
-    fn state_dir_is_created_0700_and_tightened() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a/b/state");
-        ensure_state_dir(&dir).unwrap();
-        assert_eq!(mode(&dir), 0o700);
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        ensure_state_dir(&dir).unwrap();
-        assert_eq!(mode(&dir), 0o700);
-    }
-
-    #[test]
-    fn write_private_is_0600_and_replaces() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("secret");
-        fs::write(&path, b"old").unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        write_private(&path, b"new").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"new");
-        assert_eq!(mode(&path), 0o600);
-        let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temp file is left behind");
-    }
-
-    #[test]
-    fn write_private_error_names_the_path() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("missing-dir/secret");
-        let err = write_private(&path, b"x").unwrap_err().to_string();
-        assert!(err.starts_with("cannot create "), "{err}");
-        assert!(err.contains("missing-dir"), "{err}");
-        assert!(err.ends_with("no such file or directory"), "{err}");
-    }
-
-    #[test]
-    fn tokens_are_random_hex_and_match_their_hash() {
-        let a = new_token().unwrap();
-        let b = new_token().unwrap();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 64);
-        assert!(a
-            .bytes()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        let h = hash_token(&a);
-        assert_eq!(h.len(), 64);
-        assert!(token_matches(&h, &a));
-        assert!(token_matches(&h.to_uppercase(), &a));
-        assert!(!token_matches(&h, &b));
-        assert!(!token_matches("", &a));
-        assert!(!token_matches(&h[..63], &a));
-    }
-
-    #[test]
-    fn find_access_order_and_errors() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("access.json");
-        fs::write(&file, "{}").unwrap();
-        let missing = tmp.path().join("nope.json");
-        let find = |explicit: Option<&Path>, env: Option<&Path>| {
-            find_access_from(explicit, env.map(Path::to_path_buf), &missing)
-        };
-
-        assert_eq!(find(Some(&file), Some(&missing)).unwrap(), file);
-        assert_eq!(find(None, Some(&file)).unwrap(), file);
-        assert_eq!(find_access_from(None, None, &file).unwrap(), file);
-        assert_eq!(
-            find_access_from(None, Some("".into()), &file).unwrap(),
-            file
-        );
-        let err = find(Some(&missing), None).unwrap_err().to_string();
-        assert!(
-            err.contains("nope.json") && err.contains("--access"),
-            "{err}"
-        );
-        let err = find(None, Some(&missing)).unwrap_err().to_string();
-        assert!(err.contains("SCALABLE_ACCESS"), "{err}");
-    }
-
-    #[test]
-    fn default_access_error_text() {
-        let tmp = tempfile::tempdir().unwrap();
-        let err = find_access_from(None, None, &tmp.path().join(DEFAULT_ACCESS_PATH))
-            .unwrap_err()
-            .to_string();
-        let expected = format!(
-            "no broker access file found at {}/./.scalable/access.json (start scalable-broker here, or pass --access FILE / set SCALABLE_ACCESS)",
-            tmp.path().display()
-        );
-        assert_eq!(err, expected);
-    }
-
-    #[test]
-    fn token_file_round_trip_and_errors() {
-        let fp = "ab".repeat(32);
-        let t = AgentTokenFile::parse(&format!("host:7420 {fp} secret\n\n")).unwrap();
-        assert_eq!(t.address, "host:7420");
-        assert_eq!(t.fingerprint, fp);
-        assert_eq!(t.token, "secret");
-        assert_eq!(AgentTokenFile::parse(&t.render()).unwrap(), t);
-        assert!(!format!("{t:?}").contains("secret"));
-
-        let err = |s: &str| AgentTokenFile::parse(s).unwrap_err().to_string();
-        assert!(err("").contains("is empty"));
-        let e = err("secret\n");
-        assert!(e.contains("only a token") && e.contains("address"), "{e}");
-        let e = err(&format!("{fp} secret"));
-        assert!(e.contains("broker address is missing"), "{e}");
-        let e = err("host:1 secret");
-        assert!(e.contains("fingerprint is missing"), "{e}");
-        let e = err("host:1 xyz secret");
-        assert!(e.contains("invalid fingerprint"), "{e}");
-        assert!(err(&format!("a {fp} b c")).contains("4 fields"));
-    }
-
-    #[test]
-    fn load_errors_name_the_file() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("agent.token");
-        fs::write(&path, "just-a-token\n").unwrap();
-        let e = AgentTokenFile::load(&path).unwrap_err().to_string();
-        assert!(e.starts_with(&path.display().to_string()), "{e}");
-        let e = load_access(&tmp.path().join("access.json"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("cannot read ") && e.contains("access.json"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn first_start_creates_private_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("state");
-        let (id, secrets, agent_token) = init_or_load(&dir, "10.0.0.1:7420").unwrap();
-        let files = StateFiles::new(&dir);
-        assert_eq!(mode(&dir), 0o700);
-        for f in [
-            &files.cert,
-            &files.key,
-            &files.secrets,
-            &files.access,
-            &files.agent_token,
-        ] {
-            assert_eq!(mode(f), 0o600, "{}", f.display());
-        }
-
-        let access = load_access(&files.access).unwrap();
-        assert_eq!(access.address, "10.0.0.1:7420");
-        assert_eq!(access.fingerprint, id.fingerprint());
-        assert!(token_matches(&secrets.user_token_hash, &access.token));
-        assert!(token_matches(&secrets.agent_token_hash, &agent_token));
-        assert_ne!(access.token, agent_token);
-
-        let agent = AgentTokenFile::load(&files.agent_token).unwrap();
-        assert_eq!(agent.token, agent_token);
-        assert_eq!(agent.fingerprint, id.fingerprint());
-        assert_eq!(load_secrets(&files.secrets).unwrap(), secrets);
-        let on_disk = fs::read_to_string(&files.secrets).unwrap();
-        assert!(!on_disk.contains(&agent_token) && !on_disk.contains(&access.token));
-    }
-
-    #[test]
-    fn restart_reuses_identity_and_tokens_but_updates_address() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("state");
-        let (id1, secrets1, agent1) = init_or_load(&dir, "127.0.0.1:40001").unwrap();
-        let user1 = load_access(&StateFiles::new(&dir).access).unwrap().token;
-
-        // Someone loosened things between starts.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let key = StateFiles::new(&dir).key;
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-
-        let (id2, secrets2, agent2) = init_or_load(&dir, "127.0.0.1:40002").unwrap();
-        assert_eq!(id1.fingerprint(), id2.fingerprint());
-        assert_eq!(id1.key_der, id2.key_der);
-        assert_eq!(secrets1, secrets2);
-        assert_eq!(agent1, agent2);
-        assert_eq!(mode(&dir), 0o700);
-        assert_eq!(mode(&key), 0o600);
-
-        let files = StateFiles::new(&dir);
-        let access = load_access(&files.access).unwrap();
-        assert_eq!(access.token, user1);
-        assert_eq!(access.address, "127.0.0.1:40002");
-        let agent = AgentTokenFile::load(&files.agent_token).unwrap();
-        assert_eq!(agent.address, "127.0.0.1:40002");
-        assert_eq!(agent.token, agent1);
-    }
-
-    #[test]
-    fn missing_token_file_issues_a_new_token_only_for_it() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("state");
-        let (_, s1, agent1) = init_or_load(&dir, "h:1").unwrap();
-        fs::remove_file(StateFiles::new(&dir).agent_token).unwrap();
-        let (_, s2, agent2) = init_or_load(&dir, "h:1").unwrap();
-        assert_ne!(agent1, agent2);
-        assert_ne!(s1.agent_token_hash, s2.agent_token_hash);
-        assert_eq!(s1.user_token_hash, s2.user_token_hash);
-    }
-
-    #[test]
-    fn half_identity_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("state");
-        init_or_load(&dir, "h:1").unwrap();
-        fs::remove_file(StateFiles::new(&dir).key).unwrap();
-        let e = init_or_load(&dir, "h:1").unwrap_err().to_string();
-        assert!(e.contains("has cert.pem but not key.pem"), "{e}");
-    }
-
-    #[test]
-    fn identity_serves_quic_after_reload() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("state");
-        init_or_load(&dir, "h:1").unwrap();
-        let (id, _, _) = init_or_load(&dir, "h:1").unwrap();
-        tls::server_config(&id).unwrap();
-    }
-}
+mod tests;

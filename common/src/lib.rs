@@ -16,16 +16,20 @@
 //! - [`exit`]: exit codes of every binary.
 //! - [`quote`]: POSIX shell quoting of argv.
 //! - [`explain`]: why a task is where it is, and the demand per tag, as data.
+//! - [`private_files`]: files 0600 and directories 0700 under the state dir, whatever the umask.
 
 pub mod access;
 pub mod exit;
 pub mod explain;
 pub mod failpoint;
 pub mod frame;
+#[cfg(test)]
+mod fuzz;
 pub mod located;
 pub mod manifest;
 pub mod panic;
 pub mod pilot;
+pub mod private_files;
 pub mod protocol;
 pub mod quote;
 pub mod resources;

@@ -110,7 +110,8 @@ impl DeploymentProvider for LocalProvider {
             let dir = script.parent().expect("a pilot dir");
             write_file(dir, "agent.sh", &format!("exec {}", agent.text()))?;
             let log_path = dir.join("agent.log");
-            let log = std::fs::File::create(&log_path).map_err(|e| Self::io(&log_path, e))?;
+            let log = scalable_common::private_files::create(&log_path)
+                .map_err(|e| Self::io(&log_path, e))?;
             let err = log.try_clone().map_err(|e| Self::io(&log_path, e))?;
             let child = Command::new("sh")
                 .arg(&script)

@@ -135,16 +135,24 @@ async fn restore_hit(
     if declared_saved {
         let restored =
             tokio::task::spawn_blocking(move || blobs.restore_outputs(&cwd, &saved)).await;
-        if let Ok(Ok(n)) = restored {
-            let note = format!(
-                "cached: same key as task {} (run of {}), {n} output(s) restored",
-                entry.task_id, entry.workflow
-            );
-            return Answer {
-                hit: Some(note),
-                key_json,
-                why: String::new(),
-            };
+        match restored {
+            Ok(Ok(n)) => {
+                let note = format!(
+                    "cached: same key as task {} (run of {}), {n} output(s) restored",
+                    entry.task_id, entry.workflow
+                );
+                return Answer {
+                    hit: Some(note),
+                    key_json,
+                    why: String::new(),
+                };
+            }
+            // Said as it is: an output the broker refuses to write is no
+            // incomplete cache.
+            Ok(Err(e @ cache::CacheError::OutputOutside { .. })) => {
+                return Answer::miss(key_json, format!("not cached: {e}"));
+            }
+            _ => {}
         }
     }
     Answer::miss(

@@ -23,6 +23,7 @@ use super::routing::{self, Deferred, Promotion, Routed, Step};
 use super::{cache_io, now_ms, CoreMsg};
 use crate::cache;
 use crate::core::{Core, StoreOp};
+use crate::output_roots::OutputRoots;
 use crate::providers::{PilotState, StartedPilot};
 use crate::store::Store;
 
@@ -72,6 +73,7 @@ pub(super) async fn run(
     fleet: Option<FleetCtx>,
 ) {
     let heartbeat_ms = core.config().heartbeat_interval_ms.max(100);
+    let output_roots = OutputRoots::from_manifest(around.manifest.as_deref());
     let mut task = CoreTask {
         core,
         fleet,
@@ -80,7 +82,7 @@ pub(super) async fn run(
         store: around.store,
         stop: around.stop,
         manifest: around.manifest,
-        blobs: Arc::new(cache::Blobs::new(around.cache_dir)),
+        blobs: Arc::new(cache::Blobs::new(around.cache_dir).with_output_roots(output_roots)),
         last_heartbeat: 0,
         heartbeat_ms,
     };

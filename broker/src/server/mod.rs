@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::CoreConfig;
 use crate::local::LocalAgents;
 use crate::providers::{PilotState, StartedPilot};
-use crate::store::Store;
+use crate::store::{StateOrigin, Store};
 
 /// How often the core hears the clock.
 const TICK_INTERVAL: Duration = Duration::from_millis(100);
@@ -157,6 +157,11 @@ struct Listening {
 /// Runs the broker until it is told to stop (SIGINT, SIGTERM, `Request::Shutdown`).
 pub async fn run(cfg: BrokerConfig) -> Result<()> {
     access::ensure_state_dir(&cfg.state_dir)?;
+    // Before `listen` creates the identity of a new state dir.
+    let origin = match access::StateFiles::new(&cfg.state_dir).is_new()? {
+        true => StateOrigin::New,
+        false => StateOrigin::Existing,
+    };
     let Listening {
         endpoint,
         bound,
@@ -167,7 +172,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
     } = listen(&cfg)?;
 
     let started = Instant::now();
-    let (store, ids, mut loaded) = Store::open(&files.db)?;
+    let (store, ids, mut loaded) = Store::open(&files.db, origin)?;
     let fleet = fleet_io::FleetCtx::open(&cfg, &address, &identity, &files, &mut loaded)?;
     let core = crate::restart::restore_core(cfg.core.clone(), ids, loaded, now_ms());
     tracing::info!("state loaded in {} ms", started.elapsed().as_millis());

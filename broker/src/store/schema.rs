@@ -5,12 +5,137 @@
 //! write rows for the broker (that is the rest of `store`); a migration
 //! touches old rows only to give them what the new version promises.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
 use scalable_common::protocol::AttemptEnd;
 
+use super::error::RESTORE_HINT;
 use super::StoreError;
+
+/// Whether the state dir held a broker (certificate, tokens) before this
+/// start. Only a new one may get a new, empty store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateOrigin {
+    New,
+    Existing,
+}
+
+/// Problems of a failed integrity check quoted in the error at most.
+const INTEGRITY_PROBLEMS_SHOWN: usize = 1;
+
+fn empty_beside_identity(path: &Path, what: &str) -> StoreError {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    StoreError::Refused {
+        path: path.to_path_buf(),
+        problem: format!(
+            "{what} but {} holds an existing broker's certificate and tokens: taking it for a new store would restart the ids and lose every run's history",
+            dir.display()
+        ),
+        hint: "restore broker.db from a backup; to start an empty history with the same identity, delete the file".into(),
+    }
+}
+
+/// Before SQLite touches the file: a zero-byte database (with no WAL that
+/// could fill it) in a state dir that is not new is refused. A missing
+/// database is allowed: deleting it is how one asks for an empty history, so
+/// the store is then opened as new.
+pub(super) fn check_file(path: &Path, origin: StateOrigin) -> Result<StateOrigin, StoreError> {
+    if origin == StateOrigin::New {
+        return Ok(origin);
+    }
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match len(path) {
+        None => {
+            tracing::warn!(path = %path.display(), "no database beside the broker's identity; starting an empty history");
+            Ok(StateOrigin::New)
+        }
+        Some(0) if len(&PathBuf::from(wal)).unwrap_or(0) == 0 => {
+            Err(empty_beside_identity(path, "is empty (0 bytes)"))
+        }
+        Some(_) => Ok(origin),
+    }
+}
+
+/// Right after opening, before anything is written: a database with tables
+/// but no `runs` belongs to something else, and one without any table in a
+/// state dir that is not new has lost its content.
+pub(super) fn check_ours(
+    conn: &Connection,
+    path: &Path,
+    origin: StateOrigin,
+) -> Result<(), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(err)?;
+    if tables.is_empty() {
+        return match origin {
+            StateOrigin::New => Ok(()),
+            StateOrigin::Existing => Err(empty_beside_identity(path, "has no tables")),
+        };
+    }
+    if !tables.iter().any(|t| t == "runs") {
+        let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+        return Err(StoreError::Refused {
+            path: path.to_path_buf(),
+            problem: format!(
+                "is not a scalable broker database (it has tables {}{} and no runs table)",
+                shown.join(", "),
+                if tables.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            ),
+            hint: "give scalable-broker its own --state-dir, or move this file away".into(),
+        });
+    }
+    Ok(())
+}
+
+/// SQLite's quick integrity check; a failure quotes its first problem only
+/// (the full report can be thousands of lines).
+pub(super) fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(err)?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    let lines: Vec<&str> = problems.iter().flat_map(|p| p.lines()).collect();
+    let first: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with("***"))
+        .take(INTEGRITY_PROBLEMS_SHOWN)
+        .collect();
+    let more = lines.len().saturating_sub(first.len() + 1);
+    Err(StoreError::Refused {
+        path: path.to_path_buf(),
+        problem: format!(
+            "is corrupt: its integrity check found {}{}",
+            first.join("; "),
+            if more > 0 {
+                format!(" and {more} more problems")
+            } else {
+                String::new()
+            }
+        ),
+        hint: RESTORE_HINT.into(),
+    })
+}
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS runs (
@@ -149,10 +274,11 @@ pub(super) fn prepare(conn: &Connection, path: &Path) -> Result<(), StoreError> 
         v = 3;
     }
     if v != SCHEMA_VERSION {
-        return Err(StoreError::NotFound(format!(
-            "database {} has schema version {v}, this broker needs {SCHEMA_VERSION} (use a new --state-dir, or the scalable version that wrote it)",
-            path.display()
-        )));
+        return Err(StoreError::Refused {
+            path: path.to_path_buf(),
+            problem: format!("has schema version {v}, this broker needs {SCHEMA_VERSION}"),
+            hint: "use a new --state-dir, or the scalable version that wrote it".into(),
+        });
     }
     Ok(())
 }
@@ -280,7 +406,8 @@ mod tests {
         )
         .unwrap();
         drop(old);
-        let (store, ids, _loaded) = super::super::Store::open(&path).unwrap();
+        let (store, ids, _loaded) =
+            super::super::Store::open(&path, StateOrigin::Existing).unwrap();
         store.stop();
         assert_eq!(ids.attempt, 7);
         let conn = Connection::open(&path).unwrap();
@@ -311,5 +438,117 @@ mod tests {
             e.ends_with("has schema version 9, this broker needs 3 (use a new --state-dir, or the scalable version that wrote it)"),
             "{e}"
         );
+    }
+
+    fn open(path: &Path, origin: StateOrigin) -> Result<(), String> {
+        let (store, _, _) = super::super::Store::open(path, origin).map_err(|e| e.to_string())?;
+        store.stop();
+        Ok(())
+    }
+
+    #[test]
+    fn a_zero_byte_or_tableless_database_beside_an_identity_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        std::fs::write(&path, b"").unwrap();
+        let e = open(&path, StateOrigin::Existing).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "database {}: is empty (0 bytes) but {} holds an existing broker's certificate and tokens: taking it for a new store would restart the ids and lose every run's history (restore broker.db from a backup; to start an empty history with the same identity, delete the file)",
+                path.display(),
+                dir.path().display()
+            )
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+        // A valid SQLite file without any table is the same loss.
+        drop(
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch("PRAGMA user_version = 0; VACUUM;"),
+        );
+        let e = open(&path, StateOrigin::Existing).unwrap_err();
+        assert!(e.contains(": has no tables but "), "{e}");
+        // A new state dir may start from an empty file, and a missing one.
+        open(&path, StateOrigin::New).unwrap();
+        let other = dir.path().join("other.db");
+        open(&other, StateOrigin::Existing).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_or_damaged_database_is_refused_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE photos (id INTEGER); CREATE TABLE albums (id INTEGER);")
+            .unwrap();
+        for origin in [StateOrigin::New, StateOrigin::Existing] {
+            let e = open(&path, origin).unwrap_err();
+            assert!(
+                e.ends_with(": is not a scalable broker database (it has tables albums, photos and no runs table) (give scalable-broker its own --state-dir, or move this file away)"),
+                "{e}"
+            );
+        }
+        std::fs::write(&path, "this is not sqlite ".repeat(300)).unwrap();
+        let e = open(&path, StateOrigin::Existing).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "database {}: file is not a database (restore it from a backup, or move it away to start a new store with an empty history)",
+                path.display()
+            ),
+            "said once, with a hint"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_database_error_is_one_line_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        open(&path, StateOrigin::New).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = DELETE;").unwrap();
+        let row = "x".repeat(200);
+        for i in 0..400 {
+            conn.execute(
+                "INSERT INTO events (at_ms, kind, detail) VALUES (?1, 'k', ?2)",
+                params![i, row],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096;
+        for b in bytes[page * 3..].iter_mut().step_by(7) {
+            *b = 0xff;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let e = open(&path, StateOrigin::Existing).unwrap_err();
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(
+            e.starts_with(&format!("database {}: ", path.display())),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("(restore it from a backup, or move it away to start a new store with an empty history)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_database_and_its_wal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let (store, _, _) = super::super::Store::open(&path, StateOrigin::New).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for name in ["broker.db", "broker.db-wal", "broker.db-shm"] {
+            assert_eq!(mode(&dir.path().join(name)), 0o600, "{name}");
+        }
+        store.stop();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        open(&path, StateOrigin::Existing).unwrap();
+        assert_eq!(mode(&path), 0o600, "an older, looser database is tightened");
     }
 }

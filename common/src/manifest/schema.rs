@@ -42,6 +42,12 @@ impl Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Project {
     pub name: String,
+    /// Absolute directories outside a task's own directory where its declared
+    /// outputs may be (and where the broker may restore cached ones); honoured
+    /// from the broker's own manifest only. Empty: outputs stay inside the
+    /// task's directory.
+    #[serde(default)]
+    pub output_roots: Vec<String>,
 }
 
 /// Where work runs: one provider and the pilots (agents) it may start.

@@ -68,10 +68,12 @@ impl TestEnv {
     fn restart(&mut self) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("broker.db");
-        let (store, _, _) = crate::store::Store::open(&path).expect("open");
+        let (store, _, _) =
+            crate::store::Store::open(&path, crate::store::StateOrigin::New).expect("open");
         store.write(self.store_log.clone(), None);
         store.stop();
-        let (store, ids, loaded) = crate::store::Store::open(&path).expect("reopen");
+        let (store, ids, loaded) =
+            crate::store::Store::open(&path, crate::store::StateOrigin::Existing).expect("reopen");
         store.stop();
         let cfg = self.core.config().clone();
         self.core = crate::restart::restore_core(cfg, ids, loaded, self.now_ms);

@@ -161,3 +161,22 @@ fn every_provider_option_is_read() {
     assert_eq!(laptop.containers.as_str(), "docker");
     assert_eq!(laptop.worker, WorkerShape::default());
 }
+
+#[test]
+fn project_output_roots_are_absolute_directories() {
+    let m = ok(
+        "version: 1\nproject: {name: p, output_roots: [/data/shared, /scratch]}\ntargets:\n  t: {provider: local}\n",
+        None,
+        &[],
+    );
+    assert_eq!(m.project.output_roots, ["/data/shared", "/scratch"]);
+    let e = errors(
+        "version: 1\nproject: {name: p, output_roots: [data, /a/../b]}\ntargets:\n  t: {provider: local}\n",
+        None,
+        &[],
+    );
+    assert_eq!(
+        e,
+        ["scalable.yaml:2:34: project.output_roots: \"data\" is not an absolute directory (hint: write absolute paths without \"..\", e.g. [/data/shared])"]
+    );
+}

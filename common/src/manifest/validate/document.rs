@@ -11,6 +11,7 @@ use super::super::schema::*;
 use super::super::section;
 use super::super::tree::{Node, Value};
 use super::super::{join, Pos};
+use super::values::M;
 use super::{check_name, list_names, names_to_suggest, unknown_key, unknown_top_key, Ck, Names};
 use super::{PROJECT_KEYS, TOP_KEYS};
 use crate::suggest::did_you_mean_within;
@@ -65,6 +66,7 @@ impl Ck<'_> {
             version,
             project: project.unwrap_or(Project {
                 name: String::new(),
+                output_roots: Vec::new(),
             }),
             targets: targets
                 .into_iter()
@@ -151,15 +153,34 @@ impl Ck<'_> {
             unknown_key(budget, k, PROJECT_KEYS, None)
         });
         self.require(&m, "name", "e.g. name: demeter-lulcc");
+        let output_roots = self.output_roots(&m);
         let node = self.field(&m, "name")?;
         let name = self.string(node, "project.name")?;
         if node.unresolved {
-            return Some(Project { name });
+            return Some(Project { name, output_roots });
         }
         if let Err((message, hint)) = check_name("project", &name) {
             self.at(node, "project.name", message, Some(hint));
             return None;
         }
-        Some(Project { name })
+        Some(Project { name, output_roots })
+    }
+
+    /// `project.output_roots`: absolute directories, each without `..`.
+    fn output_roots(&mut self, m: &M) -> Vec<String> {
+        let roots = self.list_field(m, "output_roots", "[/data/shared]");
+        let bad = roots.iter().find(|r| {
+            let p = std::path::Path::new(r.as_str());
+            !p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir)
+        });
+        if let (Some(bad), Some(node)) = (bad, self.field(m, "output_roots")) {
+            self.at(
+                node,
+                "project.output_roots",
+                format!("{bad:?} is not an absolute directory"),
+                Some("write absolute paths without \"..\", e.g. [/data/shared]".into()),
+            );
+        }
+        roots
     }
 }
