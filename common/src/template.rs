@@ -9,17 +9,39 @@
 //! tasks; it renders one task at a time. Rendering returns errors, it never
 //! panics, whatever the job holds (a `JobDef` may come over the network
 //! without having been validated).
+//!
+//! Every render has a budget, because the broker renders on its core task
+//! and one template must not stall it for every user: at most
+//! [`TEMPLATE_FUEL_MAX`] minijinja instructions (nested loops) and at most
+//! [`TEMPLATE_OUTPUT_BYTES_MAX`] bytes of output per templated string. The
+//! same environment serves `validate`, `submit` and the core, so a template
+//! that exceeds its budget fails the same way everywhere.
 
 use std::collections::HashSet;
+use std::io;
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::ValueKind;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 
 use crate::workflow::{Item, Items, JobDef};
 
 /// The variables a task template may use.
 pub const TEMPLATE_VARS: [&str; 3] = ["item", "index", "run_id"];
+
+/// Instructions one render of one templated string may run. A plain
+/// `{{ item }}` takes a handful, a loop a few per iteration; at this budget
+/// the worst render costs the core a few milliseconds.
+pub const TEMPLATE_FUEL_MAX: u64 = 100_000;
+
+/// Bytes one render of one templated string may produce: well above what
+/// an argument can be (Linux caps one argv string at 128 KiB), far below
+/// the message cap.
+pub const TEMPLATE_OUTPUT_BYTES_MAX: usize = 1 << 20;
+
+/// The hint shown with a template that exceeds its budget.
+pub const TEMPLATE_BUDGET_HINT: &str =
+    "a task's template must stay small: move loops and long strings into the command it runs";
 
 /// Whether `text` holds template syntax; anything else is used as written.
 /// `{#` counts too, so a comment is stripped exactly as minijinja would.
@@ -43,6 +65,8 @@ enum Part {
 pub struct TemplateIssue {
     pub field: String,
     pub message: String,
+    /// How to fix it, when there is more to say than the message.
+    pub hint: Option<String>,
 }
 
 /// The compiled templates of one job. Build once per job with
@@ -87,6 +111,8 @@ fn environment() -> Environment<'static> {
             minijinja::escape_formatter(out, state, value)
         }
     });
+    // A template is user input rendered on the broker's core task.
+    env.set_fuel(Some(TEMPLATE_FUEL_MAX));
     // An argument ending in a newline keeps it, as the user wrote it.
     if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
         env.set_syntax(syntax);
@@ -95,12 +121,71 @@ fn environment() -> Environment<'static> {
 }
 
 /// `kind: detail` of a minijinja error, without its `(in name:line)` suffix,
-/// since our template names are internal ids.
+/// since our template names are internal ids; a spent budget says which.
 fn describe(err: &minijinja::Error) -> String {
-    match err.detail() {
-        Some(detail) => format!("{}: {detail}", err.kind()),
-        None => err.kind().to_string(),
+    match (err.kind(), err.detail()) {
+        (ErrorKind::OutOfFuel, _) => {
+            format!("template exceeds its budget of {TEMPLATE_FUEL_MAX} steps")
+        }
+        (ErrorKind::WriteFailure, _) if is_over_budget(err) => {
+            format!("template output exceeds {TEMPLATE_OUTPUT_BYTES_MAX} bytes")
+        }
+        (kind, Some(detail)) => format!("{kind}: {detail}"),
+        (kind, None) => kind.to_string(),
     }
+}
+
+/// Whether a minijinja error is a spent budget (steps or output bytes).
+fn is_over_budget(err: &minijinja::Error) -> bool {
+    match err.kind() {
+        ErrorKind::OutOfFuel => true,
+        ErrorKind::WriteFailure => std::error::Error::source(err)
+            .and_then(|e| e.downcast_ref::<io::Error>())
+            .is_some_and(|e| e.get_ref().is_some_and(|inner| inner.is::<OutputFull>())),
+        _ => false,
+    }
+}
+
+/// The error [`BoundedOutput`] returns once the output budget is spent.
+#[derive(Debug)]
+struct OutputFull;
+
+impl std::fmt::Display for OutputFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "output exceeds {TEMPLATE_OUTPUT_BYTES_MAX} bytes")
+    }
+}
+
+impl std::error::Error for OutputFull {}
+
+/// A render's output, refusing to grow past [`TEMPLATE_OUTPUT_BYTES_MAX`].
+#[derive(Default)]
+struct BoundedOutput(Vec<u8>);
+
+impl io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.0.len() + buf.len() > TEMPLATE_OUTPUT_BYTES_MAX {
+            return Err(io::Error::other(OutputFull));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders `tmpl` within both budgets.
+fn render_bounded(
+    tmpl: &minijinja::Template<'_, '_>,
+    ctx: Value,
+) -> Result<String, minijinja::Error> {
+    let mut out = BoundedOutput::default();
+    tmpl.render_captured_to(ctx, &mut out)?;
+    // minijinja writes whole `str`s, so the bytes are UTF-8; lossy is only a guard.
+    Ok(String::from_utf8(out.0)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// The minijinja value of a `foreach` item: numbers stay numbers so that
@@ -223,7 +308,7 @@ impl JobTemplates {
             Part::Template { name, field } => self
                 .env
                 .get_template(name)
-                .and_then(|t| t.render(ctx.clone()))
+                .and_then(|t| render_bounded(&t, ctx.clone()))
                 .map_err(|e| format!("job \"{}\" {field}: {}", self.job, describe(&e))),
         }
     }
@@ -332,6 +417,7 @@ impl Builder {
             self.issues.push(TemplateIssue {
                 field: field.clone(),
                 message: describe(&e),
+                hint: None,
             });
         }
         Part::Template { name, field }
@@ -351,6 +437,7 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
         .map(|i| TemplateIssue {
             field: i.field,
             message: bad(i.message),
+            hint: i.hint,
         })
         .collect();
     let globals: HashSet<&str> = templates.env.globals().map(|(k, _)| k).collect();
@@ -381,6 +468,7 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
                     "job \"{}\" has no foreach or range, so {{{{ item }}}} is undefined",
                     job.name
                 ),
+                hint: None,
             });
             bad_names = true;
         }
@@ -400,6 +488,7 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
                 message: bad(format!(
                     "undefined {noun} {list} (templates know item, index and run_id)"
                 )),
+                hint: None,
             });
             bad_names = true;
         }
@@ -412,7 +501,7 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
                 Err(_) => break,
             };
             let ctx = context(item.as_ref(), index, 0);
-            if let Err(e) = tmpl.render(ctx) {
+            if let Err(e) = render_bounded(&tmpl, ctx) {
                 let at = match &item {
                     Some(item) => format!("task {index} (item {item})"),
                     None => format!("task {index}"),
@@ -420,6 +509,7 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
                 issues.push(TemplateIssue {
                     field: field.to_string(),
                     message: bad(format!("{} for {at}", describe(&e))),
+                    hint: is_over_budget(&e).then(|| TEMPLATE_BUDGET_HINT.to_string()),
                 });
                 break;
             }
@@ -634,5 +724,101 @@ mod tests {
             issues[0].message.ends_with("for task 4 (item 5)"),
             "{issues:?}"
         );
+    }
+
+    /// Regression (issue 12, defect 2): templates whose cost multiplies
+    /// (nested loops, string repetition, joins, macro recursion) rendered
+    /// unbounded on the broker's core task; each now fails within its budget.
+    #[test]
+    fn hostile_templates_fail_within_their_budget() {
+        let shapes = [
+            "{% for a in range(1000) %}{% for b in range(1000) %}{{ b }}{% endfor %}{% endfor %}",
+            "{% for a in range(300) %}{% for b in range(300) %}{% for c in range(3) %}\
+             {% endfor %}{% endfor %}{% endfor %}",
+            "{{ 'x' * 2000000 }}",
+            "{{ 'abc' * (item * 1000000) }}",
+            "{{ range(100000) | join('xxxxxxxxxx') }}",
+            "{% for a in range(100) %}{{ range(100000) | join(',') }}{% endfor %}",
+            "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}\
+             {{ f(16) }}",
+            "{% macro g(n) %}{{ n }}{{ g(n) }}{% endmacro %}{{ g(1) }}",
+        ];
+        for shape in shapes {
+            let job = quick_job(
+                "h",
+                strings(&["run", shape]),
+                Items::Range { start: 1, end: 3 },
+            );
+            let t = JobTemplates::compile(&job).unwrap();
+            let started = std::time::Instant::now();
+            let err = t.argv(&job, 1, 0).unwrap_err();
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "{shape}: {:?}",
+                started.elapsed()
+            );
+            assert!(err.starts_with("job \"h\" command[1]: "), "{shape}: {err}");
+            let issues = check_job_templates(&job, true);
+            assert_eq!(issues.len(), 1, "{shape}: {issues:?}");
+            assert!(
+                issues[0].message.ends_with("for task 0 (item 1)"),
+                "{shape}: {issues:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn budget_errors_say_which_budget_and_how_to_fix() {
+        let job = quick_job(
+            "loops",
+            strings(&[
+                "{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}",
+            ]),
+            Items::One,
+        );
+        let issues = check_job_templates(&job, true);
+        assert_eq!(
+            issues[0].message,
+            format!(
+                "bad template in job \"loops\": template exceeds its budget of \
+                 {TEMPLATE_FUEL_MAX} steps for task 0"
+            )
+        );
+        assert_eq!(issues[0].hint.as_deref(), Some(TEMPLATE_BUDGET_HINT));
+
+        let job = quick_job("big", strings(&["{{ 'x' * 2000000 }}"]), Items::One);
+        let issues = check_job_templates(&job, true);
+        assert_eq!(
+            issues[0].message,
+            format!(
+                "bad template in job \"big\": template output exceeds \
+                 {TEMPLATE_OUTPUT_BYTES_MAX} bytes for task 0"
+            )
+        );
+        assert_eq!(issues[0].hint.as_deref(), Some(TEMPLATE_BUDGET_HINT));
+
+        // Other errors keep their text and get no budget hint.
+        let job = quick_job("div", strings(&["{{ 1 // 0 }}"]), Items::One);
+        let issues = check_job_templates(&job, true);
+        assert_eq!(issues[0].hint, None, "{issues:?}");
+    }
+
+    #[test]
+    fn templates_within_budget_still_render() {
+        let job = quick_job(
+            "fine",
+            strings(&[
+                "{% for x in range(1000) %}{{ x }},{% endfor %}",
+                "{{ 'x' * 100000 }}",
+                "{{ range(10000) | join(',') }}",
+            ]),
+            Items::One,
+        );
+        let t = JobTemplates::compile(&job).unwrap();
+        let argv = t.argv(&job, 0, 0).unwrap();
+        assert!(argv[0].starts_with("0,1,2,") && argv[0].ends_with("999,"));
+        assert_eq!(argv[1].len(), 100_000);
+        assert!(argv[2].ends_with(",9999"));
+        assert_eq!(check_job_templates(&job, true), vec![]);
     }
 }

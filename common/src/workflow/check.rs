@@ -158,7 +158,7 @@ fn check_job(job: &JobDef, p: &str, render: bool, issues: &mut Vec<Issue>) {
     }
     let render = render && count <= TASKS_PER_RUN_MAX;
     for t in check_job_templates(job, render) {
-        issues.push(Issue::new(format!("{p}.{}", t.field), t.message));
+        issues.push(Issue::new(format!("{p}.{}", t.field), t.message).hint(t.hint));
     }
 }
 
