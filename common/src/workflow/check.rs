@@ -18,8 +18,12 @@ pub(super) fn check(def: &WorkflowDef, spans: &Spans, bad_items: &[bool]) -> Vec
     let mut issues = Vec::new();
     if def.name.trim().is_empty() {
         issues.push(Issue::new("workflow", "workflow name is empty"));
-    } else if let Some(issue) = check_identifier("workflow", "workflow", &def.name) {
-        issues.push(issue);
+    } else if def.jobs.iter().all(|j| j.name != def.name) {
+        // A name shared with a job (a quick submit's) is reported once, as the
+        // job's: the rules are the same.
+        if let Some(issue) = check_identifier("workflow", "workflow", &def.name) {
+            issues.push(issue);
+        }
     }
     if def.jobs.is_empty() {
         issues.push(Issue::new("jobs", "workflow has no jobs").hint(Some(
