@@ -13,6 +13,7 @@ mod dag;
 mod durability;
 mod escaped_processes;
 mod failures;
+mod input_limits;
 mod packing;
 mod pilots;
 mod slurm;

@@ -8,6 +8,7 @@
 //! - [`access`]: the state dir, `access.json`, `agent.token`, token hashing.
 //! - [`manifest`]: `scalable.yaml`: targets, components, tasks, overlays, `${VAR}`, validation.
 //! - [`workflow`]: workflow YAML: parsing with spans, validation.
+//! - [`input_file`]: reading a user's workflow or manifest file with a bound, regular files only.
 //! - [`located`]: the one-line `FILE:LINE:COL: path: message (hint)` errors of both.
 //! - `suggest`: did-you-mean for their hints.
 //! - [`template`]: minijinja task templates (argv, outputs, env), compiled once per job.
@@ -25,6 +26,7 @@ pub mod failpoint;
 pub mod frame;
 #[cfg(test)]
 mod fuzz;
+pub mod input_file;
 pub mod located;
 pub mod manifest;
 pub mod panic;

@@ -9,6 +9,13 @@
 //! tasks; it renders one task at a time. Rendering returns errors, it never
 //! panics, whatever the job holds (a `JobDef` may come over the network
 //! without having been validated).
+//!
+//! Every render has a budget (`budget`), because the broker renders on its
+//! core task and one template must not stall it for every user. The same
+//! environment and budget serve `validate`, `submit` and the core, so a
+//! template that exceeds its budget fails the same way everywhere.
+
+mod budget;
 
 use std::collections::HashSet;
 
@@ -17,6 +24,8 @@ use minijinja::value::ValueKind;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 use crate::workflow::{Item, Items, JobDef};
+use budget::{describe, is_over_budget, Budget};
+pub use budget::{TEMPLATE_BUDGET_HINT, TEMPLATE_FUEL_MAX, TEMPLATE_OUTPUT_BYTES_MAX};
 
 /// The variables a task template may use.
 pub const TEMPLATE_VARS: [&str; 3] = ["item", "index", "run_id"];
@@ -37,12 +46,20 @@ enum Part {
     Template { name: String, field: String },
 }
 
+/// A templated string that failed to render: its field and minijinja's error.
+struct Failure<'a> {
+    field: &'a str,
+    err: minijinja::Error,
+}
+
 /// A template problem found while checking a job: the field it is in
 /// (`command[0]`, `env.A`, `workdir`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateIssue {
     pub field: String,
     pub message: String,
+    /// How to fix it, when there is more to say than the message.
+    pub hint: Option<String>,
 }
 
 /// The compiled templates of one job. Build once per job with
@@ -87,20 +104,13 @@ fn environment() -> Environment<'static> {
             minijinja::escape_formatter(out, state, value)
         }
     });
+    // A template is user input rendered on the broker's core task.
+    env.set_fuel(Some(TEMPLATE_FUEL_MAX));
     // An argument ending in a newline keeps it, as the user wrote it.
     if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
         env.set_syntax(syntax);
     }
     env
-}
-
-/// `kind: detail` of a minijinja error, without its `(in name:line)` suffix,
-/// since our template names are internal ids.
-fn describe(err: &minijinja::Error) -> String {
-    match err.detail() {
-        Some(detail) => format!("{}: {detail}", err.kind()),
-        None => err.kind().to_string(),
-    }
 }
 
 /// The minijinja value of a `foreach` item: numbers stay numbers so that
@@ -217,19 +227,52 @@ impl JobTemplates {
         Ok(context(item.as_ref(), index, run_id))
     }
 
-    fn render_part(&self, part: &Part, ctx: &Value) -> Result<String, String> {
+    /// Renders one string within `budget`.
+    fn try_part<'a>(
+        &'a self,
+        part: &'a Part,
+        ctx: &Value,
+        budget: &mut Budget,
+    ) -> Result<String, Failure<'a>> {
         match part {
             Part::Literal(s) => Ok(s.clone()),
             Part::Template { name, field } => self
                 .env
                 .get_template(name)
-                .and_then(|t| t.render(ctx.clone()))
-                .map_err(|e| format!("job \"{}\" {field}: {}", self.job, describe(&e))),
+                .and_then(|t| budget.render(&t, ctx.clone()))
+                .map_err(|err| Failure { field, err }),
         }
     }
 
+    /// Renders a list of one task within one budget.
+    fn try_list<'a>(&'a self, parts: &'a [Part], ctx: &Value) -> Result<Vec<String>, Failure<'a>> {
+        let mut budget = Budget::new();
+        parts
+            .iter()
+            .map(|p| self.try_part(p, ctx, &mut budget))
+            .collect()
+    }
+
+    /// Renders the values of `KEY: template` pairs of one task within one budget.
+    fn try_pairs<'a>(
+        &'a self,
+        pairs: &'a [(String, Part)],
+        ctx: &Value,
+    ) -> Result<Vec<(String, String)>, Failure<'a>> {
+        let mut budget = Budget::new();
+        pairs
+            .iter()
+            .map(|(k, p)| Ok((k.clone(), self.try_part(p, ctx, &mut budget)?)))
+            .collect()
+    }
+
+    /// `job "J" FIELD: what went wrong`.
+    fn message(&self, f: Failure<'_>) -> String {
+        format!("job \"{}\" {}: {}", self.job, f.field, describe(&f.err))
+    }
+
     fn render_list(&self, parts: &[Part], ctx: &Value) -> Result<Vec<String>, String> {
-        parts.iter().map(|p| self.render_part(p, ctx)).collect()
+        self.try_list(parts, ctx).map_err(|f| self.message(f))
     }
 
     fn render_pairs(
@@ -237,10 +280,22 @@ impl JobTemplates {
         pairs: &[(String, Part)],
         ctx: &Value,
     ) -> Result<Vec<(String, String)>, String> {
-        pairs
-            .iter()
-            .map(|(k, p)| Ok((k.clone(), self.render_part(p, ctx)?)))
-            .collect()
+        self.try_pairs(pairs, ctx).map_err(|f| self.message(f))
+    }
+
+    /// Every list of task `index` rendered as the broker does, each within its
+    /// budget: the first failure.
+    fn try_task(&self, ctx: &Value) -> Result<(), Failure<'_>> {
+        for list in [&self.command, &self.inputs, &self.outputs] {
+            self.try_list(list, ctx)?;
+        }
+        for pairs in [&self.env_vars, &self.features] {
+            self.try_pairs(pairs, ctx)?;
+        }
+        if let Some(part) = &self.workdir {
+            self.try_part(part, ctx, &mut Budget::new())?;
+        }
+        Ok(())
     }
 
     /// argv of task `index` (0-based) of this job in run `run_id`.
@@ -294,7 +349,9 @@ impl JobTemplates {
             None => Ok(None),
             Some(part) => {
                 let ctx = self.task_context(job, index, run_id)?;
-                self.render_part(part, &ctx).map(Some)
+                self.try_part(part, &ctx, &mut Budget::new())
+                    .map(Some)
+                    .map_err(|f| self.message(f))
             }
         }
     }
@@ -332,6 +389,7 @@ impl Builder {
             self.issues.push(TemplateIssue {
                 field: field.clone(),
                 message: describe(&e),
+                hint: None,
             });
         }
         Part::Template { name, field }
@@ -351,6 +409,7 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
         .map(|i| TemplateIssue {
             field: i.field,
             message: bad(i.message),
+            hint: i.hint,
         })
         .collect();
     let globals: HashSet<&str> = templates.env.globals().map(|(k, _)| k).collect();
@@ -381,6 +440,7 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
                     "job \"{}\" has no foreach or range, so {{{{ item }}}} is undefined",
                     job.name
                 ),
+                hint: None,
             });
             bad_names = true;
         }
@@ -400,6 +460,7 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
                 message: bad(format!(
                     "undefined {noun} {list} (templates know item, index and run_id)"
                 )),
+                hint: None,
             });
             bad_names = true;
         }
@@ -412,227 +473,56 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
                 Err(_) => break,
             };
             let ctx = context(item.as_ref(), index, 0);
-            if let Err(e) = tmpl.render(ctx) {
-                let at = match &item {
-                    Some(item) => format!("task {index} (item {item})"),
-                    None => format!("task {index}"),
-                };
+            if let Err(e) = Budget::new().render(&tmpl, ctx) {
+                let at = task_label(index, item.as_ref());
                 issues.push(TemplateIssue {
                     field: field.to_string(),
                     message: bad(format!("{} for {at}", describe(&e))),
+                    hint: is_over_budget(&e).then(|| TEMPLATE_BUDGET_HINT.to_string()),
                 });
                 break;
             }
         }
     }
+    if issues.is_empty() {
+        issues.extend(check_whole_tasks(&templates, job, &tasks));
+    }
     issues
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::workflow::quick_job;
-
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn job_templates_are_send_and_sync() {
-        fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<JobTemplates>();
-    }
-
-    #[test]
-    fn literal_strings_are_not_rendered() {
-        let job = quick_job(
-            "a",
-            strings(&["echo", "{ not a template }", "}}"]),
-            Items::One,
-        );
-        let t = JobTemplates::compile(&job).unwrap();
-        assert_eq!(
-            t.argv(&job, 0, 7).unwrap(),
-            strings(&["echo", "{ not a template }", "}}"])
-        );
-        assert!(t.argv(&job, 1, 7).unwrap_err().contains("out of range"));
-    }
-
-    #[test]
-    fn range_items_are_integers() {
-        let job = quick_job(
-            "r",
-            strings(&["run", "{{ item + 1 }}", "{{ index }}-{{ run_id }}"]),
-            Items::Range { start: 10, end: 20 },
-        );
-        let t = JobTemplates::compile(&job).unwrap();
-        assert_eq!(t.argv(&job, 0, 3).unwrap(), strings(&["run", "11", "0-3"]));
-        assert_eq!(
-            t.argv(&job, 10, 3).unwrap(),
-            strings(&["run", "21", "10-3"])
-        );
-        assert!(t.argv(&job, 11, 3).is_err());
-    }
-
-    #[test]
-    fn list_items_keep_their_types() {
-        let mut job = quick_job(
-            "l",
-            strings(&["{{ item }}"]),
-            Items::List(vec![
-                Item::Str("ssp1".into()),
-                Item::Int(3),
-                Item::Float(4.5),
-                Item::Bool(true),
-            ]),
-        );
-        job.env = vec![
-            ("A".into(), "{{ item }}x".into()),
-            ("B".into(), "plain".into()),
-        ];
-        job.features = vec![("size".into(), "{{ index * 2 }}".into())];
-        job.workdir = Some("w/{{ item }}".into());
-        job.inputs = vec!["in/{{ item }}.csv".into()];
-        job.outputs = vec!["out/{{ item }}.nc\n".into()];
-        let t = JobTemplates::compile(&job).unwrap();
-        let all: Vec<String> = (0..4)
-            .map(|i| t.argv(&job, i, 0).unwrap().remove(0))
-            .collect();
-        assert_eq!(all, strings(&["ssp1", "3", "4.5", "true"]));
-        assert_eq!(
-            t.env(&job, 1, 0).unwrap(),
-            vec![
-                ("A".to_string(), "3x".to_string()),
-                ("B".to_string(), "plain".to_string())
-            ]
-        );
-        assert_eq!(
-            t.features(&job, 3, 0).unwrap(),
-            vec![("size".to_string(), "6".to_string())]
-        );
-        assert_eq!(t.workdir(&job, 0, 0).unwrap().as_deref(), Some("w/ssp1"));
-        assert_eq!(t.inputs(&job, 0, 0).unwrap(), strings(&["in/ssp1.csv"]));
-        // The trailing newline is kept: the user wrote it.
-        assert_eq!(t.outputs(&job, 0, 0).unwrap(), strings(&["out/ssp1.nc\n"]));
-    }
-
-    #[test]
-    fn render_errors_name_job_and_field() {
-        let job = quick_job("j", strings(&["x", "{{ nope }}"]), Items::One);
-        let t = JobTemplates::compile(&job).unwrap();
-        let err = t.argv(&job, 0, 0).unwrap_err();
-        assert!(
-            err.starts_with("job \"j\" command[1]: undefined value"),
-            "{err}"
-        );
-
-        let job = quick_job("j", strings(&["{{ item "]), Items::One);
-        let err = JobTemplates::compile(&job).unwrap_err();
-        assert!(
-            err.starts_with("job \"j\" command[0]: bad template: syntax error"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn hostile_items_do_not_panic() {
-        // A JobDef from the network need not have been validated.
-        let jobs = [
-            Items::Range {
-                start: i64::MIN,
-                end: i64::MAX,
-            },
-            Items::Range { start: 5, end: 1 },
-            Items::Range {
-                start: i64::MAX - 1,
-                end: i64::MAX,
-            },
-            Items::List(vec![]),
-        ];
-        for items in jobs {
-            let job = quick_job("h", strings(&["{{ item }}"]), items);
-            let t = JobTemplates::compile(&job).unwrap();
-            for index in [0, 1, u64::MAX] {
-                let _ = t.argv(&job, index, u64::MAX);
-            }
-            let _ = check_job_templates(&job, true);
-        }
-        let job = quick_job(
-            "h",
-            strings(&["{{ item }}"]),
-            Items::Range {
-                start: i64::MAX - 1,
-                end: i64::MAX,
-            },
-        );
-        let t = JobTemplates::compile(&job).unwrap();
-        assert_eq!(t.argv(&job, 1, 0).unwrap(), vec![i64::MAX.to_string()]);
-    }
-
-    #[test]
-    fn many_renders_stay_correct() {
-        // Not a timed benchmark: 100k renders of a 3-element templated argv, the
-        // broker's hot path, must all succeed and stay correct.
-        let job = quick_job(
-            "bench",
-            strings(&["python", "sim.py", "--seed={{ item }}"]),
-            Items::Range {
-                start: 1,
-                end: 100_000,
-            },
-        );
-        let t = std::sync::Arc::new(JobTemplates::compile(&job).unwrap());
-        let mut last = Vec::new();
-        for index in 0..100_000 {
-            last = t.argv(&job, index, 42).unwrap();
-            if index == 4_999 {
-                assert_eq!(last, strings(&["python", "sim.py", "--seed=5000"]));
-            }
-        }
-        assert_eq!(last, strings(&["python", "sim.py", "--seed=100000"]));
-    }
-
-    #[test]
-    fn checks_report_names_and_item_use() {
-        let job = quick_job("one", strings(&["{{ item }}", "{{ index }}"]), Items::One);
-        let issues = check_job_templates(&job, true);
-        assert_eq!(issues.len(), 1);
-        assert_eq!(issues[0].field, "command[0]");
-        assert_eq!(
-            issues[0].message,
-            "job \"one\" has no foreach or range, so {{ item }} is undefined"
-        );
-
-        let job = quick_job(
-            "ok",
-            strings(&[
-                "{% for x in range(3) %}{{ x }}{{ loop.index }}{% endfor %}",
-                "{% set y = item %}{{ y }}",
-                "{{ item | upper }}",
-            ]),
-            Items::List(vec![Item::Str("a".into())]),
-        );
-        assert_eq!(check_job_templates(&job, true), vec![]);
-
-        let job = quick_job("u", strings(&["{{ undefined_var }}"]), Items::One);
-        let issues = check_job_templates(&job, true);
-        assert_eq!(
-            issues[0].message,
-            "bad template in job \"u\": undefined variable \"undefined_var\" \
-             (templates know item, index and run_id)"
-        );
-
-        // Fails only for the last item: 10 / (item - 5) with item 5.
-        let job = quick_job(
-            "last",
-            strings(&["{{ 10 // (item - 5) }}"]),
-            Items::Range { start: 1, end: 5 },
-        );
-        let issues = check_job_templates(&job, true);
-        assert_eq!(issues.len(), 1, "{issues:?}");
-        assert!(
-            issues[0].message.ends_with("for task 4 (item 5)"),
-            "{issues:?}"
-        );
+/// `task 3 (item ssp1)`, or `task 3` for a job without items.
+fn task_label(index: u64, item: Option<&Item>) -> String {
+    match item {
+        Some(item) => format!("task {index} (item {item})"),
+        None => format!("task {index}"),
     }
 }
+
+/// Each template renders within its budget on its own; the lists of a task
+/// (its argv, its env, ...) must also fit one budget together.
+fn check_whole_tasks(
+    templates: &JobTemplates,
+    job: &JobDef,
+    tasks: &[u64],
+) -> Option<TemplateIssue> {
+    for &index in tasks {
+        let item = item_at(&job.items, index).ok()?;
+        let ctx = context(item.as_ref(), index, 0);
+        if let Err(f) = templates.try_task(&ctx) {
+            let at = task_label(index, item.as_ref());
+            return Some(TemplateIssue {
+                field: f.field.to_string(),
+                message: format!(
+                    "bad template in job \"{}\": {} for {at}",
+                    job.name,
+                    describe(&f.err)
+                ),
+                hint: is_over_budget(&f.err).then(|| TEMPLATE_BUDGET_HINT.to_string()),
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

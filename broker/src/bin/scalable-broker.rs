@@ -7,7 +7,10 @@ use clap::Parser;
 use scalable_broker::core::CoreConfig;
 use scalable_broker::server::{self, BrokerConfig};
 use scalable_common::exit::ExitCode;
-use scalable_common::manifest::{load_manifest, process_env, LoadOptions, Provider};
+use scalable_common::input_file::read_input_file;
+use scalable_common::manifest::{
+    load_manifest, process_env, LoadOptions, Provider, MANIFEST_TEXT_BYTES_MAX,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "scalable-broker", version, about = "The Scalable broker")]
@@ -78,7 +81,7 @@ fn main() -> std::process::ExitCode {
     let mut manifest = None;
     if let Some(path) = &args.manifest {
         let shown = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
+        let text = match read_input_file(path, MANIFEST_TEXT_BYTES_MAX) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: cannot read {shown}: {e}");

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use scalable_common::access as access_file;
-use scalable_common::manifest::{load_manifest, process_env, LoadOptions, Manifest};
-use scalable_common::workflow::{self, WorkflowDef};
+use scalable_common::input_file::{read_input_file, InputFileError};
+use scalable_common::manifest::{
+    load_manifest, process_env, LoadOptions, Manifest, MANIFEST_TEXT_BYTES_MAX,
+};
+use scalable_common::workflow::{self, WorkflowDef, WORKFLOW_TEXT_BYTES_MAX};
 
 use crate::cli_error::CliError;
 use crate::pilots;
@@ -31,8 +34,7 @@ pub struct ManifestArgs {
 /// Reads and parses a workflow file; returns it with the name errors show.
 pub fn load_workflow(path: &Path) -> Result<(WorkflowDef, String), CliError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::bad_input(format!("cannot read {shown}: {}", io_reason(&e))))?;
+    let text = read_bounded(path, &shown, WORKFLOW_TEXT_BYTES_MAX)?;
     let def = workflow::parse_workflow(&shown, &text).map_err(|errs| {
         // Every error on its own line; the exit code says bad input.
         CliError::bad_input(errs.to_string().replace('\n', "\nerror: "))
@@ -40,21 +42,26 @@ pub fn load_workflow(path: &Path) -> Result<(WorkflowDef, String), CliError> {
     Ok((def, shown))
 }
 
-/// The part of an I/O error a user acts on.
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
+/// The text of a file the user named, bounded before anything parses it
+/// (a device, a FIFO or a huge file is refused unread); exit 2.
+fn read_bounded(path: &Path, shown: &str, max_bytes: usize) -> Result<String, CliError> {
+    read_input_file(path, max_bytes).map_err(|e| {
+        let err = CliError::bad_input(format!("cannot read {shown}: {e}"));
+        match e {
+            InputFileError::NotRegular(_) => err.with_hint("give the path of a regular file"),
+            InputFileError::TooLarge { .. } => {
+                err.with_hint("split it, or generate the items with range: instead of a list")
+            }
+            _ => err,
+        }
+    })
 }
 
 /// Loads, expands (with this process's environment) and validates a manifest;
 /// every error on its own line, exit 2.
 pub fn load_manifest_file(m: &ManifestArgs) -> Result<Manifest, CliError> {
     let shown = m.file.display().to_string();
-    let text = std::fs::read_to_string(&m.file)
-        .map_err(|e| CliError::bad_input(format!("cannot read {shown}: {}", io_reason(&e))))?;
+    let text = read_bounded(&m.file, &shown, MANIFEST_TEXT_BYTES_MAX)?;
     let opts = LoadOptions {
         target: m.target.as_deref(),
         overlays: &m.overlays,

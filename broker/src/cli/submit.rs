@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use scalable_common::exit::ExitCode;
+use scalable_common::frame::{encode_frame, FrameError};
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{Request, RunRef, SubmitRequest};
 use scalable_common::template::is_template as workflow_template;
@@ -89,13 +90,14 @@ pub async fn exec(ctx: &Context<'_>, args: SubmitArgs) -> Result<ExitCode, CliEr
         .map_err(|e| CliError::bad_input(format!("cannot read the current directory: {e}")))?
         .to_string_lossy()
         .into_owned();
-    let client = Client::connect(ctx.access).await?;
     let req = Request::Submit(SubmitRequest {
         workflow,
         cwd,
         source,
         manifest_json,
     });
+    check_encoded_size(&req)?;
+    let client = Client::connect(ctx.access).await?;
     let Submitted { run, tasks } = ask(&client, &req).await?;
     print_out(&if ctx.json {
         format!("{{\"run\": {run}, \"tasks\": {tasks}}}")
@@ -106,6 +108,22 @@ pub async fn exec(ctx: &Context<'_>, args: SubmitArgs) -> Result<ExitCode, CliEr
         return wait_for(&client, RunRef::Id(run), ctx.json).await;
     }
     Ok(ExitCode::Ok)
+}
+
+/// A workflow that validates can still encode past the message cap (long
+/// lists of items, long arguments): that is the user's input to shrink, exit
+/// 2 with the size and the cap, before anything is sent.
+fn check_encoded_size(req: &Request) -> Result<(), CliError> {
+    match encode_frame(req) {
+        Ok(_) => Ok(()),
+        Err(FrameError::TooLarge { len, max }) => Err(CliError::bad_input(format!(
+            "the workflow encodes to {len} bytes, more than the message cap of {max}"
+        ))
+        .with_hint("use range: instead of long foreach lists, or split it into several runs")),
+        Err(e) => Err(CliError::bad_input(format!(
+            "cannot encode the workflow: {e}"
+        ))),
+    }
 }
 
 /// The workflow to submit and the name its errors use: the manifest's

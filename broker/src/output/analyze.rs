@@ -6,6 +6,7 @@
 use scalable_common::protocol::{FailedAttempt, FailedTask, RunAnalysis};
 use scalable_common::quote::shell_join;
 
+use super::escape::printable;
 use super::table::{percent, secs3};
 
 /// Lines of a failed task's stderr (or stdout) that `analyze` shows.
@@ -16,7 +17,9 @@ pub const ANALYZE_TAIL_LINES_MAX: usize = 20;
 pub fn analyze_text(a: &RunAnalysis) -> String {
     let mut out = format!(
         "run {} ({}): {}\n\n*****Summary*****\n",
-        a.run, a.name, a.state
+        a.run,
+        printable(&a.name),
+        a.state
     );
     let total_share = if a.total > 0 { "100.00" } else { "0.00" };
     let facts = [
@@ -53,17 +56,17 @@ pub fn analyze_text(a: &RunAnalysis) -> String {
     }
     out.push_str(&format!(
         "\nhint: scalable logs {} --stderr prints the whole stderr\n",
-        first.path
+        printable(&first.path)
     ));
     out
 }
 
 fn failed_task_into(t: &FailedTask, out: &mut String) {
-    out.push_str(&format!("*****Failed task {}*****\n", t.path));
+    out.push_str(&format!("*****Failed task {}*****\n", printable(&t.path)));
     out.push_str(&format!("task id : {}\n", t.task));
     out.push_str(&format!("state   : {}\n", t.state));
-    out.push_str(&format!("reason  : {}\n", t.reason));
-    out.push_str(&format!("argv    : {}\n", shell_join(&t.argv)));
+    out.push_str(&format!("reason  : {}\n", printable(&t.reason)));
+    out.push_str(&format!("argv    : {}\n", printable(&shell_join(&t.argv))));
     for attempt in &t.attempts {
         out.push_str(&attempt_line(attempt));
         out.push('\n');
@@ -80,7 +83,7 @@ fn failed_task_into(t: &FailedTask, out: &mut String) {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     let skip = lines.len().saturating_sub(ANALYZE_TAIL_LINES_MAX);
     for line in &lines[skip..] {
-        let line = line.trim_end();
+        let line = printable(line.trim_end());
         if line.is_empty() {
             out.push('\n');
         } else {
@@ -96,15 +99,15 @@ fn attempt_line(a: &FailedAttempt) -> String {
         line.push_str(&format!(" exit {code}"));
     }
     if !a.agent.is_empty() {
-        line.push_str(&format!(" on agent {}", a.agent));
+        line.push_str(&format!(" on agent {}", printable(&a.agent)));
         if !a.host.is_empty() {
-            line.push_str(&format!(" ({})", a.host));
+            line.push_str(&format!(" ({})", printable(&a.host)));
         }
     }
     line.push_str(&format!(" after {} s", secs3(a.duration_ms)));
     let detail = a.detail.trim();
     if !detail.is_empty() {
-        line.push_str(&format!(" - {detail}"));
+        line.push_str(&format!(" - {}", printable(detail)));
     }
     line
 }
@@ -256,5 +259,24 @@ Total tasks        : 21 (100.00%)
 no failed tasks
 ";
         assert_eq!(analyze_text(&ok), expected);
+    }
+
+    #[test]
+    fn stored_text_with_control_characters_is_escaped() {
+        let mut a = analysis();
+        a.name = "w\u{1b}]0;owned\u{7}".into();
+        let t = &mut a.failed_tasks[0];
+        t.stderr_tail = "ok\n\u{1b}[31mred\u{1b}[0m\r\nlast\n".into();
+        t.reason = "x\ny".into();
+        t.attempts[0].host = "node\n01".into();
+        let text = analyze_text(&a);
+        assert!(!text.contains(['\r', '\u{1b}', '\u{7}']), "{text}");
+        assert!(
+            text.starts_with("run 3 (w\\u{1b}]0;owned\\u{7}): failed"),
+            "{text}"
+        );
+        assert!(text.contains("reason  : x\\ny\n"), "{text}");
+        assert!(text.contains("(node\\n01)"), "{text}");
+        assert!(text.contains("  \\u{1b}[31mred\\u{1b}[0m\n"), "{text}");
     }
 }

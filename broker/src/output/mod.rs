@@ -11,10 +11,13 @@
 //! formatter is a pure function from protocol values (and `now` where it needs
 //! one) to a `String`, so its output is snapshot-tested. Text is plain ASCII
 //! with columns sized from the data; no line has trailing spaces. Shell quoting
-//! lives in `scalable_common::quote`.
+//! lives in `scalable_common::quote`. Stored text (names, reasons, output
+//! lines) never reaches the terminal raw: `escape::printable` escapes control
+//! characters in every table cell and every line built from such data.
 
 mod agents;
 mod analyze;
+mod escape;
 mod json;
 mod logs;
 mod plan;

@@ -6,6 +6,7 @@
 use scalable_common::protocol::RunStats;
 use scalable_common::units::format_duration_ms;
 
+use super::escape::printable;
 use super::table::{secs3, Align, Table};
 
 /// Width of the rules in `stats`, unless its table is wider.
@@ -23,7 +24,12 @@ pub fn stats_text(s: &RunStats) -> String {
         .max(RULE_WIDTH_MIN);
     let rule = "-".repeat(width);
 
-    let mut out = format!("run {} ({}): {}\n{rule}\n", s.run, s.name, s.state);
+    let mut out = format!(
+        "run {} ({}): {}\n{rule}\n",
+        s.run,
+        printable(&s.name),
+        s.state
+    );
     for line in &summary {
         out.push_str(line);
         out.push('\n');

@@ -5,6 +5,7 @@
 use scalable_common::protocol::{Counts, RunStatus};
 use scalable_common::units::format_duration_ms;
 
+use super::escape::printable;
 use super::table::{percent, Align, Table};
 use super::time::format_utc;
 
@@ -30,7 +31,9 @@ pub fn status_text(runs: &[RunStatus]) -> String {
         };
         out.push_str(&format!(
             "run {} {}: {} ({when})\n",
-            run.run, run.name, run.state
+            run.run,
+            printable(&run.name),
+            run.state
         ));
 
         let cached = run.counts.cached > 0 || run.jobs.iter().any(|j| j.counts.cached > 0);
@@ -122,5 +125,23 @@ TOTAL             0      0        0          3       0          0       2  100.0
 ";
         assert_eq!(status_text(&[finished]), expected);
         assert_eq!(status_text(&[]), "no runs\n");
+    }
+
+    /// Regression (issue 12, defect 6): a workflow name stored with a newline
+    /// and a terminal escape forged a line in `status`; it is escaped.
+    #[test]
+    fn stored_names_with_control_characters_are_escaped() {
+        let mut run = run_status();
+        run.name = "x\nrun 9 forged: succeeded\u{1b}[2J".into();
+        run.jobs.truncate(1);
+        run.jobs[0].name = "prep\rare".into();
+        let text = status_text(&[run]);
+        assert!(
+            text.starts_with("run 3 x\\nrun 9 forged: succeeded\\u{1b}[2J: running"),
+            "{text}"
+        );
+        assert!(text.contains("\nprep\\rare "), "{text}");
+        assert!(!text.contains(['\r', '\u{1b}']), "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
     }
 }

@@ -5,6 +5,10 @@
 //!
 //! Must not: know any response type; the topic modules fill the cells.
 
+use std::borrow::Cow;
+
+use super::escape::printable;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Align {
     Left,
@@ -27,8 +31,16 @@ impl Table {
         }
     }
 
+    /// A row; a cell's control characters are escaped (a cell is one line).
     pub(crate) fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.headers.len(), "table row width");
+        let cells = cells
+            .into_iter()
+            .map(|c| match printable(&c) {
+                Cow::Borrowed(_) => c,
+                Cow::Owned(escaped) => escaped,
+            })
+            .collect();
         self.rows.push(cells);
     }
 

@@ -8,6 +8,8 @@ use scalable_common::explain::{Reason, Shortfall};
 use scalable_common::protocol::WhyAnswer;
 use scalable_common::units::format_size;
 
+use super::escape::printable;
+
 /// `RUN/JOB/INDEX (state): reason`.
 pub fn why_text(w: &WhyAnswer) -> String {
     format!("{} ({}): {}", w.task, w.state, reason_text(&w.reason))
@@ -29,7 +31,11 @@ pub fn reason_text(r: &Reason) -> String {
         ),
         Reason::Assigned { agent: None } => "it is being assigned".into(),
         Reason::Running { agent: Some(a) } => {
-            format!("it is running on agent {} ({})", a.name, a.host)
+            format!(
+                "it is running on agent {} ({})",
+                printable(&a.name),
+                printable(&a.host)
+            )
         }
         Reason::Running { agent: None } => "it is running".into(),
         Reason::WaitingOnDependency { jobs } => {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::cycles::cycles;
 use super::def::{Items, JobDef, WorkflowDef};
 use super::spans::{Issue, Spans};
-use super::{CPUS_MAX, JOB_NAME_CHARS_MAX, RETRIES_MAX, TASKS_PER_RUN_MAX};
+use super::{CPUS_MAX, JOB_NAME_CHARS_MAX, NAME_CHARS_MAX, RETRIES_MAX, TASKS_PER_RUN_MAX};
 use crate::suggest::did_you_mean;
 use crate::template::check_job_templates;
 
@@ -18,6 +18,12 @@ pub(super) fn check(def: &WorkflowDef, spans: &Spans, bad_items: &[bool]) -> Vec
     let mut issues = Vec::new();
     if def.name.trim().is_empty() {
         issues.push(Issue::new("workflow", "workflow name is empty"));
+    } else if def.jobs.iter().all(|j| j.name != def.name) {
+        // A name shared with a job (a quick submit's) is reported once, as the
+        // job's: the rules are the same.
+        if let Some(issue) = check_identifier("workflow", "workflow", &def.name) {
+            issues.push(issue);
+        }
     }
     if def.jobs.is_empty() {
         issues.push(Issue::new("jobs", "workflow has no jobs").hint(Some(
@@ -47,6 +53,27 @@ fn valid_job_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+const NAME_HINT: &str = "use letters, digits, \"_\", \".\" and \"-\"";
+
+/// A name shown by `status` and friends (the workflow's, a tag) that is not
+/// empty: at most [`NAME_CHARS_MAX`] identifier characters, so no newline or
+/// terminal escape can forge a line of output.
+fn check_identifier(path: &str, what: &str, name: &str) -> Option<Issue> {
+    if name.chars().count() > NAME_CHARS_MAX {
+        Some(Issue::new(
+            path,
+            format!("{what} name is longer than {NAME_CHARS_MAX} characters"),
+        ))
+    } else if !valid_job_name(name) {
+        Some(
+            Issue::new(path, format!("invalid {what} name {name:?}"))
+                .hint(Some(NAME_HINT.to_string())),
+        )
+    } else {
+        None
+    }
+}
+
 /// A job's name: present, short, an identifier, and the first of its kind.
 fn check_name(
     job: &JobDef,
@@ -64,9 +91,8 @@ fn check_name(
         ))
     } else if !valid_job_name(&job.name) {
         Some(
-            Issue::new(np, format!("invalid job name {:?}", job.name)).hint(Some(
-                "use letters, digits, \"_\", \".\" and \"-\"".to_string(),
-            )),
+            Issue::new(np, format!("invalid job name {:?}", job.name))
+                .hint(Some(NAME_HINT.to_string())),
         )
     } else if let Some(&first) = by_name.get(job.name.as_str()) {
         let first_path = format!("jobs[{first}].name");
@@ -156,9 +182,14 @@ fn check_job(job: &JobDef, p: &str, render: bool, issues: &mut Vec<Issue>) {
             ));
         }
     }
+    if let Some(tag) = &job.tag {
+        if let Some(issue) = check_identifier(&format!("{p}.tag"), "tag", tag) {
+            issues.push(issue);
+        }
+    }
     let render = render && count <= TASKS_PER_RUN_MAX;
     for t in check_job_templates(job, render) {
-        issues.push(Issue::new(format!("{p}.{}", t.field), t.message));
+        issues.push(Issue::new(format!("{p}.{}", t.field), t.message).hint(t.hint));
     }
 }
 

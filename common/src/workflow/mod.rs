@@ -49,6 +49,9 @@ pub const RETRIES_MAX: u32 = 100;
 pub const CPUS_MAX: u32 = 100_000;
 /// Job names are identifiers in CLI output and paths; keep them short.
 pub const JOB_NAME_CHARS_MAX: usize = 128;
+
+/// The longest workflow name and tag, in characters (like a job name's).
+pub const NAME_CHARS_MAX: usize = JOB_NAME_CHARS_MAX;
 /// A workflow text larger than this is refused before parsing.
 pub const WORKFLOW_TEXT_BYTES_MAX: usize = 64 << 20;
 

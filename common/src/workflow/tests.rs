@@ -429,3 +429,38 @@ fn quick_job_defaults() {
     };
     validate(&def, "cli").unwrap();
 }
+
+/// Regression (issue 12, defect 6): the workflow name took newlines, terminal
+/// escapes and any length (a forged line in `status`); a tag too. Both are
+/// checked like job names.
+#[test]
+fn workflow_name_and_tag_are_identifiers() {
+    assert_eq!(
+        one_error("workflow: \"w\\nrun 9 x: succeeded\"\njobs:\n  - {name: a, command: [x]}\n"),
+        "wf.yaml:1:11: workflow: invalid workflow name \"w\\nrun 9 x: succeeded\" \
+         (use letters, digits, \"_\", \".\" and \"-\")"
+    );
+    assert_eq!(
+        one_error("workflow: \"w\\e[2J\"\njobs:\n  - {name: a, command: [x]}\n"),
+        "wf.yaml:1:11: workflow: invalid workflow name \"w\\u{1b}[2J\" \
+         (use letters, digits, \"_\", \".\" and \"-\")"
+    );
+    let long = "w".repeat(NAME_CHARS_MAX + 1);
+    assert_eq!(
+        one_error(&format!(
+            "workflow: {long}\njobs:\n  - {{name: a, command: [x]}}\n"
+        )),
+        format!("wf.yaml:1:11: workflow: workflow name is longer than {NAME_CHARS_MAX} characters")
+    );
+    let ok = "w".repeat(NAME_CHARS_MAX);
+    parse_workflow(
+        "wf.yaml",
+        &format!("workflow: {ok}\njobs:\n  - {{name: a, command: [x]}}\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        one_error("workflow: w\njobs:\n  - {name: a, command: [x], tag: \"gpu\\r\"}\n"),
+        "wf.yaml:3:5: jobs[0].tag: invalid tag name \"gpu\\r\" \
+         (use letters, digits, \"_\", \".\" and \"-\")"
+    );
+}

@@ -138,3 +138,48 @@ fn a_large_task_is_not_starved_by_a_stream_of_small_ones() {
         "{after} ms"
     );
 }
+
+/// Regression (issue 12, defect 2): a template costly for a middle item only
+/// passes the submit check (first and last task) and used to render for hours
+/// on the core; now its render stops at the budget and the task fails with a
+/// `SpawnFailed` that names the budget, while the other tasks are assigned.
+#[test]
+fn a_template_over_its_budget_fails_its_task_without_stalling_the_core() {
+    let mut env = TestEnv::new();
+    let a = env.agent(4, &[]);
+    let costly = "{% if item == 2 %}{% for x in range(1000) %}{% for y in range(1000) %}\
+                  {% endfor %}{% endfor %}{% endif %}{{ item }}";
+    env.submit(vec![quick_job(
+        "costly",
+        vec!["echo".into(), costly.into()],
+        Items::Range { start: 1, end: 3 },
+    )]);
+    let started = std::time::Instant::now();
+    let fx = env.step();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let argvs: Vec<&[String]> = fx.assign[&a].iter().map(|x| &x.argv[..]).collect();
+    assert_eq!(argvs, vec![["echo", "1"], ["echo", "3"]]);
+    let ended: Vec<&AttemptEnd> = fx
+        .store
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::AttemptEnded { result, .. } => Some(&result.end),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    let AttemptEnd::SpawnFailed { error } = ended[0] else {
+        panic!("{ended:?}");
+    };
+    assert_eq!(
+        error,
+        &format!(
+            "template error: job \"costly\" command[1]: template exceeds its budget of {} steps",
+            scalable_common::template::TEMPLATE_FUEL_MAX
+        )
+    );
+}
