@@ -24,6 +24,15 @@ pub const PROTOCOL_VERSION: u16 = 3;
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.
 pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
+/// Room kept under [`MESSAGE_BYTES_MAX`] for what wraps a batch of items in
+/// one message (the enum tag, a list's length, a page's header).
+pub const ENVELOPE_BYTES_MAX: usize = 64 << 10;
+/// The encoded assignments of one `ToAgent::Assign` add up to at most this;
+/// the broker splits a larger batch into several messages, and fails an
+/// attempt whose own assignment is larger (it could never be sent).
+pub const ASSIGN_BATCH_BYTES_MAX: usize = MESSAGE_BYTES_MAX - ENVELOPE_BYTES_MAX;
+/// Attempt ids in one `Ack` or `Cancel` (10 bytes each at most, encoded).
+pub const IDS_PER_MESSAGE_MAX: usize = 1 << 20;
 /// Default UDP port of the broker.
 pub const DEFAULT_PORT: u16 = 7420;
 
