@@ -40,7 +40,7 @@ fn forty_tasks_of_a_megabyte_of_argv_on_one_wide_agent_run_and_the_database_stay
     // Ten arguments of 100 kB each: 1 MB per task, within the kernel's limits
     // for one exec (128 kB per argument, 2 MB in all).
     let big = r#""{{ 'a' * 100000 }}""#;
-    let args = vec![big; 10].join(", ");
+    let args = [big; 10].join(", ");
     let wf = b.write(
         "big.yaml",
         &format!(
