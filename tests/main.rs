@@ -14,6 +14,7 @@ mod durability;
 mod escaped_processes;
 mod failures;
 mod input_limits;
+mod message_caps;
 mod packing;
 mod pilots;
 mod slurm;

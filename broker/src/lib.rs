@@ -6,6 +6,7 @@
 //! - [`server`]: the async shell: QUIC sessions, the core task, effect routing,
 //!   the fleet's and the cache's I/O.
 //! - [`store`]: SQLite, one writer thread, commit-then-send; schema and reads.
+//! - [`paging`]: long replies cut into pages within a byte budget.
 //! - [`submit`]: turns a submitted workflow into a plan for the core.
 //! - [`restart`]: a restarted broker's core rebuilt from the store.
 //! - [`cache`]: `cache: true` keys, the blob store and its table.
@@ -27,6 +28,7 @@ pub mod fleet;
 pub mod local;
 pub mod output;
 pub mod output_roots;
+pub mod paging;
 pub mod pilots;
 pub mod providers;
 pub mod render;

@@ -32,6 +32,13 @@ pub enum FrameError {
     Truncated,
 }
 
+/// The size of `msg`'s frame body (its postcard encoding), without encoding
+/// it: what the cap is checked against. `usize::MAX` for a value postcard
+/// cannot encode, so it never fits.
+pub fn encoded_len<T: Serialize + ?Sized>(msg: &T) -> usize {
+    postcard::experimental::serialized_size(msg).unwrap_or(usize::MAX)
+}
+
 /// Encodes `msg` as one complete frame (prefix and body), so callers can batch
 /// several frames into one write.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
@@ -126,7 +133,10 @@ mod tests {
     async fn round_trip_several_frames() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         let msgs = vec![
-            Request::Status { run: None },
+            Request::Status {
+                run: None,
+                after: None,
+            },
             Request::Stats { run: RunRef::Id(7) },
             Request::Shutdown,
         ];
@@ -146,6 +156,15 @@ mod tests {
             end.is_none(),
             "clean end of stream between frames is Ok(None)"
         );
+    }
+
+    #[test]
+    fn encoded_len_is_the_frame_body_without_encoding() {
+        let msg = FromAgent::Leaving {
+            reason: "x".repeat(300),
+        };
+        let frame = encode_frame(&msg).unwrap();
+        assert_eq!(encoded_len(&msg), frame.len() - PREFIX_BYTES);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use scalable_common::protocol::{
 };
 use scalable_common::resources::Resources;
 
-use super::model::{Agent, TaskState};
+use super::model::{Agent, Attempt, TaskState};
 use super::{Ack, Core, EventKind, Shutdown, StoreOp};
 
 impl Core {
@@ -76,6 +76,8 @@ impl Core {
                 connected: true,
                 restored: false,
                 pilot_id: hello.pilot_id.clone(),
+                undelivered_streak: 0,
+                benched_until_ms: None,
             },
         );
         // Whatever it holds belongs to an agent the broker already declared
@@ -107,6 +109,7 @@ impl Core {
         a.reported_free = Resources::default();
         let mine: Vec<AttemptId> = a.attempts.clone();
         let missing: Vec<AttemptId> = mine.iter().copied().filter(|x| !held.contains(x)).collect();
+        let mut on_the_way = 0;
         for attempt in &missing {
             if let Some(at) = self.attempts.remove(attempt) {
                 let result = AttemptResult::bare(
@@ -115,9 +118,17 @@ impl Core {
                     at.started_at_us,
                     now_ms * 1000,
                 );
-                self.end_attempt(at, result, false, now_ms);
+                // After a broker restart a missing attempt may never have
+                // been sent: the broker's doing, not the connection's.
+                if at.started || was_restored {
+                    self.end_attempt(at, result, false, now_ms);
+                } else {
+                    on_the_way += 1;
+                    self.lost_on_the_way(at, result, now_ms);
+                }
             }
         }
+        self.note_undelivered(id, on_the_way, now_ms);
         let resend: Vec<AttemptId> = mine
             .iter()
             .filter(|x| held.contains(x))
@@ -142,6 +153,53 @@ impl Core {
                 held.len(),
                 missing.len()
             ),
+        });
+    }
+
+    /// An attempt its agent never received (nor started): back to ready
+    /// without a retry, unless it was lost this way `undelivered_limit` times,
+    /// when sending it again looks futile (circuit breaker per task).
+    fn lost_on_the_way(&mut self, at: Attempt, result: AttemptResult, now_ms: u64) {
+        let limit = self.cfg.undelivered_limit;
+        let job = self.jobs.get_mut(&at.job).expect("attempt's job exists");
+        let slot = &mut job.tasks[at.index as usize];
+        slot.undelivered = slot.undelivered.saturating_add(1);
+        if slot.undelivered < limit {
+            self.end_attempt(at, result, false, now_ms);
+            return;
+        }
+        let reason = format!(
+            "never reached an agent: lost on the way {} times (limit {limit}), never started",
+            slot.undelivered
+        );
+        self.end_attempt_for_good(at, result, reason, now_ms);
+    }
+
+    /// The circuit breaker per agent: `lost` attempts sent to it did not
+    /// arrive. Reconnects in a row that lose attempts (none started in
+    /// between) bench it for `bench_ms`; once it works again it is trusted.
+    fn note_undelivered(&mut self, id: AgentId, lost: usize, now_ms: u64) {
+        if lost == 0 {
+            return;
+        }
+        let (limit, bench_ms) = (self.cfg.agent_undelivered_limit, self.cfg.bench_ms);
+        let a = self.agents.get_mut(&id).expect("rebound");
+        a.undelivered_streak += 1;
+        if a.undelivered_streak < limit {
+            return;
+        }
+        a.benched_until_ms = Some(now_ms + bench_ms);
+        let detail = format!(
+            "agent {id} ({}) came back {} times in a row without {lost} attempts it was sent: offered nothing for {} s",
+            a.name,
+            a.undelivered_streak,
+            bench_ms / 1000
+        );
+        self.fx.store.push(StoreOp::Event {
+            at_ms: now_ms,
+            kind: EventKind::AgentBenched,
+            run: None,
+            detail,
         });
     }
 
@@ -302,7 +360,11 @@ impl Core {
             at.started = true;
             at.started_at_us = s.at_us;
             let (job, index) = (at.job, at.index);
-            self.agents.get_mut(&agent).expect("checked").unstarted -= 1;
+            let a = self.agents.get_mut(&agent).expect("checked");
+            a.unstarted -= 1;
+            // What it is sent arrives: the breaker closes.
+            a.undelivered_streak = 0;
+            a.benched_until_ms = None;
             // A result in the same batch carries the start time; one write, not two.
             if !ending.contains(&s.attempt) {
                 self.fx.store.push(StoreOp::AttemptStarted {
@@ -358,6 +420,8 @@ impl Core {
         }
         a.completed += 1;
         a.window_completed += 1;
+        a.undelivered_streak = 0;
+        a.benched_until_ms = None;
         self.end_attempt(at, r, false, now_ms);
         ack
     }

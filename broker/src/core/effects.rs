@@ -141,6 +141,9 @@ pub enum EventKind {
     PilotConnected,
     /// An agent named a pilot this broker did not start.
     UnmanagedAgent,
+    /// An agent's connection kept losing what it was sent: offered nothing
+    /// for a while (circuit breaker).
+    AgentBenched,
 }
 
 impl EventKind {
@@ -158,6 +161,7 @@ impl EventKind {
             EventKind::RunResumed => "run_resumed",
             EventKind::PilotConnected => "pilot_connected",
             EventKind::UnmanagedAgent => "unmanaged_agent",
+            EventKind::AgentBenched => "agent_benched",
         }
     }
 }

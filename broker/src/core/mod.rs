@@ -9,7 +9,8 @@
 //!
 //! Layers, bottom first; each file calls only downward (STYLE, "The core in
 //! layers"):
-//! - [`model`], [`effects`]: the plain data and what the core asks the shell to do.
+//! - [`model`], [`effects`]: the plain data and what the core asks the shell to do;
+//!   `bounds`: the sizes of what it sends and stores.
 //! - this file: the `Core` struct, its config, ids, small helpers.
 //! - `transitions`: every state change of a task or attempt.
 //! - events: `submit`, `agents` (and the liveness tick), `cache`, `resume`, and
@@ -21,6 +22,7 @@
 //! `attempts`; an agent's `committed` is the sum of its attempts' requests.
 
 mod agents;
+mod bounds;
 mod cache;
 mod demand;
 pub mod effects;
@@ -71,6 +73,15 @@ pub struct CoreConfig {
     pub oom_factor: f64,
     /// Cache probes out at once per job (each hashes the task's inputs).
     pub cache_probes_max: usize,
+    /// Circuit breaker per task: an attempt lost on the way this many times
+    /// (its agent came back without it, never having started it) fails its
+    /// task instead of being sent again.
+    pub undelivered_limit: u8,
+    /// Circuit breaker per agent: an agent that comes back this many times in
+    /// a row without attempts it was sent, none started in between, is
+    /// offered nothing for `bench_ms` (then tried again).
+    pub agent_undelivered_limit: u32,
+    pub bench_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -87,6 +98,9 @@ impl Default for CoreConfig {
             reclaim_window_ms: 30_000,
             oom_factor: 1.5,
             cache_probes_max: 64,
+            undelivered_limit: 3,
+            agent_undelivered_limit: 2,
+            bench_ms: 60_000,
         }
     }
 }

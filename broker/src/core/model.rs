@@ -87,6 +87,9 @@ pub struct TaskSlot {
     pub retries_used: u16,
     /// Started attempts lost with their agent (the crash limit counts these).
     pub crashes: u16,
+    /// Attempts lost on the way to their agent, never started (the circuit
+    /// breaker per task counts these; not kept across a broker restart).
+    pub undelivered: u8,
 }
 
 impl TaskSlot {
@@ -96,6 +99,7 @@ impl TaskSlot {
             attempts: 0,
             retries_used: 0,
             crashes: 0,
+            undelivered: 0,
         }
     }
 }
@@ -291,6 +295,12 @@ pub struct Agent {
     pub restored: bool,
     /// `SCALABLE_PILOT_ID` from its hello.
     pub pilot_id: Option<String>,
+    /// Reconnects in a row that found attempts sent to it missing, with none
+    /// started in between (the circuit breaker per agent).
+    pub undelivered_streak: u32,
+    /// Offered nothing before this time: its connection kept losing what it
+    /// was sent.
+    pub benched_until_ms: Option<u64>,
 }
 
 /// What an agent offers a job, whether it is connected now or a fresh agent

@@ -451,5 +451,7 @@ fn restored_agent(id: AgentId, row: Option<&AgentRow>, cfg: &CoreConfig, now_ms:
         connected: false,
         restored: true,
         pilot_id: None,
+        undelivered_streak: 0,
+        benched_until_ms: None,
     }
 }

@@ -3,7 +3,8 @@
 //! next ready task of a job and the assignment of an attempt.
 //!
 //! It must not end attempts except through `transitions` (a template that
-//! fails to render ends its attempt there).
+//! fails to render ends its attempt there, and so does an assignment too
+//! large to send, checked against `bounds`).
 
 use std::cmp::Reverse;
 
@@ -11,7 +12,8 @@ use scalable_common::protocol::{AgentId, Assignment, AttemptEnd, AttemptId, Atte
 use scalable_common::resources::Resources;
 
 use super::model::{Agent, Attempt, Job, ReadyKey, TaskState};
-use super::{add_resources, task_cwd, Core, EventKind, StoreOp};
+use super::transitions::failure_reason;
+use super::{add_resources, bounds, task_cwd, Core, EventKind, StoreOp};
 
 impl Core {
     /// How many unstarted attempts this agent may hold: one per cpu (assigned,
@@ -46,7 +48,10 @@ impl Core {
     /// Whether `agent` takes work now and could ever run the job's tasks
     /// (tag, size, container runtime, lifetime).
     pub(super) fn eligible(&self, agent: &Agent, job: &Job, now_ms: u64) -> bool {
-        !agent.draining && agent.connected && agent.offer().could_run(job, &job.resources, now_ms)
+        !agent.draining
+            && agent.connected
+            && agent.benched_until_ms.is_none_or(|t| now_ms >= t)
+            && agent.offer().could_run(job, &job.resources, now_ms)
     }
 
     /// Anti-starvation (ARCHITECTURE.md): after the fit-now pass, a job whose next
@@ -249,9 +254,9 @@ impl Core {
                 Ok((argv, outputs, env, workdir))
             });
         // The attempt row is written either way: a task whose template fails for
-        // this item gets a recorded, failed attempt.
+        // this item gets a recorded, failed attempt. It keeps a bounded argv.
         let argv_json = match &rendered {
-            Ok((argv, ..)) => serde_json::to_string(argv).unwrap_or_default(),
+            Ok((argv, ..)) => bounds::stored_argv_json(argv),
             Err(_) => "[]".into(),
         };
         self.fx.store.push(StoreOp::InsertAttempt {
@@ -284,6 +289,11 @@ impl Core {
                         .inputs(&job.def, index, run_id)
                         .unwrap_or_default(),
                 };
+                if let Some(error) = bounds::oversized(&assignment) {
+                    // It could never be sent: fail it now, not on every try.
+                    self.unsendable(attempt_id, error, now_ms);
+                    return;
+                }
                 self.fx.assign.entry(agent_id).or_default().push(assignment);
             }
             Err(e) => {
@@ -301,6 +311,17 @@ impl Core {
                 self.end_attempt(at, result, false, now_ms);
             }
         }
+    }
+
+    /// An attempt whose assignment can never be sent ends at once, without
+    /// reaching its agent, and its task fails without spending retries (the
+    /// same item renders the same size every time).
+    fn unsendable(&mut self, attempt_id: AttemptId, error: String, now_ms: u64) {
+        let at = self.attempts.remove(&attempt_id).expect("just inserted");
+        let end = AttemptEnd::SpawnFailed { error };
+        let reason = failure_reason(&end);
+        let result = AttemptResult::bare(attempt_id, end, 0, now_ms * 1000);
+        self.end_attempt_for_good(at, result, reason, now_ms);
     }
 
     /// A new attempt of the task on the agent: its id and number, and what

@@ -50,22 +50,10 @@ impl Core {
         crash: bool,
         now_ms: u64,
     ) {
-        if let Some(a) = self.agents.get_mut(&at.agent) {
-            a.attempts.retain(|x| *x != at.id);
-            sub_resources(&mut a.committed, &at.resources);
-            if !at.started {
-                a.unstarted -= 1;
-            }
-        }
         let end = result.end.clone();
         let peak_rss = result.peak_rss_bytes;
-        self.fx.store.push(StoreOp::AttemptEnded {
-            attempt: at.id,
-            result: Box::new(result),
-            at_ms: now_ms,
-        });
-        let job = self.jobs.get_mut(&at.job).expect("attempt's job exists");
-        job.in_flight -= 1;
+        self.close_attempt(&at, result, now_ms);
+        let job = &self.jobs[&at.job];
         let retries = job.def.retries;
         let slot = job.tasks[at.index as usize];
         let run_cancelled = self.runs[&job.run].cancel_requested;
@@ -90,6 +78,40 @@ impl Core {
             let reason = failure_reason(&end);
             self.finish_task(at.job, at.index, TaskState::Failed, Some(reason), now_ms);
         }
+    }
+
+    /// Ends an attempt already removed from `self.attempts` and fails its task
+    /// without a retry, whatever its budget: sending it again cannot help (its
+    /// assignment can never be sent, or it never reached an agent, again and
+    /// again). `reason` goes in the task's row.
+    pub(super) fn end_attempt_for_good(
+        &mut self,
+        at: Attempt,
+        result: AttemptResult,
+        reason: String,
+        now_ms: u64,
+    ) {
+        self.close_attempt(&at, result, now_ms);
+        self.finish_task(at.job, at.index, TaskState::Failed, Some(reason), now_ms);
+    }
+
+    /// The bookkeeping of every ending: the agent's commitments, the row, the
+    /// job's count in flight.
+    fn close_attempt(&mut self, at: &Attempt, result: AttemptResult, now_ms: u64) {
+        if let Some(a) = self.agents.get_mut(&at.agent) {
+            a.attempts.retain(|x| *x != at.id);
+            sub_resources(&mut a.committed, &at.resources);
+            if !at.started {
+                a.unstarted -= 1;
+            }
+        }
+        self.fx.store.push(StoreOp::AttemptEnded {
+            attempt: at.id,
+            result: Box::new(result),
+            at_ms: now_ms,
+        });
+        let job = self.jobs.get_mut(&at.job).expect("attempt's job exists");
+        job.in_flight -= 1;
     }
 
     /// A counted success: its outputs are promoted, a cache miss's key is
@@ -474,7 +496,7 @@ impl Core {
 }
 
 /// The task row's reason for a task that failed for good.
-fn failure_reason(end: &AttemptEnd) -> String {
+pub(super) fn failure_reason(end: &AttemptEnd) -> String {
     match end {
         AttemptEnd::Exited { code } => format!("exit code {code}"),
         AttemptEnd::Signalled { signal } => format!("killed by signal {signal}"),

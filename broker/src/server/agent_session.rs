@@ -63,7 +63,7 @@ pub(super) async fn serve(
         });
         return;
     }
-    let writer = spawn_writer(conn.clone(), send, rx);
+    let writer = spawn_writer(conn.clone(), send, rx, format!("agent {agent} ({name})"));
     let (reason, fatal) = read_until_gone(&conn, recv, agent, &name, &core_tx).await;
     writer.abort();
     tracing::info!("agent {agent} ({name}) disconnected: {reason}");
@@ -76,15 +76,23 @@ pub(super) async fn serve(
 }
 
 /// Writes what the core sends this agent; a `Shutdown` is the last frame.
+/// A message it cannot write ends the connection (the agent reconnects and
+/// reports what it holds) and says why in the log; `who` names the agent.
 fn spawn_writer(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
     mut rx: mpsc::UnboundedReceiver<ToAgent>,
+    who: String,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let shutdown = matches!(msg, ToAgent::Shutdown { .. });
-            if write_frame(&mut send, &msg).await.is_err() {
+            if let Err(e) = write_frame(&mut send, &msg).await {
+                tracing::warn!(
+                    "{who}: cannot send {}: {e}; closing its connection",
+                    describe(&msg)
+                );
+                conn.close(5u32.into(), b"cannot send a message");
                 return;
             }
             if shutdown {
@@ -95,6 +103,20 @@ fn spawn_writer(
         // The core dropped this agent (declared lost): close, so it reconnects.
         conn.close(4u32.into(), b"declared lost");
     })
+}
+
+/// A message in a log line: its kind and how many items it carries.
+fn describe(msg: &ToAgent) -> String {
+    match msg {
+        ToAgent::Assign(list) => format!("an assignment of {} attempts", list.len()),
+        ToAgent::Ack { counted, ignored } => {
+            format!("an ack of {} results", counted.len() + ignored.len())
+        }
+        ToAgent::Heartbeat => "a heartbeat".into(),
+        ToAgent::Cancel(list) => format!("a cancel of {} attempts", list.len()),
+        ToAgent::Return(list) => format!("a return of {} attempts", list.len()),
+        ToAgent::Shutdown { .. } => "a shutdown".into(),
+    }
 }
 
 /// Forwards the agent's frames to the core until the link ends; returns why

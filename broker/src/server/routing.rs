@@ -3,11 +3,15 @@
 //! what order, once the batch's writes are committed.
 //!
 //! [`route`] is pure: it reads the core's `Effects`, the pending CLI replies
-//! and a lookup of live connections, and returns a [`Routed`] plan. It must
+//! and a lookup of live connections, and returns a [`Routed`] plan. Every
+//! message it plans fits the cap: lists are split by encoded size or count. It must
 //! not send, promote, spawn or read a clock; the core task executes the plan
 //! (after commit, on the store's writer thread).
 
-use scalable_common::protocol::{AgentId, Response, ToAgent};
+use scalable_common::frame::encoded_len;
+use scalable_common::protocol::{
+    AgentId, Assignment, Response, ToAgent, ASSIGN_BATCH_BYTES_MAX, IDS_PER_MESSAGE_MAX,
+};
 use tokio::sync::oneshot;
 
 use crate::core::Effects;
@@ -82,26 +86,57 @@ pub(super) fn route<S>(
     }
 }
 
-/// The messages of `fx` in send order: assignments, acks, cancels, shutdowns.
+/// The messages of `fx` in send order: assignments, acks, cancels, shutdowns,
+/// each list split so that no message exceeds the cap (bounded by
+/// construction: a writer never meets a message it cannot send).
 /// With `promotions`, the one place that reads the shape of `Effects`' fields.
 fn messages(fx: &mut Effects) -> Vec<(AgentId, ToAgent)> {
     let mut out = Vec::new();
     for (agent, list) in std::mem::take(&mut fx.assign) {
-        out.push((agent, ToAgent::Assign(list)));
+        for batch in split_by_size(list, ASSIGN_BATCH_BYTES_MAX) {
+            out.push((agent, ToAgent::Assign(batch)));
+        }
     }
     for (agent, list) in std::mem::take(&mut fx.ack) {
-        let (counted, ignored) = list.into_iter().partition::<Vec<_>, _>(|x| x.counted);
-        let ack = ToAgent::Ack {
-            counted: counted.into_iter().map(|x| x.attempt).collect(),
-            ignored: ignored.into_iter().map(|x| x.attempt).collect(),
-        };
-        out.push((agent, ack));
+        for part in list.chunks(IDS_PER_MESSAGE_MAX) {
+            let (counted, ignored): (Vec<&crate::core::Ack>, _) =
+                part.iter().partition(|x| x.counted);
+            let ack = ToAgent::Ack {
+                counted: counted.into_iter().map(|x| x.attempt).collect(),
+                ignored: ignored.into_iter().map(|x| x.attempt).collect(),
+            };
+            out.push((agent, ack));
+        }
     }
     for (agent, list) in std::mem::take(&mut fx.cancel) {
-        out.push((agent, ToAgent::Cancel(list)));
+        for part in list.chunks(IDS_PER_MESSAGE_MAX) {
+            out.push((agent, ToAgent::Cancel(part.to_vec())));
+        }
     }
     for crate::core::Shutdown { agent, reason } in std::mem::take(&mut fx.shutdown) {
         out.push((agent, ToAgent::Shutdown { reason }));
+    }
+    out
+}
+
+/// Consecutive runs of `list` whose encoded sizes add up to at most
+/// `budget_bytes` each, in order. An item larger than the budget alone goes
+/// alone (the core fails such an assignment before it gets here).
+fn split_by_size(list: Vec<Assignment>, budget_bytes: usize) -> Vec<Vec<Assignment>> {
+    let mut out: Vec<Vec<Assignment>> = Vec::new();
+    let mut current = Vec::new();
+    let mut used = 0usize;
+    for a in list {
+        let bytes = encoded_len(&a);
+        if !current.is_empty() && used.saturating_add(bytes) > budget_bytes {
+            out.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        used = used.saturating_add(bytes);
+        current.push(a);
+    }
+    if !current.is_empty() {
+        out.push(current);
     }
     out
 }
@@ -114,7 +149,7 @@ fn promotions(fx: &mut Effects) -> Vec<Promotion> {
 mod tests {
     use std::collections::BTreeSet;
 
-    use scalable_common::protocol::{Assignment, AttemptId};
+    use scalable_common::protocol::{AttemptId, MESSAGE_BYTES_MAX};
     use scalable_common::resources::Resources;
 
     use super::*;
@@ -200,6 +235,70 @@ mod tests {
             ["to 1: assign [10]", "to 2: assign [20, 21]"]
         );
         assert!(fx.assign.is_empty(), "route takes what it routes");
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_cap_goes_out_in_several_messages_in_order() {
+        // Regression (issue 12, defect 1): 40 tasks of 1 MB argv for one agent
+        // went out as one message over the cap, which its writer dropped.
+        let mut fx = Effects::default();
+        let list: Vec<Assignment> = (1..=40)
+            .map(|i| {
+                let mut a = assignment(i);
+                a.argv = vec!["true".into(), "x".repeat(1 << 20)];
+                a
+            })
+            .collect();
+        fx.assign.insert(1, list);
+        let routed = route(&mut fx, live(&[1]), Vec::new());
+        let mut seen = Vec::new();
+        for step in &routed.after_commit {
+            let Step::Send(_, msg) = step else {
+                panic!("only sends")
+            };
+            let len = encoded_len(msg);
+            assert!(len <= MESSAGE_BYTES_MAX, "a message of {len} bytes");
+            let ToAgent::Assign(list) = msg else {
+                panic!("only assignments")
+            };
+            seen.extend(list.iter().map(|a| a.attempt));
+        }
+        assert!(routed.after_commit.len() >= 3, "40 MB needs 3 messages");
+        assert_eq!(seen, (1..=40).collect::<Vec<_>>(), "every one, in order");
+    }
+
+    #[test]
+    fn split_by_size_fills_each_message_up_to_the_budget() {
+        let list: Vec<Assignment> = (1..=5).map(assignment).collect();
+        let one = encoded_len(&list[0]);
+        let sizes: Vec<usize> = split_by_size(list.clone(), 2 * one)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        // An item over the budget goes alone rather than nowhere.
+        let sizes: Vec<usize> = split_by_size(list, one - 1).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn long_ack_and_cancel_lists_are_split_by_count() {
+        let mut fx = Effects::default();
+        let n = IDS_PER_MESSAGE_MAX as u64 + 3;
+        let acks: Vec<(AttemptId, bool)> = (0..n).map(|i| (i, i % 2 == 0)).collect();
+        ack(&mut fx, 1, &acks);
+        fx.cancel.insert(1, (0..n).collect());
+        let routed = route(&mut fx, live(&[1]), Vec::new());
+        let lens: Vec<usize> = routed
+            .after_commit
+            .iter()
+            .map(|s| match s {
+                Step::Send(_, ToAgent::Ack { counted, ignored }) => counted.len() + ignored.len(),
+                Step::Send(_, ToAgent::Cancel(list)) => list.len(),
+                _ => panic!("only acks and cancels"),
+            })
+            .collect();
+        assert_eq!(lens, [IDS_PER_MESSAGE_MAX, 3, IDS_PER_MESSAGE_MAX, 3]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod agents;
 mod demand;
 mod explain;
 mod invariants;
+mod limits;
 mod restore;
 mod resume;
 mod scheduling;
