@@ -340,7 +340,11 @@ fn seed_frames() -> Vec<Vec<u8>> {
         encode_frame(&submit).expect("encodes"),
         encode_frame(&hello).expect("encodes"),
         encode_frame(&refused).expect("encodes"),
-        encode_frame(&Request::Status { run: None }).expect("encodes"),
+        encode_frame(&Request::Status {
+            run: None,
+            after: None,
+        })
+        .expect("encodes"),
     ]
 }
 
