@@ -42,10 +42,9 @@
 //!
 //! [`Executor::kill_all_now`]: super::Executor::kill_all_now
 
+use std::collections::BTreeSet;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
-
-use std::collections::BTreeSet;
 
 use scalable_common::protocol::AttemptId;
 
@@ -68,7 +67,11 @@ pub(super) fn sample_tasks(
     targets: &[(AttemptId, libc::pid_t)],
 ) -> Vec<GroupSample> {
     let agent = libc::pid_t::try_from(std::process::id()).unwrap_or(-1);
-    let leaders = REAPER.live().map(|l| l.leaders).unwrap_or_default();
+    // Not `live()`: a spawn under way must not make every leader adoptable. A
+    // leader of ours not registered yet is found by its group first (its record
+    // is made before the reaper hears of it); only another executor's leader
+    // mid-spawn could be taken, and an agent has one executor (tests have more).
+    let leaders = REAPER.leaders();
     limits::sample_groups(pgids, agent, |pid| {
         if leaders.contains(&pid) {
             return None;

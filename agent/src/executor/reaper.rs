@@ -127,6 +127,12 @@ impl Reaper {
         Some(live)
     }
 
+    /// The registered leaders' pids, even while a spawn is under way (a child
+    /// not registered yet is missing then).
+    pub(super) fn leaders(&self) -> BTreeSet<libc::pid_t> {
+        self.lock().owners.keys().copied().collect()
+    }
+
     fn wait_on<'a>(&self, st: MutexGuard<'a, ReapState>) -> MutexGuard<'a, ReapState> {
         let mut st = st;
         st.waiting = true;
