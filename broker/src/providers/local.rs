@@ -245,7 +245,9 @@ mod tests {
         assert_eq!(p.status(&pid).unwrap()[0].1, PilotState::Running);
         let id_file = dir.path().join("pilots/l-1/pilot-id");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !id_file.exists() && Instant::now() < deadline {
+        // The shell creates the file before printf fills it: wait for the line.
+        let written = || std::fs::read_to_string(&id_file).is_ok_and(|s| s.ends_with('\n'));
+        while !written() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(std::fs::read_to_string(&id_file).unwrap(), "l-1\n");

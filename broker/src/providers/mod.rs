@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use scalable_common::manifest::{AwsClusterType, Provider, Target};
 
 use crate::render::{PilotSpec, RenderError};
+use scalable_common::private_files;
 use scalable_common::quote::shell_join;
 
 pub mod aws;
@@ -551,9 +552,12 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf, Provide
         path: path.display().to_string(),
         detail: e.to_string(),
     };
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    // Pilot files live under the state dir: the owner's only.
+    private_files::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let path = dir.join(name);
-    std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+    private_files::create(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+        .map_err(|e| io(&path, e))?;
     Ok(path)
 }
 
@@ -585,168 +589,4 @@ pub fn dns_label(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limiter_spaces_calls() {
-        let l = RateLimiter::new(Duration::from_millis(50));
-        let t0 = Instant::now();
-        assert_eq!(l.wait(), Duration::ZERO);
-        l.wait();
-        l.wait();
-        assert!(t0.elapsed() >= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn batches_dedup_and_split() {
-        let ids: Vec<String> = ["a", "b", "a", "c", "d"].map(String::from).to_vec();
-        assert_eq!(
-            batches(&ids, 2),
-            vec![
-                vec!["a".to_string(), "b".into()],
-                vec!["c".into(), "d".into()]
-            ]
-        );
-    }
-
-    #[test]
-    fn agent_id_matches() {
-        assert!(AgentId::Exact("17".into()).matches("17"));
-        assert!(!AgentId::Exact("17".into()).matches("170"));
-        assert!(AgentId::Prefix("pilot-p-1-".into()).matches("pilot-p-1-x7z2q"));
-        assert!(!AgentId::Prefix("pilot-p-1-".into()).matches("pilot-p-1-"));
-        assert!(!AgentId::Prefix("pilot-p-1-".into()).matches("pilot-p-10-abc"));
-    }
-
-    #[test]
-    fn request_ids_are_checked() {
-        let spec = testing::spec(crate::render::PilotProvider::Local);
-        let req = |ids: &[&str]| StartRequest {
-            pilot_ids: ids.iter().map(|s| s.to_string()).collect(),
-            spec: spec.clone(),
-            dry_run: true,
-        };
-        assert!(check_request(&req(&["p-1", "p_2"])).is_ok());
-        for bad in [&[][..], &["p 1"], &["p-1", "p-1"], &["../x"]] {
-            let e = check_request(&req(bad)).unwrap_err().to_string();
-            assert!(!e.contains('\n'), "{e}");
-        }
-    }
-
-    #[test]
-    fn errors_are_one_line_with_command_and_hint() {
-        let cli = Cli {
-            program: "false",
-            hint: "run scripts/slurm-testbed.sh start",
-            env: vec![],
-            runner: Arc::new(SystemRunner),
-        };
-        let argv = vec![
-            "sh".to_string(),
-            "-c".into(),
-            "echo 'sbatch: error: Batch job submission failed: Invalid account' >&2; echo more >&2; exit 1".into(),
-        ];
-        let e = cli.run(&argv, None).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            "`sh -c 'echo '\\''sbatch: error: Batch job submission failed: Invalid account'\\'' >&2; echo more >&2; exit 1'` failed (exit 1): sbatch: error: Batch job submission failed: Invalid account (hint: run scripts/slurm-testbed.sh start)"
-        );
-        let missing = cli
-            .run(&["no-such-cli-xyz".to_string()], None)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            missing,
-            "no-such-cli-xyz not found on PATH (hint: run scripts/slurm-testbed.sh start)"
-        );
-    }
-
-    #[test]
-    fn provider_for_picks_the_target_s_provider() {
-        use scalable_common::manifest::{ContainerPolicy, KubeKind, WorkerShape};
-        let target = |provider| Target {
-            name: "t".into(),
-            provider,
-            max_workers: 1,
-            containers: ContainerPolicy::None,
-            tags: vec![],
-            adaptive: None,
-            worker: WorkerShape::default(),
-        };
-        let aws = |cluster_type| Provider::Aws {
-            region: "us-east-1".into(),
-            cluster_type,
-            image: None,
-            instance_type: None,
-            subnet: None,
-            security_groups: vec![],
-            ami: None,
-            worker_cpu_units: None,
-            worker_mem_mib: None,
-            endpoint_url: None,
-        };
-        let ctx = ProviderContext::new("/tmp/pilots");
-        let cases = [
-            (
-                Provider::Local {
-                    threads_per_worker: None,
-                    processes: true,
-                },
-                "local",
-            ),
-            (
-                Provider::Slurm {
-                    queue: None,
-                    account: None,
-                    walltime_ms: None,
-                    interface: None,
-                    qos: None,
-                    constraint: None,
-                    extra_directives: vec![],
-                    setup: vec![],
-                },
-                "slurm",
-            ),
-            (aws(AwsClusterType::Ec2), "ec2"),
-            (aws(AwsClusterType::Fargate), "fargate"),
-            (
-                Provider::Gcp {
-                    project: None,
-                    zone: "us-central1-a".into(),
-                    machine_type: None,
-                    image: None,
-                },
-                "gcp",
-            ),
-            (
-                Provider::Kubernetes {
-                    namespace: "ns".into(),
-                    image: None,
-                    context: None,
-                    service_account: None,
-                    kind: KubeKind::Job,
-                },
-                "kubernetes",
-            ),
-        ];
-        for (provider, kind) in cases {
-            assert_eq!(provider_for(&target(provider), &ctx).kind(), kind);
-        }
-        // A target without what its provider needs fails validation in one line.
-        let e = provider_for(&target(aws(AwsClusterType::Ec2)), &ctx)
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("target t: instance_type: is required") || e.starts_with("aws not found"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn zone_and_labels() {
-        assert_eq!(zone_region("us-central1-a"), "us-central1");
-        assert_eq!(dns_label("Demeter_LULCC"), "demeter-lulcc");
-    }
-}
+mod tests;
