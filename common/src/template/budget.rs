@@ -4,11 +4,16 @@
 //! repetition, joins, macro recursion).
 //!
 //! Owns the limits and their accounting: at most [`TEMPLATE_FUEL_MAX`]
-//! minijinja instructions and [`TEMPLATE_OUTPUT_BYTES_MAX`] bytes of output,
-//! both per templated string (minijinja's fuel, a bounded writer) and over
-//! all the strings of one list of one task (argv, env, outputs, ...), so a
-//! job with many templated arguments is bounded too. Must not: know jobs,
-//! fields or tasks; `template` names them in its errors.
+//! minijinja instructions per templated string (minijinja's fuel) and over
+//! all the strings of one list of one task (argv, env, outputs, ...), and at
+//! most [`TEMPLATE_OUTPUT_BYTES_MAX`] bytes of output per list (a bounded
+//! writer), so a job with many templated arguments is bounded too.
+//!
+//! Fuel counts instructions, not their cost: one builtin call over a huge
+//! lazy sequence (`(range(100000) * 1000) | join`) is one instruction that
+//! minijinja's own caps (range 100k items, repetition 100 MB / 100M items,
+//! recursion 500) bound but do not make cheap. Must not: know jobs, fields or
+//! tasks; `template` names them in its errors.
 
 use std::io;
 
