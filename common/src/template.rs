@@ -106,6 +106,7 @@ fn environment() -> Environment<'static> {
     });
     // A template is user input rendered on the broker's core task.
     env.set_fuel(Some(TEMPLATE_FUEL_MAX));
+    env.add_filter("join", budget::bounded_join);
     // An argument ending in a newline keeps it, as the user wrote it.
     if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
         env.set_syntax(syntax);

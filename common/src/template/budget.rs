@@ -4,14 +4,23 @@
 //! repetition, joins, macro recursion).
 //!
 //! Owns the limits and their accounting: at most [`TEMPLATE_FUEL_MAX`]
-//! minijinja instructions and [`TEMPLATE_OUTPUT_BYTES_MAX`] bytes of output,
-//! both per templated string (minijinja's fuel, a bounded writer) and over
-//! all the strings of one list of one task (argv, env, outputs, ...), so a
-//! job with many templated arguments is bounded too. Must not: know jobs,
+//! minijinja instructions per templated string (minijinja's fuel) and over
+//! all the strings of one list of one task (argv, env, outputs, ...), and at
+//! most [`TEMPLATE_OUTPUT_BYTES_MAX`] bytes of output per list (a bounded
+//! writer), so a job with many templated arguments is bounded too.
+//!
+//! Fuel counts instructions, not their cost: one builtin call over a huge
+//! lazy sequence is one instruction that minijinja's own caps (range 100k
+//! items, repetition 100 MB / 100M items, recursion 500) bound but do not
+//! make cheap. `join`, the builtin a command line reaches for, is replaced by
+//! [`bounded_join`], which stops at the output budget; the others (`list`,
+//! `sum`, `sort`, `~` on a huge sequence) are not. Must not: know jobs,
 //! fields or tasks; `template` names them in its errors.
 
+use std::fmt::Write as _;
 use std::io;
 
+use minijinja::value::ValueKind;
 use minijinja::{ErrorKind, Value};
 
 /// Instructions one templated string, and one list of a task's templated
@@ -120,6 +129,64 @@ impl io::Write for BoundedOutput {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `join` within the output budget: the items of `value` (the characters of
+/// a string) with `joiner` between them, refusing once the result would pass
+/// [`TEMPLATE_OUTPUT_BYTES_MAX`] bytes or items, however long `value` is.
+/// Unlike minijinja's builtin it takes no `attribute=` and joins only
+/// scalars (strings, numbers, booleans): task items are scalars.
+pub(super) fn bounded_join(
+    value: &Value,
+    joiner: Option<&str>,
+) -> Result<String, minijinja::Error> {
+    let joiner = joiner.unwrap_or("");
+    let too_large = || {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("join result exceeds {TEMPLATE_OUTPUT_BYTES_MAX} bytes"),
+        )
+    };
+    let mut out = CappedString(String::new());
+    for (i, item) in value.try_iter()?.enumerate() {
+        if i >= TEMPLATE_OUTPUT_BYTES_MAX {
+            return Err(too_large());
+        }
+        if i > 0 {
+            out.write_str(joiner).map_err(|_| too_large())?;
+        }
+        // Booleans as YAML and the task formatter spell them, not `True`.
+        match (item.as_str(), item.kind()) {
+            (Some(s), _) => out.write_str(s),
+            (None, ValueKind::Bool) => out.write_str(if item.is_true() { "true" } else { "false" }),
+            (None, ValueKind::Number | ValueKind::None | ValueKind::Undefined) => {
+                write!(out, "{item}")
+            }
+            // A nested sequence's text has no bound of its own to stop at.
+            (None, kind) => {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("join takes strings, numbers and booleans, not a {kind}"),
+                ))
+            }
+        }
+        .map_err(|_| too_large())?;
+    }
+    Ok(out.0)
+}
+
+/// A string that refuses to grow past [`TEMPLATE_OUTPUT_BYTES_MAX`], so an
+/// item's `Display` stops early too.
+struct CappedString(String);
+
+impl std::fmt::Write for CappedString {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.0.len() + s.len() > TEMPLATE_OUTPUT_BYTES_MAX {
+            return Err(std::fmt::Error);
+        }
+        self.0.push_str(s);
         Ok(())
     }
 }

@@ -332,3 +332,43 @@ fn the_strings_of_one_list_share_one_budget() {
     let issues = check_job_templates(&job, true);
     assert_eq!(issues[0].field, "env.E2", "{issues:?}");
 }
+
+/// `join` over a huge lazy sequence is one instruction: fuel cannot see it,
+/// so `join` itself stops at the output budget (it ran for seconds per call).
+#[test]
+fn join_is_bounded_and_still_joins() {
+    let job = quick_job(
+        "j",
+        strings(&[
+            "{{ range(4) | join(',') }}",
+            "{{ 'abc' | join('-') }}",
+            "{{ [1, 'x', true] | join }}",
+        ]),
+        Items::One,
+    );
+    let t = JobTemplates::compile(&job).unwrap();
+    assert_eq!(
+        t.argv(&job, 0, 0).unwrap(),
+        strings(&["0,1,2,3", "a-b-c", "1xtrue"])
+    );
+    for shape in [
+        "{% for i in range(50) %}{% set s = (range(100000) * 1000) | join(',') %}{% endfor %}x",
+        "{% set s = ([''] * 100000000) | join %}x",
+    ] {
+        let job = quick_job("j", strings(&[shape]), Items::One);
+        let t = JobTemplates::compile(&job).unwrap();
+        let started = std::time::Instant::now();
+        let err = t.argv(&job, 0, 0).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{shape}: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.ends_with(&format!(
+                "join result exceeds {TEMPLATE_OUTPUT_BYTES_MAX} bytes"
+            )),
+            "{shape}: {err}"
+        );
+    }
+}
