@@ -11,6 +11,7 @@ mod cli;
 mod dag;
 mod durability;
 mod failures;
+mod message_caps;
 mod packing;
 mod pilots;
 mod slurm;

@@ -1,0 +1,60 @@
+//! Regressions of issue 12: every message the broker sends fits the cap, and
+//! a reply that is too large is paged, or refused with an error that says so
+//! (never "broker unreachable").
+
+use std::time::Duration;
+
+use crate::support::*;
+
+/// Waits until `run` is no longer running; its final status as JSON.
+fn wait_finished(b: &Broker, run: &str, limit: Duration) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_until(limit, "the run to end", || {
+        let out = b.cli(&["status", run, "--json"]);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            last = v[0].clone();
+        }
+        last["state"].as_str().is_some_and(|s| s != "running")
+    });
+    last
+}
+
+/// Bytes of the broker's database files (with its WAL).
+fn db_bytes(b: &Broker) -> u64 {
+    std::fs::read_dir(b.state())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("broker.db"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn forty_tasks_of_a_megabyte_of_argv_on_one_wide_agent_run_and_the_database_stays_small() {
+    // Regression (issue 12, defect 1): the agent's batch encoded past the cap,
+    // its writer dropped the connection, the attempts went back to ready and
+    // the same batch was sent again forever while the database grew by GBs.
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "16"]);
+    b.wait_agents(1);
+    // Ten arguments of 100 kB each: 1 MB per task, within the kernel's limits
+    // for one exec (128 kB per argument, 2 MB in all).
+    let big = r#""{{ 'a' * 100000 }}""#;
+    let args = [big; 10].join(", ");
+    let wf = b.write(
+        "big.yaml",
+        &format!(
+            "workflow: big-argv\njobs:\n  - name: big\n    range: \"1..=40\"\n    command: [sh, -c, \"exit 0\", {args}]\n"
+        ),
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let st = wait_finished(&b, &run, Duration::from_secs(120));
+    assert_eq!(st["counts"]["succeeded"], 40, "{st}");
+    let bytes = db_bytes(&b);
+    assert!(bytes < 16 << 20, "the database holds {bytes} bytes");
+    let attempts: i64 = b
+        .db()
+        .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 40, "no attempt was lost on the way");
+}
