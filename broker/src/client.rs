@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use scalable_common::access::{self, AccessFile};
 use scalable_common::exit::ExitCode;
-use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::frame::{read_frame, write_frame, FrameError};
 use scalable_common::protocol::{
     CliHello, Hello, HelloReply, Request, Response, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
 };
@@ -92,13 +92,11 @@ impl Client {
                 .open_bi()
                 .await
                 .map_err(|e| CliError::unreachable(format!("lost the broker: {e}")))?;
-            write_frame(&mut send, req)
-                .await
-                .map_err(|e| CliError::unreachable(format!("lost the broker: {e}")))?;
+            write_frame(&mut send, req).await.map_err(request_error)?;
             let _ = send.finish();
             read_frame::<_, Response>(&mut recv, MESSAGE_BYTES_MAX)
                 .await
-                .map_err(|e| CliError::unreachable(format!("lost the broker: {e}")))?
+                .map_err(reply_error)?
                 .ok_or_else(|| {
                     CliError::unreachable(
                         "the broker closed the request stream without answering".into(),
@@ -120,5 +118,52 @@ impl Client {
 
     pub fn close(&self) {
         self.conn.close(0u32.into(), b"bye");
+    }
+}
+
+/// A request that could not be sent: too large is the input's fault (exit 2,
+/// nothing was sent); anything else is the connection's (exit 3).
+fn request_error(e: FrameError) -> CliError {
+    match e {
+        FrameError::TooLarge { len, max } => CliError::bad_input(format!(
+            "the request of {len} bytes exceeds the cap of {max} bytes; nothing was sent"
+        )),
+        e => CliError::unreachable(format!("lost the broker: {e}")),
+    }
+}
+
+/// A reply that could not be read: the connection going away is an
+/// unreachable broker (exit 3); a reply that arrived but is too large or
+/// unreadable is a failure of this request, not of the broker (exit 1).
+fn reply_error(e: FrameError) -> CliError {
+    match e {
+        FrameError::Io(_) | FrameError::Truncated => {
+            CliError::unreachable(format!("lost the broker: {e}"))
+        }
+        FrameError::TooLarge { .. } | FrameError::Decode(_) | FrameError::Encode(_) => {
+            CliError::failed(format!("the broker's reply: {e}"))
+                .with_hint("are the cli and broker the same version?")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use scalable_common::exit::ExitCode;
+
+    use super::*;
+
+    #[test]
+    fn frame_errors_name_whose_fault_they_are() {
+        let too_large = || FrameError::TooLarge { len: 20, max: 10 };
+        let lost = || FrameError::Truncated;
+        assert_eq!(request_error(too_large()).code, ExitCode::BadInput);
+        assert_eq!(request_error(lost()).code, ExitCode::Unreachable);
+        assert_eq!(reply_error(too_large()).code, ExitCode::Failed);
+        assert_eq!(reply_error(lost()).code, ExitCode::Unreachable);
+        assert_eq!(
+            request_error(too_large()).to_string(),
+            "error: the request of 20 bytes exceeds the cap of 10 bytes; nothing was sent"
+        );
     }
 }

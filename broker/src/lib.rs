@@ -3,6 +3,7 @@
 //! Layout (see ARCHITECTURE.md for the whole map):
 //! - [`core`]: the sans-IO state machine: runs, jobs, tasks, agents, scheduling.
 //! - [`store`]: SQLite, one writer thread, commit-then-send.
+//! - [`paging`]: long replies cut into pages within a byte budget.
 //! - [`server`]: the async shell: QUIC, clock, store and core wired together.
 //! - [`submit`]: turns a submitted workflow into a plan for the core.
 //! - [`restart`]: a restarted broker's core rebuilt from the store.
@@ -19,6 +20,7 @@ pub mod core;
 pub mod fleet;
 pub mod local;
 pub mod output;
+pub mod paging;
 pub mod pilots;
 pub mod providers;
 pub mod render;

@@ -133,7 +133,10 @@ mod tests {
     async fn round_trip_several_frames() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         let msgs = vec![
-            Request::Status { run: None },
+            Request::Status {
+                run: None,
+                after: None,
+            },
             Request::Stats { run: RunRef::Id(7) },
             Request::Shutdown,
         ];

@@ -18,8 +18,9 @@ use crate::resources::Resources;
 use crate::workflow::WorkflowDef;
 
 /// Bumped on every incompatible change of any message in this file
-/// (3: `WhyAnswer.reason` became the typed `explain::Reason`).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// (3: `WhyAnswer.reason` became the typed `explain::Reason`; 4: `status`,
+/// `analyze` and `logs` are paged).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.
@@ -33,6 +34,10 @@ pub const ENVELOPE_BYTES_MAX: usize = 64 << 10;
 pub const ASSIGN_BATCH_BYTES_MAX: usize = MESSAGE_BYTES_MAX - ENVELOPE_BYTES_MAX;
 /// Attempt ids in one `Ack` or `Cancel` (10 bytes each at most, encoded).
 pub const IDS_PER_MESSAGE_MAX: usize = 1 << 20;
+/// The items of one page of a paged reply add up to about this many encoded
+/// bytes (one item larger than this still goes, alone); the CLI asks for the
+/// next page until the reply says there is none.
+pub const REPLY_PAGE_BYTES_MAX: usize = 4 << 20;
 /// Default UDP port of the broker.
 pub const DEFAULT_PORT: u16 = 7420;
 
@@ -337,11 +342,22 @@ pub struct SubmitRequest {
     pub manifest_json: Option<String>,
 }
 
+/// One page of a long list in a reply: the items, and the key to ask the
+/// next page `after` (the last item's key), `None` on the last page. Used by
+/// `status`; `analyze` and `logs` carry the same `next` in their replies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     Submit(SubmitRequest),
+    /// One run, or every run whose id is greater than `after` (paged).
     Status {
         run: Option<RunRef>,
+        after: Option<RunId>,
     },
     Cancel {
         run: Option<RunRef>,
@@ -365,12 +381,17 @@ pub enum Request {
     Stats {
         run: RunRef,
     },
+    /// The run's counts and its failed tasks whose id is greater than `after`
+    /// (paged).
     Analyze {
         run: RunRef,
+        after: Option<TaskId>,
     },
+    /// The kept output from byte `from` of stdout followed by stderr (paged).
     Logs {
         task: TaskRef,
         attempt: Option<u32>,
+        from: u64,
     },
     /// Stop the broker (tests and the demo); answered before it stops.
     Shutdown,
@@ -386,7 +407,7 @@ pub enum Response {
         run: RunId,
         tasks: u64,
     },
-    Status(Vec<RunStatus>),
+    Status(Page<RunStatus>),
     Resumed {
         run: RunId,
         tasks: u64,
@@ -623,16 +644,26 @@ pub struct RunAnalysis {
     pub failed: u64,
     pub cancelled: u64,
     pub unfinished: u64,
+    /// At most [`FAILED_TASKS_SHOWN_MAX`] in all, a page at a time.
     pub failed_tasks: Vec<FailedTask>,
+    /// Where the next page of `failed_tasks` starts (`Request::Analyze.after`).
+    pub next: Option<TaskId>,
 }
+
+/// Failed tasks `analyze` lists (the counts cover every one).
+pub const FAILED_TASKS_SHOWN_MAX: usize = 1_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskLogs {
     pub task: TaskId,
     pub path: String,
     pub attempt_number: u32,
+    /// The kept output, a page at a time: the bytes of this page that belong
+    /// to each stream (stdout's kept bytes come first, then stderr's).
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// Where the next page starts (`Request::Logs.from`), `None` on the last.
+    pub next: Option<u64>,
 }

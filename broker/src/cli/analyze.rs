@@ -8,7 +8,7 @@ use scalable_common::exit::ExitCode;
 use scalable_common::protocol::{Request, RunAnalysis};
 
 use super::refs::parse_run;
-use super::request::request;
+use super::request::request_pages;
 use super::Context;
 use crate::cli_error::CliError;
 use crate::output::{self, print_out};
@@ -19,9 +19,9 @@ pub struct AnalyzeArgs {
 }
 
 pub async fn exec(ctx: &Context<'_>, args: AnalyzeArgs) -> Result<ExitCode, CliError> {
-    let a: RunAnalysis = request(ctx.access, || {
+    let a: RunAnalysis = request_pages(ctx.access, |after| {
         let run = parse_run(&args.run)?;
-        Ok(Request::Analyze { run })
+        Ok(Request::Analyze { run, after })
     })
     .await?;
     print_out(&if ctx.json {

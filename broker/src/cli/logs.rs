@@ -8,7 +8,7 @@ use scalable_common::exit::ExitCode;
 use scalable_common::protocol::{Request, TaskLogs};
 
 use super::refs::parse_task;
-use super::request::request;
+use super::request::request_pages;
 use super::Context;
 use crate::cli_error::CliError;
 use crate::output::{self, print_bytes, print_out};
@@ -23,11 +23,12 @@ pub struct LogsArgs {
 }
 
 pub async fn exec(ctx: &Context<'_>, args: LogsArgs) -> Result<ExitCode, CliError> {
-    let logs: TaskLogs = request(ctx.access, || {
+    let logs: TaskLogs = request_pages(ctx.access, |from| {
         let task = parse_task(&args.task)?;
         Ok(Request::Logs {
             task,
             attempt: args.attempt,
+            from: from.unwrap_or(0),
         })
     })
     .await?;

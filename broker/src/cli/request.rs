@@ -12,8 +12,8 @@
 use std::path::Path;
 
 use scalable_common::protocol::{
-    AgentInfo, PilotInfo, Request, Response, RunAnalysis, RunId, RunStats, RunStatus, ScaleReport,
-    TaskLogs, WhyAnswer,
+    AgentInfo, Page, PilotInfo, Request, Response, RunAnalysis, RunId, RunStats, RunStatus,
+    ScaleReport, TaskLogs, WhyAnswer,
 };
 
 use crate::cli_error::CliError;
@@ -42,7 +42,7 @@ macro_rules! reply {
     };
 }
 
-reply!(Vec<RunStatus>, Status);
+reply!(Page<RunStatus>, Status);
 reply!(Vec<AgentInfo>, Agents);
 reply!(Vec<PilotInfo>, Pilots);
 reply!(RunStats, Stats);
@@ -112,6 +112,71 @@ pub async fn request<T: Reply>(
     ask(&client, &req).await
 }
 
+/// A reply that comes in pages (`status`, `analyze`, `logs`).
+pub trait Paged: Reply {
+    /// Where the page after this one starts; `None` on the last page.
+    fn next(&self) -> Option<u64>;
+    /// Adds a later page to this one.
+    fn merge(&mut self, later: Self);
+}
+
+impl Paged for Page<RunStatus> {
+    fn next(&self) -> Option<u64> {
+        self.next
+    }
+    fn merge(&mut self, later: Self) {
+        self.items.extend(later.items);
+        self.next = later.next;
+    }
+}
+
+impl Paged for RunAnalysis {
+    fn next(&self) -> Option<u64> {
+        self.next
+    }
+    fn merge(&mut self, later: Self) {
+        self.failed_tasks.extend(later.failed_tasks);
+        self.next = later.next;
+    }
+}
+
+impl Paged for TaskLogs {
+    fn next(&self) -> Option<u64> {
+        self.next
+    }
+    fn merge(&mut self, later: Self) {
+        self.stdout.extend(later.stdout);
+        self.stderr.extend(later.stderr);
+        self.next = later.next;
+    }
+}
+
+/// Connects, then asks for every page of a paged reply and returns them
+/// merged: `build(cursor)` makes the request of the page that starts after
+/// `cursor` (`None`: the first page).
+pub async fn request_pages<T: Paged>(
+    access: Option<&Path>,
+    build: impl Fn(Option<u64>) -> Result<Request, CliError>,
+) -> Result<T, CliError> {
+    let client = Client::connect(access).await?;
+    let mut all: T = ask(&client, &build(None)?).await?;
+    let mut cursor = all.next();
+    while let Some(at) = cursor {
+        let page: T = ask(&client, &build(Some(at))?).await?;
+        cursor = page.next();
+        // Keys and offsets only grow: a page that does not is a broken broker,
+        // not a reason to ask forever.
+        if cursor.is_some_and(|n| n <= at) {
+            return Err(CliError::failed(format!(
+                "the broker sent a page that does not advance (from {at} to {})",
+                cursor.unwrap_or_default()
+            )));
+        }
+        all.merge(page);
+    }
+    Ok(all)
+}
+
 /// Sends `req` on an open connection and unpacks the reply (for commands that
 /// ask more than once, such as `wait`).
 pub async fn ask<T: Reply>(client: &Client, req: &Request) -> Result<T, CliError> {
@@ -153,7 +218,7 @@ mod tests {
     fn a_reply_unpacks_its_own_variant_only() {
         let ok = Cancelled::unpack(Response::Cancelled { tasks: 3 });
         assert_eq!(ok.ok().map(|c| c.tasks), Some(3));
-        let wrong = <Vec<RunStatus>>::unpack(Response::Cancelled { tasks: 3 });
+        let wrong = <Page<RunStatus>>::unpack(Response::Cancelled { tasks: 3 });
         assert_eq!(wrong.err(), Some("Cancelled"));
         let s = Submitted::unpack(Response::Submitted { run: 4, tasks: 9 });
         assert_eq!(s.ok().map(|s| (s.run, s.tasks)), Some((4, 9)));
@@ -162,7 +227,7 @@ mod tests {
 
     #[test]
     fn the_error_names_what_came_back() {
-        let e = unexpected("Pilots", <Vec<RunStatus>>::VARIANT);
+        let e = unexpected("Pilots", <Page<RunStatus>>::VARIANT);
         assert_eq!(e.code, scalable_common::exit::ExitCode::Failed);
         assert_eq!(
             e.to_string(),

@@ -5,10 +5,10 @@
 
 use clap::Args;
 use scalable_common::exit::ExitCode;
-use scalable_common::protocol::{Request, RunStatus};
+use scalable_common::protocol::{Page, Request, RunStatus};
 
 use super::refs::parse_run;
-use super::request::request;
+use super::request::request_pages;
 use super::Context;
 use crate::cli_error::CliError;
 use crate::output::{self, print_out};
@@ -19,11 +19,12 @@ pub struct StatusArgs {
 }
 
 pub async fn exec(ctx: &Context<'_>, args: StatusArgs) -> Result<ExitCode, CliError> {
-    let runs: Vec<RunStatus> = request(ctx.access, || {
+    let page: Page<RunStatus> = request_pages(ctx.access, |after| {
         let run = args.run.as_deref().map(parse_run).transpose()?;
-        Ok(Request::Status { run })
+        Ok(Request::Status { run, after })
     })
     .await?;
+    let runs = page.items;
     print_out(&if ctx.json {
         output::json(&runs)
     } else if runs.is_empty() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use scalable_common::exit::ExitCode;
-use scalable_common::protocol::{Request, RunRef, RunStatus};
+use scalable_common::protocol::{Page, Request, RunRef, RunStatus};
 
 use super::refs::parse_run;
 use super::request::{ask, unexpected};
@@ -37,9 +37,10 @@ pub async fn wait_for(client: &Client, run: RunRef, json: bool) -> Result<ExitCo
     loop {
         let req = Request::Status {
             run: Some(run.clone()),
+            after: None,
         };
-        let mut runs: Vec<RunStatus> = ask(client, &req).await?;
-        let Some(status) = runs.pop() else {
+        let mut page: Page<RunStatus> = ask(client, &req).await?;
+        let Some(status) = page.items.pop() else {
             return Err(unexpected("no run", "the run's Status"));
         };
         let p = progress.get_or_insert_with(|| Progress::new(status.run, status.counts.total()));

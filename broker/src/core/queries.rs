@@ -39,11 +39,13 @@ impl Core {
         })
     }
 
-    pub fn all_run_status(&self) -> Vec<RunStatus> {
+    /// Every run whose id is greater than `after`, in id order, computed as
+    /// the caller takes them (a page of `status` stops early).
+    pub fn run_statuses_after(&self, after: Option<RunId>) -> impl Iterator<Item = RunStatus> + '_ {
+        let from = after.map_or(0, |a| a.saturating_add(1));
         self.runs
-            .keys()
-            .filter_map(|r| self.run_status(*r))
-            .collect()
+            .range(from..)
+            .filter_map(|(r, _)| self.run_status(*r))
     }
 
     pub fn agent_infos(&self) -> Vec<AgentInfo> {

@@ -124,6 +124,7 @@ mod tests {
             failed: 1,
             cancelled: 1,
             unfinished: 0,
+            next: None,
             failed_tasks: vec![
                 FailedTask {
                     task: 42,

@@ -40,6 +40,7 @@ mod tests {
             stderr: b"err".to_vec(),
             stdout_bytes: 3,
             stderr_bytes: 3,
+            next: None,
         };
         assert_eq!(logs_bytes(&logs, true), b"err");
         assert_eq!(logs_bytes(&logs, false), b"out");
@@ -55,6 +56,7 @@ mod tests {
             stderr: b"err".to_vec(),
             stdout_bytes: 3,
             stderr_bytes: 3,
+            next: None,
         };
         assert_eq!(logs_truncated_note(&logs, false), None);
         logs.stderr_bytes = 4096;

@@ -2,11 +2,12 @@
 //! `Response`. The request goes to the core task, which releases the reply
 //! only after the writes behind it are committed.
 //!
-//! It answers nothing itself except a request it cannot parse; it must not
-//! touch the core or the store.
+//! It answers nothing itself except a request it cannot parse, and a reply
+//! too large to send (replaced by an error that says so); it must not touch
+//! the core or the store.
 
-use scalable_common::frame::{read_frame, write_frame};
-use scalable_common::protocol::{Request, MESSAGE_BYTES_MAX};
+use scalable_common::frame::{encoded_len, read_frame, write_frame};
+use scalable_common::protocol::{Request, Response, MESSAGE_BYTES_MAX};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{bad, CoreMsg};
@@ -36,9 +37,72 @@ async fn serve_request(
         return;
     }
     if let Ok(resp) = rx.await {
-        let _ = write_frame(&mut send, &resp).await;
+        if let Err(e) = write_frame(&mut send, &within_cap(resp)).await {
+            tracing::warn!("cannot send a reply to a cli: {e}");
+        }
         let _ = send.finish();
         // Let the response drain before the stream is dropped.
         let _ = send.stopped().await;
+    }
+}
+
+/// The reply itself when it fits in one message; else the error that says
+/// so, which the CLI prints and exits 1 with (it used to find the stream
+/// closed and call the broker unreachable). Paged replies rarely get here:
+/// only a single item larger than the cap does.
+fn within_cap(resp: Response) -> Response {
+    let bytes = encoded_len(&resp);
+    if bytes <= MESSAGE_BYTES_MAX {
+        return resp;
+    }
+    Response::Error {
+        message: format!(
+            "the broker's reply of {bytes} bytes exceeds the cap of {MESSAGE_BYTES_MAX} bytes (hint: ask for less: one run, one task, or one attempt)"
+        ),
+        exit_code: scalable_common::exit::ExitCode::Failed.code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use scalable_common::protocol::{Page, RunStatus};
+
+    use super::*;
+
+    fn status_named(name: String) -> Response {
+        Response::Status(Page {
+            items: vec![RunStatus {
+                run: 1,
+                name,
+                state: "running".into(),
+                submitted_at_ms: 0,
+                finished_at_ms: None,
+                counts: Default::default(),
+                jobs: Vec::new(),
+            }],
+            next: None,
+        })
+    }
+
+    #[test]
+    fn a_reply_within_the_cap_goes_as_it_is() {
+        let resp = within_cap(status_named("small".into()));
+        assert!(matches!(resp, Response::Status(_)));
+    }
+
+    #[test]
+    fn a_reply_over_the_cap_becomes_an_error_that_names_its_size() {
+        let resp = status_named("n".repeat(MESSAGE_BYTES_MAX));
+        let bytes = encoded_len(&resp);
+        let Response::Error { message, exit_code } = within_cap(resp) else {
+            panic!("an error")
+        };
+        assert_eq!(exit_code, 1);
+        assert!(
+            message.starts_with(&format!(
+                "the broker's reply of {bytes} bytes exceeds the cap of {MESSAGE_BYTES_MAX} bytes (hint: "
+            )),
+            "{message}"
+        );
     }
 }

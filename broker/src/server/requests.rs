@@ -6,13 +6,16 @@
 //! read or write the store directly, and it decides nothing the core should.
 
 use scalable_common::manifest::Manifest;
-use scalable_common::protocol::{Request, Response, RunId, RunRef, SubmitRequest, TaskRef};
+use scalable_common::protocol::{
+    Page, Request, Response, RunId, RunRef, SubmitRequest, TaskId, TaskRef, REPLY_PAGE_BYTES_MAX,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::fleet_io::{self, FleetCtx, ScaleReq};
 use super::routing::{Deferred, Query};
 use super::{bad, now_ms, CoreMsg};
 use crate::core::{Core, StoreOp};
+use crate::paging::PageBuilder;
 use crate::{store, submit};
 
 /// What a request may use besides the request itself.
@@ -44,13 +47,17 @@ pub(super) fn handle(
     let now = cx.now;
     let answer = match req {
         Request::Submit(s) => Answer::Now(submit(cx.core, cx.manifest, s, now)),
-        Request::Status { run } => Answer::Now(status(cx.core, run)),
+        Request::Status { run, after } => Answer::Now(status(cx.core, run, after)),
         Request::Agents => Answer::Now(Response::Agents(cx.core.agent_infos())),
         Request::Cancel { run, task } => Answer::Now(cancel(cx.core, run, task, now)),
         Request::Resume { run } => Answer::Now(resume(cx.core, &run, now)),
         Request::Stats { run } => stats(cx.core, &run),
-        Request::Analyze { run } => analyze(cx.core, &run),
-        Request::Logs { task, attempt } => logs(cx.core, task, attempt),
+        Request::Analyze { run, after } => analyze(cx.core, &run, after),
+        Request::Logs {
+            task,
+            attempt,
+            from,
+        } => logs(cx.core, task, attempt, from),
         Request::Why { task } => Answer::Now(why(cx.core, &task, now)),
         Request::Pilots => Answer::Now(fleet_io::pilots(cx.fleet.as_deref())),
         Request::Shutdown => Answer::Now(shutdown(cx.stop)),
@@ -87,11 +94,23 @@ fn submit(core: &mut Core, manifest: Option<&Manifest>, s: SubmitRequest, now: u
     }
 }
 
-fn status(core: &Core, run: Option<RunRef>) -> Response {
+/// One run, or a page of every run after `after`.
+fn status(core: &Core, run: Option<RunRef>, after: Option<RunId>) -> Response {
     match run {
-        None => Response::Status(core.all_run_status()),
+        None => {
+            let mut page = PageBuilder::new(REPLY_PAGE_BYTES_MAX);
+            for s in core.run_statuses_after(after) {
+                if !page.push(s.run, s) {
+                    break;
+                }
+            }
+            Response::Status(page.finish())
+        }
         Some(r) => match resolve_run(core, &r).and_then(|id| core.run_status(id)) {
-            Some(s) => Response::Status(vec![s]),
+            Some(s) => Response::Status(Page {
+                items: vec![s],
+                next: None,
+            }),
             None => bad(no_run(&r)),
         },
     }
@@ -129,11 +148,11 @@ fn stats(core: &Core, run: &RunRef) -> Answer {
     }))
 }
 
-fn analyze(core: &Core, run: &RunRef) -> Answer {
+fn analyze(core: &Core, run: &RunRef, after: Option<TaskId>) -> Answer {
     let Some(id) = resolve_run(core, run) else {
         return Answer::Now(bad(no_run(run)));
     };
-    Answer::Read(Box::new(move |c| match store::run_analysis(c, id) {
+    Answer::Read(Box::new(move |c| match store::run_analysis(c, id, after) {
         Ok(a) => Response::Analyze(a),
         Err(e) => bad(e.to_string()),
     }))
@@ -141,7 +160,7 @@ fn analyze(core: &Core, run: &RunRef) -> Answer {
 
 /// Logs are read from the store; a task named by path is resolved there too
 /// (its row may exist only in the store), with `last` as the core knows it.
-fn logs(core: &Core, task: TaskRef, attempt: Option<u32>) -> Answer {
+fn logs(core: &Core, task: TaskRef, attempt: Option<u32>, from: u64) -> Answer {
     let last = core.last_run();
     Answer::Read(Box::new(move |c| {
         let id = match task {
@@ -157,7 +176,7 @@ fn logs(core: &Core, task: TaskRef, attempt: Option<u32>) -> Answer {
                 }
             }
         };
-        match id.and_then(|id| store::task_logs(c, id, attempt)) {
+        match id.and_then(|id| store::task_logs(c, id, attempt, from)) {
             Ok(l) => Response::Logs(l),
             Err(e) => bad(e.to_string()),
         }

@@ -7,11 +7,14 @@
 use std::path::PathBuf;
 
 use rusqlite::{params, Connection, OptionalExtension};
+use scalable_common::frame::encoded_len;
 use scalable_common::protocol::{
     FailedAttempt, FailedTask, JobStats, RunAnalysis, RunId, RunStats, TaskId, TaskLogs,
+    ENVELOPE_BYTES_MAX, FAILED_TASKS_SHOWN_MAX, MESSAGE_BYTES_MAX, REPLY_PAGE_BYTES_MAX,
 };
 
 use super::StoreError;
+use crate::paging::{bytes_page, PageBuilder};
 
 fn not_found(what: String) -> StoreError {
     StoreError::NotFound(what)
@@ -263,8 +266,14 @@ fn attempt_times(c: &Connection, job_id: i64) -> Result<AttemptTimes, StoreError
     .map_err(sql)
 }
 
-/// pegasus-analyzer-like report: every failed task with its attempts and stderr tail.
-pub fn run_analysis(c: &Connection, run: RunId) -> Result<RunAnalysis, StoreError> {
+/// pegasus-analyzer-like report: the run's counts and one page of its failed
+/// tasks (of the first [`FAILED_TASKS_SHOWN_MAX`]) whose id is greater than
+/// `after`, each with its attempts and output tails.
+pub fn run_analysis(
+    c: &Connection,
+    run: RunId,
+    after: Option<TaskId>,
+) -> Result<RunAnalysis, StoreError> {
     let row = run_row(c, run)?;
     let total: i64 = c
         .query_row(
@@ -302,26 +311,40 @@ pub fn run_analysis(c: &Connection, run: RunId) -> Result<RunAnalysis, StoreErro
         cancelled,
         unfinished: (total as u64).saturating_sub(succeeded + failed + cancelled),
         failed_tasks: Vec::new(),
+        next: None,
     };
+    // The page shares the message with the counts (and the run's name).
+    let budget = REPLY_PAGE_BYTES_MAX
+        .min((MESSAGE_BYTES_MAX - ENVELOPE_BYTES_MAX).saturating_sub(encoded_len(&analysis)));
     let mut tasks = c
         .prepare(
             "SELECT t.id, t.idx, t.state, COALESCE(t.reason, ''), j.name FROM tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE t.run_id = ?1 AND t.state = 'failed' ORDER BY t.id LIMIT 1000",
+             WHERE t.run_id = ?1 AND t.state = 'failed' ORDER BY t.id LIMIT ?2",
         )
         .map_err(sql)?;
     let rows: Vec<(i64, i64, String, String, String)> = tasks
-        .query_map([run as i64], |r| {
+        .query_map(params![run as i64, FAILED_TASKS_SHOWN_MAX as i64], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .map_err(sql)?
         .collect::<Result<_, _>>()
         .map_err(sql)?;
+    let mut page = PageBuilder::new(budget);
     for (task_id, idx, state, reason, job) in rows {
+        if after.is_some_and(|a| task_id as u64 <= a) {
+            continue;
+        }
         let path = format!("{run}/{job}/{idx}");
-        analysis
-            .failed_tasks
-            .push(failed_task(c, task_id, path, state, reason)?);
+        if !page.push(
+            task_id as u64,
+            failed_task(c, task_id, path, state, reason)?,
+        ) {
+            break;
+        }
     }
+    let page = page.finish();
+    analysis.failed_tasks = page.items;
+    analysis.next = page.next;
     Ok(analysis)
 }
 
@@ -405,11 +428,14 @@ pub fn task_by_path(
     }
 }
 
-/// stdout/stderr kept for an attempt of a task (the last attempt by default).
+/// stdout/stderr kept for an attempt of a task (the last attempt by default),
+/// the page of them that starts at byte `from` (stdout's bytes, then
+/// stderr's).
 pub fn task_logs(
     c: &Connection,
     task: TaskId,
     attempt: Option<u32>,
+    from: u64,
 ) -> Result<TaskLogs, StoreError> {
     let path: Option<String> = c
         .query_row(
@@ -435,13 +461,17 @@ pub fn task_logs(
                     stderr: r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
                     stdout_bytes: r.get::<_, i64>(3)? as u64,
                     stderr_bytes: r.get::<_, i64>(4)? as u64,
+                    next: None,
                 })
             },
         )
         .optional()
         .map_err(sql)?;
-    row.ok_or_else(|| match attempt {
+    let mut logs = row.ok_or_else(|| match attempt {
         Some(n) => not_found(format!("task {path} has no attempt {n}")),
         None => not_found(format!("task {path} has not run yet")),
-    })
+    })?;
+    let (stdout, stderr, next) = bytes_page(&logs.stdout, &logs.stderr, from, REPLY_PAGE_BYTES_MAX);
+    (logs.stdout, logs.stderr, logs.next) = (stdout, stderr, next);
+    Ok(logs)
 }
