@@ -58,3 +58,68 @@ fn forty_tasks_of_a_megabyte_of_argv_on_one_wide_agent_run_and_the_database_stay
         .unwrap();
     assert_eq!(attempts, 40, "no attempt was lost on the way");
 }
+
+#[test]
+fn analyze_of_three_hundred_failed_tasks_that_print_a_lot_lists_them_all() {
+    // Regression (issue 12, defect 3): the reply (300 x 128 kB of output
+    // tails) passed the cap, was dropped, and the CLI said the broker was
+    // unreachable (exit 3).
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "4"]);
+    b.wait_agents(1);
+    let wf = b.write(
+        "loud.yaml",
+        r#"
+workflow: loud
+jobs:
+  - name: loud
+    range: "1..=300"
+    command: [sh, -c, "head -c 100000 /dev/zero | tr '\\0' o; head -c 100000 /dev/zero | tr '\\0' e >&2; exit 1"]
+"#,
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let st = wait_finished(&b, &run, Duration::from_secs(240));
+    assert_eq!(st["counts"]["failed"], 300, "{st}");
+    let out = b.cli(&["analyze", &run]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.matches("*****Failed task ").count(), 300);
+    let out = b.cli(&["analyze", &run, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tasks = v["failed_tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 300);
+    assert!(tasks[299]["stderr_tail"].as_str().unwrap().ends_with("eee"));
+    // The whole kept output of one of them comes back too.
+    let logs = b.cli(&["logs", &format!("{run}/loud/299"), "--stderr"]);
+    assert_eq!(logs.status.code(), Some(0), "{}", stderr(&logs));
+    assert_eq!(logs.stdout.len(), 64 << 10);
+}
+
+#[test]
+fn status_answers_with_runs_whose_names_are_megabytes_long() {
+    // Regression (issue 12, defect 3): a few runs with very long workflow
+    // names made every `status` reply pass the cap, for every user. Names are
+    // validated at submit now, so the long names are written into the store
+    // directly, as a store from before that validation holds them.
+    let mut b = Broker::start();
+    for i in 0..4 {
+        b.ok(&["submit", "--name", &format!("run{i}"), "--", "true"]);
+    }
+    b.kill9();
+    {
+        let db = rusqlite::Connection::open(b.state().join("broker.db")).unwrap();
+        db.execute("UPDATE runs SET name = name || ?1", [&"n".repeat(5 << 20)])
+            .unwrap();
+    }
+    b.restart(&[]);
+    let out = b.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for i in 0..4 {
+        assert!(text.contains(&format!("run{i}nnn")), "run {i} is listed");
+    }
+    let out = b.cli(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(4));
+}
