@@ -52,6 +52,10 @@ pub enum Reason {
     Reserved { agent: String },
     /// Agents can run it and are busy.
     WaitingForResources { need: Resources, agents: u32 },
+    /// Every agent that could run it is benched by the circuit breaker (its
+    /// connection kept losing what it was sent); the first is offered work
+    /// again in `remaining_ms`.
+    Benched { agents: u32, remaining_ms: u64 },
     // A slot for `PilotQueued { pilot, queued_ms }`: the core does not know
     // pilots; the shell (which owns `fleet`) may refine `NoAgentConnected` or
     // `NoAgentWithTag` with it when a pilot for the tag is queued.

@@ -109,6 +109,16 @@ impl Core {
             .filter(|a| self.eligible(a, job, now_ms))
             .count() as u32;
         if eligible == 0 {
+            let benched: Vec<u64> = tagged
+                .iter()
+                .filter_map(|a| a.benched_until_ms.filter(|t| now_ms < *t))
+                .collect();
+            if let Some(first) = benched.iter().min() {
+                return Reason::Benched {
+                    agents: benched.len() as u32,
+                    remaining_ms: first - now_ms,
+                };
+            }
             return Reason::LifetimeTooShort;
         }
         if !job.under_max_running() {

@@ -62,6 +62,13 @@ pub fn reason_text(r: &Reason) -> String {
             "needs a container image, and no agent that serves it has a container runtime".into()
         }
         Reason::LifetimeTooShort => "its walltime does not fit in any agent's remaining lifetime; a fresher pilot will take it".into(),
+        Reason::Benched {
+            agents,
+            remaining_ms,
+        } => format!(
+            "the {agents} agent(s) that can run it kept losing what they were sent (circuit breaker); one is tried again in {} s",
+            remaining_ms.div_ceil(1000)
+        ),
         Reason::Throttled { running, .. } => {
             format!("job throttled by max_running ({running} running)")
         }
@@ -190,6 +197,13 @@ mod tests {
             (
                 Reason::Throttled { running: 1, max: 1 },
                 "job throttled by max_running (1 running)",
+            ),
+            (
+                Reason::Benched {
+                    agents: 2,
+                    remaining_ms: 59_001,
+                },
+                "the 2 agent(s) that can run it kept losing what they were sent (circuit breaker); one is tried again in 60 s",
             ),
             (
                 Reason::Reserved { agent: "a1".into() },

@@ -119,6 +119,15 @@ fn an_agent_that_keeps_losing_what_it_is_sent_is_benched_then_tried_again() {
         assigned(&fx, a).is_empty(),
         "a benched agent is offered nothing"
     );
+    let task = env.core.jobs.values().next().unwrap().first_task;
+    let why = env.core.why(task, env.now_ms).expect("a task");
+    assert_eq!(
+        why.reason,
+        scalable_common::explain::Reason::Benched {
+            agents: 1,
+            remaining_ms: 10_000
+        }
+    );
     let benched = env.store_log.iter().any(|op| {
         matches!(
             op,
