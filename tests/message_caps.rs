@@ -60,6 +60,39 @@ fn forty_tasks_of_a_megabyte_of_argv_on_one_wide_agent_run_and_the_database_stay
 }
 
 #[test]
+fn a_task_whose_assignment_cannot_fit_in_a_message_fails_with_the_reason_and_the_rest_runs() {
+    // Regression (issue 12, defect 1): one assignment alone over the cap was
+    // sent, dropped with its connection and sent again forever.
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "2"]);
+    b.wait_agents(1);
+    let wf = b.write(
+        "huge.yaml",
+        r#"
+workflow: huge-argv
+jobs:
+  - name: huge
+    retries: 3
+    command: [echo, "{{ 'a' * 17000000 }}"]
+  - name: fine
+    range: "1..=3"
+    command: ["true"]
+"#,
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let st = wait_finished(&b, &run, Duration::from_secs(60));
+    assert_eq!(st["counts"]["failed"], 1, "{st}");
+    assert_eq!(st["counts"]["succeeded"], 3, "{st}");
+    let text = stdout(&b.cli(&["analyze", &run]));
+    assert!(
+        text.contains("attempt 1: SPAWN_FAILED") && text.contains("exceeds the cap of"),
+        "{text}"
+    );
+    assert!(!text.contains("attempt 2"), "no retry: {text}");
+    assert!(db_bytes(&b) < 16 << 20, "the database stays small");
+}
+
+#[test]
 fn analyze_of_three_hundred_failed_tasks_that_print_a_lot_lists_them_all() {
     // Regression (issue 12, defect 3): the reply (300 x 128 kB of output
     // tails) passed the cap, was dropped, and the CLI said the broker was
