@@ -181,7 +181,7 @@ fn a_reply_that_still_cannot_fit_is_an_error_that_says_so_not_an_unreachable_bro
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("exceeds the cap of 16777216 bytes (hint: "),
+        err.contains("exceeds the cap of 16777216 bytes (hint: look at one task: scalable logs"),
         "{err}"
     );
 }
