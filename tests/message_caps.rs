@@ -156,3 +156,32 @@ fn status_answers_with_runs_whose_names_are_megabytes_long() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().map(Vec::len), Some(4));
 }
+
+#[test]
+fn a_reply_that_still_cannot_fit_is_an_error_that_says_so_not_an_unreachable_broker() {
+    // Regression (issue 12, defect 3): the broker dropped the reply and the
+    // CLI said it was unreachable (exit 3). A run name of 17 MB in the store
+    // (written behind the broker's back: submit refuses such names) makes the
+    // header of `analyze` alone larger than any message.
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "1"]);
+    b.wait_agents(1);
+    let run = b
+        .ok(&["submit", "--name", "short", "--", "false"])
+        .trim()
+        .to_string();
+    wait_finished(&b, &run, Duration::from_secs(60));
+    {
+        let db = rusqlite::Connection::open(b.state().join("broker.db")).unwrap();
+        db.busy_timeout(Duration::from_secs(10)).unwrap();
+        db.execute("UPDATE runs SET name = ?1", [&"n".repeat(17 << 20)])
+            .unwrap();
+    }
+    let out = b.cli(&["analyze", &run]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("exceeds the cap of 16777216 bytes (hint: look at one task: scalable logs"),
+        "{err}"
+    );
+}

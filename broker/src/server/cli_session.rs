@@ -32,12 +32,13 @@ async fn serve_request(
             return;
         }
     };
+    let hint = hint_for(&req);
     let (tx, rx) = oneshot::channel();
     if core_tx.send(CoreMsg::Cli { req, reply: tx }).is_err() {
         return;
     }
     if let Ok(resp) = rx.await {
-        if let Err(e) = write_frame(&mut send, &within_cap(resp)).await {
+        if let Err(e) = write_frame(&mut send, &within_cap(resp, hint)).await {
             tracing::warn!("cannot send a reply to a cli: {e}");
         }
         let _ = send.finish();
@@ -50,16 +51,26 @@ async fn serve_request(
 /// so, which the CLI prints and exits 1 with (it used to find the stream
 /// closed and call the broker unreachable). Paged replies rarely get here:
 /// only a single item larger than the cap does.
-fn within_cap(resp: Response) -> Response {
+fn within_cap(resp: Response, hint: &str) -> Response {
     let bytes = encoded_len(&resp);
     if bytes <= MESSAGE_BYTES_MAX {
         return resp;
     }
     Response::Error {
         message: format!(
-            "the broker's reply of {bytes} bytes exceeds the cap of {MESSAGE_BYTES_MAX} bytes (hint: ask for less: one run, one task, or one attempt)"
+            "the broker's reply of {bytes} bytes exceeds the cap of {MESSAGE_BYTES_MAX} bytes (hint: {hint})"
         ),
         exit_code: scalable_common::exit::ExitCode::Failed.code(),
+    }
+}
+
+/// What to ask instead when the reply to `req` cannot be sent.
+fn hint_for(req: &Request) -> &'static str {
+    match req {
+        Request::Status { run: None, .. } => "ask for one run: scalable status RUN",
+        Request::Analyze { .. } => "look at one task: scalable logs RUN/JOB/INDEX --stderr",
+        Request::Logs { .. } => "ask for one attempt: scalable logs TASK --attempt N",
+        _ => "ask for less",
     }
 }
 
@@ -86,7 +97,7 @@ mod tests {
 
     #[test]
     fn a_reply_within_the_cap_goes_as_it_is() {
-        let resp = within_cap(status_named("small".into()));
+        let resp = within_cap(status_named("small".into()), "unused");
         assert!(matches!(resp, Response::Status(_)));
     }
 
@@ -94,13 +105,13 @@ mod tests {
     fn a_reply_over_the_cap_becomes_an_error_that_names_its_size() {
         let resp = status_named("n".repeat(MESSAGE_BYTES_MAX));
         let bytes = encoded_len(&resp);
-        let Response::Error { message, exit_code } = within_cap(resp) else {
+        let Response::Error { message, exit_code } = within_cap(resp, "ask for less") else {
             panic!("an error")
         };
         assert_eq!(exit_code, 1);
         assert!(
             message.starts_with(&format!(
-                "the broker's reply of {bytes} bytes exceeds the cap of {MESSAGE_BYTES_MAX} bytes (hint: "
+                "the broker's reply of {bytes} bytes exceeds the cap of {MESSAGE_BYTES_MAX} bytes (hint: ask for less)"
             )),
             "{message}"
         );
