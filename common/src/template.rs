@@ -414,7 +414,6 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
         })
         .collect();
     let globals: HashSet<&str> = templates.env.globals().map(|(k, _)| k).collect();
-    let has_items = !matches!(job.items, Items::One);
     let count = job.items.count_saturating();
     let mut tasks = Vec::new();
     if render && count > 0 {
@@ -427,45 +426,9 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
         let Ok(tmpl) = templates.env.get_template(name) else {
             continue; // failed to compile: already reported
         };
-        let mut unknown: Vec<String> = tmpl
-            .undeclared_variables(false)
-            .into_iter()
-            .filter(|v| !TEMPLATE_VARS.contains(&v.as_str()) && !globals.contains(v.as_str()))
-            .collect();
-        unknown.sort();
-        let mut bad_names = false;
-        if !has_items && tmpl.undeclared_variables(false).contains("item") {
-            issues.push(TemplateIssue {
-                field: field.to_string(),
-                message: format!(
-                    "job \"{}\" has no foreach or range, so {{{{ item }}}} is undefined",
-                    job.name
-                ),
-                hint: None,
-            });
-            bad_names = true;
-        }
-        if !unknown.is_empty() {
-            let list = unknown
-                .iter()
-                .map(|v| format!("\"{v}\""))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let noun = if unknown.len() == 1 {
-                "variable"
-            } else {
-                "variables"
-            };
-            issues.push(TemplateIssue {
-                field: field.to_string(),
-                message: bad(format!(
-                    "undefined {noun} {list} (templates know item, index and run_id)"
-                )),
-                hint: None,
-            });
-            bad_names = true;
-        }
-        if bad_names {
+        let names = name_issues(job, field, &tmpl, &globals);
+        if !names.is_empty() {
+            issues.extend(names);
             continue;
         }
         for &index in &tasks {
@@ -487,6 +450,56 @@ pub fn check_job_templates(job: &JobDef, render: bool) -> Vec<TemplateIssue> {
     }
     if issues.is_empty() {
         issues.extend(check_whole_tasks(&templates, job, &tasks));
+    }
+    issues
+}
+
+/// The names `tmpl` (in `field` of `job`) uses that no task defines: `item`
+/// in a job without items, anything but `item`, `index`, `run_id` and the
+/// environment's globals.
+fn name_issues(
+    job: &JobDef,
+    field: &str,
+    tmpl: &minijinja::Template<'_, '_>,
+    globals: &HashSet<&str>,
+) -> Vec<TemplateIssue> {
+    let mut issues = Vec::new();
+    let used = tmpl.undeclared_variables(false);
+    if matches!(job.items, Items::One) && used.contains("item") {
+        issues.push(TemplateIssue {
+            field: field.to_string(),
+            message: format!(
+                "job \"{}\" has no foreach or range, so {{{{ item }}}} is undefined",
+                job.name
+            ),
+            hint: None,
+        });
+    }
+    let mut unknown: Vec<&String> = used
+        .iter()
+        .filter(|v| !TEMPLATE_VARS.contains(&v.as_str()) && !globals.contains(v.as_str()))
+        .collect();
+    unknown.sort();
+    if !unknown.is_empty() {
+        let list = unknown
+            .iter()
+            .map(|v| format!("\"{v}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let noun = if unknown.len() == 1 {
+            "variable"
+        } else {
+            "variables"
+        };
+        issues.push(TemplateIssue {
+            field: field.to_string(),
+            message: format!(
+                "bad template in job \"{}\": undefined {noun} {list} \
+                 (templates know item, index and run_id)",
+                job.name
+            ),
+            hint: None,
+        });
     }
     issues
 }
