@@ -11,6 +11,7 @@ mod cli;
 mod dag;
 mod durability;
 mod failures;
+mod hostile;
 mod packing;
 mod pilots;
 mod slurm;
