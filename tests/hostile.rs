@@ -42,7 +42,7 @@ const TEMPLATE_ARGS: usize = 10;
 /// Tasks of each template-expanded job.
 const TEMPLATE_TASKS: usize = 30;
 /// Jobs, tasks per job and literal 100 kB arguments of each literal workflow:
-/// an 4 MB submission, 500 kB of argv per task.
+/// a 4 MB submission, 500 kB of argv per task.
 const LITERAL_JOBS: usize = 8;
 const LITERAL_TASKS: usize = 5;
 const LITERAL_ARGS: usize = 5;
@@ -57,6 +57,9 @@ jobs:
   - {name: work, tag: normal, after: [prep], range: "1..=16", command: [sleep, "0.5"]}
   - {name: sum, tag: normal, after: [work], command: [sleep, "0.3"]}
 "#;
+
+/// How the normal workflow is run, alone and during the burst.
+const NORMAL_RUN: [&str; 3] = ["submit", "normal.yaml", "--wait"];
 
 /// One burst job: `sh -c 'exit 0'` with `args` after it, on the burst agents.
 fn burst_job(name: &str, tasks: usize, args: &[String]) -> String {
@@ -245,37 +248,32 @@ fn max(d: &[Duration]) -> Duration {
     d.iter().copied().max().unwrap_or_default()
 }
 
-#[test]
-fn a_burst_of_large_submissions_stalls_neither_a_normal_workflow_nor_status() {
-    let mut b = Broker::start();
-    b.agent(&["--cpus", "4", "--tags", "normal"]);
-    b.agent(&["--cpus", "16", "--tags", "burst"]);
-    b.agent(&["--cpus", "4", "--tags", "burst"]);
-    b.wait_agents(3);
-    b.write("normal.yaml", NORMAL);
-    let burst = write_burst(&b);
-    let normal = ["submit", "normal.yaml", "--wait"];
+/// What the burst phase measured.
+struct Burst {
+    /// The burst's run ids (from the submits that succeeded).
+    runs: Vec<String>,
+    submit_errors: Vec<String>,
+    /// Until every burst submit returned.
+    submitted: Duration,
+    end: End,
+    /// Until every burst run ended (or the watch gave up).
+    time: Duration,
+    db_peak: u64,
+    normal: Option<Output>,
+    normal_time: Duration,
+    polls: Polls,
+}
 
-    // Quiet: the normal workflow alone, status polled the same way.
-    let poller = Poller::start(&b);
-    let (out, quiet) = run_within(b.cli_command(&normal), Duration::from_secs(60));
-    let quiet_polls = poller.finish();
-    assert!(
-        out.as_ref().is_some_and(|o| o.status.success()),
-        "the normal workflow alone: {}\n{}",
-        describe(&out, quiet),
-        b.log()
-    );
-
-    // The burst: every workflow from its own CLI process, all at once, while
-    // the normal workflow runs again.
-    let poller = Poller::start(&b);
+/// Submits every file in `burst` from its own CLI process, all at once,
+/// while the normal workflow runs again, and watches them all to the end.
+fn run_burst(b: &mut Broker, burst: &[String], quiet: Duration) -> Burst {
+    let poller = Poller::start(b);
     let started = Instant::now();
     let submits: Vec<_> = burst
         .iter()
-        .map(|f| spawn_cli(&b, &["submit", f], BURST_LIMIT))
+        .map(|f| spawn_cli(b, &["submit", f], BURST_LIMIT))
         .collect();
-    let normal_run = spawn_cli(&b, &normal, quiet * NORMAL_LIMIT_FACTOR);
+    let normal = spawn_cli(b, &NORMAL_RUN, quiet * NORMAL_LIMIT_FACTOR);
     let mut runs = Vec::new();
     let mut submit_errors = Vec::new();
     for (f, s) in burst.iter().zip(submits) {
@@ -285,48 +283,97 @@ fn a_burst_of_large_submissions_stalls_neither_a_normal_workflow_nor_status() {
         }
     }
     let submitted = started.elapsed();
-    let (end, db_peak) = watch(&mut b, &poller, &runs, started);
-    let burst_time = started.elapsed();
-    let burst_polls = poller.finish();
-    let (normal_out, normal_time) = normal_run.join().unwrap();
-    let failed: Vec<String> = runs
-        .iter()
-        .filter(|r| burst_polls.state(r).as_deref() != Some("succeeded"))
-        .cloned()
-        .collect();
+    let (end, db_peak) = watch(b, &poller, &runs, started);
+    let time = started.elapsed();
+    // Status is polled until the normal workflow has ended too.
+    let (normal, normal_time) = normal.join().unwrap();
+    Burst {
+        runs,
+        submit_errors,
+        submitted,
+        end,
+        time,
+        db_peak,
+        normal,
+        normal_time,
+        polls: poller.finish(),
+    }
+}
 
-    let figures = format!(
-        "hostile: quiet_s={:.2} normal_in_burst_s={:.2} ratio={:.2} burst_submitted_s={:.2} burst_s={:.2} ({end:?}) \
-         status_quiet_max_ms={} status_burst_max_ms={} status_polls={} status_failures={} db_peak_mb={} \
-         burst_states={:?}",
-        quiet.as_secs_f64(),
-        normal_time.as_secs_f64(),
-        normal_time.as_secs_f64() / quiet.as_secs_f64(),
-        submitted.as_secs_f64(),
-        burst_time.as_secs_f64(),
-        max(&quiet_polls.latencies).as_millis(),
-        max(&burst_polls.latencies).as_millis(),
-        burst_polls.latencies.len(),
-        burst_polls.failures.len(),
-        db_peak >> 20,
-        runs.iter().map(|r| burst_polls.state(r)).collect::<Vec<_>>(),
+impl Burst {
+    /// The burst runs that did not succeed.
+    fn failed(&self) -> Vec<&String> {
+        let ok = |r: &&String| self.polls.state(r).as_deref() == Some("succeeded");
+        self.runs.iter().filter(|r| !ok(r)).collect()
+    }
+
+    /// One line of figures, printed and quoted in every failure.
+    fn figures(&self, quiet: Duration, quiet_polls: &Polls) -> String {
+        format!(
+            "hostile: quiet_s={:.2} normal_in_burst_s={:.2} ratio={:.2} burst_submitted_s={:.2} \
+             burst_s={:.2} ({:?}) status_quiet_max_ms={} status_burst_max_ms={} status_polls={} \
+             status_failures={} db_peak_mb={} burst_states={:?}",
+            quiet.as_secs_f64(),
+            self.normal_time.as_secs_f64(),
+            self.normal_time.as_secs_f64() / quiet.as_secs_f64(),
+            self.submitted.as_secs_f64(),
+            self.time.as_secs_f64(),
+            self.end,
+            max(&quiet_polls.latencies).as_millis(),
+            max(&self.polls.latencies).as_millis(),
+            self.polls.latencies.len(),
+            self.polls.failures.len(),
+            self.db_peak >> 20,
+            self.runs
+                .iter()
+                .map(|r| self.polls.state(r))
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+#[test]
+fn a_burst_of_large_submissions_stalls_neither_a_normal_workflow_nor_status() {
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "4", "--tags", "normal"]);
+    b.agent(&["--cpus", "16", "--tags", "burst"]);
+    b.agent(&["--cpus", "4", "--tags", "burst"]);
+    b.wait_agents(3);
+    b.write("normal.yaml", NORMAL);
+    let files = write_burst(&b);
+
+    // Quiet: the normal workflow alone, status polled the same way.
+    let poller = Poller::start(&b);
+    let (out, quiet) = run_within(b.cli_command(&NORMAL_RUN), Duration::from_secs(60));
+    let quiet_polls = poller.finish();
+    assert!(
+        out.as_ref().is_some_and(|o| o.status.success()),
+        "the normal workflow alone: {}\n{}",
+        describe(&out, quiet),
+        b.log()
     );
+
+    let burst = run_burst(&mut b, &files, quiet);
+    let figures = burst.figures(quiet, &quiet_polls);
     eprintln!("{figures}");
     assert!(
-        submit_errors.is_empty(),
-        "{figures}\nsubmits failed: {submit_errors:#?}"
+        burst.submit_errors.is_empty(),
+        "{figures}\nsubmits failed: {:#?}",
+        burst.submit_errors
     );
     assert!(
-        normal_out.as_ref().is_some_and(|o| o.status.success()) && normal_time <= quiet * 2,
+        burst.normal.as_ref().is_some_and(|o| o.status.success()) && burst.normal_time <= quiet * 2,
         "{figures}\nthe normal workflow took more than twice its quiet time: {}",
-        describe(&normal_out, normal_time)
+        describe(&burst.normal, burst.normal_time)
     );
+    let status_max = max(&burst.polls.latencies);
     assert!(
-        burst_polls.failures.is_empty() && max(&burst_polls.latencies) <= STATUS_LATENCY_MAX,
+        burst.polls.failures.is_empty() && status_max <= STATUS_LATENCY_MAX,
         "{figures}\nstatus did not answer within {STATUS_LATENCY_MAX:?}: {:#?}",
-        burst_polls.failures
+        burst.polls.failures
     );
-    assert_eq!(end, End::Done, "{figures}\nthe burst did not finish");
+    assert_eq!(burst.end, End::Done, "{figures}\nthe burst did not finish");
+    let failed = burst.failed();
     assert!(
         failed.is_empty(),
         "{figures}\nburst runs did not succeed: {failed:?}"
