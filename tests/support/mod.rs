@@ -131,13 +131,18 @@ impl Broker {
 
     /// Runs the CLI in the work dir.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(cli_exe())
-            .arg("--access")
+        self.cli_command(args).output().expect("run scalable")
+    }
+
+    /// The CLI as a command in the work dir, for a caller that spawns it
+    /// without waiting (several at once, or under a time limit).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(cli_exe());
+        cmd.arg("--access")
             .arg(self.access())
             .args(args)
-            .current_dir(self.work())
-            .output()
-            .expect("run scalable")
+            .current_dir(self.work());
+        cmd
     }
 
     /// Runs the CLI and expects exit 0; returns stdout.
@@ -170,6 +175,18 @@ impl Broker {
     pub fn write(&self, name: &str, text: &str) -> String {
         std::fs::write(self.work().join(name), text).unwrap();
         name.to_string()
+    }
+
+    /// Bytes of the broker's database files (with its WAL and shared memory).
+    pub fn db_bytes(&self) -> u64 {
+        std::fs::read_dir(self.state())
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("broker.db"))
+                    .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Read-only view of the broker's database.
@@ -234,6 +251,32 @@ pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `cmd` until it exits or `limit` passes (then kills it): its output,
+/// `None` if it was killed, and how long it ran.
+pub fn run_within(mut cmd: Command, limit: Duration) -> (Option<Output>, Duration) {
+    let start = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a command");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reading both pipes while waiting needs a thread; the channel gives the limit.
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => (Some(out.expect("wait for a command")), start.elapsed()),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = rx.recv();
+            (None, start.elapsed())
+        }
     }
 }
 
