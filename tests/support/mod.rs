@@ -1,7 +1,9 @@
 //! Helpers that start real processes: a broker, agents, the CLI.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 pub fn broker_exe() -> PathBuf {
@@ -30,6 +32,35 @@ pub struct Broker {
     pub agents: Vec<Child>,
     /// The flags it was started with (a restart reuses them).
     pub args: Vec<String>,
+    /// Held while the broker lives, so a [`solo`] test waits for it.
+    _shared: Option<RwLockReadGuard<'static, ()>>,
+}
+
+/// Tests that assert on latency (`hostile`) run alone: every broker holds this
+/// lock shared while it lives, [`solo`] takes it exclusively. Other tests of
+/// the one integration binary run in parallel (4 threads), and on a 2-core
+/// machine their load alone would decide a 1 s latency bar.
+static SOLO: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    /// This test thread holds [`SOLO`] exclusively (its own brokers must not
+    /// wait for themselves).
+    static SOLO_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs the rest of the calling test with no other broker alive.
+pub struct Solo(#[allow(dead_code)] RwLockWriteGuard<'static, ()>);
+
+pub fn solo() -> Solo {
+    let guard = SOLO.write().unwrap_or_else(|e| e.into_inner());
+    SOLO_HERE.with(|s| s.set(true));
+    Solo(guard)
+}
+
+impl Drop for Solo {
+    fn drop(&mut self) {
+        SOLO_HERE.with(|s| s.set(false));
+    }
 }
 
 impl Broker {
@@ -50,12 +81,18 @@ impl Broker {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let shared = if SOLO_HERE.with(|s| s.get()) {
+            None
+        } else {
+            Some(SOLO.read().unwrap_or_else(|e| e.into_inner()))
+        };
         let child = spawn_broker(dir.path(), "127.0.0.1:0", &args, &env);
         let b = Broker {
             child,
             dir,
             agents: Vec::new(),
             args,
+            _shared: shared,
         };
         wait_until(Duration::from_secs(20), "access.json", || {
             b.access().exists()
