@@ -508,6 +508,10 @@ mod tests {
         let path = dir.path().join("broker.db");
         open(&path, StateOrigin::New).unwrap();
         let conn = Connection::open(&path).unwrap();
+        // The store just dropped may still be closing its connection on its
+        // own thread; leaving WAL mode needs the database to itself.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
         conn.execute_batch("PRAGMA journal_mode = DELETE;").unwrap();
         let row = "x".repeat(200);
         for i in 0..400 {
