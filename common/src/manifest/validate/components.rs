@@ -9,7 +9,7 @@ use super::super::schema::*;
 use super::super::tree::{Entry, Node};
 use super::super::Pos;
 use super::values::{positive, whole, M};
-use super::{check_name, component_synonym, unknown_key, Ck};
+use super::{component_synonym, unknown_key, Ck};
 use super::{COMPONENT_KEYS, GPUS_MAX};
 use crate::workflow::CPUS_MAX;
 
@@ -33,23 +33,7 @@ impl Ck<'_> {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for e in m.entries {
-            let path = join("components", &e.key);
-            if let Err((message, hint)) = check_name("component", &e.key) {
-                self.at_key(e, &path, message, Some(hint));
-                continue;
-            }
-            if e.value.is_null() {
-                if !self.overlay_mode() {
-                    self.at_key(
-                        e,
-                        &path,
-                        format!("component {:?} has no settings", e.key),
-                        Some(format!("e.g. {}: {{cpus: 1, memory: 2G}}", e.key)),
-                    );
-                }
-                continue;
-            }
+        for e in self.named_entries(&m, "components", "component", "cpus: 1, memory: 2G") {
             if let Some(c) = self.component(e) {
                 out.push(c);
             }

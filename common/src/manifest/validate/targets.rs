@@ -9,7 +9,7 @@ use super::super::schema::*;
 use super::super::tree::{Entry, Node};
 use super::super::{join, Pos};
 use super::values::{positive, IntRule};
-use super::{check_name, synonym, unknown_key, Ck, Kind};
+use super::{synonym, unknown_key, Ck, Kind};
 use super::{PROVIDERS, TARGET_KEYS, WORKERS_MAX};
 use crate::suggest::did_you_mean_within;
 
@@ -32,23 +32,7 @@ impl Ck<'_> {
             );
         }
         let mut out = Vec::new();
-        for e in m.entries {
-            let path = join("targets", &e.key);
-            if let Err((message, hint)) = check_name("target", &e.key) {
-                self.at_key(e, &path, message, Some(hint));
-                continue;
-            }
-            if e.value.is_null() {
-                if !self.overlay_mode() {
-                    self.at_key(
-                        e,
-                        &path,
-                        format!("target {:?} has no settings", e.key),
-                        Some(format!("e.g. {}: {{provider: local}}", e.key)),
-                    );
-                }
-                continue;
-            }
+        for e in self.named_entries(&m, "targets", "target", "provider: local") {
             if let Some(t) = self.target(e, None) {
                 out.push((t, e));
             }

@@ -9,7 +9,7 @@ use super::super::tree::{Entry, Node, Value};
 use super::super::Pos;
 use super::values::whole;
 use super::TASK_KEYS;
-use super::{check_name, list_names, names_to_suggest, task_synonym, unknown_key, Ck, Names};
+use super::{list_names, names_to_suggest, task_synonym, unknown_key, Ck, Names};
 use crate::suggest::did_you_mean_within;
 use crate::workflow::RETRIES_MAX;
 
@@ -24,23 +24,7 @@ impl Ck<'_> {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for e in m.entries {
-            let path = join("tasks", &e.key);
-            if let Err((message, hint)) = check_name("task", &e.key) {
-                self.at_key(e, &path, message, Some(hint));
-                continue;
-            }
-            if e.value.is_null() {
-                if !self.overlay_mode() {
-                    self.at_key(
-                        e,
-                        &path,
-                        format!("task {:?} has no settings", e.key),
-                        Some(format!("e.g. {}: {{component: NAME}}", e.key)),
-                    );
-                }
-                continue;
-            }
+        for e in self.named_entries(&m, "tasks", "task", "component: NAME") {
             if let Some(t) = self.task(e) {
                 out.push(t);
             }

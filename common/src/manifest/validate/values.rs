@@ -55,6 +55,40 @@ impl Ck<'_> {
     // --- mappings and keys ----------------------------------------------------
 
     /// `node` as a mapping, or an error showing `example`.
+    /// The entries of a section of named items (`targets`, `components`,
+    /// `tasks`) whose name is valid and that have settings; each bad one is
+    /// reported once (an empty entry is fine in an overlay, which may only
+    /// name it). `settings` is the example shown for an empty entry.
+    pub(super) fn named_entries<'n>(
+        &mut self,
+        m: &M<'n>,
+        section: &str,
+        kind: &str,
+        settings: &str,
+    ) -> Vec<&'n Entry> {
+        let mut out = Vec::new();
+        for e in m.entries {
+            let path = join(section, &e.key);
+            if let Err((message, hint)) = super::check_name(kind, &e.key) {
+                self.at_key(e, &path, message, Some(hint));
+                continue;
+            }
+            if e.value.is_null() {
+                if !self.overlay_mode() {
+                    self.at_key(
+                        e,
+                        &path,
+                        format!("{kind} {:?} has no settings", e.key),
+                        Some(format!("e.g. {}: {{{settings}}}", e.key)),
+                    );
+                }
+                continue;
+            }
+            out.push(e);
+        }
+        out
+    }
+
     pub(super) fn map<'n>(
         &mut self,
         node: &'n Node,
