@@ -333,7 +333,6 @@ impl Burst {
 }
 
 #[test]
-#[ignore = "issue 12 open: during the burst status peaks at 1.0-1.5 s (bar 1 s) because submit::plan of a 4 MB literal workflow runs on the core task; run with --ignored"]
 fn a_burst_of_large_submissions_stalls_neither_a_normal_workflow_nor_status() {
     // Alone: the bars are latencies, which the suite's other tests would set on
     // a 2-core machine (declared before the broker, so it is released after).
@@ -358,7 +357,18 @@ fn a_burst_of_large_submissions_stalls_neither_a_normal_workflow_nor_status() {
     );
 
     let burst = run_burst(&mut b, &files, quiet);
-    let figures = burst.figures(quiet, &quiet_polls);
+    // The broker's own account of its stalls (slow batches and commits).
+    let stalls: Vec<String> = b
+        .log()
+        .lines()
+        .filter(|l| l.contains("core: a batch") || l.contains("store: a transaction"))
+        .map(str::to_string)
+        .collect();
+    let figures = format!(
+        "{}\nbroker stalls:\n{}",
+        burst.figures(quiet, &quiet_polls),
+        stalls.join("\n")
+    );
     eprintln!("{figures}");
     assert!(
         burst.submit_errors.is_empty(),
@@ -381,5 +391,61 @@ fn a_burst_of_large_submissions_stalls_neither_a_normal_workflow_nor_status() {
     assert!(
         failed.is_empty(),
         "{figures}\nburst runs did not succeed: {failed:?}"
+    );
+}
+
+/// A template whose every step is costly: fuel (which counts steps) lets it
+/// run for minutes, repeating a 100 MB string, for the middle task only (the
+/// submit checks render the first and the last). The broker renders it off
+/// its core under a deadline: the task fails naming the deadline, the others
+/// succeed, and `status` answers within a second all along.
+#[test]
+fn a_template_of_costly_steps_fails_at_its_deadline_and_stalls_nothing() {
+    let _solo = solo();
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "2"]);
+    b.wait_agents(1);
+    // About 30 ms a step in a debug build, some 15,000 steps within the fuel.
+    let runaway = "{% if index == 1 %}{% for i in range(20000) %}{{ ('ab' * 50000000) | length }}{% endfor %}{% endif %}{{ index }}";
+    b.write(
+        "runaway.yaml",
+        &format!(
+            "workflow: runaway\njobs:\n  - name: r\n    range: \"1..=3\"\n    command: [echo, {}]\n",
+            serde_json::to_string(runaway).unwrap()
+        ),
+    );
+    let poller = Poller::start(&b);
+    let (out, took) = run_within(
+        b.cli_command(&["submit", "runaway.yaml", "--wait"]),
+        Duration::from_secs(60),
+    );
+    let polls = poller.finish();
+    let out = out.unwrap_or_else(|| panic!("submit --wait still ran after {took:?}\n{}", b.log()));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one task fails: {}",
+        stderr(&out)
+    );
+    let analyze = b.cli(&["analyze", "last"]);
+    let text = stdout(&analyze);
+    assert!(
+        text.contains("took over 2 s"),
+        "the failure names the deadline:\n{text}"
+    );
+    let status = b.cli(&["status", "last", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let counts = &s[0]["counts"];
+    assert_eq!(
+        (counts["succeeded"].as_u64(), counts["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{s}"
+    );
+    let status_max = max(&polls.latencies);
+    assert!(
+        polls.failures.is_empty() && status_max <= STATUS_LATENCY_MAX,
+        "status answered in {status_max:?} at worst ({} polls): {:#?}",
+        polls.latencies.len(),
+        polls.failures
     );
 }

@@ -371,6 +371,9 @@ fn next_ids(conn: &Connection) -> rusqlite::Result<Ids> {
     })
 }
 
+/// A commit at least this slow is logged (`note_slow_commit`).
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf) {
     let mut pending: std::collections::VecDeque<Cmd> = std::collections::VecDeque::new();
     while let Ok(first) = rx.recv() {
@@ -389,7 +392,10 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf) {
                 .unwrap_or(pending.len());
             if writes > 0 {
                 let batch: Vec<Cmd> = pending.drain(..writes).collect();
-                if let Err(e) = apply_writes(&mut conn, &batch) {
+                let started = std::time::Instant::now();
+                let applied = apply_writes(&mut conn, &batch);
+                note_slow_commit(started.elapsed(), batch.len());
+                if let Err(e) = applied {
                     // The broker cannot keep its promises without its store.
                     tracing::error!("store write failed in {}: {e}", path.display());
                     eprintln!(
@@ -421,6 +427,17 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf) {
                 Some(Cmd::Write { .. }) | None => {}
             }
         }
+    }
+}
+
+/// A transaction this slow delays every reply behind it: said in the log,
+/// so a stall can be traced to the store rather than the core.
+fn note_slow_commit(took: std::time::Duration, batches: usize) {
+    if took >= SLOW_COMMIT {
+        tracing::warn!(
+            "store: a transaction of {batches} batches took {} ms; replies behind it waited",
+            took.as_millis()
+        );
     }
 }
 

@@ -16,6 +16,7 @@
 //! template that exceeds its budget fails the same way everywhere.
 
 mod budget;
+mod cost;
 
 use std::collections::HashSet;
 
@@ -26,6 +27,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use crate::workflow::{Item, Items, JobDef};
 use budget::{describe, is_over_budget, Budget};
 pub use budget::{TEMPLATE_BUDGET_HINT, TEMPLATE_FUEL_MAX, TEMPLATE_OUTPUT_BYTES_MAX};
+pub use cost::{is_cheap, CHEAP_TEMPLATE_BYTES_MAX};
 
 /// The variables a task template may use.
 pub const TEMPLATE_VARS: [&str; 3] = ["item", "index", "run_id"];
@@ -74,6 +76,9 @@ pub struct JobTemplates {
     env_vars: Vec<(String, Part)>,
     features: Vec<(String, Part)>,
     workdir: Option<Part>,
+    /// Some template is not [`is_cheap`]: the broker renders this job's
+    /// tasks off its core task.
+    costly: bool,
 }
 
 impl std::fmt::Debug for JobTemplates {
@@ -176,6 +181,7 @@ impl JobTemplates {
             env: environment(),
             issues: Vec::new(),
             next_id: 0,
+            costly: false,
         };
         let command = job
             .command
@@ -218,8 +224,15 @@ impl JobTemplates {
             env_vars,
             features,
             workdir,
+            costly: b.costly,
         };
         (templates, b.issues)
+    }
+
+    /// Whether some template of the job may cost more than the broker's core
+    /// should spend ([`is_cheap`]): its tasks render off the core.
+    pub fn is_costly(&self) -> bool {
+        self.costly
     }
 
     /// The context of task `index`, or why there is none.
@@ -375,6 +388,7 @@ struct Builder {
     env: Environment<'static>,
     issues: Vec<TemplateIssue>,
     next_id: usize,
+    costly: bool,
 }
 
 impl Builder {
@@ -386,6 +400,7 @@ impl Builder {
         // from YAML (two `env` entries with one key), ids cannot.
         let name = format!("t{}", self.next_id);
         self.next_id += 1;
+        self.costly |= !is_cheap(text);
         if let Err(e) = self.env.add_template_owned(name.clone(), text.to_string()) {
             self.issues.push(TemplateIssue {
                 field: field.clone(),

@@ -7,8 +7,11 @@
 
 use scalable_common::protocol::JobId;
 
-use super::model::TaskState;
-use super::{task_cwd, CacheProbe, Core};
+use std::sync::Arc;
+
+use super::model::{RenderedTask, TaskState};
+use super::render::task_render;
+use super::{CacheProbe, Core};
 
 impl Core {
     /// Asks the shell to look the task up in the cache before it runs.
@@ -17,22 +20,31 @@ impl Core {
         job.probing.insert(index);
         let job = &self.jobs[&job_id];
         let run = &self.runs[&job.run];
-        let t = &job.templates;
+        // A task that does not render is probed as the run's cwd with nothing
+        // in it: a miss, and its attempt then fails with the template error.
+        let r = task_render(run, job, index).unwrap_or_else(|_| {
+            Arc::new(RenderedTask {
+                argv: Vec::new(),
+                env: Vec::new(),
+                cwd: run.cwd.clone(),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            })
+        });
         let probe = CacheProbe {
             job: job_id,
             index,
             workflow: run.name.clone(),
             job_name: job.def.name.clone(),
-            argv: t.argv(&job.def, index, run.id).unwrap_or_default(),
+            argv: r.argv.clone(),
             image: job.container.as_ref().map(|c| c.image.clone()),
-            env: job
-                .container
-                .as_ref()
-                .map(|c| c.env.clone())
-                .unwrap_or_else(|| t.env(&job.def, index, run.id).unwrap_or_default()),
-            cwd: task_cwd(run, job, index),
-            inputs: t.inputs(&job.def, index, run.id).unwrap_or_default(),
-            outputs: t.outputs(&job.def, index, run.id).unwrap_or_default(),
+            env: match &job.container {
+                Some(c) => c.env.clone(),
+                None => r.env.clone(),
+            },
+            cwd: r.cwd.clone(),
+            inputs: r.inputs.clone(),
+            outputs: r.outputs.clone(),
         };
         self.fx.cache_probe.push(probe);
     }

@@ -6,11 +6,13 @@
 //! wire format of messages to agents; the store and the shell translate.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use scalable_common::protocol::{
     AgentId, Assignment, AttemptId, AttemptResult, JobId, PilotInfo, RunId, TaskId,
 };
 use scalable_common::resources::Resources;
+use scalable_common::workflow::{JobDef, JobTemplates};
 
 /// One write to the store. Only the store turns these into SQL.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,6 +208,9 @@ pub struct Effects {
     /// `cache: true` tasks to look up before they run (the shell answers with
     /// `Core::cache_answer`).
     pub cache_probe: Vec<CacheProbe>,
+    /// Tasks of jobs with costly templates to render off the core (the shell
+    /// answers with `Core::render_answer`).
+    pub render: Vec<RenderRequest>,
     /// Counted successes of `cache: true` tasks, to save in the cache.
     pub cache_record: Vec<CacheRecord>,
     /// Counted attempts with declared outputs. The shell promotes their
@@ -226,6 +231,7 @@ impl Effects {
             && self.disconnect.is_empty()
             && self.finished_runs.is_empty()
             && self.cache_probe.is_empty()
+            && self.render.is_empty()
             && self.cache_record.is_empty()
             && self.promote.is_empty()
     }
@@ -244,6 +250,18 @@ pub struct CacheProbe {
     pub cwd: String,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
+}
+
+/// A render the shell does for the core, off its task.
+#[derive(Debug, Clone)]
+pub struct RenderRequest {
+    pub job: JobId,
+    pub index: u64,
+    pub run: RunId,
+    /// The directory the run was submitted from.
+    pub run_cwd: String,
+    pub def: Arc<JobDef>,
+    pub templates: Arc<JobTemplates>,
 }
 
 /// A counted success of a `cache: true` task: its key and outputs go in the cache.

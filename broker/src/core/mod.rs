@@ -29,6 +29,7 @@ pub mod effects;
 mod explain;
 pub mod model;
 mod queries;
+pub mod render;
 pub mod restore;
 mod resume;
 mod sanity;
@@ -44,9 +45,11 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use scalable_common::protocol::{AgentId, AttemptId, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 
-pub use effects::{Ack, CacheProbe, CacheRecord, Effects, EventKind, Promote, Shutdown, StoreOp};
+pub use effects::{
+    Ack, CacheProbe, CacheRecord, Effects, EventKind, Promote, RenderRequest, Shutdown, StoreOp,
+};
 use model::{Agent, Attempt, Job, ReadyKey, Run};
-pub use model::{PlannedJob, SubmitPlan};
+pub use model::{PlannedJob, RenderedTask, SubmitPlan};
 
 /// Tunables of the core. Defaults suit production; tests shorten the times.
 #[derive(Debug, Clone)]
@@ -73,6 +76,8 @@ pub struct CoreConfig {
     pub oom_factor: f64,
     /// Cache probes out at once per job (each hashes the task's inputs).
     pub cache_probes_max: usize,
+    /// Renders out at once per job with costly templates (`render`).
+    pub renders_max: usize,
     /// Circuit breaker per task: an attempt lost on the way this many times
     /// (its agent came back without it, never having started it) fails its
     /// task instead of being sent again.
@@ -98,6 +103,7 @@ impl Default for CoreConfig {
             reclaim_window_ms: 30_000,
             oom_factor: 1.5,
             cache_probes_max: 64,
+            renders_max: 64,
             undelivered_limit: 3,
             agent_undelivered_limit: 2,
             bench_ms: 60_000,
@@ -219,16 +225,6 @@ impl Core {
 
     pub fn ids(&self) -> Ids {
         self.ids
-    }
-}
-
-/// Where a task runs: the job's `workdir:` (absolute, or relative to the run's
-/// cwd), else the directory `submit` ran in.
-fn task_cwd(run: &Run, job: &Job, index: u64) -> String {
-    match job.templates.workdir(&job.def, index, run.id) {
-        Ok(Some(w)) if w.starts_with('/') => w,
-        Ok(Some(w)) => format!("{}/{}", run.cwd.trim_end_matches('/'), w),
-        _ => run.cwd.clone(),
     }
 }
 

@@ -189,6 +189,10 @@ pub struct Job {
     pub cancel_marked: bool,
     /// `cache: true` tasks whose cache probe is out (ready, but not queued).
     pub probing: HashSet<u64>,
+    /// Tasks of a job with costly templates whose render is out (ready, but
+    /// not queued), and the renders back, kept until the task ends.
+    pub rendering: HashSet<u64>,
+    pub rendered: HashMap<u64, Result<Arc<RenderedTask>, String>>,
     /// `cache: true` tasks probed and missed: their key (JSON) and why they run.
     pub cache_misses: HashMap<u64, (String, String)>,
 }
@@ -226,6 +230,8 @@ impl Job {
             overrides: HashMap::new(),
             cancel_marked: false,
             probing: HashSet::new(),
+            rendering: HashSet::new(),
+            rendered: HashMap::new(),
             cache_misses: HashMap::new(),
         }
     }
@@ -393,6 +399,19 @@ pub struct Attempt {
     pub cancel_requested: bool,
     /// What this attempt asked for (the job's request or the task's override).
     pub resources: Resources,
+}
+
+/// Everything of one task that comes from its job's templates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedTask {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The task's working directory (its `workdir:` against the run's cwd).
+    pub cwd: String,
+    /// Declared inputs; a template error here leaves them empty (they only
+    /// feed the cache key and telemetry, never the command).
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
 }
 
 /// A workflow that passed validation, with its templates compiled and its jobs'

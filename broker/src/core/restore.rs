@@ -281,12 +281,11 @@ impl Core {
                 continue;
             }
             let run = &self.runs[&job.run];
-            if let Ok(outputs) = job.templates.outputs(&job.def, index, job.run) {
-                let cwd = super::task_cwd(run, job, index);
+            if let Ok(r) = super::render::task_render(run, job, index) {
                 self.fx.promote.push(Promote {
-                    cwd,
+                    cwd: r.cwd.clone(),
                     attempt,
-                    outputs,
+                    outputs: r.outputs.clone(),
                 });
             }
         }

@@ -7,13 +7,15 @@
 //! large to send, checked against `bounds`).
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use scalable_common::protocol::{AgentId, Assignment, AttemptEnd, AttemptId, AttemptResult, JobId};
 use scalable_common::resources::Resources;
 
 use super::model::{Agent, Attempt, Job, ReadyKey, TaskState};
+use super::render::task_render;
 use super::transitions::failure_reason;
-use super::{add_resources, bounds, task_cwd, Core, EventKind, StoreOp};
+use super::{add_resources, bounds, Core, EventKind, StoreOp};
 
 impl Core {
     /// How many unstarted attempts this agent may hold: one per cpu (assigned,
@@ -174,9 +176,16 @@ impl Core {
                 if job.def.cache && job.probing.len() >= self.cfg.cache_probes_max {
                     break;
                 }
+                if job.templates.is_costly() && job.rendering.len() >= self.cfg.renders_max {
+                    break;
+                }
                 let Some(index) = self.pop_ready_task(job_id) else {
                     continue;
                 };
+                if self.needs_render(job_id, index) {
+                    self.request_render(job_id, index);
+                    continue;
+                }
                 let job = &self.jobs[&job_id];
                 if job.def.cache && !job.cache_misses.contains_key(&index) {
                     self.probe_cache(job_id, index);
@@ -244,19 +253,11 @@ impl Core {
         let job = &self.jobs[&job_id];
         let run_id = job.run;
         let task = job.first_task + index;
-        let rendered = job
-            .templates
-            .argv(&job.def, index, run_id)
-            .and_then(|argv| {
-                let outputs = job.templates.outputs(&job.def, index, run_id)?;
-                let env = job.templates.env(&job.def, index, run_id)?;
-                let workdir = job.templates.workdir(&job.def, index, run_id)?;
-                Ok((argv, outputs, env, workdir))
-            });
+        let rendered = task_render(&self.runs[&run_id], job, index);
         // The attempt row is written either way: a task whose template fails for
         // this item gets a recorded, failed attempt. It keeps a bounded argv.
         let argv_json = match &rendered {
-            Ok((argv, ..)) => bounds::stored_argv_json(argv),
+            Ok(r) => bounds::stored_argv_json(&r.argv),
             Err(_) => "[]".into(),
         };
         self.fx.store.push(StoreOp::InsertAttempt {
@@ -271,23 +272,23 @@ impl Core {
             argv_json,
         });
         match rendered {
-            Ok((argv, outputs, env, _)) => {
+            Ok(r) => {
+                // Rendered inline just now: moved, not copied (the hot path).
+                let r = Arc::try_unwrap(r).unwrap_or_else(|kept| (*kept).clone());
+                let job = &self.jobs[&job_id];
                 let assignment = Assignment {
                     attempt: attempt_id,
                     task,
                     run: run_id,
                     attempt_number: number,
-                    argv,
-                    env,
-                    cwd: task_cwd(&self.runs[&run_id], job, index),
+                    argv: r.argv,
+                    env: r.env,
+                    cwd: r.cwd,
                     resources,
                     walltime_ms: job.def.walltime_ms,
-                    outputs,
+                    outputs: r.outputs,
                     container: job.container.clone(),
-                    inputs: job
-                        .templates
-                        .inputs(&job.def, index, run_id)
-                        .unwrap_or_default(),
+                    inputs: r.inputs,
                 };
                 if let Some(error) = bounds::oversized(&assignment) {
                     // It could never be sent: fail it now, not on every try.

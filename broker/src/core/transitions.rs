@@ -14,7 +14,8 @@ use std::collections::BTreeSet;
 use scalable_common::protocol::{AttemptEnd, AttemptId, AttemptResult, JobId, RunId, TaskId};
 
 use super::model::{Attempt, ReadyKey, RunState, TaskState};
-use super::{sub_resources, task_cwd, CacheRecord, Core, EventKind, Promote, StoreOp};
+use super::render::task_render;
+use super::{sub_resources, CacheRecord, Core, EventKind, Promote, StoreOp};
 
 impl Core {
     /// Dependencies met: every waiting task of the job becomes ready.
@@ -120,18 +121,23 @@ impl Core {
         self.counted.insert(at.id);
         let job = self.jobs.get_mut(&at.job).expect("attempt's job exists");
         let run = &self.runs[&job.run];
-        if !job.def.outputs.is_empty() {
-            if let Ok(outputs) = job.templates.outputs(&job.def, at.index, job.run) {
-                self.fx.promote.push(Promote {
-                    cwd: task_cwd(run, job, at.index),
-                    attempt: at.id,
-                    outputs,
-                });
-            }
-        }
         let note = job.cache_misses.remove(&at.index);
+        // Rendered only when something needs it (kept for a costly job).
+        let rendered = (!job.def.outputs.is_empty() || note.is_some())
+            .then(|| task_render(run, job, at.index).ok())
+            .flatten();
+        if let (false, Some(r)) = (job.def.outputs.is_empty(), &rendered) {
+            self.fx.promote.push(Promote {
+                cwd: r.cwd.clone(),
+                attempt: at.id,
+                outputs: r.outputs.clone(),
+            });
+        }
         if let Some((key_json, _)) = &note {
-            let rendered = job.templates.outputs(&job.def, at.index, job.run);
+            let (cwd, outputs) = match &rendered {
+                Some(r) => (r.cwd.clone(), r.outputs.clone()),
+                None => (run.cwd.clone(), Vec::new()),
+            };
             self.fx.cache_record.push(CacheRecord {
                 workflow: run.name.clone(),
                 job_name: job.def.name.clone(),
@@ -139,8 +145,8 @@ impl Core {
                 task: job.first_task + at.index,
                 attempt: at.id,
                 key_json: key_json.clone(),
-                cwd: task_cwd(run, job, at.index),
-                outputs: rendered.unwrap_or_default(),
+                cwd,
+                outputs,
             });
         }
         let reason = note.map(|(_, why)| why);
@@ -295,6 +301,10 @@ impl Core {
     ) {
         debug_assert!(state.is_terminal());
         self.set_task_state(job_id, index, state);
+        // A kept render is needed until the task ends, not after.
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.rendered.remove(&index);
+        }
         let run_id = self.jobs[&job_id].run;
         self.record_task(job_id, index, reason, now_ms);
         if state == TaskState::Failed {
@@ -360,6 +370,8 @@ impl Core {
         let job = self.jobs.get_mut(&job_id).expect("exists");
         job.requeued.clear();
         job.probing.clear();
+        job.rendering.clear();
+        job.rendered.clear();
         job.next_fresh = job.count();
         if cancelled > 0 && !job.cancel_marked {
             job.cancel_marked = true;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use scalable_common::access;
 use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{AgentHello, CliHello, Hello, HelloReply, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
@@ -24,15 +25,17 @@ pub(super) fn spawn(
     core_tx: mpsc::UnboundedSender<CoreMsg>,
     secrets: Arc<access::BrokerSecrets>,
     liveness: Liveness,
+    manifest: Option<Arc<Manifest>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
             let core_tx = core_tx.clone();
             let secrets = secrets.clone();
+            let manifest = manifest.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 match incoming.await {
-                    Ok(conn) => handle_connection(conn, core_tx, secrets, liveness).await,
+                    Ok(conn) => handle_connection(conn, core_tx, secrets, liveness, manifest).await,
                     Err(e) => tracing::warn!(
                         "refused connection from {remote}: {}",
                         describe_conn_error(&e)
@@ -61,6 +64,7 @@ async fn handle_connection(
     core_tx: mpsc::UnboundedSender<CoreMsg>,
     secrets: Arc<access::BrokerSecrets>,
     liveness: Liveness,
+    manifest: Option<Arc<Manifest>>,
 ) {
     let remote = conn.remote_address();
     let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
@@ -97,7 +101,7 @@ async fn handle_connection(
                 return;
             }
             let _ = send.finish();
-            cli_session::serve(conn, core_tx).await;
+            cli_session::serve(conn, core_tx, manifest).await;
         }
     }
 }

@@ -2,20 +2,33 @@
 //! `Response`. The request goes to the core task, which releases the reply
 //! only after the writes behind it are committed.
 //!
+//! A submit is planned here, on a blocking thread, before it reaches the
+//! core: validating, compiling and serialising a workflow of megabytes takes
+//! the core hundreds of milliseconds that every agent and CLI would wait.
+//!
 //! It answers nothing itself except a request it cannot parse, and a reply
 //! too large to send (replaced by an error that says so); it must not touch
 //! the core or the store.
 
+use std::sync::Arc;
+
 use scalable_common::frame::{encoded_len, read_frame, write_frame};
-use scalable_common::protocol::{Request, Response, MESSAGE_BYTES_MAX};
+use scalable_common::manifest::Manifest;
+use scalable_common::protocol::{Request, Response, SubmitRequest, MESSAGE_BYTES_MAX};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{bad, CoreMsg};
+use crate::core::SubmitPlan;
+use crate::submit;
 
 /// Serves a CLI whose hello was accepted, one task per request stream.
-pub(super) async fn serve(conn: quinn::Connection, core_tx: mpsc::UnboundedSender<CoreMsg>) {
+pub(super) async fn serve(
+    conn: quinn::Connection,
+    core_tx: mpsc::UnboundedSender<CoreMsg>,
+    manifest: Option<Arc<Manifest>>,
+) {
     while let Ok((send, recv)) = conn.accept_bi().await {
-        tokio::spawn(serve_request(send, recv, core_tx.clone()));
+        tokio::spawn(serve_request(send, recv, core_tx.clone(), manifest.clone()));
     }
 }
 
@@ -23,6 +36,7 @@ async fn serve_request(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     core_tx: mpsc::UnboundedSender<CoreMsg>,
+    manifest: Option<Arc<Manifest>>,
 ) {
     let req: Request = match read_frame(&mut recv, MESSAGE_BYTES_MAX).await {
         Ok(Some(r)) => r,
@@ -34,7 +48,14 @@ async fn serve_request(
     };
     let hint = hint_for(&req);
     let (tx, rx) = oneshot::channel();
-    if core_tx.send(CoreMsg::Cli { req, reply: tx }).is_err() {
+    let msg = match req {
+        Request::Submit(s) => CoreMsg::Submit {
+            plan: plan_off_core(s, manifest).await,
+            reply: tx,
+        },
+        req => CoreMsg::Cli { req, reply: tx },
+    };
+    if core_tx.send(msg).is_err() {
         return;
     }
     if let Ok(resp) = rx.await {
@@ -45,6 +66,16 @@ async fn serve_request(
         // Let the response drain before the stream is dropped.
         let _ = send.stopped().await;
     }
+}
+
+/// `submit::plan` on a blocking thread (it is pure cpu work on the request).
+async fn plan_off_core(
+    s: SubmitRequest,
+    manifest: Option<Arc<Manifest>>,
+) -> Result<SubmitPlan, String> {
+    tokio::task::spawn_blocking(move || submit::plan(s, manifest.as_deref()))
+        .await
+        .unwrap_or_else(|e| Err(format!("planning the submit failed: {e}")))
 }
 
 /// The reply itself when it fits in one message; else the error that says

@@ -18,6 +18,7 @@ use scalable_common::protocol::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::fleet_io::{self, FleetCtx};
+use super::render_io::Renderer;
 use super::requests::{self, RequestCtx};
 use super::routing::{self, Deferred, Promotion, Routed, Step};
 use super::{cache_io, now_ms, CoreMsg};
@@ -29,6 +30,9 @@ use crate::store::Store;
 
 /// Messages the core task applies before it schedules and writes once.
 const CORE_BATCH_MAX: usize = 4_096;
+
+/// A batch at least this slow is logged (`note_slow_batch`).
+const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the core task talks to besides the core and the fleet.
 pub(super) struct Around {
@@ -52,6 +56,7 @@ struct CoreTask {
     stop: mpsc::UnboundedSender<()>,
     manifest: Option<Arc<Manifest>>,
     blobs: Arc<cache::Blobs>,
+    renderer: Renderer,
     last_heartbeat: u64,
     heartbeat_ms: u64,
 }
@@ -83,6 +88,7 @@ pub(super) async fn run(
         stop: around.stop,
         manifest: around.manifest,
         blobs: Arc::new(cache::Blobs::new(around.cache_dir).with_output_roots(output_roots)),
+        renderer: Renderer::new(),
         last_heartbeat: 0,
         heartbeat_ms,
     };
@@ -93,10 +99,13 @@ pub(super) async fn run(
             deferred: Vec::new(),
             ops: Vec::new(),
         };
+        let (started, count) = (std::time::Instant::now(), msgs.len());
         for msg in msgs.drain(..) {
             task.dispatch(msg, &mut batch);
         }
+        let applied = started.elapsed();
         task.commit(batch);
+        note_slow_batch(count, applied, started.elapsed());
     }
     // Tell connected agents the broker is going away.
     for (_, tx) in task.agents.values() {
@@ -133,6 +142,11 @@ impl CoreTask {
                 .core
                 .cache_answer(job, index, hit, key_json, why, b.now),
             CoreMsg::Cli { req, reply } => self.on_cli(req, reply, b),
+            CoreMsg::Rendered { job, index, result } => self.core.render_answer(job, index, result),
+            CoreMsg::Submit { plan, reply } => {
+                let resp = requests::submit(&mut self.core, plan, b.now);
+                b.deferred.push(Deferred::Reply(reply, resp));
+            }
             CoreMsg::FleetStarted {
                 tag,
                 result,
@@ -255,6 +269,9 @@ impl CoreTask {
                 (self.store.clone(), self.blobs.clone(), self.to_core.clone());
             tokio::spawn(cache_io::probe(probe, store, blobs, to_core));
         }
+        for req in std::mem::take(&mut fx.render) {
+            self.renderer.spawn(req, self.to_core.clone());
+        }
         let records = std::mem::take(&mut fx.cache_record);
         let agents = &self.agents;
         let routed = routing::route(
@@ -295,6 +312,19 @@ impl CoreTask {
         for agent in agents {
             self.agents.remove(&agent);
         }
+    }
+}
+
+/// A batch this slow stalled every agent and CLI: said in the log with where
+/// the time went (applying the messages, or scheduling and routing).
+fn note_slow_batch(messages: usize, applied: std::time::Duration, total: std::time::Duration) {
+    if total >= SLOW_BATCH {
+        tracing::warn!(
+            "core: a batch of {messages} messages took {} ms ({} ms applying them, {} ms scheduling and routing)",
+            total.as_millis(),
+            applied.as_millis(),
+            (total - applied).as_millis()
+        );
     }
 }
 

@@ -25,6 +25,7 @@ mod cache_io;
 mod cli_session;
 mod core_task;
 mod fleet_io;
+mod render_io;
 mod requests;
 mod routing;
 
@@ -43,7 +44,7 @@ use scalable_common::protocol::{
 use scalable_common::tls;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::CoreConfig;
+use crate::core::{CoreConfig, RenderedTask, SubmitPlan};
 use crate::local::LocalAgents;
 use crate::providers::{PilotState, StartedPilot};
 use crate::store::{StateOrigin, Store};
@@ -109,6 +110,19 @@ enum CoreMsg {
     Cli {
         req: Request,
         reply: oneshot::Sender<Response>,
+    },
+    /// A `Request::Submit` planned off the core (`cli_session`): validating,
+    /// compiling and serialising a large workflow costs too much for the task
+    /// every agent and CLI waits on.
+    Submit {
+        plan: Result<SubmitPlan, String>,
+        reply: oneshot::Sender<Response>,
+    },
+    /// A costly template rendered off the core (`render_io`).
+    Rendered {
+        job: u64,
+        index: u64,
+        result: Result<RenderedTask, String>,
     },
     Tick,
 }
@@ -211,6 +225,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         core_tx.clone(),
         Arc::new(secrets),
         liveness,
+        cfg.manifest.clone(),
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -7,14 +7,14 @@
 
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
-    Page, Request, Response, RunId, RunRef, SubmitRequest, TaskId, TaskRef, REPLY_PAGE_BYTES_MAX,
+    Page, Request, Response, RunId, RunRef, TaskId, TaskRef, REPLY_PAGE_BYTES_MAX,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::fleet_io::{self, FleetCtx, ScaleReq};
 use super::routing::{Deferred, Query};
 use super::{bad, now_ms, CoreMsg};
-use crate::core::{Core, StoreOp};
+use crate::core::{Core, StoreOp, SubmitPlan};
 use crate::paging::PageBuilder;
 use crate::{store, submit};
 
@@ -46,7 +46,9 @@ pub(super) fn handle(
 ) -> Option<Deferred> {
     let now = cx.now;
     let answer = match req {
-        Request::Submit(s) => Answer::Now(submit(cx.core, cx.manifest, s, now)),
+        // `cli_session` plans every submit off the core and sends
+        // `CoreMsg::Submit`; one arriving here unplanned is planned here.
+        Request::Submit(s) => Answer::Now(submit(cx.core, submit::plan(s, cx.manifest), now)),
         Request::Status { run, after } => Answer::Now(status(cx.core, run, after)),
         Request::Agents => Answer::Now(Response::Agents(cx.core.agent_infos())),
         Request::Cancel { run, task } => Answer::Now(cancel(cx.core, run, task, now)),
@@ -84,8 +86,9 @@ pub(super) fn handle(
     })
 }
 
-fn submit(core: &mut Core, manifest: Option<&Manifest>, s: SubmitRequest, now: u64) -> Response {
-    match submit::plan(s, manifest) {
+/// Adds a planned run to the core: the reply to a submit.
+pub(super) fn submit(core: &mut Core, plan: Result<SubmitPlan, String>, now: u64) -> Response {
+    match plan {
         Ok(plan) => match core.submit(plan, now) {
             Ok((run, tasks)) => Response::Submitted { run, tasks },
             Err(e) => bad(e.to_string()),

@@ -8,6 +8,7 @@ mod demand;
 mod explain;
 mod invariants;
 mod limits;
+mod render;
 mod restore;
 mod resume;
 mod scheduling;
@@ -196,8 +197,19 @@ fn merge(into: &mut Effects, fx: Effects) {
     into.disconnect.extend(fx.disconnect);
     into.finished_runs.extend(fx.finished_runs);
     into.cache_probe.extend(fx.cache_probe);
+    into.render.extend(fx.render);
     into.cache_record.extend(fx.cache_record);
     into.promote.extend(fx.promote);
+}
+
+/// What the shell would answer for every render request of `fx`: the real
+/// render, as `render_io` runs it.
+fn answer_renders(env: &mut TestEnv, fx: &Effects) -> usize {
+    for req in &fx.render {
+        let result = crate::core::render::render_request(req);
+        env.core.render_answer(req.job, req.index, result);
+    }
+    fx.render.len()
 }
 
 fn result(attempt: AttemptId, end: AttemptEnd) -> AttemptResult {

@@ -141,8 +141,9 @@ fn a_large_task_is_not_starved_by_a_stream_of_small_ones() {
 
 /// Regression (issue 12, defect 2): a template costly for a middle item only
 /// passes the submit check (first and last task) and used to render for hours
-/// on the core; now its render stops at the budget and the task fails with a
-/// `SpawnFailed` that names the budget, while the other tasks are assigned.
+/// on the core; now its render (off the core: the template is costly) stops
+/// at the budget and the task fails with a `SpawnFailed` that names the
+/// budget, while the other tasks are assigned.
 #[test]
 fn a_template_over_its_budget_fails_its_task_without_stalling_the_core() {
     let mut env = TestEnv::new();
@@ -154,13 +155,19 @@ fn a_template_over_its_budget_fails_its_task_without_stalling_the_core() {
         vec!["echo".into(), costly.into()],
         Items::Range { start: 1, end: 3 },
     )]);
-    let started = std::time::Instant::now();
     let fx = env.step();
+    assert!(
+        fx.assign.is_empty(),
+        "a costly template is not rendered inline"
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(answer_renders(&mut env, &fx), 3);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
+    let fx = env.step();
     let argvs: Vec<&[String]> = fx.assign[&a].iter().map(|x| &x.argv[..]).collect();
     assert_eq!(argvs, vec![["echo", "1"], ["echo", "3"]]);
     let ended: Vec<&AttemptEnd> = fx
