@@ -6,6 +6,7 @@ mod support;
 
 mod agent_loss;
 mod auth;
+mod cache;
 mod chaos;
 mod cli;
 mod credentials;

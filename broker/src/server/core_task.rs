@@ -52,6 +52,7 @@ struct CoreTask {
     stop: mpsc::UnboundedSender<()>,
     manifest: Option<Arc<Manifest>>,
     blobs: Arc<cache::Blobs>,
+    pending_records: Arc<cache_io::PendingRecords>,
     last_heartbeat: u64,
     heartbeat_ms: u64,
 }
@@ -83,6 +84,7 @@ pub(super) async fn run(
         stop: around.stop,
         manifest: around.manifest,
         blobs: Arc::new(cache::Blobs::new(around.cache_dir).with_output_roots(output_roots)),
+        pending_records: Arc::default(),
         last_heartbeat: 0,
         heartbeat_ms,
     };
@@ -253,16 +255,21 @@ impl CoreTask {
         for probe in std::mem::take(&mut fx.cache_probe) {
             let (store, blobs, to_core) =
                 (self.store.clone(), self.blobs.clone(), self.to_core.clone());
-            tokio::spawn(cache_io::probe(probe, store, blobs, to_core));
+            let pending = self.pending_records.clone();
+            tokio::spawn(cache_io::probe(probe, store, blobs, pending, to_core));
         }
-        let records = std::mem::take(&mut fx.cache_record);
+        // Registered now, before the run they end can be reported finished.
+        let records: Vec<_> = std::mem::take(&mut fx.cache_record)
+            .into_iter()
+            .map(|r| self.pending_records.begin(r))
+            .collect();
         let agents = &self.agents;
         let routed = routing::route(
             &mut fx,
             |a| agents.get(&a).map(|(_, tx)| tx.clone()),
             b.deferred,
         );
-        if fx.store.is_empty() && routed.is_idle() {
+        if fx.store.is_empty() && routed.is_idle() && records.is_empty() {
             self.close(routed.disconnect);
             return;
         }
@@ -271,11 +278,18 @@ impl CoreTask {
             queries,
             disconnect,
         } = routed;
-        self.store
-            .write(fx.store, Some(Box::new(move || deliver(after_commit))));
-        for r in records {
-            tokio::spawn(cache_io::record(r, self.store.clone(), self.blobs.clone()));
-        }
+        let (store, blobs) = (self.store.clone(), self.blobs.clone());
+        let runtime = tokio::runtime::Handle::current();
+        self.store.write(
+            fx.store,
+            Some(Box::new(move || {
+                deliver(after_commit);
+                // After the promotion above: the outputs are in place.
+                for r in records {
+                    runtime.spawn(cache_io::record(r, store.clone(), blobs.clone()));
+                }
+            })),
+        );
         self.close(disconnect);
         for (tx, q) in queries {
             let store = self.store.clone();
