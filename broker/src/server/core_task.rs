@@ -213,7 +213,16 @@ impl CoreTask {
         reply: oneshot::Sender<Response>,
         b: &mut Batch,
     ) {
-        let resp = fleet_io::started(self.fleet.as_mut(), tag, result, report, b.now, &mut b.ops);
+        let agents = self.core.agent_infos();
+        let resp = fleet_io::started(
+            self.fleet.as_mut(),
+            tag,
+            result,
+            report,
+            &agents,
+            b.now,
+            &mut b.ops,
+        );
         b.deferred.push(Deferred::Reply(reply, resp));
     }
 
