@@ -16,6 +16,7 @@ mod escaped_processes;
 mod failures;
 mod hostile;
 mod input_limits;
+mod local_agents;
 mod message_caps;
 mod packing;
 mod pilots;

@@ -207,7 +207,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         cfg.local_agent_cpus,
         &cfg.local_agent_args,
         cfg.agent_exe.as_deref(),
-        &files.agent_token,
+        (&files.agent_token, &address),
         &cfg.state_dir,
     )?;
     let accept = accept::spawn(
