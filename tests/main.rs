@@ -6,6 +6,7 @@ mod support;
 
 mod agent_loss;
 mod auth;
+mod cache;
 mod chaos;
 mod cli;
 mod credentials;
@@ -15,6 +16,7 @@ mod escaped_processes;
 mod failures;
 mod hostile;
 mod input_limits;
+mod local_agents;
 mod message_caps;
 mod packing;
 mod pilots;

@@ -100,3 +100,45 @@ fn scale_records_matches_and_reconciles_local_pilots() {
     let out = b.cli(&["scale", "--target", "lab", "~1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Regression (issue 13, bug 3): a pilot's agent that connected before the
+/// broker recorded its pilot (the provider's `start` had not returned) was
+/// never linked: the pilot stayed without an agent and `scale` cancelled it
+/// as "not connected yet" while its agent served. The fail point holds that
+/// window open for 2 s after the local provider started the agent.
+#[test]
+fn a_pilot_whose_agent_connected_first_is_linked_and_drained_not_cancelled() {
+    let m = std::env::temp_dir().join(format!("scalable-pilots-race-{}.yaml", std::process::id()));
+    std::fs::write(&m, MANIFEST).unwrap();
+    let b = Broker::start_env(
+        &["--manifest", &m.to_string_lossy(), "--target", "lab"],
+        &[("SCALABLE_FAILPOINTS", "fleet.after_start=delay@1")],
+    );
+    b.wait_agents(1);
+    let up: serde_json::Value =
+        serde_json::from_str(&b.ok(&["scale", "--target", "lab", "=1", "--json"])).unwrap();
+    assert_eq!(up["started"].as_array().unwrap().len(), 1, "{up}");
+    assert!(b.log().contains("failpoint fleet.after_start: delay"));
+    let unmanaged_first = b
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'unmanaged_agent'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap();
+    assert_eq!(
+        unmanaged_first, 1,
+        "its agent came before its pilot was recorded"
+    );
+    wait_until(Duration::from_secs(10), "the pilot to be linked", || {
+        pilots(&b)
+            .first()
+            .is_some_and(|p| p["state"] == "connected" && p["agent"].is_u64())
+    });
+    let down: serde_json::Value =
+        serde_json::from_str(&b.ok(&["scale", "--target", "lab", "=0", "--json"])).unwrap();
+    assert_eq!(down["cancelled"].as_array().unwrap().len(), 0, "{down}");
+    assert_eq!(down["drained"].as_array().unwrap().len(), 1, "{down}");
+    let _ = std::fs::remove_file(&m);
+}

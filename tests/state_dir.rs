@@ -1,6 +1,7 @@
 //! The broker's state dir (issue 12): an emptied database is refused rather
 //! than taken for a new store, every file in it is private whatever the
-//! umask, and cached outputs stay inside the task's directory.
+//! umask, and cached outputs stay inside the task's directory; one broker
+//! holds it at a time (issue 13).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -155,4 +156,68 @@ fn cached_outputs_outside_the_task_directory_are_refused_at_submit() {
         !out.contains("\"up\"") && !out.contains("\"abs\""),
         "nothing stored: {out}"
     );
+}
+
+/// Every entry under `dir` with its size, modification time and content.
+fn snapshot(dir: &Path, out: &mut Vec<(String, u64, std::time::SystemTime, Vec<u8>)>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let meta = std::fs::symlink_metadata(e.path()).unwrap();
+        let content = if meta.is_file() {
+            std::fs::read(e.path()).unwrap()
+        } else {
+            Vec::new()
+        };
+        let name = e.path().display().to_string();
+        out.push((name, meta.len(), meta.modified().unwrap(), content));
+        if meta.is_dir() {
+            snapshot(&e.path(), out);
+        }
+    }
+}
+
+/// Regression (issue 13, bug 2): a second broker on the same state dir (on
+/// another port) rewrote `access.json` and `agent.token`, and every CLI call
+/// then dialled its dead port. It is refused with one line naming the first
+/// broker, before it writes anything.
+#[test]
+fn a_second_broker_on_the_same_state_dir_is_refused_and_changes_nothing() {
+    let b = Broker::start();
+    let first = b.address();
+    b.ok(&["status"]);
+    let mut before = Vec::new();
+    snapshot(&b.state(), &mut before);
+    let mut second = Command::new(broker_exe());
+    second
+        .arg("--state-dir")
+        .arg(b.state())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SCALABLE_AGENT_EXE", agent_exe());
+    let (out, _) = run_within(second, Duration::from_secs(20));
+    let out = out.expect("the second broker must refuse to start, not serve");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let want = format!(
+        "error: state dir {} is in use by another broker (pid {}, listening on {first}); stop that broker first, or give this one another --state-dir",
+        b.state().display(),
+        b.child.id()
+    );
+    assert_eq!(
+        stderr(&out).lines().last(),
+        Some(want.as_str()),
+        "{}",
+        stderr(&out)
+    );
+    let mut after = Vec::new();
+    snapshot(&b.state(), &mut after);
+    let names = |s: &[(String, u64, std::time::SystemTime, Vec<u8>)]| {
+        s.iter().map(|e| e.0.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&after), names(&before), "no file added or removed");
+    assert!(after == before, "a file of the state dir was modified");
+    assert_eq!(b.address(), first);
+    b.ok(&["status"]);
 }

@@ -56,6 +56,25 @@ impl Pilot {
         }
     }
 
+    /// Its agent connected at `connected_at_ms`; the first connection is
+    /// the end of its queue wait. An agent that connected before its pilot
+    /// was recorded counts as connecting when it was (no wait).
+    fn link(&mut self, agent: AgentId, connected_at_ms: u64) -> PilotLink {
+        self.agent = Some(agent);
+        if self.state != PilotPhase::Draining {
+            self.state = PilotPhase::Connected;
+        }
+        let at = *self
+            .connected_at_ms
+            .get_or_insert(connected_at_ms.max(self.submitted_at_ms));
+        PilotLink {
+            pilot: self.id.clone(),
+            agent,
+            wait_ms: at.saturating_sub(self.submitted_at_ms),
+            row: self.row(),
+        }
+    }
+
     fn row(&self) -> StoreOp {
         StoreOp::Pilot {
             info: Box::new(self.info()),
@@ -79,6 +98,15 @@ impl Pilot {
             reason: info.reason,
         })
     }
+}
+
+/// A pilot matched to its agent: the record to store and its queue wait.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PilotLink {
+    pub pilot: String,
+    pub agent: AgentId,
+    pub wait_ms: u64,
+    pub row: StoreOp,
 }
 
 /// What `scale` will do.
@@ -260,31 +288,51 @@ impl Fleet {
     }
 
     /// An agent connected saying `SCALABLE_PILOT_ID=reported`: its pilot is
-    /// connected (queue wait recorded). `None`: no pilot of ours (an agent
-    /// started by hand, or by another broker).
+    /// connected (queue wait recorded). `None`: no pilot of ours yet (an agent
+    /// started by hand or by another broker, or one that dialled in before
+    /// its pilot was recorded: [`Fleet::link_connected`] links it then).
     pub fn agent_connected(
         &mut self,
         reported: &str,
         agent: AgentId,
         now_ms: u64,
-    ) -> Option<(String, u64, StoreOp)> {
+    ) -> Option<PilotLink> {
         let p = self
             .pilots
             .values_mut()
             .find(|p| p.live() && p.agent_match.matches(reported))?;
-        p.agent = Some(agent);
-        if p.state != PilotPhase::Draining {
-            p.state = PilotPhase::Connected;
+        Some(p.link(agent, now_ms))
+    }
+
+    /// Links live pilots without an agent to connected agents that name
+    /// them and belong to no other pilot. A provider's agent may dial in
+    /// before `start` returns and its pilot is recorded: the link is made
+    /// whichever comes first (issue 13).
+    pub fn link_connected(&mut self, agents: &[AgentInfo]) -> Vec<PilotLink> {
+        let mut taken: Vec<AgentId> = self
+            .pilots
+            .values()
+            .filter(|p| p.live())
+            .filter_map(|p| p.agent)
+            .collect();
+        let mut links = Vec::new();
+        for p in self.pilots.values_mut() {
+            if !p.live() || p.agent.is_some() {
+                continue;
+            }
+            let found = agents.iter().find(|a| {
+                a.connected
+                    && !taken.contains(&a.id)
+                    && a.pilot_id
+                        .as_deref()
+                        .is_some_and(|r| p.agent_match.matches(r))
+            });
+            if let Some(a) = found {
+                taken.push(a.id);
+                links.push(p.link(a.id, a.connected_at_ms));
+            }
         }
-        let first = p.connected_at_ms.is_none();
-        if first {
-            p.connected_at_ms = Some(now_ms);
-        }
-        let wait = p
-            .connected_at_ms
-            .unwrap_or(now_ms)
-            .saturating_sub(p.submitted_at_ms);
-        Some((p.id.clone(), wait, p.row()))
+        links
     }
 
     /// The provider's view of our live pilots (one batched status call).
@@ -394,8 +442,8 @@ mod tests {
     #[test]
     fn reconciliation_ends_vanished_pilots_and_matching_records_queue_wait() {
         let mut f = fleet_with(2);
-        let (pilot, wait, _) = f.agent_connected("101", 7, 5_000).expect("ours");
-        assert_eq!((pilot.as_str(), wait), ("p-2", 4_999));
+        let link = f.agent_connected("101", 7, 5_000).expect("ours");
+        assert_eq!((link.pilot.as_str(), link.wait_ms), ("p-2", 4_999));
         assert!(f.agent_connected("999", 8, 5_000).is_none(), "not ours");
         let ops = f.reconcile(
             &[

@@ -9,6 +9,7 @@
 //! - [`paging`]: long replies cut into pages within a byte budget.
 //! - [`submit`]: turns a submitted workflow into a plan for the core.
 //! - [`restart`]: a restarted broker's core rebuilt from the store.
+//! - [`state_lock`]: one broker per state dir (`broker.lock`, holding its pid and address).
 //! - [`cache`]: `cache: true` keys, the blob store and its table.
 //! - [`fleet`]: the broker's pilots (records, scale decisions, matching); I/O-free.
 //! - [`providers`]: start/status/stop pilots through each platform's CLI.
@@ -34,5 +35,6 @@ pub mod providers;
 pub mod render;
 pub mod restart;
 pub mod server;
+pub mod state_lock;
 pub mod store;
 pub mod submit;

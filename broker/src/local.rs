@@ -1,19 +1,35 @@
 //! The `local` provider, minimal: agent processes started on the broker's host
-//! (`--local-agents N`), untagged, killed when the broker stops.
+//! (`--local-agents N`), untagged, stopped when the broker stops.
 //!
 //! Agents read their credentials from the state dir's `agent.token` file, so the
-//! token never appears on a command line (SPEC §8).
+//! token never appears on a command line (SPEC §8). Each is recorded in the
+//! state dir (`record`): a broker restarted after a crash adopts the agents
+//! that outlived it (they reconnect by themselves) and starts only the
+//! missing ones.
+
+mod record;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use scalable_common::private_files;
 use tokio::process::{Child, Command};
 
+/// How long stopping waits for agents to drain before it kills them.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 pub struct LocalAgents {
+    /// Started by this broker.
     children: Vec<Child>,
+    /// Started by an earlier broker on this state dir and still running:
+    /// `(number, pid)`; not our children, so watched through `/proc`.
+    adopted: Vec<(u32, u32)>,
+    /// `<state>/local-agents`: their logs and records.
+    dir: PathBuf,
 }
 
 /// The agent binary: explicit, `$SCALABLE_AGENT_EXE`, or next to this executable.
@@ -37,17 +53,28 @@ pub fn agent_exe(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 impl LocalAgents {
+    /// Makes sure local agents `local-1` to `local-n` run for the broker at
+    /// `address`: adopts those an earlier broker on this state dir started
+    /// that are still running and dial this address, starts the others, and
+    /// stops the recorded ones it does not keep.
     pub fn start(
         n: u32,
         cpus: Option<u32>,
         extra_args: &[String],
         exe: Option<&Path>,
-        token_file: &Path,
+        access: (&Path, &str),
         state_dir: &Path,
     ) -> Result<LocalAgents> {
-        let mut children = Vec::new();
+        let (token_file, address) = access;
+        let dir = state_dir.join("local-agents");
+        let mut agents = LocalAgents {
+            children: Vec::new(),
+            adopted: Vec::new(),
+            dir,
+        };
+        agents.retire(n, address);
         if n == 0 {
-            return Ok(LocalAgents { children });
+            return Ok(agents);
         }
         let exe = agent_exe(exe)?;
         // Agents on one host share its memory: give each its part, unless told.
@@ -55,13 +82,14 @@ impl LocalAgents {
             .then(host_memory_bytes)
             .flatten()
             .map(|m| format!("--memory={}", m / n as u64));
-        let log_dir = state_dir.join("local-agents");
         // Under the state dir: the owner's only, like everything there.
-        private_files::create_dir_all(&log_dir)
-            .with_context(|| format!("cannot create {}", log_dir.display()))?;
+        private_files::create_dir_all(&agents.dir)
+            .with_context(|| format!("cannot create {}", agents.dir.display()))?;
         for i in 1..=n {
-            let log = private_files::create(&log_dir.join(format!("agent-{i}.log")))
-                .with_context(|| format!("cannot create a log in {}", log_dir.display()))?;
+            if let Some(r) = record::alive(&agents.dir, i) {
+                agents.adopted.push((i, r.pid));
+                continue;
+            }
             let mut cmd = Command::new(&exe);
             cmd.arg("--token-file")
                 .arg(token_file)
@@ -73,18 +101,64 @@ impl LocalAgents {
             if let Some(m) = &memory_arg {
                 cmd.arg(m);
             }
-            cmd.args(extra_args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone()?))
-                .stderr(Stdio::from(log))
-                .kill_on_drop(true);
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("cannot start local agent {}", exe.display()))?;
-            children.push(child);
+            cmd.args(extra_args);
+            let child = agents.spawn(i, cmd, &exe, address)?;
+            agents.children.push(child);
         }
-        tracing::info!("started {n} local agent(s) with {}", exe.display());
-        Ok(LocalAgents { children })
+        let adopted: Vec<u32> = agents.adopted.iter().map(|(_, pid)| *pid).collect();
+        if !adopted.is_empty() {
+            tracing::info!(
+                "{} local agent(s) still running from before (pids {adopted:?}); not started again",
+                adopted.len()
+            );
+        }
+        tracing::info!(
+            "started {} local agent(s) with {}",
+            agents.children.len(),
+            exe.display()
+        );
+        Ok(agents)
+    }
+
+    /// Starts local agent `i` with its log, and records it.
+    fn spawn(&self, i: u32, mut cmd: Command, exe: &Path, address: &str) -> Result<Child> {
+        let log = private_files::create(&self.dir.join(format!("agent-{i}.log")))
+            .with_context(|| format!("cannot create a log in {}", self.dir.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start local agent {}", exe.display()))?;
+        if let Some(pid) = child.id() {
+            record::write(&self.dir, i, pid, address).with_context(|| {
+                format!("cannot record local agent {i} in {}", self.dir.display())
+            })?;
+        }
+        Ok(child)
+    }
+
+    /// Agents an earlier broker recorded that this one does not keep: beyond
+    /// the `n` asked for now, or dialling another address than this broker's
+    /// (they read it once, at start). Told to leave; they drain like on any stop.
+    fn retire(&self, n: u32, address: &str) {
+        for i in record::recorded(&self.dir) {
+            let Some(r) = record::alive(&self.dir, i) else {
+                record::remove(&self.dir, i);
+                continue;
+            };
+            if i <= n && r.address == address {
+                continue;
+            }
+            tracing::info!(
+                "local agent {i} (pid {}, dialling {}) is not kept by this broker (--local-agents {n}, at {address}); stopping it",
+                r.pid,
+                r.address
+            );
+            let _ = kill(Pid::from_raw(r.pid as i32), Signal::SIGTERM);
+            record::remove(&self.dir, i);
+        }
     }
 
     /// Resolves when any local agent exits with a failure (it could not connect).
@@ -104,23 +178,35 @@ impl LocalAgents {
         }
     }
 
-    /// SIGTERM every agent (they drain and exit), SIGKILL what is left after 5 s.
+    /// SIGTERM every agent (they drain and exit), SIGKILL what is left after
+    /// `STOP_GRACE`; their records go with them.
     pub async fn stop(&mut self) {
-        for c in &self.children {
-            if let Some(pid) = c.id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
+        let pids = self
+            .children
+            .iter()
+            .filter_map(|c| c.id())
+            .chain(self.adopted.iter().map(|(_, pid)| *pid));
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
+        let deadline = Instant::now() + STOP_GRACE;
         for c in self.children.iter_mut() {
-            if tokio::time::timeout(Duration::from_secs(5), c.wait())
-                .await
-                .is_err()
-            {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, c.wait()).await.is_err() {
                 let _ = c.kill().await;
             }
+        }
+        for (i, pid) in std::mem::take(&mut self.adopted) {
+            let running = |dir: &Path| record::alive(dir, i).is_some_and(|r| r.pid == pid);
+            while running(&self.dir) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if running(&self.dir) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        for i in record::recorded(&self.dir) {
+            record::remove(&self.dir, i);
         }
     }
 }

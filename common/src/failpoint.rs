@@ -2,20 +2,26 @@
 //!
 //! Armed only through the environment: `SCALABLE_FAILPOINTS="name=action[@n],..."`
 //! where `action` is `error` (the caller fails as if the operation had failed),
-//! `abort` (the process exits at once with status 137, like kill -9) or `pause`
+//! `abort` (the process exits at once with status 137, like kill -9), `pause`
 //! (prints `failpoint <name> reached` on stderr and blocks, so a test can kill
-//! the process exactly there). `@n` fires on the n-th hit only (1-based); without
+//! the process exactly there) or `delay` (the calling thread sleeps
+//! [`DELAY`], then goes on: a race window held open). `@n` fires on the n-th hit only (1-based); without
 //! it every hit fires. Unset, a failpoint costs one relaxed atomic load.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
+
+/// How long a `delay` failpoint holds its thread.
+pub const DELAY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Error,
     Abort,
     Pause,
+    Delay,
 }
 
 struct Point {
@@ -48,8 +54,9 @@ fn parse(spec: &str) -> HashMap<String, Point> {
             "error" => Action::Error,
             "abort" => Action::Abort,
             "pause" => Action::Pause,
+            "delay" => Action::Delay,
             other => {
-                eprintln!("warning: SCALABLE_FAILPOINTS: unknown action {other:?} (error, abort, pause); ignored");
+                eprintln!("warning: SCALABLE_FAILPOINTS: unknown action {other:?} (error, abort, pause, delay); ignored");
                 continue;
             }
         };
@@ -91,6 +98,11 @@ pub fn hit(name: &str) -> bool {
                 std::thread::park();
             }
         }
+        Action::Delay => {
+            eprintln!("failpoint {name}: delay");
+            std::thread::sleep(DELAY);
+            false
+        }
     }
 }
 
@@ -106,5 +118,12 @@ mod tests {
         assert_eq!(p["store.commit"].nth, Some(3));
         assert_eq!(p["dispatch.after_send"].action, Action::Pause);
         assert_eq!(p["dispatch.after_send"].nth, None);
+    }
+
+    #[test]
+    fn a_delay_holds_the_window_open() {
+        let p = parse("fleet.after_start=delay@1");
+        assert_eq!(p["fleet.after_start"].action, Action::Delay);
+        assert_eq!(p["fleet.after_start"].nth, Some(1));
     }
 }

@@ -57,6 +57,7 @@ struct CoreTask {
     manifest: Option<Arc<Manifest>>,
     blobs: Arc<cache::Blobs>,
     renderer: Renderer,
+    pending_records: Arc<cache_io::PendingRecords>,
     last_heartbeat: u64,
     heartbeat_ms: u64,
 }
@@ -89,6 +90,7 @@ pub(super) async fn run(
         manifest: around.manifest,
         blobs: Arc::new(cache::Blobs::new(around.cache_dir).with_output_roots(output_roots)),
         renderer: Renderer::new(),
+        pending_records: Arc::default(),
         last_heartbeat: 0,
         heartbeat_ms,
     };
@@ -225,7 +227,16 @@ impl CoreTask {
         reply: oneshot::Sender<Response>,
         b: &mut Batch,
     ) {
-        let resp = fleet_io::started(self.fleet.as_mut(), tag, result, report, b.now, &mut b.ops);
+        let agents = self.core.agent_infos();
+        let resp = fleet_io::started(
+            self.fleet.as_mut(),
+            tag,
+            result,
+            report,
+            &agents,
+            b.now,
+            &mut b.ops,
+        );
         b.deferred.push(Deferred::Reply(reply, resp));
     }
 
@@ -267,19 +278,24 @@ impl CoreTask {
         for probe in std::mem::take(&mut fx.cache_probe) {
             let (store, blobs, to_core) =
                 (self.store.clone(), self.blobs.clone(), self.to_core.clone());
-            tokio::spawn(cache_io::probe(probe, store, blobs, to_core));
+            let pending = self.pending_records.clone();
+            tokio::spawn(cache_io::probe(probe, store, blobs, pending, to_core));
         }
         for req in std::mem::take(&mut fx.render) {
             self.renderer.spawn(req, self.to_core.clone());
         }
-        let records = std::mem::take(&mut fx.cache_record);
+        // Registered now, before the run they end can be reported finished.
+        let records: Vec<_> = std::mem::take(&mut fx.cache_record)
+            .into_iter()
+            .map(|r| self.pending_records.begin(r))
+            .collect();
         let agents = &self.agents;
         let routed = routing::route(
             &mut fx,
             |a| agents.get(&a).map(|(_, tx)| tx.clone()),
             b.deferred,
         );
-        if fx.store.is_empty() && routed.is_idle() {
+        if fx.store.is_empty() && routed.is_idle() && records.is_empty() {
             self.close(routed.disconnect);
             return;
         }
@@ -288,11 +304,18 @@ impl CoreTask {
             queries,
             disconnect,
         } = routed;
-        self.store
-            .write(fx.store, Some(Box::new(move || deliver(after_commit))));
-        for r in records {
-            tokio::spawn(cache_io::record(r, self.store.clone(), self.blobs.clone()));
-        }
+        let (store, blobs) = (self.store.clone(), self.blobs.clone());
+        let runtime = tokio::runtime::Handle::current();
+        self.store.write(
+            fx.store,
+            Some(Box::new(move || {
+                deliver(after_commit);
+                // After the promotion above: the outputs are in place.
+                for r in records {
+                    runtime.spawn(cache_io::record(r, store.clone(), blobs.clone()));
+                }
+            })),
+        );
         self.close(disconnect);
         for (tx, q) in queries {
             let store = self.store.clone();

@@ -14,14 +14,16 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use scalable_common::access;
 use scalable_common::manifest::Manifest;
-use scalable_common::protocol::{AgentHello, AgentId, Response, ScaleChange, ScaleReport};
+use scalable_common::protocol::{
+    AgentHello, AgentId, AgentInfo, Response, ScaleChange, ScaleReport,
+};
 use scalable_common::tls;
 use tokio::sync::{mpsc, oneshot};
 
 use super::routing::Deferred;
 use super::{bad, BrokerConfig, CoreMsg};
 use crate::core::{Core, StoreOp};
-use crate::fleet::{Fleet, Pilot, ScalePlan};
+use crate::fleet::{Fleet, Pilot, PilotLink, ScalePlan};
 use crate::pilots;
 use crate::providers::{self, DeploymentProvider, PilotState, StartRequest, StartedPilot};
 use crate::render::PilotSpec;
@@ -236,10 +238,16 @@ fn spawn_start(
             spec,
             dry_run: false,
         };
-        let result = tokio::task::spawn_blocking(move || provider.start(&r))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let result = tokio::task::spawn_blocking(move || {
+            let started = provider.start(&r);
+            // Tests hold open the window in which a pilot's agent connects
+            // before its pilot is recorded.
+            scalable_common::failpoint::hit("fleet.after_start");
+            started
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
         if let Some(tx) = to_core.upgrade() {
             let _ = tx.send(CoreMsg::FleetStarted {
                 tag,
@@ -252,18 +260,23 @@ fn spawn_start(
 }
 
 /// The reply to a `scale` whose pilots the provider started (or failed to);
-/// the started pilots' records join `ops`.
+/// the started pilots' records join `ops`, linked to their agents that
+/// connected before them (`agents`: the core's).
 pub(super) fn started(
     fleet: Option<&mut FleetCtx>,
     tag: Option<String>,
     result: Result<Vec<StartedPilot>, String>,
     mut report: ScaleReport,
+    agents: &[AgentInfo],
     now: u64,
     ops: &mut Vec<StoreOp>,
 ) -> Response {
     match (result, fleet) {
         (Ok(started), Some(f)) => {
             ops.extend(f.fleet.started(tag.as_deref(), &started, now));
+            for link in f.fleet.link_connected(agents) {
+                ops.extend(linked(link, now));
+            }
             for s in &started {
                 report
                     .started
@@ -328,6 +341,28 @@ pub(super) fn status(
     }
 }
 
+/// A pilot's record now that its agent is linked, and the event saying so.
+fn linked(link: PilotLink, now: u64) -> [StoreOp; 2] {
+    let PilotLink {
+        pilot,
+        agent,
+        wait_ms,
+        row,
+    } = link;
+    tracing::info!("agent {agent} is pilot {pilot} (queue wait {wait_ms} ms)");
+    [
+        row,
+        StoreOp::Event {
+            at_ms: now,
+            kind: crate::core::EventKind::PilotConnected,
+            run: None,
+            detail: format!(
+                "pilot {pilot}: agent {agent} connected after {wait_ms} ms in the queue"
+            ),
+        },
+    ]
+}
+
 /// Matches a connecting agent to its pilot; an agent no pilot of ours explains
 /// is recorded as unmanaged.
 pub(super) fn agent_connected(
@@ -340,22 +375,9 @@ pub(super) fn agent_connected(
         return Vec::new();
     };
     match f.fleet.agent_connected(reported, agent, now) {
-        Some((pilot, wait_ms, op)) => {
-            tracing::info!("agent {agent} is pilot {pilot} (queue wait {wait_ms} ms)");
-            vec![
-                op,
-                StoreOp::Event {
-                    at_ms: now,
-                    kind: crate::core::EventKind::PilotConnected,
-                    run: None,
-                    detail: format!(
-                        "pilot {pilot}: agent {agent} connected after {wait_ms} ms in the queue"
-                    ),
-                },
-            ]
-        }
+        Some(link) => linked(link, now).into(),
         None => {
-            tracing::info!("agent {agent} says pilot {reported:?}, which this broker did not submit (unmanaged)");
+            tracing::info!("agent {agent} says pilot {reported:?}, which this broker did not submit (unmanaged, unless its pilot is being recorded)");
             vec![StoreOp::Event {
                 at_ms: now,
                 kind: crate::core::EventKind::UnmanagedAgent,

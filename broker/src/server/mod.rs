@@ -47,6 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::{CoreConfig, RenderedTask, SubmitPlan};
 use crate::local::LocalAgents;
 use crate::providers::{PilotState, StartedPilot};
+use crate::state_lock::StateLock;
 use crate::store::{StateOrigin, Store};
 
 /// How often the core hears the clock.
@@ -171,6 +172,8 @@ struct Listening {
 /// Runs the broker until it is told to stop (SIGINT, SIGTERM, `Request::Shutdown`).
 pub async fn run(cfg: BrokerConfig) -> Result<()> {
     access::ensure_state_dir(&cfg.state_dir)?;
+    // Before anything in the dir is read or written; held until `run` returns.
+    let mut lock = StateLock::acquire(&cfg.state_dir)?;
     // Before `listen` creates the identity of a new state dir.
     let origin = match access::StateFiles::new(&cfg.state_dir).is_new()? {
         true => StateOrigin::New,
@@ -184,6 +187,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         secrets,
         files,
     } = listen(&cfg)?;
+    lock.announce(&address)?;
 
     let started = Instant::now();
     let (store, ids, mut loaded) = Store::open(&files.db, origin)?;
@@ -217,7 +221,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         cfg.local_agent_cpus,
         &cfg.local_agent_args,
         cfg.agent_exe.as_deref(),
-        &files.agent_token,
+        (&files.agent_token, &address),
         &cfg.state_dir,
     )?;
     let accept = accept::spawn(

@@ -8,6 +8,7 @@ mod demand;
 mod explain;
 mod invariants;
 mod limits;
+mod pilots;
 mod render;
 mod restore;
 mod resume;
