@@ -7,6 +7,7 @@ mod support;
 mod agent_loss;
 mod auth;
 mod chaos;
+mod clarity;
 mod cli;
 mod credentials;
 mod dag;

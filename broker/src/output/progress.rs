@@ -121,7 +121,9 @@ impl Progress {
         }
     }
 
-    /// `run 4: 120/1000 done (succeeded 118, failed 2, running 8)`.
+    /// `run 4: 120/1000 done (succeeded 118, failed 2, running 6, assigned 2)`:
+    /// running tasks have started on their agent; assigned ones wait in an
+    /// agent's queue (shown when there are any).
     fn line(&self, c: &Counts) -> String {
         let mut line = format!(
             "run {}: {}/{} done (succeeded {}, failed {}, running {}",
@@ -130,8 +132,11 @@ impl Progress {
             self.total,
             c.succeeded,
             c.failed,
-            c.assigned + c.running
+            c.running
         );
+        if c.assigned > 0 {
+            line.push_str(&format!(", assigned {}", c.assigned));
+        }
         if c.cancelled > 0 {
             line.push_str(&format!(", cancelled {}", c.cancelled));
         }
@@ -143,9 +148,12 @@ impl Progress {
     }
 }
 
-/// `12 running, 3 failed`: the message beside the bar.
+/// `6 running, 2 assigned, 3 failed`: the message beside the bar.
 fn bar_message(c: &Counts) -> String {
-    format!("{} running, {} failed", c.assigned + c.running, c.failed)
+    format!(
+        "{} running, {} assigned, {} failed",
+        c.running, c.assigned, c.failed
+    )
 }
 
 /// The line `wait` ends with on stderr:
@@ -179,7 +187,7 @@ mod tests {
         let c = counts([800, 72, 2, 6, 118, 2, 0, 0]);
         assert_eq!(
             p.advance(&c, 10_000).as_deref(),
-            Some("run 4: 120/1000 done (succeeded 118, failed 2, running 8)")
+            Some("run 4: 120/1000 done (succeeded 118, failed 2, running 6, assigned 2)")
         );
         assert_eq!(p.advance(&c, 11_999), None);
         assert!(p.advance(&c, 12_000).is_some());
