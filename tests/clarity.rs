@@ -37,11 +37,18 @@ fn running_counts_started_tasks_and_assigned_is_its_own_count() {
         ])
         .trim()
         .to_string();
-    wait_until(Duration::from_secs(20), "2 running, 4 assigned", || {
+    let mut last = serde_json::Value::Null;
+    let start = std::time::Instant::now();
+    while !(last["running"] == 2 && last["assigned"] == 4) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never 2 running and 4 assigned: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
         let st: serde_json::Value =
             serde_json::from_str(&b.ok(&["status", &run, "--json"])).unwrap();
-        st[0]["counts"]["running"] == 2 && st[0]["counts"]["assigned"] == 4
-    });
+        last = st[0]["counts"].clone();
+    }
     let text = b.ok(&["status", &run]);
     assert_eq!(status_cell(&text, "sim", "RUNNING"), 2, "{text}");
     assert_eq!(status_cell(&text, "sim", "ASSIGNED"), 4, "{text}");
@@ -74,4 +81,62 @@ fn stderr_within(mut cmd: std::process::Command, limit: Duration) -> String {
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait for a command");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Regression (issue 13, item 7): `range` items count from 1 and task
+/// indices from 0, so `logs last/sim/3` showed item 4. A task is named by
+/// its item too (`RUN/JOB@ITEM`), the item stands beside the index in `why`
+/// and `analyze`, and an index past the end says how to name the item.
+#[test]
+fn tasks_are_named_by_index_or_item_and_show_both() {
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "2"]);
+    b.wait_agents(1);
+    let wf = b.write(
+        "items.yaml",
+        r#"
+workflow: items
+jobs:
+  - name: sim
+    range: "1..=5"
+    command: [sh, -c, "echo item {{ item }}; test {{ item }} -ne 4"]
+  - name: scen
+    foreach: [ssp1, ssp2]
+    command: [echo, "{{ item }}"]
+"#,
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let out = b.cli(&["wait", &run]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(b.ok(&["logs", &format!("{run}/sim@4")]), "item 4\n");
+    assert_eq!(b.ok(&["logs", &format!("{run}/sim/3")]), "item 4\n");
+    assert_eq!(b.ok(&["logs", "last/scen@ssp2"]), "ssp2\n");
+    let why = b.ok(&["why", &format!("{run}/sim@4")]);
+    assert!(
+        why.starts_with(&format!("{run}/sim/3 (item 4, failed): ")),
+        "{why}"
+    );
+    let why: serde_json::Value =
+        serde_json::from_str(&b.ok(&["why", "last/scen/1", "--json"])).unwrap();
+    assert_eq!(why["item"], "ssp2");
+    let analyze = stdout(&b.cli(&["analyze", &run]));
+    assert!(
+        analyze.contains(&format!("*****Failed task {run}/sim/3 (item 4)*****")),
+        "{analyze}"
+    );
+    let out = b.cli(&["logs", &format!("{run}/sim/5")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "error: job sim of run {run} has 5 tasks: index 0 is item 1, index 4 is item 5: no index 5 (indices count from 0) (hint: {run}/sim@5 names the task of item 5)"
+        )
+    );
+    let out = b.cli(&["why", &format!("{run}/scen@ssp9")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no item \"ssp9\""),
+        "{}",
+        stderr(&out)
+    );
 }

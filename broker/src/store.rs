@@ -13,7 +13,7 @@ mod reads;
 mod schema;
 
 pub use error::StoreError;
-pub use reads::{last_run, run_analysis, run_stats, task_by_path, task_logs};
+pub use reads::{last_run, run_analysis, run_stats, task_logs};
 pub use schema::StateOrigin;
 
 use std::path::{Path, PathBuf};

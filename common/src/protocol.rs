@@ -19,8 +19,9 @@ use crate::workflow::WorkflowDef;
 
 /// Bumped on every incompatible change of any message in this file
 /// (3: `WhyAnswer.reason` became the typed `explain::Reason`; 4: `status`,
-/// `analyze` and `logs` are paged).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// `analyze` and `logs` are paged; 5: tasks named by item, failures with
+/// their numbers, the blocked tasks of a run).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.
@@ -319,7 +320,9 @@ pub enum RunRef {
     Last,
 }
 
-/// How the CLI names a task: `RUN/JOB/INDEX` or a task id.
+/// How the CLI names a task: `RUN/JOB/INDEX` (the index counts from 0),
+/// `RUN/JOB@ITEM` (the item as the workflow's `range`/`foreach` gives it) or a
+/// task id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskRef {
     Id(TaskId),
@@ -327,6 +330,11 @@ pub enum TaskRef {
         run: RunRef,
         job: String,
         index: u64,
+    },
+    Item {
+        run: RunRef,
+        job: String,
+        item: String,
     },
 }
 
@@ -480,6 +488,8 @@ pub struct PilotInfo {
 pub struct WhyAnswer {
     /// `RUN/JOB/INDEX`.
     pub task: String,
+    /// The task's item (`range`/`foreach`), `None` for a job without items.
+    pub item: Option<String>,
     pub state: String,
     pub reason: crate::explain::Reason,
 }
@@ -626,6 +636,8 @@ pub struct FailedTask {
     pub task: TaskId,
     /// `RUN/JOB/INDEX`.
     pub path: String,
+    /// The task's item (`range`/`foreach`), `None` for a job without items.
+    pub item: Option<String>,
     pub state: String,
     pub reason: String,
     pub argv: Vec<String>,
@@ -657,6 +669,8 @@ pub const FAILED_TASKS_SHOWN_MAX: usize = 1_000;
 pub struct TaskLogs {
     pub task: TaskId,
     pub path: String,
+    /// The task's item (`range`/`foreach`), `None` for a job without items.
+    pub item: Option<String>,
     pub attempt_number: u32,
     /// The kept output, a page at a time: the bytes of this page that belong
     /// to each stream (stdout's kept bytes come first, then stderr's).

@@ -51,6 +51,7 @@ impl Core {
         };
         Some(WhyAnswer {
             task: format!("{}/{}/{}", job.run, job.def.name, index),
+            item: job.def.items.get(index).map(|i| i.to_string()),
             state: state.name().to_string(),
             reason,
         })

@@ -1,8 +1,12 @@
-//! Read-only views for `status`, `agents` and task names (`RUN/JOB/INDEX`).
+//! Read-only views for `status`, `agents` and task names (`RUN/JOB/INDEX`,
+//! `RUN/JOB@ITEM`).
 //!
 //! Must not change any state.
 
+use std::sync::Arc;
+
 use scalable_common::protocol::{AgentInfo, JobStatus, RunId, RunStatus, TaskId};
+use scalable_common::workflow::JobDef;
 
 use super::Core;
 
@@ -83,5 +87,37 @@ impl Core {
             let job_ = &self.jobs[j];
             (job_.def.name == job && index < job_.count()).then_some(job_.first_task + index)
         })
+    }
+
+    /// The task of `job` in `run` whose item is `item` (`RUN/JOB@ITEM`).
+    pub fn task_by_item(&self, run: RunId, job: &str, item: &str) -> Option<TaskId> {
+        let (first, def) = self.job_def(run, job)?;
+        Some(first + def.items.index_of(item)?)
+    }
+
+    /// A job of a run by name: its first task id and its definition (what
+    /// names its tasks: the items, the count).
+    pub fn job_def(&self, run: RunId, job: &str) -> Option<(TaskId, Arc<JobDef>)> {
+        let r = self.runs.get(&run)?;
+        r.jobs
+            .iter()
+            .map(|j| &self.jobs[j])
+            .find(|j| j.def.name == job)
+            .map(|j| (j.first_task, j.def.clone()))
+    }
+
+    /// The definitions of a run's jobs (empty for an unknown run).
+    pub fn job_defs(&self, run: RunId) -> Vec<Arc<JobDef>> {
+        self.runs
+            .get(&run)
+            .map(|r| r.jobs.iter().map(|j| self.jobs[j].def.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The item of a task (`range`/`foreach`), as `RUN/JOB@ITEM` names it;
+    /// `None` for a job without items or an unknown task.
+    pub fn task_item(&self, task: TaskId) -> Option<String> {
+        let (job, index) = self.locate_task(task)?;
+        self.jobs[&job].def.items.get(index).map(|i| i.to_string())
     }
 }

@@ -8,6 +8,7 @@ use scalable_common::quote::shell_join;
 
 use super::escape::printable;
 use super::table::{percent, secs3};
+use super::task_name::task_label;
 
 /// Lines of a failed task's stderr (or stdout) that `analyze` shows.
 pub const ANALYZE_TAIL_LINES_MAX: usize = 20;
@@ -62,7 +63,10 @@ pub fn analyze_text(a: &RunAnalysis) -> String {
 }
 
 fn failed_task_into(t: &FailedTask, out: &mut String) {
-    out.push_str(&format!("*****Failed task {}*****\n", printable(&t.path)));
+    out.push_str(&format!(
+        "*****Failed task {}*****\n",
+        task_label(&t.path, t.item.as_deref())
+    ));
     out.push_str(&format!("task id : {}\n", t.task));
     out.push_str(&format!("state   : {}\n", t.state));
     out.push_str(&format!("reason  : {}\n", printable(&t.reason)));
@@ -132,6 +136,7 @@ mod tests {
                 FailedTask {
                     task: 42,
                     path: "3/simulate/7".into(),
+                    item: Some("8".into()),
                     state: "failed".into(),
                     reason: "exit code 3 after 2 attempts".into(),
                     argv: vec![
@@ -166,6 +171,7 @@ mod tests {
                 FailedTask {
                     task: 43,
                     path: "3/postprocess/0".into(),
+                    item: None,
                     state: "cancelled".into(),
                     reason: "dependency failed".into(),
                     argv: vec!["post".into()],
@@ -188,7 +194,7 @@ Total tasks        : 21 (100.00%)
 # tasks cancelled  : 1 (4.76%)
 # tasks unfinished : 0 (0.00%)
 
-*****Failed task 3/simulate/7*****
+*****Failed task 3/simulate/7 (item 8)*****
 task id : 42
 state   : failed
 reason  : exit code 3 after 2 attempts

@@ -35,6 +35,7 @@ mod tests {
         let logs = TaskLogs {
             task: 1,
             path: "1/a/0".into(),
+            item: None,
             attempt_number: 1,
             stdout: b"out".to_vec(),
             stderr: b"err".to_vec(),
@@ -51,6 +52,7 @@ mod tests {
         let mut logs = TaskLogs {
             task: 1,
             path: "1/a/0".into(),
+            item: None,
             attempt_number: 1,
             stdout: b"out".to_vec(),
             stderr: b"err".to_vec(),

@@ -26,6 +26,7 @@ mod scale;
 mod stats;
 mod status;
 mod table;
+mod task_name;
 #[cfg(test)]
 mod test_fixtures;
 mod time;
@@ -42,6 +43,7 @@ pub use progress::{failed_hint, finished_line, Progress, PROGRESS_PLAIN_INTERVAL
 pub use scale::scale_text;
 pub use stats::stats_text;
 pub use status::status_text;
+pub use task_name::task_label;
 pub use time::{format_utc, short_duration};
 pub use why::{reason_text, why_text};
 

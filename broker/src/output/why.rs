@@ -10,9 +10,15 @@ use scalable_common::units::format_size;
 
 use super::escape::printable;
 
-/// `RUN/JOB/INDEX (state): reason`.
+/// `RUN/JOB/INDEX (state): reason`, with the item beside the index for a job
+/// with items: `3/sim/3 (item 4, ready): ...`.
 pub fn why_text(w: &WhyAnswer) -> String {
-    format!("{} ({}): {}", w.task, w.state, reason_text(&w.reason))
+    let task = printable(&w.task);
+    let reason = reason_text(&w.reason);
+    match &w.item {
+        Some(item) => format!("{task} (item {}, {}): {reason}", printable(item), w.state),
+        None => format!("{task} ({}): {reason}", w.state),
+    }
 }
 
 /// The sentence for one reason (a plain match table).
@@ -226,14 +232,22 @@ mod tests {
         for (reason, text) in cases {
             assert_eq!(reason_text(&reason), text, "{reason:?}");
         }
-        let w = WhyAnswer {
+        let mut w = WhyAnswer {
             task: "1/j/0".into(),
+            item: None,
             state: "ready".into(),
             reason: Reason::AllAgentsTagged,
         };
         assert_eq!(
             why_text(&w),
             "1/j/0 (ready): no connected agent runs untagged tasks (all are tagged)"
+        );
+        // Issue 13, item 7: the item beside the index.
+        w.task = "1/sim/3".into();
+        w.item = Some("4".into());
+        assert_eq!(
+            why_text(&w),
+            "1/sim/3 (item 4, ready): no connected agent runs untagged tasks (all are tagged)"
         );
     }
 
@@ -242,12 +256,13 @@ mod tests {
     fn the_json_form_names_the_reason() {
         let w = WhyAnswer {
             task: "1/j/0".into(),
+            item: Some("1".into()),
             state: "ready".into(),
             reason: Reason::NoAgentWithTag { tag: "gpu".into() },
         };
         assert_eq!(
             serde_json::to_string(&w).unwrap(),
-            r#"{"task":"1/j/0","state":"ready","reason":{"no_agent_with_tag":{"tag":"gpu"}}}"#
+            r#"{"task":"1/j/0","item":"1","state":"ready","reason":{"no_agent_with_tag":{"tag":"gpu"}}}"#
         );
     }
 }

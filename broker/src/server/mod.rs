@@ -27,6 +27,7 @@ mod core_task;
 mod fleet_io;
 mod requests;
 mod routing;
+mod task_refs;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;

@@ -7,13 +7,14 @@
 
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
-    Page, Request, Response, RunId, RunRef, SubmitRequest, TaskId, TaskRef, REPLY_PAGE_BYTES_MAX,
+    Page, Request, Response, RunId, RunRef, SubmitRequest, TaskId, TaskLogs, TaskRef,
+    REPLY_PAGE_BYTES_MAX,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::fleet_io::{self, FleetCtx, ScaleReq};
 use super::routing::{Deferred, Query};
-use super::{bad, now_ms, CoreMsg};
+use super::{bad, now_ms, task_refs, CoreMsg};
 use crate::core::{Core, StoreOp};
 use crate::paging::PageBuilder;
 use crate::{store, submit};
@@ -119,7 +120,10 @@ fn status(core: &Core, run: Option<RunRef>, after: Option<RunId>) -> Response {
 fn cancel(core: &mut Core, run: Option<RunRef>, task: Option<TaskRef>, now: u64) -> Response {
     let n = match (run, task) {
         (Some(r), _) => resolve_run(core, &r).and_then(|id| core.cancel_run(id, now)),
-        (None, Some(t)) => resolve_task(core, &t).and_then(|id| core.cancel_task(id, now)),
+        (None, Some(t)) => match task_refs::resolve(core, &t) {
+            Ok(id) => core.cancel_task(id, now),
+            Err(message) => return bad(message),
+        },
         (None, None) => None,
     };
     match n {
@@ -152,41 +156,40 @@ fn analyze(core: &Core, run: &RunRef, after: Option<TaskId>) -> Answer {
     let Some(id) = resolve_run(core, run) else {
         return Answer::Now(bad(no_run(run)));
     };
-    Answer::Read(Box::new(move |c| match store::run_analysis(c, id, after) {
-        Ok(a) => Response::Analyze(a),
-        Err(e) => bad(e.to_string()),
+    let defs = core.job_defs(id);
+    let item_of = move |job: &str, index: u64| {
+        let def = defs.iter().find(|d| d.name == job)?;
+        def.items.get(index).map(|i| i.to_string())
+    };
+    Answer::Read(Box::new(move |c| {
+        match store::run_analysis(c, id, after, &item_of) {
+            Ok(a) => Response::Analyze(a),
+            Err(e) => bad(e.to_string()),
+        }
     }))
 }
 
-/// Logs are read from the store; a task named by path is resolved there too
-/// (its row may exist only in the store), with `last` as the core knows it.
+/// Logs are read from the store; the task is named against the core (it
+/// knows every run's jobs and items, also after a restart).
 fn logs(core: &Core, task: TaskRef, attempt: Option<u32>, from: u64) -> Answer {
-    let last = core.last_run();
+    let id = match task_refs::resolve(core, &task) {
+        Ok(id) => id,
+        Err(message) => return Answer::Now(bad(message)),
+    };
+    let item = core.task_item(id);
     Answer::Read(Box::new(move |c| {
-        let id = match task {
-            TaskRef::Id(id) => Ok(id),
-            TaskRef::Path { run, job, index } => {
-                let run = match run {
-                    RunRef::Id(r) => Some(r),
-                    RunRef::Last => last,
-                };
-                match run {
-                    Some(r) => store::task_by_path(c, r, &job, index),
-                    None => Err(store::StoreError::NotFound("no runs yet".into())),
-                }
-            }
-        };
-        match id.and_then(|id| store::task_logs(c, id, attempt, from)) {
-            Ok(l) => Response::Logs(l),
+        match store::task_logs(c, id, attempt, from) {
+            Ok(l) => Response::Logs(TaskLogs { item, ..l }),
             Err(e) => bad(e.to_string()),
         }
     }))
 }
 
 fn why(core: &Core, task: &TaskRef, now: u64) -> Response {
-    match resolve_task(core, task).and_then(|id| core.why(id, now)) {
-        Some(answer) => Response::Why(answer),
-        None => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
+    match task_refs::resolve(core, task).map(|id| core.why(id, now)) {
+        Ok(Some(answer)) => Response::Why(answer),
+        Ok(None) => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
+        Err(message) => bad(message),
     }
 }
 
@@ -201,16 +204,6 @@ fn resolve_run(core: &Core, run: &RunRef) -> Option<RunId> {
     match run {
         RunRef::Id(id) => Some(*id),
         RunRef::Last => core.last_run(),
-    }
-}
-
-fn resolve_task(core: &Core, t: &TaskRef) -> Option<u64> {
-    match t {
-        TaskRef::Id(id) => Some(*id),
-        TaskRef::Path { run, job, index } => {
-            let run = resolve_run(core, run)?;
-            core.task_by_path(run, job, *index)
-        }
     }
 }
 

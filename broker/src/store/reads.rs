@@ -266,6 +266,10 @@ fn attempt_times(c: &Connection, job_id: i64) -> Result<AttemptTimes, StoreError
     .map_err(sql)
 }
 
+/// The item of task `index` of job `name`, as the core knows it (the store
+/// keeps no items).
+pub type ItemOf = dyn Fn(&str, u64) -> Option<String> + Send;
+
 /// pegasus-analyzer-like report: the run's counts and one page of its failed
 /// tasks (of the first [`FAILED_TASKS_SHOWN_MAX`]) whose id is greater than
 /// `after`, each with its attempts and output tails.
@@ -273,6 +277,7 @@ pub fn run_analysis(
     c: &Connection,
     run: RunId,
     after: Option<TaskId>,
+    item_of: &ItemOf,
 ) -> Result<RunAnalysis, StoreError> {
     let row = run_row(c, run)?;
     let total: i64 = c
@@ -335,10 +340,9 @@ pub fn run_analysis(
             continue;
         }
         let path = format!("{run}/{job}/{idx}");
-        if !page.push(
-            task_id as u64,
-            failed_task(c, task_id, path, state, reason)?,
-        ) {
+        let mut task = failed_task(c, task_id, path, state, reason)?;
+        task.item = item_of(&job, idx as u64);
+        if !page.push(task_id as u64, task) {
             break;
         }
     }
@@ -395,6 +399,7 @@ fn failed_task(
     Ok(FailedTask {
         task: task_id as u64,
         path,
+        item: None,
         state,
         reason,
         argv,
@@ -402,30 +407,6 @@ fn failed_task(
         stderr_tail: String::from_utf8_lossy(&stderr).into_owned(),
         stdout_tail: String::from_utf8_lossy(&stdout).into_owned(),
     })
-}
-
-/// Finds a task id from `run/job/index`.
-pub fn task_by_path(
-    c: &Connection,
-    run: RunId,
-    job: &str,
-    index: u64,
-) -> Result<TaskId, StoreError> {
-    let row: Option<(i64, i64)> = c
-        .query_row(
-            "SELECT first_task, task_count FROM jobs WHERE run_id = ?1 AND name = ?2",
-            params![run as i64, job],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(sql)?;
-    match row {
-        Some((first, count)) if (index as i64) < count => Ok(first as u64 + index),
-        Some((_, count)) => Err(not_found(format!(
-            "job {job} of run {run} has {count} tasks; index {index} is out of range"
-        ))),
-        None => Err(not_found(format!("run {run} has no job {job:?}"))),
-    }
 }
 
 /// stdout/stderr kept for an attempt of a task (the last attempt by default),
@@ -456,6 +437,7 @@ pub fn task_logs(
                 Ok(TaskLogs {
                     task,
                     path: path.clone(),
+                    item: None,
                     attempt_number: r.get(0)?,
                     stdout: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
                     stderr: r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
