@@ -140,3 +140,86 @@ jobs:
         stderr(&out)
     );
 }
+
+/// Regression (issue 13, item 6): failures came without their numbers: a
+/// task that exited 2 on a missing file showed `"exit_code": null`, and
+/// MEMORY_EXHAUSTION and TIMEOUT said neither the limit and peak nor the
+/// walltime. `analyze` (text and JSON) and `logs` say them now.
+#[test]
+fn failures_carry_their_numbers() {
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "3", "--memory", "2G"]);
+    b.wait_agents(1);
+    let wf = b.write(
+        "numbers.yaml",
+        r#"
+workflow: numbers
+jobs:
+  - name: input
+    command: [sh, -c, "ls /no-such-file-here"]
+  - name: slow
+    command: [sleep, "30"]
+    walltime: 1s
+  - name: hog
+    command: [python3, -c, "x = bytearray(400 * 1024 * 1024); import time; time.sleep(20)"]
+    resources: {memory: 100M}
+"#,
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let out = b.cli(&["wait", &run]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&b.cli(&["analyze", &run, "--json"]))).unwrap();
+    let task = |job: &str| -> serde_json::Value {
+        v["failed_tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["path"] == format!("{run}/{job}/0"))
+            .unwrap_or_else(|| panic!("no failed {job}: {v}"))
+            .clone()
+    };
+    let input = task("input");
+    assert_eq!(input["attempts"][0]["class"], "INVALID_INPUT", "{input}");
+    assert_eq!(input["attempts"][0]["exit_code"], 2, "{input}");
+    assert!(
+        input["reason"].as_str().unwrap().ends_with("(exit code 2)"),
+        "{input}"
+    );
+    let slow = task("slow");
+    assert_eq!(slow["attempts"][0]["class"], "TIMEOUT", "{slow}");
+    assert_eq!(slow["attempts"][0]["walltime_ms"], 1000, "{slow}");
+    assert_eq!(slow["reason"], "timeout: walltime 1 sec", "{slow}");
+    let hog = task("hog");
+    let attempt = &hog["attempts"][0];
+    assert_eq!(attempt["class"], "MEMORY_EXHAUSTION", "{hog}");
+    // The agent's limit is the request times its margin (1.2).
+    assert_eq!(attempt["memory_limit_bytes"], 125_829_120, "{hog}");
+    let peak = attempt["peak_rss_bytes"].as_u64().unwrap();
+    assert!(peak > 100 << 20, "the peak that broke the limit: {hog}");
+    assert!(
+        hog["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("memory exhaustion: peak "),
+        "{hog}"
+    );
+    let text = stdout(&b.cli(&["analyze", &run]));
+    assert!(
+        text.contains("attempt 1: INVALID_INPUT exit 2 on agent"),
+        "{text}"
+    );
+    assert!(
+        text.contains("attempt 1: TIMEOUT walltime 1 sec on agent"),
+        "{text}"
+    );
+    assert!(text.contains(", limit 120M on agent"), "{text}");
+    let logs = b.cli(&["logs", &format!("{run}/hog/0")]);
+    let note = stderr(&logs);
+    assert!(
+        note.starts_with(&format!(
+            "note: {run}/hog/0 attempt 1 ended MEMORY_EXHAUSTION peak "
+        )) && note.trim_end().ends_with(", limit 120M"),
+        "{note}"
+    );
+}

@@ -542,14 +542,16 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             };
             let started = (result.started_at_us > 0).then_some(result.started_at_us as i64);
             c.prepare_cached(
-                "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12, spends_retry = ?13 WHERE id = ?1",
+                "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12, spends_retry = ?13, memory_limit_bytes = ?14 WHERE id = ?1",
             )?
             .execute(params![
                 *attempt as i64,
                 started,
                 result.ended_at_us as i64,
                 result.end.class(),
-                result.end.exit_code(),
+                // The process's own code also for an end classed otherwise
+                // (INVALID_INPUT after exit 2, OUTPUTS_MISSING after exit 0).
+                result.end.exit_code().or(result.exit_code),
                 detail,
                 result.peak_rss_bytes as i64,
                 result.cpu_time_us as i64,
@@ -558,6 +560,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 tail(&result.stdout_tail),
                 tail(&result.stderr_tail),
                 result.end.spends_retry(),
+                result.memory_limit_bytes.map(|b| b.min(i64::MAX as u64) as i64),
             ])?;
         }
         StoreOp::TaskState {

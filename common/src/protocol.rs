@@ -290,6 +290,13 @@ pub struct AttemptResult {
     /// Total bytes the task wrote to stdout / stderr.
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// The code the process exited with, whatever the end's class (also for
+    /// `InvalidInput` and `OutputsMissing`); `None` when a signal ended it or
+    /// it never started.
+    pub exit_code: Option<i32>,
+    /// The memory limit the agent enforced (request × its margin, or the
+    /// container's `--memory`); `None`: no limit.
+    pub memory_limit_bytes: Option<u64>,
 }
 
 impl AttemptResult {
@@ -307,6 +314,8 @@ impl AttemptResult {
             stderr_tail: Vec::new(),
             stdout_bytes: 0,
             stderr_bytes: 0,
+            exit_code: None,
+            memory_limit_bytes: None,
         }
     }
 }
@@ -620,15 +629,25 @@ pub struct RunStats {
     pub jobs: Vec<JobStats>,
 }
 
+/// One attempt of a task as `analyze` and `logs` show it: how it ended, with
+/// the numbers that explain the end.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailedAttempt {
     pub attempt_number: u32,
     pub class: String,
+    /// The code the process exited with, whatever the class (`None` when a
+    /// signal ended it or it never started).
     pub exit_code: Option<i32>,
     pub detail: String,
     pub agent: String,
     pub host: String,
     pub duration_ms: u64,
+    /// The largest memory the task used (the whole process tree), as measured.
+    pub peak_rss_bytes: u64,
+    /// The memory limit the agent enforced; `None`: no limit.
+    pub memory_limit_bytes: Option<u64>,
+    /// The job's walltime; `None`: no walltime.
+    pub walltime_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -672,6 +691,8 @@ pub struct TaskLogs {
     /// The task's item (`range`/`foreach`), `None` for a job without items.
     pub item: Option<String>,
     pub attempt_number: u32,
+    /// How this attempt ended, with its numbers; `None` while it runs.
+    pub ended: Option<Box<FailedAttempt>>,
     /// The kept output, a page at a time: the bytes of this page that belong
     /// to each stream (stdout's kept bytes come first, then stderr's).
     pub stdout: Vec<u8>,

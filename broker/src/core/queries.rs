@@ -120,4 +120,10 @@ impl Core {
         let (job, index) = self.locate_task(task)?;
         self.jobs[&job].def.items.get(index).map(|i| i.to_string())
     }
+
+    /// The walltime of a task's job, if it has one.
+    pub fn task_walltime_ms(&self, task: TaskId) -> Option<u64> {
+        let (job, _) = self.locate_task(task)?;
+        self.jobs[&job].def.walltime_ms
+    }
 }

@@ -52,6 +52,8 @@ impl Core {
     ) {
         let end = result.end.clone();
         let peak_rss = result.peak_rss_bytes;
+        let walltime_ms = self.jobs[&at.job].def.walltime_ms;
+        let failure = (!end.is_success()).then(|| failure_reason(&result, &at, walltime_ms));
         self.close_attempt(&at, result, now_ms);
         let job = &self.jobs[&at.job];
         let retries = job.def.retries;
@@ -75,8 +77,7 @@ impl Core {
             }
             self.retry_after_backoff(&at, now_ms);
         } else {
-            let reason = failure_reason(&end);
-            self.finish_task(at.job, at.index, TaskState::Failed, Some(reason), now_ms);
+            self.finish_task(at.job, at.index, TaskState::Failed, failure, now_ms);
         }
     }
 
@@ -495,16 +496,39 @@ impl Core {
     }
 }
 
-/// The task row's reason for a task that failed for good.
-pub(super) fn failure_reason(end: &AttemptEnd) -> String {
-    match end {
+/// The task row's reason for a task that failed for good, with the numbers
+/// that explain it: the exit code, the memory peak against the limit, the
+/// walltime.
+pub(super) fn failure_reason(r: &AttemptResult, at: &Attempt, walltime_ms: Option<u64>) -> String {
+    let size = scalable_common::units::format_size;
+    match &r.end {
         AttemptEnd::Exited { code } => format!("exit code {code}"),
         AttemptEnd::Signalled { signal } => format!("killed by signal {signal}"),
         AttemptEnd::SpawnFailed { error } => format!("could not start: {error}"),
-        AttemptEnd::InvalidInput { path } => format!("missing input: {path}"),
+        AttemptEnd::InvalidInput { path } => match r.exit_code {
+            Some(code) => format!("missing input: {path} (exit code {code})"),
+            None => format!("missing input: {path}"),
+        },
         AttemptEnd::OutputsMissing { missing } => {
             format!("missing outputs: {}", missing.join(", "))
         }
+        AttemptEnd::OutOfMemory => {
+            let mut reason = format!("memory exhaustion: peak {}", size(r.peak_rss_bytes));
+            if let Some(limit) = r.memory_limit_bytes {
+                reason.push_str(&format!(", limit {}", size(limit)));
+            }
+            if at.resources.memory_bytes > 0 {
+                reason.push_str(&format!(" (request {})", size(at.resources.memory_bytes)));
+            }
+            reason
+        }
+        AttemptEnd::TimedOut => match walltime_ms {
+            Some(w) => format!(
+                "timeout: walltime {}",
+                scalable_common::units::format_duration_ms(w)
+            ),
+            None => "timeout".into(),
+        },
         other => other.class().to_lowercase(),
     }
 }

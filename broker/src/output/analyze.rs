@@ -5,6 +5,7 @@
 
 use scalable_common::protocol::{FailedAttempt, FailedTask, RunAnalysis};
 use scalable_common::quote::shell_join;
+use scalable_common::units::{format_duration_ms, format_size};
 
 use super::escape::printable;
 use super::table::{percent, secs3};
@@ -96,12 +97,34 @@ fn failed_task_into(t: &FailedTask, out: &mut String) {
     }
 }
 
+/// The class of an attempt's end and the numbers that explain it:
+/// `EXIT_CODE exit 3`, `INVALID_INPUT exit 2`, `MEMORY_EXHAUSTION peak 130M,
+/// limit 120M`, `TIMEOUT walltime 10 secs`.
+pub(super) fn ending_words(a: &FailedAttempt) -> String {
+    let mut words = printable(&a.class).into_owned();
+    if let Some(code) = a.exit_code {
+        words.push_str(&format!(" exit {code}"));
+    }
+    match a.class.as_str() {
+        "MEMORY_EXHAUSTION" => {
+            words.push_str(&format!(" peak {}", format_size(a.peak_rss_bytes)));
+            if let Some(limit) = a.memory_limit_bytes {
+                words.push_str(&format!(", limit {}", format_size(limit)));
+            }
+        }
+        "TIMEOUT" => {
+            if let Some(w) = a.walltime_ms {
+                words.push_str(&format!(" walltime {}", format_duration_ms(w)));
+            }
+        }
+        _ => {}
+    }
+    words
+}
+
 /// `attempt 1: EXIT_CODE exit 3 on agent a1 (node01) after 0.120 s - detail`.
 fn attempt_line(a: &FailedAttempt) -> String {
-    let mut line = format!("attempt {}: {}", a.attempt_number, a.class);
-    if let Some(code) = a.exit_code {
-        line.push_str(&format!(" exit {code}"));
-    }
+    let mut line = format!("attempt {}: {}", a.attempt_number, ending_words(a));
     if !a.agent.is_empty() {
         line.push_str(&format!(" on agent {}", printable(&a.agent)));
         if !a.host.is_empty() {
@@ -154,6 +177,9 @@ mod tests {
                             agent: "a1".into(),
                             host: "node01".into(),
                             duration_ms: 120,
+                            peak_rss_bytes: 0,
+                            memory_limit_bytes: None,
+                            walltime_ms: None,
                         },
                         FailedAttempt {
                             attempt_number: 2,
@@ -163,6 +189,9 @@ mod tests {
                             agent: "a2".into(),
                             host: "node02".into(),
                             duration_ms: 10_000,
+                            peak_rss_bytes: 0,
+                            memory_limit_bytes: None,
+                            walltime_ms: None,
                         },
                     ],
                     stderr_tail: stderr,
@@ -266,6 +295,46 @@ Total tasks        : 21 (100.00%)
 no failed tasks
 ";
         assert_eq!(analyze_text(&ok), expected);
+    }
+
+    /// Issue 13, item 6: a failure says its numbers: the exit code of a task
+    /// classed otherwise, the memory peak against the limit, the walltime.
+    #[test]
+    fn attempts_show_their_numbers() {
+        let base = FailedAttempt {
+            attempt_number: 1,
+            class: "MEMORY_EXHAUSTION".into(),
+            exit_code: None,
+            detail: "".into(),
+            agent: "a1".into(),
+            host: "h".into(),
+            duration_ms: 500,
+            peak_rss_bytes: 130 << 20,
+            memory_limit_bytes: Some(120 << 20),
+            walltime_ms: Some(10_000),
+        };
+        assert_eq!(
+            attempt_line(&base),
+            "attempt 1: MEMORY_EXHAUSTION peak 130M, limit 120M on agent a1 (h) after 0.500 s"
+        );
+        let timeout = FailedAttempt {
+            class: "TIMEOUT".into(),
+            ..base.clone()
+        };
+        assert_eq!(
+            attempt_line(&timeout),
+            "attempt 1: TIMEOUT walltime 10 secs on agent a1 (h) after 0.500 s"
+        );
+        let invalid = FailedAttempt {
+            class: "INVALID_INPUT".into(),
+            exit_code: Some(2),
+            detail: "missing input: x.csv".into(),
+            ..base
+        };
+        assert_eq!(
+            attempt_line(&invalid),
+            "attempt 1: INVALID_INPUT exit 2 on agent a1 (h) after 0.500 s - missing input: x.csv"
+        );
     }
 
     #[test]

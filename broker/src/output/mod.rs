@@ -37,7 +37,7 @@ use std::io::Write;
 pub use agents::{agents_text, pilots_text};
 pub use analyze::{analyze_text, ANALYZE_TAIL_LINES_MAX};
 pub use json::json;
-pub use logs::{logs_bytes, logs_truncated_note};
+pub use logs::{logs_bytes, logs_ending_note, logs_truncated_note};
 pub use plan::{plan_json, plan_text};
 pub use progress::{failed_hint, finished_line, Progress, PROGRESS_PLAIN_INTERVAL_MS};
 pub use scale::scale_text;

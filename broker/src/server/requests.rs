@@ -156,13 +156,10 @@ fn analyze(core: &Core, run: &RunRef, after: Option<TaskId>) -> Answer {
     let Some(id) = resolve_run(core, run) else {
         return Answer::Now(bad(no_run(run)));
     };
-    let defs = core.job_defs(id);
-    let item_of = move |job: &str, index: u64| {
-        let def = defs.iter().find(|d| d.name == job)?;
-        def.items.get(index).map(|i| i.to_string())
-    };
+    // Items and walltimes are the core's; the store keeps neither per task.
+    let jobs = core.job_defs(id);
     Answer::Read(Box::new(move |c| {
-        match store::run_analysis(c, id, after, &item_of) {
+        match store::run_analysis(c, id, after, &jobs) {
             Ok(a) => Response::Analyze(a),
             Err(e) => bad(e.to_string()),
         }
@@ -177,8 +174,9 @@ fn logs(core: &Core, task: TaskRef, attempt: Option<u32>, from: u64) -> Answer {
         Err(message) => return Answer::Now(bad(message)),
     };
     let item = core.task_item(id);
+    let walltime_ms = core.task_walltime_ms(id);
     Answer::Read(Box::new(move |c| {
-        match store::task_logs(c, id, attempt, from) {
+        match store::task_logs(c, id, attempt, from, walltime_ms) {
             Ok(l) => Response::Logs(TaskLogs { item, ..l }),
             Err(e) => bad(e.to_string()),
         }

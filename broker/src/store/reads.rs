@@ -5,13 +5,15 @@
 //! This module only reads; it must not write rows nor change the schema.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use scalable_common::frame::encoded_len;
 use scalable_common::protocol::{
     FailedAttempt, FailedTask, JobStats, RunAnalysis, RunId, RunStats, TaskId, TaskLogs,
     ENVELOPE_BYTES_MAX, FAILED_TASKS_SHOWN_MAX, MESSAGE_BYTES_MAX, REPLY_PAGE_BYTES_MAX,
 };
+use scalable_common::workflow::JobDef;
 
 use super::StoreError;
 use crate::paging::{bytes_page, PageBuilder};
@@ -266,18 +268,16 @@ fn attempt_times(c: &Connection, job_id: i64) -> Result<AttemptTimes, StoreError
     .map_err(sql)
 }
 
-/// The item of task `index` of job `name`, as the core knows it (the store
-/// keeps no items).
-pub type ItemOf = dyn Fn(&str, u64) -> Option<String> + Send;
-
 /// pegasus-analyzer-like report: the run's counts and one page of its failed
 /// tasks (of the first [`FAILED_TASKS_SHOWN_MAX`]) whose id is greater than
-/// `after`, each with its attempts and output tails.
+/// `after`, each with its attempts and output tails. `jobs`: the run's job
+/// definitions as the core knows them (items and walltimes, which the store
+/// does not keep per task).
 pub fn run_analysis(
     c: &Connection,
     run: RunId,
     after: Option<TaskId>,
-    item_of: &ItemOf,
+    jobs: &[Arc<JobDef>],
 ) -> Result<RunAnalysis, StoreError> {
     let row = run_row(c, run)?;
     let total: i64 = c
@@ -340,8 +340,12 @@ pub fn run_analysis(
             continue;
         }
         let path = format!("{run}/{job}/{idx}");
-        let mut task = failed_task(c, task_id, path, state, reason)?;
-        task.item = item_of(&job, idx as u64);
+        let def = jobs.iter().find(|d| d.name == job);
+        let walltime_ms = def.and_then(|d| d.walltime_ms);
+        let mut task = failed_task(c, task_id, path, state, reason, walltime_ms)?;
+        task.item = def
+            .and_then(|d| d.items.get(idx as u64))
+            .map(|i| i.to_string());
         if !page.push(task_id as u64, task) {
             break;
         }
@@ -352,6 +356,29 @@ pub fn run_analysis(
     Ok(analysis)
 }
 
+/// The columns [`attempt_from_row`] reads, in its order (attempts `a`
+/// joined with their agent `g`).
+const ATTEMPT_COLUMNS: &str =
+    "a.number, COALESCE(a.end_class, 'UNKNOWN'), a.exit_code, COALESCE(a.detail, ''),
+    COALESCE(g.name, ''), COALESCE(g.hostname, ''), COALESCE(a.ended_at_us - a.started_at_us, 0),
+    COALESCE(a.peak_rss_bytes, 0), a.memory_limit_bytes";
+
+/// One attempt as `analyze` and `logs` show it, from [`ATTEMPT_COLUMNS`].
+fn attempt_from_row(r: &Row, walltime_ms: Option<u64>) -> rusqlite::Result<FailedAttempt> {
+    Ok(FailedAttempt {
+        attempt_number: r.get(0)?,
+        class: r.get(1)?,
+        exit_code: r.get(2)?,
+        detail: r.get(3)?,
+        agent: r.get(4)?,
+        host: r.get(5)?,
+        duration_ms: r.get::<_, i64>(6)?.max(0) as u64 / 1000,
+        peak_rss_bytes: r.get::<_, i64>(7)?.max(0) as u64,
+        memory_limit_bytes: r.get::<_, Option<i64>>(8)?.map(|b| b.max(0) as u64),
+        walltime_ms,
+    })
+}
+
 /// A failed task with its attempts, and the argv and output tails of its last
 /// one.
 fn failed_task(
@@ -360,32 +387,23 @@ fn failed_task(
     path: String,
     state: String,
     reason: String,
+    walltime_ms: Option<u64>,
 ) -> Result<FailedTask, StoreError> {
     let mut att = c
-        .prepare_cached(
-            "SELECT a.number, COALESCE(a.end_class, 'UNKNOWN'), a.exit_code, COALESCE(a.detail, ''),
-                    COALESCE(g.name, ''), COALESCE(g.hostname, ''),
-                    COALESCE(a.ended_at_us - a.started_at_us, 0), a.argv, a.stderr_tail, a.stdout_tail
-             FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id WHERE a.task_id = ?1 ORDER BY a.number",
-        )
+        .prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS}, a.argv, a.stderr_tail, a.stdout_tail
+             FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id WHERE a.task_id = ?1 ORDER BY a.number"
+        ))
         .map_err(sql)?;
     let mut attempts = Vec::new();
     let (mut argv, mut stderr, mut stdout) = (Vec::new(), Vec::new(), Vec::new());
     let rows = att
         .query_map([task_id], |r| {
             Ok((
-                FailedAttempt {
-                    attempt_number: r.get(0)?,
-                    class: r.get(1)?,
-                    exit_code: r.get(2)?,
-                    detail: r.get(3)?,
-                    agent: r.get(4)?,
-                    host: r.get(5)?,
-                    duration_ms: r.get::<_, i64>(6)?.max(0) as u64 / 1000,
-                },
-                r.get::<_, String>(7)?,
-                r.get::<_, Option<Vec<u8>>>(8)?,
-                r.get::<_, Option<Vec<u8>>>(9)?,
+                attempt_from_row(r, walltime_ms)?,
+                r.get::<_, String>(9)?,
+                r.get::<_, Option<Vec<u8>>>(10)?,
+                r.get::<_, Option<Vec<u8>>>(11)?,
             ))
         })
         .map_err(sql)?;
@@ -409,14 +427,36 @@ fn failed_task(
     })
 }
 
+/// How attempt `number` of a task ended, with its numbers; `None` while it
+/// runs.
+fn attempt_ended(
+    c: &Connection,
+    task: TaskId,
+    number: u32,
+    walltime_ms: Option<u64>,
+) -> Result<Option<FailedAttempt>, StoreError> {
+    c.query_row(
+        &format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id
+             WHERE a.task_id = ?1 AND a.number = ?2 AND a.end_class IS NOT NULL"
+        ),
+        params![task as i64, number],
+        |r| attempt_from_row(r, walltime_ms),
+    )
+    .optional()
+    .map_err(sql)
+}
+
 /// stdout/stderr kept for an attempt of a task (the last attempt by default),
 /// the page of them that starts at byte `from` (stdout's bytes, then
-/// stderr's).
+/// stderr's), and how that attempt ended. `walltime_ms`: the job's, as the
+/// core knows it.
 pub fn task_logs(
     c: &Connection,
     task: TaskId,
     attempt: Option<u32>,
     from: u64,
+    walltime_ms: Option<u64>,
 ) -> Result<TaskLogs, StoreError> {
     let path: Option<String> = c
         .query_row(
@@ -439,6 +479,7 @@ pub fn task_logs(
                     path: path.clone(),
                     item: None,
                     attempt_number: r.get(0)?,
+                    ended: None,
                     stdout: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
                     stderr: r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
                     stdout_bytes: r.get::<_, i64>(3)? as u64,
@@ -453,6 +494,7 @@ pub fn task_logs(
         Some(n) => not_found(format!("task {path} has no attempt {n}")),
         None => not_found(format!("task {path} has not run yet")),
     })?;
+    logs.ended = attempt_ended(c, task, logs.attempt_number, walltime_ms)?.map(Box::new);
     let (stdout, stderr, next) = bytes_page(&logs.stdout, &logs.stderr, from, REPLY_PAGE_BYTES_MAX);
     (logs.stdout, logs.stderr, logs.next) = (stdout, stderr, next);
     Ok(logs)

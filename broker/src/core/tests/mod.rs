@@ -212,6 +212,8 @@ fn result(attempt: AttemptId, end: AttemptEnd) -> AttemptResult {
         stderr_tail: vec![],
         stdout_bytes: 0,
         stderr_bytes: 0,
+        exit_code: None,
+        memory_limit_bytes: None,
     }
 }
 

@@ -97,3 +97,50 @@ fn max_fails_stops_scheduling_after_that_many_failed_tasks() {
     assert_eq!(s.counts.succeeded + s.counts.cancelled, 4, "{s:?}");
     assert!(s.counts.cancelled >= 1, "unstarted tasks cancelled: {s:?}");
 }
+
+/// Issue 13, item 6: a task that failed for good says why with its numbers:
+/// the memory peak against the limit and the request, the walltime, the
+/// code a task classed `INVALID_INPUT` exited with.
+#[test]
+fn a_failed_task_is_recorded_with_its_numbers() {
+    let mut env = TestEnv::new();
+    let a = env.agent(3, &[]);
+    let mut oom = job("oom", 1);
+    oom.resources.memory_bytes = Some(100 << 20);
+    let mut slow = job("slow", 1);
+    slow.walltime_ms = Some(10_000);
+    let input = job("input", 1);
+    env.submit(vec![oom, slow, input]);
+    let at = assigned(&env.step(), a);
+    assert_eq!(at.len(), 3);
+    let mut r_oom = result(at[0], AttemptEnd::OutOfMemory);
+    r_oom.peak_rss_bytes = 130 << 20;
+    r_oom.memory_limit_bytes = Some(120 << 20);
+    let r_slow = result(at[1], AttemptEnd::TimedOut);
+    let mut r_input = result(
+        at[2],
+        AttemptEnd::InvalidInput {
+            path: "x.csv".into(),
+        },
+    );
+    r_input.exit_code = Some(2);
+    env.core
+        .agent_events(a, &[], vec![r_oom, r_slow, r_input], None, env.now_ms);
+    env.step();
+    let reasons: Vec<String> = env
+        .store_log
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::TaskState { reason, .. } => reason.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "memory exhaustion: peak 130M, limit 120M (request 100M)",
+            "timeout: walltime 10 secs",
+            "missing input: x.csv (exit code 2)"
+        ]
+    );
+}
