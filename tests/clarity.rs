@@ -223,3 +223,57 @@ jobs:
         "{note}"
     );
 }
+
+/// Regression (issue 13, item 6): `why` on a task cancelled because its
+/// dependency failed pointed to `analyze`, which listed only failed tasks.
+/// Both name it now, with the failure that caused it.
+#[test]
+fn a_task_cancelled_by_a_failed_dependency_is_named_with_the_failure() {
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "2"]);
+    b.wait_agents(1);
+    let wf = b.write(
+        "dep.yaml",
+        r#"
+workflow: dep
+jobs:
+  - name: bad
+    range: "1..=2"
+    command: [sh, -c, "exit {{ item }}"]
+  - name: post
+    after: [bad]
+    range: "1..=3"
+    command: ["true"]
+"#,
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let out = b.cli(&["wait", &run]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let why = b.ok(&["why", &format!("{run}/post@2")]);
+    assert!(
+        why.starts_with(&format!(
+            "{run}/post/1 (item 2, cancelled): it was cancelled because its dependency bad failed (task {run}/bad/"
+        )) && (why.trim_end().ends_with(": exit code 1)")
+            || why.trim_end().ends_with(": exit code 2)")),
+        "{why}"
+    );
+    let text = stdout(&b.cli(&["analyze", &run]));
+    assert!(
+        text.contains(&format!(
+            "*****Cancelled tasks of job post: 3*****\ncause   : cancelled because its dependency bad failed (task {run}/bad/"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tasks   : {run}/post/0 (item 1), {run}/post/1 (item 2), {run}/post/2 (item 3)\n"
+        )),
+        "{text}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&b.cli(&["analyze", &run, "--json"]))).unwrap();
+    let cancelled = &v["cancelled_jobs"][0];
+    assert_eq!(cancelled["job"], "post", "{v}");
+    assert_eq!(cancelled["tasks"], 3, "{v}");
+    assert_eq!(cancelled["cause"]["dependency_failed"]["job"], "bad", "{v}");
+}

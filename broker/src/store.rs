@@ -8,12 +8,14 @@
 //! every earlier write (`stats`, `analyze`, `logs`) run on the same thread,
 //! in order with the writes.
 
+mod analysis;
 mod error;
 mod reads;
 mod schema;
 
+pub use analysis::run_analysis;
 pub use error::StoreError;
-pub use reads::{last_run, run_analysis, run_stats, task_logs};
+pub use reads::{last_run, run_stats, task_logs};
 pub use schema::StateOrigin;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +23,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use scalable_common::protocol::{AttemptEnd, PilotInfo, PilotPhase, RunId, TaskId};
+use scalable_common::explain::Cancellation;
+use scalable_common::protocol::{AttemptEnd, JobId, PilotInfo, PilotPhase, RunId, TaskId};
 use scalable_common::{failpoint, private_files};
 
 use crate::core::restore::{AgentRow, OpenAttempt, Snapshot, TaskRow};
@@ -141,8 +144,17 @@ pub struct LoadedRun {
     pub cwd: String,
     pub source: String,
     pub definition: String,
-    /// (job id, first task, cancel mark), in job order.
-    pub jobs: Vec<(u64, TaskId, bool)>,
+    /// In job order.
+    pub jobs: Vec<LoadedJob>,
+}
+
+/// A job row as a restart needs it.
+#[derive(Debug)]
+pub struct LoadedJob {
+    pub id: JobId,
+    pub first_task: TaskId,
+    pub cancel_marked: bool,
+    pub cancel_cause: Option<Cancellation>,
 }
 
 /// What the store holds for a restart.
@@ -189,20 +201,29 @@ fn runs(c: &Connection) -> rusqlite::Result<Vec<LoadedRun>> {
         .collect::<rusqlite::Result<_>>()?;
     let index: std::collections::HashMap<RunId, usize> =
         runs.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
-    let mut stmt =
-        c.prepare("SELECT id, run_id, first_task, cancel_marked FROM jobs ORDER BY id")?;
+    let mut stmt = c.prepare(
+        "SELECT id, run_id, first_task, cancel_marked, cancel_cause FROM jobs ORDER BY id",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)? as u64,
             r.get::<_, i64>(1)? as u64,
             r.get::<_, i64>(2)? as u64,
             r.get::<_, i64>(3)? != 0,
+            r.get::<_, Option<String>>(4)?,
         ))
     })?;
     for row in rows {
-        let (job, run, first, marked) = row?;
+        let (job, run, first, marked, cause) = row?;
+        // An unreadable cause is as good as none: `why` then says less.
+        let cause = cause.and_then(|c| serde_json::from_str(&c).ok());
         if let Some(&i) = index.get(&run) {
-            runs[i].jobs.push((job, first, marked));
+            runs[i].jobs.push(LoadedJob {
+                id: job,
+                first_task: first,
+                cancel_marked: marked,
+                cancel_cause: cause,
+            });
         }
     }
     Ok(runs)
@@ -615,6 +636,12 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 p.ended_at_ms.map(|x| x as i64),
                 p.reason
             ])?;
+        }
+        StoreOp::JobCancelCause { job, cause } => {
+            let json = cause.as_ref().map(serde_json::to_string).transpose();
+            // A cause that cannot be encoded is not kept; `why` then says less.
+            c.prepare_cached("UPDATE jobs SET cancel_cause = ?2 WHERE id = ?1")?
+                .execute(params![*job as i64, json.ok().flatten()])?;
         }
         StoreOp::JobCancelMark { job, cancelled } => {
             c.prepare_cached("UPDATE jobs SET cancel_marked = ?2 WHERE id = ?1")?

@@ -677,9 +677,35 @@ pub struct RunAnalysis {
     pub unfinished: u64,
     /// At most [`FAILED_TASKS_SHOWN_MAX`] in all, a page at a time.
     pub failed_tasks: Vec<FailedTask>,
+    /// Jobs with cancelled tasks and why (on the first page only).
+    pub cancelled_jobs: Vec<CancelledJob>,
     /// Where the next page of `failed_tasks` starts (`Request::Analyze.after`).
     pub next: Option<TaskId>,
 }
+
+/// A job with cancelled tasks, as `analyze` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelledJob {
+    pub job: String,
+    /// How many of its tasks were cancelled.
+    pub tasks: u64,
+    /// The first of them, at most [`CANCELLED_TASKS_NAMED_MAX`].
+    pub first: Vec<TaskName>,
+    /// Why (the first cause recorded for the job); `None`: not recorded (a
+    /// store from before causes were kept).
+    pub cause: Option<crate::explain::Cancellation>,
+}
+
+/// A task by its path and, for a job with items, its item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskName {
+    /// `RUN/JOB/INDEX`.
+    pub path: String,
+    pub item: Option<String>,
+}
+
+/// Cancelled tasks `analyze` names per job (the count covers every one).
+pub const CANCELLED_TASKS_NAMED_MAX: usize = 10;
 
 /// Failed tasks `analyze` lists (the counts cover every one).
 pub const FAILED_TASKS_SHOWN_MAX: usize = 1_000;

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use scalable_common::explain::Cancellation;
 use scalable_common::protocol::{
     AgentId, Assignment, AttemptId, AttemptResult, JobId, PilotInfo, RunId, TaskId,
 };
@@ -80,6 +81,11 @@ pub enum StoreOp {
     JobCancelMark {
         job: JobId,
         cancelled: bool,
+    },
+    /// Why the job's tasks were cancelled (`None`: no longer, `resume`).
+    JobCancelCause {
+        job: JobId,
+        cause: Option<Cancellation>,
     },
     /// A finished run runs again (`scalable resume`).
     RunResumed {

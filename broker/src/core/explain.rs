@@ -35,6 +35,10 @@ impl Core {
             TaskState::Succeeded | TaskState::Cached => Reason::Done {
                 cache_note: self.cache_notes.get(&task).cloned(),
             },
+            TaskState::Cancelled if job.cancel_cause.is_some() => Reason::Cancelled {
+                run: job.run,
+                cause: job.cancel_cause.clone().expect("checked"),
+            },
             TaskState::Failed | TaskState::Cancelled => Reason::Ended {
                 state: state.name().to_string(),
                 run: job.run,

@@ -3,13 +3,14 @@
 //!
 //! Must not: decide the exit code (the command does, from the counts).
 
-use scalable_common::protocol::{FailedAttempt, FailedTask, RunAnalysis};
+use scalable_common::protocol::{CancelledJob, FailedAttempt, FailedTask, RunAnalysis};
 use scalable_common::quote::shell_join;
 use scalable_common::units::{format_duration_ms, format_size};
 
 use super::escape::printable;
 use super::table::{percent, secs3};
 use super::task_name::task_label;
+use super::why::cancelled_because;
 
 /// Lines of a failed task's stderr (or stdout) that `analyze` shows.
 pub const ANALYZE_TAIL_LINES_MAX: usize = 20;
@@ -50,17 +51,45 @@ pub fn analyze_text(a: &RunAnalysis) -> String {
 
     let Some(first) = a.failed_tasks.first() else {
         out.push_str("\nno failed tasks\n");
+        cancelled_jobs_into(&a.cancelled_jobs, &mut out);
         return out;
     };
     for task in &a.failed_tasks {
         out.push('\n');
         failed_task_into(task, &mut out);
     }
+    cancelled_jobs_into(&a.cancelled_jobs, &mut out);
     out.push_str(&format!(
         "\nhint: scalable logs {} --stderr prints the whole stderr\n",
         printable(&first.path)
     ));
     out
+}
+
+/// Each job with cancelled tasks: how many, why, and the first of them.
+fn cancelled_jobs_into(jobs: &[CancelledJob], out: &mut String) {
+    for j in jobs {
+        out.push_str(&format!(
+            "\n*****Cancelled tasks of job {}: {}*****\n",
+            printable(&j.job),
+            j.tasks
+        ));
+        let cause = match &j.cause {
+            Some(c) => format!("cancelled {}", cancelled_because(c)),
+            None => "not recorded".into(),
+        };
+        out.push_str(&format!("cause   : {cause}\n"));
+        let mut names: Vec<String> = j
+            .first
+            .iter()
+            .map(|t| task_label(&t.path, t.item.as_deref()))
+            .collect();
+        let more = j.tasks.saturating_sub(j.first.len() as u64);
+        if more > 0 {
+            names.push(format!("and {more} more"));
+        }
+        out.push_str(&format!("tasks   : {}\n", names.join(", ")));
+    }
 }
 
 fn failed_task_into(t: &FailedTask, out: &mut String) {
@@ -154,6 +183,7 @@ mod tests {
             failed: 1,
             cancelled: 1,
             unfinished: 0,
+            cancelled_jobs: vec![],
             next: None,
             failed_tasks: vec![
                 FailedTask {
@@ -334,6 +364,63 @@ no failed tasks
         assert_eq!(
             attempt_line(&invalid),
             "attempt 1: INVALID_INPUT exit 2 on agent a1 (h) after 0.500 s - missing input: x.csv"
+        );
+    }
+
+    /// Issue 13, item 6: tasks cancelled because a dependency failed are
+    /// named with the failure that caused it.
+    #[test]
+    fn cancelled_jobs_are_named_with_their_cause() {
+        use scalable_common::explain::Cancellation;
+        use scalable_common::protocol::TaskName;
+        let mut a = analysis();
+        a.failed_tasks.clear();
+        a.cancelled_jobs = vec![
+            CancelledJob {
+                job: "post".into(),
+                tasks: 12,
+                first: vec![
+                    TaskName {
+                        path: "3/post/0".into(),
+                        item: Some("1".into()),
+                    },
+                    TaskName {
+                        path: "3/post/1".into(),
+                        item: Some("2".into()),
+                    },
+                ],
+                cause: Some(Cancellation::DependencyFailed {
+                    job: "simulate".into(),
+                    task: "3/simulate/7".into(),
+                    item: Some("8".into()),
+                    failure: "exit code 3".into(),
+                }),
+            },
+            CancelledJob {
+                job: "old".into(),
+                tasks: 1,
+                first: vec![TaskName {
+                    path: "3/old/0".into(),
+                    item: None,
+                }],
+                cause: None,
+            },
+        ];
+        let text = analyze_text(&a);
+        assert!(
+            text.ends_with(
+                "\nno failed tasks
+
+*****Cancelled tasks of job post: 12*****
+cause   : cancelled because its dependency simulate failed (task 3/simulate/7, item 8: exit code 3)
+tasks   : 3/post/0 (item 1), 3/post/1 (item 2), and 10 more
+
+*****Cancelled tasks of job old: 1*****
+cause   : not recorded
+tasks   : 3/old/0
+"
+            ),
+            "{text}"
         );
     }
 

@@ -45,7 +45,7 @@ pub use stats::stats_text;
 pub use status::status_text;
 pub use task_name::task_label;
 pub use time::{format_utc, short_duration};
-pub use why::{reason_text, why_text};
+pub use why::{cancelled_because, reason_text, why_text};
 
 /// How a command prints its data (`--json` picks `Json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

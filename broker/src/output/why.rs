@@ -4,7 +4,7 @@
 //! Owns the sentences only; it must not decide anything (the core's
 //! `explain` does) and must not print (the CLI does).
 
-use scalable_common::explain::{Reason, Shortfall};
+use scalable_common::explain::{Cancellation, Reason, Shortfall};
 use scalable_common::protocol::WhyAnswer;
 use scalable_common::units::format_size;
 
@@ -31,6 +31,7 @@ pub fn reason_text(r: &Reason) -> String {
         Reason::Ended { state, run } => {
             format!("it ended {state}; scalable analyze {run} says why")
         }
+        Reason::Cancelled { cause, .. } => format!("it was cancelled {}", cancelled_because(cause)),
         Reason::Assigned { agent: Some(a) } => format!(
             "it is queued on agent {} ({}), waiting for room there",
             a.name, a.host
@@ -93,6 +94,35 @@ pub fn reason_text(r: &Reason) -> String {
     }
 }
 
+/// Why tasks were cancelled, to follow "cancelled": `by the user`,
+/// `because the run reached max_fails (3 failed tasks)`, `because its
+/// dependency bad failed (task 3/bad/0, item 1: exit code 3)`.
+pub fn cancelled_because(c: &Cancellation) -> String {
+    match c {
+        Cancellation::ByUser => "by the user".into(),
+        Cancellation::MaxFails { max } => {
+            format!("because the run reached max_fails ({max} failed tasks)")
+        }
+        Cancellation::DependencyFailed {
+            job,
+            task,
+            item,
+            failure,
+        } => {
+            let item = item
+                .as_deref()
+                .map(|i| format!(", item {}", printable(i)))
+                .unwrap_or_default();
+            format!(
+                "because its dependency {} failed (task {}{item}: {})",
+                printable(job),
+                printable(task),
+                printable(failure)
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use scalable_common::explain::AgentRef;
@@ -132,6 +162,32 @@ mod tests {
                     run: 3,
                 },
                 "it ended failed; scalable analyze 3 says why",
+            ),
+            (
+                Reason::Cancelled {
+                    run: 3,
+                    cause: Cancellation::DependencyFailed {
+                        job: "bad".into(),
+                        task: "3/bad/0".into(),
+                        item: Some("1".into()),
+                        failure: "exit code 3".into(),
+                    },
+                },
+                "it was cancelled because its dependency bad failed (task 3/bad/0, item 1: exit code 3)",
+            ),
+            (
+                Reason::Cancelled {
+                    run: 3,
+                    cause: Cancellation::MaxFails { max: 2 },
+                },
+                "it was cancelled because the run reached max_fails (2 failed tasks)",
+            ),
+            (
+                Reason::Cancelled {
+                    run: 3,
+                    cause: Cancellation::ByUser,
+                },
+                "it was cancelled by the user",
             ),
             (
                 Reason::Assigned { agent: a() },

@@ -1,28 +1,25 @@
-//! What the CLI asks the store: `stats`, `analyze`, `logs` and task lookups.
-//! Each read runs on the writer thread, in order with the writes, so it sees
+//! What the CLI asks the store: `stats` and `logs` (`analyze` reads in
+//! `analysis`). Each read runs on the writer thread, in order with the writes, so it sees
 //! every write queued before it.
 //!
 //! This module only reads; it must not write rows nor change the schema.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
-use scalable_common::frame::encoded_len;
+use rusqlite::{params, Connection, OptionalExtension};
 use scalable_common::protocol::{
-    FailedAttempt, FailedTask, JobStats, RunAnalysis, RunId, RunStats, TaskId, TaskLogs,
-    ENVELOPE_BYTES_MAX, FAILED_TASKS_SHOWN_MAX, MESSAGE_BYTES_MAX, REPLY_PAGE_BYTES_MAX,
+    FailedAttempt, JobStats, RunId, RunStats, TaskId, TaskLogs, REPLY_PAGE_BYTES_MAX,
 };
-use scalable_common::workflow::JobDef;
 
+use super::analysis::{attempt_from_row, ATTEMPT_COLUMNS};
 use super::StoreError;
-use crate::paging::{bytes_page, PageBuilder};
+use crate::paging::bytes_page;
 
-fn not_found(what: String) -> StoreError {
+pub(super) fn not_found(what: String) -> StoreError {
     StoreError::NotFound(what)
 }
 
-fn sql(e: rusqlite::Error) -> StoreError {
+pub(super) fn sql(e: rusqlite::Error) -> StoreError {
     StoreError::Sqlite {
         path: PathBuf::from("broker.db"),
         source: e,
@@ -38,14 +35,14 @@ pub fn last_run(c: &Connection) -> Result<Option<RunId>, StoreError> {
     .map_err(sql)
 }
 
-struct RunRow {
-    name: String,
-    state: String,
+pub(super) struct RunRow {
+    pub(super) name: String,
+    pub(super) state: String,
     submitted_at_ms: u64,
     finished_at_ms: Option<u64>,
 }
 
-fn run_row(c: &Connection, run: RunId) -> Result<RunRow, StoreError> {
+pub(super) fn run_row(c: &Connection, run: RunId) -> Result<RunRow, StoreError> {
     c.query_row(
         "SELECT name, state, submitted_at_ms, finished_at_ms FROM runs WHERE id = ?1",
         [run as i64],
@@ -266,165 +263,6 @@ fn attempt_times(c: &Connection, job_id: i64) -> Result<AttemptTimes, StoreError
         })
     })
     .map_err(sql)
-}
-
-/// pegasus-analyzer-like report: the run's counts and one page of its failed
-/// tasks (of the first [`FAILED_TASKS_SHOWN_MAX`]) whose id is greater than
-/// `after`, each with its attempts and output tails. `jobs`: the run's job
-/// definitions as the core knows them (items and walltimes, which the store
-/// does not keep per task).
-pub fn run_analysis(
-    c: &Connection,
-    run: RunId,
-    after: Option<TaskId>,
-    jobs: &[Arc<JobDef>],
-) -> Result<RunAnalysis, StoreError> {
-    let row = run_row(c, run)?;
-    let total: i64 = c
-        .query_row(
-            "SELECT COALESCE(SUM(task_count), 0) FROM jobs WHERE run_id = ?1",
-            [run as i64],
-            |r| r.get(0),
-        )
-        .map_err(sql)?;
-    let count = |state: &str| -> Result<u64, StoreError> {
-        c.query_row(
-            "SELECT COUNT(*) FROM tasks WHERE run_id = ?1 AND state = ?2",
-            params![run as i64, state],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n as u64)
-        .map_err(sql)
-    };
-    let succeeded = count("succeeded")? + count("cached")?;
-    let failed = count("failed")?;
-    // Cancelled tasks that never ran have no row: count them from the events.
-    let cancelled_rows = count("cancelled")?;
-    let finished = row.state != "running";
-    let cancelled = if finished {
-        (total as u64).saturating_sub(succeeded + failed)
-    } else {
-        cancelled_rows
-    };
-    let mut analysis = RunAnalysis {
-        run,
-        name: row.name,
-        state: row.state,
-        total: total as u64,
-        succeeded,
-        failed,
-        cancelled,
-        unfinished: (total as u64).saturating_sub(succeeded + failed + cancelled),
-        failed_tasks: Vec::new(),
-        next: None,
-    };
-    // The page shares the message with the counts (and the run's name).
-    let budget = REPLY_PAGE_BYTES_MAX
-        .min((MESSAGE_BYTES_MAX - ENVELOPE_BYTES_MAX).saturating_sub(encoded_len(&analysis)));
-    let mut tasks = c
-        .prepare(
-            "SELECT t.id, t.idx, t.state, COALESCE(t.reason, ''), j.name FROM tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE t.run_id = ?1 AND t.state = 'failed' ORDER BY t.id LIMIT ?2",
-        )
-        .map_err(sql)?;
-    let rows: Vec<(i64, i64, String, String, String)> = tasks
-        .query_map(params![run as i64, FAILED_TASKS_SHOWN_MAX as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .map_err(sql)?
-        .collect::<Result<_, _>>()
-        .map_err(sql)?;
-    let mut page = PageBuilder::new(budget);
-    for (task_id, idx, state, reason, job) in rows {
-        if after.is_some_and(|a| task_id as u64 <= a) {
-            continue;
-        }
-        let path = format!("{run}/{job}/{idx}");
-        let def = jobs.iter().find(|d| d.name == job);
-        let walltime_ms = def.and_then(|d| d.walltime_ms);
-        let mut task = failed_task(c, task_id, path, state, reason, walltime_ms)?;
-        task.item = def
-            .and_then(|d| d.items.get(idx as u64))
-            .map(|i| i.to_string());
-        if !page.push(task_id as u64, task) {
-            break;
-        }
-    }
-    let page = page.finish();
-    analysis.failed_tasks = page.items;
-    analysis.next = page.next;
-    Ok(analysis)
-}
-
-/// The columns [`attempt_from_row`] reads, in its order (attempts `a`
-/// joined with their agent `g`).
-const ATTEMPT_COLUMNS: &str =
-    "a.number, COALESCE(a.end_class, 'UNKNOWN'), a.exit_code, COALESCE(a.detail, ''),
-    COALESCE(g.name, ''), COALESCE(g.hostname, ''), COALESCE(a.ended_at_us - a.started_at_us, 0),
-    COALESCE(a.peak_rss_bytes, 0), a.memory_limit_bytes";
-
-/// One attempt as `analyze` and `logs` show it, from [`ATTEMPT_COLUMNS`].
-fn attempt_from_row(r: &Row, walltime_ms: Option<u64>) -> rusqlite::Result<FailedAttempt> {
-    Ok(FailedAttempt {
-        attempt_number: r.get(0)?,
-        class: r.get(1)?,
-        exit_code: r.get(2)?,
-        detail: r.get(3)?,
-        agent: r.get(4)?,
-        host: r.get(5)?,
-        duration_ms: r.get::<_, i64>(6)?.max(0) as u64 / 1000,
-        peak_rss_bytes: r.get::<_, i64>(7)?.max(0) as u64,
-        memory_limit_bytes: r.get::<_, Option<i64>>(8)?.map(|b| b.max(0) as u64),
-        walltime_ms,
-    })
-}
-
-/// A failed task with its attempts, and the argv and output tails of its last
-/// one.
-fn failed_task(
-    c: &Connection,
-    task_id: i64,
-    path: String,
-    state: String,
-    reason: String,
-    walltime_ms: Option<u64>,
-) -> Result<FailedTask, StoreError> {
-    let mut att = c
-        .prepare_cached(&format!(
-            "SELECT {ATTEMPT_COLUMNS}, a.argv, a.stderr_tail, a.stdout_tail
-             FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id WHERE a.task_id = ?1 ORDER BY a.number"
-        ))
-        .map_err(sql)?;
-    let mut attempts = Vec::new();
-    let (mut argv, mut stderr, mut stdout) = (Vec::new(), Vec::new(), Vec::new());
-    let rows = att
-        .query_map([task_id], |r| {
-            Ok((
-                attempt_from_row(r, walltime_ms)?,
-                r.get::<_, String>(9)?,
-                r.get::<_, Option<Vec<u8>>>(10)?,
-                r.get::<_, Option<Vec<u8>>>(11)?,
-            ))
-        })
-        .map_err(sql)?;
-    for r in rows {
-        let (fa, argv_json, err, out) = r.map_err(sql)?;
-        argv = serde_json::from_str(&argv_json).unwrap_or_default();
-        stderr = err.unwrap_or_default();
-        stdout = out.unwrap_or_default();
-        attempts.push(fa);
-    }
-    Ok(FailedTask {
-        task: task_id as u64,
-        path,
-        item: None,
-        state,
-        reason,
-        argv,
-        attempts,
-        stderr_tail: String::from_utf8_lossy(&stderr).into_owned(),
-        stdout_tail: String::from_utf8_lossy(&stdout).into_owned(),
-    })
 }
 
 /// How attempt `number` of a task ended, with its numbers; `None` while it

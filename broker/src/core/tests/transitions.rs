@@ -144,3 +144,86 @@ fn a_failed_task_is_recorded_with_its_numbers() {
         ]
     );
 }
+
+/// Issue 13, item 6: a task cancelled because its dependency failed says so
+/// in `why`, naming the failed task and its failure, also after a restart;
+/// `resume` forgets the cause with the cancellation.
+#[test]
+fn cancelled_dependents_name_the_failure_that_caused_them() {
+    use scalable_common::explain::{Cancellation, Reason};
+    let mut env = TestEnv::new();
+    let a = env.agent(3, &[]);
+    let mut post = job("post", 2);
+    post.after = vec!["sim".into()];
+    let mut last = job("last", 1);
+    last.after = vec!["post".into()];
+    let run = env.submit(vec![job("sim", 3), post, last]);
+    let at = assigned(&env.step(), a);
+    assert_eq!(at.len(), 3);
+    env.finish(a, &at[..1], 3);
+    let cause = Cancellation::DependencyFailed {
+        job: "sim".into(),
+        task: format!("{run}/sim/0"),
+        item: Some("1".into()),
+        failure: "exit code 3".into(),
+    };
+    let why = |env: &TestEnv, job: &str, index: u64| {
+        let task = env.core.task_by_path(run, job, index).expect("task");
+        env.core.why(task, env.now_ms).expect("why").reason
+    };
+    let expected = Reason::Cancelled {
+        run,
+        cause: cause.clone(),
+    };
+    assert_eq!(why(&env, "post", 1), expected);
+    assert_eq!(
+        why(&env, "last", 0),
+        expected,
+        "the first failure, downstream too"
+    );
+    let rest: Vec<AttemptId> = at[1..].to_vec();
+    env.finish(a, &rest, 0);
+    env.restart();
+    assert_eq!(why(&env, "post", 1), expected, "kept by the store");
+    env.core.resume_run(run, env.now_ms).expect("resume");
+    env.step();
+    assert!(matches!(
+        why(&env, "post", 0),
+        Reason::WaitingOnDependency { .. }
+    ));
+    env.restart();
+    let post0 = env.core.task_by_path(run, "post", 0).expect("task");
+    assert!(env.core.jobs[&env.core.locate_task(post0).unwrap().0]
+        .cancel_cause
+        .is_none());
+}
+
+/// The other causes: the user's cancel and `max_fails`.
+#[test]
+fn user_cancels_and_max_fails_are_causes_too() {
+    use scalable_common::explain::{Cancellation, Reason};
+    let mut env = TestEnv::new();
+    let run = env.submit(vec![job("j", 2)]);
+    env.core.cancel_run(run, env.now_ms);
+    env.step();
+    let task = env.core.task_by_path(run, "j", 1).expect("task");
+    assert_eq!(
+        env.core.why(task, env.now_ms).expect("why").reason,
+        Reason::Cancelled {
+            run,
+            cause: Cancellation::ByUser
+        }
+    );
+    let a = env.agent(1, &[]);
+    let run = env.submit_wf(vec![job("k", 9)], Some(1));
+    let at = assigned(&env.step(), a);
+    env.finish(a, &at[..1], 1);
+    let task = env.core.task_by_path(run, "k", 8).expect("task");
+    assert_eq!(
+        env.core.why(task, env.now_ms).expect("why").reason,
+        Reason::Cancelled {
+            run,
+            cause: Cancellation::MaxFails { max: 1 }
+        }
+    );
+}
