@@ -277,3 +277,126 @@ jobs:
     assert_eq!(cancelled["tasks"], 3, "{v}");
     assert_eq!(cancelled["cause"]["dependency_failed"]["job"], "bad", "{v}");
 }
+
+/// Regression (issue 13, item 5): tasks that can never run made `submit
+/// --wait` print `0/N done` forever; only `why` knew. `submit` warns at once
+/// with the reason and a hint, and the progress line says what blocks the
+/// run: a tag no agent has, a request larger than every agent, an image and
+/// no container runtime.
+#[test]
+fn a_run_that_can_never_start_says_why_at_once() {
+    let mut b = Broker::start();
+    b.agent(&[
+        "--cpus",
+        "2",
+        "--memory",
+        "1G",
+        "--tags",
+        "cpu",
+        "--runtime",
+        "none",
+    ]);
+    b.wait_agents(1);
+    let out = b.cli(&[
+        "submit", "--tag", "demeter", "--array", "1-3", "--name", "sim", "--", "true",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let run = stdout(&out).trim().to_string();
+    assert_eq!(
+        stderr(&out),
+        "warning: job sim (3 tasks) cannot start: no connected agent has tag demeter (hint: start an agent with --tags demeter, or a broker whose target serves demeter)\n"
+    );
+    let err = stderr_within(b.cli_command(&["wait", &run]), Duration::from_secs(2));
+    assert_eq!(
+        err.lines().next().unwrap_or_default(),
+        format!("run {run}: 0/3 done (succeeded 0, failed 0, running 0); 3 blocked: no connected agent has tag demeter"),
+        "{err}"
+    );
+    let st: serde_json::Value = serde_json::from_str(&b.ok(&["status", &run, "--json"])).unwrap();
+    assert_eq!(
+        st[0]["blocked"][0]["reason"]["no_agent_with_tag"]["tag"],
+        "demeter"
+    );
+    assert_eq!(st[0]["blocked"][0]["tasks"], 3);
+
+    let out = b.cli(&[
+        "--json", "submit", "--tag", "cpu", "--memory", "64G", "--", "true",
+    ]);
+    let warning: serde_json::Value = serde_json::from_str(stderr(&out).trim()).unwrap();
+    assert_eq!(
+        warning["warning"],
+        "job true (1 task) cannot start: needs 64G memory, largest agent has 1G"
+    );
+    assert_eq!(
+        warning["hint"],
+        "lower the request, or start an agent with more memory"
+    );
+
+    let manifest = b.write(
+        "scalable.yaml",
+        "version: 1\nproject: {name: t}\ntargets:\n  laptop: {provider: local, max_workers: 1, tags: [cpu]}\ncomponents:\n  cpu: {image: \"localhost/busybox:local\", cpus: 1}\ntasks:\n  boxed: {component: cpu}\n",
+    );
+    let wf = b.write(
+        "boxed.yaml",
+        "workflow: boxed\njobs:\n  - name: b\n    task: boxed\n    command: [\"true\"]\n",
+    );
+    let out = b.cli(&["submit", &wf, "--manifest", &manifest]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("warning: job b (1 task) cannot start: needs a container image, and no agent that serves it has a container runtime (hint: "),
+        "{}",
+        stderr(&out)
+    );
+    // Work that can run says nothing.
+    let out = b.cli(&["submit", "--tag", "cpu", "--", "true"]);
+    assert_eq!(stderr(&out), "");
+}
+
+/// Regression (issue 13, item 5): `submit --target local` accepted a
+/// workflow that target cannot run. It is refused with exit 2 (SPEC §4, §7:
+/// bad input, nothing stored), naming the job, what it asks and what the
+/// target offers; `--target` without `--manifest` is refused too.
+#[test]
+fn submit_to_a_target_refuses_what_the_target_cannot_run() {
+    let b = Broker::start();
+    let manifest = b.write(
+        "scalable.yaml",
+        "version: 1\nproject: {name: t}\ntargets:\n  local: {provider: local, max_workers: 2, threads_per_worker: 1, tags: [postprocess]}\n",
+    );
+    let out = b.cli(&[
+        "submit",
+        "--manifest",
+        &manifest,
+        "--target",
+        "local",
+        "--tag",
+        "demeter",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: -: jobs[0].tag: job true has tag demeter, and the agents of target local serve only tags postprocess (hint: give the job one of those tags, or submit to a target that serves it)\n"
+    );
+    let out = b.cli(&["submit", "--target", "local", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--target local needs --manifest FILE"),
+        "{}",
+        stderr(&out)
+    );
+    let runs: serde_json::Value = serde_json::from_str(&b.ok(&["status", "--json"])).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 0, "nothing stored");
+    b.ok(&[
+        "submit",
+        "--manifest",
+        &manifest,
+        "--target",
+        "local",
+        "--tag",
+        "postprocess",
+        "--",
+        "true",
+    ]);
+}

@@ -170,6 +170,16 @@ pub struct ReasonCount {
     pub tasks: u64,
 }
 
+/// A job that no connected agent and no agent the broker can still start
+/// (its local agents, its target's pilots) could ever run: `submit` warns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unrunnable {
+    pub job: String,
+    pub tasks: u64,
+    /// Why the connected agents cannot run it (the same reason `why` gives).
+    pub reason: Reason,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShapeFit {
     /// Index into the shapes passed to `demand`.

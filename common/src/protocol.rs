@@ -423,6 +423,8 @@ pub enum Response {
     Submitted {
         run: RunId,
         tasks: u64,
+        /// Jobs nothing connected or startable could ever run (`submit` warns).
+        unrunnable: Vec<crate::explain::Unrunnable>,
     },
     Status(Page<RunStatus>),
     Resumed {
@@ -559,6 +561,9 @@ pub struct RunStatus {
     pub finished_at_ms: Option<u64>,
     pub counts: Counts,
     pub jobs: Vec<JobStatus>,
+    /// The run's ready tasks not on an agent, by what keeps them there (the
+    /// reasons `why` gives); empty once the run is over.
+    pub blocked: Vec<crate::explain::ReasonCount>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,7 +19,8 @@ impl Core {
         self.runs.contains_key(&run)
     }
 
-    pub fn run_status(&self, run: RunId) -> Option<RunStatus> {
+    /// A run's counts per job, and what keeps its ready tasks from agents.
+    pub fn run_status(&self, run: RunId, now_ms: u64) -> Option<RunStatus> {
         let r = self.runs.get(&run)?;
         Some(RunStatus {
             run: r.id,
@@ -40,16 +41,21 @@ impl Core {
                     }
                 })
                 .collect(),
+            blocked: self.run_blocked(run, now_ms),
         })
     }
 
     /// Every run whose id is greater than `after`, in id order, computed as
     /// the caller takes them (a page of `status` stops early).
-    pub fn run_statuses_after(&self, after: Option<RunId>) -> impl Iterator<Item = RunStatus> + '_ {
+    pub fn run_statuses_after(
+        &self,
+        after: Option<RunId>,
+        now_ms: u64,
+    ) -> impl Iterator<Item = RunStatus> + '_ {
         let from = after.map_or(0, |a| a.saturating_add(1));
         self.runs
             .range(from..)
-            .filter_map(|(r, _)| self.run_status(*r))
+            .filter_map(move |(r, _)| self.run_status(*r, now_ms))
     }
 
     pub fn agent_infos(&self) -> Vec<AgentInfo> {

@@ -30,6 +30,7 @@ mod task_name;
 #[cfg(test)]
 mod test_fixtures;
 mod time;
+mod unrunnable;
 mod why;
 
 use std::io::Write;
@@ -45,6 +46,7 @@ pub use stats::stats_text;
 pub use status::status_text;
 pub use task_name::task_label;
 pub use time::{format_utc, short_duration};
+pub use unrunnable::{unrunnable_hint, unrunnable_json, unrunnable_text};
 pub use why::{cancelled_because, reason_text, why_text};
 
 /// How a command prints its data (`--json` picks `Json`).

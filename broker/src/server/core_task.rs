@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use scalable_common::explain::AgentShape;
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
     AgentHello, AgentId, FromAgent, Request, Response, ScaleReport, ToAgent,
@@ -38,6 +39,8 @@ pub(super) struct Around {
     pub cache_dir: PathBuf,
     pub stop: mpsc::UnboundedSender<()>,
     pub manifest: Option<Arc<Manifest>>,
+    /// The agents this broker could still start (`crate::shapes`).
+    pub shapes: Vec<AgentShape>,
 }
 
 /// A connected agent: its connection serial and the sender of its writer.
@@ -51,6 +54,7 @@ struct CoreTask {
     store: Store,
     stop: mpsc::UnboundedSender<()>,
     manifest: Option<Arc<Manifest>>,
+    shapes: Vec<AgentShape>,
     blobs: Arc<cache::Blobs>,
     last_heartbeat: u64,
     heartbeat_ms: u64,
@@ -82,6 +86,7 @@ pub(super) async fn run(
         store: around.store,
         stop: around.stop,
         manifest: around.manifest,
+        shapes: around.shapes,
         blobs: Arc::new(cache::Blobs::new(around.cache_dir).with_output_roots(output_roots)),
         last_heartbeat: 0,
         heartbeat_ms,
@@ -193,6 +198,7 @@ impl CoreTask {
             core: &mut self.core,
             fleet: self.fleet.as_mut(),
             manifest: self.manifest.as_deref(),
+            shapes: &self.shapes,
             to_core: &self.to_core,
             stop: &self.stop,
             ops: &mut b.ops,

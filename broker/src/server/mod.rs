@@ -195,6 +195,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
             cache_dir: cfg.state_dir.join("cache"),
             stop: stop_tx.clone(),
             manifest: cfg.manifest.clone(),
+            shapes: crate::shapes::of_broker(&cfg),
         },
         fleet,
     ));

@@ -5,6 +5,7 @@
 //! released only after the batch's writes commit (`routing`). It must not
 //! read or write the store directly, and it decides nothing the core should.
 
+use scalable_common::explain::AgentShape;
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
     Page, Request, Response, RunId, RunRef, SubmitRequest, TaskId, TaskLogs, TaskRef,
@@ -24,6 +25,8 @@ pub(super) struct RequestCtx<'a> {
     pub core: &'a mut Core,
     pub fleet: Option<&'a mut FleetCtx>,
     pub manifest: Option<&'a Manifest>,
+    /// The agents this broker could still start (`crate::shapes`).
+    pub shapes: &'a [AgentShape],
     pub to_core: &'a mpsc::WeakUnboundedSender<CoreMsg>,
     /// Tells `run` to stop the broker (`Request::Shutdown`).
     pub stop: &'a mpsc::UnboundedSender<()>,
@@ -47,8 +50,8 @@ pub(super) fn handle(
 ) -> Option<Deferred> {
     let now = cx.now;
     let answer = match req {
-        Request::Submit(s) => Answer::Now(submit(cx.core, cx.manifest, s, now)),
-        Request::Status { run, after } => Answer::Now(status(cx.core, run, after)),
+        Request::Submit(s) => Answer::Now(submit(cx.core, cx.manifest, cx.shapes, s, now)),
+        Request::Status { run, after } => Answer::Now(status(cx.core, run, after, now)),
         Request::Agents => Answer::Now(Response::Agents(cx.core.agent_infos())),
         Request::Cancel { run, task } => Answer::Now(cancel(cx.core, run, task, now)),
         Request::Resume { run } => Answer::Now(resume(cx.core, &run, now)),
@@ -85,10 +88,22 @@ pub(super) fn handle(
     })
 }
 
-fn submit(core: &mut Core, manifest: Option<&Manifest>, s: SubmitRequest, now: u64) -> Response {
+/// Plans and submits a run; the reply names the jobs that nothing
+/// connected, and nothing this broker can start (`shapes`), could ever run.
+fn submit(
+    core: &mut Core,
+    manifest: Option<&Manifest>,
+    shapes: &[AgentShape],
+    s: SubmitRequest,
+    now: u64,
+) -> Response {
     match submit::plan(s, manifest) {
         Ok(plan) => match core.submit(plan, now) {
-            Ok((run, tasks)) => Response::Submitted { run, tasks },
+            Ok((run, tasks)) => Response::Submitted {
+                run,
+                tasks,
+                unrunnable: core.unrunnable(run, shapes, now),
+            },
             Err(e) => bad(e.to_string()),
         },
         Err(message) => bad(message),
@@ -96,18 +111,18 @@ fn submit(core: &mut Core, manifest: Option<&Manifest>, s: SubmitRequest, now: u
 }
 
 /// One run, or a page of every run after `after`.
-fn status(core: &Core, run: Option<RunRef>, after: Option<RunId>) -> Response {
+fn status(core: &Core, run: Option<RunRef>, after: Option<RunId>, now: u64) -> Response {
     match run {
         None => {
             let mut page = PageBuilder::new(REPLY_PAGE_BYTES_MAX);
-            for s in core.run_statuses_after(after) {
+            for s in core.run_statuses_after(after, now) {
                 if !page.push(s.run, s) {
                     break;
                 }
             }
             Response::Status(page.finish())
         }
-        Some(r) => match resolve_run(core, &r).and_then(|id| core.run_status(id)) {
+        Some(r) => match resolve_run(core, &r).and_then(|id| core.run_status(id, now)) {
             Some(s) => Response::Status(Page {
                 items: vec![s],
                 next: None,

@@ -154,7 +154,7 @@ impl TestEnv {
     }
 
     fn status(&self, run: RunId) -> RunStatus {
-        self.core.run_status(run).expect("run")
+        self.core.run_status(run, self.now_ms).expect("run")
     }
 }
 
