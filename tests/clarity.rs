@@ -244,9 +244,22 @@ jobs:
     after: [bad]
     range: "1..=3"
     command: ["true"]
+  - name: slow
+    command: [sleep, "60"]
 "#,
     );
     let run = b.ok(&["submit", &wf]).trim().to_string();
+    // While the run still runs, its summary counts the cancelled tasks too.
+    let mut v = serde_json::Value::Null;
+    wait_until(Duration::from_secs(20), "post cancelled", || {
+        v = serde_json::from_str(&stdout(&b.cli(&["analyze", &run, "--json"]))).unwrap();
+        v["cancelled_jobs"]
+            .as_array()
+            .is_some_and(|j| !j.is_empty())
+    });
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["cancelled"], 3, "{v}");
+    b.ok(&["cancel", &run]);
     let out = b.cli(&["wait", &run]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let why = b.ok(&["why", &format!("{run}/post@2")]);
@@ -276,6 +289,8 @@ jobs:
     assert_eq!(cancelled["job"], "post", "{v}");
     assert_eq!(cancelled["tasks"], 3, "{v}");
     assert_eq!(cancelled["cause"]["dependency_failed"]["job"], "bad", "{v}");
+    assert_eq!(v["cancelled_jobs"][1]["job"], "slow", "{v}");
+    assert_eq!(v["cancelled_jobs"][1]["cause"], "by_user", "{v}");
 }
 
 /// Regression (issue 13, item 5): tasks that can never run made `submit

@@ -34,49 +34,17 @@ pub fn run_analysis(
     after: Option<TaskId>,
     jobs: &[Arc<JobDef>],
 ) -> Result<RunAnalysis, StoreError> {
-    let row = run_row(c, run)?;
-    let total: i64 = c
-        .query_row(
-            "SELECT COALESCE(SUM(task_count), 0) FROM jobs WHERE run_id = ?1",
-            [run as i64],
-            |r| r.get(0),
-        )
-        .map_err(sql)?;
-    let count = |state: &str| -> Result<u64, StoreError> {
-        c.query_row(
-            "SELECT COUNT(*) FROM tasks WHERE run_id = ?1 AND state = ?2",
-            params![run as i64, state],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n as u64)
-        .map_err(sql)
-    };
-    let succeeded = count("succeeded")? + count("cached")?;
-    let failed = count("failed")?;
-    // Cancelled tasks that never ran have no row: count them from the events.
-    let cancelled_rows = count("cancelled")?;
-    let finished = row.state != "running";
-    let cancelled = if finished {
-        (total as u64).saturating_sub(succeeded + failed)
-    } else {
-        cancelled_rows
-    };
-    let mut analysis = RunAnalysis {
-        run,
-        name: row.name,
-        state: row.state,
-        total: total as u64,
-        succeeded,
-        failed,
-        cancelled,
-        unfinished: (total as u64).saturating_sub(succeeded + failed + cancelled),
-        failed_tasks: Vec::new(),
-        cancelled_jobs: Vec::new(),
-        next: None,
-    };
+    let mut analysis = run_counts(c, run)?;
+    let cancelled_jobs = cancelled_jobs(c, run, jobs)?;
+    if analysis.state == "running" {
+        // Rowless cancelled tasks are counted by their job's mark.
+        analysis.cancelled = cancelled_jobs.iter().map(|j| j.tasks).sum();
+        let done = analysis.succeeded + analysis.failed + analysis.cancelled;
+        analysis.unfinished = analysis.total.saturating_sub(done);
+    }
     // On the first page only: later pages carry failed tasks alone.
     if after.is_none() {
-        analysis.cancelled_jobs = cancelled_jobs(c, run, jobs)?;
+        analysis.cancelled_jobs = cancelled_jobs;
     }
     // The page shares the message with the counts (and the run's name).
     let budget = REPLY_PAGE_BYTES_MAX
@@ -114,6 +82,49 @@ pub fn run_analysis(
     analysis.failed_tasks = page.items;
     analysis.next = page.next;
     Ok(analysis)
+}
+
+/// The run's name, state and task counts, without any task listed yet.
+fn run_counts(c: &Connection, run: RunId) -> Result<RunAnalysis, StoreError> {
+    let row = run_row(c, run)?;
+    let total: i64 = c
+        .query_row(
+            "SELECT COALESCE(SUM(task_count), 0) FROM jobs WHERE run_id = ?1",
+            [run as i64],
+            |r| r.get(0),
+        )
+        .map_err(sql)?;
+    let count = |state: &str| -> Result<u64, StoreError> {
+        c.query_row(
+            "SELECT COUNT(*) FROM tasks WHERE run_id = ?1 AND state = ?2",
+            params![run as i64, state],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n as u64)
+        .map_err(sql)
+    };
+    let succeeded = count("succeeded")? + count("cached")?;
+    let failed = count("failed")?;
+    // Cancelled tasks that never ran have no row: once the run is over they
+    // are the rest (a running run's are counted by `run_analysis`).
+    let cancelled = if row.state != "running" {
+        (total as u64).saturating_sub(succeeded + failed)
+    } else {
+        count("cancelled")?
+    };
+    Ok(RunAnalysis {
+        run,
+        name: row.name,
+        state: row.state,
+        total: total as u64,
+        succeeded,
+        failed,
+        cancelled,
+        unfinished: (total as u64).saturating_sub(succeeded + failed + cancelled),
+        failed_tasks: Vec::new(),
+        cancelled_jobs: Vec::new(),
+        next: None,
+    })
 }
 
 /// The columns [`attempt_from_row`] reads, in its order (attempts `a`
