@@ -7,6 +7,7 @@
 //! Read-only. Must not change any state; it knows no pilots (the caller
 //! passes their shapes) and must not decide to start or stop anything.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use scalable_common::explain::{
@@ -20,7 +21,7 @@ use super::Core;
 
 /// Ready tasks of one job in their retry backoff: how many, the soonest end.
 #[derive(Debug, Clone, Copy)]
-struct InBackoff {
+pub(super) struct InBackoff {
     tasks: u64,
     remaining_ms: u64,
 }
@@ -136,14 +137,21 @@ impl Core {
     /// The ready tasks of a run that are not on an agent, by reason (the
     /// same per-job evaluation as `why` and [`Core::demand`]); tasks in
     /// backoff under the soonest end. Empty when nothing is ready.
-    pub fn run_blocked(&self, run: RunId, now_ms: u64) -> Vec<ReasonCount> {
+    /// `backoff`: the tasks in backoff per job, worked out once for all the
+    /// runs of one `status` and only if one of them has ready tasks.
+    pub(super) fn run_blocked(
+        &self,
+        run: RunId,
+        now_ms: u64,
+        backoff: &OnceCell<HashMap<JobId, InBackoff>>,
+    ) -> Vec<ReasonCount> {
         let Some(r) = self.runs.get(&run) else {
             return Vec::new();
         };
         if r.counts.ready == 0 {
             return Vec::new();
         }
-        let backoff = self.backoff_by_job(now_ms);
+        let backoff = backoff.get_or_init(|| self.backoff_by_job(now_ms));
         let mut blocked = Vec::new();
         for job in r.jobs.iter().map(|j| &self.jobs[j]) {
             let ready = job.counts.ready;

@@ -3,11 +3,14 @@
 //!
 //! Must not change any state.
 
+use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use scalable_common::protocol::{AgentInfo, JobStatus, RunId, RunStatus, TaskId};
+use scalable_common::protocol::{AgentInfo, JobId, JobStatus, RunId, RunStatus, TaskId};
 use scalable_common::workflow::JobDef;
 
+use super::demand::InBackoff;
 use super::Core;
 
 impl Core {
@@ -21,6 +24,15 @@ impl Core {
 
     /// A run's counts per job, and what keeps its ready tasks from agents.
     pub fn run_status(&self, run: RunId, now_ms: u64) -> Option<RunStatus> {
+        self.run_status_with(run, now_ms, &OnceCell::new())
+    }
+
+    fn run_status_with(
+        &self,
+        run: RunId,
+        now_ms: u64,
+        backoff: &OnceCell<HashMap<JobId, InBackoff>>,
+    ) -> Option<RunStatus> {
         let r = self.runs.get(&run)?;
         Some(RunStatus {
             run: r.id,
@@ -41,7 +53,7 @@ impl Core {
                     }
                 })
                 .collect(),
-            blocked: self.run_blocked(run, now_ms),
+            blocked: self.run_blocked(run, now_ms, backoff),
         })
     }
 
@@ -53,9 +65,10 @@ impl Core {
         now_ms: u64,
     ) -> impl Iterator<Item = RunStatus> + '_ {
         let from = after.map_or(0, |a| a.saturating_add(1));
+        let backoff = OnceCell::new();
         self.runs
             .range(from..)
-            .filter_map(move |(r, _)| self.run_status(*r, now_ms))
+            .filter_map(move |(r, _)| self.run_status_with(*r, now_ms, &backoff))
     }
 
     pub fn agent_infos(&self) -> Vec<AgentInfo> {
