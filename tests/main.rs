@@ -8,6 +8,7 @@ mod agent_loss;
 mod auth;
 mod cache;
 mod chaos;
+mod clarity;
 mod cli;
 mod credentials;
 mod dag;

@@ -16,6 +16,7 @@
 //! - [`local`]: the minimal local provider (agent processes on this host).
 //! - [`output_roots`]: where declared outputs may be (the task's directory, or a root of the broker's manifest).
 //! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows and costs.
+//! - [`shapes`]: the agents this broker could still start, as shapes `submit` checks a run against.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
 //! - [`cli`], [`client`], [`cli_error`], [`output`]: the `scalable` CLI: one module
 //!   per command, the connection, the error type, text and JSON rendering.
@@ -35,6 +36,7 @@ pub mod providers;
 pub mod render;
 pub mod restart;
 pub mod server;
+pub mod shapes;
 pub mod state_lock;
 pub mod store;
 pub mod submit;

@@ -37,10 +37,11 @@ pub fn restore_core(cfg: CoreConfig, ids: Ids, loaded: Loaded, now_ms: u64) -> C
                 .jobs
                 .into_iter()
                 .zip(planned)
-                .map(|((id, first_task, cancel_marked), planned)| RestoredJob {
-                    id,
-                    first_task,
-                    cancel_marked,
+                .map(|(j, planned)| RestoredJob {
+                    id: j.id,
+                    first_task: j.first_task,
+                    cancel_marked: j.cancel_marked,
+                    cancel_cause: j.cancel_cause,
                     planned,
                 })
                 .collect(),

@@ -41,6 +41,9 @@ pub fn plan(req: SubmitRequest, broker_manifest: Option<&Manifest>) -> Result<Su
         if let Some(m) = manifest {
             check_fits_some_worker(m, &bound, &planned.resources, &req.source, i)?;
         }
+        if let Some(m) = &sent {
+            check_target_runs(m, &bound, planned.container.as_ref(), &req.source, i)?;
+        }
         roots
             .check_job(&bound, &planned.templates, &req.cwd)
             .map_err(|e| format!("{}: {e}", req.source))?;
@@ -159,6 +162,68 @@ fn bind(
         j.env = env;
     }
     Ok((j, container))
+}
+
+/// `submit --manifest M --target T`: the user named the target that runs
+/// the workflow, so a job whose tag its agents do not serve, whose image they
+/// cannot run, or whose walltime outlives them is refused (exit 2) rather than
+/// left waiting forever. (Sizes are `check_fits_some_worker`'s.)
+fn check_target_runs(
+    m: &Manifest,
+    job: &JobDef,
+    container: Option<&ContainerSpec>,
+    source: &str,
+    i: usize,
+) -> Result<(), String> {
+    let Some(t) = m.target_selected.as_ref().and_then(|n| m.target(n)) else {
+        return Ok(());
+    };
+    let shapes = crate::shapes::of_target(m, t);
+    let serving: Vec<_> = shapes
+        .iter()
+        .filter(|s| s.tags.is_empty() || job.tag.as_ref().is_some_and(|g| s.tags.contains(g)))
+        .collect();
+    let served: Vec<&str> = shapes
+        .iter()
+        .flat_map(|s| s.tags.iter().map(String::as_str))
+        .collect();
+    if serving.is_empty() {
+        let what = match &job.tag {
+            Some(tag) => format!("tag {tag}"),
+            None => "no tag".to_string(),
+        };
+        return Err(format!(
+            "{source}: jobs[{i}].tag: job {} has {what}, and the agents of target {} serve only tags {} (hint: give the job one of those tags, or submit to a target that serves it)",
+            job.name,
+            t.name,
+            served.join(", ")
+        ));
+    }
+    if let Some(c) = container {
+        if !serving.iter().any(|s| s.container_runtime) {
+            return Err(format!(
+                "{source}: jobs[{i}]: job {} runs image {}, and target {} has no container runtime (containers: none, or none on this host) (hint: set containers: auto on targets.{}, or submit to a target that has one)",
+                job.name, c.image, t.name, t.name
+            ));
+        }
+    }
+    if let Some(w) = job.walltime_ms {
+        if serving.iter().all(|s| s.lifetime_ms.is_some_and(|l| w > l)) {
+            let longest = serving
+                .iter()
+                .filter_map(|s| s.lifetime_ms)
+                .max()
+                .unwrap_or(0);
+            return Err(format!(
+                "{source}: jobs[{i}].walltime: job {} needs {}, longer than the agents of target {} live ({}) (hint: lower the walltime, or raise the target's walltime)",
+                job.name,
+                scalable_common::units::format_duration_ms(w),
+                t.name,
+                scalable_common::units::format_duration_ms(longest)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// SPEC §4: a request larger than every worker any target of the manifest can

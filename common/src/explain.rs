@@ -21,8 +21,13 @@ pub enum Reason {
     /// Succeeded or cached. `cache_note`: what the cache said about it (a hit,
     /// or which part of its key changed), in the cache module's own words.
     Done { cache_note: Option<String> },
-    /// Failed or cancelled for good (`scalable analyze RUN` has the details).
+    /// Failed for good (`scalable analyze RUN` has the details); also a
+    /// cancelled task whose cause was not recorded (a store from before
+    /// causes were kept).
     Ended { state: String, run: RunId },
+    /// Cancelled, and why (`scalable analyze RUN` lists the job's cancelled
+    /// tasks with the same cause).
+    Cancelled { run: RunId, cause: Cancellation },
     /// Assigned and waiting in an agent's queue; `agent` is unknown only
     /// between two steps of the core.
     Assigned { agent: Option<AgentRef> },
@@ -59,6 +64,25 @@ pub enum Reason {
     // A slot for `PilotQueued { pilot, queued_ms }`: the core does not know
     // pilots; the shell (which owns `fleet`) may refine `NoAgentConnected` or
     // `NoAgentWithTag` with it when a pilot for the tag is queued.
+}
+
+/// Why the tasks of a job were cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cancellation {
+    /// `scalable cancel` (the run or the task).
+    ByUser,
+    /// The run reached its `max_fails` failed tasks.
+    MaxFails { max: u64 },
+    /// A task upstream failed for good, so this job can never run (DAGMan
+    /// semantics). `job` and `task` (`RUN/JOB/INDEX`, with its `item`) name
+    /// the task whose failure started it, `failure` is that task's reason.
+    DependencyFailed {
+        job: String,
+        task: String,
+        item: Option<String>,
+        failure: String,
+    },
 }
 
 /// An agent as `why` names it.
@@ -146,6 +170,16 @@ pub struct ReasonCount {
     pub tasks: u64,
 }
 
+/// A job that no connected agent and no agent the broker can still start
+/// (its local agents, its target's pilots) could ever run: `submit` warns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unrunnable {
+    pub job: String,
+    pub tasks: u64,
+    /// Why the connected agents cannot run it (the same reason `why` gives).
+    pub reason: Reason,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShapeFit {
     /// Index into the shapes passed to `demand`.
@@ -175,6 +209,15 @@ mod tests {
                 short: Shortfall::Cpus { largest: 1 },
             },
             Reason::AllAgentsTagged,
+            Reason::Cancelled {
+                run: 3,
+                cause: Cancellation::DependencyFailed {
+                    job: "bad".into(),
+                    task: "3/bad/0".into(),
+                    item: Some("1".into()),
+                    failure: "exit code 3".into(),
+                },
+            },
         ];
         let bytes = postcard::to_allocvec(&reasons).unwrap();
         let back: Vec<Reason> = postcard::from_bytes(&bytes).unwrap();

@@ -2,6 +2,7 @@
 //! must agree on.
 //!
 //! - [`protocol`]: the messages on the wire and their versions.
+//! - [`run_history`]: what `stats`, `analyze` and `logs` answer (re-exported by `protocol`).
 //! - [`pilot`]: a pilot's phase (`submitted` ... `ended`), as stored, shown and sent.
 //! - [`frame`]: length-prefixed, size-capped postcard frames over QUIC streams.
 //! - [`tls`]: the broker's self-signed certificate, fingerprint pinning, QUIC configs.
@@ -35,6 +36,7 @@ pub mod private_files;
 pub mod protocol;
 pub mod quote;
 pub mod resources;
+pub mod run_history;
 pub mod stage;
 pub(crate) mod suggest;
 pub mod template;

@@ -15,12 +15,17 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::pilot::PilotPhase;
 use crate::resources::Resources;
+pub use crate::run_history::{
+    CancelledJob, FailedAttempt, FailedTask, JobStats, RunAnalysis, RunStats, TaskLogs, TaskName,
+    CANCELLED_TASKS_NAMED_MAX, FAILED_TASKS_SHOWN_MAX,
+};
 use crate::workflow::WorkflowDef;
 
 /// Bumped on every incompatible change of any message in this file
 /// (3: `WhyAnswer.reason` became the typed `explain::Reason`; 4: `status`,
-/// `analyze` and `logs` are paged).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// `analyze` and `logs` are paged; 5: tasks named by item, failures with
+/// their numbers, the blocked tasks of a run).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.
@@ -289,6 +294,13 @@ pub struct AttemptResult {
     /// Total bytes the task wrote to stdout / stderr.
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// The code the process exited with, whatever the end's class (also for
+    /// `InvalidInput` and `OutputsMissing`); `None` when a signal ended it or
+    /// it never started.
+    pub exit_code: Option<i32>,
+    /// The memory limit the agent enforced (request × its margin, or the
+    /// container's `--memory`); `None`: no limit.
+    pub memory_limit_bytes: Option<u64>,
 }
 
 impl AttemptResult {
@@ -306,6 +318,8 @@ impl AttemptResult {
             stderr_tail: Vec::new(),
             stdout_bytes: 0,
             stderr_bytes: 0,
+            exit_code: None,
+            memory_limit_bytes: None,
         }
     }
 }
@@ -319,7 +333,9 @@ pub enum RunRef {
     Last,
 }
 
-/// How the CLI names a task: `RUN/JOB/INDEX` or a task id.
+/// How the CLI names a task: `RUN/JOB/INDEX` (the index counts from 0),
+/// `RUN/JOB@ITEM` (the item as the workflow's `range`/`foreach` gives it) or a
+/// task id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskRef {
     Id(TaskId),
@@ -327,6 +343,11 @@ pub enum TaskRef {
         run: RunRef,
         job: String,
         index: u64,
+    },
+    Item {
+        run: RunRef,
+        job: String,
+        item: String,
     },
 }
 
@@ -406,6 +427,8 @@ pub enum Response {
     Submitted {
         run: RunId,
         tasks: u64,
+        /// Jobs nothing connected or startable could ever run (`submit` warns).
+        unrunnable: Vec<crate::explain::Unrunnable>,
     },
     Status(Page<RunStatus>),
     Resumed {
@@ -480,6 +503,8 @@ pub struct PilotInfo {
 pub struct WhyAnswer {
     /// `RUN/JOB/INDEX`.
     pub task: String,
+    /// The task's item (`range`/`foreach`), `None` for a job without items.
+    pub item: Option<String>,
     pub state: String,
     pub reason: crate::explain::Reason,
 }
@@ -540,6 +565,9 @@ pub struct RunStatus {
     pub finished_at_ms: Option<u64>,
     pub counts: Counts,
     pub jobs: Vec<JobStatus>,
+    /// The run's ready tasks not on an agent, by what keeps them there (the
+    /// reasons `why` gives); empty once the run is over.
+    pub blocked: Vec<crate::explain::ReasonCount>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -563,107 +591,4 @@ pub struct AgentInfo {
     /// False while it has no connection (it may come back with its attempts,
     /// e.g. within the reclaim window after a broker restart).
     pub connected: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct JobStats {
-    pub name: String,
-    pub tasks: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub incomplete: u64,
-    pub retries: u64,
-    pub attempts: u64,
-    pub wall_time_ms: u64,
-    pub badput_ms: u64,
-    pub min_ms: u64,
-    pub mean_ms: u64,
-    pub max_ms: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RunStats {
-    pub run: RunId,
-    pub name: String,
-    pub state: String,
-    pub tasks: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-    pub cached: u64,
-    pub incomplete: u64,
-    /// Retries spent: failed attempts whose task went round again.
-    pub retries: u64,
-    pub attempts: u64,
-    /// Attempts lost with their agent, drained or given back (no retry spent).
-    pub lost_attempts: u64,
-    /// Results of fenced attempts (lost, cancelled, superseded) that were ignored.
-    pub stale_results: u64,
-    /// Started attempts lost with an agent that died on its own (crash limit).
-    pub crashes: u64,
-    /// From submit to the end of the last task (or now).
-    pub workflow_wall_time_ms: u64,
-    /// Sum of attempt durations.
-    pub cumulative_wall_time_ms: u64,
-    /// Wall time of failed and lost attempts.
-    pub badput_ms: u64,
-    pub jobs: Vec<JobStats>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FailedAttempt {
-    pub attempt_number: u32,
-    pub class: String,
-    pub exit_code: Option<i32>,
-    pub detail: String,
-    pub agent: String,
-    pub host: String,
-    pub duration_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FailedTask {
-    pub task: TaskId,
-    /// `RUN/JOB/INDEX`.
-    pub path: String,
-    pub state: String,
-    pub reason: String,
-    pub argv: Vec<String>,
-    pub attempts: Vec<FailedAttempt>,
-    pub stderr_tail: String,
-    pub stdout_tail: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunAnalysis {
-    pub run: RunId,
-    pub name: String,
-    pub state: String,
-    pub total: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-    pub unfinished: u64,
-    /// At most [`FAILED_TASKS_SHOWN_MAX`] in all, a page at a time.
-    pub failed_tasks: Vec<FailedTask>,
-    /// Where the next page of `failed_tasks` starts (`Request::Analyze.after`).
-    pub next: Option<TaskId>,
-}
-
-/// Failed tasks `analyze` lists (the counts cover every one).
-pub const FAILED_TASKS_SHOWN_MAX: usize = 1_000;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskLogs {
-    pub task: TaskId,
-    pub path: String,
-    pub attempt_number: u32,
-    /// The kept output, a page at a time: the bytes of this page that belong
-    /// to each stream (stdout's kept bytes come first, then stderr's).
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
-    /// Where the next page starts (`Request::Logs.from`), `None` on the last.
-    pub next: Option<u64>,
 }

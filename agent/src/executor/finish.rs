@@ -75,6 +75,9 @@ impl Inner {
         // Linux reports ru_maxrss in KiB; it is the largest single process, the
         // samples and the cgroup sum the whole tree.
         let rusage_peak = u64::try_from(rusage.ru_maxrss).unwrap_or(0) * 1024;
+        let exit_code = reaped
+            .filter(|(s, _)| libc::WIFEXITED(*s))
+            .map(|(s, _)| libc::WEXITSTATUS(s));
         self.send(ExecEvent::Finished(AttemptResult {
             attempt,
             end,
@@ -86,6 +89,8 @@ impl Inner {
             stderr_tail,
             stdout_bytes,
             stderr_bytes,
+            exit_code,
+            memory_limit_bytes: r.memory_limit,
         }));
         // After the event: the caller may be waiting on it to start the next task.
         self.recycle(r.stdout);
@@ -182,10 +187,14 @@ mod tests {
             },
             "{r:?}"
         );
+        // Issue 13, item 6: the code it exited with is kept (cat exits 1).
+        assert_eq!(r.exit_code, Some(1));
         let (_, r) = e.run(&assignment(2, &["sh", "-c", "echo broken >&2; exit 4"]));
         assert_eq!(r.end, AttemptEnd::Exited { code: 4 });
         assert_eq!(r.end.class(), "EXIT_CODE");
+        assert_eq!(r.exit_code, Some(4));
         let (_, r) = e.run(&assignment(3, &["sh", "-c", "kill -SEGV $$"]));
+        assert_eq!(r.exit_code, None);
         assert_eq!(
             r.end,
             AttemptEnd::Signalled {

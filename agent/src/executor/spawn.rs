@@ -174,6 +174,8 @@ impl Inner {
             stderr_tail: Vec::new(),
             stdout_bytes: 0,
             stderr_bytes: 0,
+            exit_code: None,
+            memory_limit_bytes: None,
         }));
     }
 

@@ -298,6 +298,11 @@ mod tests {
         assert!(started.is_some());
         assert_eq!(r.end, AttemptEnd::OutOfMemory, "{r:?}");
         assert_eq!(r.end.class(), "MEMORY_EXHAUSTION");
+        // Issue 13, item 6: the limit it was killed at goes with the result.
+        assert_eq!(
+            r.memory_limit_bytes,
+            crate::limits::memory_limit_bytes(100 << 20, crate::limits::MEMORY_MARGIN_DEFAULT)
+        );
         assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
         assert!(r.peak_rss_bytes > 120 << 20, "{}", r.peak_rss_bytes);
     }

@@ -1,7 +1,8 @@
 //! `scalable logs TASK [--attempt N] [--stderr]`: the stdout (or stderr) the
 //! broker kept for a task's attempt, written as it came.
 //!
-//! Must not: change the bytes; a note about what was cut goes to stderr.
+//! Must not: change the bytes; a note about what was cut, and how a failed
+//! attempt ended, goes to stderr.
 
 use clap::Args;
 use scalable_common::exit::ExitCode;
@@ -37,6 +38,9 @@ pub async fn exec(ctx: &Context<'_>, args: LogsArgs) -> Result<ExitCode, CliErro
     } else {
         print_bytes(output::logs_bytes(&logs, args.stderr));
         if let Some(note) = output::logs_truncated_note(&logs, args.stderr) {
+            eprintln!("{note}");
+        }
+        if let Some(note) = output::logs_ending_note(&logs) {
             eprintln!("{note}");
         }
     }

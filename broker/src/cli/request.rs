@@ -11,6 +11,7 @@
 
 use std::path::Path;
 
+use scalable_common::explain::Unrunnable;
 use scalable_common::protocol::{
     AgentInfo, Page, PilotInfo, Request, Response, RunAnalysis, RunId, RunStats, RunStatus,
     ScaleReport, TaskLogs, WhyAnswer,
@@ -51,17 +52,27 @@ reply!(TaskLogs, Logs);
 reply!(WhyAnswer, Why);
 reply!(ScaleReport, Scaled);
 
-/// `Response::Submitted`: the new run and its task count.
+/// `Response::Submitted`: the new run, its task count, and the jobs nothing
+/// could ever run.
 pub struct Submitted {
     pub run: RunId,
     pub tasks: u64,
+    pub unrunnable: Vec<Unrunnable>,
 }
 
 impl Reply for Submitted {
     const VARIANT: &'static str = "Submitted";
     fn unpack(r: Response) -> Result<Self, &'static str> {
         match r {
-            Response::Submitted { run, tasks } => Ok(Submitted { run, tasks }),
+            Response::Submitted {
+                run,
+                tasks,
+                unrunnable,
+            } => Ok(Submitted {
+                run,
+                tasks,
+                unrunnable,
+            }),
             other => Err(variant(&other)),
         }
     }
@@ -220,7 +231,11 @@ mod tests {
         assert_eq!(ok.ok().map(|c| c.tasks), Some(3));
         let wrong = <Page<RunStatus>>::unpack(Response::Cancelled { tasks: 3 });
         assert_eq!(wrong.err(), Some("Cancelled"));
-        let s = Submitted::unpack(Response::Submitted { run: 4, tasks: 9 });
+        let s = Submitted::unpack(Response::Submitted {
+            run: 4,
+            tasks: 9,
+            unrunnable: vec![],
+        });
         assert_eq!(s.ok().map(|s| (s.run, s.tasks)), Some((4, 9)));
         assert!(Resumed::unpack(Response::ShuttingDown).is_err());
     }

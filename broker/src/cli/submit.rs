@@ -24,7 +24,7 @@ use super::wait::wait_for;
 use super::Context;
 use crate::cli_error::CliError;
 use crate::client::Client;
-use crate::output::print_out;
+use crate::output::{self, print_out};
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
@@ -72,6 +72,13 @@ pub struct SubmitArgs {
 }
 
 pub async fn exec(ctx: &Context<'_>, args: SubmitArgs) -> Result<ExitCode, CliError> {
+    if let (Some(t), None) = (&args.target, &args.manifest) {
+        // Ignoring it would accept a workflow the target was never asked about.
+        return Err(CliError::bad_input(format!(
+            "--target {t} needs --manifest FILE (a target is one of the manifest's)"
+        ))
+        .with_hint("scalable submit WORKFLOW --manifest scalable.yaml --target T"));
+    }
     let manifest = match &args.manifest {
         Some(file) => Some(load_manifest_file(&ManifestArgs {
             file: file.clone(),
@@ -98,12 +105,24 @@ pub async fn exec(ctx: &Context<'_>, args: SubmitArgs) -> Result<ExitCode, CliEr
     });
     check_encoded_size(&req)?;
     let client = Client::connect(ctx.access).await?;
-    let Submitted { run, tasks } = ask(&client, &req).await?;
+    let Submitted {
+        run,
+        tasks,
+        unrunnable,
+    } = ask(&client, &req).await?;
     print_out(&if ctx.json {
         format!("{{\"run\": {run}, \"tasks\": {tasks}}}")
     } else {
         format!("{run}")
     });
+    // At once, not after a wait that cannot end: stdout stays the run id.
+    for u in &unrunnable {
+        if ctx.json {
+            eprintln!("{}", output::unrunnable_json(u));
+        } else {
+            eprintln!("{}", output::unrunnable_text(u));
+        }
+    }
     if args.wait {
         return wait_for(&client, RunRef::Id(run), ctx.json).await;
     }

@@ -1,5 +1,6 @@
-//! `scalable wait RUN`: poll a run until it is done, showing progress on
-//! stderr; exit 0 iff every task succeeded (or was cached). `submit --wait`
+//! `scalable wait RUN`: poll a run until it is done, showing progress (and
+//! what blocks the run, when something does) on stderr; exit 0 iff every
+//! task succeeded (or was cached). `submit --wait`
 //! and `resume --wait` end here too.
 //!
 //! Must not: decide whether a run is done; the broker's run state says so.
@@ -44,7 +45,7 @@ pub async fn wait_for(client: &Client, run: RunRef, json: bool) -> Result<ExitCo
             return Err(unexpected("no run", "the run's Status"));
         };
         let p = progress.get_or_insert_with(|| Progress::new(status.run, status.counts.total()));
-        p.update(&status.counts, now_ms());
+        p.update(&status.counts, &status.blocked, now_ms());
         if status.state != "running" {
             p.finish(&status.counts);
             return Ok(finish(&status, json));

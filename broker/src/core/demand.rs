@@ -7,12 +7,13 @@
 //! Read-only. Must not change any state; it knows no pilots (the caller
 //! passes their shapes) and must not decide to start or stop anything.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use scalable_common::explain::{
     AgentShape, Demand, Reason, ReasonCount, ShapeFit, SizeCount, TagDemand,
 };
-use scalable_common::protocol::JobId;
+use scalable_common::protocol::{JobId, RunId};
 use scalable_common::resources::Resources;
 
 use super::model::{Job, Offer, TaskState};
@@ -20,7 +21,7 @@ use super::Core;
 
 /// Ready tasks of one job in their retry backoff: how many, the soonest end.
 #[derive(Debug, Clone, Copy)]
-struct InBackoff {
+pub(super) struct InBackoff {
     tasks: u64,
     remaining_ms: u64,
 }
@@ -131,6 +132,45 @@ impl Core {
                 None => d.fits.push(ShapeFit { shape: i, tasks }),
             }
         }
+    }
+
+    /// The ready tasks of a run that are not on an agent, by reason (the
+    /// same per-job evaluation as `why` and [`Core::demand`]); tasks in
+    /// backoff under the soonest end. Empty when nothing is ready.
+    /// `backoff`: the tasks in backoff per job, worked out once for all the
+    /// runs of one `status` and only if one of them has ready tasks.
+    pub(super) fn run_blocked(
+        &self,
+        run: RunId,
+        now_ms: u64,
+        backoff: &OnceCell<HashMap<JobId, InBackoff>>,
+    ) -> Vec<ReasonCount> {
+        let Some(r) = self.runs.get(&run) else {
+            return Vec::new();
+        };
+        if r.counts.ready == 0 {
+            return Vec::new();
+        }
+        let backoff = backoff.get_or_init(|| self.backoff_by_job(now_ms));
+        let mut blocked = Vec::new();
+        for job in r.jobs.iter().map(|j| &self.jobs[j]) {
+            let ready = job.counts.ready;
+            if ready == 0 {
+                continue;
+            }
+            let in_backoff = backoff.get(&job.id).copied();
+            if let Some(b) = in_backoff {
+                let reason = Reason::Backoff {
+                    remaining_ms: b.remaining_ms,
+                };
+                add_reason(&mut blocked, reason, b.tasks);
+            }
+            let rest = ready - in_backoff.map_or(0, |b| b.tasks);
+            if rest > 0 {
+                add_reason(&mut blocked, self.job_reason(job, now_ms), rest);
+            }
+        }
+        blocked
     }
 
     /// Ready tasks waiting out a retry backoff, per job (as `why` sees them).

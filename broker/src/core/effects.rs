@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use scalable_common::explain::Cancellation;
 use scalable_common::protocol::{
     AgentId, Assignment, AttemptId, AttemptResult, JobId, PilotInfo, RunId, TaskId,
 };
@@ -82,6 +83,11 @@ pub enum StoreOp {
     JobCancelMark {
         job: JobId,
         cancelled: bool,
+    },
+    /// Why the job's tasks were cancelled (`None`: no longer, `resume`).
+    JobCancelCause {
+        job: JobId,
+        cause: Option<Cancellation>,
     },
     /// A finished run runs again (`scalable resume`).
     RunResumed {

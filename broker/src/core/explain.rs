@@ -8,11 +8,11 @@
 
 use std::cmp::Reverse;
 
-use scalable_common::explain::{AgentRef, Reason, Shortfall};
-use scalable_common::protocol::{TaskId, WhyAnswer};
+use scalable_common::explain::{AgentRef, AgentShape, Reason, Shortfall, Unrunnable};
+use scalable_common::protocol::{RunId, TaskId, WhyAnswer};
 use scalable_common::resources::Resources;
 
-use super::model::{Agent, Job, TaskState};
+use super::model::{Agent, Job, Offer, TaskState};
 use super::Core;
 
 impl Core {
@@ -35,6 +35,10 @@ impl Core {
             TaskState::Succeeded | TaskState::Cached => Reason::Done {
                 cache_note: self.cache_notes.get(&task).cloned(),
             },
+            TaskState::Cancelled if job.cancel_cause.is_some() => Reason::Cancelled {
+                run: job.run,
+                cause: job.cancel_cause.clone().expect("checked"),
+            },
             TaskState::Failed | TaskState::Cancelled => Reason::Ended {
                 state: state.name().to_string(),
                 run: job.run,
@@ -51,9 +55,49 @@ impl Core {
         };
         Some(WhyAnswer {
             task: format!("{}/{}/{}", job.run, job.def.name, index),
+            item: job.def.items.get(index).map(|i| i.to_string()),
             state: state.name().to_string(),
             reason,
         })
+    }
+
+    /// The jobs of `run` that no connected agent can ever run (wrong tag,
+    /// too large, an image without a runtime, or no agent at all) and no
+    /// agent of `shapes` (what the broker can still start) could either.
+    /// Read once at submit, so the user hears it at once, not after a wait.
+    pub fn unrunnable(&self, run: RunId, shapes: &[AgentShape], now_ms: u64) -> Vec<Unrunnable> {
+        let Some(r) = self.runs.get(&run) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for job in r.jobs.iter().map(|j| &self.jobs[j]) {
+            let reason = self.job_reason(job, now_ms);
+            let never_here = matches!(
+                reason,
+                Reason::NoAgentConnected { .. }
+                    | Reason::NoAgentWithTag { .. }
+                    | Reason::AllAgentsTagged
+                    | Reason::LargerThanEveryAgent { .. }
+                    | Reason::NoContainerRuntime
+            );
+            let a_shape_could = shapes.iter().any(|s| {
+                Offer {
+                    tags: &s.tags,
+                    capacity: &s.resources,
+                    container_runtime: s.container_runtime,
+                    lifetime_end_ms: s.lifetime_ms.map(|l| now_ms + l),
+                }
+                .could_run(job, &job.resources, now_ms)
+            });
+            if never_here && !a_shape_could {
+                out.push(Unrunnable {
+                    job: job.def.name.clone(),
+                    tasks: job.count(),
+                    reason,
+                });
+            }
+        }
+        out
     }
 
     /// Upstream jobs of `job` that have not fully succeeded yet.

@@ -11,6 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use scalable_common::explain::Cancellation;
 use scalable_common::protocol::{AgentId, AttemptId, ContainerSpec, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 use scalable_common::workflow::{JobDef, JobTemplates, WorkflowDef};
@@ -187,6 +188,8 @@ pub struct Job {
     /// Every task without a row of its own that is not done is cancelled (the
     /// store keeps this as one flag on the job, not a row per task).
     pub cancel_marked: bool,
+    /// Why its tasks were cancelled (the first cause; `why`, `analyze`).
+    pub cancel_cause: Option<Cancellation>,
     /// `cache: true` tasks whose cache probe is out (ready, but not queued).
     pub probing: HashSet<u64>,
     /// Tasks of a job with costly templates whose render is out (ready, but
@@ -229,6 +232,7 @@ impl Job {
             blocked_since_ms: None,
             overrides: HashMap::new(),
             cancel_marked: false,
+            cancel_cause: None,
             probing: HashSet::new(),
             rendering: HashSet::new(),
             rendered: HashMap::new(),

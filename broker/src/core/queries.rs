@@ -1,9 +1,16 @@
-//! Read-only views for `status`, `agents` and task names (`RUN/JOB/INDEX`).
+//! Read-only views for `status`, `agents` and task names (`RUN/JOB/INDEX`,
+//! `RUN/JOB@ITEM`).
 //!
 //! Must not change any state.
 
-use scalable_common::protocol::{AgentInfo, JobStatus, RunId, RunStatus, TaskId};
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 
+use scalable_common::protocol::{AgentInfo, JobId, JobStatus, RunId, RunStatus, TaskId};
+use scalable_common::workflow::JobDef;
+
+use super::demand::InBackoff;
 use super::Core;
 
 impl Core {
@@ -15,7 +22,17 @@ impl Core {
         self.runs.contains_key(&run)
     }
 
-    pub fn run_status(&self, run: RunId) -> Option<RunStatus> {
+    /// A run's counts per job, and what keeps its ready tasks from agents.
+    pub fn run_status(&self, run: RunId, now_ms: u64) -> Option<RunStatus> {
+        self.run_status_with(run, now_ms, &OnceCell::new())
+    }
+
+    fn run_status_with(
+        &self,
+        run: RunId,
+        now_ms: u64,
+        backoff: &OnceCell<HashMap<JobId, InBackoff>>,
+    ) -> Option<RunStatus> {
         let r = self.runs.get(&run)?;
         Some(RunStatus {
             run: r.id,
@@ -36,16 +53,22 @@ impl Core {
                     }
                 })
                 .collect(),
+            blocked: self.run_blocked(run, now_ms, backoff),
         })
     }
 
     /// Every run whose id is greater than `after`, in id order, computed as
     /// the caller takes them (a page of `status` stops early).
-    pub fn run_statuses_after(&self, after: Option<RunId>) -> impl Iterator<Item = RunStatus> + '_ {
+    pub fn run_statuses_after(
+        &self,
+        after: Option<RunId>,
+        now_ms: u64,
+    ) -> impl Iterator<Item = RunStatus> + '_ {
         let from = after.map_or(0, |a| a.saturating_add(1));
+        let backoff = OnceCell::new();
         self.runs
             .range(from..)
-            .filter_map(|(r, _)| self.run_status(*r))
+            .filter_map(move |(r, _)| self.run_status_with(*r, now_ms, &backoff))
     }
 
     pub fn agent_infos(&self) -> Vec<AgentInfo> {
@@ -83,5 +106,43 @@ impl Core {
             let job_ = &self.jobs[j];
             (job_.def.name == job && index < job_.count()).then_some(job_.first_task + index)
         })
+    }
+
+    /// The task of `job` in `run` whose item is `item` (`RUN/JOB@ITEM`).
+    pub fn task_by_item(&self, run: RunId, job: &str, item: &str) -> Option<TaskId> {
+        let (first, def) = self.job_def(run, job)?;
+        Some(first + def.items.index_of(item)?)
+    }
+
+    /// A job of a run by name: its first task id and its definition (what
+    /// names its tasks: the items, the count).
+    pub fn job_def(&self, run: RunId, job: &str) -> Option<(TaskId, Arc<JobDef>)> {
+        let r = self.runs.get(&run)?;
+        r.jobs
+            .iter()
+            .map(|j| &self.jobs[j])
+            .find(|j| j.def.name == job)
+            .map(|j| (j.first_task, j.def.clone()))
+    }
+
+    /// The definitions of a run's jobs (empty for an unknown run).
+    pub fn job_defs(&self, run: RunId) -> Vec<Arc<JobDef>> {
+        self.runs
+            .get(&run)
+            .map(|r| r.jobs.iter().map(|j| self.jobs[j].def.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The item of a task (`range`/`foreach`), as `RUN/JOB@ITEM` names it;
+    /// `None` for a job without items or an unknown task.
+    pub fn task_item(&self, task: TaskId) -> Option<String> {
+        let (job, index) = self.locate_task(task)?;
+        self.jobs[&job].def.items.get(index).map(|i| i.to_string())
+    }
+
+    /// The walltime of a task's job, if it has one.
+    pub fn task_walltime_ms(&self, task: TaskId) -> Option<u64> {
+        let (job, _) = self.locate_task(task)?;
+        self.jobs[&job].def.walltime_ms
     }
 }

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use scalable_common::explain::Cancellation;
 use scalable_common::protocol::{AgentId, AttemptId, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 
@@ -40,6 +41,7 @@ pub struct RestoredJob {
     pub id: JobId,
     pub first_task: TaskId,
     pub cancel_marked: bool,
+    pub cancel_cause: Option<Cancellation>,
     pub planned: PlannedJob,
 }
 
@@ -328,6 +330,7 @@ impl Core {
             self.task_owner.insert(rj.first_task, rj.id);
             let mut job = Job::new(rj.id, r.id, pj, rj.first_task, deps.len() as u32);
             job.cancel_marked = rj.cancel_marked;
+            job.cancel_cause = rj.cancel_cause;
             self.jobs.insert(rj.id, job);
         }
         self.wire_dependents(&job_ids, &names);

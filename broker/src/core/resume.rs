@@ -100,6 +100,12 @@ impl Core {
                 cancelled: false,
             });
         }
+        if job.cancel_cause.take().is_some() {
+            self.fx.store.push(StoreOp::JobCancelCause {
+                job: j,
+                cause: None,
+            });
+        }
         n
     }
 }

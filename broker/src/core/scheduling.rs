@@ -320,8 +320,8 @@ impl Core {
     fn unsendable(&mut self, attempt_id: AttemptId, error: String, now_ms: u64) {
         let at = self.attempts.remove(&attempt_id).expect("just inserted");
         let end = AttemptEnd::SpawnFailed { error };
-        let reason = failure_reason(&end);
         let result = AttemptResult::bare(attempt_id, end, 0, now_ms * 1000);
+        let reason = failure_reason(&result, &at, None);
         self.end_attempt_for_good(at, result, reason, now_ms);
     }
 

@@ -11,6 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
+use scalable_common::explain::Cancellation;
 use scalable_common::protocol::{AttemptEnd, AttemptId, AttemptResult, JobId, RunId, TaskId};
 
 use super::model::{Attempt, ReadyKey, RunState, TaskState};
@@ -53,6 +54,8 @@ impl Core {
     ) {
         let end = result.end.clone();
         let peak_rss = result.peak_rss_bytes;
+        let walltime_ms = self.jobs[&at.job].def.walltime_ms;
+        let failure = (!end.is_success()).then(|| failure_reason(&result, &at, walltime_ms));
         self.close_attempt(&at, result, now_ms);
         let job = &self.jobs[&at.job];
         let retries = job.def.retries;
@@ -76,8 +79,7 @@ impl Core {
             }
             self.retry_after_backoff(&at, now_ms);
         } else {
-            let reason = failure_reason(&end);
-            self.finish_task(at.job, at.index, TaskState::Failed, Some(reason), now_ms);
+            self.finish_task(at.job, at.index, TaskState::Failed, failure, now_ms);
         }
     }
 
@@ -306,15 +308,23 @@ impl Core {
             job.rendered.remove(&index);
         }
         let run_id = self.jobs[&job_id].run;
-        self.record_task(job_id, index, reason, now_ms);
+        self.record_task(job_id, index, reason.clone(), now_ms);
         if state == TaskState::Failed {
             // DAGMan semantics: what depends on a failed job can never run, the rest
             // of the DAG keeps going.
-            self.cancel_dependents(job_id, now_ms);
+            let job = &self.jobs[&job_id];
+            let cause = Cancellation::DependencyFailed {
+                job: job.def.name.clone(),
+                task: format!("{run_id}/{}/{index}", job.def.name),
+                item: job.def.items.get(index).map(|i| i.to_string()),
+                failure: reason.unwrap_or_else(|| "failed".into()),
+            };
+            self.cancel_dependents(job_id, &cause, now_ms);
             let run = &self.runs[&run_id];
             if let Some(max) = run.max_fails {
                 if run.counts.failed >= max {
-                    self.cancel_unstarted(run_id, "max_fails reached", now_ms);
+                    let cause = Cancellation::MaxFails { max };
+                    self.cancel_unstarted(run_id, "max_fails reached", &cause, now_ms);
                 }
             }
         }
@@ -334,21 +344,30 @@ impl Core {
         self.check_run_finished(run_id, now_ms);
     }
 
-    /// Cancels every not-yet-terminal task of every job downstream of `job_id`.
-    fn cancel_dependents(&mut self, job_id: JobId, now_ms: u64) {
+    /// Cancels every not-yet-terminal task of every job downstream of `job_id`,
+    /// each job with the failure that started it as its cause.
+    fn cancel_dependents(&mut self, job_id: JobId, cause: &Cancellation, now_ms: u64) {
         let mut stack = self.jobs[&job_id].dependents.clone();
         let mut seen = BTreeSet::new();
         while let Some(d) = stack.pop() {
             if !seen.insert(d) {
                 continue;
             }
-            self.cancel_job_tasks(d, "dependency failed", now_ms);
+            self.cancel_job_tasks(d, "dependency failed", cause, now_ms);
             stack.extend(self.jobs[&d].dependents.iter().copied());
         }
     }
 
-    /// Cancels the job's waiting and ready tasks; tasks on agents are told to stop.
-    fn cancel_job_tasks(&mut self, job_id: JobId, reason: &str, now_ms: u64) -> u64 {
+    /// Cancels the job's waiting and ready tasks; tasks on agents are told to
+    /// stop. `reason` goes in task rows, `cause` becomes the job's if it has
+    /// none yet.
+    fn cancel_job_tasks(
+        &mut self,
+        job_id: JobId,
+        reason: &str,
+        cause: &Cancellation,
+        now_ms: u64,
+    ) -> u64 {
         let mut cancelled = 0;
         let count = self.jobs[&job_id].count();
         for index in 0..count {
@@ -380,6 +399,9 @@ impl Core {
                 cancelled: true,
             });
         }
+        if cancelled > 0 {
+            self.set_cancel_cause(job_id, cause);
+        }
         let job = &self.jobs[&job_id];
         if cancelled > 0 {
             self.fx.store.push(StoreOp::Event {
@@ -395,11 +417,26 @@ impl Core {
         cancelled
     }
 
-    fn cancel_unstarted(&mut self, run_id: RunId, reason: &str, now_ms: u64) {
+    fn cancel_unstarted(&mut self, run_id: RunId, reason: &str, cause: &Cancellation, now_ms: u64) {
         let jobs = self.runs[&run_id].jobs.clone();
         for j in jobs {
-            self.cancel_job_tasks(j, reason, now_ms);
+            self.cancel_job_tasks(j, reason, cause, now_ms);
         }
+    }
+
+    /// The first cause of a job's cancelled tasks is the one `why` and
+    /// `analyze` give for all of them (later cancels only reach tasks that
+    /// were on agents).
+    fn set_cancel_cause(&mut self, job_id: JobId, cause: &Cancellation) {
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        if job.cancel_cause.is_some() {
+            return;
+        }
+        job.cancel_cause = Some(cause.clone());
+        self.fx.store.push(StoreOp::JobCancelCause {
+            job: job_id,
+            cause: Some(cause.clone()),
+        });
     }
 
     /// Cancels a run: queued tasks at once, tasks on agents by message.
@@ -411,8 +448,8 @@ impl Core {
         run.cancel_requested = true;
         let jobs = run.jobs.clone();
         let mut n = 0;
-        for j in jobs {
-            n += self.cancel_job_tasks(j, "cancelled by user", now_ms);
+        for j in jobs.iter().copied() {
+            n += self.cancel_job_tasks(j, "cancelled by user", &Cancellation::ByUser, now_ms);
         }
         let on_agents: Vec<AttemptId> = self
             .attempts
@@ -421,6 +458,8 @@ impl Core {
             .map(|a| a.id)
             .collect();
         for id in on_agents {
+            let job = self.attempts[&id].job;
+            self.set_cancel_cause(job, &Cancellation::ByUser);
             n += self.cancel_attempt(id);
         }
         self.check_run_finished(run_id, now_ms);
@@ -431,6 +470,9 @@ impl Core {
     pub fn cancel_task(&mut self, task: TaskId, now_ms: u64) -> Option<u64> {
         let (job_id, index) = self.locate_task(task)?;
         let state = self.jobs[&job_id].tasks[index as usize].state;
+        if !state.is_terminal() {
+            self.set_cancel_cause(job_id, &Cancellation::ByUser);
+        }
         match state {
             TaskState::Waiting | TaskState::Ready => {
                 self.finish_task(
@@ -507,16 +549,39 @@ impl Core {
     }
 }
 
-/// The task row's reason for a task that failed for good.
-pub(super) fn failure_reason(end: &AttemptEnd) -> String {
-    match end {
+/// The task row's reason for a task that failed for good, with the numbers
+/// that explain it: the exit code, the memory peak against the limit, the
+/// walltime.
+pub(super) fn failure_reason(r: &AttemptResult, at: &Attempt, walltime_ms: Option<u64>) -> String {
+    let size = scalable_common::units::format_size;
+    match &r.end {
         AttemptEnd::Exited { code } => format!("exit code {code}"),
         AttemptEnd::Signalled { signal } => format!("killed by signal {signal}"),
         AttemptEnd::SpawnFailed { error } => format!("could not start: {error}"),
-        AttemptEnd::InvalidInput { path } => format!("missing input: {path}"),
+        AttemptEnd::InvalidInput { path } => match r.exit_code {
+            Some(code) => format!("missing input: {path} (exit code {code})"),
+            None => format!("missing input: {path}"),
+        },
         AttemptEnd::OutputsMissing { missing } => {
             format!("missing outputs: {}", missing.join(", "))
         }
+        AttemptEnd::OutOfMemory => {
+            let mut reason = format!("memory exhaustion: peak {}", size(r.peak_rss_bytes));
+            if let Some(limit) = r.memory_limit_bytes {
+                reason.push_str(&format!(", limit {}", size(limit)));
+            }
+            if at.resources.memory_bytes > 0 {
+                reason.push_str(&format!(" (request {})", size(at.resources.memory_bytes)));
+            }
+            reason
+        }
+        AttemptEnd::TimedOut => match walltime_ms {
+            Some(w) => format!(
+                "timeout: walltime {}",
+                scalable_common::units::format_duration_ms(w)
+            ),
+            None => "timeout".into(),
+        },
         other => other.class().to_lowercase(),
     }
 }

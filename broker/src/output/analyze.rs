@@ -3,11 +3,14 @@
 //!
 //! Must not: decide the exit code (the command does, from the counts).
 
-use scalable_common::protocol::{FailedAttempt, FailedTask, RunAnalysis};
+use scalable_common::protocol::{CancelledJob, FailedAttempt, FailedTask, RunAnalysis};
 use scalable_common::quote::shell_join;
+use scalable_common::units::{format_duration_ms, format_size};
 
 use super::escape::printable;
 use super::table::{percent, secs3};
+use super::task_name::task_label;
+use super::why::cancelled_because;
 
 /// Lines of a failed task's stderr (or stdout) that `analyze` shows.
 pub const ANALYZE_TAIL_LINES_MAX: usize = 20;
@@ -48,12 +51,14 @@ pub fn analyze_text(a: &RunAnalysis) -> String {
 
     let Some(first) = a.failed_tasks.first() else {
         out.push_str("\nno failed tasks\n");
+        cancelled_jobs_into(&a.cancelled_jobs, &mut out);
         return out;
     };
     for task in &a.failed_tasks {
         out.push('\n');
         failed_task_into(task, &mut out);
     }
+    cancelled_jobs_into(&a.cancelled_jobs, &mut out);
     out.push_str(&format!(
         "\nhint: scalable logs {} --stderr prints the whole stderr\n",
         printable(&first.path)
@@ -61,8 +66,37 @@ pub fn analyze_text(a: &RunAnalysis) -> String {
     out
 }
 
+/// Each job with cancelled tasks: how many, why, and the first of them.
+fn cancelled_jobs_into(jobs: &[CancelledJob], out: &mut String) {
+    for j in jobs {
+        out.push_str(&format!(
+            "\n*****Cancelled tasks of job {}: {}*****\n",
+            printable(&j.job),
+            j.tasks
+        ));
+        let cause = match &j.cause {
+            Some(c) => format!("cancelled {}", cancelled_because(c)),
+            None => "not recorded".into(),
+        };
+        out.push_str(&format!("cause   : {cause}\n"));
+        let mut names: Vec<String> = j
+            .first
+            .iter()
+            .map(|t| task_label(&t.path, t.item.as_deref()))
+            .collect();
+        let more = j.tasks.saturating_sub(j.first.len() as u64);
+        if more > 0 {
+            names.push(format!("and {more} more"));
+        }
+        out.push_str(&format!("tasks   : {}\n", names.join(", ")));
+    }
+}
+
 fn failed_task_into(t: &FailedTask, out: &mut String) {
-    out.push_str(&format!("*****Failed task {}*****\n", printable(&t.path)));
+    out.push_str(&format!(
+        "*****Failed task {}*****\n",
+        task_label(&t.path, t.item.as_deref())
+    ));
     out.push_str(&format!("task id : {}\n", t.task));
     out.push_str(&format!("state   : {}\n", t.state));
     out.push_str(&format!("reason  : {}\n", printable(&t.reason)));
@@ -92,12 +126,34 @@ fn failed_task_into(t: &FailedTask, out: &mut String) {
     }
 }
 
+/// The class of an attempt's end and the numbers that explain it:
+/// `EXIT_CODE exit 3`, `INVALID_INPUT exit 2`, `MEMORY_EXHAUSTION peak 130M,
+/// limit 120M`, `TIMEOUT walltime 10 secs`.
+pub(super) fn ending_words(a: &FailedAttempt) -> String {
+    let mut words = printable(&a.class).into_owned();
+    if let Some(code) = a.exit_code {
+        words.push_str(&format!(" exit {code}"));
+    }
+    match a.class.as_str() {
+        "MEMORY_EXHAUSTION" => {
+            words.push_str(&format!(" peak {}", format_size(a.peak_rss_bytes)));
+            if let Some(limit) = a.memory_limit_bytes {
+                words.push_str(&format!(", limit {}", format_size(limit)));
+            }
+        }
+        "TIMEOUT" => {
+            if let Some(w) = a.walltime_ms {
+                words.push_str(&format!(" walltime {}", format_duration_ms(w)));
+            }
+        }
+        _ => {}
+    }
+    words
+}
+
 /// `attempt 1: EXIT_CODE exit 3 on agent a1 (node01) after 0.120 s - detail`.
 fn attempt_line(a: &FailedAttempt) -> String {
-    let mut line = format!("attempt {}: {}", a.attempt_number, a.class);
-    if let Some(code) = a.exit_code {
-        line.push_str(&format!(" exit {code}"));
-    }
+    let mut line = format!("attempt {}: {}", a.attempt_number, ending_words(a));
     if !a.agent.is_empty() {
         line.push_str(&format!(" on agent {}", printable(&a.agent)));
         if !a.host.is_empty() {
@@ -127,11 +183,13 @@ mod tests {
             failed: 1,
             cancelled: 1,
             unfinished: 0,
+            cancelled_jobs: vec![],
             next: None,
             failed_tasks: vec![
                 FailedTask {
                     task: 42,
                     path: "3/simulate/7".into(),
+                    item: Some("8".into()),
                     state: "failed".into(),
                     reason: "exit code 3 after 2 attempts".into(),
                     argv: vec![
@@ -149,6 +207,9 @@ mod tests {
                             agent: "a1".into(),
                             host: "node01".into(),
                             duration_ms: 120,
+                            peak_rss_bytes: 0,
+                            memory_limit_bytes: None,
+                            walltime_ms: None,
                         },
                         FailedAttempt {
                             attempt_number: 2,
@@ -158,6 +219,9 @@ mod tests {
                             agent: "a2".into(),
                             host: "node02".into(),
                             duration_ms: 10_000,
+                            peak_rss_bytes: 0,
+                            memory_limit_bytes: None,
+                            walltime_ms: None,
                         },
                     ],
                     stderr_tail: stderr,
@@ -166,6 +230,7 @@ mod tests {
                 FailedTask {
                     task: 43,
                     path: "3/postprocess/0".into(),
+                    item: None,
                     state: "cancelled".into(),
                     reason: "dependency failed".into(),
                     argv: vec!["post".into()],
@@ -188,7 +253,7 @@ Total tasks        : 21 (100.00%)
 # tasks cancelled  : 1 (4.76%)
 # tasks unfinished : 0 (0.00%)
 
-*****Failed task 3/simulate/7*****
+*****Failed task 3/simulate/7 (item 8)*****
 task id : 42
 state   : failed
 reason  : exit code 3 after 2 attempts
@@ -260,6 +325,103 @@ Total tasks        : 21 (100.00%)
 no failed tasks
 ";
         assert_eq!(analyze_text(&ok), expected);
+    }
+
+    /// Issue 13, item 6: a failure says its numbers: the exit code of a task
+    /// classed otherwise, the memory peak against the limit, the walltime.
+    #[test]
+    fn attempts_show_their_numbers() {
+        let base = FailedAttempt {
+            attempt_number: 1,
+            class: "MEMORY_EXHAUSTION".into(),
+            exit_code: None,
+            detail: "".into(),
+            agent: "a1".into(),
+            host: "h".into(),
+            duration_ms: 500,
+            peak_rss_bytes: 130 << 20,
+            memory_limit_bytes: Some(120 << 20),
+            walltime_ms: Some(10_000),
+        };
+        assert_eq!(
+            attempt_line(&base),
+            "attempt 1: MEMORY_EXHAUSTION peak 130M, limit 120M on agent a1 (h) after 0.500 s"
+        );
+        let timeout = FailedAttempt {
+            class: "TIMEOUT".into(),
+            ..base.clone()
+        };
+        assert_eq!(
+            attempt_line(&timeout),
+            "attempt 1: TIMEOUT walltime 10 secs on agent a1 (h) after 0.500 s"
+        );
+        let invalid = FailedAttempt {
+            class: "INVALID_INPUT".into(),
+            exit_code: Some(2),
+            detail: "missing input: x.csv".into(),
+            ..base
+        };
+        assert_eq!(
+            attempt_line(&invalid),
+            "attempt 1: INVALID_INPUT exit 2 on agent a1 (h) after 0.500 s - missing input: x.csv"
+        );
+    }
+
+    /// Issue 13, item 6: tasks cancelled because a dependency failed are
+    /// named with the failure that caused it.
+    #[test]
+    fn cancelled_jobs_are_named_with_their_cause() {
+        use scalable_common::explain::Cancellation;
+        use scalable_common::protocol::TaskName;
+        let mut a = analysis();
+        a.failed_tasks.clear();
+        a.cancelled_jobs = vec![
+            CancelledJob {
+                job: "post".into(),
+                tasks: 12,
+                first: vec![
+                    TaskName {
+                        path: "3/post/0".into(),
+                        item: Some("1".into()),
+                    },
+                    TaskName {
+                        path: "3/post/1".into(),
+                        item: Some("2".into()),
+                    },
+                ],
+                cause: Some(Cancellation::DependencyFailed {
+                    job: "simulate".into(),
+                    task: "3/simulate/7".into(),
+                    item: Some("8".into()),
+                    failure: "exit code 3".into(),
+                }),
+            },
+            CancelledJob {
+                job: "old".into(),
+                tasks: 1,
+                first: vec![TaskName {
+                    path: "3/old/0".into(),
+                    item: None,
+                }],
+                cause: None,
+            },
+        ];
+        let text = analyze_text(&a);
+        assert!(
+            text.ends_with(
+                "\nno failed tasks
+
+*****Cancelled tasks of job post: 12*****
+cause   : cancelled because its dependency simulate failed (task 3/simulate/7, item 8: exit code 3)
+tasks   : 3/post/0 (item 1), 3/post/1 (item 2), and 10 more
+
+*****Cancelled tasks of job old: 1*****
+cause   : not recorded
+tasks   : 3/old/0
+"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

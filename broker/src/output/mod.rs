@@ -26,9 +26,11 @@ mod scale;
 mod stats;
 mod status;
 mod table;
+mod task_name;
 #[cfg(test)]
 mod test_fixtures;
 mod time;
+mod unrunnable;
 mod why;
 
 use std::io::Write;
@@ -36,14 +38,16 @@ use std::io::Write;
 pub use agents::{agents_text, pilots_text};
 pub use analyze::{analyze_text, ANALYZE_TAIL_LINES_MAX};
 pub use json::json;
-pub use logs::{logs_bytes, logs_truncated_note};
+pub use logs::{logs_bytes, logs_ending_note, logs_truncated_note};
 pub use plan::{plan_json, plan_text};
 pub use progress::{failed_hint, finished_line, Progress, PROGRESS_PLAIN_INTERVAL_MS};
 pub use scale::scale_text;
 pub use stats::stats_text;
 pub use status::status_text;
+pub use task_name::task_label;
 pub use time::{format_utc, short_duration};
-pub use why::{reason_text, why_text};
+pub use unrunnable::{unrunnable_hint, unrunnable_json, unrunnable_text};
+pub use why::{cancelled_because, reason_text, why_text};
 
 /// How a command prints its data (`--json` picks `Json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

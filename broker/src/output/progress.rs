@@ -1,5 +1,6 @@
-//! The progress of one run on stderr for `wait` and `submit --wait`, and the
-//! closing summary those commands print.
+//! The progress of one run on stderr for `wait` and `submit --wait`, with
+//! what blocks it when it cannot move (the core's typed reasons in `why`'s
+//! words), and the closing summary those commands print.
 //!
 //! Must not: ask the broker or sleep; the command polls and passes the counts
 //! and `now` in.
@@ -7,7 +8,10 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use scalable_common::explain::{Reason, ReasonCount};
 use scalable_common::protocol::{Counts, RunStatus};
+
+use super::why::reason_text;
 
 /// Least time between two plain progress lines.
 pub const PROGRESS_PLAIN_INTERVAL_MS: u64 = 2_000;
@@ -58,9 +62,9 @@ impl Progress {
         }
     }
 
-    /// Shows the latest counts.
-    pub fn update(&mut self, counts: &Counts, now_ms: u64) {
-        if let Some(line) = self.advance(counts, now_ms) {
+    /// Shows the latest counts and what blocks the run, if anything.
+    pub fn update(&mut self, counts: &Counts, blocked: &[ReasonCount], now_ms: u64) {
+        if let Some(line) = self.advance(counts, blocked, now_ms) {
             eprintln!("{line}");
         }
     }
@@ -73,20 +77,21 @@ impl Progress {
     }
 
     /// Updates the bar, or returns the plain line due now, if any.
-    fn advance(&mut self, counts: &Counts, now_ms: u64) -> Option<String> {
+    fn advance(&mut self, counts: &Counts, blocked: &[ReasonCount], now_ms: u64) -> Option<String> {
         self.take_total(counts);
         let done = counts.done();
+        let blocked = blocked_text(counts, blocked);
         if let Some(bar) = &self.bar {
             bar.set_length(self.total);
             bar.set_position(done);
-            bar.set_message(bar_message(counts));
+            bar.set_message(bar_message(counts) + &blocked);
             return None;
         }
         let due = match self.last_line_at_ms {
             None => true,
             Some(at) => now_ms.saturating_sub(at) >= PROGRESS_PLAIN_INTERVAL_MS,
         };
-        let line = self.line(counts);
+        let line = self.line(counts) + &blocked;
         let finished_now = done >= self.total && self.last_line.as_ref() != Some(&line);
         if !(due || finished_now) {
             return None;
@@ -121,7 +126,9 @@ impl Progress {
         }
     }
 
-    /// `run 4: 120/1000 done (succeeded 118, failed 2, running 8)`.
+    /// `run 4: 120/1000 done (succeeded 118, failed 2, running 6, assigned 2)`:
+    /// running tasks have started on their agent; assigned ones wait in an
+    /// agent's queue (shown when there are any).
     fn line(&self, c: &Counts) -> String {
         let mut line = format!(
             "run {}: {}/{} done (succeeded {}, failed {}, running {}",
@@ -130,8 +137,11 @@ impl Progress {
             self.total,
             c.succeeded,
             c.failed,
-            c.assigned + c.running
+            c.running
         );
+        if c.assigned > 0 {
+            line.push_str(&format!(", assigned {}", c.assigned));
+        }
         if c.cancelled > 0 {
             line.push_str(&format!(", cancelled {}", c.cancelled));
         }
@@ -143,9 +153,34 @@ impl Progress {
     }
 }
 
-/// `12 running, 3 failed`: the message beside the bar.
+/// What keeps the run from moving, to follow the counts: `; 3 blocked: no
+/// connected agent has tag demeter`. While tasks run, the reasons of a run
+/// that merely waits its turn (busy agents, `max_running`, a reservation, a
+/// retry's backoff) are left out; when nothing runs, every reason is shown.
+fn blocked_text(c: &Counts, blocked: &[ReasonCount]) -> String {
+    let moving = c.assigned + c.running > 0;
+    blocked
+        .iter()
+        .filter(|b| {
+            !moving
+                || !matches!(
+                    b.reason,
+                    Reason::WaitingForResources { .. }
+                        | Reason::Throttled { .. }
+                        | Reason::Reserved { .. }
+                        | Reason::Backoff { .. }
+                )
+        })
+        .map(|b| format!("; {} blocked: {}", b.tasks, reason_text(&b.reason)))
+        .collect()
+}
+
+/// `6 running, 2 assigned, 3 failed`: the message beside the bar.
 fn bar_message(c: &Counts) -> String {
-    format!("{} running, {} failed", c.assigned + c.running, c.failed)
+    format!(
+        "{} running, {} assigned, {} failed",
+        c.running, c.assigned, c.failed
+    )
 }
 
 /// The line `wait` ends with on stderr:
@@ -178,25 +213,58 @@ mod tests {
         let mut p = Progress::plain(4, 1000);
         let c = counts([800, 72, 2, 6, 118, 2, 0, 0]);
         assert_eq!(
-            p.advance(&c, 10_000).as_deref(),
-            Some("run 4: 120/1000 done (succeeded 118, failed 2, running 8)")
+            p.advance(&c, &[], 10_000).as_deref(),
+            Some("run 4: 120/1000 done (succeeded 118, failed 2, running 6, assigned 2)")
         );
-        assert_eq!(p.advance(&c, 11_999), None);
-        assert!(p.advance(&c, 12_000).is_some());
+        assert_eq!(p.advance(&c, &[], 11_999), None);
+        assert!(p.advance(&c, &[], 12_000).is_some());
 
         let done = counts([0, 0, 0, 0, 990, 8, 2, 0]);
         assert_eq!(
-            p.advance(&done, 12_500).as_deref(),
+            p.advance(&done, &[], 12_500).as_deref(),
             Some("run 4: 1000/1000 done (succeeded 990, failed 8, running 0, cancelled 2)")
         );
         // Nothing new to say: neither a repeat nor a final line.
-        assert_eq!(p.advance(&done, 12_600), None);
+        assert_eq!(p.advance(&done, &[], 12_600), None);
         assert_eq!(p.conclude(&done), None);
 
         let mut q = Progress::plain(5, 2);
         assert_eq!(
             q.conclude(&counts([0, 0, 0, 0, 1, 0, 0, 1])).as_deref(),
             Some("run 5: 2/2 done (succeeded 1, failed 0, running 0, cached 1)")
+        );
+    }
+
+    /// Regression (issue 13, item 5): a run that can never move printed
+    /// `0/N done` forever; the line says what blocks it.
+    #[test]
+    fn the_line_says_what_blocks_the_run() {
+        let mut p = Progress::plain(4, 3);
+        let stuck = counts([0, 3, 0, 0, 0, 0, 0, 0]);
+        let blocked = [ReasonCount {
+            reason: Reason::NoAgentWithTag {
+                tag: "demeter".into(),
+            },
+            tasks: 3,
+        }];
+        assert_eq!(
+            p.advance(&stuck, &blocked, 0).as_deref(),
+            Some("run 4: 0/3 done (succeeded 0, failed 0, running 0); 3 blocked: no connected agent has tag demeter")
+        );
+        // A run that only waits its turn says so when nothing runs ...
+        let busy = [ReasonCount {
+            reason: Reason::Backoff { remaining_ms: 900 },
+            tasks: 1,
+        }];
+        assert_eq!(
+            p.advance(&stuck, &busy, 2_000).as_deref(),
+            Some("run 4: 0/3 done (succeeded 0, failed 0, running 0); 1 blocked: retrying after a failure; backoff ends in 900 ms")
+        );
+        // ... and not while its other tasks run.
+        let moving = counts([0, 1, 0, 2, 0, 0, 0, 0]);
+        assert_eq!(
+            p.advance(&moving, &busy, 4_000).as_deref(),
+            Some("run 4: 0/3 done (succeeded 0, failed 0, running 2)")
         );
     }
 

@@ -10,8 +10,10 @@ use super::table::{percent, Align, Table};
 use super::time::format_utc;
 
 /// `scalable status`: per run a header and pegasus-status-like counts per job.
-/// Assigned tasks count as running; a CACHED column appears only when a run has
-/// cached tasks and a TAG column only when a job has a tag.
+/// RUNNING counts tasks whose agent reported the process started; ASSIGNED
+/// those sent to an agent and not started yet (queued there). A CACHED column
+/// appears only when a run has cached tasks and a TAG column only when a job
+/// has a tag.
 pub fn status_text(runs: &[RunStatus]) -> String {
     if runs.is_empty() {
         return "no runs\n".to_string();
@@ -45,6 +47,7 @@ pub fn status_text(runs: &[RunStatus]) -> String {
         columns.extend([
             ("WAITING", Align::Right),
             ("READY", Align::Right),
+            ("ASSIGNED", Align::Right),
             ("RUNNING", Align::Right),
             ("SUCCEEDED", Align::Right),
             ("FAILED", Align::Right),
@@ -64,7 +67,8 @@ pub fn status_text(runs: &[RunStatus]) -> String {
             cells.extend([
                 c.waiting.to_string(),
                 c.ready.to_string(),
-                (c.assigned + c.running).to_string(),
+                c.assigned.to_string(),
+                c.running.to_string(),
                 c.succeeded.to_string(),
                 c.failed.to_string(),
                 c.cancelled.to_string(),
@@ -97,11 +101,11 @@ mod tests {
     #[test]
     fn status_snapshot() {
         let expected = r"run 3 demeter-ssp: running (submitted 2026-11-22 10:01:02 UTC)
-JOB          WAITING  READY  RUNNING  SUCCEEDED  FAILED  CANCELLED  %DONE
-prepare            0      0        0          1       0          0  100.0
-simulate           0      2        8        988       2          0   99.0
-postprocess        1      0        0          0       0          0    0.0
-TOTAL              1      2        8        989       2          0   98.9
+JOB          WAITING  READY  ASSIGNED  RUNNING  SUCCEEDED  FAILED  CANCELLED  %DONE
+prepare            0      0         0        0          1       0          0  100.0
+simulate           0      2         1        7        988       2          0   99.0
+postprocess        1      0         0        0          0       0          0    0.0
+TOTAL              1      2         1        7        989       2          0   98.9
 ";
         assert_eq!(status_text(&[run_status()]), expected);
     }
@@ -119,9 +123,9 @@ TOTAL              1      2        8        989       2          0   98.9
         }];
         finished.counts = counts([0, 0, 0, 0, 3, 0, 0, 2]);
         let expected = r"run 4 demeter-ssp: succeeded (submitted 2026-11-22 10:01:02 UTC, finished after 2 mins, 6 secs)
-JOB    TAG  WAITING  READY  RUNNING  SUCCEEDED  FAILED  CANCELLED  CACHED  %DONE
-fit    gpu        0      0        0          3       0          0       2  100.0
-TOTAL             0      0        0          3       0          0       2  100.0
+JOB    TAG  WAITING  READY  ASSIGNED  RUNNING  SUCCEEDED  FAILED  CANCELLED  CACHED  %DONE
+fit    gpu        0      0         0        0          3       0          0       2  100.0
+TOTAL             0      0         0        0          3       0          0       2  100.0
 ";
         assert_eq!(status_text(&[finished]), expected);
         assert_eq!(status_text(&[]), "no runs\n");

@@ -49,5 +49,6 @@ pub fn run_status() -> RunStatus {
         finished_at_ms: None,
         counts: total,
         jobs,
+        blocked: vec![],
     }
 }

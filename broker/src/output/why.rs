@@ -4,15 +4,21 @@
 //! Owns the sentences only; it must not decide anything (the core's
 //! `explain` does) and must not print (the CLI does).
 
-use scalable_common::explain::{Reason, Shortfall};
+use scalable_common::explain::{Cancellation, Reason, Shortfall};
 use scalable_common::protocol::WhyAnswer;
 use scalable_common::units::format_size;
 
 use super::escape::printable;
 
-/// `RUN/JOB/INDEX (state): reason`.
+/// `RUN/JOB/INDEX (state): reason`, with the item beside the index for a job
+/// with items: `3/sim/3 (item 4, ready): ...`.
 pub fn why_text(w: &WhyAnswer) -> String {
-    format!("{} ({}): {}", w.task, w.state, reason_text(&w.reason))
+    let task = printable(&w.task);
+    let reason = reason_text(&w.reason);
+    match &w.item {
+        Some(item) => format!("{task} (item {}, {}): {reason}", printable(item), w.state),
+        None => format!("{task} ({}): {reason}", w.state),
+    }
 }
 
 /// The sentence for one reason (a plain match table).
@@ -25,6 +31,7 @@ pub fn reason_text(r: &Reason) -> String {
         Reason::Ended { state, run } => {
             format!("it ended {state}; scalable analyze {run} says why")
         }
+        Reason::Cancelled { cause, .. } => format!("it was cancelled {}", cancelled_because(cause)),
         Reason::Assigned { agent: Some(a) } => format!(
             "it is queued on agent {} ({}), waiting for room there",
             a.name, a.host
@@ -87,6 +94,35 @@ pub fn reason_text(r: &Reason) -> String {
     }
 }
 
+/// Why tasks were cancelled, to follow "cancelled": `by the user`,
+/// `because the run reached max_fails (3 failed tasks)`, `because its
+/// dependency bad failed (task 3/bad/0, item 1: exit code 3)`.
+pub fn cancelled_because(c: &Cancellation) -> String {
+    match c {
+        Cancellation::ByUser => "by the user".into(),
+        Cancellation::MaxFails { max } => {
+            format!("because the run reached max_fails ({max} failed tasks)")
+        }
+        Cancellation::DependencyFailed {
+            job,
+            task,
+            item,
+            failure,
+        } => {
+            let item = item
+                .as_deref()
+                .map(|i| format!(", item {}", printable(i)))
+                .unwrap_or_default();
+            format!(
+                "because its dependency {} failed (task {}{item}: {})",
+                printable(job),
+                printable(task),
+                printable(failure)
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use scalable_common::explain::AgentRef;
@@ -126,6 +162,32 @@ mod tests {
                     run: 3,
                 },
                 "it ended failed; scalable analyze 3 says why",
+            ),
+            (
+                Reason::Cancelled {
+                    run: 3,
+                    cause: Cancellation::DependencyFailed {
+                        job: "bad".into(),
+                        task: "3/bad/0".into(),
+                        item: Some("1".into()),
+                        failure: "exit code 3".into(),
+                    },
+                },
+                "it was cancelled because its dependency bad failed (task 3/bad/0, item 1: exit code 3)",
+            ),
+            (
+                Reason::Cancelled {
+                    run: 3,
+                    cause: Cancellation::MaxFails { max: 2 },
+                },
+                "it was cancelled because the run reached max_fails (2 failed tasks)",
+            ),
+            (
+                Reason::Cancelled {
+                    run: 3,
+                    cause: Cancellation::ByUser,
+                },
+                "it was cancelled by the user",
             ),
             (
                 Reason::Assigned { agent: a() },
@@ -226,14 +288,22 @@ mod tests {
         for (reason, text) in cases {
             assert_eq!(reason_text(&reason), text, "{reason:?}");
         }
-        let w = WhyAnswer {
+        let mut w = WhyAnswer {
             task: "1/j/0".into(),
+            item: None,
             state: "ready".into(),
             reason: Reason::AllAgentsTagged,
         };
         assert_eq!(
             why_text(&w),
             "1/j/0 (ready): no connected agent runs untagged tasks (all are tagged)"
+        );
+        // Issue 13, item 7: the item beside the index.
+        w.task = "1/sim/3".into();
+        w.item = Some("4".into());
+        assert_eq!(
+            why_text(&w),
+            "1/sim/3 (item 4, ready): no connected agent runs untagged tasks (all are tagged)"
         );
     }
 
@@ -242,12 +312,13 @@ mod tests {
     fn the_json_form_names_the_reason() {
         let w = WhyAnswer {
             task: "1/j/0".into(),
+            item: Some("1".into()),
             state: "ready".into(),
             reason: Reason::NoAgentWithTag { tag: "gpu".into() },
         };
         assert_eq!(
             serde_json::to_string(&w).unwrap(),
-            r#"{"task":"1/j/0","state":"ready","reason":{"no_agent_with_tag":{"tag":"gpu"}}}"#
+            r#"{"task":"1/j/0","item":"1","state":"ready","reason":{"no_agent_with_tag":{"tag":"gpu"}}}"#
         );
     }
 }

@@ -121,6 +121,7 @@ mod tests {
                 finished_at_ms: None,
                 counts: Default::default(),
                 jobs: Vec::new(),
+                blocked: Vec::new(),
             }],
             next: None,
         })

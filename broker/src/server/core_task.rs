@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use scalable_common::explain::AgentShape;
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
     AgentHello, AgentId, FromAgent, Request, Response, ScaleReport, ToAgent,
@@ -42,6 +43,8 @@ pub(super) struct Around {
     pub cache_dir: PathBuf,
     pub stop: mpsc::UnboundedSender<()>,
     pub manifest: Option<Arc<Manifest>>,
+    /// The agents this broker could still start (`crate::shapes`).
+    pub shapes: Vec<AgentShape>,
 }
 
 /// A connected agent: its connection serial and the sender of its writer.
@@ -55,6 +58,7 @@ struct CoreTask {
     store: Store,
     stop: mpsc::UnboundedSender<()>,
     manifest: Option<Arc<Manifest>>,
+    shapes: Vec<AgentShape>,
     blobs: Arc<cache::Blobs>,
     renderer: Renderer,
     pending_records: Arc<cache_io::PendingRecords>,
@@ -88,6 +92,7 @@ pub(super) async fn run(
         store: around.store,
         stop: around.stop,
         manifest: around.manifest,
+        shapes: around.shapes,
         blobs: Arc::new(cache::Blobs::new(around.cache_dir).with_output_roots(output_roots)),
         renderer: Renderer::new(),
         pending_records: Arc::default(),
@@ -146,7 +151,7 @@ impl CoreTask {
             CoreMsg::Cli { req, reply } => self.on_cli(req, reply, b),
             CoreMsg::Rendered { job, index, result } => self.core.render_answer(job, index, result),
             CoreMsg::Submit { plan, reply } => {
-                let resp = requests::submit(&mut self.core, plan, b.now);
+                let resp = requests::submit(&mut self.core, &self.shapes, plan, b.now);
                 b.deferred.push(Deferred::Reply(reply, resp));
             }
             CoreMsg::FleetStarted {
@@ -209,6 +214,7 @@ impl CoreTask {
             core: &mut self.core,
             fleet: self.fleet.as_mut(),
             manifest: self.manifest.as_deref(),
+            shapes: &self.shapes,
             to_core: &self.to_core,
             stop: &self.stop,
             ops: &mut b.ops,

@@ -28,6 +28,7 @@ mod fleet_io;
 mod render_io;
 mod requests;
 mod routing;
+mod task_refs;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -212,6 +213,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
             cache_dir: cfg.state_dir.join("cache"),
             stop: stop_tx.clone(),
             manifest: cfg.manifest.clone(),
+            shapes: crate::shapes::of_broker(&cfg),
         },
         fleet,
     ));

@@ -5,15 +5,16 @@
 //! released only after the batch's writes commit (`routing`). It must not
 //! read or write the store directly, and it decides nothing the core should.
 
+use scalable_common::explain::AgentShape;
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
-    Page, Request, Response, RunId, RunRef, TaskId, TaskRef, REPLY_PAGE_BYTES_MAX,
+    Page, Request, Response, RunId, RunRef, TaskId, TaskLogs, TaskRef, REPLY_PAGE_BYTES_MAX,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::fleet_io::{self, FleetCtx, ScaleReq};
 use super::routing::{Deferred, Query};
-use super::{bad, now_ms, CoreMsg};
+use super::{bad, now_ms, task_refs, CoreMsg};
 use crate::core::{Core, StoreOp, SubmitPlan};
 use crate::paging::PageBuilder;
 use crate::{store, submit};
@@ -23,6 +24,8 @@ pub(super) struct RequestCtx<'a> {
     pub core: &'a mut Core,
     pub fleet: Option<&'a mut FleetCtx>,
     pub manifest: Option<&'a Manifest>,
+    /// The agents this broker could still start (`crate::shapes`).
+    pub shapes: &'a [AgentShape],
     pub to_core: &'a mpsc::WeakUnboundedSender<CoreMsg>,
     /// Tells `run` to stop the broker (`Request::Shutdown`).
     pub stop: &'a mpsc::UnboundedSender<()>,
@@ -48,8 +51,11 @@ pub(super) fn handle(
     let answer = match req {
         // `cli_session` plans every submit off the core and sends
         // `CoreMsg::Submit`; one arriving here unplanned is planned here.
-        Request::Submit(s) => Answer::Now(submit(cx.core, submit::plan(s, cx.manifest), now)),
-        Request::Status { run, after } => Answer::Now(status(cx.core, run, after)),
+        Request::Submit(s) => {
+            let plan = submit::plan(s, cx.manifest);
+            Answer::Now(submit(cx.core, cx.shapes, plan, now))
+        }
+        Request::Status { run, after } => Answer::Now(status(cx.core, run, after, now)),
         Request::Agents => Answer::Now(Response::Agents(cx.core.agent_infos())),
         Request::Cancel { run, task } => Answer::Now(cancel(cx.core, run, task, now)),
         Request::Resume { run } => Answer::Now(resume(cx.core, &run, now)),
@@ -86,11 +92,22 @@ pub(super) fn handle(
     })
 }
 
-/// Adds a planned run to the core: the reply to a submit.
-pub(super) fn submit(core: &mut Core, plan: Result<SubmitPlan, String>, now: u64) -> Response {
+/// Adds a planned run to the core: the reply to a submit, naming the jobs
+/// that nothing connected, and nothing this broker can start (`shapes`),
+/// could ever run.
+pub(super) fn submit(
+    core: &mut Core,
+    shapes: &[AgentShape],
+    plan: Result<SubmitPlan, String>,
+    now: u64,
+) -> Response {
     match plan {
         Ok(plan) => match core.submit(plan, now) {
-            Ok((run, tasks)) => Response::Submitted { run, tasks },
+            Ok((run, tasks)) => Response::Submitted {
+                run,
+                tasks,
+                unrunnable: core.unrunnable(run, shapes, now),
+            },
             Err(e) => bad(e.to_string()),
         },
         Err(message) => bad(message),
@@ -98,18 +115,18 @@ pub(super) fn submit(core: &mut Core, plan: Result<SubmitPlan, String>, now: u64
 }
 
 /// One run, or a page of every run after `after`.
-fn status(core: &Core, run: Option<RunRef>, after: Option<RunId>) -> Response {
+fn status(core: &Core, run: Option<RunRef>, after: Option<RunId>, now: u64) -> Response {
     match run {
         None => {
             let mut page = PageBuilder::new(REPLY_PAGE_BYTES_MAX);
-            for s in core.run_statuses_after(after) {
+            for s in core.run_statuses_after(after, now) {
                 if !page.push(s.run, s) {
                     break;
                 }
             }
             Response::Status(page.finish())
         }
-        Some(r) => match resolve_run(core, &r).and_then(|id| core.run_status(id)) {
+        Some(r) => match resolve_run(core, &r).and_then(|id| core.run_status(id, now)) {
             Some(s) => Response::Status(Page {
                 items: vec![s],
                 next: None,
@@ -122,7 +139,10 @@ fn status(core: &Core, run: Option<RunRef>, after: Option<RunId>) -> Response {
 fn cancel(core: &mut Core, run: Option<RunRef>, task: Option<TaskRef>, now: u64) -> Response {
     let n = match (run, task) {
         (Some(r), _) => resolve_run(core, &r).and_then(|id| core.cancel_run(id, now)),
-        (None, Some(t)) => resolve_task(core, &t).and_then(|id| core.cancel_task(id, now)),
+        (None, Some(t)) => match task_refs::resolve(core, &t) {
+            Ok(id) => core.cancel_task(id, now),
+            Err(message) => return bad(message),
+        },
         (None, None) => None,
     };
     match n {
@@ -155,41 +175,38 @@ fn analyze(core: &Core, run: &RunRef, after: Option<TaskId>) -> Answer {
     let Some(id) = resolve_run(core, run) else {
         return Answer::Now(bad(no_run(run)));
     };
-    Answer::Read(Box::new(move |c| match store::run_analysis(c, id, after) {
-        Ok(a) => Response::Analyze(a),
-        Err(e) => bad(e.to_string()),
+    // Items and walltimes are the core's; the store keeps neither per task.
+    let jobs = core.job_defs(id);
+    Answer::Read(Box::new(move |c| {
+        match store::run_analysis(c, id, after, &jobs) {
+            Ok(a) => Response::Analyze(a),
+            Err(e) => bad(e.to_string()),
+        }
     }))
 }
 
-/// Logs are read from the store; a task named by path is resolved there too
-/// (its row may exist only in the store), with `last` as the core knows it.
+/// Logs are read from the store; the task is named against the core (it
+/// knows every run's jobs and items, also after a restart).
 fn logs(core: &Core, task: TaskRef, attempt: Option<u32>, from: u64) -> Answer {
-    let last = core.last_run();
+    let id = match task_refs::resolve(core, &task) {
+        Ok(id) => id,
+        Err(message) => return Answer::Now(bad(message)),
+    };
+    let item = core.task_item(id);
+    let walltime_ms = core.task_walltime_ms(id);
     Answer::Read(Box::new(move |c| {
-        let id = match task {
-            TaskRef::Id(id) => Ok(id),
-            TaskRef::Path { run, job, index } => {
-                let run = match run {
-                    RunRef::Id(r) => Some(r),
-                    RunRef::Last => last,
-                };
-                match run {
-                    Some(r) => store::task_by_path(c, r, &job, index),
-                    None => Err(store::StoreError::NotFound("no runs yet".into())),
-                }
-            }
-        };
-        match id.and_then(|id| store::task_logs(c, id, attempt, from)) {
-            Ok(l) => Response::Logs(l),
+        match store::task_logs(c, id, attempt, from, walltime_ms) {
+            Ok(l) => Response::Logs(TaskLogs { item, ..l }),
             Err(e) => bad(e.to_string()),
         }
     }))
 }
 
 fn why(core: &Core, task: &TaskRef, now: u64) -> Response {
-    match resolve_task(core, task).and_then(|id| core.why(id, now)) {
-        Some(answer) => Response::Why(answer),
-        None => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
+    match task_refs::resolve(core, task).map(|id| core.why(id, now)) {
+        Ok(Some(answer)) => Response::Why(answer),
+        Ok(None) => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
+        Err(message) => bad(message),
     }
 }
 
@@ -204,16 +221,6 @@ fn resolve_run(core: &Core, run: &RunRef) -> Option<RunId> {
     match run {
         RunRef::Id(id) => Some(*id),
         RunRef::Last => core.last_run(),
-    }
-}
-
-fn resolve_task(core: &Core, t: &TaskRef) -> Option<u64> {
-    match t {
-        TaskRef::Id(id) => Some(*id),
-        TaskRef::Path { run, job, index } => {
-            let run = resolve_run(core, run)?;
-            core.task_by_path(run, job, *index)
-        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! What the CLI asks the store: `stats`, `analyze`, `logs` and task lookups.
-//! Each read runs on the writer thread, in order with the writes, so it sees
+//! What the CLI asks the store: `stats` and `logs` (`analyze` reads in
+//! `analysis`). Each read runs on the writer thread, in order with the writes, so it sees
 //! every write queued before it.
 //!
 //! This module only reads; it must not write rows nor change the schema.
@@ -7,20 +7,19 @@
 use std::path::PathBuf;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use scalable_common::frame::encoded_len;
 use scalable_common::protocol::{
-    FailedAttempt, FailedTask, JobStats, RunAnalysis, RunId, RunStats, TaskId, TaskLogs,
-    ENVELOPE_BYTES_MAX, FAILED_TASKS_SHOWN_MAX, MESSAGE_BYTES_MAX, REPLY_PAGE_BYTES_MAX,
+    FailedAttempt, JobStats, RunId, RunStats, TaskId, TaskLogs, REPLY_PAGE_BYTES_MAX,
 };
 
+use super::analysis::{attempt_from_row, ATTEMPT_COLUMNS};
 use super::StoreError;
-use crate::paging::{bytes_page, PageBuilder};
+use crate::paging::bytes_page;
 
-fn not_found(what: String) -> StoreError {
+pub(super) fn not_found(what: String) -> StoreError {
     StoreError::NotFound(what)
 }
 
-fn sql(e: rusqlite::Error) -> StoreError {
+pub(super) fn sql(e: rusqlite::Error) -> StoreError {
     StoreError::Sqlite {
         path: PathBuf::from("broker.db"),
         source: e,
@@ -36,14 +35,14 @@ pub fn last_run(c: &Connection) -> Result<Option<RunId>, StoreError> {
     .map_err(sql)
 }
 
-struct RunRow {
-    name: String,
-    state: String,
+pub(super) struct RunRow {
+    pub(super) name: String,
+    pub(super) state: String,
     submitted_at_ms: u64,
     finished_at_ms: Option<u64>,
 }
 
-fn run_row(c: &Connection, run: RunId) -> Result<RunRow, StoreError> {
+pub(super) fn run_row(c: &Connection, run: RunId) -> Result<RunRow, StoreError> {
     c.query_row(
         "SELECT name, state, submitted_at_ms, finished_at_ms FROM runs WHERE id = ?1",
         [run as i64],
@@ -266,176 +265,36 @@ fn attempt_times(c: &Connection, job_id: i64) -> Result<AttemptTimes, StoreError
     .map_err(sql)
 }
 
-/// pegasus-analyzer-like report: the run's counts and one page of its failed
-/// tasks (of the first [`FAILED_TASKS_SHOWN_MAX`]) whose id is greater than
-/// `after`, each with its attempts and output tails.
-pub fn run_analysis(
+/// How attempt `number` of a task ended, with its numbers; `None` while it
+/// runs.
+fn attempt_ended(
     c: &Connection,
-    run: RunId,
-    after: Option<TaskId>,
-) -> Result<RunAnalysis, StoreError> {
-    let row = run_row(c, run)?;
-    let total: i64 = c
-        .query_row(
-            "SELECT COALESCE(SUM(task_count), 0) FROM jobs WHERE run_id = ?1",
-            [run as i64],
-            |r| r.get(0),
-        )
-        .map_err(sql)?;
-    let count = |state: &str| -> Result<u64, StoreError> {
-        c.query_row(
-            "SELECT COUNT(*) FROM tasks WHERE run_id = ?1 AND state = ?2",
-            params![run as i64, state],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n as u64)
-        .map_err(sql)
-    };
-    let succeeded = count("succeeded")? + count("cached")?;
-    let failed = count("failed")?;
-    // Cancelled tasks that never ran have no row: count them from the events.
-    let cancelled_rows = count("cancelled")?;
-    let finished = row.state != "running";
-    let cancelled = if finished {
-        (total as u64).saturating_sub(succeeded + failed)
-    } else {
-        cancelled_rows
-    };
-    let mut analysis = RunAnalysis {
-        run,
-        name: row.name,
-        state: row.state,
-        total: total as u64,
-        succeeded,
-        failed,
-        cancelled,
-        unfinished: (total as u64).saturating_sub(succeeded + failed + cancelled),
-        failed_tasks: Vec::new(),
-        next: None,
-    };
-    // The page shares the message with the counts (and the run's name).
-    let budget = REPLY_PAGE_BYTES_MAX
-        .min((MESSAGE_BYTES_MAX - ENVELOPE_BYTES_MAX).saturating_sub(encoded_len(&analysis)));
-    let mut tasks = c
-        .prepare(
-            "SELECT t.id, t.idx, t.state, COALESCE(t.reason, ''), j.name FROM tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE t.run_id = ?1 AND t.state = 'failed' ORDER BY t.id LIMIT ?2",
-        )
-        .map_err(sql)?;
-    let rows: Vec<(i64, i64, String, String, String)> = tasks
-        .query_map(params![run as i64, FAILED_TASKS_SHOWN_MAX as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .map_err(sql)?
-        .collect::<Result<_, _>>()
-        .map_err(sql)?;
-    let mut page = PageBuilder::new(budget);
-    for (task_id, idx, state, reason, job) in rows {
-        if after.is_some_and(|a| task_id as u64 <= a) {
-            continue;
-        }
-        let path = format!("{run}/{job}/{idx}");
-        if !page.push(
-            task_id as u64,
-            failed_task(c, task_id, path, state, reason)?,
-        ) {
-            break;
-        }
-    }
-    let page = page.finish();
-    analysis.failed_tasks = page.items;
-    analysis.next = page.next;
-    Ok(analysis)
-}
-
-/// A failed task with its attempts, and the argv and output tails of its last
-/// one.
-fn failed_task(
-    c: &Connection,
-    task_id: i64,
-    path: String,
-    state: String,
-    reason: String,
-) -> Result<FailedTask, StoreError> {
-    let mut att = c
-        .prepare_cached(
-            "SELECT a.number, COALESCE(a.end_class, 'UNKNOWN'), a.exit_code, COALESCE(a.detail, ''),
-                    COALESCE(g.name, ''), COALESCE(g.hostname, ''),
-                    COALESCE(a.ended_at_us - a.started_at_us, 0), a.argv, a.stderr_tail, a.stdout_tail
-             FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id WHERE a.task_id = ?1 ORDER BY a.number",
-        )
-        .map_err(sql)?;
-    let mut attempts = Vec::new();
-    let (mut argv, mut stderr, mut stdout) = (Vec::new(), Vec::new(), Vec::new());
-    let rows = att
-        .query_map([task_id], |r| {
-            Ok((
-                FailedAttempt {
-                    attempt_number: r.get(0)?,
-                    class: r.get(1)?,
-                    exit_code: r.get(2)?,
-                    detail: r.get(3)?,
-                    agent: r.get(4)?,
-                    host: r.get(5)?,
-                    duration_ms: r.get::<_, i64>(6)?.max(0) as u64 / 1000,
-                },
-                r.get::<_, String>(7)?,
-                r.get::<_, Option<Vec<u8>>>(8)?,
-                r.get::<_, Option<Vec<u8>>>(9)?,
-            ))
-        })
-        .map_err(sql)?;
-    for r in rows {
-        let (fa, argv_json, err, out) = r.map_err(sql)?;
-        argv = serde_json::from_str(&argv_json).unwrap_or_default();
-        stderr = err.unwrap_or_default();
-        stdout = out.unwrap_or_default();
-        attempts.push(fa);
-    }
-    Ok(FailedTask {
-        task: task_id as u64,
-        path,
-        state,
-        reason,
-        argv,
-        attempts,
-        stderr_tail: String::from_utf8_lossy(&stderr).into_owned(),
-        stdout_tail: String::from_utf8_lossy(&stdout).into_owned(),
-    })
-}
-
-/// Finds a task id from `run/job/index`.
-pub fn task_by_path(
-    c: &Connection,
-    run: RunId,
-    job: &str,
-    index: u64,
-) -> Result<TaskId, StoreError> {
-    let row: Option<(i64, i64)> = c
-        .query_row(
-            "SELECT first_task, task_count FROM jobs WHERE run_id = ?1 AND name = ?2",
-            params![run as i64, job],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(sql)?;
-    match row {
-        Some((first, count)) if (index as i64) < count => Ok(first as u64 + index),
-        Some((_, count)) => Err(not_found(format!(
-            "job {job} of run {run} has {count} tasks; index {index} is out of range"
-        ))),
-        None => Err(not_found(format!("run {run} has no job {job:?}"))),
-    }
+    task: TaskId,
+    number: u32,
+    walltime_ms: Option<u64>,
+) -> Result<Option<FailedAttempt>, StoreError> {
+    c.query_row(
+        &format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id
+             WHERE a.task_id = ?1 AND a.number = ?2 AND a.end_class IS NOT NULL"
+        ),
+        params![task as i64, number],
+        |r| attempt_from_row(r, walltime_ms),
+    )
+    .optional()
+    .map_err(sql)
 }
 
 /// stdout/stderr kept for an attempt of a task (the last attempt by default),
 /// the page of them that starts at byte `from` (stdout's bytes, then
-/// stderr's).
+/// stderr's), and how that attempt ended. `walltime_ms`: the job's, as the
+/// core knows it.
 pub fn task_logs(
     c: &Connection,
     task: TaskId,
     attempt: Option<u32>,
     from: u64,
+    walltime_ms: Option<u64>,
 ) -> Result<TaskLogs, StoreError> {
     let path: Option<String> = c
         .query_row(
@@ -456,7 +315,9 @@ pub fn task_logs(
                 Ok(TaskLogs {
                     task,
                     path: path.clone(),
+                    item: None,
                     attempt_number: r.get(0)?,
+                    ended: None,
                     stdout: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
                     stderr: r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
                     stdout_bytes: r.get::<_, i64>(3)? as u64,
@@ -471,6 +332,7 @@ pub fn task_logs(
         Some(n) => not_found(format!("task {path} has no attempt {n}")),
         None => not_found(format!("task {path} has not run yet")),
     })?;
+    logs.ended = attempt_ended(c, task, logs.attempt_number, walltime_ms)?.map(Box::new);
     let (stdout, stderr, next) = bytes_page(&logs.stdout, &logs.stderr, from, REPLY_PAGE_BYTES_MAX);
     (logs.stdout, logs.stderr, logs.next) = (stdout, stderr, next);
     Ok(logs)

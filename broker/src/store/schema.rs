@@ -161,7 +161,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     first_task INTEGER NOT NULL,
     task_count INTEGER NOT NULL,
     -- 1: every task of this job without a row of its own is cancelled.
-    cancel_marked INTEGER NOT NULL DEFAULT 0
+    cancel_marked INTEGER NOT NULL DEFAULT 0,
+    -- Why its tasks were cancelled (`explain::Cancellation` as JSON); NULL
+    -- before schema 4 or when nothing was cancelled.
+    cancel_cause TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
 -- A task has a row once it did something (an attempt, a final state); tasks
@@ -198,6 +201,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     exit_code INTEGER,
     detail TEXT,
     peak_rss_bytes INTEGER,
+    -- The memory limit the agent enforced; NULL: none (or before schema 4).
+    memory_limit_bytes INTEGER,
     cpu_time_us INTEGER,
     stdout_bytes INTEGER,
     stderr_bytes INTEGER,
@@ -247,7 +252,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 /// The schema this build writes; a newer database, or one older than the
 /// oldest migration, is refused with a clear line rather than misread.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Creates what is missing (tables and the cache's), then checks the
 /// version and migrates an older database.
@@ -272,6 +277,10 @@ pub(super) fn prepare(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     if v == 2 {
         migrate_from_2(conn).map_err(err)?;
         v = 3;
+    }
+    if v == 3 {
+        migrate_from_3(conn).map_err(err)?;
+        v = 4;
     }
     if v != SCHEMA_VERSION {
         return Err(StoreError::Refused {
@@ -322,6 +331,30 @@ fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
     }
     tx.execute_batch("PRAGMA user_version = 3")?;
     tx.commit()
+}
+
+/// 3 -> 4: attempts keep the memory limit they ran under, jobs why their
+/// tasks were cancelled. Old rows keep NULL (unknown). One transaction.
+fn migrate_from_3(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    add_column(&tx, "attempts", "memory_limit_bytes", "INTEGER")?;
+    add_column(&tx, "jobs", "cancel_cause", "TEXT")?;
+    tx.execute_batch("PRAGMA user_version = 4")?;
+    tx.commit()
+}
+
+/// Adds a column unless the table has it (a store created by a later
+/// `SCHEMA` and marked older, as the tests' fixtures are).
+fn add_column(conn: &Connection, table: &str, column: &str, ty: &str) -> rusqlite::Result<()> {
+    let has: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        params![table, column],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -416,6 +449,36 @@ mod tests {
         assert_eq!(spends(&conn)[1], (2, Some(1)));
     }
 
+    /// A version-3 store (before issue 13) opens: its attempts and jobs get
+    /// the columns of version 4, empty.
+    #[test]
+    fn a_version_3_store_gets_the_columns_of_version_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE attempts DROP COLUMN memory_limit_bytes;
+             ALTER TABLE jobs DROP COLUMN cancel_cause;
+             PRAGMA user_version = 3;
+             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
+                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
+             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, end_class)
+                 VALUES (1, 1, 1, 1, 0, 1, 1, '[]', 0, 'MEMORY_EXHAUSTION');",
+        )
+        .unwrap();
+        prepare(&conn, &path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 4);
+        let limit: Option<i64> = conn
+            .query_row("SELECT memory_limit_bytes FROM attempts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(limit, None);
+        conn.execute_batch("SELECT cancel_cause FROM jobs").unwrap();
+    }
+
     #[test]
     fn every_class_of_version_2_is_backfilled() {
         let classes: std::collections::BTreeSet<&str> =
@@ -435,7 +498,7 @@ mod tests {
         conn.execute_batch("PRAGMA user_version = 9").unwrap();
         let e = prepare(&conn, &path).unwrap_err().to_string();
         assert!(
-            e.ends_with("has schema version 9, this broker needs 3 (use a new --state-dir, or the scalable version that wrote it)"),
+            e.ends_with(&format!("has schema version 9, this broker needs {SCHEMA_VERSION} (use a new --state-dir, or the scalable version that wrote it)")),
             "{e}"
         );
     }
@@ -510,9 +573,13 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         // The store just dropped may still be closing its connection on its
         // own thread; leaving WAL mode needs the database to itself.
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .unwrap();
-        conn.execute_batch("PRAGMA journal_mode = DELETE;").unwrap();
+        // SQLite answers a journal-mode change with BUSY at once while another
+        // connection is open (no busy handler), so the test retries.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while let Err(e) = conn.execute_batch("PRAGMA journal_mode = DELETE;") {
+            assert!(std::time::Instant::now() < deadline, "{e}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let row = "x".repeat(200);
         for i in 0..400 {
             conn.execute(

@@ -85,6 +85,25 @@ impl Items {
         }
     }
 
+    /// The index (0-based) of the first task whose item reads `item` as
+    /// [`Item`]'s `Display` writes it (`4`, `ssp1`, `0.5`); `None` when no
+    /// task has it, and always for `Items::One`.
+    pub fn index_of(&self, item: &str) -> Option<u64> {
+        match self {
+            Items::One => None,
+            Items::List(v) => v
+                .iter()
+                .position(|i| i.to_string() == item)
+                .map(|i| i as u64),
+            Items::Range { start, end } => {
+                let n: i64 = item.trim().parse().ok()?;
+                (*start..=*end)
+                    .contains(&n)
+                    .then(|| (i128::from(n) - i128::from(*start)) as u64)
+            }
+        }
+    }
+
     /// Like [`Items::count`] but never overflows, whatever the bounds (a
     /// `JobDef` from the network may not have been validated).
     pub fn count_saturating(&self) -> u64 {
@@ -151,5 +170,36 @@ pub fn quick_job(name: &str, command: Vec<String>, items: Items) -> JobDef {
         max_running: None,
         max_fails: None,
         cache: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13, item 7: a task is named by its item as well as its index.
+    #[test]
+    fn index_of_finds_the_task_of_an_item() {
+        let range = Items::Range { start: 1, end: 5 };
+        assert_eq!(range.index_of("4"), Some(3));
+        assert_eq!(range.get(3), Some(Item::Int(4)));
+        assert_eq!(range.index_of("0"), None);
+        assert_eq!(range.index_of("6"), None);
+        assert_eq!(range.index_of("x"), None);
+        let list = Items::List(vec![
+            Item::Str("ssp1".into()),
+            Item::Float(0.5),
+            Item::Str("ssp1".into()),
+        ]);
+        assert_eq!(list.index_of("ssp1"), Some(0));
+        assert_eq!(list.index_of("0.5"), Some(1));
+        assert_eq!(list.index_of("ssp9"), None);
+        assert_eq!(Items::One.index_of("0"), None);
+        let wide = Items::Range {
+            start: i64::MIN,
+            end: i64::MAX,
+        };
+        assert_eq!(wide.index_of("-9223372036854775808"), Some(0));
+        assert_eq!(wide.index_of("9223372036854775807"), Some(u64::MAX));
     }
 }

@@ -307,3 +307,81 @@ fn why_and_demand_agree() {
         assert!(kinds.contains(k), "{k} not exercised: {kinds:?}");
     }
 }
+
+/// Issue 13, item 5: a run's status says what blocks its ready tasks, with
+/// the same reasons as `why` and `demand`.
+#[test]
+fn a_run_status_says_what_blocks_its_ready_tasks() {
+    let mut env = TestEnv::new();
+    env.agent(2, &["cpu"]);
+    let mut dem = job("dem", 3);
+    dem.tag = Some("demeter".into());
+    let mut huge = job("huge", 1);
+    huge.tag = Some("cpu".into());
+    huge.resources.cpus = Some(64);
+    let run = env.submit(vec![dem, huge]);
+    env.step();
+    let s = env.status(run);
+    assert_eq!(
+        s.blocked,
+        [
+            blocked(
+                Reason::NoAgentWithTag {
+                    tag: "demeter".into()
+                },
+                3
+            ),
+            blocked(
+                Reason::LargerThanEveryAgent {
+                    need: Resources {
+                        cpus: 64,
+                        memory_bytes: 0,
+                        gpus: 0,
+                        custom: vec![]
+                    },
+                    short: Shortfall::Cpus { largest: 2 }
+                },
+                1
+            ),
+        ]
+    );
+    env.agent(2, &["demeter"]);
+    env.step();
+    assert_eq!(env.status(run).blocked.len(), 1, "demeter's tasks left");
+}
+
+/// Issue 13, item 5: `submit` names the jobs that nothing connected and no
+/// agent the broker can start could ever run.
+#[test]
+fn unrunnable_jobs_are_those_no_agent_and_no_shape_could_run() {
+    let mut env = TestEnv::new();
+    env.agent(2, &["cpu"]);
+    let mut dem = job("dem", 3);
+    dem.tag = Some("demeter".into());
+    let mut cpu = job("cpu", 1);
+    cpu.tag = Some("cpu".into());
+    let run = env.submit(vec![dem, cpu]);
+    let none = env.core.unrunnable(run, &[], env.now_ms);
+    assert_eq!(
+        none,
+        [scalable_common::explain::Unrunnable {
+            job: "dem".into(),
+            tasks: 3,
+            reason: Reason::NoAgentWithTag {
+                tag: "demeter".into()
+            },
+        }]
+    );
+    let pilots = [shape(&["demeter"], 4, None)];
+    assert!(env.core.unrunnable(run, &pilots, env.now_ms).is_empty());
+    let small = [shape(&["demeter"], 4, Some(1_000))];
+    let mut long = job("long", 1);
+    long.tag = Some("demeter".into());
+    long.walltime_ms = Some(60_000);
+    let run = env.submit(vec![long]);
+    assert_eq!(
+        env.core.unrunnable(run, &small, env.now_ms).len(),
+        1,
+        "a pilot too short-lived runs nothing"
+    );
+}

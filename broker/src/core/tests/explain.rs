@@ -50,3 +50,25 @@ fn why_names_the_reason_a_task_is_not_running() {
         "no connected agent has tag gpu-large"
     );
 }
+
+/// Issue 13, item 7: `range` items count from 1 while indices count from 0;
+/// a task is found by its item and `why` names the item beside the index,
+/// also after a restart (the items come from the stored definition).
+#[test]
+fn tasks_are_named_by_item_and_why_shows_it() {
+    let mut env = TestEnv::new();
+    let run = env.submit(vec![job("sim", 5), job("one", 1)]);
+    env.step();
+    let by_item = env.core.task_by_item(run, "sim", "4").expect("item 4");
+    assert_eq!(Some(by_item), env.core.task_by_path(run, "sim", 3));
+    assert_eq!(env.core.task_by_item(run, "sim", "0"), None);
+    assert_eq!(env.core.task_by_item(run, "one", "0"), None);
+    let answer = env.core.why(by_item, env.now_ms).expect("why");
+    assert_eq!(answer.task, format!("{run}/sim/3"));
+    assert_eq!(answer.item.as_deref(), Some("4"));
+    let one = env.core.task_by_path(run, "one", 0).expect("one");
+    assert_eq!(env.core.why(one, env.now_ms).expect("why").item, None);
+    env.restart();
+    assert_eq!(env.core.task_by_item(run, "sim", "4"), Some(by_item));
+    assert_eq!(env.core.task_item(by_item).as_deref(), Some("4"));
+}

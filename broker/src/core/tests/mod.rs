@@ -156,7 +156,7 @@ impl TestEnv {
     }
 
     fn status(&self, run: RunId) -> RunStatus {
-        self.core.run_status(run).expect("run")
+        self.core.run_status(run, self.now_ms).expect("run")
     }
 }
 
@@ -225,6 +225,8 @@ fn result(attempt: AttemptId, end: AttemptEnd) -> AttemptResult {
         stderr_tail: vec![],
         stdout_bytes: 0,
         stderr_bytes: 0,
+        exit_code: None,
+        memory_limit_bytes: None,
     }
 }
 

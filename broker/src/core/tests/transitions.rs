@@ -97,3 +97,133 @@ fn max_fails_stops_scheduling_after_that_many_failed_tasks() {
     assert_eq!(s.counts.succeeded + s.counts.cancelled, 4, "{s:?}");
     assert!(s.counts.cancelled >= 1, "unstarted tasks cancelled: {s:?}");
 }
+
+/// Issue 13, item 6: a task that failed for good says why with its numbers:
+/// the memory peak against the limit and the request, the walltime, the
+/// code a task classed `INVALID_INPUT` exited with.
+#[test]
+fn a_failed_task_is_recorded_with_its_numbers() {
+    let mut env = TestEnv::new();
+    let a = env.agent(3, &[]);
+    let mut oom = job("oom", 1);
+    oom.resources.memory_bytes = Some(100 << 20);
+    let mut slow = job("slow", 1);
+    slow.walltime_ms = Some(10_000);
+    let input = job("input", 1);
+    env.submit(vec![oom, slow, input]);
+    let at = assigned(&env.step(), a);
+    assert_eq!(at.len(), 3);
+    let mut r_oom = result(at[0], AttemptEnd::OutOfMemory);
+    r_oom.peak_rss_bytes = 130 << 20;
+    r_oom.memory_limit_bytes = Some(120 << 20);
+    let r_slow = result(at[1], AttemptEnd::TimedOut);
+    let mut r_input = result(
+        at[2],
+        AttemptEnd::InvalidInput {
+            path: "x.csv".into(),
+        },
+    );
+    r_input.exit_code = Some(2);
+    env.core
+        .agent_events(a, &[], vec![r_oom, r_slow, r_input], None, env.now_ms);
+    env.step();
+    let reasons: Vec<String> = env
+        .store_log
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::TaskState { reason, .. } => reason.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "memory exhaustion: peak 130M, limit 120M (request 100M)",
+            "timeout: walltime 10 secs",
+            "missing input: x.csv (exit code 2)"
+        ]
+    );
+}
+
+/// Issue 13, item 6: a task cancelled because its dependency failed says so
+/// in `why`, naming the failed task and its failure, also after a restart;
+/// `resume` forgets the cause with the cancellation.
+#[test]
+fn cancelled_dependents_name_the_failure_that_caused_them() {
+    use scalable_common::explain::{Cancellation, Reason};
+    let mut env = TestEnv::new();
+    let a = env.agent(3, &[]);
+    let mut post = job("post", 2);
+    post.after = vec!["sim".into()];
+    let mut last = job("last", 1);
+    last.after = vec!["post".into()];
+    let run = env.submit(vec![job("sim", 3), post, last]);
+    let at = assigned(&env.step(), a);
+    assert_eq!(at.len(), 3);
+    env.finish(a, &at[..1], 3);
+    let cause = Cancellation::DependencyFailed {
+        job: "sim".into(),
+        task: format!("{run}/sim/0"),
+        item: Some("1".into()),
+        failure: "exit code 3".into(),
+    };
+    let why = |env: &TestEnv, job: &str, index: u64| {
+        let task = env.core.task_by_path(run, job, index).expect("task");
+        env.core.why(task, env.now_ms).expect("why").reason
+    };
+    let expected = Reason::Cancelled {
+        run,
+        cause: cause.clone(),
+    };
+    assert_eq!(why(&env, "post", 1), expected);
+    assert_eq!(
+        why(&env, "last", 0),
+        expected,
+        "the first failure, downstream too"
+    );
+    let rest: Vec<AttemptId> = at[1..].to_vec();
+    env.finish(a, &rest, 0);
+    env.restart();
+    assert_eq!(why(&env, "post", 1), expected, "kept by the store");
+    env.core.resume_run(run, env.now_ms).expect("resume");
+    env.step();
+    assert!(matches!(
+        why(&env, "post", 0),
+        Reason::WaitingOnDependency { .. }
+    ));
+    env.restart();
+    let post0 = env.core.task_by_path(run, "post", 0).expect("task");
+    assert!(env.core.jobs[&env.core.locate_task(post0).unwrap().0]
+        .cancel_cause
+        .is_none());
+}
+
+/// The other causes: the user's cancel and `max_fails`.
+#[test]
+fn user_cancels_and_max_fails_are_causes_too() {
+    use scalable_common::explain::{Cancellation, Reason};
+    let mut env = TestEnv::new();
+    let run = env.submit(vec![job("j", 2)]);
+    env.core.cancel_run(run, env.now_ms);
+    env.step();
+    let task = env.core.task_by_path(run, "j", 1).expect("task");
+    assert_eq!(
+        env.core.why(task, env.now_ms).expect("why").reason,
+        Reason::Cancelled {
+            run,
+            cause: Cancellation::ByUser
+        }
+    );
+    let a = env.agent(1, &[]);
+    let run = env.submit_wf(vec![job("k", 9)], Some(1));
+    let at = assigned(&env.step(), a);
+    env.finish(a, &at[..1], 1);
+    let task = env.core.task_by_path(run, "k", 8).expect("task");
+    assert_eq!(
+        env.core.why(task, env.now_ms).expect("why").reason,
+        Reason::Cancelled {
+            run,
+            cause: Cancellation::MaxFails { max: 1 }
+        }
+    );
+}
