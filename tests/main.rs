@@ -13,6 +13,7 @@ mod dag;
 mod durability;
 mod escaped_processes;
 mod failures;
+mod handshake;
 mod hostile;
 mod input_limits;
 mod message_caps;

@@ -4,6 +4,7 @@
 //! - [`protocol`]: the messages on the wire and their versions.
 //! - [`pilot`]: a pilot's phase (`submitted` ... `ended`), as stored, shown and sent.
 //! - [`frame`]: length-prefixed, size-capped postcard frames over QUIC streams.
+//! - [`handshake`]: which peer versions a broker serves, and the line that refuses the rest.
 //! - [`tls`]: the broker's self-signed certificate, fingerprint pinning, QUIC configs.
 //! - [`access`]: the state dir, `access.json`, `agent.token`, token hashing.
 //! - [`manifest`]: `scalable.yaml`: targets, components, tasks, overlays, `${VAR}`, validation.
@@ -26,6 +27,7 @@ pub mod failpoint;
 pub mod frame;
 #[cfg(test)]
 mod fuzz;
+pub mod handshake;
 pub mod input_file;
 pub mod located;
 pub mod manifest;
