@@ -30,6 +30,19 @@ pub const CLI_PROTOCOL_OLDEST: u16 = 4;
 
 /// This build's release (the workspace's crate version).
 pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
+/// Which portable build this is when `scripts/dist.sh` built it (its
+/// `SCALABLE_BUILD`, e.g. `x86_64-linux-gnu, glibc >= 2.17`); `None` for a
+/// development build, which needs a glibc as new as its build host's.
+pub const BUILD: Option<&str> = option_env!("SCALABLE_BUILD");
+
+/// The `--version` text: the release, and for a dist build which one.
+pub fn version_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| match BUILD {
+        Some(b) => format!("{RELEASE} ({b})"),
+        None => RELEASE.to_string(),
+    })
+}
 
 /// Who says hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
