@@ -3,12 +3,12 @@
 # x86_64 Linux with glibc 2.17 or newer (CentOS 7, RHEL/Rocky 8, Ubuntu 20.04,
 # Amazon Linux 2 and every newer distribution), in the `dist` profile (LTO, one
 # codegen unit, stripped), and writes
-#   target/dist/scalable-VERSION-x86_64-linux-gnu.tar.gz (+ .sha256)
+#   target/scalable-dist/scalable-VERSION-x86_64-linux-gnu.tar.gz (+ .sha256)
 # holding bin/, SHA256SUMS and INSTALL.txt.
 #
 # The glibc floor comes from cargo-zigbuild (zig links against glibc 2.17's
 # symbol versions); both it and zig come from PyPI (cargo-zigbuild, ziglang),
-# installed into a venv under target/ when missing. Nothing else is fetched
+# installed under target/dist-tools when missing. Nothing else is fetched
 # beyond crates.io and PyPI.
 #
 # Checks, and fails when they do not hold: every binary's highest GLIBC_
@@ -16,6 +16,8 @@
 # at most 20 MB each. Prints the sizes.
 #
 # Usage: scripts/dist.sh            (SCALABLE_DIST_DIR to write elsewhere)
+#        SCALABLE_DIST_BUILT=DIR scripts/dist.sh   checks and packs the binaries
+#        already in DIR instead of building (e.g. target/release, which fails)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,26 +31,36 @@ OTHER_BYTES_MAX=20000000
 ZIGBUILD_PIN="cargo-zigbuild==0.24.1"
 ZIGLANG_PIN="ziglang==0.17.1"
 
-OUT=${SCALABLE_DIST_DIR:-target/dist}
+# Not target/dist: that is cargo's own directory for the dist profile.
+OUT=${SCALABLE_DIST_DIR:-target/scalable-dist}
 TOOLS=target/dist-tools
 
 say() { printf '== %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# cargo-zigbuild and zig: already on PATH, or a venv of our own.
+# cargo-zigbuild and zig: already on PATH, or installed under $TOOLS: a venv,
+# or a plain pip --target where the python has no venv module.
 tools() {
   if command -v cargo-zigbuild >/dev/null && { command -v zig >/dev/null || python3 -m ziglang version >/dev/null 2>&1; }; then
     return
   fi
-  if [ ! -x "$TOOLS/venv/bin/cargo-zigbuild" ] || [ ! -x "$TOOLS/venv/bin/python-zig" ]; then
-    say "installing $ZIGBUILD_PIN and $ZIGLANG_PIN from PyPI into $TOOLS/venv"
-    python3 -m venv "$TOOLS/venv" ||
-      die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-    "$TOOLS/venv/bin/python" -m pip install -q "$ZIGBUILD_PIN" "$ZIGLANG_PIN"
+  if [ ! -x "$TOOLS/venv/bin/cargo-zigbuild" ] && [ ! -x "$TOOLS/py/bin/cargo-zigbuild" ]; then
+    say "installing $ZIGBUILD_PIN and $ZIGLANG_PIN from PyPI into $TOOLS"
+    if python3 -m venv "$TOOLS/venv" 2>/dev/null; then
+      "$TOOLS/venv/bin/python" -m pip install -q "$ZIGBUILD_PIN" "$ZIGLANG_PIN"
+    else
+      rm -rf "$TOOLS/venv"
+      python3 -m pip install -q --target "$TOOLS/py" "$ZIGBUILD_PIN" "$ZIGLANG_PIN"
+    fi
   fi
-  # The venv's python3 first: cargo-zigbuild runs `python3 -m ziglang` when
-  # no `zig` is on PATH.
-  export PATH="$PWD/$TOOLS/venv/bin:$PATH"
+  # cargo-zigbuild runs `python3 -m ziglang` when no `zig` is on PATH: the
+  # venv's python3 first, or the --target directory on PYTHONPATH.
+  if [ -x "$TOOLS/venv/bin/cargo-zigbuild" ]; then
+    export PATH="$PWD/$TOOLS/venv/bin:$PATH"
+  else
+    export PATH="$PWD/$TOOLS/py/bin:$PATH"
+    export PYTHONPATH="$PWD/$TOOLS/py${PYTHONPATH:+:$PYTHONPATH}"
+  fi
 }
 
 # The highest GLIBC_x.y a binary needs, from its dynamic symbol versions.
@@ -65,18 +77,20 @@ highest_glibc() {
 # True when version $1 <= version $2.
 version_le() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n 1)" = "$1" ]; }
 
-tools
 version=$(cargo metadata --no-deps --format-version 1 |
   python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "scalable-agent"))')
-build_note="$TRIPLE, glibc >= $GLIBC_FLOOR"
-say "building scalable $version for $build_note (profile dist)"
-started=$(date +%s)
-# SCALABLE_BUILD names this build in --version, the agent's log and render.
-SCALABLE_BUILD="$build_note" cargo zigbuild --locked --profile dist \
-  --target "$TRIPLE.$GLIBC_FLOOR" --workspace --bins
-say "built in $(( $(date +%s) - started )) s"
-
-built="target/$TRIPLE/dist"
+built=${SCALABLE_DIST_BUILT:-}
+if [ -z "$built" ]; then
+  tools
+  build_note="$TRIPLE, glibc >= $GLIBC_FLOOR"
+  say "building scalable $version for $build_note (profile dist)"
+  started=$(date +%s)
+  # SCALABLE_BUILD names this build in --version, the agent's log and render.
+  SCALABLE_BUILD="$build_note" cargo zigbuild --locked --profile dist \
+    --target "$TRIPLE.$GLIBC_FLOOR" --workspace --bins
+  say "built in $(( $(date +%s) - started )) s"
+  built="target/$TRIPLE/dist"
+fi
 name="scalable-$version-x86_64-linux-gnu"
 stage="$OUT/$name"
 rm -rf "$stage"
