@@ -4,6 +4,7 @@
 
 mod support;
 
+mod agent_binary;
 mod agent_loss;
 mod auth;
 mod chaos;
