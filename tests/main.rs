@@ -4,6 +4,7 @@
 
 mod support;
 
+mod agent_binary;
 mod agent_loss;
 mod auth;
 mod cache;
@@ -15,6 +16,7 @@ mod dag;
 mod durability;
 mod escaped_processes;
 mod failures;
+mod handshake;
 mod hostile;
 mod input_limits;
 mod local_agents;

@@ -15,7 +15,11 @@ use scalable_common::exit::ExitCode;
 use scalable_common::units::{parse_duration_ms, parse_size_bytes};
 
 #[derive(Parser, Debug)]
-#[command(name = "scalable-agent", version, about = "The Scalable pilot agent")]
+#[command(
+    name = "scalable-agent",
+    version = scalable_common::handshake::version_text(),
+    about = "The Scalable pilot agent"
+)]
 struct Args {
     /// The broker, HOST:PORT (default: the address in the token file).
     #[arg(short = 'c', long = "connect", env = "SCALABLE_BROKER")]
@@ -389,7 +393,8 @@ fn detect_host(args: &Args, flags: &Flags) -> Result<Host, String> {
 /// The two lines that say what this agent is and offers.
 fn log_startup(args: &Args, name: &str, tags: &[String], flags: &Flags, host: &Host) {
     tracing::info!(
-        "agent {name}: {} ({}), tags [{}]{}",
+        "agent {name} (scalable-agent {}): {} ({}), tags [{}]{}",
+        scalable_common::handshake::version_text(),
         host.detected.resources,
         host.detected.source,
         tags.join(","),

@@ -18,9 +18,11 @@
 //! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows and costs.
 //! - [`shapes`]: the agents this broker could still start, as shapes `submit` checks a run against.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
+//! - [`agent_binary`]: which `scalable-agent` a pilot runs and where it comes from.
 //! - [`cli`], [`client`], [`cli_error`], [`output`]: the `scalable` CLI: one module
 //!   per command, the connection, the error type, text and JSON rendering.
 
+pub mod agent_binary;
 pub mod cache;
 pub mod cli;
 pub mod cli_error;

@@ -11,6 +11,7 @@
 use scalable_common::manifest::{AwsClusterType, Component, KubeKind, Manifest, Provider, Target};
 use scalable_common::units::format_size;
 
+use crate::agent_binary::AgentLocation;
 use crate::providers::{self, CostEstimate};
 use crate::render::{self, PilotProvider, PilotSpec};
 
@@ -24,8 +25,8 @@ pub struct BrokerAccess {
     pub fingerprint: String,
     /// The agent token file as the compute side sees it (shared filesystem).
     pub token_file: String,
-    /// The agent binary on the compute side.
-    pub agent_path: String,
+    /// Where pilots get the agent binary.
+    pub agent: AgentLocation,
 }
 
 /// One row of `plan --dry-run`: a group of workers serving one tag.
@@ -197,12 +198,14 @@ pub fn pilot_specs(
             .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-");
         let provider = pilot_provider(m, t, &name);
         let cloud = !matches!(provider, PilotProvider::Local | PilotProvider::Slurm { .. });
-        let agent_image = match &t.provider {
+        let image = match &t.provider {
             Provider::Aws { image, .. }
             | Provider::Kubernetes { image, .. }
             | Provider::Gcp { image, .. } => image.clone(),
             _ => None,
-        };
+        }
+        .unwrap_or_else(|| "ghcr.io/scalable/agent:latest".into());
+        let agent = access.agent.for_pilot(&provider, Some(&image));
         specs.push(PilotSpec {
             target: t.name.clone(),
             tag: (!generic).then(|| row.tag.clone()),
@@ -215,14 +218,10 @@ pub fn pilot_specs(
                 .and_then(|c| c.memory_bytes)
                 .or(t.worker.memory_bytes),
             gpus: row.gpus,
-            image: agent_image.or_else(|| Some("ghcr.io/scalable/agent:latest".into())),
+            image: Some(image),
             idle_timeout: Some("5m".into()),
             lifetime: None,
-            agent_path: if cloud {
-                "/usr/local/bin/scalable-agent".into()
-            } else {
-                access.agent_path.clone()
-            },
+            agent_path: agent.path,
             count: row.workers,
             provider,
         });

@@ -92,6 +92,19 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     r: &mut R,
     max: usize,
 ) -> Result<Option<T>, FrameError> {
+    match read_frame_body(r, max).await? {
+        Some(body) => decode_body(&body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads one frame of at most `max` body bytes without decoding it (the
+/// broker reads a hello's versions before the rest); [`read_frame`]'s `None`
+/// and errors.
+pub async fn read_frame_body<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
     let mut prefix = [0u8; PREFIX_BYTES];
     let mut got = 0;
     while got < PREFIX_BYTES {
@@ -117,12 +130,12 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
             FrameError::Io(e)
         }
     })?;
-    decode_body(&body).map(Some)
+    Ok(Some(body))
 }
 
 /// Decodes one frame body. Trailing bytes are refused: a frame holds exactly one
 /// message, and leftovers mean the peer and we disagree about the message type.
-fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     let (msg, rest) =
         postcard::take_from_bytes::<T>(body).map_err(|e| FrameError::Decode(e.to_string()))?;
     if !rest.is_empty() {

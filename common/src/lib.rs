@@ -5,6 +5,7 @@
 //! - [`run_history`]: what `stats`, `analyze` and `logs` answer (re-exported by `protocol`).
 //! - [`pilot`]: a pilot's phase (`submitted` ... `ended`), as stored, shown and sent.
 //! - [`frame`]: length-prefixed, size-capped postcard frames over QUIC streams.
+//! - [`handshake`]: which peer versions a broker serves, and the line that refuses the rest.
 //! - [`tls`]: the broker's self-signed certificate, fingerprint pinning, QUIC configs.
 //! - [`access`]: the state dir, `access.json`, `agent.token`, token hashing.
 //! - [`manifest`]: `scalable.yaml`: targets, components, tasks, overlays, `${VAR}`, validation.
@@ -27,6 +28,7 @@ pub mod failpoint;
 pub mod frame;
 #[cfg(test)]
 mod fuzz;
+pub mod handshake;
 pub mod input_file;
 pub mod located;
 pub mod manifest;
@@ -34,6 +36,7 @@ pub mod panic;
 pub mod pilot;
 pub mod private_files;
 pub mod protocol;
+pub mod protocol_v4;
 pub mod quote;
 pub mod resources;
 pub mod run_history;

@@ -14,8 +14,22 @@ pub fn cli_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_scalable"))
 }
 
-/// The agent binary lives in another package; scripts/test.sh builds it first.
+/// Runs the tests' agents from this binary instead (e.g. the dist build:
+/// `SCALABLE_AGENT_BIN=target/x86_64-unknown-linux-gnu/dist/scalable-agent`;
+/// a relative path is taken from the workspace root).
+pub const AGENT_BIN_ENV: &str = "SCALABLE_AGENT_BIN";
+
+/// The agent binary: `$SCALABLE_AGENT_BIN`, else the one next to the broker
+/// binary (another package's; scripts/test.sh builds it first). Every agent
+/// of the suite starts from it, the brokers' local agents and pilots too.
 pub fn agent_exe() -> PathBuf {
+    if let Some(p) = std::env::var_os(AGENT_BIN_ENV).filter(|p| !p.is_empty()) {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(p);
+        assert!(p.exists(), "{AGENT_BIN_ENV}={} is missing", p.display());
+        return p;
+    }
     let p = broker_exe().with_file_name("scalable-agent");
     assert!(
         p.exists(),

@@ -13,7 +13,11 @@ use scalable_common::manifest::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "scalable-broker", version, about = "The Scalable broker")]
+#[command(
+    name = "scalable-broker",
+    version = scalable_common::handshake::version_text(),
+    about = "The Scalable broker"
+)]
 struct Args {
     /// State directory (certificate, tokens, access.json, database).
     #[arg(long, env = "SCALABLE_STATE_DIR", default_value = ".scalable")]

@@ -15,6 +15,7 @@ use scalable_common::manifest::{
 };
 use scalable_common::workflow::{self, WorkflowDef, WORKFLOW_TEXT_BYTES_MAX};
 
+use crate::agent_binary::AgentLocation;
 use crate::cli_error::CliError;
 use crate::pilots;
 
@@ -83,10 +84,7 @@ pub fn require_target(m: &ManifestArgs) -> Result<String, CliError> {
 /// The broker's address and fingerprint from the access file when there is one;
 /// placeholders otherwise (render still shows the shape).
 pub fn broker_access(explicit: Option<&Path>) -> pilots::BrokerAccess {
-    let agent_path = std::env::current_exe()
-        .ok()
-        .map(|p| p.with_file_name("scalable-agent").display().to_string())
-        .unwrap_or_else(|| "scalable-agent".into());
+    let agent = AgentLocation::resolve(None);
     match access_file::find_access(explicit)
         .and_then(|p| access_file::load_access(&p).map(|a| (p, a)))
     {
@@ -94,7 +92,7 @@ pub fn broker_access(explicit: Option<&Path>) -> pilots::BrokerAccess {
             address: a.address,
             fingerprint: a.fingerprint,
             token_file: path.with_file_name("agent.token").display().to_string(),
-            agent_path,
+            agent,
         },
         Err(_) => {
             eprintln!("note: no broker access file found; the broker address and fingerprint are placeholders");
@@ -102,7 +100,7 @@ pub fn broker_access(explicit: Option<&Path>) -> pilots::BrokerAccess {
                 address: "BROKER_HOST:7420".into(),
                 fingerprint: "0".repeat(64),
                 token_file: ".scalable/agent.token".into(),
-                agent_path,
+                agent,
             }
         }
     }

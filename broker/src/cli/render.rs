@@ -37,6 +37,10 @@ pub fn exec(ctx: &Context<'_>, args: RenderArgs) -> Result<ExitCode, CliError> {
     let access = broker_access(ctx.access);
     let specs = crate::pilots::pilot_specs(&manifest, &target, args.tag.as_deref(), &access)
         .map_err(CliError::bad_input)?;
+    // Which binary the pilots run goes to stderr: stdout is exactly what is submitted.
+    for line in agent_notes(&specs, &access) {
+        eprintln!("{line}");
+    }
     // Errors name the manifest and the target, as validation errors do.
     let located =
         |e: String| CliError::bad_input(format!("{}: targets.{target}: {e}", m.file.display()));
@@ -48,6 +52,31 @@ pub fn exec(ctx: &Context<'_>, args: RenderArgs) -> Result<ExitCode, CliError> {
     };
     print_out(&out);
     Ok(ExitCode::Ok)
+}
+
+/// `note: pilots run …` once per distinct agent binary of `specs`.
+fn agent_notes(specs: &[PilotSpec], access: &BrokerAccess) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for spec in specs {
+        let agent = access
+            .agent
+            .for_pilot(&spec.provider, spec.image.as_deref());
+        // A path is the user's own, but a control character in it must not
+        // forge a line on the terminal.
+        let shown: String = agent
+            .describe()
+            .chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_debug().to_string(),
+                false => c.to_string(),
+            })
+            .collect();
+        let line = format!("note: pilots run {shown}");
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    lines
 }
 
 /// The provider's command lines that would start every pilot of `specs`.

@@ -1,5 +1,6 @@
 //! Accepting connections: the QUIC accept loop, the peer's `Hello`, the
-//! protocol and token checks, and the refusal a peer reads before the close.
+//! version check (`handshake`: read from the hello's head before the rest),
+//! the token check, and the refusal a peer reads before the close.
 //!
 //! It decides only who may talk to the broker; what an agent or a CLI then
 //! says is served by `agent_session` and `cli_session`. It must not touch the
@@ -9,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scalable_common::access;
-use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::frame::{decode_body, read_frame_body, write_frame};
+use scalable_common::handshake::{self, HelloHead};
 use scalable_common::manifest::Manifest;
-use scalable_common::protocol::{AgentHello, CliHello, Hello, HelloReply, PROTOCOL_VERSION};
+use scalable_common::protocol::{AgentHello, CliHello, Hello, HelloReply};
 use tokio::sync::mpsc;
 
 use super::{agent_session, cli_session, CoreMsg, Liveness};
@@ -71,16 +73,25 @@ async fn handle_connection(
         Ok(Ok(s)) => s,
         _ => return,
     };
-    let hello: Hello =
-        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, 64 << 10)).await {
-            Ok(Ok(Some(h))) => h,
-            Ok(Err(e)) => {
-                tracing::warn!("closed connection from {remote}: bad hello: {e}");
-                conn.close(2u32.into(), b"bad hello");
-                return;
-            }
-            _ => return,
-        };
+    let body = match tokio::time::timeout(HELLO_TIMEOUT, read_frame_body(&mut recv, 64 << 10)).await
+    {
+        Ok(Ok(Some(b))) => b,
+        Ok(Err(e)) => return bad_hello(&conn, e.to_string()),
+        _ => return,
+    };
+    // The versions first: a peer whose hello this broker cannot decode any
+    // more still hears which version to install.
+    let head = match HelloHead::decode(&body) {
+        Ok(h) => h,
+        Err(e) => return bad_hello(&conn, e),
+    };
+    if let Some(why) = handshake::refusal(head.role(), head.version()) {
+        return refuse(&conn, &mut send, why).await;
+    }
+    let hello: Hello = match decode_body(&body) {
+        Ok(h) => h,
+        Err(e) => return bad_hello(&conn, e.to_string()),
+    };
     match hello {
         Hello::Agent(h) => {
             if let Some(why) = agent_refusal(&h, &secrets, remote) {
@@ -106,18 +117,21 @@ async fn handle_connection(
     }
 }
 
-/// Why an agent's hello is refused, if it is.
+/// A hello that does not decode: logged, and the connection closed.
+fn bad_hello(conn: &quinn::Connection, e: String) {
+    tracing::warn!(
+        "closed connection from {}: bad hello: {e}",
+        conn.remote_address()
+    );
+    conn.close(2u32.into(), b"bad hello");
+}
+
+/// Why an agent's hello is refused, if it is (its versions passed already).
 fn agent_refusal(
     h: &AgentHello,
     secrets: &access::BrokerSecrets,
     remote: std::net::SocketAddr,
 ) -> Option<String> {
-    if h.protocol != PROTOCOL_VERSION {
-        return Some(format!(
-            "protocol version mismatch: agent speaks {}, broker speaks {PROTOCOL_VERSION} (use matching scalable versions)",
-            h.protocol
-        ));
-    }
     if !access::token_matches(&secrets.agent_token_hash, &h.token) {
         return Some(format!(
             "agent token refused for agent {:?} from {remote} (use the agent.token this broker wrote)",
@@ -127,14 +141,8 @@ fn agent_refusal(
     None
 }
 
-/// Why a CLI's hello is refused, if it is.
+/// Why a CLI's hello is refused, if it is (its versions passed already).
 fn cli_refusal(h: &CliHello, secrets: &access::BrokerSecrets) -> Option<String> {
-    if h.protocol != PROTOCOL_VERSION {
-        return Some(format!(
-            "protocol version mismatch: cli speaks {}, broker speaks {PROTOCOL_VERSION} (use matching scalable versions)",
-            h.protocol
-        ));
-    }
     if !access::token_matches(&secrets.user_token_hash, &h.token) {
         return Some("user token refused (use the access.json this broker wrote)".into());
     }

@@ -12,6 +12,7 @@ use scalable_common::frame::{read_frame, write_frame, FrameError};
 use scalable_common::protocol::{
     AgentHello, AgentId, FromAgent, HelloReply, ToAgent, MESSAGE_BYTES_MAX,
 };
+use scalable_common::protocol_v4;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CoreMsg, Liveness};
@@ -30,6 +31,7 @@ pub(super) async fn serve(
     liveness: Liveness,
 ) {
     let name = hello.name.clone();
+    let protocol = hello.protocol;
     let serial = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel::<ToAgent>();
     let (id_tx, id_rx) = oneshot::channel();
@@ -64,7 +66,12 @@ pub(super) async fn serve(
         return;
     }
     let writer = spawn_writer(conn.clone(), send, rx, format!("agent {agent} ({name})"));
-    let (reason, fatal) = read_until_gone(&conn, recv, agent, &name, &core_tx).await;
+    let peer = Peer {
+        agent,
+        name: &name,
+        protocol,
+    };
+    let (reason, fatal) = read_until_gone(&conn, recv, &peer, &core_tx).await;
     writer.abort();
     tracing::info!("agent {agent} ({name}) disconnected: {reason}");
     let _ = core_tx.send(CoreMsg::AgentGone {
@@ -119,17 +126,38 @@ fn describe(msg: &ToAgent) -> String {
     }
 }
 
+/// The agent at the other end of a session.
+struct Peer<'a> {
+    agent: AgentId,
+    name: &'a str,
+    /// Its hello's protocol: an agent older than
+    /// [`protocol_v4::AGENT_MESSAGES_SINCE`] sends the older `FromAgent`.
+    protocol: u16,
+}
+
+/// One message of the agent, read as its protocol encodes it.
+async fn read_message(
+    recv: &mut quinn::RecvStream,
+    protocol: u16,
+) -> Result<Option<FromAgent>, FrameError> {
+    if protocol >= protocol_v4::AGENT_MESSAGES_SINCE {
+        return read_frame::<_, FromAgent>(recv, MESSAGE_BYTES_MAX).await;
+    }
+    let old = read_frame::<_, protocol_v4::FromAgentV4>(recv, MESSAGE_BYTES_MAX).await?;
+    Ok(old.map(FromAgent::from))
+}
+
 /// Forwards the agent's frames to the core until the link ends; returns why
 /// it ended and whether the agent broke the protocol (`fatal`).
 async fn read_until_gone(
     conn: &quinn::Connection,
     mut recv: quinn::RecvStream,
-    agent: AgentId,
-    name: &str,
+    peer: &Peer<'_>,
     core_tx: &mpsc::UnboundedSender<CoreMsg>,
 ) -> (String, bool) {
+    let Peer { agent, name, .. } = *peer;
     loop {
-        match read_frame::<_, FromAgent>(&mut recv, MESSAGE_BYTES_MAX).await {
+        match read_message(&mut recv, peer.protocol).await {
             Ok(Some(msg)) => {
                 // A `Leaving` agent is still read: results of drained attempts may follow.
                 if core_tx.send(CoreMsg::Agent { agent, msg }).is_err() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use scalable_common::access;
-use scalable_common::manifest::Manifest;
+use scalable_common::manifest::{Manifest, Provider};
 use scalable_common::protocol::{
     AgentHello, AgentId, AgentInfo, Response, ScaleChange, ScaleReport,
 };
@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::routing::Deferred;
 use super::{bad, BrokerConfig, CoreMsg};
+use crate::agent_binary::AgentLocation;
 use crate::core::{Core, StoreOp};
 use crate::fleet::{Fleet, Pilot, PilotLink, ScalePlan};
 use crate::pilots;
@@ -58,6 +59,13 @@ impl FleetCtx {
         let target = m
             .target(t)
             .with_context(|| format!("the manifest has no target {t}"))?;
+        let agent = AgentLocation::resolve(cfg.agent_exe.as_deref());
+        if matches!(
+            target.provider,
+            Provider::Local { .. } | Provider::Slurm { .. }
+        ) {
+            tracing::info!("pilots of target {t} run {}", agent.shared.describe());
+        }
         let mut ctx = providers::ProviderContext::new(cfg.state_dir.join("pilots"));
         ctx.aws_endpoint_url = std::env::var("AWS_ENDPOINT_URL").ok();
         let known: Vec<Pilot> = std::mem::take(&mut loaded.pilots)
@@ -76,9 +84,7 @@ impl FleetCtx {
                     .unwrap_or_else(|_| files.agent_token.clone())
                     .display()
                     .to_string(),
-                agent_path: crate::local::agent_exe(cfg.agent_exe.as_deref())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|_| "scalable-agent".into()),
+                agent,
             },
             reconcile_in_flight: false,
             last_reconcile_ms: 0,
