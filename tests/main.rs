@@ -16,6 +16,7 @@ mod failures;
 mod hostile;
 mod input_limits;
 mod message_caps;
+mod newcomer;
 mod packing;
 mod pilots;
 mod slurm;

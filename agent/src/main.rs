@@ -171,6 +171,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(scalable_common::terminal::stderr_colour())
         .init();
     for why in scrub_failed {
         tracing::warn!("{why}");

@@ -74,6 +74,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(scalable_common::terminal::stderr_colour())
         .init();
     let mut local_agents = args.local_agents;
     let mut local_agent_cpus = args.local_agent_cpus;
