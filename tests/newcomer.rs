@@ -23,3 +23,51 @@ fn logs_off_a_terminal_carry_no_colour_codes() {
         );
     }
 }
+
+/// `scalable ARGS` with no broker, in `dir`: (exit code, stdout, stderr).
+fn cli_in(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(cli_exe())
+        .args(args)
+        .env_remove("SCALABLE_ACCESS")
+        .current_dir(dir)
+        .output()
+        .expect("run scalable");
+    (out.status.code(), stdout(&out), stderr(&out))
+}
+
+/// A Fargate target without `subnet`: `validate --target aws` refuses it
+/// with the very line `render --commands` gives (one code path), and
+/// `validate` without a target checks every target (issue 13, item 10).
+#[test]
+fn validate_runs_the_provider_checks_render_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("scalable.yaml"),
+        "version: 1\nproject: {name: p}\ntargets:\n  \
+         local: {provider: local, max_workers: 1}\n  \
+         aws: {provider: aws, region: us-east-1, cluster_type: fargate, image: agent:1}\n\
+         components:\n  c: {cpus: 1, memory: 1G}\n",
+    )
+    .unwrap();
+    let expected = "error: scalable.yaml: targets.aws.subnet: is required for Fargate tasks \
+                    (awsvpc networking) (hint: add subnet: under targets.aws)\n";
+    let render = cli_in(
+        dir.path(),
+        &["render", "scalable.yaml", "--target", "aws", "--commands"],
+    );
+    // After its note that the broker's address is a placeholder.
+    let last = render.2.lines().last().unwrap_or_default().to_string() + "\n";
+    assert_eq!((render.0, last.as_str()), (Some(2), expected));
+    for args in [
+        &["validate", "scalable.yaml", "--target", "aws"][..],
+        &["validate", "scalable.yaml"],
+    ] {
+        let (code, out, err) = cli_in(dir.path(), args);
+        assert_eq!((code, out.as_str(), err.as_str()), (Some(2), "", expected));
+    }
+    let (code, out, _) = cli_in(
+        dir.path(),
+        &["validate", "scalable.yaml", "--target", "local"],
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "ok\n"));
+}

@@ -81,8 +81,9 @@ pub fn require_target(m: &ManifestArgs) -> Result<String, CliError> {
 }
 
 /// The broker's address and fingerprint from the access file when there is one;
-/// placeholders otherwise (render still shows the shape).
-pub fn broker_access(explicit: Option<&Path>) -> pilots::BrokerAccess {
+/// placeholders otherwise (render still shows the shape), with a note on
+/// stderr unless `quiet` (`--json`: stderr carries only a JSON error).
+pub fn broker_access(explicit: Option<&Path>, quiet: bool) -> pilots::BrokerAccess {
     let agent_path = std::env::current_exe()
         .ok()
         .map(|p| p.with_file_name("scalable-agent").display().to_string())
@@ -97,7 +98,9 @@ pub fn broker_access(explicit: Option<&Path>) -> pilots::BrokerAccess {
             agent_path,
         },
         Err(_) => {
-            eprintln!("note: no broker access file found; the broker address and fingerprint are placeholders");
+            if !quiet {
+                eprintln!("note: no broker access file found; the broker address and fingerprint are placeholders");
+            }
             pilots::BrokerAccess {
                 address: "BROKER_HOST:7420".into(),
                 fingerprint: "0".repeat(64),

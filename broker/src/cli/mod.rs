@@ -17,6 +17,7 @@ mod analyze;
 mod cancel;
 mod files;
 mod logs;
+mod mistakes;
 mod pilots;
 mod plan;
 mod refs;
@@ -31,6 +32,7 @@ mod validate;
 mod wait;
 mod why;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -119,25 +121,99 @@ pub struct Context<'a> {
     pub json: bool,
 }
 
-/// Runs the CLI and returns the exit code. Every error is one line on stderr.
+/// Parses the command line and runs it: the whole `scalable` binary. A
+/// mistaken command or option is one line whose hint names the right one
+/// ([`mistakes`]); under `--json` every error is `{"error": ..., "hint": ...}`
+/// on stderr, with the exit code it has in text.
+pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let argv: Vec<OsString> = args.into_iter().collect();
+    match Cli::try_parse_from(&argv) {
+        Ok(cli) => main_with(cli),
+        Err(e) => {
+            let argv: Vec<String> = argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            parse_failed(&e, &argv)
+        }
+    }
+}
+
+/// What a command line clap refused prints: help and version as clap shows
+/// them; a known mistake as our one line; any other usage error as clap
+/// words it (with its usage), or as JSON under `--json`.
+fn parse_failed(e: &clap::Error, argv: &[String]) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::Ok;
+    }
+    let json = argv
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json");
+    match (mistakes::from_clap(e, argv), json) {
+        (Some(err), _) => report(err, json),
+        (None, true) => report(clap_error(e), true),
+        (None, false) => {
+            let _ = e.print();
+            ExitCode::BadInput
+        }
+    }
+}
+
+/// clap's error as a `CliError`: its message (the first paragraph, on one
+/// line), and its tips, or else its usage line, as the hint.
+fn clap_error(e: &clap::Error) -> CliError {
+    let text = e.render().to_string();
+    let (message, rest) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let message: Vec<&str> = message.lines().map(str::trim).collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    let tips: Vec<&str> = rest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tip: "))
+        .collect();
+    let usage = rest.lines().find_map(|l| l.strip_prefix("Usage: "));
+    let hint = match (tips.is_empty(), usage) {
+        (false, _) => tips.join("; "),
+        (true, Some(u)) => format!("usage: {u}"),
+        (true, None) => "scalable --help shows the commands and their options".into(),
+    };
+    CliError::bad_input(message).with_hint(hint)
+}
+
+/// Runs a parsed command line and returns the exit code. Every error is one
+/// line on stderr (one JSON object under `--json`).
 pub fn main_with(cli: Cli) -> ExitCode {
+    let json = cli.json;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::Failed;
+            return report(
+                CliError::failed(format!("cannot start the async runtime: {e}")),
+                json,
+            )
         }
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("{e}");
-            e.code
-        }
+        Err(e) => report(e, json),
     }
+}
+
+/// Prints an error, one line (one JSON object under `--json`), and returns
+/// its exit code.
+fn report(e: CliError, json: bool) -> ExitCode {
+    if json {
+        eprintln!("{}", e.json());
+    } else {
+        eprintln!("{e}");
+    }
+    e.code
 }
 
 /// The dispatcher: one line per command.
