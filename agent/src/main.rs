@@ -455,6 +455,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_option_has_help_text() {
+        use clap::CommandFactory;
+        let cmd = Args::command();
+        let missing: Vec<_> = cmd
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|a| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
     fn reconnect_max_defaults_to_the_session_default() {
         let args = Args::try_parse_from(["scalable-agent"]).expect("parses");
         if std::env::var_os("SCALABLE_RECONNECT_MAX").is_none() {

@@ -173,3 +173,14 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_option_has_help_text() {
+        let missing = scalable_broker::cli::args_without_help(&super::Args::command());
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+}

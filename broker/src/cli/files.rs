@@ -24,6 +24,7 @@ use crate::pilots;
 pub struct ManifestArgs {
     /// The manifest (scalable.yaml).
     pub file: PathBuf,
+    /// The target (a key under targets:) to check the manifest for.
     #[arg(long)]
     pub target: Option<String>,
     /// Overlays to apply, in order (repeatable).

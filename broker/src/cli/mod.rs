@@ -248,3 +248,42 @@ fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Every argument of `cmd` and its subcommands that has no help text, as
+/// `scalable submit --tag`; clap's own `--help` and `--version` aside. Used
+/// by the tests of each binary (every option has help text, issue 13).
+pub fn args_without_help(cmd: &clap::Command) -> Vec<String> {
+    let mut missing = Vec::new();
+    walk_help(cmd, cmd.get_name(), &mut missing);
+    missing
+}
+
+fn walk_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+    if cmd.get_about().is_none() {
+        missing.push(format!("{path} (the command)"));
+    }
+    for arg in cmd.get_arguments() {
+        let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+        if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+            let name = arg
+                .get_long()
+                .map(|l| format!("--{l}"))
+                .unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+            missing.push(format!("{path} {name}"));
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        walk_help(sub, &format!("{path} {}", sub.get_name()), missing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_option_has_help_text() {
+        let missing = super::args_without_help(&super::Cli::command());
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+}

@@ -33,12 +33,16 @@ pub struct SubmitArgs {
     /// Wait for the run to finish and exit as `wait` does.
     #[arg(long)]
     pub wait: bool,
+    /// Quick submit: run only on agents serving this tag.
     #[arg(long)]
     pub tag: Option<String>,
+    /// Quick submit: cpus each task needs.
     #[arg(long)]
     pub cpus: Option<u32>,
+    /// Quick submit: memory each task needs, e.g. 2G.
     #[arg(long)]
     pub memory: Option<String>,
+    /// Quick submit: gpus each task needs.
     #[arg(long)]
     pub gpus: Option<u32>,
     /// A named custom resource each task needs, NAME=N (repeatable).
@@ -47,10 +51,13 @@ pub struct SubmitArgs {
     /// Run the command once per index, e.g. 1-100 (`{{ index }}` in the command).
     #[arg(long)]
     pub array: Option<String>,
+    /// Quick submit: times a failed task is tried again (default 0).
     #[arg(long)]
     pub retries: Option<u32>,
+    /// Quick submit: the most each task may run, e.g. 90m or 04:00:00.
     #[arg(long)]
     pub walltime: Option<String>,
+    /// Quick submit: the job's name (default: the program's file name).
     #[arg(long)]
     pub name: Option<String>,
     /// A feature stored with each task for the advisors (k=v, repeatable).
