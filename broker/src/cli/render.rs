@@ -134,9 +134,13 @@ fn command_lines(
     );
     let provider = providers::provider_for(t, &ctx);
     let mut out = Vec::new();
+    // Pilot ids run on across tags, as the broker's do: each pilot its own directory.
+    let mut next_id = 1;
     for spec in specs {
         let tag = spec.tag.clone();
-        let ids = (1..=spec.count.max(1)).map(|i| format!("p-{i}")).collect();
+        let count = spec.count.max(1);
+        let ids = (next_id..next_id + count).map(|i| format!("p-{i}")).collect();
+        next_id += count;
         let req = providers::StartRequest {
             pilot_ids: ids,
             spec,
