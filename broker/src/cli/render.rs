@@ -139,7 +139,9 @@ fn command_lines(
     for spec in specs {
         let tag = spec.tag.clone();
         let count = spec.count.max(1);
-        let ids = (next_id..next_id + count).map(|i| format!("p-{i}")).collect();
+        let ids = (next_id..next_id + count)
+            .map(|i| format!("p-{i}"))
+            .collect();
         next_id += count;
         let req = providers::StartRequest {
             pilot_ids: ids,
