@@ -20,6 +20,7 @@ mod message_caps;
 mod newcomer;
 mod packing;
 mod pilots;
+mod readme;
 mod slurm;
 mod snapshot;
 mod state_dir;
