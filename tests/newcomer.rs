@@ -71,3 +71,94 @@ fn validate_runs_the_provider_checks_render_needs() {
     );
     assert_eq!((code, out.as_str()), (Some(0), "ok\n"));
 }
+
+/// The mistakes a newcomer made in issue 13 and what each prints now, as
+/// one transcript compared with `tests/snapshots/newcomer-mistakes.txt`:
+/// the unquoted quick-submit template, commands and options from the
+/// seeds' CLI, a quoted number, a Fargate target without a subnet, and
+/// errors under `--json` (one object on stderr, the text's exit code).
+#[test]
+fn the_newcomer_mistakes_say_what_to_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = crate::snapshot::repo_root().join("examples/demeter-mini/scalable.yaml");
+    std::fs::copy(example, dir.path().join("scalable.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("nosubnet.yaml"),
+        "version: 1\nproject: {name: p}\ntargets:\n  \
+         aws: {provider: aws, region: us-east-1, cluster_type: fargate, image: agent:1}\n\
+         components:\n  c: {cpus: 1, memory: 1G}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("quoted.yaml"),
+        "workflow: q\njobs:\n  - name: a\n    command: [\"true\"]\n    retries: \"2\"\n",
+    )
+    .unwrap();
+    let mistakes: &[&[&str]] = &[
+        &[
+            "submit", "--array", "1-100", "--", "./model", "{{", "index", "}}",
+        ],
+        &["diagnose", "--run", "last"],
+        &[
+            "plan",
+            "scalable.yaml",
+            "--target",
+            "hpc",
+            "--objective",
+            "minimize cost",
+        ],
+        &["status", "--latest"],
+        &["stauts"],
+        &["submit", "quoted.yaml"],
+        &["validate", "nosubnet.yaml", "--target", "aws"],
+        &["--json", "validate", "nosubnet.yaml", "--target", "aws"],
+        &["--json", "diagnose"],
+        &["--json", "status"],
+    ];
+    let mut transcript = String::new();
+    for args in mistakes {
+        let (code, out, err) = cli_in(dir.path(), args);
+        transcript.push_str(&format!(
+            "$ scalable {}\n{out}{err}[exit {}]\n",
+            args.join(" "),
+            code.unwrap_or(-1)
+        ));
+        if args[0] == "--json" {
+            let v: serde_json::Value = serde_json::from_str(&err).expect("one JSON object");
+            assert!(v["error"].is_string() && v.get("hint").is_some(), "{err}");
+        }
+    }
+    crate::snapshot::assert_snapshot("newcomer-mistakes.txt", &transcript);
+    // `render --json` is JSON, files or command lines.
+    let (code, out, err) = cli_in(
+        dir.path(),
+        &[
+            "--json",
+            "render",
+            "scalable.yaml",
+            "--target",
+            "hpc",
+            "--tag",
+            "demeter",
+        ],
+    );
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("render --json");
+    assert_eq!(v["files"][0]["name"], "agent.sbatch");
+    let (_, out, _) = cli_in(
+        dir.path(),
+        &[
+            "--json",
+            "render",
+            "scalable.yaml",
+            "--target",
+            "k8s",
+            "--commands",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("render --json --commands");
+    assert!(v["commands"][0]["command"]
+        .as_str()
+        .unwrap()
+        .starts_with("kubectl"));
+}

@@ -54,7 +54,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("version", "scalable --version"),
 ];
 
-/// Options a newcomer reaches for (on any command) and what to do instead.
+/// Options a newcomer reaches for (on any command) and what to do instead;
+/// `{cmd}` stands for the command typed (`scalable status`).
 const OPTIONS: &[(&str, &str)] = &[
     (
         "--objective",
@@ -64,8 +65,8 @@ const OPTIONS: &[(&str, &str)] = &[
         "--policy",
         "scaling policies are not in this version (they come with the scaler); scalable scale --target T +N|-N|=N sets the pilots by hand",
     ),
-    ("--latest", "name the newest run as last, e.g. scalable stats last"),
-    ("--run", "give the run as an argument, e.g. scalable analyze last"),
+    ("--latest", "the newest run is called last: {cmd} last"),
+    ("--run", "give the run as an argument: {cmd} RUN, or {cmd} last"),
     ("--format", "--json prints JSON"),
     ("--output", "--json prints JSON"),
 ];
@@ -115,7 +116,7 @@ fn unknown_argument(arg: &str, command: Option<&str>, similar: Option<String>) -
     };
     let err = CliError::bad_input(what);
     if let Some((_, hint)) = OPTIONS.iter().find(|(n, _)| *n == flag) {
-        return err.with_hint(*hint);
+        return err.with_hint(hint.replace("{cmd}", &shown));
     }
     let mut help = format!("{shown} --help lists its options");
     if command == Some("submit") {
@@ -198,7 +199,7 @@ mod tests {
         );
         assert_eq!(
             line(&["--json", "status", "--latest"]),
-            "error: scalable status has no option --latest (hint: name the newest run as last, e.g. scalable stats last)"
+            "error: scalable status has no option --latest (hint: the newest run is called last: scalable status last)"
         );
     }
 
