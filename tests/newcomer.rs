@@ -129,9 +129,15 @@ fn the_newcomer_mistakes_say_what_to_type() {
         }
     }
     crate::snapshot::assert_snapshot("newcomer-mistakes.txt", &transcript);
-    // `render --json` is JSON, files or command lines.
+}
+
+/// `render --json` prints JSON (issue 13, item 11): the files, or the
+/// command lines with `--commands`.
+#[test]
+fn render_json_is_json() {
+    let dir = crate::snapshot::repo_root().join("examples/demeter-mini");
     let (code, out, err) = cli_in(
-        dir.path(),
+        &dir,
         &[
             "--json",
             "render",
@@ -146,7 +152,7 @@ fn the_newcomer_mistakes_say_what_to_type() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("render --json");
     assert_eq!(v["files"][0]["name"], "agent.sbatch");
     let (_, out, _) = cli_in(
-        dir.path(),
+        &dir,
         &[
             "--json",
             "render",
