@@ -175,6 +175,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(scalable_common::terminal::stderr_colour())
         .init();
     for why in scrub_failed {
         tracing::warn!("{why}");
@@ -457,6 +458,19 @@ fn run(cfg: AgentConfig, own_workdir: bool) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_option_has_help_text() {
+        use clap::CommandFactory;
+        let cmd = Args::command();
+        let missing: Vec<_> = cmd
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|a| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 
     #[test]
     fn reconnect_max_defaults_to_the_session_default() {

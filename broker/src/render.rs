@@ -317,7 +317,10 @@ fn check_common(spec: &PilotSpec) -> Result<(), RenderError> {
     check_name("target", &spec.target)?;
     if let Some(tag) = &spec.tag {
         check_name("tag", tag)?;
-        if tag.contains(',') {
+        // A local target's one pool serves all its tags: `--tags a,b` is
+        // what its agents are meant to get (`pilots::plan` joins them).
+        let local_pool = matches!(spec.provider, PilotProvider::Local);
+        if tag.contains(',') && !(local_pool && tag.split(',').all(|t| !t.trim().is_empty())) {
             // The agent splits --tags / SCALABLE_TAGS at commas.
             return Err(invalid(
                 "tag",
@@ -1724,11 +1727,21 @@ exec srun --ntasks=1 --cpus-per-task=4 /opt/scalable/bin/scalable-agent \
             (|s| s.count = PILOT_COUNT_MAX + 1, "count: 1001 pilots is more than the 1000 one spec may ask for"),
             (|s| s.agent_path = "/bin/a\0b".into(), "agent_path: \"/bin/a\\0b\" contains a NUL byte, which no command line can carry"),
         ];
-        for (edit, message) in cases {
-            let mut s = spec(local());
+        for (i, (edit, message)) in cases.into_iter().enumerate() {
+            // A comma is refused where a pilot serves one tag; a local
+            // target's one pool serves all its tags (`--tags a,b`).
+            let mut s = spec(if i == 0 { slurm() } else { local() });
             edit(&mut s);
             assert_eq!(err(&s).to_string(), message);
         }
+        let mut pool = spec(local());
+        pool.tag = Some("a,b".into());
+        assert!(render(&pool).is_ok(), "a local pool serving tags a and b");
+        pool.tag = Some("a,".into());
+        assert_eq!(
+            err(&pool).to_string(),
+            "tag: \"a,\" contains a comma, which separates tags for the agent"
+        );
         let mut s = spec(local());
         s.fingerprint = "not-hex".into();
         assert_eq!(field_of(&err(&s)), "fingerprint");

@@ -20,6 +20,7 @@
 //! - [`quote`]: POSIX shell quoting of argv.
 //! - [`explain`]: why a task is where it is, and the demand per tag, as data.
 //! - [`private_files`]: files 0600 and directories 0700 under the state dir, whatever the umask.
+//! - [`terminal`]: colour in log lines only on a terminal.
 
 pub mod access;
 pub mod exit;
@@ -43,6 +44,7 @@ pub mod run_history;
 pub mod stage;
 pub(crate) mod suggest;
 pub mod template;
+pub mod terminal;
 pub mod tls;
 pub mod units;
 pub mod workflow;

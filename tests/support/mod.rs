@@ -71,6 +71,12 @@ pub fn solo() -> Solo {
     Solo(guard)
 }
 
+/// Held by a test that starts brokers of its own (not through [`Broker`],
+/// e.g. from a shell script), so a [`solo`] test waits for it too.
+pub fn shared_broker_guard() -> RwLockReadGuard<'static, ()> {
+    SOLO.read().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Drop for Solo {
     fn drop(&mut self) {
         SOLO_HERE.with(|s| s.set(false));

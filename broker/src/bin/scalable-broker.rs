@@ -78,6 +78,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(scalable_common::terminal::stderr_colour())
         .init();
     let mut local_agents = args.local_agents;
     let mut local_agent_cpus = args.local_agent_cpus;
@@ -174,5 +175,16 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::Failed.into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_option_has_help_text() {
+        let missing = scalable_broker::cli::args_without_help(&super::Args::command());
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

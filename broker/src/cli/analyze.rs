@@ -15,6 +15,7 @@ use crate::output::{self, print_out};
 
 #[derive(Args, Debug)]
 pub struct AnalyzeArgs {
+    /// The run: its id, or `last` for the newest.
     pub run: String,
 }
 

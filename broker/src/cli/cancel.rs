@@ -16,6 +16,7 @@ use crate::output::print_out;
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
+    /// A run (its id, or `last`), or one task: RUN/JOB/INDEX or a task id.
     pub target: String,
 }
 

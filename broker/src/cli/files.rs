@@ -25,6 +25,7 @@ use crate::pilots;
 pub struct ManifestArgs {
     /// The manifest (scalable.yaml).
     pub file: PathBuf,
+    /// The target (a key under targets:) to check the manifest for.
     #[arg(long)]
     pub target: Option<String>,
     /// Overlays to apply, in order (repeatable).
@@ -82,8 +83,9 @@ pub fn require_target(m: &ManifestArgs) -> Result<String, CliError> {
 }
 
 /// The broker's address and fingerprint from the access file when there is one;
-/// placeholders otherwise (render still shows the shape).
-pub fn broker_access(explicit: Option<&Path>) -> pilots::BrokerAccess {
+/// placeholders otherwise (render still shows the shape), with a note on
+/// stderr unless `quiet` (`--json`: stderr carries only a JSON error).
+pub fn broker_access(explicit: Option<&Path>, quiet: bool) -> pilots::BrokerAccess {
     let agent = AgentLocation::resolve(None);
     match access_file::find_access(explicit)
         .and_then(|p| access_file::load_access(&p).map(|a| (p, a)))
@@ -95,7 +97,9 @@ pub fn broker_access(explicit: Option<&Path>) -> pilots::BrokerAccess {
             agent,
         },
         Err(_) => {
-            eprintln!("note: no broker access file found; the broker address and fingerprint are placeholders");
+            if !quiet {
+                eprintln!("note: no broker access file found; the broker address and fingerprint are placeholders");
+            }
             pilots::BrokerAccess {
                 address: "BROKER_HOST:7420".into(),
                 fingerprint: "0".repeat(64),

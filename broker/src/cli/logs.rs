@@ -16,9 +16,12 @@ use crate::output::{self, print_bytes, print_out};
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
+    /// The task: RUN/JOB/INDEX (e.g. last/downscale/0) or a task id.
     pub task: String,
+    /// Which attempt, by its number as `analyze` shows it (default: the latest).
     #[arg(long)]
     pub attempt: Option<u32>,
+    /// Print the task's stderr instead of its stdout.
     #[arg(long)]
     pub stderr: bool,
 }

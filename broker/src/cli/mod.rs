@@ -17,6 +17,7 @@ mod analyze;
 mod cancel;
 mod files;
 mod logs;
+mod mistakes;
 mod pilots;
 mod plan;
 mod refs;
@@ -31,6 +32,7 @@ mod validate;
 mod wait;
 mod why;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -119,25 +121,99 @@ pub struct Context<'a> {
     pub json: bool,
 }
 
-/// Runs the CLI and returns the exit code. Every error is one line on stderr.
+/// Parses the command line and runs it: the whole `scalable` binary. A
+/// mistaken command or option is one line whose hint names the right one
+/// ([`mistakes`]); under `--json` every error is `{"error": ..., "hint": ...}`
+/// on stderr, with the exit code it has in text.
+pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let argv: Vec<OsString> = args.into_iter().collect();
+    match Cli::try_parse_from(&argv) {
+        Ok(cli) => main_with(cli),
+        Err(e) => {
+            let argv: Vec<String> = argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            parse_failed(&e, &argv)
+        }
+    }
+}
+
+/// What a command line clap refused prints: help and version as clap shows
+/// them; a known mistake as our one line; any other usage error as clap
+/// words it (with its usage), or as JSON under `--json`.
+fn parse_failed(e: &clap::Error, argv: &[String]) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::Ok;
+    }
+    let json = argv
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json");
+    match (mistakes::from_clap(e, argv), json) {
+        (Some(err), _) => report(err, json),
+        (None, true) => report(clap_error(e), true),
+        (None, false) => {
+            let _ = e.print();
+            ExitCode::BadInput
+        }
+    }
+}
+
+/// clap's error as a `CliError`: its message (the first paragraph, on one
+/// line), and its tips, or else its usage line, as the hint.
+fn clap_error(e: &clap::Error) -> CliError {
+    let text = e.render().to_string();
+    let (message, rest) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let message: Vec<&str> = message.lines().map(str::trim).collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    let tips: Vec<&str> = rest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tip: "))
+        .collect();
+    let usage = rest.lines().find_map(|l| l.strip_prefix("Usage: "));
+    let hint = match (tips.is_empty(), usage) {
+        (false, _) => tips.join("; "),
+        (true, Some(u)) => format!("usage: {u}"),
+        (true, None) => "scalable --help shows the commands and their options".into(),
+    };
+    CliError::bad_input(message).with_hint(hint)
+}
+
+/// Runs a parsed command line and returns the exit code. Every error is one
+/// line on stderr (one JSON object under `--json`).
 pub fn main_with(cli: Cli) -> ExitCode {
+    let json = cli.json;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::Failed;
+            return report(
+                CliError::failed(format!("cannot start the async runtime: {e}")),
+                json,
+            )
         }
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("{e}");
-            e.code
-        }
+        Err(e) => report(e, json),
     }
+}
+
+/// Prints an error, one line (one JSON object under `--json`), and returns
+/// its exit code.
+fn report(e: CliError, json: bool) -> ExitCode {
+    if json {
+        eprintln!("{}", e.json());
+    } else {
+        eprintln!("{e}");
+    }
+    e.code
 }
 
 /// The dispatcher: one line per command.
@@ -171,4 +247,43 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Every argument of `cmd` and its subcommands that has no help text, as
+/// `scalable submit --tag`; clap's own `--help` and `--version` aside. Used
+/// by the tests of each binary (every option has help text, issue 13).
+pub fn args_without_help(cmd: &clap::Command) -> Vec<String> {
+    let mut missing = Vec::new();
+    walk_help(cmd, cmd.get_name(), &mut missing);
+    missing
+}
+
+fn walk_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+    if cmd.get_about().is_none() {
+        missing.push(format!("{path} (the command)"));
+    }
+    for arg in cmd.get_arguments() {
+        let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+        if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+            let name = arg
+                .get_long()
+                .map(|l| format!("--{l}"))
+                .unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+            missing.push(format!("{path} {name}"));
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        walk_help(sub, &format!("{path} {}", sub.get_name()), missing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_option_has_help_text() {
+        let missing = super::args_without_help(&super::Cli::command());
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 }

@@ -31,7 +31,7 @@ pub fn exec(ctx: &Context<'_>, args: PlanArgs) -> Result<ExitCode, CliError> {
         .expect("plan checked it")
         .provider
         .name();
-    let access = broker_access(ctx.access);
+    let access = broker_access(ctx.access, ctx.json);
     let costs =
         pilots::plan_costs(&manifest, &target, &rows, &access).map_err(CliError::bad_input)?;
     print_out(&if ctx.json {

@@ -15,6 +15,7 @@ use crate::output::{self, print_out};
 
 #[derive(Args, Debug)]
 pub struct ScaleArgs {
+    /// The manifest target whose pilots to scale (the broker's --target).
     #[arg(long)]
     pub target: String,
     /// The tag (component) whose pilots to scale; none = the generic pool.

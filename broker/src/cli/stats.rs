@@ -14,6 +14,7 @@ use crate::output::{self, print_out};
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
+    /// The run: its id, or `last` for the newest.
     pub run: String,
 }
 

@@ -15,6 +15,7 @@ use crate::output::{self, print_out};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// One run (its id, or `last`); every run when omitted.
     pub run: Option<String>,
 }
 

@@ -33,12 +33,16 @@ pub struct SubmitArgs {
     /// Wait for the run to finish and exit as `wait` does.
     #[arg(long)]
     pub wait: bool,
+    /// Quick submit: run only on agents serving this tag.
     #[arg(long)]
     pub tag: Option<String>,
+    /// Quick submit: cpus each task needs.
     #[arg(long)]
     pub cpus: Option<u32>,
+    /// Quick submit: memory each task needs, e.g. 2G.
     #[arg(long)]
     pub memory: Option<String>,
+    /// Quick submit: gpus each task needs.
     #[arg(long)]
     pub gpus: Option<u32>,
     /// A named custom resource each task needs, NAME=N (repeatable).
@@ -47,10 +51,13 @@ pub struct SubmitArgs {
     /// Run the command once per index, e.g. 1-100 (`{{ index }}` in the command).
     #[arg(long)]
     pub array: Option<String>,
+    /// Quick submit: times a failed task is tried again (default 0).
     #[arg(long)]
     pub retries: Option<u32>,
+    /// Quick submit: the most each task may run, e.g. 90m or 04:00:00.
     #[arg(long)]
     pub walltime: Option<String>,
+    /// Quick submit: the job's name (default: the program's file name).
     #[arg(long)]
     pub name: Option<String>,
     /// A feature stored with each task for the advisors (k=v, repeatable).
@@ -180,6 +187,7 @@ fn what_to_submit(
 
 /// The one-job workflow of a quick submit, validated like a file's.
 fn quick_workflow(args: &SubmitArgs) -> Result<WorkflowDef, CliError> {
+    check_split_template(&args.command)?;
     let items = quick_items(args.array.as_deref())?;
     let name = args
         .name
@@ -199,6 +207,31 @@ fn quick_workflow(args: &SubmitArgs) -> Result<WorkflowDef, CliError> {
     };
     workflow::validate(&def, "submit").map_err(|e| CliError::bad_input(e.to_string()))?;
     Ok(def)
+}
+
+/// `-- ./model {{ index }}` typed without quotes reaches us as the words
+/// `{{`, `index`, `}}`: the shell split the template at its spaces. Say so,
+/// with the quoted form, rather than a template syntax error.
+fn check_split_template(command: &[String]) -> Result<(), CliError> {
+    let opens = |w: &str, o: &str, c: &str| w.contains(o) && !w.contains(c);
+    for (open, close) in [("{{", "}}"), ("{%", "%}")] {
+        let Some(start) = command.iter().position(|w| opens(w, open, close)) else {
+            continue;
+        };
+        let Some(len) = command[start + 1..]
+            .iter()
+            .position(|w| opens(w, close, open))
+        else {
+            continue;
+        };
+        let joined = command[start..=start + 1 + len].join(" ");
+        return Err(CliError::bad_input(format!(
+            "the shell split the template {joined:?} into {} words",
+            len + 2
+        ))
+        .with_hint(format!("quote it: '{joined}'")));
+    }
+    Ok(())
 }
 
 /// One task, or one per index of `--array A-B`.
@@ -318,6 +351,17 @@ mod tests {
         assert!(matches!(job.items, Items::Range { start: 1, end: 3 }));
         assert_eq!(job.resources.memory_bytes, Some(1 << 30));
         assert_eq!(job.resources.custom, [("lic".to_string(), 2)]);
+    }
+
+    #[test]
+    fn a_template_the_shell_split_is_named_with_its_quoted_form() {
+        let split = args(&["--array", "1-100", "--", "./model", "{{", "index", "}}"]);
+        assert_eq!(
+            quick_workflow(&split).unwrap_err().to_string(),
+            "error: the shell split the template \"{{ index }}\" into 3 words (hint: quote it: '{{ index }}')"
+        );
+        let quoted = args(&["--array", "1-3", "--", "./model", "--n={{ index }}"]);
+        assert!(quick_workflow(&quoted).is_ok());
     }
 
     #[test]

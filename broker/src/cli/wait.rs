@@ -23,6 +23,7 @@ const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Args, Debug)]
 pub struct WaitArgs {
+    /// The run: its id, or `last` for the newest.
     pub run: String,
 }
 

@@ -15,6 +15,7 @@ use crate::output::{self, print_out};
 
 #[derive(Args, Debug)]
 pub struct WhyArgs {
+    /// The task: RUN/JOB/INDEX (e.g. last/downscale/0) or a task id.
     pub task: String,
 }
 

@@ -9,7 +9,8 @@
 //! The pipeline, each step in its own submodule:
 //!
 //! 1. `raw`: the YAML into raw serde shapes with spans; a syntax or type
-//!    error stops here, worded for a workflow author.
+//!    error stops here, worded for a workflow author; `strict` reads its
+//!    numbers and booleans (a quoted number is a string, as in manifests).
 //! 2. `convert`: raw shapes to the public types of `def` (`WorkflowDef`,
 //!    `JobDef`, `Items`), recording each value's place in `spans`.
 //! 3. `check`: the semantic checks, also run on a `WorkflowDef` that came
@@ -24,6 +25,7 @@ mod def;
 mod range;
 mod raw;
 mod spans;
+mod strict;
 
 #[cfg(test)]
 mod tests;

@@ -4,8 +4,9 @@
 //!
 //! The public types do not map 1:1 to YAML (`env` is ordered pairs, `foreach`
 //! and `range` are one `Items`, sizes are strings), so YAML lands here first
-//! and `convert` turns it into the public types. This module must not check
-//! meaning (names, references, limits): that is `check`'s.
+//! and `convert` turns it into the public types. Numbers and booleans are
+//! read through `strict` (a quoted `"2"` is a string, refused). This module
+//! must not check meaning (names, references, limits): that is `check`'s.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -14,6 +15,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{MessageFormatter, Spanned};
 
 use super::def::Item;
+use super::strict;
 use crate::located::{tidy, Hint, LocatedError, LocatedErrors};
 use crate::suggest::did_you_mean;
 
@@ -36,7 +38,7 @@ pub(super) fn read(file: &str, text: &str) -> Result<RawWorkflow, LocatedErrors>
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWorkflow {
     pub(super) workflow: Spanned<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::opt_u64")]
     pub(super) max_fails: Option<u64>,
     pub(super) jobs: Spanned<Vec<Spanned<RawJob>>>,
 }
@@ -60,11 +62,11 @@ pub(super) struct RawJob {
     pub(super) tag: Option<String>,
     #[serde(default)]
     pub(super) resources: Option<Spanned<RawResources>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::opt_spanned_u32")]
     pub(super) retries: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) walltime: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::opt_i32")]
     pub(super) priority: Option<i32>,
     #[serde(default)]
     pub(super) env: Option<Pairs<Spanned<String>>>,
@@ -72,11 +74,11 @@ pub(super) struct RawJob {
     pub(super) workdir: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) features: Option<Pairs<Spanned<String>>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::opt_spanned_u32")]
     pub(super) max_running: Option<Spanned<u32>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::opt_u64")]
     pub(super) max_fails: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::opt_bool")]
     pub(super) cache: Option<bool>,
     #[serde(default)]
     pub(super) after: Option<Spanned<After>>,
@@ -85,14 +87,14 @@ pub(super) struct RawJob {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawResources {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::opt_spanned_u32")]
     pub(super) cpus: Option<Spanned<u32>>,
     /// A size (`8G`) or a number of bytes; numbers arrive as their text.
     #[serde(default)]
     pub(super) memory: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::opt_u32")]
     pub(super) gpus: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::opt_pairs_u64")]
     pub(super) custom: Option<Pairs<u64>>,
 }
 
@@ -256,7 +258,11 @@ fn yaml_error(file: &str, path: String, err: &serde_saphyr::Error) -> LocatedErr
                 None => format!("valid keys: {}", expected.join(", ")),
             };
             // serde_path_to_error already ends the path with the unknown key.
-            (path, format!("unknown key {field:?}"), Some(hint))
+            (
+                path,
+                format!("unknown key {field:?}"),
+                Some(Hint::Plain(hint)),
+            )
         }
         E::SerdeMissingField { field, .. } => (path, format!("missing key {field:?}"), None),
         E::DuplicateMappingKey { key, .. } => {
@@ -264,11 +270,18 @@ fn yaml_error(file: &str, path: String, err: &serde_saphyr::Error) -> LocatedErr
                 Some(k) => format!("duplicate key {k:?}"),
                 None => "duplicate key".to_string(),
             };
-            (path, message, Some("each key may appear once".to_string()))
+            let hint = Hint::Plain("each key may appear once".to_string());
+            (path, message, Some(hint))
         }
         _ => {
             let message = serde_saphyr::UserMessageFormatter.format_message(inner);
-            (path, plain_type_message(&tidy(&message)), None)
+            let (message, hint) = strict::split_hint(&message);
+            // A quoted number's hint is advice, worded as the manifest's.
+            (
+                path,
+                plain_type_message(&tidy(&message)),
+                hint.map(Hint::Advice),
+            )
         }
     };
     LocatedError {
@@ -277,6 +290,6 @@ fn yaml_error(file: &str, path: String, err: &serde_saphyr::Error) -> LocatedErr
         col,
         path,
         what: message,
-        hint: hint.map(Hint::Plain),
+        hint,
     }
 }

@@ -464,3 +464,41 @@ fn workflow_name_and_tag_are_identifiers() {
          (use letters, digits, \"_\", \".\" and \"-\")"
     );
 }
+
+/// One rule for numbers in workflows and manifests (issue 13): a quoted
+/// number or boolean is a string, refused with the manifest's hint.
+#[test]
+fn quoted_numbers_and_booleans_are_refused_as_in_manifests() {
+    let job =
+        |line: &str| format!("workflow: w\njobs:\n  - name: a\n    command: [x]\n    {line}\n");
+    assert_eq!(
+        one_error(&job("retries: \"2\"")),
+        "wf.yaml:5:14: jobs[0].retries: expected a whole number, got the string \"2\" (hint: write 2 without quotes)"
+    );
+    assert_eq!(
+        one_error(&job("resources: {cpus: '4', memory: 1G}")),
+        "wf.yaml:5:23: jobs[0].resources.cpus: expected a whole number, got the string \"4\" (hint: write 4 without quotes)"
+    );
+    assert_eq!(
+        one_error(&job("cache: \"true\"")),
+        "wf.yaml:5:12: jobs[0].cache: expected true or false, got the string \"true\" (hint: write true without quotes)"
+    );
+    for line in [
+        "priority: \"-1\"",
+        "max_running: \"3\"",
+        "max_fails: \"1\"",
+        "resources: {gpus: \"1\"}",
+        "resources: {custom: {licence: \"1\"}}",
+    ] {
+        let e = one_error(&job(line));
+        assert!(e.contains("without quotes"), "{line}: {e}");
+    }
+    // Plain numbers, and sizes that are strings by nature, still read.
+    let text = job("resources: {cpus: 4, gpus: 0, memory: \"16G\", custom: {licence: 1}}");
+    let def = parse_workflow("wf.yaml", &text).expect("valid");
+    assert_eq!(def.jobs[0].resources.cpus, Some(4));
+    assert_eq!(
+        one_error(&job("retries: abc")),
+        "wf.yaml:5:14: jobs[0].retries: expected a whole number from 0 to 4294967295"
+    );
+}

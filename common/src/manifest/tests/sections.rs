@@ -180,3 +180,26 @@ fn project_output_roots_are_absolute_directories() {
         ["scalable.yaml:2:34: project.output_roots: \"data\" is not an absolute directory (hint: write absolute paths without \"..\", e.g. [/data/shared])"]
     );
 }
+
+/// The `workflow:` section reads numbers as a workflow file and as the rest
+/// of the manifest do: quoted, they are refused (issue 13).
+#[test]
+fn the_workflow_section_refuses_quoted_numbers_like_the_manifest() {
+    let yaml = y!(
+        "version: 1",
+        "project: {name: p}",
+        "targets: {local: {provider: local}}",
+        "components: {demeter: {cpus: \"2\"}}",
+        "workflow:",
+        "  workflow: w",
+        "  jobs:",
+        "    - {name: a, command: [x], retries: \"2\"}",
+    );
+    assert_eq!(
+        errors(yaml, None, &[]),
+        [
+            "scalable.yaml:4:30: components.demeter.cpus: cpus must be a positive integer (hint: write 2 without quotes)",
+            "scalable.yaml:8:40: workflow.jobs[0].retries: expected a whole number, got the string \"2\" (hint: write 2 without quotes)",
+        ]
+    );
+}
