@@ -418,8 +418,12 @@ impl Core {
             // re-assigning to it would bounce tasks back and forth.
             a.draining = true;
         }
-        a.completed += 1;
-        a.window_completed += 1;
+        if r.end != AttemptEnd::Returned {
+            // A returned attempt did no work: it must not raise the rate
+            // (and with it the prefetch depth).
+            a.completed += 1;
+            a.window_completed += 1;
+        }
         a.undelivered_streak = 0;
         a.benched_until_ms = None;
         self.end_attempt(at, r, false, now_ms);
