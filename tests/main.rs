@@ -20,6 +20,7 @@ mod local_agents;
 mod message_caps;
 mod packing;
 mod pilots;
+mod rebalance;
 mod slurm;
 mod state_dir;
 mod submit_errors;
