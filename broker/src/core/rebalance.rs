@@ -127,8 +127,11 @@ impl Core {
                 room.take(&at.resources);
                 continue;
             }
-            let old = at.assigned_at_ms + self.cfg.rebalance_after_ms <= now_ms;
-            if old && !at.cancel_requested && !self.returning.contains(id) {
+            if at.assigned_at_ms + self.cfg.rebalance_after_ms > now_ms {
+                // Listed in assignment order: the rest are younger still.
+                break;
+            }
+            if !at.cancel_requested && !self.returning.contains(id) {
                 stuck.push(*id);
             }
         }
