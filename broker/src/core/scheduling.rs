@@ -351,7 +351,7 @@ impl Core {
         let resources = job.overrides.get(&index).unwrap_or(&job.resources).clone();
         let agent = self.agents.get_mut(&agent_id).expect("exists");
         add_resources(&mut agent.committed, &resources);
-        agent.attempts.push(attempt_id);
+        agent.attempts.insert(attempt_id);
         agent.unstarted += 1;
         let attempt = Attempt {
             id: attempt_id,
