@@ -5,7 +5,11 @@
              submit to all finished (the broker's own recorded submit and finish
              times), against `seq 10000 | xargs -P2 -n1 /bin/true` in the same
              run; 3 repetitions, medians. Bar: ratio >= 0.8.
-2. dispatch: 100,000 tasks with two --noop agents: tasks/s. Bar: >= 20,000/s.
+2. dispatch: (issue 15) 200,000 tasks with two --noop agents: tasks/s. Bar:
+             >= 150,000/s. Then 200,000 tasks on 100 --noop agents of 1 cpu
+             each: tasks/s and the broker's cpu per task (utime+stime from
+             /proc/PID/stat around the run) beside the two-agent figure: it
+             should stay flat as agents are added.
 3. submit:   a 1,000,000-task range job: time until `submit` returns, and the
              broker's peak RSS. Bar: < 5 s and < 500 MB.
 4. packing:  1,000 tasks of random 1-4 cpus and 0.1-0.5 s (`sleep`) on two
@@ -17,10 +21,18 @@
              time from exec until it answers (a CLI `status` succeeds), the
              broker's own "state loaded" time, and its peak RSS once its agents
              are back. Bar: < 2 s and < 300 MB.
+6. tail:     (issue 15) prefetching piles work behind a long task: two 1-cpu
+             agents, one job of a 6 s task, a 2 s task and four 1 s tasks
+             (sleep). The first agent runs the 6 s task with 1 s tasks queued
+             behind it while the other runs out of work. Makespan (the broker's
+             submit to finish) against the lower bound max(longest task, total
+             work / agents) = 6 s; 3 repetitions, medians.
+BENCH_BIN=DIR runs the binaries in DIR (to compare builds with one script).
 """
 import json, os, platform, signal, sqlite3, statistics, subprocess, sys, tempfile, time
 
-BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release")
+BIN = os.environ.get("BENCH_BIN") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "target", "release")
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 
 
@@ -45,7 +57,7 @@ class Broker:
                 [f"{BIN}/scalable-agent", "--token-file", os.path.join(self.state, "agent.token"), *args],
                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, f"agent{len(self.agents)}.log"), "w"),
                 env=env))
-        for _ in range(200):
+        for _ in range(200 + 10 * len(agents)):
             if len(self.cli_json("agents")) >= len(agents):
                 break
             time.sleep(0.05)
@@ -126,18 +138,72 @@ def bench_spawn():
     return o / x >= 0.8
 
 
-def bench_dispatch():
-    n = 100_000
-    b = Broker(agents=[["--noop", "--name", "noop1"], ["--noop", "--name", "noop2"]])
+def cpu_us(pid):
+    """utime + stime of a process so far, in microseconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+def dispatch_once(n, agents):
+    """n no-op tasks on these agents: (tasks/s, broker and all agents' cpu us per task)."""
+    b = Broker(agents=agents)
     try:
+        if len(b.cli_json("agents")) < len(agents):
+            sys.exit(f"only {len(b.cli_json('agents'))} of {len(agents)} agents connected")
+        c0 = cpu_us(b.proc.pid)
+        a0 = sum(cpu_us(a.pid) for a in b.agents)
         run = submit(b, n, ["/bin/true"])
         secs, state = b.wait_run(run)
+        c1 = cpu_us(b.proc.pid)
+        a1 = sum(cpu_us(a.pid) for a in b.agents)
     finally:
         b.stop()
-    rate = n / secs
-    print(f"2. dispatch: 100,000 tasks on two --noop agents in {secs:.2f} s: {rate:,.0f} tasks/s "
-          f"(bar >= 20,000; ratio {rate / 20000:.2f})")
-    return rate >= 20_000
+    if state != "succeeded":
+        sys.exit(f"dispatch run ended {state}")
+    return n / secs, (c1 - c0) / n, (a1 - a0) / n
+
+
+def bench_dispatch():
+    n = 200_000
+    rate, cpu2, ag2 = dispatch_once(n, [["--noop", "--name", f"noop{i}"] for i in (1, 2)])
+    print(f"2. dispatch: 200,000 tasks on two --noop agents: {rate:,.0f} tasks/s "
+          f"(bar >= 150,000; ratio {rate / 150000:.2f}), broker {cpu2:.1f} cpu-us/task, "
+          f"agents {ag2:.1f} cpu-us/task", flush=True)
+    many, cpu100, ag100 = dispatch_once(n, [["--noop", "--cpus", "1", "--name", f"noop{i}"]
+                                            for i in range(100)])
+    print(f"   200,000 tasks on 100 --noop agents of 1 cpu: {many:,.0f} tasks/s, "
+          f"broker {cpu100:.1f} cpu-us/task ({cpu100 / cpu2:.2f}x the two-agent figure), "
+          f"agents {ag100:.1f} cpu-us/task")
+    return rate >= 150_000
+
+
+def bench_tail():
+    durations = [6, 2, 1, 1, 1, 1]
+    agents = 2
+    bound = max(max(durations), sum(durations) / agents)
+    spans = []
+    for rep in range(REPS):
+        b = Broker(agents=[["--cpus", "1", "--name", f"tail{i}"] for i in range(agents)])
+        try:
+            path = os.path.join(b.dir, "tail.yaml")
+            with open(path, "w") as f:
+                f.write("workflow: tail\njobs:\n  - name: tail\n    command: [sleep, \"{{ item }}\"]\n"
+                        f"    foreach: {json.dumps([str(d) for d in durations])}\n")
+            out = b.cli("submit", "--json", path)
+            if out.returncode != 0:
+                sys.exit(f"submit failed: {out.stderr}")
+            secs, state = b.wait_run(json.loads(out.stdout)["run"])
+        finally:
+            b.stop()
+        if state != "succeeded":
+            sys.exit(f"tail run ended {state}")
+        spans.append(secs)
+        print(f"  rep {rep + 1}: makespan {secs:.2f} s", flush=True)
+    m = statistics.median(spans)
+    print(f"6. tail: {durations} s on {agents} 1-cpu agents: median makespan {m:.2f} s, "
+          f"lower bound {bound:.2f} s, ratio {m / bound:.2f} (1.00 is perfect)")
+    return True
 
 
 def bench_submit():
@@ -250,12 +316,12 @@ def bench_restart():
 
 
 def main():
-    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart"]
+    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail"]
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
     ok = True
     for w in which:
         ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit,
-               "packing": bench_packing, "restart": bench_restart}[w]()
+               "packing": bench_packing, "restart": bench_restart, "tail": bench_tail}[w]()
     sys.exit(0 if ok else 1)
 
 

@@ -26,6 +26,7 @@ mod newcomer;
 mod packing;
 mod pilots;
 mod readme;
+mod rebalance;
 mod slurm;
 mod snapshot;
 mod state_dir;

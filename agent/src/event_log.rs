@@ -19,6 +19,7 @@
 //! ack <attempt> counted|ignored
 //! promote <attempt> <path>          (one per output renamed into its final place)
 //! discard <attempt>                 (a staged attempt's outputs thrown away)
+//! keep <attempt>                    (asked back by the broker, kept: already started or ended)
 //! ```
 
 use std::fmt::Arguments;

@@ -258,9 +258,15 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// The broker takes queued attempts back (to run them elsewhere).
+    /// The broker takes queued attempts back (to run them elsewhere). One
+    /// already started (or ended) is kept: its result answers the broker.
     fn on_return(&mut self, ids: &[AttemptId]) {
-        self.work.drop_queued(ids, &AttemptEnd::Returned);
+        let kept = self.work.drop_queued(ids, &AttemptEnd::Returned);
+        if let Some(log) = self.cfg.event_log.as_deref() {
+            for id in kept {
+                log.line(format_args!("keep {id}"));
+            }
+        }
     }
 
     /// Starts the drain (once; see `drain`).

@@ -58,7 +58,7 @@ impl Core {
                 tags,
                 capacity: hello.resources.clone(),
                 committed,
-                attempts: Vec::new(),
+                attempts: Default::default(),
                 unstarted: 0,
                 connected_at_ms: now_ms,
                 last_seen_ms: now_ms,
@@ -107,7 +107,7 @@ impl Core {
         a.runtimes = hello.runtimes.clone();
         a.limit_mode = hello.limit_mode.clone();
         a.reported_free = Resources::default();
-        let mine: Vec<AttemptId> = a.attempts.clone();
+        let mine: Vec<AttemptId> = a.attempts.iter().copied().collect();
         let missing: Vec<AttemptId> = mine.iter().copied().filter(|x| !held.contains(x)).collect();
         let mut on_the_way = 0;
         for attempt in &missing {
@@ -418,8 +418,12 @@ impl Core {
             // re-assigning to it would bounce tasks back and forth.
             a.draining = true;
         }
-        a.completed += 1;
-        a.window_completed += 1;
+        if r.end != AttemptEnd::Returned {
+            // A returned attempt did no work: it must not raise the rate
+            // (and with it the prefetch depth).
+            a.completed += 1;
+            a.window_completed += 1;
+        }
         a.undelivered_streak = 0;
         a.benched_until_ms = None;
         self.end_attempt(at, r, false, now_ms);

@@ -207,6 +207,8 @@ pub struct Effects {
     /// Results committed in this step, per agent.
     pub ack: BTreeMap<AgentId, Vec<Ack>>,
     pub cancel: BTreeMap<AgentId, Vec<AttemptId>>,
+    /// Prefetched attempts asked back from their agent to run elsewhere.
+    pub returns: BTreeMap<AgentId, Vec<AttemptId>>,
     pub shutdown: Vec<Shutdown>,
     /// Agents declared lost whose connection may still be up (a zombie that
     /// woke): the shell closes it, so the agent reconnects and is fenced.
@@ -233,6 +235,7 @@ impl Effects {
             && self.assign.is_empty()
             && self.ack.is_empty()
             && self.cancel.is_empty()
+            && self.returns.is_empty()
             && self.shutdown.is_empty()
             && self.disconnect.is_empty()
             && self.finished_runs.is_empty()

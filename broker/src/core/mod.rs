@@ -15,7 +15,8 @@
 //! - `transitions`: every state change of a task or attempt.
 //! - events: `submit`, `agents` (and the liveness tick), `cache`, `resume`, and
 //!   [`restore`] (a core rebuilt from the store).
-//! - `scheduling`: eligibility, reservations, filling agents, assignment.
+//! - `scheduling`: eligibility, reservations, filling agents, assignment;
+//!   `rebalance`: prefetched attempts asked back for idle agents (after a fill).
 //! - read-only views: `explain` (`why`), `demand`, `queries`, `sanity`.
 //!
 //! Invariant: a task is `Assigned`/`Running` iff exactly one attempt of it is in
@@ -29,6 +30,7 @@ pub mod effects;
 mod explain;
 pub mod model;
 mod queries;
+mod rebalance;
 pub mod render;
 pub mod restore;
 mod resume;
@@ -87,6 +89,9 @@ pub struct CoreConfig {
     /// offered nothing for `bench_ms` (then tried again).
     pub agent_undelivered_limit: u32,
     pub bench_ms: u64,
+    /// A prefetched attempt still unstarted this long after its assignment,
+    /// on an agent with no room for it, may be asked back for an idle agent.
+    pub rebalance_after_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -107,6 +112,7 @@ impl Default for CoreConfig {
             undelivered_limit: 3,
             agent_undelivered_limit: 2,
             bench_ms: 60_000,
+            rebalance_after_ms: 50,
         }
     }
 }
@@ -167,6 +173,8 @@ pub struct Core {
     /// was lost) is a duplicate, acknowledged as counted so its agent promotes
     /// the outputs; any other unknown result is stale.
     counted: HashSet<AttemptId>,
+    /// Attempts asked back from their agent (`rebalance`), until answered.
+    returning: BTreeSet<AttemptId>,
     fx: Effects,
 }
 
@@ -185,6 +193,7 @@ impl Core {
             last_tick_ms: None,
             cache_notes: HashMap::new(),
             counted: HashSet::new(),
+            returning: BTreeSet::new(),
             fx: Effects::default(),
         }
     }

@@ -8,7 +8,7 @@
 //! `Vec<TaskSlot>` of a few bytes each, and task ids are `first_task + index`.
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use scalable_common::explain::Cancellation;
@@ -268,7 +268,9 @@ pub struct Agent {
     /// Sum of the requests of every attempt on this agent, started or queued.
     /// May exceed `capacity` by the prefetched queue.
     pub committed: Resources,
-    pub attempts: Vec<AttemptId>,
+    /// Its attempts, in assignment order (ids grow); a set, not a list:
+    /// an ending removes one out of a prefetched queue thousands deep.
+    pub attempts: BTreeSet<AttemptId>,
     /// Attempts assigned but not reported started: the agent's prefetched queue.
     pub unstarted: u32,
     pub connected_at_ms: u64,

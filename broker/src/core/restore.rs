@@ -224,7 +224,7 @@ impl Core {
         let started = oa.started_at_us.is_some();
         let agent = self.agents.get_mut(&oa.agent).expect("inserted");
         agent.committed.give(&resources);
-        agent.attempts.push(oa.id);
+        agent.attempts.insert(oa.id);
         if !started {
             agent.unstarted += 1;
         }
@@ -435,7 +435,7 @@ fn restored_agent(id: AgentId, row: Option<&AgentRow>, cfg: &CoreConfig, now_ms:
         tags: row.map(|r| r.tags.clone()).unwrap_or_default(),
         capacity,
         committed,
-        attempts: Vec::new(),
+        attempts: Default::default(),
         unstarted: 0,
         connected_at_ms: now_ms,
         last_seen_ms,

@@ -30,7 +30,14 @@ impl Core {
     /// Assigns ready tasks to agents. First pass: only what fits in free
     /// resources, so idle agents get work before anyone prefetches. Second pass:
     /// each agent's prefetched queue up to its depth.
+    /// Then prefetched attempts stuck behind busy agents are asked back for
+    /// agents left idle (`rebalance`).
     pub fn schedule(&mut self, now_ms: u64) {
+        self.fill(now_ms);
+        self.rebalance(now_ms);
+    }
+
+    fn fill(&mut self, now_ms: u64) {
         if self.ready_jobs.is_empty() || self.agents.is_empty() {
             return;
         }
@@ -344,7 +351,7 @@ impl Core {
         let resources = job.overrides.get(&index).unwrap_or(&job.resources).clone();
         let agent = self.agents.get_mut(&agent_id).expect("exists");
         add_resources(&mut agent.committed, &resources);
-        agent.attempts.push(attempt_id);
+        agent.attempts.insert(attempt_id);
         agent.unstarted += 1;
         let attempt = Attempt {
             id: attempt_id,

@@ -102,7 +102,7 @@ impl Core {
     /// job's count in flight.
     fn close_attempt(&mut self, at: &Attempt, result: AttemptResult, now_ms: u64) {
         if let Some(a) = self.agents.get_mut(&at.agent) {
-            a.attempts.retain(|x| *x != at.id);
+            a.attempts.remove(&at.id);
             sub_resources(&mut a.committed, &at.resources);
             if !at.started {
                 a.unstarted -= 1;

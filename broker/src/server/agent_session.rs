@@ -94,6 +94,12 @@ fn spawn_writer(
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let shutdown = matches!(msg, ToAgent::Shutdown { .. });
+            if matches!(msg, ToAgent::Return(_)) {
+                // Tests: a return that reaches its agent late races its start.
+                tokio::task::block_in_place(|| {
+                    scalable_common::failpoint::hit("dispatch.before_return")
+                });
+            }
             if let Err(e) = write_frame(&mut send, &msg).await {
                 tracing::warn!(
                     "{who}: cannot send {}: {e}; closing its connection",

@@ -86,7 +86,7 @@ pub(super) fn route<S>(
     }
 }
 
-/// The messages of `fx` in send order: assignments, acks, cancels, shutdowns,
+/// The messages of `fx` in send order: assignments, acks, cancels, returns, shutdowns,
 /// each list split so that no message exceeds the cap (bounded by
 /// construction: a writer never meets a message it cannot send).
 /// With `promotions`, the one place that reads the shape of `Effects`' fields.
@@ -111,6 +111,11 @@ fn messages(fx: &mut Effects) -> Vec<(AgentId, ToAgent)> {
     for (agent, list) in std::mem::take(&mut fx.cancel) {
         for part in list.chunks(IDS_PER_MESSAGE_MAX) {
             out.push((agent, ToAgent::Cancel(part.to_vec())));
+        }
+    }
+    for (agent, list) in std::mem::take(&mut fx.returns) {
+        for part in list.chunks(IDS_PER_MESSAGE_MAX) {
+            out.push((agent, ToAgent::Return(part.to_vec())));
         }
     }
     for crate::core::Shutdown { agent, reason } in std::mem::take(&mut fx.shutdown) {
@@ -315,6 +320,18 @@ mod tests {
         ack(&mut fx, 1, &[(7, false)]);
         let routed = route(&mut fx, live(&[1]), Vec::new());
         assert_eq!(steps(&routed), ["to 1: ack [] ignored [7]"]);
+    }
+
+    #[test]
+    fn returns_reach_their_agent_after_its_cancels() {
+        let mut fx = Effects::default();
+        fx.returns.insert(3, vec![32, 33]);
+        fx.cancel.insert(3, vec![30]);
+        let routed = route(&mut fx, live(&[3]), Vec::new());
+        assert_eq!(
+            steps(&routed),
+            ["to 3: cancel [30]", "to 3: Return([32, 33])"]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod explain;
 mod invariants;
 mod limits;
 mod pilots;
+mod rebalance;
 mod render;
 mod restore;
 mod resume;
@@ -193,6 +194,9 @@ fn merge(into: &mut Effects, fx: Effects) {
     }
     for (k, v) in fx.cancel {
         into.cancel.entry(k).or_default().extend(v);
+    }
+    for (k, v) in fx.returns {
+        into.returns.entry(k).or_default().extend(v);
     }
     into.shutdown.extend(fx.shutdown);
     into.disconnect.extend(fx.disconnect);

@@ -1,6 +1,7 @@
 //! reliability.md §5.2 L0: a seeded walk of results, duplicates, stale
-//! reports, disconnects, reconnects, lost agents, time and broker restarts
-//! (the core rebuilt from the real SQLite store), then heal and quiesce.
+//! reports, returns given or refused, disconnects, reconnects, lost agents,
+//! time and broker restarts (the core rebuilt from the real SQLite store),
+//! then heal and quiesce.
 
 use super::*;
 
@@ -122,6 +123,27 @@ impl Sim {
                 self.env.core.agent_events(ag, &[], results, None, now);
             }
         }
+        for (ag, list) in fx.returns {
+            self.give_back(ag, &list);
+        }
+    }
+
+    /// A connected agent asked to give attempts back: it returns each one it
+    /// holds, or (1 in 2, as if it had started it meanwhile) keeps it.
+    fn give_back(&mut self, ag: AgentId, list: &[AttemptId]) {
+        let Some(i) = self.sims.iter().position(|s| s.id == ag && s.connected) else {
+            return;
+        };
+        let mut results = Vec::new();
+        for id in list {
+            if self.sims[i].held.contains(id) && self.rnd.below(2) == 0 {
+                self.sims[i].held.retain(|x| x != id);
+                self.history.push((*id, AttemptEnd::Returned));
+                results.push(result(*id, AttemptEnd::Returned));
+            }
+        }
+        let now = self.env.now_ms;
+        self.env.core.agent_events(ag, &[], results, None, now);
     }
 
     /// One random event (a plain match table of what can happen).
@@ -260,10 +282,14 @@ impl Sim {
     fn check(&self, seed: u64) {
         let st = self.env.status(self.run);
         eprintln!(
-            "L0 seed {seed}: {} restarts, {} reports ({} resent), {} attempts, state {} {:?}",
+            "L0 seed {seed}: {} restarts, {} reports ({} resent, {} returned), {} attempts, state {} {:?}",
             self.restarts,
             self.history.len(),
             self.resent,
+            self.history
+                .iter()
+                .filter(|(_, e)| *e == AttemptEnd::Returned)
+                .count(),
             self.env.core.ids().attempt - 1,
             st.state,
             st.counts
