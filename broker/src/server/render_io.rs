@@ -163,10 +163,11 @@ fn overran_message(this_task: bool, deadline: Duration) -> String {
 /// Runs this thread at [`RENDER_NICE`]; on failure it simply keeps the
 /// broker's priority.
 fn lower_priority() {
-    // SAFETY: gettid and setpriority take no pointers; on Linux a thread id
-    // names the calling thread alone.
+    // SAFETY: neither call takes a pointer; on Linux a thread id names the
+    // calling thread alone. The raw syscall, not glibc's `gettid()` wrapper:
+    // that needs glibc 2.30, and the dist build links against 2.17.
     unsafe {
-        let tid = libc::gettid();
+        let tid = libc::syscall(libc::SYS_gettid);
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, RENDER_NICE);
     }
 }
