@@ -57,10 +57,6 @@ impl Inner {
                     st = self.sweep_escapees(st);
                 }
             }
-            if let Some(g) = &self.cfg.orphan_guard {
-                // The exits held back since the last start (see `orphan_guard`).
-                g.flush();
-            }
             let wake = next_wake(&st, next_telemetry, next_size_check, next_sample);
             st.watchdog_wake = wake;
             let timeout = wake.saturating_duration_since(Instant::now());
