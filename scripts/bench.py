@@ -117,6 +117,23 @@ def cpu_us(pid):
     return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
 
 
+def guard_of(agent):
+    """The pid of the agent's orphan guard (its child running `__orphan-guard`)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                guard = b"__orphan-guard" in f.read()
+        except OSError:
+            continue
+        if ppid == agent and guard:
+            return int(entry)
+    return None
+
+
 def peak_rss_mb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -135,7 +152,7 @@ SPAWN_BAR, SPAWN_AIM = 1.10, 1.25
 
 def bench_spawn():
     n = 10_000
-    ours, xargs, broker_us, agent_us, idle_mb, loads = [], [], [], [], [], []
+    ours, xargs, broker_us, agent_us, guard_us, idle_mb, loads = [], [], [], [], [], [], []
     for rep in range(REPS):
         loads.append(load_now())
         t = time.perf_counter()
@@ -146,27 +163,32 @@ def bench_spawn():
             agent = b.agents[0].pid
             time.sleep(0.5)  # idle: connected, nothing assigned yet
             idle_mb.append(peak_rss_mb(agent))
-            cpu0 = (cpu_us(b.proc.pid), cpu_us(agent))
+            guard = guard_of(agent)
+            guard_cpu = (lambda: cpu_us(guard)) if guard else (lambda: 0.0)
+            cpu0 = (cpu_us(b.proc.pid), cpu_us(agent), guard_cpu())
             run = submit(b, n, ["/bin/true"])
             secs, state = b.wait_run(run)
-            cpu1 = (cpu_us(b.proc.pid), cpu_us(agent))
+            cpu1 = (cpu_us(b.proc.pid), cpu_us(agent), guard_cpu())
             if state != "succeeded":
                 sys.exit(f"spawn run ended {state}")
             ours.append(n / secs)
             broker_us.append((cpu1[0] - cpu0[0]) / n)
             agent_us.append((cpu1[1] - cpu0[1]) / n)
+            guard_us.append((cpu1[2] - cpu0[2]) / n)
         finally:
             b.stop()
         print(f"  rep {rep + 1}: scalable {ours[-1]:,.0f} tasks/s, xargs -P2 {xargs[-1]:,.0f} tasks/s, "
               f"ratio {ours[-1] / xargs[-1]:.2f}; cpu per task: broker {broker_us[-1]:.0f} us, "
-              f"agent {agent_us[-1]:.0f} us; load {loads[-1]}", flush=True)
+              f"agent {agent_us[-1]:.0f} us (its orphan guard {guard_us[-1]:.1f} us); "
+              f"load {loads[-1]}", flush=True)
     o, x = statistics.median(ours), statistics.median(xargs)
     ratios = [a / b for a, b in zip(ours, xargs)]
     print(f"1. spawn: 10,000 x /bin/true on one 2-cpu agent (binding, sampler, capture on): "
           f"median {o:,.0f} tasks/s; xargs -P2 {x:,.0f} tasks/s; ratio {o / x:.2f} "
           f"(median of per-rep ratios {statistics.median(ratios):.2f}; bar >= {SPAWN_BAR:.2f}, "
           f"{o / x / SPAWN_BAR:.2f} of it; aim {SPAWN_AIM:.2f}); cpu per task: broker "
-          f"{statistics.median(broker_us):.0f} us, agent {statistics.median(agent_us):.0f} us; "
+          f"{statistics.median(broker_us):.0f} us, agent {statistics.median(agent_us):.0f} us "
+          f"(orphan guard {statistics.median(guard_us):.1f} us); "
           f"idle agent peak RSS {statistics.median(idle_mb):.1f} MB; load {', '.join(loads)}")
     return o / x >= SPAWN_BAR
 
