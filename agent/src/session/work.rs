@@ -252,7 +252,12 @@ impl Work {
         } else {
             None
         };
-        let cpus = self.cpus.as_mut().and_then(|p| p.take(req.cpus));
+        // The core this thread is on, if free: binding the spawn to it costs no
+        // migration (`CpuPool::take_near`).
+        let cpus = self
+            .cpus
+            .as_mut()
+            .and_then(|p| p.take_near(req.cpus, crate::cpuset::current_cpu()));
         Placement { cpus, gpus }
     }
 
