@@ -246,8 +246,8 @@ mod tests {
             Some("agent 0.2.0 speaks protocol 5; this broker (scalable 0.1.0) serves agents of protocols 3 to 4: install scalable-agent 0.1.0, or upgrade the broker to 0.2.0")
         );
         assert_eq!(
-            refusal_by(Role::Cli, &peer(3, "0.0.3"), 4, "0.1.0").as_deref(),
-            Some("cli 0.0.3 speaks protocol 3; this broker (scalable 0.1.0) serves clis of protocol 4: install scalable 0.1.0")
+            refusal_by(Role::Cli, &peer(3, "0.0.3"), CLI_PROTOCOL_OLDEST, "0.1.0").as_deref(),
+            Some(format!("cli 0.0.3 speaks protocol 3; this broker (scalable 0.1.0) serves clis of protocol {CLI_PROTOCOL_OLDEST}: install scalable 0.1.0").as_str())
         );
     }
 
