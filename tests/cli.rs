@@ -165,10 +165,7 @@ fn why_explains_a_task_that_waits_for_a_tag() {
 /// the agent the tests run and the one next to the CLI (render's pick when
 /// `SCALABLE_AGENT_BIN` runs the tests' agents from elsewhere).
 fn redact(text: &str) -> String {
-    let agent = agent_exe().display().to_string();
-    let same_install = cli_exe().with_file_name("scalable-agent");
-    text.replace(&agent, "[AGENT]")
-        .replace(&same_install.display().to_string(), "[AGENT]")
+    redact_agent(text)
 }
 
 #[test]

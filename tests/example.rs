@@ -28,8 +28,7 @@ fn cli_here(args: &[&str]) -> (Option<i32>, String, String) {
 /// Machine paths out of rendered text: the agent binary, the example's
 /// directory (where the placeholder state dir's pilots would live).
 fn redact(text: &str) -> String {
-    text.replace(&agent_exe().display().to_string(), "[AGENT]")
-        .replace(&example_dir().display().to_string(), "[EXAMPLE]")
+    redact_agent(text).replace(&example_dir().display().to_string(), "[EXAMPLE]")
 }
 
 #[test]

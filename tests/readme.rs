@@ -231,8 +231,7 @@ fn the_readme_commands_run_as_typed() {
     let text = std::fs::read_to_string(&transcript).unwrap_or_default();
     assert!(out.status.success(), "{}\n{text}", stderr(&out));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let mut text = text
-        .replace(&agent_exe().display().to_string(), "[AGENT]")
+    let mut text = redact_agent(&text)
         .replace(&dir.path().display().to_string(), "[DIR]")
         .replace(&format!("({})", host.trim()), "([HOST])");
     // Which of the two local agents took a task is the broker's choice.

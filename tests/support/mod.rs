@@ -344,3 +344,12 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// `[AGENT]` for the agent binaries in `text`: the one the tests run and the
+/// one next to the CLI (render's pick, which differs when `SCALABLE_AGENT_BIN`
+/// runs the tests' agents from elsewhere, e.g. the dist build).
+pub fn redact_agent(text: &str) -> String {
+    let same_install = cli_exe().with_file_name("scalable-agent");
+    text.replace(&agent_exe().display().to_string(), "[AGENT]")
+        .replace(&same_install.display().to_string(), "[AGENT]")
+}
