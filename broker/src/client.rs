@@ -29,8 +29,14 @@ pub struct Client {
 impl Client {
     /// Connects using `--access FILE`, `$SCALABLE_ACCESS` or `./.scalable/access.json`.
     pub async fn connect(access_path: Option<&Path>) -> Result<Client, CliError> {
-        let path =
-            access::find_access(access_path).map_err(|e| CliError::unreachable(e.to_string()))?;
+        let path = access::find_access(access_path).map_err(|e| match e {
+            // The hint apart from the message, so `--json` carries it as `hint`.
+            access::AccessError::NoAccessFile { path, hint } => {
+                CliError::unreachable(format!("no broker access file found at {}", path.display()))
+                    .with_hint(hint)
+            }
+            e => CliError::unreachable(e.to_string()),
+        })?;
         let file: AccessFile =
             access::load_access(&path).map_err(|e| CliError::unreachable(e.to_string()))?;
         let pin = tls::parse_fingerprint(&file.fingerprint)
