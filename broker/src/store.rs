@@ -9,10 +9,12 @@
 //! in order with the writes.
 
 mod analysis;
+mod checkpoint;
 mod error;
 mod load;
 mod reads;
 mod schema;
+mod statements;
 
 pub use analysis::run_analysis;
 pub use error::StoreError;
@@ -29,6 +31,7 @@ use scalable_common::protocol::AttemptEnd;
 use scalable_common::{failpoint, private_files};
 
 use crate::core::{Ids, StoreOp};
+use statements::Statements;
 
 /// Batches merged into one transaction at most.
 const BATCHES_PER_TRANSACTION_MAX: usize = 4_096;
@@ -136,7 +139,9 @@ fn private_database(path: &Path) -> Result<(), StoreError> {
 /// A commit at least this slow is logged (`note_slow_commit`).
 const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(200);
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf) {
+    let checkpoints = checkpoint::start(&conn, &path);
+    let mut statements = Statements::new(&conn);
     let mut pending: std::collections::VecDeque<Cmd> = std::collections::VecDeque::new();
     while let Ok(first) = rx.recv() {
         pending.push_back(first);
@@ -155,7 +160,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf) {
             if writes > 0 {
                 let batch: Vec<Cmd> = pending.drain(..writes).collect();
                 let started = std::time::Instant::now();
-                let applied = apply_writes(&mut conn, &batch);
+                let applied = apply_writes(&conn, &mut statements, &batch);
                 note_slow_commit(started.elapsed(), batch.len());
                 if let Err(e) = applied {
                     // The broker cannot keep its promises without its store.
@@ -166,6 +171,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf) {
                     );
                     std::process::exit(1);
                 }
+                checkpoints.committed();
                 // Committed, nothing sent yet: the window a crash must not lose.
                 failpoint::hit("store.after_commit");
                 for cmd in batch {
@@ -182,6 +188,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf) {
             match pending.pop_front() {
                 Some(Cmd::Query(f)) => f(&conn),
                 Some(Cmd::Stop(done)) => {
+                    drop(statements);
+                    checkpoints.stop();
                     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
                     let _ = done.send(());
                     return;
@@ -203,12 +211,17 @@ fn note_slow_commit(took: std::time::Duration, batches: usize) {
     }
 }
 
-fn apply_writes(conn: &mut Connection, cmds: &[Cmd]) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+fn apply_writes(
+    conn: &Connection,
+    statements: &mut Statements<'_>,
+    cmds: &[Cmd],
+) -> rusqlite::Result<()> {
+    // Unchecked: the prepared statements borrow the connection too.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     for cmd in cmds {
         if let Cmd::Write { ops, .. } = cmd {
             for op in ops {
-                apply(&tx, op)?;
+                apply(statements, op)?;
             }
         }
     }
@@ -230,7 +243,7 @@ fn tail(bytes: &[u8]) -> Option<&[u8]> {
     }
 }
 
-fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
+fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
     match op {
         StoreOp::InsertRun {
             run,
@@ -240,7 +253,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             source,
             definition_json,
         } => {
-            c.prepare_cached(
+            c.get(
                 "INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![*run as i64, name, *submitted_at_ms as i64, cwd, source, definition_json])?;
@@ -256,7 +269,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             first_task,
             task_count,
         } => {
-            c.prepare_cached(
+            c.get(
                 "INSERT INTO jobs (id, run_id, name, tag, cpus, memory_bytes, gpus, priority, retries, first_task, task_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
@@ -274,7 +287,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             ])?;
         }
         StoreOp::RunFinished { run, state, at_ms } => {
-            c.prepare_cached("UPDATE runs SET state = ?2, finished_at_ms = ?3 WHERE id = ?1")?
+            c.get("UPDATE runs SET state = ?2, finished_at_ms = ?3 WHERE id = ?1")?
                 .execute(params![*run as i64, state, *at_ms as i64])?;
         }
         StoreOp::InsertAttempt {
@@ -288,7 +301,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             assigned_at_ms,
             argv_json,
         } => {
-            c.prepare_cached(
+            c.get(
                 "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
@@ -304,7 +317,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             ])?;
         }
         StoreOp::AttemptStarted { attempt, at_us } => {
-            c.prepare_cached("UPDATE attempts SET started_at_us = ?2 WHERE id = ?1")?
+            c.get("UPDATE attempts SET started_at_us = ?2 WHERE id = ?1")?
                 .execute(params![*attempt as i64, *at_us as i64])?;
         }
         StoreOp::AttemptEnded {
@@ -320,7 +333,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 _ => None,
             };
             let started = (result.started_at_us > 0).then_some(result.started_at_us as i64);
-            c.prepare_cached(
+            c.get(
                 "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12, spends_retry = ?13, memory_limit_bytes = ?14 WHERE id = ?1",
             )?
             .execute(params![
@@ -354,7 +367,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             reason,
             at_ms,
         } => {
-            c.prepare_cached(
+            c.get(
                 "INSERT INTO tasks (id, run_id, job_id, idx, state, attempts, retries_used, crashes, reason, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT(id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, retries_used = excluded.retries_used, crashes = excluded.crashes, reason = excluded.reason, updated_at_ms = excluded.updated_at_ms",
             )?
@@ -375,7 +388,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             info: p,
             agent_match,
         } => {
-            c.prepare_cached(
+            c.get(
                 "INSERT INTO pilots (id, target, tag, provider_id, agent_match, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT(id) DO UPDATE SET state = excluded.state, agent_id = excluded.agent_id,
@@ -398,25 +411,23 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
         StoreOp::JobCancelCause { job, cause } => {
             let json = cause.as_ref().map(serde_json::to_string).transpose();
             // A cause that cannot be encoded is not kept; `why` then says less.
-            c.prepare_cached("UPDATE jobs SET cancel_cause = ?2 WHERE id = ?1")?
+            c.get("UPDATE jobs SET cancel_cause = ?2 WHERE id = ?1")?
                 .execute(params![*job as i64, json.ok().flatten()])?;
         }
         StoreOp::JobCancelMark { job, cancelled } => {
-            c.prepare_cached("UPDATE jobs SET cancel_marked = ?2 WHERE id = ?1")?
+            c.get("UPDATE jobs SET cancel_marked = ?2 WHERE id = ?1")?
                 .execute(params![*job as i64, *cancelled as i64])?;
         }
         StoreOp::RunResumed { run } => {
-            c.prepare_cached(
-                "UPDATE runs SET state = 'running', finished_at_ms = NULL WHERE id = ?1",
-            )?
-            .execute(params![*run as i64])?;
+            c.get("UPDATE runs SET state = 'running', finished_at_ms = NULL WHERE id = ?1")?
+                .execute(params![*run as i64])?;
         }
         StoreOp::StaleResult {
             attempt,
             agent,
             at_ms,
         } => {
-            c.prepare_cached(
+            c.get(
                 "INSERT INTO events (at_ms, kind, run_id, detail)
                  VALUES (?1, 'stale_result', (SELECT run_id FROM attempts WHERE id = ?2), ?3)",
             )?
@@ -435,7 +446,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             connected_at_ms,
             pilot_id,
         } => {
-            c.prepare_cached(
+            c.get(
                 "INSERT INTO agents (id, name, hostname, tags, cpus, memory_bytes, gpus, connected_at_ms, pilot_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
@@ -455,7 +466,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             reason,
             at_ms,
         } => {
-            c.prepare_cached("UPDATE agents SET left_at_ms = ?2, left_reason = ?3 WHERE id = ?1")?
+            c.get("UPDATE agents SET left_at_ms = ?2, left_reason = ?3 WHERE id = ?1")?
                 .execute(params![*agent as i64, *at_ms as i64, reason])?;
         }
         StoreOp::Event {
@@ -464,15 +475,13 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             run,
             detail,
         } => {
-            c.prepare_cached(
-                "INSERT INTO events (at_ms, kind, run_id, detail) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                *at_ms as i64,
-                kind.as_str(),
-                run.map(|r| r as i64),
-                detail
-            ])?;
+            c.get("INSERT INTO events (at_ms, kind, run_id, detail) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![
+                    *at_ms as i64,
+                    kind.as_str(),
+                    run.map(|r| r as i64),
+                    detail
+                ])?;
         }
     }
     Ok(())

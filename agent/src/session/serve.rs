@@ -17,7 +17,7 @@ use scalable_common::protocol::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::batch::{flush, FLUSH_DELAY, FLUSH_EARLY_EVENTS};
+use super::batch::{flush, flush_delay, FLUSH_EARLY_EVENTS};
 use super::connect::Conn;
 use super::drain::{start_drain, DRAIN_WAIT_MAX, LEAVE_FLUSH_WAIT_MAX};
 use super::silence::{silence_check, Silence};
@@ -47,6 +47,8 @@ struct Loop<'a> {
     draining: Option<String>,
     /// When waiting results must go out.
     flush_due: Option<tokio::time::Instant>,
+    /// Since when results and starts have been waiting.
+    pending_since: Option<tokio::time::Instant>,
     drain_started: Option<Instant>,
     /// Wakes the loop when the drain's time is up, even if nothing else happens.
     drain_due: Option<tokio::time::Instant>,
@@ -198,6 +200,7 @@ impl<'a> Loop<'a> {
             born,
             draining: None,
             flush_due: None,
+            pending_since: None,
             drain_started: None,
             drain_due: None,
             leaving_told: false,
@@ -323,39 +326,41 @@ impl<'a> Loop<'a> {
         None
     }
 
-    /// Coalesce: results go out at most FLUSH_DELAY after the first of them, or
-    /// at once when many wait or the agent is leaving. The broker's prefetched
-    /// queue covers the delay, and fewer, larger messages save both sides cpu.
+    /// Coalesce: results go out at most `flush_delay` after the first of them,
+    /// or at once when many wait or the agent is leaving. The broker's
+    /// prefetched queue covers the delay, and fewer, larger messages save both
+    /// sides cpu.
     async fn flush_when_due(&mut self) -> Result<(), String> {
         self.work.release_suspects(Instant::now());
         let pending = self.work.out_started.len() + self.work.out_finished.len();
         if pending == 0 {
             // Wake for the first held-back result, if any.
+            self.pending_since = None;
             self.flush_due = self
                 .work
                 .suspects
                 .iter()
                 .map(|(_, due)| tokio::time::Instant::from_std(*due))
                 .min();
+            return Ok(());
         }
-        if pending > 0 {
-            let due = *self
-                .flush_due
-                .get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_DELAY);
-            if pending >= FLUSH_EARLY_EVENTS
-                || self.draining.is_some()
-                || tokio::time::Instant::now() >= due
-            {
-                let log = self.cfg.event_log.as_deref();
-                flush(
-                    &mut self.send,
-                    self.work,
-                    log,
-                    self.cfg.test_duplicate_results,
-                )
-                .await?;
-                self.flush_due = None;
-            }
+        let now = tokio::time::Instant::now();
+        let since = *self.pending_since.get_or_insert(now);
+        // Recomputed each time: the delay shrinks when the queue runs dry or a
+        // long task's result arrives.
+        let due = since + flush_delay(self.work);
+        self.flush_due = Some(due);
+        if pending >= FLUSH_EARLY_EVENTS || self.draining.is_some() || now >= due {
+            let log = self.cfg.event_log.as_deref();
+            flush(
+                &mut self.send,
+                self.work,
+                log,
+                self.cfg.test_duplicate_results,
+            )
+            .await?;
+            self.flush_due = None;
+            self.pending_since = None;
         }
         Ok(())
     }
