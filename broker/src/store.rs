@@ -11,6 +11,7 @@
 mod analysis;
 mod checkpoint;
 mod error;
+mod grouped;
 mod load;
 mod reads;
 mod schema;
@@ -218,13 +219,18 @@ fn apply_writes(
 ) -> rusqlite::Result<()> {
     // Unchecked: the prepared statements borrow the connection too.
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let mut grouped = grouped::Grouped::default();
     for cmd in cmds {
         if let Cmd::Write { ops, .. } = cmd {
             for op in ops {
-                apply(statements, op)?;
+                if !grouped.take(statements, op)? {
+                    grouped.before(statements, op)?;
+                    apply(statements, op)?;
+                }
             }
         }
     }
+    grouped.flush(statements)?;
     if failpoint::hit("store.commit") {
         // Disk full, injected (tests): the transaction rolls back when dropped.
         return Err(rusqlite::Error::SqliteFailure(
@@ -290,31 +296,9 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
             c.get("UPDATE runs SET state = ?2, finished_at_ms = ?3 WHERE id = ?1")?
                 .execute(params![*run as i64, state, *at_ms as i64])?;
         }
-        StoreOp::InsertAttempt {
-            attempt,
-            task,
-            run,
-            job,
-            index,
-            number,
-            agent,
-            assigned_at_ms,
-            argv_json,
-        } => {
-            c.get(
-                "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                *attempt as i64,
-                *task as i64,
-                *run as i64,
-                *job as i64,
-                *index as i64,
-                number,
-                *agent as i64,
-                argv_json,
-                *assigned_at_ms as i64
-            ])?;
+        // Written in groups by `grouped` (this arm: a lone row, for completeness).
+        StoreOp::InsertAttempt { .. } | StoreOp::TaskState { .. } => {
+            grouped::write_one(c, op)?;
         }
         StoreOp::AttemptStarted { attempt, at_us } => {
             c.get("UPDATE attempts SET started_at_us = ?2 WHERE id = ?1")?
@@ -353,35 +337,6 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 tail(&result.stderr_tail),
                 result.end.spends_retry(),
                 result.memory_limit_bytes.map(|b| b.min(i64::MAX as u64) as i64),
-            ])?;
-        }
-        StoreOp::TaskState {
-            task,
-            run,
-            job,
-            index,
-            state,
-            attempts,
-            retries_used,
-            crashes,
-            reason,
-            at_ms,
-        } => {
-            c.get(
-                "INSERT INTO tasks (id, run_id, job_id, idx, state, attempts, retries_used, crashes, reason, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, retries_used = excluded.retries_used, crashes = excluded.crashes, reason = excluded.reason, updated_at_ms = excluded.updated_at_ms",
-            )?
-            .execute(params![
-                *task as i64,
-                *run as i64,
-                *job as i64,
-                *index as i64,
-                state,
-                attempts,
-                retries_used,
-                crashes,
-                reason,
-                *at_ms as i64
             ])?;
         }
         StoreOp::Pilot {
