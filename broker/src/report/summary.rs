@@ -245,8 +245,13 @@ fn min_mean_max(values: &[u64]) -> Option<MinMeanMax> {
     })
 }
 
+/// Three decimals: what a person reads, and stable in JSON.
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
 fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    (!values.is_empty()).then(|| round3(values.iter().sum::<f64>() / values.len() as f64))
 }
 
 /// One job's figures (pegasus-statistics' breakdown plus Nextflow's
@@ -292,7 +297,7 @@ fn job_breakdown(d: &ReportData, job_id: u64) -> JobBreakdown {
         cpu_cores_mean: mean(&cores),
         cpu_used_pct_mean: mean(&cpu_pct),
         memory_used_pct_mean: mean(&mem_pct),
-        memory_used_pct_max: mem_pct.iter().copied().reduce(f64::max),
+        memory_used_pct_max: mem_pct.iter().copied().reduce(f64::max).map(round3),
         badput_ms: bad_us / 1000,
     }
 }

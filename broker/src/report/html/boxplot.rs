@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use super::super::model::{JobRow, ReportData};
 use super::super::summary::run_time_us;
-use super::svg::{self, esc, Frame, Key, Scale};
+use super::svg::{self, esc, Frame, Key, Scale, Unit};
 
 const ROW_PX: f64 = 26.0;
 const BOX_COLOUR: &str = "#5b8def";
@@ -79,21 +79,21 @@ pub fn render(d: &ReportData) -> String {
     out.push_str(&panel(
         "Run time per job (successful attempts)",
         "run time (s)",
-        svg::num,
+        Unit::Plain,
         "walltime",
         &time,
     ));
     out.push_str(&panel(
         "Peak RSS per job",
         "peak RSS (process tree)",
-        svg::bytes,
+        Unit::Bytes,
         "memory request",
         &rss,
     ));
     out.push_str(&panel(
         "Cpu per job",
         "cores used (cpu time / run time)",
-        svg::num,
+        Unit::Plain,
         "cpus requested",
         &cpu,
     ));
@@ -118,13 +118,7 @@ fn samples(d: &ReportData, job: &JobRow) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     (t, r, c)
 }
 
-fn panel(
-    title: &str,
-    x_label: &str,
-    fmt: fn(f64) -> String,
-    request: &str,
-    rows: &[Row],
-) -> String {
+fn panel(title: &str, x_label: &str, unit: Unit, request: &str, rows: &[Row]) -> String {
     let f = Frame {
         width: 1100.0,
         height: rows.len().max(1) as f64 * ROW_PX + 34.0 + 40.0,
@@ -167,7 +161,7 @@ fn panel(
             esc(&row.job)
         );
         match row.five {
-            Some(v) => box_into(&mut out, &x, v, y, &fmt),
+            Some(v) => box_into(&mut out, &x, v, y, unit),
             None => {
                 let _ = write!(
                     out,
@@ -184,16 +178,17 @@ fn panel(
                 r#"<line class="request" x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="{REQUEST_COLOUR}" stroke-width="2" stroke-dasharray="4 3"><title>{request}: {}</title></line>"#,
                 y + 2.0,
                 y + ROW_PX - 2.0,
-                esc(&fmt(req))
+                esc(&unit.label(req))
             );
         }
     }
-    svg::x_axis(&mut out, &f, &x, x_label, fmt);
+    svg::x_axis(&mut out, &f, &x, x_label, unit);
     out.push_str("</svg>");
     out
 }
 
-fn box_into(out: &mut String, x: &Scale, v: Five, y: f64, fmt: &fn(f64) -> String) {
+fn box_into(out: &mut String, x: &Scale, v: Five, y: f64, unit: Unit) {
+    let fmt = |v: f64| unit.label(v);
     let (top, h) = (y + 5.0, ROW_PX - 10.0);
     let mid = y + ROW_PX / 2.0;
     let _ = write!(

@@ -26,6 +26,8 @@ pub const LANES_MAX: usize = 200;
 /// Bins of a binned lane.
 const LANE_BINS: usize = 300;
 const ROW_PX: f64 = 9.0;
+const ROW_PX_FEW: f64 = 16.0;
+const FEW_ROWS: usize = 40;
 const LANE_GAP_PX: f64 = 6.0;
 const BINNED_LANE_PX: f64 = 22.0;
 
@@ -131,11 +133,17 @@ fn bars(d: &ReportData, t: &Timeline) -> String {
             (id, v, rows)
         })
         .collect();
-    let lanes_px: f64 = packed
+    let n_rows: usize = packed
         .iter()
-        .map(|(_, _, r)| (r.iter().max().map_or(1, |m| m + 1)) as f64 * ROW_PX + LANE_GAP_PX)
-        .sum::<f64>()
-        .max(ROW_PX);
+        .map(|(_, _, r)| r.iter().max().map_or(1, |m| m + 1))
+        .sum();
+    // Few rows get taller bars, so a small run reads at a glance.
+    let row_px = if n_rows <= FEW_ROWS {
+        ROW_PX_FEW
+    } else {
+        ROW_PX
+    };
+    let lanes_px = (n_rows as f64 * row_px + packed.len() as f64 * LANE_GAP_PX).max(row_px);
     let f = frame(lanes_px);
     let x = Scale::new(0.0, t.span_s(), f.x0(), f.x1());
     let at = |ms: f64| x.at((ms - t.t0_ms as f64) / 1000.0);
@@ -150,13 +158,13 @@ fn bars(d: &ReportData, t: &Timeline) -> String {
             out,
             r#"<text class="tl" x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
             f.x0() - 6.0,
-            y + n_rows * ROW_PX / 2.0 + 4.0,
+            y + n_rows * row_px / 2.0 + 4.0,
             esc(&label)
         );
         for (a, row) in attempts.iter().zip(rows) {
-            bar(&mut out, d, a, y + *row as f64 * ROW_PX, &at, t);
+            bar(&mut out, d, a, (y + *row as f64 * row_px, row_px), &at, t);
         }
-        y += n_rows * ROW_PX + LANE_GAP_PX;
+        y += n_rows * row_px + LANE_GAP_PX;
         let _ = write!(
             out,
             r#"<line class="grid" x1="{}" y1="{:.1}" x2="{}" y2="{:.1}"/>"#,
@@ -166,7 +174,7 @@ fn bars(d: &ReportData, t: &Timeline) -> String {
             y - LANE_GAP_PX / 2.0
         );
     }
-    svg::x_axis(&mut out, &f, &x, "time since submit (s)", svg::num);
+    svg::x_axis(&mut out, &f, &x, "time since submit (s)", svg::Unit::Plain);
     out.push_str("</svg>");
     out
 }
@@ -176,7 +184,7 @@ fn bar(
     out: &mut String,
     d: &ReportData,
     a: &AttemptRow,
-    y: f64,
+    (y, row_px): (f64, f64),
     at: &dyn Fn(f64) -> f64,
     t: &Timeline,
 ) {
@@ -185,7 +193,7 @@ fn bar(
         let e = a.ended_at_us.map_or(t.t1_ms as f64, |e| e as f64 / 1000.0);
         (e, e)
     });
-    let h = ROW_PX - 2.0;
+    let h = row_px - 2.0;
     if start > from {
         let _ = write!(
             out,
@@ -328,7 +336,7 @@ fn binned(d: &ReportData, t: &Timeline) -> String {
             }
         }
     }
-    svg::x_axis(&mut out, &f, &x, "time since submit (s)", svg::num);
+    svg::x_axis(&mut out, &f, &x, "time since submit (s)", svg::Unit::Plain);
     out.push_str("</svg>");
     out
 }

@@ -25,7 +25,7 @@ use std::fmt::Write;
 use super::model::ReportData;
 use super::summary::Summary;
 use series::Timeline;
-use svg::{esc, Series};
+use svg::{esc, Series, Unit};
 
 const STYLE: &str = r#"
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:24px;color:#222;background:#fff;max-width:1140px}
@@ -119,7 +119,7 @@ fn utilisation(d: &ReportData, t: &Timeline) -> String {
     let cpu = svg::step_chart(
         "Cpu over time",
         "cpus",
-        svg::num,
+        Unit::Plain,
         t.span_s(),
         &[
             Series {
@@ -145,7 +145,7 @@ fn utilisation(d: &ReportData, t: &Timeline) -> String {
     let mem = svg::step_chart(
         "Memory over time",
         "memory",
-        svg::bytes,
+        Unit::Bytes,
         t.span_s(),
         &[
             Series {
@@ -176,7 +176,7 @@ fn queue(d: &ReportData, t: &Timeline) -> String {
     svg::step_chart(
         "Queue depth over time",
         "attempts",
-        svg::num,
+        Unit::Plain,
         t.span_s(),
         &[
             Series {
@@ -200,7 +200,7 @@ fn fleet(d: &ReportData, t: &Timeline) -> String {
     svg::step_chart(
         "Agents and pilots over time",
         "count",
-        svg::num,
+        Unit::Plain,
         t.span_s(),
         &[
             Series {

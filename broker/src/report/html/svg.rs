@@ -61,16 +61,22 @@ impl Scale {
         self.r0 + (v - self.d0) / (self.d1 - self.d0) * (self.r1 - self.r0)
     }
 
-    /// Round tick values inside the domain (about `n` of them).
-    pub fn ticks(&self, n: usize) -> Vec<f64> {
+    /// Round tick values inside the domain (about `n` of them): 1, 2 or 5
+    /// times a power of ten, or for bytes a power of two.
+    pub fn ticks(&self, n: usize, unit: Unit) -> Vec<f64> {
         let span = self.d1 - self.d0;
         let raw = span / n.max(1) as f64;
-        let mag = 10f64.powf(raw.log10().floor());
-        let step = [1.0, 2.0, 5.0, 10.0]
-            .into_iter()
-            .map(|m| m * mag)
-            .find(|s| *s >= raw)
-            .unwrap_or(10.0 * mag);
+        let step = match unit {
+            Unit::Bytes if raw >= 1.0 => 2f64.powf(raw.log2().ceil()),
+            _ => {
+                let mag = 10f64.powf(raw.log10().floor());
+                [1.0, 2.0, 5.0, 10.0]
+                    .into_iter()
+                    .map(|m| m * mag)
+                    .find(|s| *s >= raw)
+                    .unwrap_or(10.0 * mag)
+            }
+        };
         let mut t = (self.d0 / step).ceil() * step;
         let mut out = Vec::new();
         while t <= self.d1 + step * 1e-9 && out.len() < 50 {
@@ -78,6 +84,23 @@ impl Scale {
             t += step;
         }
         out
+    }
+}
+
+/// What an axis counts: plain numbers, or bytes (ticks on powers of two,
+/// labels with a unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Plain,
+    Bytes,
+}
+
+impl Unit {
+    pub fn label(self, v: f64) -> String {
+        match self {
+            Unit::Plain => num(v),
+            Unit::Bytes => bytes(v),
+        }
     }
 }
 
@@ -138,7 +161,7 @@ pub fn open(out: &mut String, f: &Frame, title: &str) {
 }
 
 /// The x axis along the bottom of the frame, with its label.
-pub fn x_axis(out: &mut String, f: &Frame, x: &Scale, label: &str, fmt: fn(f64) -> String) {
+pub fn x_axis(out: &mut String, f: &Frame, x: &Scale, label: &str, unit: Unit) {
     let y = f.y0();
     let _ = write!(
         out,
@@ -146,14 +169,14 @@ pub fn x_axis(out: &mut String, f: &Frame, x: &Scale, label: &str, fmt: fn(f64) 
         f.x0(),
         f.x1()
     );
-    for t in x.ticks(8) {
+    for t in x.ticks(8, unit) {
         let px = x.at(t);
         let _ = write!(
             out,
             r#"<line class="tick" x1="{px:.1}" y1="{y}" x2="{px:.1}" y2="{}"/><text class="tl" x="{px:.1}" y="{}" text-anchor="middle">{}</text>"#,
             y + 4.0,
             y + 16.0,
-            esc(&fmt(t))
+            esc(&unit.label(t))
         );
     }
     let _ = write!(
@@ -166,7 +189,7 @@ pub fn x_axis(out: &mut String, f: &Frame, x: &Scale, label: &str, fmt: fn(f64) 
 }
 
 /// The y axis along the left of the frame, with grid lines and its label.
-pub fn y_axis(out: &mut String, f: &Frame, y: &Scale, label: &str, fmt: fn(f64) -> String) {
+pub fn y_axis(out: &mut String, f: &Frame, y: &Scale, label: &str, unit: Unit) {
     let _ = write!(
         out,
         r#"<line class="axis" x1="{x}" y1="{}" x2="{x}" y2="{}"/>"#,
@@ -174,7 +197,7 @@ pub fn y_axis(out: &mut String, f: &Frame, y: &Scale, label: &str, fmt: fn(f64) 
         f.y1(),
         x = f.x0()
     );
-    for t in y.ticks(5) {
+    for t in y.ticks(5, unit) {
         let py = y.at(t);
         let _ = write!(
             out,
@@ -183,7 +206,7 @@ pub fn y_axis(out: &mut String, f: &Frame, y: &Scale, label: &str, fmt: fn(f64) 
             f.x1(),
             f.x0() - 4.0,
             py + 4.0,
-            esc(&fmt(t))
+            esc(&unit.label(t))
         );
     }
     let (cx, cy) = (14.0, (f.y0() + f.y1()) / 2.0);
@@ -245,7 +268,7 @@ pub struct Series<'a> {
 pub fn step_chart(
     title: &str,
     y_label: &str,
-    y_fmt: fn(f64) -> String,
+    y_unit: Unit,
     span_s: f64,
     series: &[Series<'_>],
 ) -> String {
@@ -265,8 +288,8 @@ pub fn step_chart(
     let y = Scale::new(0.0, (y_max * 1.1).max(1e-9), f.y0(), f.y1());
     let mut out = String::new();
     open(&mut out, &f, title);
-    y_axis(&mut out, &f, &y, y_label, y_fmt);
-    x_axis(&mut out, &f, &x, "time since submit (s)", num);
+    y_axis(&mut out, &f, &y, y_label, y_unit);
+    x_axis(&mut out, &f, &x, "time since submit (s)", Unit::Plain);
     let keys: Vec<Key<'_>> = series
         .iter()
         .map(|s| Key {
@@ -278,14 +301,22 @@ pub fn step_chart(
     legend(&mut out, &f, &keys);
     for s in series {
         let n = s.values.len().max(1) as f64;
+        // A step line needs a point only where the value changes.
         let mut points = String::new();
+        let mut last: Option<f64> = None;
         for (i, v) in s.values.iter().enumerate() {
-            let (xa, xb) = (
-                x.at(span_s * i as f64 / n),
-                x.at(span_s * (i + 1) as f64 / n),
-            );
-            let py = y.at(*v);
-            let _ = write!(points, "{xa:.1},{py:.1} {xb:.1},{py:.1} ");
+            if last.is_some_and(|l| (l - v).abs() <= y_max * 1e-4) {
+                continue;
+            }
+            let xa = x.at(span_s * i as f64 / n);
+            if let Some(l) = last {
+                let _ = write!(points, "{xa:.1},{:.1} ", y.at(l));
+            }
+            let _ = write!(points, "{xa:.1},{:.1} ", y.at(*v));
+            last = Some(*v);
+        }
+        if let Some(l) = last {
+            let _ = write!(points, "{:.1},{:.1}", x.at(span_s), y.at(l));
         }
         let dash = if s.dashed {
             r#" stroke-dasharray="5 3""#
@@ -318,7 +349,7 @@ mod tests {
     #[test]
     fn ticks_are_round_and_inside_the_domain() {
         let s = Scale::new(0.0, 97.0, 0.0, 100.0);
-        let t = s.ticks(5);
+        let t = s.ticks(5, Unit::Plain);
         assert_eq!(t, vec![0.0, 20.0, 40.0, 60.0, 80.0]);
         assert_eq!(s.at(97.0), 100.0);
         assert_eq!(
