@@ -97,6 +97,17 @@ pub struct ClassCount {
     pub count: u64,
 }
 
+/// Attempts shorter than this have no cpu utilisation: their cpu time and
+/// run time are measured too coarsely for a ratio (Nextflow warns alike).
+pub const CPU_RUN_TIME_MIN_US: u64 = 100_000;
+
+/// Cores used over an attempt's run: cpu time over run time; `None` when
+/// not measured or the run was too short to tell.
+pub fn cores_used(a: &AttemptRow) -> Option<f64> {
+    let t = run_time_us(a).filter(|t| *t >= CPU_RUN_TIME_MIN_US)?;
+    Some(a.cpu_time_us? as f64 / t as f64)
+}
+
 /// When the run ended, or the report's time for a run still going.
 pub fn end_ms(d: &ReportData) -> u64 {
     d.run.finished_at_ms.unwrap_or(d.run.generated_at_ms)
@@ -278,8 +289,7 @@ fn job_breakdown(d: &ReportData, job_id: u64) -> JobBreakdown {
                 mem_pct.push(peak as f64 * 100.0 / req_mem as f64);
             }
         }
-        if let (Some(cpu), true) = (a.cpu_time_us, t > 0) {
-            let used = cpu as f64 / t as f64;
+        if let Some(used) = cores_used(a) {
             cores.push(used);
             if req_cpus > 0 {
                 cpu_pct.push(used * 100.0 / req_cpus as f64);

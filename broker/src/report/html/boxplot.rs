@@ -10,7 +10,7 @@
 use std::fmt::Write;
 
 use super::super::model::{JobRow, ReportData};
-use super::super::summary::run_time_us;
+use super::super::summary::{cores_used, run_time_us};
 use super::svg::{self, esc, Frame, Key, Scale, Unit};
 
 const ROW_PX: f64 = 26.0;
@@ -111,8 +111,8 @@ fn samples(d: &ReportData, job: &JobRow) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         if let Some(p) = a.peak_rss_bytes {
             r.push(p as f64);
         }
-        if let (Some(cpu), true) = (a.cpu_time_us, us > 0) {
-            c.push(cpu as f64 / us as f64);
+        if let Some(used) = cores_used(a) {
+            c.push(used);
         }
     }
     (t, r, c)

@@ -147,9 +147,8 @@ pub fn utilisation(d: &ReportData, t: &Timeline) -> Utilisation {
                 }
             }
             _ => {
-                let dt_ms = (e - s).max(0.001);
-                if let Some(cpu) = a.cpu_time_us {
-                    cu.add(s, e, cpu as f64 / 1000.0 / dt_ms);
+                if let Some(cores) = super::super::summary::cores_used(a) {
+                    cu.add(s, e, cores);
                 }
                 if let Some(peak) = a.peak_rss_bytes {
                     mu.add(s, e, peak as f64);

@@ -280,9 +280,19 @@ pub fn step_chart(
         top: 34.0,
         bottom: 40.0,
     };
+    let max_of = |s: &Series<'_>| s.values.iter().copied().fold(0.0f64, f64::max);
+    let solid_max = series
+        .iter()
+        .filter(|s| !s.dashed)
+        .map(max_of)
+        .fold(0.0f64, f64::max);
+    // A dashed line is context (a capacity): far above the rest it would
+    // flatten them, so it is clipped at the top and its legend says so.
+    let off_scale = |s: &Series<'_>| s.dashed && solid_max > 0.0 && max_of(s) > 4.0 * solid_max;
     let y_max = series
         .iter()
-        .flat_map(|s| s.values.iter().copied())
+        .filter(|s| !off_scale(s))
+        .map(max_of)
         .fold(0.0f64, f64::max);
     let x = Scale::new(0.0, span_s, f.x0(), f.x1());
     let y = Scale::new(0.0, (y_max * 1.1).max(1e-9), f.y0(), f.y1());
@@ -290,10 +300,18 @@ pub fn step_chart(
     open(&mut out, &f, title);
     y_axis(&mut out, &f, &y, y_label, y_unit);
     x_axis(&mut out, &f, &x, "time since submit (s)", Unit::Plain);
+    let names: Vec<String> = series
+        .iter()
+        .map(|s| match off_scale(s) {
+            true => format!("{} (off scale: {})", s.name, y_unit.label(max_of(s))),
+            false => s.name.to_string(),
+        })
+        .collect();
     let keys: Vec<Key<'_>> = series
         .iter()
-        .map(|s| Key {
-            name: s.name,
+        .zip(&names)
+        .map(|(s, name)| Key {
+            name,
             colour: s.colour,
             dashed: s.dashed,
         })
@@ -310,13 +328,18 @@ pub fn step_chart(
             }
             let xa = x.at(span_s * i as f64 / n);
             if let Some(l) = last {
-                let _ = write!(points, "{xa:.1},{:.1} ", y.at(l));
+                let _ = write!(points, "{xa:.1},{:.1} ", y.at(l.min(y_max * 1.1)));
             }
-            let _ = write!(points, "{xa:.1},{:.1} ", y.at(*v));
+            let _ = write!(points, "{xa:.1},{:.1} ", y.at(v.min(y_max * 1.1)));
             last = Some(*v);
         }
         if let Some(l) = last {
-            let _ = write!(points, "{:.1},{:.1}", x.at(span_s), y.at(l));
+            let _ = write!(
+                points,
+                "{:.1},{:.1}",
+                x.at(span_s),
+                y.at(l.min(y_max * 1.1))
+            );
         }
         let dash = if s.dashed {
             r#" stroke-dasharray="5 3""#
