@@ -329,3 +329,83 @@ fn failures(c: &Connection, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
         .map_err(sql)?;
     rows.collect::<Result<_, _>>().map_err(sql)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{StateOrigin, Store};
+
+    /// A store with one run of one job and `n` ended attempts, the last
+    /// failed with a long stderr.
+    fn store_with(n: u64) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let (store, _, _) = Store::open(&path, StateOrigin::New).unwrap();
+        store.stop();
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "INSERT INTO runs (id, name, submitted_at_ms, finished_at_ms, state, cwd, source, definition)
+               VALUES (1, 'r', 1000, 9000, 'failed', '/', 'wf.yaml', '{}');
+             INSERT INTO jobs (id, run_id, name, tag, cpus, memory_bytes, gpus, priority, retries, first_task, task_count)
+               VALUES (1, 1, 'sim', NULL, 1, 0, 0, 0, 0, 1, 1000);
+             INSERT INTO agents (id, name, hostname, tags, cpus, memory_bytes, gpus, connected_at_ms)
+               VALUES (1, 'a1', 'h', 'x,y', 2, 0, 0, 500);",
+        )
+        .unwrap();
+        for id in 1..=n {
+            let class = if id == n { "EXIT_CODE" } else { "SUCCESS" };
+            c.execute(
+                "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms,
+                   started_at_us, ended_at_us, end_class, stderr_tail)
+                 VALUES (?1, ?1, 1, 1, ?1 - 1, 1, 1, '[]', 1000, 1001000, 1002000, ?2, ?3)",
+                params![id as i64, class, vec![b'e'; 10_000]],
+            )
+            .unwrap();
+        }
+        (dir, c)
+    }
+
+    #[test]
+    fn pages_walk_every_attempt_once_in_order_within_the_budget() {
+        let (_dir, c) = store_with(300);
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let (rows, next) = attempts_page(&c, 1, after, 2_000).unwrap();
+            assert!(rows.iter().map(encoded_len).sum::<usize>() <= 2_000 || rows.len() == 1);
+            seen.extend(rows.iter().map(|a| a.id));
+            pages += 1;
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (1..=300).collect::<Vec<u64>>());
+        assert!(pages > 5, "{pages} pages");
+    }
+
+    #[test]
+    fn the_first_page_has_the_head_and_failures_keep_the_end_of_stderr() {
+        let (_dir, c) = store_with(3);
+        let page = page(&c, 1, None, 10_000, &[("sim".into(), Some(60_000))]).unwrap();
+        assert_eq!(page.format, REPORT_FORMAT);
+        let chunk: ReportChunk = postcard::from_bytes(&page.body).unwrap();
+        let head = chunk.head.expect("a head on the first page");
+        assert_eq!(
+            (head.run.name.as_str(), head.run.finished_at_ms),
+            ("r", Some(9000))
+        );
+        assert_eq!(head.jobs[0].walltime_ms, Some(60_000));
+        assert_eq!(head.agents[0].tags, ["x", "y"]);
+        assert_eq!(head.failures.len(), 1);
+        assert_eq!(head.failures[0].task, "1/sim/2");
+        assert_eq!(head.failures[0].stderr_tail.len(), FAILURE_TAIL_BYTES_MAX);
+        assert_eq!(chunk.attempts.len(), 3);
+        assert_eq!(
+            crate::report::summary::run_time_us(&chunk.attempts[2]),
+            Some(1_000)
+        );
+        assert_eq!(page.next, None);
+    }
+}

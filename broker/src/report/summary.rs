@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::model::{AttemptRow, ReportData};
+use super::model::{AttemptRow, JobRow, ReportData};
 
 /// The tag agents without one are counted under.
 pub const UNTAGGED: &str = "untagged";
@@ -159,9 +159,24 @@ pub fn summarize(d: &ReportData) -> Summary {
         badput_ms: bad_us / 1000,
         attempts: d.attempts.len() as u64,
         queue_wait: queue_wait(d),
-        jobs: d.jobs.iter().map(|j| job_breakdown(d, j.id)).collect(),
+        jobs: {
+            let by_job = by_job(d);
+            d.jobs
+                .iter()
+                .map(|j| job_breakdown(j, by_job.get(&j.id).map_or(&[][..], Vec::as_slice)))
+                .collect()
+        },
         ends_by_class,
     }
+}
+
+/// The attempts of each job, in one pass (a report may hold a million).
+pub fn by_job(d: &ReportData) -> BTreeMap<u64, Vec<&AttemptRow>> {
+    let mut m: BTreeMap<u64, Vec<&AttemptRow>> = BTreeMap::new();
+    for a in &d.attempts {
+        m.entry(a.job_id).or_default().push(a);
+    }
+    m
 }
 
 fn workers(d: &ReportData) -> Vec<WorkersOfTag> {
@@ -267,12 +282,11 @@ fn mean(values: &[f64]) -> Option<f64> {
 
 /// One job's figures (pegasus-statistics' breakdown plus Nextflow's
 /// percentages of the request).
-fn job_breakdown(d: &ReportData, job_id: u64) -> JobBreakdown {
-    let job = d.job(job_id).cloned().unwrap_or_default();
+fn job_breakdown(job: &JobRow, of_job: &[&AttemptRow]) -> JobBreakdown {
     let (mut ok_ms, mut rss, mut cores, mut cpu_pct, mut mem_pct) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut attempts, mut bad_us) = (0u64, 0u64);
-    for a in d.attempts.iter().filter(|a| a.job_id == job_id) {
+    for a in of_job {
         attempts += 1;
         let req = a.requested.clone();
         let req_cpus = req.as_ref().map_or(job.cpus, |r| r.cpus);

@@ -9,8 +9,8 @@
 
 use std::fmt::Write;
 
-use super::super::model::{JobRow, ReportData};
-use super::super::summary::{cores_used, run_time_us};
+use super::super::model::{AttemptRow, ReportData};
+use super::super::summary::{by_job, cores_used, run_time_us};
 use super::svg::{self, esc, Frame, Key, Scale, Unit};
 
 const ROW_PX: f64 = 26.0;
@@ -57,8 +57,9 @@ struct Row {
 /// The three panels, one under the other.
 pub fn render(d: &ReportData) -> String {
     let (mut time, mut rss, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let by_job = by_job(d);
     for job in &d.jobs {
-        let (t, r, c) = samples(d, job);
+        let (t, r, c) = samples(by_job.get(&job.id).map_or(&[][..], Vec::as_slice));
         time.push(Row {
             job: job.name.clone(),
             five: five(t),
@@ -101,9 +102,9 @@ pub fn render(d: &ReportData) -> String {
 }
 
 /// A job's run times (s, successes), peak RSS (bytes) and cores used.
-fn samples(d: &ReportData, job: &JobRow) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn samples(of_job: &[&AttemptRow]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (mut t, mut r, mut c) = (Vec::new(), Vec::new(), Vec::new());
-    for a in d.attempts.iter().filter(|a| a.job_id == job.id) {
+    for a in of_job {
         let Some(us) = run_time_us(a) else { continue };
         if a.end_class.as_deref() == Some("SUCCESS") {
             t.push(us as f64 / 1e6);

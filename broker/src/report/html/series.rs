@@ -125,12 +125,16 @@ pub fn utilisation(d: &ReportData, t: &Timeline) -> Utilisation {
         mc.add(g.connected_at_ms as f64, to, g.memory_bytes as f64);
     }
     let mut sampled = false;
+    let requests: std::collections::BTreeMap<u64, (u32, u64)> = d
+        .jobs
+        .iter()
+        .map(|j| (j.id, (j.cpus, j.memory_bytes)))
+        .collect();
     for a in &d.attempts {
         let Some((s, e)) = ran_ms(a, t) else { continue };
-        let job = d.job(a.job_id);
         let (cpus, mem) = match &a.requested {
             Some(r) => (r.cpus, r.memory_bytes),
-            None => job.map_or((0, 0), |j| (j.cpus, j.memory_bytes)),
+            None => requests.get(&a.job_id).copied().unwrap_or((0, 0)),
         };
         cr.add(s, e, cpus as f64);
         mr.add(s, e, mem as f64);
