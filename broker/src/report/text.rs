@@ -158,7 +158,7 @@ fn failures_into(d: &ReportData, s: &Summary, out: &mut String) {
     let failed: Vec<_> = s
         .ends_by_class
         .iter()
-        .filter(|c| c.class != "SUCCESS")
+        .filter(|c| !matches!(c.class.as_str(), "SUCCESS" | "RETURNED"))
         .collect();
     if failed.is_empty() {
         out.push_str("\nFailures by reason: none\n");
