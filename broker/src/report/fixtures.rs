@@ -98,97 +98,109 @@ pub fn small() -> ReportData {
             },
         ],
         attempts,
-        agents: vec![
-            AgentRow {
-                id: 1,
-                name: "agent-1".into(),
-                hostname: "node-a".into(),
-                cpus: 2,
-                memory_bytes: 1 << 30,
-                connected_at_ms: T0_MS - 1_000,
-                ..AgentRow::default()
-            },
-            AgentRow {
-                id: 2,
-                name: "agent-2".into(),
-                hostname: "node-b".into(),
-                tags: vec!["post".into()],
-                cpus: 2,
-                memory_bytes: 1 << 30,
-                connected_at_ms: T0_MS + 5,
-                left_at_ms: Some(T0_MS + 6_100),
-                left_reason: Some("lost".into()),
-                pilot_id: Some("p-2".into()),
-                gpus: 0,
-            },
-        ],
-        pilots: vec![
-            PilotRow {
-                id: "p-1".into(),
-                target: "hpc".into(),
-                tag: Some("post".into()),
-                provider_id: "1001".into(),
-                state: "ended".into(),
-                submitted_at_ms: T0_MS,
-                ended_at_ms: Some(T0_MS + 3_000),
-                reason: Some("scaled down: cancelled before it connected".into()),
-                ..PilotRow::default()
-            },
-            PilotRow {
-                id: "p-2".into(),
-                target: "hpc".into(),
-                tag: Some("post".into()),
-                provider_id: "1002".into(),
-                state: "ended".into(),
-                agent_id: Some(2),
-                submitted_at_ms: T0_MS,
-                connected_at_ms: Some(T0_MS + 5),
-                ended_at_ms: Some(T0_MS + 6_100),
-                reason: Some("no longer known to Slurm".into()),
-            },
-        ],
+        agents: agents(),
+        pilots: pilots(),
         events: vec![EventRow {
             at_ms: T0_MS + 5,
             kind: "pilot_connected".into(),
             detail: "pilot p-2 connected as agent 2 after 5 ms".into(),
         }],
-        failures: vec![
-            failure(
-                2,
-                "3/sim/1",
-                1,
-                "EXIT_CODE",
-                Some(3),
-                "",
-                "agent-1",
-                "Traceback: <boom> & more\n",
-            ),
-            failure(
-                4,
-                "3/sim/3",
-                1,
-                "MEMORY_EXHAUSTION",
-                None,
-                "",
-                "agent-2",
-                "killed\n",
-            ),
-            failure(6, "3/sim/3", 2, "TIMEOUT", None, "", "agent-2", ""),
-            failure(7, "3/aggregate/0", 1, "AGENT_LOST", None, "", "agent-2", ""),
-        ],
+        failures: failures(),
         scaling_decisions: Vec::new(),
         predictions: Vec::new(),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The failed attempts with their stderr (one to escape).
+fn failures() -> Vec<FailureRow> {
+    vec![
+        failure(
+            2,
+            "3/sim/1",
+            1,
+            "EXIT_CODE",
+            Some(3),
+            "agent-1",
+            "Traceback: <boom> & more\n",
+        ),
+        failure(
+            4,
+            "3/sim/3",
+            1,
+            "MEMORY_EXHAUSTION",
+            None,
+            "agent-2",
+            "killed\n",
+        ),
+        failure(6, "3/sim/3", 2, "TIMEOUT", None, "agent-2", ""),
+        failure(7, "3/aggregate/0", 1, "AGENT_LOST", None, "agent-2", ""),
+    ]
+}
+
+/// A long-lived untagged agent and a tagged one of a pilot, lost mid-run.
+fn agents() -> Vec<AgentRow> {
+    vec![
+        AgentRow {
+            id: 1,
+            name: "agent-1".into(),
+            hostname: "node-a".into(),
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            connected_at_ms: T0_MS - 1_000,
+            ..AgentRow::default()
+        },
+        AgentRow {
+            id: 2,
+            name: "agent-2".into(),
+            hostname: "node-b".into(),
+            tags: vec!["post".into()],
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            connected_at_ms: T0_MS + 5,
+            left_at_ms: Some(T0_MS + 6_100),
+            left_reason: Some("lost".into()),
+            pilot_id: Some("p-2".into()),
+            gpus: 0,
+        },
+    ]
+}
+
+/// Two pilots of one scale-up: one scaled down before it connected, one
+/// whose agent was lost.
+fn pilots() -> Vec<PilotRow> {
+    vec![
+        PilotRow {
+            id: "p-1".into(),
+            target: "hpc".into(),
+            tag: Some("post".into()),
+            provider_id: "1001".into(),
+            state: "ended".into(),
+            submitted_at_ms: T0_MS,
+            ended_at_ms: Some(T0_MS + 3_000),
+            reason: Some("scaled down: cancelled before it connected".into()),
+            ..PilotRow::default()
+        },
+        PilotRow {
+            id: "p-2".into(),
+            target: "hpc".into(),
+            tag: Some("post".into()),
+            provider_id: "1002".into(),
+            state: "ended".into(),
+            agent_id: Some(2),
+            submitted_at_ms: T0_MS,
+            connected_at_ms: Some(T0_MS + 5),
+            ended_at_ms: Some(T0_MS + 6_100),
+            reason: Some("no longer known to Slurm".into()),
+        },
+    ]
+}
+
 fn failure(
     attempt_id: u64,
     task: &str,
     number: u32,
     class: &str,
     exit_code: Option<i32>,
-    detail: &str,
     agent: &str,
     tail: &str,
 ) -> FailureRow {
@@ -198,7 +210,7 @@ fn failure(
         number,
         end_class: class.into(),
         exit_code,
-        detail: detail.into(),
+        detail: String::new(),
         agent: agent.into(),
         stderr_tail: tail.into(),
     }

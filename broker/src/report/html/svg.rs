@@ -318,29 +318,7 @@ pub fn step_chart(
         .collect();
     legend(&mut out, &f, &keys);
     for s in series {
-        let n = s.values.len().max(1) as f64;
-        // A step line needs a point only where the value changes.
-        let mut points = String::new();
-        let mut last: Option<f64> = None;
-        for (i, v) in s.values.iter().enumerate() {
-            if last.is_some_and(|l| (l - v).abs() <= y_max * 1e-4) {
-                continue;
-            }
-            let xa = x.at(span_s * i as f64 / n);
-            if let Some(l) = last {
-                let _ = write!(points, "{xa:.1},{:.1} ", y.at(l.min(y_max * 1.1)));
-            }
-            let _ = write!(points, "{xa:.1},{:.1} ", y.at(v.min(y_max * 1.1)));
-            last = Some(*v);
-        }
-        if let Some(l) = last {
-            let _ = write!(
-                points,
-                "{:.1},{:.1}",
-                x.at(span_s),
-                y.at(l.min(y_max * 1.1))
-            );
-        }
+        let points = step_points(&s.values, &x, &y, span_s, y_max);
         let dash = if s.dashed {
             r#" stroke-dasharray="5 3""#
         } else {
@@ -355,6 +333,30 @@ pub fn step_chart(
     }
     out.push_str("</svg>");
     out
+}
+
+/// The points of a step line through binned `values`: one only where the
+/// value changes; values far above `y_max` are clipped at the top.
+fn step_points(values: &[f64], x: &Scale, y: &Scale, span_s: f64, y_max: f64) -> String {
+    let n = values.len().max(1) as f64;
+    let top = y_max * 1.1;
+    let mut points = String::new();
+    let mut last: Option<f64> = None;
+    for (i, v) in values.iter().enumerate() {
+        if last.is_some_and(|l| (l - v).abs() <= y_max * 1e-4) {
+            continue;
+        }
+        let xa = x.at(span_s * i as f64 / n);
+        if let Some(l) = last {
+            let _ = write!(points, "{xa:.1},{:.1} ", y.at(l.min(top)));
+        }
+        let _ = write!(points, "{xa:.1},{:.1} ", y.at(v.min(top)));
+        last = Some(*v);
+    }
+    if let Some(l) = last {
+        let _ = write!(points, "{:.1},{:.1}", x.at(span_s), y.at(l.min(top)));
+    }
+    points
 }
 
 #[cfg(test)]
