@@ -211,7 +211,7 @@ fn bar(
         out,
         r#"<rect class="bar" x="{:.1}" y="{y:.1}" width="{:.1}" height="{h}" fill="{}"><title>{}/{}/{} attempt {}: {} in {:.3} s after {:.3} s waiting{}</title></rect>"#,
         at(start),
-        (at(end) - at(start)).max(1.0),
+        (at(end) - at(start)).max(2.0),
         class_colour(a.end_class.as_deref()),
         d.run.id,
         esc(job),
