@@ -32,6 +32,11 @@
              behind it while the other runs out of work. Makespan (the broker's
              submit to finish) against the lower bound max(longest task, total
              work / agents) = 6 s; 3 repetitions, medians.
+7. report:   (issue 16) `scalable report` of a 100-task run (sleep 0.05, every
+             tenth task exits 1; one 2-cpu agent) and of a 100,000-attempt run
+             (two --noop agents): the wall time of the CLI writing each format
+             (the broker's read, the pages, the rendering) and the HTML's size.
+             Bar: the 100,000-attempt HTML in < 3 s and < 10 MB.
 BENCH_BIN=DIR runs the binaries in DIR (to compare builds with one script).
 """
 import json, os, platform, signal, sqlite3, statistics, subprocess, sys, tempfile, time
@@ -374,13 +379,55 @@ def bench_restart():
     return secs < 2 and rss < 300
 
 
+REPORT_SECS_BAR = 3.0
+REPORT_HTML_MB_BAR = 10.0
+
+
+def time_report(b, run, fmt):
+    """Seconds for `scalable report RUN --format FMT --output FILE`, and the file's MB."""
+    path = os.path.join(b.dir, f"report-{run}.{fmt}")
+    t0 = time.monotonic()
+    out = b.cli("report", str(run), "--format", fmt, "--output", path)
+    secs = time.monotonic() - t0
+    if out.returncode != 0:
+        sys.exit(f"report {fmt} failed: {out.stderr}")
+    return secs, os.path.getsize(path) / 1e6, path
+
+
+def bench_report():
+    b = Broker(agents=[["--cpus", "2", "--name", "real"]])
+    try:
+        run = submit(b, 100, ["sh", "-c", "sleep 0.05; test $(($1 % 10)) -ne 0", "sh", "{{ index }}"])
+        b.wait_run(run)
+        small = {f: time_report(b, run, f) for f in ("text", "json", "html")}
+    finally:
+        b.stop()
+    print(f"7. report: 100-task run: " + ", ".join(
+        f"{f} {s:.2f} s ({mb:.2f} MB)" for f, (s, mb, _) in small.items())
+        + f"; html at {small['html'][2]}", flush=True)
+    n = 100_000
+    b = Broker(agents=[["--noop", "--name", f"noop{i}"] for i in (1, 2)])
+    try:
+        run = submit(b, n, ["/bin/true"])
+        b.wait_run(run)
+        big = {f: time_report(b, run, f) for f in ("text", "json", "html")}
+    finally:
+        b.stop()
+    secs, mb, path = big["html"]
+    print(f"   {n:,}-attempt run: html {secs:.2f} s (bar < {REPORT_SECS_BAR:.0f} s), "
+          f"{mb:.2f} MB (bar < {REPORT_HTML_MB_BAR:.0f} MB); text {big['text'][0]:.2f} s, "
+          f"json {big['json'][0]:.2f} s ({big['json'][1]:.1f} MB); html at {path}")
+    return secs < REPORT_SECS_BAR and mb < REPORT_HTML_MB_BAR
+
+
 def main():
-    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail"]
+    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail", "report"]
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
     ok = True
     for w in which:
         ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit,
-               "packing": bench_packing, "restart": bench_restart, "tail": bench_tail}[w]()
+               "packing": bench_packing, "restart": bench_restart, "tail": bench_tail,
+               "report": bench_report}[w]()
     sys.exit(0 if ok else 1)
 
 

@@ -2,6 +2,7 @@
 # The main job end to end on the embedded default: builds, starts a broker with
 # local agents, submits examples/demo/workflow.yaml (24 real simulations, then an
 # aggregate step reading all their outputs), waits with progress, prints stats,
+# writes the HTML report (examples/demo/out/report.html) and prints its path,
 # stops everything. Exits 0 when the workflow succeeded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,10 +35,19 @@ status=0
 "$BIN/scalable" submit examples/demo/workflow.yaml --wait || status=$?
 echo "== stats"
 "$BIN/scalable" stats last
+REPORT="$PWD/examples/demo/out/report.html"
+write_report() {
+  echo "== report"
+  mkdir -p "$(dirname "$REPORT")"
+  "$BIN/scalable" report last --format html --output "$REPORT"
+  echo "HTML report: $REPORT"
+}
 if [ "$status" -ne 0 ]; then
   "$BIN/scalable" analyze last || true
+  write_report || true
   echo "demo: the workflow failed (exit $status)"; exit "$status"
 fi
 echo "== the aggregate step's output (examples/demo/out/summary.csv, last lines)"
 tail -n 3 examples/demo/out/summary.csv
+write_report
 echo "demo: ok"

@@ -27,6 +27,7 @@ mod packing;
 mod pilots;
 mod readme;
 mod rebalance;
+mod report;
 mod slurm;
 mod snapshot;
 mod state_dir;

@@ -17,6 +17,7 @@
 //! - [`output_roots`]: where declared outputs may be (the task's directory, or a root of the broker's manifest).
 //! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows and costs.
 //! - [`shapes`]: the agents this broker could still start, as shapes `submit` checks a run against.
+//! - [`report`]: `scalable report`: a run's telemetry loaded from the store and rendered as text, JSON or HTML.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
 //! - [`agent_binary`]: which `scalable-agent` a pilot runs and where it comes from.
 //! - [`cli`], [`client`], [`cli_error`], [`output`]: the `scalable` CLI: one module
@@ -36,6 +37,7 @@ pub mod paging;
 pub mod pilots;
 pub mod providers;
 pub mod render;
+pub mod report;
 pub mod restart;
 pub mod server;
 pub mod shapes;

@@ -420,6 +420,13 @@ pub enum Request {
     Why {
         task: TaskRef,
     },
+    /// A run's report data: the first page (`after: None`) carries the run,
+    /// its jobs, agents, pilots, events and failures, every page a slice of
+    /// its attempts whose id is greater than `after`.
+    Report {
+        run: RunRef,
+        after: Option<AttemptId>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -451,6 +458,19 @@ pub enum Response {
     Why(WhyAnswer),
     Scaled(ScaleReport),
     Pilots(Vec<PilotInfo>),
+    Report(ReportPage),
+}
+
+/// One page of a run's report data. The body is the broker crate's own
+/// report model (postcard), read by the CLI of the same crate: `format`
+/// names its layout, so a CLI that reads another one says so instead of
+/// misreading it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportPage {
+    pub format: u32,
+    pub body: Vec<u8>,
+    /// The attempt id to ask the next page `after`; `None` on the last page.
+    pub next: Option<u64>,
 }
 
 /// `+N`, `-N` or `=N` pilots.

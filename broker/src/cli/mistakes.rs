@@ -1,6 +1,6 @@
 //! What a newcomer types that `scalable` does not have, and what to type
 //! instead: commands and options from the seeds' Python CLI (`diagnose`,
-//! `report`, `--objective`, `--latest`) and from other tools (`run`, `ps`,
+//! `--objective`, `--latest` on commands other than `report`) and from other tools (`run`, `ps`,
 //! `kill`), and clap's own unknown-command and unknown-option errors turned
 //! into one line whose hint names the right command.
 //!
@@ -25,7 +25,6 @@ const COMMANDS: &[(&str, &str)] = &[
         "explain",
         "scalable plan FILE --target T shows a target's pilots and what they cost; scalable why RUN/JOB/INDEX explains one task",
     ),
-    ("report", "scalable stats RUN summarises a run"),
     (
         "advise",
         "resource advice is not in this version; scalable stats RUN shows what a run's tasks used",

@@ -22,6 +22,7 @@ mod pilots;
 mod plan;
 mod refs;
 mod render;
+mod report;
 pub mod request;
 mod resume;
 mod scale;
@@ -48,6 +49,7 @@ pub use logs::LogsArgs;
 pub use plan::PlanArgs;
 pub use refs::{parse_run, parse_task};
 pub use render::RenderArgs;
+pub use report::ReportArgs;
 pub use resume::ResumeArgs;
 pub use scale::ScaleArgs;
 pub use stats::StatsArgs;
@@ -103,6 +105,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// pegasus-analyzer-like report of a run's failures.
     Analyze(AnalyzeArgs),
+    /// A run's telemetry: workers, summary, per-job breakdown, failures; text, JSON or one HTML page.
+    Report(ReportArgs),
     /// Why a task is not running: missing tag, too large, dependency, throttle...
     Why(WhyArgs),
     /// Check a manifest: `ok`, or every error as FILE:LINE:COL: path: message.
@@ -234,6 +238,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Pilots => pilots::exec(&ctx).await,
         Command::Stats(args) => stats::exec(&ctx, args).await,
         Command::Analyze(args) => analyze::exec(&ctx, args).await,
+        Command::Report(args) => report::exec(&ctx, args).await,
         Command::Why(args) => why::exec(&ctx, args).await,
         Command::Validate(args) => validate::exec(&ctx, args),
         Command::Render(args) => render::exec(&ctx, args),

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use scalable_common::explain::Unrunnable;
 use scalable_common::protocol::{
-    AgentInfo, Page, PilotInfo, Request, Response, RunAnalysis, RunId, RunStats, RunStatus,
-    ScaleReport, TaskLogs, WhyAnswer,
+    AgentInfo, Page, PilotInfo, ReportPage, Request, Response, RunAnalysis, RunId, RunStats,
+    RunStatus, ScaleReport, TaskLogs, WhyAnswer,
 };
 
 use crate::cli_error::CliError;
@@ -51,6 +51,7 @@ reply!(RunAnalysis, Analyze);
 reply!(TaskLogs, Logs);
 reply!(WhyAnswer, Why);
 reply!(ScaleReport, Scaled);
+reply!(ReportPage, Report);
 
 /// `Response::Submitted`: the new run, its task count, and the jobs nothing
 /// could ever run.
@@ -218,6 +219,7 @@ fn variant(r: &Response) -> &'static str {
         Response::Why(_) => "Why",
         Response::Scaled(_) => "Scaled",
         Response::Pilots(_) => "Pilots",
+        Response::Report(_) => "Report",
     }
 }
 

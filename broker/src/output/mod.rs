@@ -17,7 +17,7 @@
 
 mod agents;
 mod analyze;
-mod escape;
+pub(crate) mod escape;
 mod json;
 mod logs;
 mod plan;
@@ -25,7 +25,7 @@ mod progress;
 mod scale;
 mod stats;
 mod status;
-mod table;
+pub(crate) mod table;
 mod task_name;
 #[cfg(test)]
 mod test_fixtures;

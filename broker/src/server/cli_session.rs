@@ -101,6 +101,7 @@ fn hint_for(req: &Request) -> &'static str {
         Request::Status { run: None, .. } => "ask for one run: scalable status RUN",
         Request::Analyze { .. } => "look at one task: scalable logs RUN/JOB/INDEX --stderr",
         Request::Logs { .. } => "ask for one attempt: scalable logs TASK --attempt N",
+        Request::Report { .. } => "scalable stats RUN summarises the run without its attempts",
         _ => "ask for less",
     }
 }

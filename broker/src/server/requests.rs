@@ -17,7 +17,7 @@ use super::routing::{Deferred, Query};
 use super::{bad, now_ms, task_refs, CoreMsg};
 use crate::core::{Core, StoreOp, SubmitPlan};
 use crate::paging::PageBuilder;
-use crate::{store, submit};
+use crate::{report, store, submit};
 
 /// What a request may use besides the request itself.
 pub(super) struct RequestCtx<'a> {
@@ -67,6 +67,7 @@ pub(super) fn handle(
             from,
         } => logs(cx.core, task, attempt, from),
         Request::Why { task } => Answer::Now(why(cx.core, &task, now)),
+        Request::Report { run, after } => report(cx.core, &run, after),
         Request::Pilots => Answer::Now(fleet_io::pilots(cx.fleet.as_deref())),
         Request::Shutdown => Answer::Now(shutdown(cx.stop)),
         Request::Scale {
@@ -180,6 +181,25 @@ fn analyze(core: &Core, run: &RunRef, after: Option<TaskId>) -> Answer {
     Answer::Read(Box::new(move |c| {
         match store::run_analysis(c, id, after, &jobs) {
             Ok(a) => Response::Analyze(a),
+            Err(e) => bad(e.to_string()),
+        }
+    }))
+}
+
+/// A page of a run's report data, read on the store's thread; walltimes
+/// are the core's (the store keeps none).
+fn report(core: &Core, run: &RunRef, after: Option<u64>) -> Answer {
+    let Some(id) = resolve_run(core, run) else {
+        return Answer::Now(bad(no_run(run)));
+    };
+    let walltimes: Vec<(String, Option<u64>)> = core
+        .job_defs(id)
+        .iter()
+        .map(|j| (j.name.clone(), j.walltime_ms))
+        .collect();
+    Answer::Read(Box::new(move |c| {
+        match report::load::page(c, id, after, now_ms(), &walltimes) {
+            Ok(p) => Response::Report(p),
             Err(e) => bad(e.to_string()),
         }
     }))

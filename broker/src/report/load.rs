@@ -1,0 +1,411 @@
+//! Reads a run's report data from the store, a page at a time: the first
+//! page holds the run, its jobs, agents, pilots, events and a sample of
+//! failures; every page holds attempts in id order within a byte budget.
+//!
+//! Runs on the store's connection (a `Store::query` on the writer thread),
+//! never on the core task. It only reads; it must not write rows, change
+//! the schema or compute figures (`summary` does).
+
+use rusqlite::{params, Connection, Row};
+use scalable_common::frame::encoded_len;
+use scalable_common::protocol::{ReportPage, RunId, ENVELOPE_BYTES_MAX, REPLY_PAGE_BYTES_MAX};
+
+use super::model::{
+    AgentRow, AttemptRow, EventRow, FailureRow, JobRow, PilotRow, ReportChunk, ReportData, RunInfo,
+    EVENTS_MAX, FAILURES_SHOWN_MAX, FAILURE_TAIL_BYTES_MAX, REPORT_FORMAT,
+};
+use crate::paging::PageBuilder;
+use crate::store::{self, StoreError};
+
+fn sql(e: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        path: "broker.db".into(),
+        source: e,
+    }
+}
+
+fn opt_u64(r: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64))
+}
+
+fn u64_at(r: &Row, i: usize) -> rusqlite::Result<u64> {
+    Ok(r.get::<_, i64>(i)?.max(0) as u64)
+}
+
+/// One page of `run`'s report: the head when `after` is `None`, then the
+/// attempts after `after`. `walltimes`: each job's walltime by name, as the
+/// core knows it (the store keeps none).
+pub fn page(
+    c: &Connection,
+    run: RunId,
+    after: Option<u64>,
+    now_ms: u64,
+    walltimes: &[(String, Option<u64>)],
+) -> Result<ReportPage, StoreError> {
+    let head = match after {
+        None => Some(head(c, run, now_ms, walltimes)?),
+        Some(_) => None,
+    };
+    let budget = REPLY_PAGE_BYTES_MAX
+        .saturating_sub(head.as_ref().map_or(0, encoded_len))
+        .max(ENVELOPE_BYTES_MAX);
+    let (attempts, next) = attempts_page(c, run, after, budget)?;
+    let chunk = ReportChunk { head, attempts };
+    let body = postcard::to_allocvec(&chunk)
+        .map_err(|e| StoreError::NotFound(format!("cannot encode the report: {e}")))?;
+    Ok(ReportPage {
+        format: REPORT_FORMAT,
+        body,
+        next,
+    })
+}
+
+/// Everything but the attempts.
+pub fn head(
+    c: &Connection,
+    run: RunId,
+    now_ms: u64,
+    walltimes: &[(String, Option<u64>)],
+) -> Result<ReportData, StoreError> {
+    let stats = store::run_stats(c, run, now_ms)?;
+    let (submitted_at_ms, finished_at_ms): (u64, Option<u64>) = c
+        .query_row(
+            "SELECT submitted_at_ms, finished_at_ms FROM runs WHERE id = ?1",
+            [run as i64],
+            |r| Ok((u64_at(r, 0)?, opt_u64(r, 1)?)),
+        )
+        .map_err(sql)?;
+    let end_ms = finished_at_ms.unwrap_or(now_ms);
+    let mut jobs = jobs(c, run, walltimes)?;
+    for (job, js) in jobs.iter_mut().zip(&stats.jobs) {
+        (job.succeeded, job.failed) = (js.succeeded, js.failed);
+    }
+    let (events, events_total) = events(c, run, submitted_at_ms, end_ms)?;
+    Ok(ReportData {
+        run: RunInfo {
+            id: run,
+            name: stats.name,
+            state: stats.state,
+            submitted_at_ms,
+            finished_at_ms,
+            generated_at_ms: now_ms,
+            tasks: stats.tasks,
+            succeeded: stats.succeeded,
+            failed: stats.failed,
+            cancelled: stats.cancelled,
+            cached: stats.cached,
+            incomplete: stats.incomplete,
+            retries: stats.retries,
+            events_dropped: events_total.saturating_sub(events.len() as u64),
+        },
+        jobs,
+        attempts: Vec::new(),
+        agents: agents(c, run, submitted_at_ms, end_ms)?,
+        pilots: pilots(c, submitted_at_ms, end_ms)?,
+        events,
+        failures: failures(c, run)?,
+        scaling_decisions: Vec::new(),
+        predictions: Vec::new(),
+    })
+}
+
+fn jobs(
+    c: &Connection,
+    run: RunId,
+    walltimes: &[(String, Option<u64>)],
+) -> Result<Vec<JobRow>, StoreError> {
+    let mut stmt = c
+        .prepare(
+            "SELECT id, name, tag, cpus, memory_bytes, gpus, retries, task_count FROM jobs
+             WHERE run_id = ?1 ORDER BY id",
+        )
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map([run as i64], |r| {
+            Ok(JobRow {
+                id: u64_at(r, 0)?,
+                name: r.get(1)?,
+                tag: r.get(2)?,
+                cpus: r.get(3)?,
+                memory_bytes: u64_at(r, 4)?,
+                gpus: r.get(5)?,
+                retries: r.get(6)?,
+                task_count: u64_at(r, 7)?,
+                ..JobRow::default()
+            })
+        })
+        .map_err(sql)?;
+    let mut out: Vec<JobRow> = rows.collect::<Result<_, _>>().map_err(sql)?;
+    for job in &mut out {
+        job.walltime_ms = walltimes
+            .iter()
+            .find(|(name, _)| *name == job.name)
+            .and_then(|(_, w)| *w);
+    }
+    Ok(out)
+}
+
+/// The attempts of `run` after `after`, as many as fit `budget` bytes.
+pub fn attempts_page(
+    c: &Connection,
+    run: RunId,
+    after: Option<u64>,
+    budget: usize,
+) -> Result<(Vec<AttemptRow>, Option<u64>), StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT id, task_id, job_id, idx, number, agent_id, assigned_at_ms, started_at_us,
+                    ended_at_us, end_class, exit_code, peak_rss_bytes, cpu_time_us, memory_limit_bytes
+             FROM attempts WHERE run_id = ?1 AND id > ?2 ORDER BY id",
+        )
+        .map_err(sql)?;
+    let mut rows = stmt
+        .query(params![run as i64, after.map_or(-1, |a| a as i64)])
+        .map_err(sql)?;
+    let mut page = PageBuilder::new(budget);
+    while let Some(r) = rows.next().map_err(sql)? {
+        let a = attempt_row(r).map_err(sql)?;
+        if !page.push(a.id, a) {
+            break;
+        }
+    }
+    let page = page.finish();
+    Ok((page.items, page.next))
+}
+
+fn attempt_row(r: &Row) -> rusqlite::Result<AttemptRow> {
+    Ok(AttemptRow {
+        id: u64_at(r, 0)?,
+        task_id: u64_at(r, 1)?,
+        job_id: u64_at(r, 2)?,
+        index: u64_at(r, 3)?,
+        number: r.get(4)?,
+        agent_id: u64_at(r, 5)?,
+        ready_at_ms: None,
+        assigned_at_ms: u64_at(r, 6)?,
+        started_at_us: opt_u64(r, 7)?,
+        ended_at_us: opt_u64(r, 8)?,
+        end_class: r.get(9)?,
+        exit_code: r.get(10)?,
+        peak_rss_bytes: opt_u64(r, 11)?,
+        cpu_time_us: opt_u64(r, 12)?,
+        memory_limit_bytes: opt_u64(r, 13)?,
+        requested: None,
+        read_bytes: None,
+        written_bytes: None,
+        usage: None,
+    })
+}
+
+/// Agents that ran an attempt of the run or were connected while it ran.
+fn agents(
+    c: &Connection,
+    run: RunId,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Vec<AgentRow>, StoreError> {
+    let mut stmt = c
+        .prepare(
+            "SELECT id, name, hostname, tags, cpus, memory_bytes, gpus, connected_at_ms, left_at_ms,
+                    left_reason, pilot_id FROM agents
+             WHERE id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1)
+                OR (connected_at_ms <= ?3 AND (left_at_ms IS NULL OR left_at_ms >= ?2))
+             ORDER BY id",
+        )
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map(params![run as i64, from_ms as i64, to_ms as i64], |r| {
+            let tags: String = r.get(3)?;
+            Ok(AgentRow {
+                id: u64_at(r, 0)?,
+                name: r.get(1)?,
+                hostname: r.get(2)?,
+                tags: tags
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect(),
+                cpus: r.get(4)?,
+                memory_bytes: u64_at(r, 5)?,
+                gpus: r.get(6)?,
+                connected_at_ms: u64_at(r, 7)?,
+                left_at_ms: opt_u64(r, 8)?,
+                left_reason: r.get(9)?,
+                pilot_id: r.get(10)?,
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<Result<_, _>>().map_err(sql)
+}
+
+/// Pilots alive at some point while the run was.
+fn pilots(c: &Connection, from_ms: u64, to_ms: u64) -> Result<Vec<PilotRow>, StoreError> {
+    let mut stmt = c
+        .prepare(
+            "SELECT id, target, tag, provider_id, state, agent_id, submitted_at_ms, connected_at_ms,
+                    ended_at_ms, reason FROM pilots
+             WHERE submitted_at_ms <= ?2 AND (ended_at_ms IS NULL OR ended_at_ms >= ?1)
+             ORDER BY submitted_at_ms, id",
+        )
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map(params![from_ms as i64, to_ms as i64], |r| {
+            Ok(PilotRow {
+                id: r.get(0)?,
+                target: r.get(1)?,
+                tag: r.get(2)?,
+                provider_id: r.get(3)?,
+                state: r.get(4)?,
+                agent_id: opt_u64(r, 5)?,
+                submitted_at_ms: u64_at(r, 6)?,
+                connected_at_ms: opt_u64(r, 7)?,
+                ended_at_ms: opt_u64(r, 8)?,
+                reason: r.get(9)?,
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<Result<_, _>>().map_err(sql)
+}
+
+/// The run's events and the broker's own while it ran (at most
+/// [`EVENTS_MAX`]), and how many there were in all.
+fn events(
+    c: &Connection,
+    run: RunId,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<(Vec<EventRow>, u64), StoreError> {
+    let filter = "FROM events WHERE run_id = ?1 OR (run_id IS NULL AND at_ms BETWEEN ?2 AND ?3)";
+    let args = params![run as i64, from_ms as i64, to_ms as i64];
+    let total: i64 = c
+        .query_row(&format!("SELECT COUNT(*) {filter}"), args, |r| r.get(0))
+        .map_err(sql)?;
+    let mut stmt = c
+        .prepare(&format!(
+            "SELECT at_ms, kind, detail {filter} ORDER BY id LIMIT {EVENTS_MAX}"
+        ))
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            Ok(EventRow {
+                at_ms: u64_at(r, 0)?,
+                kind: r.get(1)?,
+                detail: r.get(2)?,
+            })
+        })
+        .map_err(sql)?;
+    let events = rows.collect::<Result<_, _>>().map_err(sql)?;
+    Ok((events, total.max(0) as u64))
+}
+
+/// The first failed attempts (not given back by rebalancing) with the end of
+/// their stderr.
+fn failures(c: &Connection, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
+    let mut stmt = c
+        .prepare(&format!(
+            "SELECT a.id, a.run_id || '/' || j.name || '/' || a.idx, a.number, a.end_class,
+                    a.exit_code, COALESCE(a.detail, ''), COALESCE(g.name, ''),
+                    substr(a.stderr_tail, -{FAILURE_TAIL_BYTES_MAX})
+             FROM attempts a JOIN jobs j ON j.id = a.job_id LEFT JOIN agents g ON g.id = a.agent_id
+             WHERE a.run_id = ?1 AND a.end_class IS NOT NULL
+               AND a.end_class NOT IN ('SUCCESS', 'RETURNED')
+             ORDER BY a.id LIMIT {FAILURES_SHOWN_MAX}"
+        ))
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map([run as i64], |r| {
+            let tail: Option<Vec<u8>> = r.get(7)?;
+            Ok(FailureRow {
+                attempt_id: u64_at(r, 0)?,
+                task: r.get(1)?,
+                number: r.get(2)?,
+                end_class: r.get(3)?,
+                exit_code: r.get(4)?,
+                detail: r.get(5)?,
+                agent: r.get(6)?,
+                stderr_tail: String::from_utf8_lossy(&tail.unwrap_or_default()).into_owned(),
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<Result<_, _>>().map_err(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{StateOrigin, Store};
+
+    /// A store with one run of one job and `n` ended attempts, the last
+    /// failed with a long stderr.
+    fn store_with(n: u64) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let (store, _, _) = Store::open(&path, StateOrigin::New).unwrap();
+        store.stop();
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "INSERT INTO runs (id, name, submitted_at_ms, finished_at_ms, state, cwd, source, definition)
+               VALUES (1, 'r', 1000, 9000, 'failed', '/', 'wf.yaml', '{}');
+             INSERT INTO jobs (id, run_id, name, tag, cpus, memory_bytes, gpus, priority, retries, first_task, task_count)
+               VALUES (1, 1, 'sim', NULL, 1, 0, 0, 0, 0, 1, 1000);
+             INSERT INTO agents (id, name, hostname, tags, cpus, memory_bytes, gpus, connected_at_ms)
+               VALUES (1, 'a1', 'h', 'x,y', 2, 0, 0, 500);",
+        )
+        .unwrap();
+        for id in 1..=n {
+            let class = if id == n { "EXIT_CODE" } else { "SUCCESS" };
+            c.execute(
+                "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms,
+                   started_at_us, ended_at_us, end_class, stderr_tail)
+                 VALUES (?1, ?1, 1, 1, ?1 - 1, 1, 1, '[]', 1000, 1001000, 1002000, ?2, ?3)",
+                params![id as i64, class, vec![b'e'; 10_000]],
+            )
+            .unwrap();
+        }
+        (dir, c)
+    }
+
+    #[test]
+    fn pages_walk_every_attempt_once_in_order_within_the_budget() {
+        let (_dir, c) = store_with(300);
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let (rows, next) = attempts_page(&c, 1, after, 2_000).unwrap();
+            assert!(rows.iter().map(encoded_len).sum::<usize>() <= 2_000 || rows.len() == 1);
+            seen.extend(rows.iter().map(|a| a.id));
+            pages += 1;
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (1..=300).collect::<Vec<u64>>());
+        assert!(pages > 5, "{pages} pages");
+    }
+
+    #[test]
+    fn the_first_page_has_the_head_and_failures_keep_the_end_of_stderr() {
+        let (_dir, c) = store_with(3);
+        let page = page(&c, 1, None, 10_000, &[("sim".into(), Some(60_000))]).unwrap();
+        assert_eq!(page.format, REPORT_FORMAT);
+        let chunk: ReportChunk = postcard::from_bytes(&page.body).unwrap();
+        let head = chunk.head.expect("a head on the first page");
+        assert_eq!(
+            (head.run.name.as_str(), head.run.finished_at_ms),
+            ("r", Some(9000))
+        );
+        assert_eq!(head.jobs[0].walltime_ms, Some(60_000));
+        assert_eq!(head.agents[0].tags, ["x", "y"]);
+        assert_eq!(head.failures.len(), 1);
+        assert_eq!(head.failures[0].task, "1/sim/2");
+        assert_eq!(head.failures[0].stderr_tail.len(), FAILURE_TAIL_BYTES_MAX);
+        assert_eq!(chunk.attempts.len(), 3);
+        assert_eq!(
+            crate::report::summary::run_time_us(&chunk.attempts[2]),
+            Some(1_000)
+        );
+        assert_eq!(page.next, None);
+    }
+}
