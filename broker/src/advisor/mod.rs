@@ -14,6 +14,8 @@
 //! pure module takes data in and returns data out.
 
 pub mod advice;
+pub mod features;
+pub mod model;
 pub mod quantile;
 pub mod sample;
 
