@@ -14,10 +14,13 @@
 //! pure module takes data in and returns data out.
 
 pub mod advice;
+pub mod conformal;
 pub mod features;
+pub mod learned;
 pub mod model;
 pub mod quantile;
 pub mod sample;
+pub mod synthetic;
 
 pub use advice::{Advice, AdvisedResources, CvScores, Evidence};
 pub use quantile::{AdviceError, QuantileConfig};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_regressor::{
     RandomForestRegressor, RandomForestRegressorParameters,
 };
+use smartcore::linalg::basic::arrays::Array;
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::linear_regression::{LinearRegression, LinearRegressionParameters};
 use smartcore::xgboost::{XGRegressor, XGRegressorParameters};
@@ -145,7 +146,9 @@ pub fn fit(
                 min_samples_leaf: params.min_leaf.max(1),
                 min_samples_split: 2 * params.min_leaf.max(1),
                 n_trees: params.trees.max(1),
-                m: None,
+                // Every feature at every split: there are few, and a random
+                // subset of them would split on a column without signal.
+                m: Some(x.shape().1),
                 keep_samples: false,
                 seed,
             };
