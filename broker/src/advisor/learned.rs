@@ -52,7 +52,7 @@ impl LearnedConfig {
 
 /// One predicted quantity: the model on all rows and its calibrated bound.
 struct Target {
-    model: Fitted,
+    model: Ensemble,
     bound: Bound,
     r2: f64,
     coverage: f64,
@@ -146,8 +146,9 @@ fn fit_task(samples: &[&Sample], cfg: &LearnedConfig) -> Result<Trained, String>
     })
 }
 
-/// k-fold predictions for every row, the bound calibrated on them, then the
-/// model refitted on all rows.
+/// k-fold predictions for every row and the bound calibrated on them; the
+/// fold models together are the predictor (CV+: no refit on all rows, so
+/// the bound was measured on the very models that predict).
 fn fit_target(
     rows: &[Vec<f64>],
     y: &[f64],
@@ -155,15 +156,14 @@ fn fit_target(
     folds: usize,
     cfg: &LearnedConfig,
 ) -> Result<Target, String> {
-    let held_out = cross_val_predict(rows, y, folds, cfg)?;
+    let (held_out, models) = cross_val(rows, y, folds, cfg)?;
+    let model = Ensemble(models);
     let pairs: Vec<(f64, f64)> = held_out.iter().copied().zip(y.iter().copied()).collect();
-    let x = model::matrix(rows)?;
-    let full = model::fit(cfg.model_type, &cfg.params, &x, y, cfg.seed)?;
     let lower_pairs: Vec<(f64, f64)> = if lower.is_empty() {
         Vec::new()
     } else {
         let lx: Vec<Vec<f64>> = lower.iter().map(|(r, _)| r.clone()).collect();
-        let preds = full.predict(&model::matrix(&lx)?)?;
+        let preds = model.predict(&lx)?;
         preds
             .into_iter()
             .zip(lower.iter().map(|(_, b)| *b))
@@ -171,7 +171,7 @@ fn fit_target(
     };
     let c = calibrate(&pairs, &lower_pairs, cfg.coverage).ok_or("no held-out attempts")?;
     Ok(Target {
-        model: full,
+        model,
         bound: c.bound,
         r2: r2(&pairs),
         coverage: c.coverage,
@@ -179,36 +179,70 @@ fn fit_target(
     })
 }
 
+/// The fold models of a k-fold run; a prediction is their mean.
+struct Ensemble(Vec<Fitted>);
+
+impl Ensemble {
+    fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, String> {
+        let x = model::matrix(rows)?;
+        let mut sum = vec![0.0; rows.len()];
+        for m in &self.0 {
+            for (s, p) in sum.iter_mut().zip(m.predict(&x)?) {
+                *s += p;
+            }
+        }
+        let n = self.0.len().max(1) as f64;
+        Ok(sum.into_iter().map(|s| s / n).collect())
+    }
+}
+
 /// Every row predicted by a model that did not see it (k folds, shuffled
-/// with the config's seed).
-pub fn cross_val_predict(
+/// with the config's seed), and the k models. Folds are fitted on as many
+/// threads as there are cores.
+fn cross_val(
     rows: &[Vec<f64>],
     y: &[f64],
     folds: usize,
     cfg: &LearnedConfig,
-) -> Result<Vec<f64>, String> {
+) -> Result<(Vec<f64>, Vec<Fitted>), String> {
     let fold_of = fold_assignment(rows.len(), folds, cfg.seed);
-    let mut out = vec![0.0; rows.len()];
-    for k in 0..folds {
+    let fit_fold = |k: usize| -> Result<(Vec<usize>, Vec<f64>, Fitted), String> {
         let (train, test): (Vec<usize>, Vec<usize>) =
             (0..rows.len()).partition(|&i| fold_of[i] != k);
-        if test.is_empty() || train.is_empty() {
-            continue;
-        }
         let pick = |idx: &[usize]| idx.iter().map(|&i| rows[i].clone()).collect::<Vec<_>>();
         let ty: Vec<f64> = train.iter().map(|&i| y[i]).collect();
-        let m = model::fit(
-            cfg.model_type,
-            &cfg.params,
-            &model::matrix(&pick(&train))?,
-            &ty,
-            cfg.seed,
-        )?;
-        for (i, p) in test.iter().zip(m.predict(&model::matrix(&pick(&test))?)?) {
-            out[*i] = p;
-        }
+        let x = model::matrix(&pick(&train))?;
+        let m = model::fit(cfg.model_type, &cfg.params, &x, &ty, cfg.seed)?;
+        let p = m.predict(&model::matrix(&pick(&test))?)?;
+        Ok((test, p, m))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut results = Vec::with_capacity(folds);
+    let ks: Vec<usize> = (0..folds).collect();
+    for chunk in ks.chunks(threads.max(1)) {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|&k| s.spawn(move || fit_fold(k)))
+                .collect();
+            for h in handles {
+                results.push(
+                    h.join()
+                        .unwrap_or_else(|_| Err("a fold's training panicked".into())),
+                );
+            }
+        });
     }
-    Ok(out)
+    let mut out = vec![0.0; rows.len()];
+    let mut models = Vec::with_capacity(folds);
+    for r in results {
+        let (test, preds, m) = r?;
+        for (i, p) in test.into_iter().zip(preds) {
+            out[i] = p;
+        }
+        models.push(m);
+    }
+    Ok((out, models))
 }
 
 /// Row i's fold: a seeded shuffle dealt round-robin, so folds differ in size
@@ -266,7 +300,7 @@ impl TaskAdvisor {
             a.confidence = round2(confidence.min(a.confidence));
             return Ok(a);
         }
-        let x = model::matrix(&[trained.space.row(&on, features)]).map_err(|_| self.no_data())?;
+        let x = [trained.space.row(&on, features)];
         let predict = |t: &Target| t.model.predict(&x).ok().and_then(|p| p.first().copied());
         let (Some(mem), Some(time)) = (predict(&trained.memory), predict(&trained.run_time)) else {
             return Ok(fell_back(base, "the model could not predict"));
@@ -302,14 +336,7 @@ impl TaskAdvisor {
         a.evidence.percentile = pct;
         a.evidence.memory_bytes = memory;
         a.evidence.run_time_s = run_time;
-        a.evidence.cv = Some(CvScores {
-            folds: t.folds,
-            memory_r2: round3(t.memory.r2),
-            run_time_r2: round3(t.run_time.r2),
-            memory_coverage: round3(t.memory.coverage),
-            memory_over_allocation: round3(t.memory.over_allocation),
-            bound: t.memory.bound.name().into(),
-        });
+        a.evidence.cv = self.cv();
         a
     }
 
@@ -325,10 +352,17 @@ impl TaskAdvisor {
         })
     }
 
-    fn no_data(&self) -> AdviceError {
-        AdviceError::NoTelemetry {
-            task: self.task.clone(),
-        }
+    /// The cross-validated scores of the model, when there is one.
+    pub fn cv(&self) -> Option<CvScores> {
+        let t = self.learned.as_ref().ok()?;
+        Some(CvScores {
+            folds: t.folds,
+            memory_r2: round3(t.memory.r2),
+            run_time_r2: round3(t.run_time.r2),
+            memory_coverage: round3(t.memory.coverage),
+            memory_over_allocation: round3(t.memory.over_allocation),
+            bound: t.memory.bound.name().into(),
+        })
     }
 
     /// Why there is no model, when there is none.

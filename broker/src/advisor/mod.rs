@@ -16,11 +16,14 @@
 pub mod advice;
 pub mod conformal;
 pub mod features;
+pub mod history;
 pub mod learned;
 pub mod model;
 pub mod quantile;
 pub mod sample;
+pub mod service;
 pub mod synthetic;
+pub mod tune;
 
 pub use advice::{Advice, AdvisedResources, CvScores, Evidence};
 pub use quantile::{AdviceError, QuantileConfig};

@@ -45,6 +45,7 @@ use scalable_common::protocol::{
 use scalable_common::tls;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::advisor::service::AdvisorService;
 use crate::core::{CoreConfig, RenderedTask, SubmitPlan};
 use crate::local::LocalAgents;
 use crate::providers::{PilotState, StartedPilot};
@@ -231,7 +232,10 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         core_tx.clone(),
         Arc::new(secrets),
         liveness,
-        cfg.manifest.clone(),
+        cli_session::CliShared {
+            manifest: cfg.manifest.clone(),
+            advisor: Arc::new(AdvisorService::new(&cfg.state_dir)),
+        },
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
