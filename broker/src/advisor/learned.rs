@@ -285,7 +285,10 @@ impl TaskAdvisor {
             .map(str::to_string)
             .unwrap_or_else(|| most_common_target(&self.fallback));
         let novelty = trained.space.novelty(&on, features);
-        let cv = (trained.memory.r2.clamp(0.0, 1.0) + trained.run_time.r2.clamp(0.0, 1.0)) / 2.0;
+        // Memory's held-out R²: memory is what kills a task. The run-time
+        // bound keeps its stated coverage whatever its R² (it is only wider
+        // when run time is noisy, as short tasks on a loaded host are).
+        let cv = trained.memory.r2.clamp(0.0, 1.0);
         let confidence =
             cv * 0.5f64.powi(novelty.unseen.len() as i32) * (-novelty.out_of_range).exp();
         if confidence < self.cfg.confidence_min {
