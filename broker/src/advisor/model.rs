@@ -50,18 +50,21 @@ impl ModelType {
                 max_depth: 0,
                 min_leaf: 0,
                 learning_rate: 0.0,
+                subsample: 1.0,
             },
             ModelType::RandomForest => ModelParams {
                 trees: 40,
                 max_depth: 10,
                 min_leaf: 3,
                 learning_rate: 0.0,
+                subsample: 1.0,
             },
             ModelType::GradientBoosting => ModelParams {
                 trees: 60,
                 max_depth: 4,
                 min_leaf: 1,
                 learning_rate: 0.15,
+                subsample: 0.5,
             },
         }
     }
@@ -97,6 +100,14 @@ pub struct ModelParams {
     pub min_leaf: usize,
     /// Boosting only.
     pub learning_rate: f64,
+    /// Boosting only: the share of rows each tree sees (stochastic gradient
+    /// boosting: faster, and less prone to fit the noise).
+    #[serde(default = "whole")]
+    pub subsample: f64,
+}
+
+fn whole() -> f64 {
+    1.0
 }
 
 type Matrix = DenseMatrix<f64>;
@@ -160,6 +171,7 @@ pub fn fit(
                 .with_max_depth(params.max_depth.max(1))
                 .with_learning_rate(params.learning_rate)
                 .with_min_child_weight(params.min_leaf.max(1))
+                .with_subsample(params.subsample.clamp(0.05, 1.0))
                 .with_base_score(0.0)
                 .with_seed(seed);
             Inner::Boosted(XGRegressor::fit(x, &ys, p).map_err(err)?)

@@ -35,21 +35,22 @@ pub struct TuneReport {
 
 /// The grid searched for a model type.
 pub fn grid(m: ModelType) -> Vec<ModelParams> {
-    let p = |trees, max_depth, min_leaf, learning_rate| ModelParams {
+    let p = |trees, max_depth, min_leaf, learning_rate, subsample| ModelParams {
         trees,
         max_depth,
         min_leaf,
         learning_rate,
+        subsample,
     };
     match m {
         ModelType::Linear => vec![m.default_params()],
         ModelType::RandomForest => [20, 40, 80]
             .into_iter()
-            .flat_map(|t| [(6, 1), (10, 3), (16, 5)].map(|(d, l)| p(t, d, l, 0.0)))
+            .flat_map(|t| [(6, 1), (10, 3), (16, 5)].map(|(d, l)| p(t, d, l, 0.0, 1.0)))
             .collect(),
         ModelType::GradientBoosting => [40, 80]
             .into_iter()
-            .flat_map(|t| [(3, 0.1), (3, 0.2), (5, 0.1), (5, 0.2)].map(|(d, r)| p(t, d, 1, r)))
+            .flat_map(|t| [(3, 0.1), (3, 0.2), (5, 0.1), (5, 0.2)].map(|(d, r)| p(t, d, 1, r, 0.5)))
             .collect(),
     }
 }

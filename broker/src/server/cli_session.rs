@@ -32,6 +32,15 @@ pub(super) struct CliShared {
     pub advisor: Arc<AdvisorService>,
 }
 
+impl CliShared {
+    pub fn new(manifest: Option<Arc<Manifest>>, state_dir: &std::path::Path) -> CliShared {
+        CliShared {
+            manifest,
+            advisor: Arc::new(AdvisorService::new(state_dir)),
+        }
+    }
+}
+
 /// Serves a CLI whose hello was accepted, one task per request stream.
 pub(super) async fn serve(
     conn: quinn::Connection,

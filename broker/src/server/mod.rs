@@ -45,7 +45,6 @@ use scalable_common::protocol::{
 use scalable_common::tls;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::advisor::service::AdvisorService;
 use crate::core::{CoreConfig, RenderedTask, SubmitPlan};
 use crate::local::LocalAgents;
 use crate::providers::{PilotState, StartedPilot};
@@ -232,10 +231,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         core_tx.clone(),
         Arc::new(secrets),
         liveness,
-        cli_session::CliShared {
-            manifest: cfg.manifest.clone(),
-            advisor: Arc::new(AdvisorService::new(&cfg.state_dir)),
-        },
+        cli_session::CliShared::new(cfg.manifest.clone(), &cfg.state_dir),
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
