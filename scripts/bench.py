@@ -396,7 +396,8 @@ def bench_advise():
         good = r["train_s"] < bar and r["recommend_ms"] < 5
         ok &= good
         print(f"7. advise: {r['model_type']}: training on {r['attempts']:,} attempts with "
-              f"{r['features']} features {r['train_s']:.2f} s (bar < {bar:.0f} s), one "
+              f"{r['features']} features {r['train_s']:.2f} s (bar < {bar:.0f} s; cpu "
+              f"{r['train_cpu_s']:.2f} s on {os.cpu_count()} cores), one "
               f"recommendation {r['recommend_ms']:.3f} ms (bar < 5 ms); {r['method']}"
               f"{'' if good else '  <-- over the bar'}")
     return ok
