@@ -70,6 +70,20 @@ fn the_learned_advisor_sizes_held_out_tasks_tighter_than_the_percentile() {
     assert_snapshot("advise-shape.json", &format!("{:#}\n", shape(&a)));
     let text = b.ok(&["advise", "--task", "synth", "--features", "size_mb=30"]);
     assert!(text.contains("cross-validation (5 folds)"), "{text}");
+    let tuned: Value = serde_json::from_str(&b.ok(&[
+        "tune",
+        "--task",
+        "synth",
+        "--model-type",
+        "linear",
+        "--cv-folds",
+        "3",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(tuned["cv_folds"], 3, "{tuned}");
+    let stored = std::fs::read_to_string(b.state().join("advisor-params.json")).unwrap();
+    assert!(stored.contains("\"linear\""), "{stored}");
 
     // Advice for every size the held-out run will have, asked before it runs.
     let bound = |size: i64| memory_bytes(&advise(&b, &["--features", &format!("size_mb={size}")]));
