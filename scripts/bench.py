@@ -37,6 +37,12 @@
              (two --noop agents): the wall time of the CLI writing each format
              (the broker's read, the pages, the rendering) and the HTML's size.
              Bar: the 100,000-attempt HTML in < 3 s and < 10 MB.
+8. advise:   (issue 17) training each learned model (linear, random_forest,
+             gradient_boosting: 5-fold CV plus the conformal bound) on 10,000
+             synthetic attempts with 5 features, and one recommendation, in
+             the release example `advise_bench`. Bars: training < 2 s for
+             linear and random forest, < 5 s for gradient boosting; a
+             recommendation < 5 ms.
 BENCH_BIN=DIR runs the binaries in DIR (to compare builds with one script).
 """
 import json, os, platform, signal, sqlite3, statistics, subprocess, sys, tempfile, time
@@ -420,14 +426,37 @@ def bench_report():
     return secs < REPORT_SECS_BAR and mb < REPORT_HTML_MB_BAR
 
 
+ADVISE_TRAIN_BAR_S = {"linear": 2.0, "random_forest": 2.0, "gradient_boosting": 5.0}
+
+
+def bench_advise():
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    subprocess.run(["cargo", "build", "--release", "-p", "scalable-broker", "--example",
+                    "advise_bench"], cwd=root, check=True)
+    exe = os.path.join(root, "target", "release", "examples", "advise_bench")
+    out = subprocess.run([exe], check=True, capture_output=True, text=True).stdout
+    ok = True
+    for line in out.splitlines():
+        r = json.loads(line)
+        bar = ADVISE_TRAIN_BAR_S[r["model_type"]]
+        good = r["train_s"] < bar and r["recommend_ms"] < 5
+        ok &= good
+        print(f"8. advise: {r['model_type']}: training on {r['attempts']:,} attempts with "
+              f"{r['features']} features {r['train_s']:.2f} s (bar < {bar:.0f} s; cpu "
+              f"{r['train_cpu_s']:.2f} s on {os.cpu_count()} cores), one "
+              f"recommendation {r['recommend_ms']:.3f} ms (bar < 5 ms); {r['method']}"
+              f"{'' if good else '  <-- over the bar'}")
+    return ok
+
+
 def main():
-    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail", "report"]
+    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail", "report", "advise"]
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
     ok = True
     for w in which:
         ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit,
                "packing": bench_packing, "restart": bench_restart, "tail": bench_tail,
-               "report": bench_report}[w]()
+               "report": bench_report, "advise": bench_advise}[w]()
     sys.exit(0 if ok else 1)
 
 

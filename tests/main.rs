@@ -4,6 +4,7 @@
 
 mod support;
 
+mod advisors;
 mod agent_binary;
 mod agent_loss;
 mod auth;

@@ -23,6 +23,7 @@
 //! - [`cli`], [`client`], [`cli_error`], [`output`]: the `scalable` CLI: one module
 //!   per command, the connection, the error type, text and JSON rendering.
 
+pub mod advisor;
 pub mod agent_binary;
 pub mod cache;
 pub mod cli;

@@ -427,6 +427,28 @@ pub enum Request {
         run: RunRef,
         after: Option<AttemptId>,
     },
+    /// What a task type should ask for (`scalable advise`, SPEC §11).
+    Advise(AdviseRequest),
+    /// Search a learned model's parameters (`scalable tune`).
+    Tune(TuneRequest),
+}
+
+/// `scalable advise --task T [--target T] [--model-type M] [--features k=v...]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdviseRequest {
+    pub task: String,
+    pub target: Option<String>,
+    /// `linear`, `random_forest` or `gradient_boosting`; `None`: the default.
+    pub model_type: Option<String>,
+    pub features: Vec<(String, String)>,
+}
+
+/// `scalable tune --task T [--model-type M] [--cv-folds N]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TuneRequest {
+    pub task: String,
+    pub model_type: Option<String>,
+    pub cv_folds: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -458,6 +480,11 @@ pub enum Response {
     Why(WhyAnswer),
     Scaled(ScaleReport),
     Pilots(Vec<PilotInfo>),
+    /// An advisor's answer as JSON (`Advice` or `TuneReport` of the broker's
+    /// `advisor`): its shape is the advisors', not the protocol's.
+    Advice {
+        json: String,
+    },
     Report(ReportPage),
 }
 

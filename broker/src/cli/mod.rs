@@ -12,6 +12,7 @@
 //! broker or the library modules make, or use a bare integer as an exit code
 //! (every path ends in [`ExitCode`]).
 
+mod advise;
 mod agents;
 mod analyze;
 mod cancel;
@@ -42,6 +43,7 @@ use scalable_common::exit::ExitCode;
 
 use crate::cli_error::CliError;
 
+pub use advise::{AdviseArgs, TuneArgs};
 pub use analyze::AnalyzeArgs;
 pub use cancel::CancelArgs;
 pub use files::ManifestArgs;
@@ -115,6 +117,10 @@ pub enum Command {
     Render(RenderArgs),
     /// Workers per tag and resources per worker for a target.
     Plan(PlanArgs),
+    /// What a task type should ask for, learned from measured usage.
+    Advise(AdviseArgs),
+    /// Search a learned advisor's parameters by cross-validation; stores the best.
+    Tune(TuneArgs),
 }
 
 /// What every command gets besides its own arguments: the global flags.
@@ -243,6 +249,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Validate(args) => validate::exec(&ctx, args),
         Command::Render(args) => render::exec(&ctx, args),
         Command::Plan(args) => plan::exec(&ctx, args),
+        Command::Advise(args) => advise::exec(&ctx, args).await,
+        Command::Tune(args) => advise::exec_tune(&ctx, args).await,
     }
 }
 

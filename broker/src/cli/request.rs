@@ -53,6 +53,19 @@ reply!(WhyAnswer, Why);
 reply!(ScaleReport, Scaled);
 reply!(ReportPage, Report);
 
+/// `Response::Advice`: an advisor's answer as JSON.
+pub struct AdviceJson(pub String);
+
+impl Reply for AdviceJson {
+    const VARIANT: &'static str = "Advice";
+    fn unpack(r: Response) -> Result<Self, &'static str> {
+        match r {
+            Response::Advice { json } => Ok(AdviceJson(json)),
+            other => Err(variant(&other)),
+        }
+    }
+}
+
 /// `Response::Submitted`: the new run, its task count, and the jobs nothing
 /// could ever run.
 pub struct Submitted {
@@ -220,6 +233,7 @@ fn variant(r: &Response) -> &'static str {
         Response::Scaled(_) => "Scaled",
         Response::Pilots(_) => "Pilots",
         Response::Report(_) => "Report",
+        Response::Advice { .. } => "Advice",
     }
 }
 

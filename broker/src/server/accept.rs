@@ -12,7 +12,6 @@ use std::time::Duration;
 use scalable_common::access;
 use scalable_common::frame::{decode_body, read_frame_body, write_frame};
 use scalable_common::handshake::{self, HelloHead};
-use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{AgentHello, CliHello, Hello, HelloReply};
 use tokio::sync::mpsc;
 
@@ -27,17 +26,17 @@ pub(super) fn spawn(
     core_tx: mpsc::UnboundedSender<CoreMsg>,
     secrets: Arc<access::BrokerSecrets>,
     liveness: Liveness,
-    manifest: Option<Arc<Manifest>>,
+    cli: cli_session::CliShared,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
             let core_tx = core_tx.clone();
             let secrets = secrets.clone();
-            let manifest = manifest.clone();
+            let cli = cli.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 match incoming.await {
-                    Ok(conn) => handle_connection(conn, core_tx, secrets, liveness, manifest).await,
+                    Ok(conn) => handle_connection(conn, core_tx, secrets, liveness, cli).await,
                     Err(e) => tracing::warn!(
                         "refused connection from {remote}: {}",
                         describe_conn_error(&e)
@@ -66,7 +65,7 @@ async fn handle_connection(
     core_tx: mpsc::UnboundedSender<CoreMsg>,
     secrets: Arc<access::BrokerSecrets>,
     liveness: Liveness,
-    manifest: Option<Arc<Manifest>>,
+    cli: cli_session::CliShared,
 ) {
     let remote = conn.remote_address();
     let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
@@ -112,7 +111,7 @@ async fn handle_connection(
                 return;
             }
             let _ = send.finish();
-            cli_session::serve(conn, core_tx, manifest).await;
+            cli_session::serve(conn, core_tx, cli).await;
         }
     }
 }

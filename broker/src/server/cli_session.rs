@@ -6,6 +6,9 @@
 //! core: validating, compiling and serialising a workflow of megabytes takes
 //! the core hundreds of milliseconds that every agent and CLI would wait.
 //!
+//! `advise` and `tune` never reach the core: they are answered here by the
+//! advisor service on a blocking thread (training takes seconds).
+//!
 //! It answers nothing itself except a request it cannot parse, and a reply
 //! too large to send (replaced by an error that says so); it must not touch
 //! the core or the store.
@@ -18,17 +21,34 @@ use scalable_common::protocol::{Request, Response, SubmitRequest, MESSAGE_BYTES_
 use tokio::sync::{mpsc, oneshot};
 
 use super::{bad, CoreMsg};
+use crate::advisor::service::AdvisorService;
 use crate::core::SubmitPlan;
 use crate::submit;
+
+/// What every CLI connection shares besides the core.
+#[derive(Clone)]
+pub(super) struct CliShared {
+    pub manifest: Option<Arc<Manifest>>,
+    pub advisor: Arc<AdvisorService>,
+}
+
+impl CliShared {
+    pub fn new(manifest: Option<Arc<Manifest>>, state_dir: &std::path::Path) -> CliShared {
+        CliShared {
+            manifest,
+            advisor: Arc::new(AdvisorService::new(state_dir)),
+        }
+    }
+}
 
 /// Serves a CLI whose hello was accepted, one task per request stream.
 pub(super) async fn serve(
     conn: quinn::Connection,
     core_tx: mpsc::UnboundedSender<CoreMsg>,
-    manifest: Option<Arc<Manifest>>,
+    cli: CliShared,
 ) {
     while let Ok((send, recv)) = conn.accept_bi().await {
-        tokio::spawn(serve_request(send, recv, core_tx.clone(), manifest.clone()));
+        tokio::spawn(serve_request(send, recv, core_tx.clone(), cli.clone()));
     }
 }
 
@@ -36,7 +56,7 @@ async fn serve_request(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     core_tx: mpsc::UnboundedSender<CoreMsg>,
-    manifest: Option<Arc<Manifest>>,
+    cli: CliShared,
 ) {
     let req: Request = match read_frame(&mut recv, MESSAGE_BYTES_MAX).await {
         Ok(Some(r)) => r,
@@ -50,21 +70,52 @@ async fn serve_request(
     let (tx, rx) = oneshot::channel();
     let msg = match req {
         Request::Submit(s) => CoreMsg::Submit {
-            plan: plan_off_core(s, manifest).await,
+            plan: plan_off_core(s, cli.manifest).await,
             reply: tx,
         },
+        Request::Advise(a) => {
+            let resp = advise_off_core(cli.advisor, move |s| s.advise(&a).map(|x| json(&x))).await;
+            return reply_with(send, resp, hint).await;
+        }
+        Request::Tune(t) => {
+            let resp = advise_off_core(cli.advisor, move |s| s.tune(&t).map(|x| json(&x))).await;
+            return reply_with(send, resp, hint).await;
+        }
         req => CoreMsg::Cli { req, reply: tx },
     };
     if core_tx.send(msg).is_err() {
         return;
     }
     if let Ok(resp) = rx.await {
-        if let Err(e) = write_frame(&mut send, &within_cap(resp, hint)).await {
-            tracing::warn!("cannot send a reply to a cli: {e}");
-        }
-        let _ = send.finish();
-        // Let the response drain before the stream is dropped.
-        let _ = send.stopped().await;
+        reply_with(send, resp, hint).await;
+    }
+}
+
+async fn reply_with(mut send: quinn::SendStream, resp: Response, hint: &str) {
+    if let Err(e) = write_frame(&mut send, &within_cap(resp, hint)).await {
+        tracing::warn!("cannot send a reply to a cli: {e}");
+    }
+    let _ = send.finish();
+    // Let the response drain before the stream is dropped.
+    let _ = send.stopped().await;
+}
+
+fn json<T: serde::Serialize>(x: &T) -> String {
+    serde_json::to_string(x).unwrap_or_default()
+}
+
+/// An advisor call on a blocking thread; its error is bad input (exit 2).
+async fn advise_off_core(
+    advisor: Arc<AdvisorService>,
+    call: impl FnOnce(&AdvisorService) -> Result<String, String> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(move || call(&advisor)).await {
+        Ok(Ok(json)) => Response::Advice { json },
+        Ok(Err(message)) => bad(message),
+        Err(e) => Response::Error {
+            message: format!("the advisor failed: {e}"),
+            exit_code: scalable_common::exit::ExitCode::Failed.code(),
+        },
     }
 }
 

@@ -231,7 +231,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         core_tx.clone(),
         Arc::new(secrets),
         liveness,
-        cfg.manifest.clone(),
+        cli_session::CliShared::new(cfg.manifest.clone(), &cfg.state_dir),
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -68,6 +68,10 @@ pub(super) fn handle(
         } => logs(cx.core, task, attempt, from),
         Request::Why { task } => Answer::Now(why(cx.core, &task, now)),
         Request::Report { run, after } => report(cx.core, &run, after),
+        // `cli_session` answers these off the core; they never come here.
+        Request::Advise(_) | Request::Tune(_) => Answer::Now(bad(
+            "advise and tune are answered by the advisor service".into(),
+        )),
         Request::Pilots => Answer::Now(fleet_io::pilots(cx.fleet.as_deref())),
         Request::Shutdown => Answer::Now(shutdown(cx.stop)),
         Request::Scale {
