@@ -12,12 +12,14 @@ mod analysis;
 mod error;
 mod load;
 mod reads;
+mod scaling;
 mod schema;
 
 pub use analysis::run_analysis;
 pub use error::StoreError;
 pub use load::{Loaded, LoadedJob, LoadedRun};
 pub use reads::{last_run, run_stats, task_logs};
+pub use scaling::{scaling_decisions, ScalingFilter};
 pub use schema::StateOrigin;
 
 use std::path::{Path, PathBuf};
@@ -395,6 +397,12 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 p.reason
             ])?;
         }
+        StoreOp::ScalingDecision(d) => scaling::insert(c, d)?,
+        StoreOp::ScalingOutcome {
+            target,
+            at_ms,
+            outcome,
+        } => scaling::set_outcome(c, target, *at_ms, outcome)?,
         StoreOp::JobCancelCause { job, cause } => {
             let json = cause.as_ref().map(serde_json::to_string).transpose();
             // A cause that cannot be encoded is not kept; `why` then says less.

@@ -420,6 +420,13 @@ pub enum Request {
     Why {
         task: TaskRef,
     },
+    /// The scaler's stored decisions: made while `run` was live, or since
+    /// `since_ms`, or all; those whose id is greater than `after` (paged).
+    Scaling {
+        run: Option<RunRef>,
+        since_ms: Option<u64>,
+        after: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -451,6 +458,7 @@ pub enum Response {
     Why(WhyAnswer),
     Scaled(ScaleReport),
     Pilots(Vec<PilotInfo>),
+    Scaling(Page<crate::scaling::ScalingDecisionInfo>),
 }
 
 /// `+N`, `-N` or `=N` pilots.

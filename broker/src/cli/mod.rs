@@ -25,6 +25,7 @@ mod render;
 pub mod request;
 mod resume;
 mod scale;
+mod scaling;
 mod stats;
 mod status;
 mod submit;
@@ -50,6 +51,7 @@ pub use refs::{parse_run, parse_task};
 pub use render::RenderArgs;
 pub use resume::ResumeArgs;
 pub use scale::ScaleArgs;
+pub use scaling::ScalingArgs;
 pub use stats::StatsArgs;
 pub use status::StatusArgs;
 pub use submit::SubmitArgs;
@@ -99,6 +101,8 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Every pilot the broker submitted: provider id, state, queue wait.
     Pilots,
+    /// The adaptive scaler's decisions: what it added and removed, and why.
+    Scaling(ScalingArgs),
     /// pegasus-statistics-like summary of a run.
     Stats(StatsArgs),
     /// pegasus-analyzer-like report of a run's failures.
@@ -232,6 +236,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Agents => agents::exec(&ctx).await,
         Command::Scale(args) => scale::exec(&ctx, args).await,
         Command::Pilots => pilots::exec(&ctx).await,
+        Command::Scaling(args) => scaling::exec(&ctx, args).await,
         Command::Stats(args) => stats::exec(&ctx, args).await,
         Command::Analyze(args) => analyze::exec(&ctx, args).await,
         Command::Why(args) => why::exec(&ctx, args).await,

@@ -16,6 +16,7 @@ use scalable_common::protocol::{
     AgentInfo, Page, PilotInfo, Request, Response, RunAnalysis, RunId, RunStats, RunStatus,
     ScaleReport, TaskLogs, WhyAnswer,
 };
+use scalable_common::scaling::ScalingDecisionInfo;
 
 use crate::cli_error::CliError;
 use crate::client::Client;
@@ -51,6 +52,7 @@ reply!(RunAnalysis, Analyze);
 reply!(TaskLogs, Logs);
 reply!(WhyAnswer, Why);
 reply!(ScaleReport, Scaled);
+reply!(Page<ScalingDecisionInfo>, Scaling);
 
 /// `Response::Submitted`: the new run, its task count, and the jobs nothing
 /// could ever run.
@@ -141,6 +143,16 @@ impl Paged for Page<RunStatus> {
     }
 }
 
+impl Paged for Page<ScalingDecisionInfo> {
+    fn next(&self) -> Option<u64> {
+        self.next
+    }
+    fn merge(&mut self, later: Self) {
+        self.items.extend(later.items);
+        self.next = later.next;
+    }
+}
+
 impl Paged for RunAnalysis {
     fn next(&self) -> Option<u64> {
         self.next
@@ -218,6 +230,7 @@ fn variant(r: &Response) -> &'static str {
         Response::Why(_) => "Why",
         Response::Scaled(_) => "Scaled",
         Response::Pilots(_) => "Pilots",
+        Response::Scaling(_) => "Scaling",
     }
 }
 

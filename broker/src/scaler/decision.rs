@@ -73,7 +73,8 @@ impl ScaleDecision {
     /// Worth a stored row: it changes something, or the scaler's state
     /// differs from the last stored decision's (entering or leaving a
     /// backoff is news; the hundredth "nothing to do" is not).
-    pub fn worth_recording(&self, last_state: Option<&ScalerState>) -> bool {
-        self.has_changes() || last_state.is_none_or(|s| s.as_str() != self.state.as_str())
+    /// `last_state`: the stored word of the last stored decision's state.
+    pub fn worth_recording(&self, last_state: Option<&str>) -> bool {
+        self.has_changes() || last_state != Some(self.state.as_str())
     }
 }

@@ -54,6 +54,8 @@ pub struct ScalerMemory {
     pub failures: u32,
     pub backoff_until_ms: u64,
     pub last_error: Option<String>,
+    /// The state of the last decision stored (`ScalerState::as_str`).
+    pub last_recorded_state: Option<String>,
 }
 
 impl ScalerMemory {
@@ -77,8 +79,12 @@ impl ScalerMemory {
         }
     }
 
-    /// A decision was made (and handed to the shell to apply).
-    pub fn remember(&mut self, d: &ScaleDecision) {
+    /// A decision was made (and handed to the shell to apply; `recorded`:
+    /// and to store).
+    pub fn remember(&mut self, d: &ScaleDecision, recorded: bool) {
+        if recorded {
+            self.last_recorded_state = Some(d.state.as_str().to_string());
+        }
         for g in &d.groups {
             self.low_streak.insert(g.label.clone(), g.low_streak);
             if g.add + g.remove > 0 {

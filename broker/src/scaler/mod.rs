@@ -18,6 +18,7 @@ mod decide;
 mod decision;
 mod input;
 mod memory;
+mod record;
 mod sizing;
 #[cfg(test)]
 mod tests;
@@ -29,9 +30,19 @@ pub use input::{
     group_label, pilot_views, PilotGroup, PilotStatus, PilotView, Predictions, ScaleInput,
 };
 pub use memory::{ScalerMemory, ScalerState};
+pub use record::record;
 
 use scalable_common::explain::Demand;
 use scalable_common::protocol::{AgentInfo, PilotInfo};
+use scalable_common::scaling::ScalingDecisionInfo;
+
+/// One evaluation: the decision to apply, and the row to store when it is
+/// worth keeping ([`ScaleDecision::worth_recording`]).
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub decision: ScaleDecision,
+    pub record: Option<ScalingDecisionInfo>,
+}
 
 /// The scaler of one target: its configuration and what it remembers
 /// between evaluations (streaks, cooldowns, idle times, provider failures).
@@ -50,7 +61,9 @@ impl Scaler {
     }
 
     /// One evaluation: the fleet as the records and the core's agents show
-    /// it (idle times tracked here), then [`decide`], then remembered.
+    /// it (idle times tracked here), then [`decide`], then remembered; the
+    /// row to store comes with it when the decision changes something or
+    /// the scaler's state changed since the last stored one.
     /// `demand` must come from `Core::demand(now, shapes)` with the shapes
     /// of `groups`, in the same order.
     #[allow(clippy::too_many_arguments)]
@@ -63,7 +76,7 @@ impl Scaler {
         agents: &[AgentInfo],
         predictions: &Predictions,
         now_ms: u64,
-    ) -> ScaleDecision {
+    ) -> Evaluation {
         let views = pilot_views(pilots, agents, &mut self.memory, now_ms);
         let input = ScaleInput {
             target,
@@ -74,9 +87,13 @@ impl Scaler {
             config: &self.config,
             memory: &self.memory,
         };
-        let d = decide(&input, now_ms);
-        self.memory.remember(&d);
-        d
+        let decision = decide(&input, now_ms);
+        let last = self.memory.last_recorded_state.as_deref();
+        let record = decision
+            .worth_recording(last)
+            .then(|| record(&decision, &input));
+        self.memory.remember(&decision, record.is_some());
+        Evaluation { decision, record }
     }
 
     /// Starting pilots failed: the next start waits (exponential backoff),

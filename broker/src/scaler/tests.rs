@@ -32,6 +32,8 @@ struct Env {
     unfit: u64,
     fail_starts: Option<String>,
     decisions: Vec<ScaleDecision>,
+    /// The rows the shell would store.
+    records: Vec<scalable_common::scaling::ScalingDecisionInfo>,
     next_agent: u64,
 }
 
@@ -61,6 +63,7 @@ impl Env {
             unfit: 0,
             fail_starts: None,
             decisions: Vec::new(),
+            records: Vec::new(),
             next_agent: 1,
         }
     }
@@ -157,7 +160,7 @@ impl Env {
             }
         }
         let infos: Vec<PilotInfo> = self.pilots.iter().map(|p| p.info.clone()).collect();
-        let d = self.scaler.evaluate(
+        let e = self.scaler.evaluate(
             "hpc",
             &self.demand(),
             std::slice::from_ref(&self.group),
@@ -166,6 +169,15 @@ impl Env {
             &self.predictions,
             now,
         );
+        let d = e.decision;
+        if let Some(r) = &e.record {
+            assert_eq!(
+                (r.at_ms, r.reasoning.as_str()),
+                (d.at_ms, d.reasoning.as_str())
+            );
+            assert!(r.inputs.contains("\"demand\""), "{}", r.inputs);
+            self.records.push(r.clone());
+        }
         self.apply(&d);
         self.decisions.push(d.clone());
         d
@@ -297,6 +309,11 @@ fn steady_load_gives_no_flip_flop() {
         .filter(|(at, _)| *at > settled)
         .collect();
     assert!(late.is_empty(), "changes under a steady load: {late:?}");
+    assert_eq!(
+        env.records.len(),
+        env.added().len(),
+        "stored: each change (the first one also a new state), not every tick"
+    );
     assert!(env.removed().is_empty(), "{:?}", env.removed());
     assert!(env.ready < 20, "the load is served: {} ready", env.ready);
 }
@@ -436,6 +453,19 @@ fn provider_failures_back_off_exponentially_and_say_so() {
         .rev()
         .take(600)
         .all(|d| d.state.as_str() == "paused"));
+    let states: Vec<&str> = env.records.iter().map(|r| r.state.as_str()).collect();
+    assert_eq!(
+        states,
+        [
+            "active",
+            "backing_off",
+            "active",
+            "backing_off",
+            "active",
+            "paused"
+        ],
+        "every start and every change of state is stored, no more"
+    );
     // A start that works (a manual scale) resumes the scaler.
     env.fail_starts = None;
     env.scaler.provider_succeeded();
