@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use scalable_common::explain::{AgentShape, Demand};
+use scalable_common::manifest::{Manifest, Target};
 use scalable_common::protocol::{AgentId, AgentInfo, PilotInfo, PilotPhase};
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,20 @@ pub fn group_label(tag: Option<&str>) -> String {
 pub struct PilotGroup {
     pub tag: Option<String>,
     pub shape: AgentShape,
+}
+
+/// The pilot groups of target `t`, with the shapes `submit` checks runs
+/// against (`shapes::of_target`: a Slurm pilot's lifetime a minute short of
+/// its walltime) and the tag its pilots are recorded with (`pilots`: the
+/// component's name, the local pool's tags joined by `,`, or none).
+pub fn groups_of_target(m: &Manifest, t: &Target) -> Vec<PilotGroup> {
+    crate::shapes::of_target(m, t)
+        .into_iter()
+        .map(|shape| PilotGroup {
+            tag: (!shape.tags.is_empty()).then(|| shape.tags.join(",")),
+            shape,
+        })
+        .collect()
 }
 
 /// Where a live pilot is, as far as scaling cares.

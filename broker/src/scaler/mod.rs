@@ -27,7 +27,8 @@ pub use config::{Bound, ScalerConfig};
 pub use decide::decide;
 pub use decision::{GroupDecision, ScaleDecision};
 pub use input::{
-    group_label, pilot_views, PilotGroup, PilotStatus, PilotView, Predictions, ScaleInput,
+    group_label, groups_of_target, pilot_views, PilotGroup, PilotStatus, PilotView, Predictions,
+    ScaleInput,
 };
 pub use memory::{ScalerMemory, ScalerState};
 pub use record::record;

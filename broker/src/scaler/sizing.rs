@@ -103,27 +103,82 @@ fn pilots_per_task(shape: &AgentShape, td: &TagDemand) -> (u32, f64) {
     }
     if tasks == 0 {
         // Only running work, sizes unknown here: a cpu each.
-        let per = shape.resources.cpus.max(1);
+        let per = known_cpus(&shape.resources);
         return (per, 1.0 / per as f64);
     }
     (common.1, share / tasks as f64)
 }
 
 /// Tasks asking `r` one agent offering `shape` runs at once (0: none fits).
-/// A dimension the shape leaves unknown (0) does not limit.
+/// A dimension the shape leaves unknown (0, or the "as large as can be" of
+/// `shapes`) does not limit; a shape with no known size runs one at a time,
+/// so an unknown size never makes one pilot look like many.
 pub(super) fn per_pilot(shape: &Resources, r: &Resources) -> u32 {
+    let known32 = |x: u32| x > 0 && x < u32::MAX;
     let mut n = u64::MAX;
-    if r.cpus > 0 && shape.cpus > 0 {
+    if r.cpus > 0 && known32(shape.cpus) {
         n = n.min((shape.cpus / r.cpus) as u64);
     }
-    if r.memory_bytes > 0 && shape.memory_bytes > 0 {
+    if r.memory_bytes > 0 && shape.memory_bytes > 0 && shape.memory_bytes < u64::MAX {
         n = n.min(shape.memory_bytes / r.memory_bytes);
     }
-    if let Some(q) = shape.gpus.checked_div(r.gpus) {
-        n = n.min(q as u64);
+    if known32(shape.gpus) {
+        if let Some(q) = shape.gpus.checked_div(r.gpus) {
+            n = n.min(q as u64);
+        }
+    } else if r.gpus > 0 && shape.gpus == 0 {
+        n = 0;
     }
     if n == u64::MAX {
-        return shape.cpus.max(1);
+        return known_cpus(shape).max(1);
     }
     n.min(u32::MAX as u64) as u32
+}
+
+/// The shape's cpus, 1 when unknown.
+fn known_cpus(shape: &Resources) -> u32 {
+    if shape.cpus == 0 || shape.cpus == u32::MAX {
+        1
+    } else {
+        shape.cpus
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pilot_runs_as_many_tasks_as_its_known_size_allows() {
+        let gib = 1u64 << 30;
+        let shape = |cpus, memory_bytes, gpus| Resources {
+            cpus,
+            memory_bytes,
+            gpus,
+            custom: Vec::new(),
+        };
+        let task = |cpus, memory_bytes, gpus| shape(cpus, memory_bytes, gpus);
+        assert_eq!(per_pilot(&shape(8, 16 * gib, 0), &task(2, 2 * gib, 0)), 4);
+        assert_eq!(per_pilot(&shape(8, 16 * gib, 0), &task(1, 8 * gib, 0)), 2);
+        assert_eq!(
+            per_pilot(&shape(8, 16 * gib, 0), &task(1, 0, 1)),
+            0,
+            "no gpu"
+        );
+        assert_eq!(per_pilot(&shape(8, 0, 2), &task(1, gib, 1)), 2);
+        // Unknown sizes (a local pool without threads_per_worker, a Slurm
+        // node's memory) never make one pilot look like many.
+        assert_eq!(
+            per_pilot(&shape(u32::MAX, u64::MAX, u32::MAX), &task(1, gib, 0)),
+            1
+        );
+        assert_eq!(
+            per_pilot(&shape(u32::MAX, u64::MAX, u32::MAX), &task(0, 0, 0)),
+            1
+        );
+        assert_eq!(
+            per_pilot(&shape(4, u64::MAX, u32::MAX), &task(1, gib, 1)),
+            4
+        );
+    }
 }

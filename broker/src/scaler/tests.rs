@@ -537,3 +537,40 @@ fn no_pilot_is_started_for_work_it_cannot_finish_within_its_lifetime() {
     let d = env.tick();
     assert_eq!(d.workers_to_add.get(TAG), Some(&5), "{}", d.reasoning);
 }
+
+#[test]
+fn a_target_gives_one_group_per_tag_its_pilots_are_recorded_with() {
+    let text = "version: 1\nproject: {name: p}\n\
+        targets:\n  hpc: {provider: slurm, queue: batch, walltime: \"01:00:00\", max_workers: 8, adaptive: {minimum: 1, maximum: 6}}\n  \
+        laptop: {provider: local, threads_per_worker: 2, tags: [demeter, post]}\n\
+        components:\n  demeter: {cpus: 4, memory: 16G}\n  post: {cpus: 1, memory: 2G}\n";
+    let opts = scalable_common::manifest::LoadOptions {
+        target: None,
+        overlays: &[],
+        env: &|_: &str| None,
+    };
+    let m = scalable_common::manifest::load_manifest("m.yaml", text, &opts).unwrap();
+    let hpc = m.target("hpc").unwrap();
+    let groups = groups_of_target(&m, hpc);
+    let tags: Vec<Option<&str>> = groups.iter().map(|g| g.tag.as_deref()).collect();
+    assert_eq!(tags, [Some("demeter"), Some("post")]);
+    assert_eq!(groups[0].shape.resources.cpus, 4);
+    assert_eq!(
+        groups[0].shape.lifetime_ms,
+        Some(3_540_000),
+        "a minute short of the walltime"
+    );
+    let local = groups_of_target(&m, m.target("laptop").unwrap());
+    assert_eq!(local.len(), 1);
+    assert_eq!(local[0].tag.as_deref(), Some("demeter,post"));
+    let config = ScalerConfig::for_target(hpc).unwrap();
+    assert_eq!(
+        (config.minimum.for_target(), config.maximum.for_target()),
+        (Some(1), Some(6))
+    );
+    assert_eq!(config.max_workers, 8);
+    assert!(
+        ScalerConfig::for_target(m.target("laptop").unwrap()).is_none(),
+        "no adaptive:"
+    );
+}
