@@ -19,7 +19,7 @@ pub use analysis::run_analysis;
 pub use error::StoreError;
 pub use load::{Loaded, LoadedJob, LoadedRun};
 pub use reads::{last_run, run_stats, task_logs};
-pub use scaling::{scaling_decisions, ScalingFilter};
+pub use scaling::{measured_medians, scaling_decisions, ScalingFilter};
 pub use schema::StateOrigin;
 
 use std::path::{Path, PathBuf};

@@ -50,3 +50,24 @@ pub async fn exec(ctx: &Context<'_>, args: ScalingArgs) -> Result<ExitCode, CliE
     });
     Ok(ExitCode::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+
+    #[test]
+    fn a_run_or_a_time_span_but_not_both() {
+        let cli = Cli::try_parse_from(["scalable", "scaling", "--since", "30m", "--json"]).unwrap();
+        match cli.command {
+            Command::Scaling(a) => assert_eq!((a.run, a.since.as_deref()), (None, Some("30m"))),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(cli.json);
+        let cli = Cli::try_parse_from(["scalable", "scaling", "last"]).unwrap();
+        assert!(matches!(cli.command, Command::Scaling(a) if a.run.as_deref() == Some("last")));
+        let e = Cli::try_parse_from(["scalable", "scaling", "last", "--since", "1h"]).unwrap_err();
+        assert!(e.to_string().contains("cannot be used with"), "{e}");
+    }
+}

@@ -90,6 +90,15 @@ pub struct Predictions {
 }
 
 impl Predictions {
+    /// From `store::measured_medians`: seconds per tag label and the median
+    /// pilot queue wait.
+    pub fn measured(run_seconds: BTreeMap<String, f64>, pilot_start_seconds: Option<f64>) -> Self {
+        Predictions {
+            run_seconds,
+            pilot_start_seconds,
+        }
+    }
+
     pub fn for_tag(&self, tag: Option<&str>) -> Option<f64> {
         self.run_seconds
             .get(&group_label(tag))

@@ -4,6 +4,8 @@
 //! SQL only, on the store's connection; it must not decide what is worth
 //! storing (`scaler::ScaleDecision::worth_recording`) or format anything.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{params, Connection, Row};
 use scalable_common::protocol::{Page, RunId};
 use scalable_common::scaling::{ScalingDecisionInfo, ScalingOutcome};
@@ -139,6 +141,65 @@ pub fn scaling_decisions(
     Ok(page.finish())
 }
 
+/// Successful attempts read (newest first) for the measured run times.
+pub const MEASURED_ATTEMPTS_MAX: u32 = 10_000;
+/// Pilots read (newest first) for the measured queue wait.
+pub const MEASURED_PILOTS_MAX: u32 = 1_000;
+
+/// What the scaler predicts with until the advisors exist: per tag (`*` for
+/// untagged tasks), the median run time in seconds of the newest successful
+/// attempts; and the median queue wait in seconds of `target`'s pilots that
+/// connected. Bounded reads (`MEASURED_*_MAX`), newest first.
+pub fn measured_medians(
+    c: &Connection,
+    target: &str,
+) -> Result<(BTreeMap<String, f64>, Option<f64>), StoreError> {
+    let mut runs: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut stmt = c
+        .prepare(
+            "SELECT COALESCE(j.tag, '*'), a.ended_at_us - a.started_at_us
+             FROM attempts a JOIN jobs j ON j.id = a.job_id
+             WHERE a.end_class = 'SUCCESS' AND a.started_at_us IS NOT NULL AND a.ended_at_us IS NOT NULL
+             ORDER BY a.id DESC LIMIT ?1",
+        )
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map(params![MEASURED_ATTEMPTS_MAX], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(sql)?;
+    for r in rows {
+        let (tag, us) = r.map_err(sql)?;
+        runs.entry(tag).or_default().push(us.max(0));
+    }
+    let run_seconds = runs
+        .into_iter()
+        .filter_map(|(tag, us)| median(us).map(|m| (tag, m as f64 / 1e6)))
+        .collect();
+    let waits: Vec<i64> = c
+        .prepare(
+            "SELECT connected_at_ms - submitted_at_ms FROM pilots
+             WHERE target = ?1 AND connected_at_ms IS NOT NULL
+             ORDER BY submitted_at_ms DESC LIMIT ?2",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![target, MEASURED_PILOTS_MAX], |r| r.get(0))?
+                .collect()
+        })
+        .map_err(sql)?;
+    let wait = median(waits.into_iter().map(|w| w.max(0)).collect()).map(|m| m as f64 / 1e3);
+    Ok((run_seconds, wait))
+}
+
+/// The middle value (the lower of the two middle ones), if any.
+fn median(mut v: Vec<i64>) -> Option<i64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mid = (v.len() - 1) / 2;
+    Some(*v.select_nth_unstable(mid).1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +218,41 @@ mod tests {
             decision: "{}".into(),
             ..ScalingDecisionInfo::default()
         }
+    }
+
+    #[test]
+    fn run_times_and_queue_waits_are_measured_as_medians() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(crate::store::schema::SCHEMA).unwrap();
+        c.execute_batch(
+            "INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
+                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
+             INSERT INTO jobs (id, run_id, name, tag, cpus, memory_bytes, gpus, priority, retries, first_task, task_count)
+                 VALUES (1, 1, 'sim', 'demeter', 1, 0, 0, 0, 0, 1, 9), (2, 1, 'post', NULL, 1, 0, 0, 0, 0, 10, 9);
+             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, started_at_us, ended_at_us, end_class) VALUES
+                 (1, 1, 1, 1, 0, 1, 1, '[]', 0, 0, 10000000, 'SUCCESS'),
+                 (2, 2, 1, 1, 1, 1, 1, '[]', 0, 0, 30000000, 'SUCCESS'),
+                 (3, 3, 1, 1, 2, 1, 1, '[]', 0, 0, 20000000, 'SUCCESS'),
+                 (4, 4, 1, 1, 3, 1, 1, '[]', 0, 0, 900000000, 'EXIT_CODE'),
+                 (5, 10, 1, 2, 0, 1, 1, '[]', 0, 1000000, 3000000, 'SUCCESS'),
+                 (6, 11, 1, 2, 1, 1, 1, '[]', 0, 5, NULL, NULL);
+             INSERT INTO pilots (id, target, provider_id, agent_match, state, submitted_at_ms, connected_at_ms) VALUES
+                 ('p-1', 'hpc', '1', '{}', 'connected', 0, 4000),
+                 ('p-2', 'hpc', '2', '{}', 'connected', 0, 8000),
+                 ('p-3', 'hpc', '3', '{}', 'submitted', 0, NULL),
+                 ('p-4', 'other', '4', '{}', 'connected', 0, 99000);",
+        )
+        .unwrap();
+        let (runs, wait) = measured_medians(&c, "hpc").unwrap();
+        assert_eq!(
+            runs.get("demeter"),
+            Some(&20.0),
+            "failures and open attempts left out"
+        );
+        assert_eq!(runs.get("*"), Some(&2.0));
+        assert_eq!(wait, Some(4.0));
+        let (_, none) = measured_medians(&c, "gcp").unwrap();
+        assert_eq!(none, None);
     }
 
     #[test]
