@@ -390,11 +390,7 @@ fn pending_pilots_are_cancelled_before_idle_ones_are_drained() {
 
 #[test]
 fn provider_failures_back_off_exponentially_and_say_so() {
-    let mut config = Env::bounds(0, 6);
-    config.failure_limit = 3;
-    let mut env = Env::new(config, 1, 1_000);
-    env.fail_starts = Some("sbatch: error: invalid account".into());
-    env.ready = 30;
+    let mut env = failing_env();
     let d = env.tick();
     assert_eq!(d.workers_to_add.get(TAG), Some(&6), "tries at once");
     let d = env.tick();
@@ -429,6 +425,24 @@ fn provider_failures_back_off_exponentially_and_say_so() {
     env.ticks(20);
     assert_eq!(env.added().len(), 3, "then after 20 s: {:?}", env.added());
     assert_eq!(env.added()[2].0, 1_031_000);
+    assert_eq!(env.scaler.config.backoff_ms(30), 900_000, "capped");
+}
+
+/// A target whose provider refuses every start; at most 3 failures in a row.
+fn failing_env() -> Env {
+    let mut config = Env::bounds(0, 6);
+    config.failure_limit = 3;
+    let mut env = Env::new(config, 1, 1_000);
+    env.fail_starts = Some("sbatch: error: invalid account".into());
+    env.ready = 30;
+    env
+}
+
+#[test]
+fn after_the_failure_limit_the_scaler_pauses_says_so_and_resumes_on_success() {
+    let mut env = failing_env();
+    env.ticks(31);
+    assert_eq!(env.added().len(), 3, "{:?}", env.added());
     let d = env.tick();
     assert!(
         matches!(d.state, ScalerState::Paused { failures: 3, .. }),
@@ -474,7 +488,6 @@ fn provider_failures_back_off_exponentially_and_say_so() {
         (d.state.clone(), d.workers_to_add.get(TAG)),
         (ScalerState::Active, Some(&6))
     );
-    assert_eq!(env.scaler.config.backoff_ms(30), 900_000, "capped");
 }
 
 #[test]
