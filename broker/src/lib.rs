@@ -16,6 +16,7 @@
 //! - [`local`]: the minimal local provider (agent processes on this host).
 //! - [`output_roots`]: where declared outputs may be (the task's directory, or a root of the broker's manifest).
 //! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows and costs.
+//! - [`scaler`]: the AdaptiveScaler's decision (sans-IO): demand, pilots, predictions in; pilots to add and remove, with reasoning, out.
 //! - [`shapes`]: the agents this broker could still start, as shapes `submit` checks a run against.
 //! - [`report`]: `scalable report`: a run's telemetry loaded from the store and rendered as text, JSON or HTML.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
@@ -40,6 +41,7 @@ pub mod providers;
 pub mod render;
 pub mod report;
 pub mod restart;
+pub mod scaler;
 pub mod server;
 pub mod shapes;
 pub mod state_lock;

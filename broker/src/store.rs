@@ -14,6 +14,7 @@ mod error;
 mod grouped;
 mod load;
 mod reads;
+mod scaling;
 mod schema;
 mod statements;
 
@@ -21,6 +22,7 @@ pub use analysis::run_analysis;
 pub use error::StoreError;
 pub use load::{Loaded, LoadedJob, LoadedRun};
 pub use reads::{last_run, run_stats, task_logs};
+pub use scaling::{measured_medians, scaling_decisions, ScalingFilter};
 pub use schema::StateOrigin;
 
 use std::path::{Path, PathBuf};
@@ -363,6 +365,12 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 p.reason
             ])?;
         }
+        StoreOp::ScalingDecision(d) => scaling::insert(c, d)?,
+        StoreOp::ScalingOutcome {
+            target,
+            at_ms,
+            outcome,
+        } => scaling::set_outcome(c, target, *at_ms, outcome)?,
         StoreOp::JobCancelCause { job, cause } => {
             let json = cause.as_ref().map(serde_json::to_string).transpose();
             // A cause that cannot be encoded is not kept; `why` then says less.

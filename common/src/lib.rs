@@ -19,6 +19,7 @@
 //! - [`exit`]: exit codes of every binary.
 //! - [`quote`]: POSIX shell quoting of argv.
 //! - [`explain`]: why a task is where it is, and the demand per tag, as data.
+//! - [`scaling`]: a stored scaling decision and its outcome, as the CLI sees it.
 //! - [`private_files`]: files 0600 and directories 0700 under the state dir, whatever the umask.
 //! - [`terminal`]: colour in log lines only on a terminal.
 
@@ -41,6 +42,7 @@ pub mod protocol_v4;
 pub mod quote;
 pub mod resources;
 pub mod run_history;
+pub mod scaling;
 pub mod stage;
 pub(crate) mod suggest;
 pub mod template;

@@ -420,6 +420,13 @@ pub enum Request {
     Why {
         task: TaskRef,
     },
+    /// The scaler's stored decisions: made while `run` was live, or since
+    /// `since_ms`, or all; those whose id is greater than `after` (paged).
+    Scaling {
+        run: Option<RunRef>,
+        since_ms: Option<u64>,
+        after: Option<u64>,
+    },
     /// A run's report data: the first page (`after: None`) carries the run,
     /// its jobs, agents, pilots, events and failures, every page a slice of
     /// its attempts whose id is greater than `after`.
@@ -480,6 +487,7 @@ pub enum Response {
     Why(WhyAnswer),
     Scaled(ScaleReport),
     Pilots(Vec<PilotInfo>),
+    Scaling(Page<crate::scaling::ScalingDecisionInfo>),
     /// An advisor's answer as JSON (`Advice` or `TuneReport` of the broker's
     /// `advisor`): its shape is the advisors', not the protocol's.
     Advice {

@@ -27,6 +27,7 @@ mod report;
 pub mod request;
 mod resume;
 mod scale;
+mod scaling;
 mod stats;
 mod status;
 mod submit;
@@ -54,6 +55,7 @@ pub use render::RenderArgs;
 pub use report::ReportArgs;
 pub use resume::ResumeArgs;
 pub use scale::ScaleArgs;
+pub use scaling::ScalingArgs;
 pub use stats::StatsArgs;
 pub use status::StatusArgs;
 pub use submit::SubmitArgs;
@@ -103,6 +105,8 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Every pilot the broker submitted: provider id, state, queue wait.
     Pilots,
+    /// The adaptive scaler's decisions: what it added and removed, and why.
+    Scaling(ScalingArgs),
     /// pegasus-statistics-like summary of a run.
     Stats(StatsArgs),
     /// pegasus-analyzer-like report of a run's failures.
@@ -242,6 +246,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Agents => agents::exec(&ctx).await,
         Command::Scale(args) => scale::exec(&ctx, args).await,
         Command::Pilots => pilots::exec(&ctx).await,
+        Command::Scaling(args) => scaling::exec(&ctx, args).await,
         Command::Stats(args) => stats::exec(&ctx, args).await,
         Command::Analyze(args) => analyze::exec(&ctx, args).await,
         Command::Report(args) => report::exec(&ctx, args).await,

@@ -16,6 +16,7 @@ use scalable_common::protocol::{
     AgentInfo, Page, PilotInfo, ReportPage, Request, Response, RunAnalysis, RunId, RunStats,
     RunStatus, ScaleReport, TaskLogs, WhyAnswer,
 };
+use scalable_common::scaling::ScalingDecisionInfo;
 
 use crate::cli_error::CliError;
 use crate::client::Client;
@@ -65,6 +66,7 @@ impl Reply for AdviceJson {
         }
     }
 }
+reply!(Page<ScalingDecisionInfo>, Scaling);
 
 /// `Response::Submitted`: the new run, its task count, and the jobs nothing
 /// could ever run.
@@ -155,6 +157,16 @@ impl Paged for Page<RunStatus> {
     }
 }
 
+impl Paged for Page<ScalingDecisionInfo> {
+    fn next(&self) -> Option<u64> {
+        self.next
+    }
+    fn merge(&mut self, later: Self) {
+        self.items.extend(later.items);
+        self.next = later.next;
+    }
+}
+
 impl Paged for RunAnalysis {
     fn next(&self) -> Option<u64> {
         self.next
@@ -234,6 +246,7 @@ fn variant(r: &Response) -> &'static str {
         Response::Pilots(_) => "Pilots",
         Response::Report(_) => "Report",
         Response::Advice { .. } => "Advice",
+        Response::Scaling(_) => "Scaling",
     }
 }
 

@@ -13,6 +13,7 @@ use scalable_common::protocol::{
     AgentId, Assignment, AttemptId, AttemptResult, JobId, PilotInfo, RunId, TaskId,
 };
 use scalable_common::resources::Resources;
+use scalable_common::scaling::{ScalingDecisionInfo, ScalingOutcome};
 use scalable_common::workflow::{JobDef, JobTemplates};
 
 /// One write to the store. Only the store turns these into SQL.
@@ -124,6 +125,14 @@ pub enum StoreOp {
     Pilot {
         info: Box<PilotInfo>,
         agent_match: String,
+    },
+    /// A decision of the scaler (written by the shell, not by the core).
+    ScalingDecision(Box<ScalingDecisionInfo>),
+    /// What came of the decision the scaler of `target` made at `at_ms`.
+    ScalingOutcome {
+        target: String,
+        at_ms: u64,
+        outcome: ScalingOutcome,
     },
 }
 

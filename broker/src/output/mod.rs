@@ -3,7 +3,7 @@
 //!
 //! Owns: the text layouts of `status` (pegasus-status), `stats`
 //! (pegasus-statistics), `analyze` (pegasus-analyzer), `agents` and `pilots`,
-//! `scale`, `plan` and `logs`; the JSON form of any response; UTC timestamps and
+//! `scale`, `scaling`, `plan` and `logs`; the JSON form of any response; UTC timestamps and
 //! short durations; the progress display of `wait` / `submit --wait`; and
 //! writing a finished text to stdout.
 //!
@@ -23,6 +23,7 @@ mod logs;
 mod plan;
 mod progress;
 mod scale;
+mod scaling;
 mod stats;
 mod status;
 pub(crate) mod table;
@@ -42,6 +43,7 @@ pub use logs::{logs_bytes, logs_ending_note, logs_truncated_note};
 pub use plan::{plan_json, plan_text};
 pub use progress::{failed_hint, finished_line, Progress, PROGRESS_PLAIN_INTERVAL_MS};
 pub use scale::scale_text;
+pub use scaling::scaling_text;
 pub use stats::stats_text;
 pub use status::status_text;
 pub use task_name::task_label;

@@ -73,6 +73,11 @@ pub(super) fn handle(
             "advise and tune are answered by the advisor service".into(),
         )),
         Request::Pilots => Answer::Now(fleet_io::pilots(cx.fleet.as_deref())),
+        Request::Scaling {
+            run,
+            since_ms,
+            after,
+        } => scaling(cx.core, run, since_ms, after),
         Request::Shutdown => Answer::Now(shutdown(cx.stop)),
         Request::Scale {
             target,
@@ -173,6 +178,24 @@ fn stats(core: &Core, run: &RunRef) -> Answer {
     Answer::Read(Box::new(move |c| match store::run_stats(c, id, now_ms()) {
         Ok(s) => Response::Stats(s),
         Err(e) => bad(e.to_string()),
+    }))
+}
+
+/// The scaler's stored decisions: of a run's lifetime, since a time, or all.
+fn scaling(core: &Core, run: Option<RunRef>, since_ms: Option<u64>, after: Option<u64>) -> Answer {
+    let filter = match (run, since_ms) {
+        (Some(r), _) => match resolve_run(core, &r) {
+            Some(id) => store::ScalingFilter::Run(id),
+            None => return Answer::Now(bad(no_run(&r))),
+        },
+        (None, Some(ms)) => store::ScalingFilter::Since(ms),
+        (None, None) => store::ScalingFilter::All,
+    };
+    Answer::Read(Box::new(move |c| {
+        match store::scaling_decisions(c, filter, after, REPLY_PAGE_BYTES_MAX) {
+            Ok(page) => Response::Scaling(page),
+            Err(e) => bad(e.to_string()),
+        }
     }))
 }
 

@@ -241,6 +241,30 @@ CREATE TABLE IF NOT EXISTS pilots (
     ended_at_ms INTEGER,
     reason TEXT
 );
+-- Every decision of the AdaptiveScaler worth keeping (SPEC §9): its inputs
+-- and the full decision as JSON, the seed's fields, and its outcome (NULL
+-- until filled in). One per target and evaluation time.
+CREATE TABLE IF NOT EXISTS scaling_decisions (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL,
+    workers_to_add TEXT NOT NULL,
+    workers_to_remove TEXT NOT NULL,
+    cancelled TEXT NOT NULL,
+    drained TEXT NOT NULL,
+    reasoning TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    predicted_completion_s REAL,
+    inputs TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    pilots_connected_at_ms INTEGER,
+    busy_s REAL,
+    idle_s REAL,
+    cost REAL,
+    UNIQUE (target, at_ms)
+);
+CREATE INDEX IF NOT EXISTS scaling_decisions_at ON scaling_decisions(at_ms);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at_ms INTEGER NOT NULL,
@@ -252,7 +276,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 /// The schema this build writes; a newer database, or one older than the
 /// oldest migration, is refused with a clear line rather than misread.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// Creates what is missing (tables and the cache's), then checks the
 /// version and migrates an older database.
@@ -281,6 +305,10 @@ pub(super) fn prepare(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     if v == 3 {
         migrate_from_3(conn).map_err(err)?;
         v = 4;
+    }
+    if v == 4 {
+        migrate_from_4(conn).map_err(err)?;
+        v = 5;
     }
     if v != SCHEMA_VERSION {
         return Err(StoreError::Refused {
@@ -340,6 +368,14 @@ fn migrate_from_3(conn: &Connection) -> rusqlite::Result<()> {
     add_column(&tx, "attempts", "memory_limit_bytes", "INTEGER")?;
     add_column(&tx, "jobs", "cancel_cause", "TEXT")?;
     tx.execute_batch("PRAGMA user_version = 4")?;
+    tx.commit()
+}
+
+/// 4 -> 5: the `scaling_decisions` table, which `SCHEMA` has just created
+/// (empty: no decision was kept before). One transaction.
+fn migrate_from_4(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch("PRAGMA user_version = 5")?;
     tx.commit()
 }
 
@@ -471,12 +507,38 @@ mod tests {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 4);
+        assert_eq!(v, SCHEMA_VERSION, "on through every later migration");
         let limit: Option<i64> = conn
             .query_row("SELECT memory_limit_bytes FROM attempts", [], |r| r.get(0))
             .unwrap();
         assert_eq!(limit, None);
         conn.execute_batch("SELECT cancel_cause FROM jobs").unwrap();
+    }
+
+    /// A version-4 store (before issue 18) opens at version 5 with an empty
+    /// `scaling_decisions` table.
+    #[test]
+    fn a_version_4_store_gets_the_scaling_decisions_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(
+            "DROP TABLE scaling_decisions;
+             PRAGMA user_version = 4;
+             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
+                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');",
+        )
+        .unwrap();
+        prepare(&conn, &path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 5);
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM scaling_decisions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]
