@@ -365,12 +365,12 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 p.reason
             ])?;
         }
-        StoreOp::ScalingDecision(d) => scaling::insert(c, d)?,
+        StoreOp::ScalingDecision(d) => scaling::insert(c.conn(), d)?,
         StoreOp::ScalingOutcome {
             target,
             at_ms,
             outcome,
-        } => scaling::set_outcome(c, target, *at_ms, outcome)?,
+        } => scaling::set_outcome(c.conn(), target, *at_ms, outcome)?,
         StoreOp::JobCancelCause { job, cause } => {
             let json = cause.as_ref().map(serde_json::to_string).transpose();
             // A cause that cannot be encoded is not kept; `why` then says less.

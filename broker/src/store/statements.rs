@@ -24,6 +24,12 @@ impl<'c> Statements<'c> {
         }
     }
 
+    /// The connection, for rare writes that keep their own statements
+    /// (`prepare_cached`).
+    pub(super) fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+
     /// The statement for `sql`, prepared on its first use.
     pub(super) fn get(&mut self, sql: &'static str) -> rusqlite::Result<&mut Statement<'c>> {
         let key = sql.as_ptr() as usize;
