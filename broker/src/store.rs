@@ -222,6 +222,11 @@ fn apply_writes(conn: &mut Connection, cmds: &[Cmd]) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// SQLite integers are signed: a u64 past `i64::MAX` is kept as the largest.
+fn sql_u64(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
+}
+
 fn tail(bytes: &[u8]) -> Option<&[u8]> {
     if bytes.is_empty() {
         None
@@ -287,9 +292,16 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
             agent,
             assigned_at_ms,
             argv_json,
+            ready_at_ms,
+            resources: r,
+            request_source,
         } => {
+            // Custom resources are rare: JSON only when there are some.
+            let custom = (!r.custom.is_empty())
+                .then(|| serde_json::to_string(&r.custom).ok())
+                .flatten();
             c.prepare_cached(
-                "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, ready_at_ms, cpus, memory_bytes, gpus, custom_resources, request_source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?
             .execute(params![
                 *attempt as i64,
@@ -300,7 +312,13 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 number,
                 *agent as i64,
                 argv_json,
-                *assigned_at_ms as i64
+                *assigned_at_ms as i64,
+                (*ready_at_ms > 0).then_some(*ready_at_ms as i64),
+                r.cpus,
+                r.memory_bytes as i64,
+                r.gpus,
+                custom,
+                request_source.as_str(),
             ])?;
         }
         StoreOp::AttemptStarted { attempt, at_us } => {
@@ -320,8 +338,15 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 _ => None,
             };
             let started = (result.started_at_us > 0).then_some(result.started_at_us as i64);
+            let inputs = &result.input_bytes;
+            let (input_total, input_sizes) = if inputs.is_empty() {
+                (None, None)
+            } else {
+                let total = inputs.iter().fold(0u64, |a, b| a.saturating_add(*b));
+                (Some(sql_u64(total)), serde_json::to_string(inputs).ok())
+            };
             c.prepare_cached(
-                "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12, spends_retry = ?13, memory_limit_bytes = ?14 WHERE id = ?1",
+                "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12, spends_retry = ?13, memory_limit_bytes = ?14, read_bytes = ?15, write_bytes = ?16, input_bytes = ?17, input_sizes = ?18 WHERE id = ?1",
             )?
             .execute(params![
                 *attempt as i64,
@@ -340,7 +365,24 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 tail(&result.stderr_tail),
                 result.end.spends_retry(),
                 result.memory_limit_bytes.map(|b| b.min(i64::MAX as u64) as i64),
+                result.read_bytes.map(sql_u64),
+                result.write_bytes.map(sql_u64),
+                input_total,
+                input_sizes,
             ])?;
+            // Only attempts that ran long have a series: short ones cost no
+            // statement here.
+            for p in &result.usage {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO attempt_usage (attempt_id, at_ms, cpu_ms, rss_bytes) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    *attempt as i64,
+                    sql_u64(p.at_ms),
+                    sql_u64(p.cpu_ms),
+                    sql_u64(p.rss_bytes)
+                ])?;
+            }
         }
         StoreOp::TaskState {
             task,
@@ -374,12 +416,19 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
         StoreOp::Pilot {
             info: p,
             agent_match,
+            provider,
+            price_per_hour,
         } => {
+            // The cost is the price over the pilot's whole life, from its
+            // submission (an upper bound: a queued Slurm job costs nothing).
             c.prepare_cached(
-                "INSERT INTO pilots (id, target, tag, provider_id, agent_match, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                "INSERT INTO pilots (id, target, tag, provider_id, agent_match, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason, provider, price_per_hour, cost)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13 * (?10 - ?8) / 3600000.0)
                  ON CONFLICT(id) DO UPDATE SET state = excluded.state, agent_id = excluded.agent_id,
-                   connected_at_ms = excluded.connected_at_ms, ended_at_ms = excluded.ended_at_ms, reason = excluded.reason",
+                   connected_at_ms = excluded.connected_at_ms, ended_at_ms = excluded.ended_at_ms, reason = excluded.reason,
+                   provider = COALESCE(excluded.provider, provider),
+                   price_per_hour = COALESCE(excluded.price_per_hour, price_per_hour),
+                   cost = COALESCE(excluded.price_per_hour, price_per_hour) * (excluded.ended_at_ms - submitted_at_ms) / 3600000.0",
             )?
             .execute(params![
                 p.id,
@@ -392,7 +441,9 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
                 p.submitted_at_ms as i64,
                 p.connected_at_ms.map(|x| x as i64),
                 p.ended_at_ms.map(|x| x as i64),
-                p.reason
+                p.reason,
+                provider,
+                price_per_hour,
             ])?;
         }
         StoreOp::JobCancelCause { job, cause } => {

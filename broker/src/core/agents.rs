@@ -467,7 +467,7 @@ impl Core {
             }
             self.backoff.pop();
             if self.jobs[&job].tasks[index as usize].state == TaskState::Ready {
-                self.push_requeued(job, index);
+                self.ready_again(job, index, due);
             }
         }
         for a in self.agents.values_mut() {

@@ -174,6 +174,12 @@ pub struct Job {
     pub dependents: Vec<JobId>,
     /// True once the dependencies are met and tasks may be dispatched.
     pub released: bool,
+    /// When it was released: the ready time of its tasks that never came
+    /// back (telemetry's queue wait); 0 when not known (after a restart).
+    pub released_at_ms: u64,
+    /// The ready time of tasks that came back (a retry whose backoff ended,
+    /// a task lost with its agent), until their next attempt takes it.
+    pub ready_again_at_ms: HashMap<u64, u64>,
     pub counts: Counts,
     /// Runs in the agent's container runtime when set (manifest component image).
     pub container: Option<ContainerSpec>,
@@ -224,6 +230,8 @@ impl Job {
             deps_pending,
             dependents: Vec::new(),
             released: false,
+            released_at_ms: 0,
+            ready_again_at_ms: HashMap::new(),
             counts: Counts {
                 waiting: count,
                 ..Counts::default()

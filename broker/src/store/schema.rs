@@ -207,7 +207,22 @@ CREATE TABLE IF NOT EXISTS attempts (
     stdout_bytes INTEGER,
     stderr_bytes INTEGER,
     stdout_tail BLOB,
-    stderr_tail BLOB
+    stderr_tail BLOB,
+    -- Telemetry (schema 5; NULL in older rows). When its task became ready:
+    -- queue wait = assigned - ready, run time = ended - started.
+    ready_at_ms INTEGER,
+    -- What it asked for, and why (manifest | oom_retry | advisor).
+    cpus INTEGER,
+    memory_bytes INTEGER,
+    gpus INTEGER,
+    custom_resources TEXT,
+    request_source TEXT,
+    -- Storage I/O of the process tree as the kernel counts it; NULL: unknown.
+    read_bytes INTEGER,
+    write_bytes INTEGER,
+    -- The declared inputs' total size and each size (JSON, declared order).
+    input_bytes INTEGER,
+    input_sizes TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
@@ -239,8 +254,22 @@ CREATE TABLE IF NOT EXISTS pilots (
     submitted_at_ms INTEGER NOT NULL,
     connected_at_ms INTEGER,
     ended_at_ms INTEGER,
-    reason TEXT
+    reason TEXT,
+    -- Telemetry (schema 5): the provider's kind, its price per pilot-hour
+    -- where it knows one, and the cost once the pilot ended.
+    provider TEXT,
+    price_per_hour REAL,
+    cost REAL
 );
+-- A long attempt's usage over time (schema 5): one row per interval, the
+-- interval doubling as the attempt aged (at most USAGE_POINTS_MAX rows).
+CREATE TABLE IF NOT EXISTS attempt_usage (
+    attempt_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    cpu_ms INTEGER NOT NULL,
+    rss_bytes INTEGER NOT NULL,
+    PRIMARY KEY (attempt_id, at_ms)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at_ms INTEGER NOT NULL,
@@ -252,7 +281,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 /// The schema this build writes; a newer database, or one older than the
 /// oldest migration, is refused with a clear line rather than misread.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// Creates what is missing (tables and the cache's), then checks the
 /// version and migrates an older database.
@@ -281,6 +310,10 @@ pub(super) fn prepare(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     if v == 3 {
         migrate_from_3(conn).map_err(err)?;
         v = 4;
+    }
+    if v == 4 {
+        migrate_from_4(conn).map_err(err)?;
+        v = 5;
     }
     if v != SCHEMA_VERSION {
         return Err(StoreError::Refused {
@@ -340,6 +373,35 @@ fn migrate_from_3(conn: &Connection) -> rusqlite::Result<()> {
     add_column(&tx, "attempts", "memory_limit_bytes", "INTEGER")?;
     add_column(&tx, "jobs", "cancel_cause", "TEXT")?;
     tx.execute_batch("PRAGMA user_version = 4")?;
+    tx.commit()
+}
+
+/// The columns schema 5 added, by table (telemetry, issue 16).
+const COLUMNS_OF_VERSION_5: [(&str, &str, &str); 13] = [
+    ("attempts", "ready_at_ms", "INTEGER"),
+    ("attempts", "cpus", "INTEGER"),
+    ("attempts", "memory_bytes", "INTEGER"),
+    ("attempts", "gpus", "INTEGER"),
+    ("attempts", "custom_resources", "TEXT"),
+    ("attempts", "request_source", "TEXT"),
+    ("attempts", "read_bytes", "INTEGER"),
+    ("attempts", "write_bytes", "INTEGER"),
+    ("attempts", "input_bytes", "INTEGER"),
+    ("attempts", "input_sizes", "TEXT"),
+    ("pilots", "provider", "TEXT"),
+    ("pilots", "price_per_hour", "REAL"),
+    ("pilots", "cost", "REAL"),
+];
+
+/// 4 -> 5: attempts and pilots get their telemetry columns (`attempt_usage`
+/// is made by `SCHEMA`). Old rows keep NULL: unknown, never zero. One
+/// transaction.
+fn migrate_from_4(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    for (table, column, ty) in COLUMNS_OF_VERSION_5 {
+        add_column(&tx, table, column, ty)?;
+    }
+    tx.execute_batch("PRAGMA user_version = 5")?;
     tx.commit()
 }
 
@@ -471,12 +533,77 @@ mod tests {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 4);
+        assert_eq!(v, SCHEMA_VERSION, "4, then on to the newest");
         let limit: Option<i64> = conn
             .query_row("SELECT memory_limit_bytes FROM attempts", [], |r| r.get(0))
             .unwrap();
         assert_eq!(limit, None);
         conn.execute_batch("SELECT cancel_cause FROM jobs").unwrap();
+    }
+
+    /// A version-4 store (before issue 16) as that release wrote it: its
+    /// attempts and pilots without the telemetry columns, no usage table.
+    fn version_4_store(path: &Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let mut drop = String::from("DROP TABLE attempt_usage;");
+        for (table, column, _) in COLUMNS_OF_VERSION_5 {
+            drop.push_str(&format!("ALTER TABLE {table} DROP COLUMN {column};"));
+        }
+        conn.execute_batch(&drop).unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 4;
+             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
+                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
+             INSERT INTO jobs (id, run_id, name, cpus, memory_bytes, gpus, priority, retries, first_task, task_count)
+                 VALUES (1, 1, 'j', 1, 0, 0, 0, 0, 1, 1);
+             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms,
+                                   started_at_us, ended_at_us, end_class, spends_retry, peak_rss_bytes, cpu_time_us)
+                 VALUES (1, 1, 1, 1, 0, 1, 1, '[]', 5, 6000, 9000, 'SUCCESS', 0, 1024, 2000);
+             INSERT INTO pilots (id, target, provider_id, agent_match, state, submitted_at_ms, ended_at_ms)
+                 VALUES ('p-1', 'hpc', '42', '{\"exact\":\"42\"}', 'ended', 0, 3600000);",
+        )
+        .unwrap();
+        conn
+    }
+
+    /// Issue 16: an older store is migrated at start, never misread: its
+    /// rows keep what they had and the telemetry they never measured is
+    /// NULL (unknown), not zero.
+    #[test]
+    fn a_version_4_store_is_migrated_to_the_telemetry_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        drop(version_4_store(&path));
+        let (store, ids, _loaded) =
+            super::super::Store::open(&path, StateOrigin::Existing).unwrap();
+        store.stop();
+        assert_eq!(ids.attempt, 2);
+        let conn = Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 5);
+        let row: (i64, Option<i64>, Option<i64>, Option<String>, Option<i64>) = conn
+            .query_row(
+                "SELECT peak_rss_bytes, ready_at_ms, read_bytes, request_source, cpus FROM attempts WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(row, (1024, None, None, None, None));
+        let cost: (Option<String>, Option<f64>) = conn
+            .query_row("SELECT provider, cost FROM pilots", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(cost, (None, None));
+        let usage: i64 = conn
+            .query_row("SELECT COUNT(*) FROM attempt_usage", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(usage, 0);
+        let stats = super::super::run_stats(&conn, 1, 0).unwrap();
+        assert_eq!((stats.tasks, stats.attempts), (1, 1));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod resume;
 mod scheduling;
 mod simulation;
 mod submit;
+mod telemetry;
 mod transitions;
 
 use std::collections::HashMap;
