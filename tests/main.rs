@@ -31,3 +31,4 @@ mod slurm;
 mod snapshot;
 mod state_dir;
 mod submit_errors;
+mod telemetry;

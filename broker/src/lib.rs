@@ -42,3 +42,4 @@ pub mod shapes;
 pub mod state_lock;
 pub mod store;
 pub mod submit;
+pub mod telemetry;

@@ -10,12 +10,14 @@
 
 mod analysis;
 mod error;
+mod export;
 mod load;
 mod reads;
 mod schema;
 
 pub use analysis::run_analysis;
 pub use error::StoreError;
+pub use export::export_page;
 pub use load::{Loaded, LoadedJob, LoadedRun};
 pub use reads::{last_run, run_stats, task_logs};
 pub use schema::StateOrigin;

@@ -454,6 +454,12 @@ pub enum Request {
     Why {
         task: TaskRef,
     },
+    /// A run's telemetry as JSON lines, the page after cursor `after`
+    /// (`scalable export`; paged, the cursor is opaque to the CLI).
+    Export {
+        run: RunRef,
+        after: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -485,6 +491,8 @@ pub enum Response {
     Why(WhyAnswer),
     Scaled(ScaleReport),
     Pilots(Vec<PilotInfo>),
+    /// JSON lines of a run's telemetry (`docs/telemetry.md`), one page.
+    Export(Page<String>),
 }
 
 /// `+N`, `-N` or `=N` pilots.

@@ -15,6 +15,7 @@
 mod agents;
 mod analyze;
 mod cancel;
+mod export;
 mod files;
 mod logs;
 mod mistakes;
@@ -43,6 +44,7 @@ use crate::cli_error::CliError;
 
 pub use analyze::AnalyzeArgs;
 pub use cancel::CancelArgs;
+pub use export::ExportArgs;
 pub use files::ManifestArgs;
 pub use logs::LogsArgs;
 pub use plan::PlanArgs;
@@ -103,6 +105,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// pegasus-analyzer-like report of a run's failures.
     Analyze(AnalyzeArgs),
+    /// A run's telemetry as JSON lines (attempts, tasks, agents, pilots, usage).
+    Export(ExportArgs),
     /// Why a task is not running: missing tag, too large, dependency, throttle...
     Why(WhyArgs),
     /// Check a manifest: `ok`, or every error as FILE:LINE:COL: path: message.
@@ -234,6 +238,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Pilots => pilots::exec(&ctx).await,
         Command::Stats(args) => stats::exec(&ctx, args).await,
         Command::Analyze(args) => analyze::exec(&ctx, args).await,
+        Command::Export(args) => export::exec(&ctx, args).await,
         Command::Why(args) => why::exec(&ctx, args).await,
         Command::Validate(args) => validate::exec(&ctx, args),
         Command::Render(args) => render::exec(&ctx, args),

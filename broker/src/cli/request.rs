@@ -51,6 +51,7 @@ reply!(RunAnalysis, Analyze);
 reply!(TaskLogs, Logs);
 reply!(WhyAnswer, Why);
 reply!(ScaleReport, Scaled);
+reply!(Page<String>, Export);
 
 /// `Response::Submitted`: the new run, its task count, and the jobs nothing
 /// could ever run.
@@ -218,6 +219,7 @@ fn variant(r: &Response) -> &'static str {
         Response::Why(_) => "Why",
         Response::Scaled(_) => "Scaled",
         Response::Pilots(_) => "Pilots",
+        Response::Export(_) => "Export",
     }
 }
 

@@ -101,6 +101,7 @@ fn hint_for(req: &Request) -> &'static str {
         Request::Status { run: None, .. } => "ask for one run: scalable status RUN",
         Request::Analyze { .. } => "look at one task: scalable logs RUN/JOB/INDEX --stderr",
         Request::Logs { .. } => "ask for one attempt: scalable logs TASK --attempt N",
+        Request::Export { .. } => "this is a bug in scalable: export pages its rows",
         _ => "ask for less",
     }
 }

@@ -1,0 +1,336 @@
+//! The SQL of `scalable export`: a run's rows, table after table, one page
+//! at a time from an export cursor (`telemetry::Cursor`).
+//!
+//! Owns the queries and their mapping onto `telemetry`'s rows. It must not
+//! decide the line format or derived values (`telemetry` does) and reads
+//! only: it runs on the writer thread behind the writes before it.
+
+use rusqlite::{params, Connection, Row};
+use scalable_common::protocol::{Page, RunId};
+
+use crate::paging::PageBuilder;
+use crate::telemetry::{
+    AgentRow, AttemptRow, Cursor, JobRow, Line, PilotRow, RunRow, Section, TaskRow, UsageRow,
+};
+
+/// The page of run `run`'s export that starts at cursor `at`, at most
+/// `budget_bytes` (one row at least); `now_ms` prices live pilots.
+pub fn export_page(
+    c: &Connection,
+    run: RunId,
+    at: Option<u64>,
+    now_ms: u64,
+    budget_bytes: usize,
+) -> rusqlite::Result<Page<String>> {
+    let cursor = Cursor::decode(at);
+    let mut out = Out {
+        page: PageBuilder::new(budget_bytes),
+        section: cursor.section,
+    };
+    let run = run as i64;
+    for section in Section::ALL.into_iter().filter(|s| *s >= cursor.section) {
+        let after = if section == cursor.section {
+            cursor.after.map(|a| a as i64).unwrap_or(-1)
+        } else {
+            -1
+        };
+        out.section = section;
+        let more = match section {
+            Section::Run => runs(c, run, after, &mut out)?,
+            Section::Jobs => jobs(c, run, after, &mut out)?,
+            Section::Tasks => tasks(c, run, after, &mut out)?,
+            Section::Attempts => attempts(c, run, after, &mut out)?,
+            Section::Usage => usage(c, run, after, &mut out)?,
+            Section::Agents => agents(c, run, after, &mut out)?,
+            Section::Pilots => pilots(c, run, after, now_ms, &mut out)?,
+        };
+        if !more {
+            break;
+        }
+    }
+    Ok(out.page.finish())
+}
+
+/// The page being filled and the section its rows come from.
+struct Out {
+    page: PageBuilder<String>,
+    section: Section,
+}
+
+impl Out {
+    /// False when the page is full (the row goes on the next page).
+    fn push(&mut self, key: i64, text: String) -> bool {
+        self.page
+            .push(Cursor::encode(self.section, key.max(0) as u64), text)
+    }
+}
+
+fn u(r: &Row, i: usize) -> rusqlite::Result<u64> {
+    Ok(r.get::<_, i64>(i)?.max(0) as u64)
+}
+
+fn opt_u(r: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64))
+}
+
+fn json(r: &Row, i: usize) -> rusqlite::Result<Option<serde_json::Value>> {
+    Ok(r.get::<_, Option<String>>(i)?
+        .and_then(|s| serde_json::from_str(&s).ok()))
+}
+
+/// Pushes each row `map` makes of the query's rows; the first column is the key.
+fn each(
+    c: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+    out: &mut Out,
+    map: impl Fn(&Row) -> rusqlite::Result<Line>,
+) -> rusqlite::Result<bool> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let mut rows = stmt.query(args)?;
+    while let Some(r) = rows.next()? {
+        let key: i64 = r.get(0)?;
+        if !out.push(key, map(r)?.to_jsonl()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn runs(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
+    each(
+        c,
+        "SELECT r.id, r.name, r.state, r.submitted_at_ms, r.finished_at_ms, r.cwd,
+                (SELECT COALESCE(SUM(task_count), 0) FROM jobs WHERE run_id = r.id)
+         FROM runs r WHERE r.id = ?1 AND r.id > ?2",
+        params![run, after],
+        out,
+        |r| {
+            Ok(Line::Run(RunRow {
+                run: u(r, 0)?,
+                name: r.get(1)?,
+                state: r.get(2)?,
+                submitted_at_ms: u(r, 3)?,
+                finished_at_ms: opt_u(r, 4)?,
+                cwd: r.get(5)?,
+                tasks: u(r, 6)?,
+            }))
+        },
+    )
+}
+
+fn jobs(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
+    each(
+        c,
+        "SELECT id, run_id, name, tag, cpus, memory_bytes, gpus, retries, task_count
+         FROM jobs WHERE run_id = ?1 AND id > ?2 ORDER BY id",
+        params![run, after],
+        out,
+        |r| {
+            Ok(Line::Job(JobRow {
+                job: u(r, 0)?,
+                run: u(r, 1)?,
+                name: r.get(2)?,
+                tag: r.get(3)?,
+                cpus: r.get(4)?,
+                memory_bytes: u(r, 5)?,
+                gpus: r.get(6)?,
+                retries: r.get(7)?,
+                tasks: u(r, 8)?,
+            }))
+        },
+    )
+}
+
+fn tasks(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
+    each(
+        c,
+        "SELECT id, run_id, job_id, idx, state, attempts, retries_used, crashes, reason, updated_at_ms
+         FROM tasks WHERE run_id = ?1 AND id > ?2 ORDER BY id",
+        params![run, after],
+        out,
+        |r| {
+            Ok(Line::Task(TaskRow {
+                task: u(r, 0)?,
+                run: u(r, 1)?,
+                job: u(r, 2)?,
+                index: u(r, 3)?,
+                state: r.get(4)?,
+                attempts: r.get(5)?,
+                retries_used: r.get(6)?,
+                crashes: r.get(7)?,
+                reason: r.get(8)?,
+                updated_at_ms: u(r, 9)?,
+            }))
+        },
+    )
+}
+
+/// One pilot per agent (the first matched), for the agent and attempt rows.
+const PILOT_OF_AGENT: &str = "(SELECT agent_id, MIN(id) AS id, target, provider FROM pilots
+                               WHERE agent_id IS NOT NULL GROUP BY agent_id)";
+
+fn attempts(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
+    let sql = format!(
+        "SELECT a.id, a.run_id, a.job_id, j.name, a.task_id, a.idx, a.number, j.tag, a.agent_id,
+                ag.hostname, p.target, p.id, p.provider, a.ready_at_ms, a.assigned_at_ms,
+                a.started_at_us, a.ended_at_us, a.end_class, a.exit_code, a.detail, a.spends_retry,
+                a.cpus, a.memory_bytes, a.gpus, a.custom_resources, a.request_source,
+                a.peak_rss_bytes, a.memory_limit_bytes, a.cpu_time_us, a.stdout_bytes,
+                a.stderr_bytes, a.read_bytes, a.write_bytes, a.input_bytes, a.input_sizes
+         FROM attempts a JOIN jobs j ON j.id = a.job_id
+              LEFT JOIN agents ag ON ag.id = a.agent_id
+              LEFT JOIN {PILOT_OF_AGENT} p ON p.agent_id = a.agent_id
+         WHERE a.run_id = ?1 AND a.id > ?2 ORDER BY a.id"
+    );
+    each(c, &sql, params![run, after], out, |r| {
+        let mut row = AttemptRow {
+            attempt: u(r, 0)?,
+            run: u(r, 1)?,
+            job: u(r, 2)?,
+            job_name: r.get(3)?,
+            task: u(r, 4)?,
+            index: u(r, 5)?,
+            number: r.get(6)?,
+            tag: r.get(7)?,
+            agent: u(r, 8)?,
+            host: r.get(9)?,
+            target: r.get(10)?,
+            pilot: r.get(11)?,
+            provider: r.get(12)?,
+            ready_at_ms: opt_u(r, 13)?,
+            assigned_at_ms: u(r, 14)?,
+            started_at_us: opt_u(r, 15)?,
+            ended_at_us: opt_u(r, 16)?,
+            queue_wait_ms: None,
+            run_time_ms: None,
+            end_class: r.get(17)?,
+            exit_code: r.get(18)?,
+            detail: r.get(19)?,
+            spends_retry: r.get(20)?,
+            cpus: r.get(21)?,
+            memory_bytes: opt_u(r, 22)?,
+            gpus: r.get(23)?,
+            custom_resources: json(r, 24)?,
+            request_source: r.get(25)?,
+            peak_rss_bytes: opt_u(r, 26)?,
+            memory_limit_bytes: opt_u(r, 27)?,
+            cpu_time_us: opt_u(r, 28)?,
+            cpu_utilisation: None,
+            stdout_bytes: opt_u(r, 29)?,
+            stderr_bytes: opt_u(r, 30)?,
+            read_bytes: opt_u(r, 31)?,
+            write_bytes: opt_u(r, 32)?,
+            input_bytes: opt_u(r, 33)?,
+            input_sizes: json(r, 34)?,
+        };
+        row.derive();
+        Ok(Line::Attempt(Box::new(row)))
+    })
+}
+
+/// All points of one attempt go on one page (at most `USAGE_POINTS_MAX`).
+fn usage(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
+    let mut stmt = c.prepare_cached(
+        "SELECT u.attempt_id, u.at_ms, u.cpu_ms, u.rss_bytes
+         FROM attempts a JOIN attempt_usage u ON u.attempt_id = a.id
+         WHERE a.run_id = ?1 AND a.id > ?2 ORDER BY a.id, u.at_ms",
+    )?;
+    let mut rows = stmt.query(params![run, after])?;
+    let mut open: Option<(i64, String)> = None;
+    while let Some(r) = rows.next()? {
+        let attempt: i64 = r.get(0)?;
+        let line = Line::Usage(UsageRow {
+            attempt: attempt.max(0) as u64,
+            at_ms: u(r, 1)?,
+            cpu_ms: u(r, 2)?,
+            rss_bytes: u(r, 3)?,
+        })
+        .to_jsonl();
+        match &mut open {
+            Some((a, text)) if *a == attempt => text.push_str(&line),
+            _ => {
+                if let Some((a, text)) = open.replace((attempt, line)) {
+                    if !out.push(a, text) {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+    Ok(open.is_none_or(|(a, text)| out.push(a, text)))
+}
+
+fn agents(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
+    let sql = format!(
+        "SELECT ag.id, ag.name, ag.hostname, ag.tags, ag.cpus, ag.memory_bytes, ag.gpus,
+                ag.connected_at_ms, ag.left_at_ms, ag.left_reason, ag.pilot_id, p.id, p.target, p.provider
+         FROM agents ag LEFT JOIN {PILOT_OF_AGENT} p ON p.agent_id = ag.id
+         WHERE ag.id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1) AND ag.id > ?2
+         ORDER BY ag.id"
+    );
+    each(c, &sql, params![run, after], out, |r| {
+        let tags: String = r.get(3)?;
+        Ok(Line::Agent(AgentRow {
+            agent: u(r, 0)?,
+            name: r.get(1)?,
+            host: r.get(2)?,
+            tags: tags
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect(),
+            cpus: r.get(4)?,
+            memory_bytes: u(r, 5)?,
+            gpus: r.get(6)?,
+            connected_at_ms: u(r, 7)?,
+            left_at_ms: opt_u(r, 8)?,
+            left_reason: r.get(9)?,
+            reported_pilot_id: r.get(10)?,
+            pilot: r.get(11)?,
+            target: r.get(12)?,
+            provider: r.get(13)?,
+        }))
+    })
+}
+
+fn pilots(
+    c: &Connection,
+    run: i64,
+    after: i64,
+    now_ms: u64,
+    out: &mut Out,
+) -> rusqlite::Result<bool> {
+    each(
+        c,
+        "SELECT p.rowid, p.id, p.target, p.tag, p.provider, p.provider_id, p.state, p.agent_id,
+                p.submitted_at_ms, p.connected_at_ms, p.ended_at_ms, p.reason, p.price_per_hour, p.cost
+         FROM pilots p, runs r
+         WHERE r.id = ?1 AND p.rowid > ?2
+           AND (p.agent_id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1)
+                OR p.submitted_at_ms BETWEEN r.submitted_at_ms AND COALESCE(r.finished_at_ms, ?3))
+         ORDER BY p.rowid",
+        params![run, after, now_ms as i64],
+        out,
+        |r| {
+            let mut row = PilotRow {
+                pilot: r.get(1)?,
+                target: r.get(2)?,
+                tag: r.get(3)?,
+                provider: r.get(4)?,
+                provider_id: r.get(5)?,
+                state: r.get(6)?,
+                agent: opt_u(r, 7)?,
+                submitted_at_ms: u(r, 8)?,
+                connected_at_ms: opt_u(r, 9)?,
+                queue_wait_ms: None,
+                ended_at_ms: opt_u(r, 10)?,
+                reason: r.get(11)?,
+                price_per_hour: r.get(12)?,
+                cost: r.get(13)?,
+            };
+            row.derive(now_ms);
+            Ok(Line::Pilot(row))
+        },
+    )
+}
