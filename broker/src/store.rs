@@ -13,6 +13,7 @@ mod error;
 mod export;
 mod load;
 mod reads;
+mod retention;
 mod schema;
 
 pub use analysis::run_analysis;
@@ -20,6 +21,7 @@ pub use error::StoreError;
 pub use export::export_page;
 pub use load::{Loaded, LoadedJob, LoadedRun};
 pub use reads::{last_run, run_stats, task_logs};
+pub use retention::{prune_telemetry, Pruned, PRUNE_ATTEMPTS_PER_CALL_MAX};
 pub use schema::StateOrigin;
 
 use std::path::{Path, PathBuf};
@@ -460,7 +462,7 @@ fn apply(c: &Connection, op: &StoreOp) -> rusqlite::Result<()> {
         }
         StoreOp::RunResumed { run } => {
             c.prepare_cached(
-                "UPDATE runs SET state = 'running', finished_at_ms = NULL WHERE id = ?1",
+                "UPDATE runs SET state = 'running', finished_at_ms = NULL, telemetry_pruned_at_ms = NULL WHERE id = ?1",
             )?
             .execute(params![*run as i64])?;
         }

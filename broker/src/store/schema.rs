@@ -146,7 +146,9 @@ CREATE TABLE IF NOT EXISTS runs (
     state TEXT NOT NULL DEFAULT 'running',
     cwd TEXT NOT NULL,
     source TEXT NOT NULL,
-    definition TEXT NOT NULL
+    definition TEXT NOT NULL,
+    -- When --telemetry-keep dropped its detail (schema 5); NULL: not yet.
+    telemetry_pruned_at_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -377,7 +379,8 @@ fn migrate_from_3(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The columns schema 5 added, by table (telemetry, issue 16).
-const COLUMNS_OF_VERSION_5: [(&str, &str, &str); 13] = [
+const COLUMNS_OF_VERSION_5: [(&str, &str, &str); 14] = [
+    ("runs", "telemetry_pruned_at_ms", "INTEGER"),
     ("attempts", "ready_at_ms", "INTEGER"),
     ("attempts", "cpus", "INTEGER"),
     ("attempts", "memory_bytes", "INTEGER"),
