@@ -318,6 +318,9 @@ pub struct Agent {
     /// Reconnects in a row that found attempts sent to it missing, with none
     /// started in between (the circuit breaker per agent).
     pub undelivered_streak: u32,
+    /// Why it is leaving (its own `Leaving` reason, or the broker's drain),
+    /// kept for the `left_reason` it is recorded with when it goes.
+    pub leaving_reason: Option<String>,
     /// Offered nothing before this time: its connection kept losing what it
     /// was sent.
     pub benched_until_ms: Option<u64>,

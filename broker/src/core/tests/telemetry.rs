@@ -86,3 +86,35 @@ fn a_task_lost_with_its_agent_is_ready_again_when_it_was_lost() {
     assert_eq!((rows[1].0, rows[1].1), (again[0], lost_at));
     assert_eq!(rows[1].2 - rows[1].1, 4_000, "its queue wait");
 }
+
+/// An agent that leaves on its own is recorded with its reason, one the
+/// broker drained with the broker's, one that vanished as lost.
+#[test]
+fn an_agent_is_recorded_with_the_reason_it_left() {
+    let mut env = TestEnv::new();
+    let a = env.agent(1, &[]);
+    let b = env.agent(1, &[]);
+    let c = env.agent(1, &[]);
+    env.core.agent_leaving(a, "idle for 60 s", env.now_ms);
+    env.core.agent_disconnected(a, env.now_ms);
+    assert!(env.core.drain_agent(b, "scaled down"));
+    env.core.agent_disconnected(b, env.now_ms);
+    env.core.agent_disconnected(c, env.now_ms);
+    env.advance(60_000);
+    let left: Vec<(AgentId, String)> = env
+        .store_log
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::AgentLeft { agent, reason, .. } => Some((*agent, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            (a, "left: idle for 60 s".to_string()),
+            (b, "left: scaled down".to_string()),
+            (c, "heartbeat timeout".to_string()),
+        ]
+    );
+}
