@@ -334,3 +334,105 @@ fn pilots(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{StateOrigin, Store};
+
+    fn seeded(dir: &std::path::Path) -> Connection {
+        let path = dir.join("broker.db");
+        let (store, _, _) = Store::open(&path, StateOrigin::New).unwrap();
+        store.stop();
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition) VALUES
+                 (1, 'other', 0, '/', 's', '{}'), (2, 'wf', 10, '/w', 's', '{}');
+             INSERT INTO jobs (id, run_id, name, cpus, memory_bytes, gpus, priority, retries, first_task, task_count)
+                 VALUES (1, 1, 'x', 1, 0, 0, 0, 0, 1, 1), (2, 2, 'sim', 1, 0, 0, 0, 0, 2, 40);
+             INSERT INTO agents (id, name, hostname, tags, cpus, memory_bytes, gpus, connected_at_ms)
+                 VALUES (1, 'a', 'h', 'x,y', 2, 0, 0, 5), (2, 'b', 'h', '', 2, 0, 0, 5);
+             INSERT INTO pilots (id, target, provider_id, agent_match, state, agent_id, submitted_at_ms, provider, price_per_hour)
+                 VALUES ('p-1', 'hpc', '42', '{}', 'connected', 1, 0, 'slurm', 2.0);
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 39)
+             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, ready_at_ms,
+                                   started_at_us, ended_at_us, end_class, cpu_time_us)
+                 SELECT 10 + i, 2 + i, 2, 2, i, 1, 1, '[]', 20, 15, 30000, 2030000, 'SUCCESS', 1000000 FROM n;
+             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms)
+                 VALUES (5, 1, 1, 1, 0, 1, 2, '[]', 0);
+             INSERT INTO attempt_usage (attempt_id, at_ms, cpu_ms, rss_bytes)
+                 VALUES (10, 1000, 500, 1), (10, 2000, 500, 2), (11, 1000, 7, 3);",
+        )
+        .unwrap();
+        c
+    }
+
+    fn export_all(c: &Connection, budget: usize) -> (Vec<String>, usize) {
+        let (mut lines, mut pages, mut at) = (Vec::new(), 0, None);
+        loop {
+            let page = export_page(c, 2, at, 3_600_000, budget).unwrap();
+            pages += 1;
+            for item in page.items {
+                lines.extend(item.lines().map(String::from));
+            }
+            match page.next {
+                Some(n) => {
+                    assert!(at.is_none_or(|a| n > a), "cursors grow");
+                    at = Some(n);
+                }
+                None => return (lines, pages),
+            }
+        }
+    }
+
+    #[test]
+    fn small_pages_give_the_same_rows_as_one_page_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = seeded(dir.path());
+        let (whole, one) = export_all(&c, usize::MAX);
+        assert_eq!(one, 1);
+        let tables: Vec<String> = whole
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["table"].to_string())
+            .collect();
+        let count = |t: &str| tables.iter().filter(|x| *x == &format!("\"{t}\"")).count();
+        assert_eq!(
+            [
+                count("run"),
+                count("job"),
+                count("attempt"),
+                count("usage"),
+                count("agent"),
+                count("pilot")
+            ],
+            [1, 1, 40, 3, 1, 1],
+            "only run 2's rows and agent"
+        );
+        assert!(
+            whole[0].starts_with(r#"{"table":"run","run":2,"#),
+            "{}",
+            whole[0]
+        );
+        let (paged, pages) = export_all(&c, 64);
+        assert_eq!(paged, whole);
+        assert!(pages > 40, "{pages}");
+        let a: serde_json::Value = serde_json::from_str(&whole[2]).unwrap();
+        assert_eq!(
+            (
+                &a["queue_wait_ms"],
+                &a["run_time_ms"],
+                &a["cpu_utilisation"]
+            ),
+            (
+                &serde_json::json!(15),
+                &serde_json::json!(2000),
+                &serde_json::json!(0.5)
+            )
+        );
+        let p: serde_json::Value = serde_json::from_str(whole.last().unwrap()).unwrap();
+        assert_eq!(
+            (&p["provider"], &p["cost"]),
+            (&serde_json::json!("slurm"), &serde_json::json!(2.0))
+        );
+    }
+}
