@@ -435,4 +435,57 @@ mod tests {
             (&serde_json::json!("slurm"), &serde_json::json!(2.0))
         );
     }
+
+    /// A pilot's record keeps its provider and price from its start, through
+    /// a restart that knows neither, and its cost once it ended.
+    #[test]
+    fn a_pilot_costs_its_price_over_its_life() {
+        use crate::fleet::Fleet;
+        use crate::providers::{AgentId, StartedPilot};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let (store, _, _) = Store::open(&path, StateOrigin::New).unwrap();
+        let mut fleet = Fleet::new("hpc", vec![]);
+        fleet.provider = Some("slurm");
+        fleet.set_price(Some("sim"), Some(2.0));
+        let started = StartedPilot {
+            pilot_id: "p-1".into(),
+            provider_id: "42".into(),
+            agent_id: AgentId::Exact("42".into()),
+            commands: vec![],
+        };
+        store.write(fleet.started(Some("sim"), &[started], 0), None);
+        store.stop();
+        // A restarted broker's fleet knows neither provider nor price.
+        let mut again = Fleet::new("hpc", fleet_pilots(&path));
+        let ended = crate::providers::PilotState::Ended {
+            reason: "COMPLETED".into(),
+        };
+        let (store, _, _) = Store::open(&path, StateOrigin::Existing).unwrap();
+        store.write(again.reconcile(&[("42".into(), ended)], 5_400_000), None);
+        store.stop();
+        let c = Connection::open(&path).unwrap();
+        let row: (Option<String>, Option<f64>, Option<f64>) = c
+            .query_row(
+                "SELECT provider, price_per_hour, cost FROM pilots",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (Some("slurm".into()), Some(2.0), Some(3.0)),
+            "1.5 h at 2.0"
+        );
+    }
+
+    fn fleet_pilots(path: &std::path::Path) -> Vec<crate::fleet::Pilot> {
+        let (store, _, loaded) = Store::open(path, StateOrigin::Existing).unwrap();
+        store.stop();
+        loaded
+            .pilots
+            .into_iter()
+            .filter_map(|(p, m)| crate::fleet::Pilot::from_stored(p, &m))
+            .collect()
+    }
 }
