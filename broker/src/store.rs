@@ -12,6 +12,7 @@ mod analysis;
 mod error;
 mod export;
 mod load;
+mod migrations;
 mod reads;
 mod retention;
 mod schema;
