@@ -223,9 +223,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         fleet,
     ));
     let ticker = spawn_ticker(core_tx.clone());
-    if let Some(keep_ms) = cfg.telemetry_keep_ms {
-        tokio::spawn(retention::run(store.clone(), keep_ms));
-    }
+    retention::start(cfg.telemetry_keep_ms, &store);
     let mut locals = LocalAgents::start(
         cfg.local_agents,
         cfg.local_agent_cpus,

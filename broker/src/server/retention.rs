@@ -19,7 +19,14 @@ fn period(keep_ms: u64) -> Duration {
     Duration::from_millis((keep_ms / 2).clamp(1_000, 3_600_000))
 }
 
-pub(super) async fn run(store: Store, keep_ms: u64) {
+/// Starts the pruning task when `--telemetry-keep` was given.
+pub(super) fn start(keep_ms: Option<u64>, store: &Store) {
+    if let Some(keep_ms) = keep_ms {
+        tokio::spawn(run(store.clone(), keep_ms));
+    }
+}
+
+async fn run(store: Store, keep_ms: u64) {
     loop {
         let now = now_ms();
         let before = now.saturating_sub(keep_ms);
