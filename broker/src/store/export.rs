@@ -166,24 +166,21 @@ fn tasks(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Resul
     )
 }
 
-/// One pilot per agent (the first matched), for the agent and attempt rows.
+/// One pilot per agent (the first matched), for the agent rows.
 const PILOT_OF_AGENT: &str = "(SELECT agent_id, MIN(id) AS id, target, provider FROM pilots
                                WHERE agent_id IS NOT NULL GROUP BY agent_id)";
 
+/// From the `attempt_telemetry` view (`schema::VIEWS`): what a user's own
+/// SQL sees is what the export writes.
 fn attempts(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
-    let sql = format!(
-        "SELECT a.id, a.run_id, a.job_id, j.name, a.task_id, a.idx, a.number, j.tag, a.agent_id,
-                ag.hostname, p.target, p.id, p.provider, a.ready_at_ms, a.assigned_at_ms,
-                a.started_at_us, a.ended_at_us, a.end_class, a.exit_code, a.detail, a.spends_retry,
-                a.cpus, a.memory_bytes, a.gpus, a.custom_resources, a.request_source,
-                a.peak_rss_bytes, a.memory_limit_bytes, a.cpu_time_us, a.stdout_bytes,
-                a.stderr_bytes, a.read_bytes, a.write_bytes, a.input_bytes, a.input_sizes
-         FROM attempts a JOIN jobs j ON j.id = a.job_id
-              LEFT JOIN agents ag ON ag.id = a.agent_id
-              LEFT JOIN {PILOT_OF_AGENT} p ON p.agent_id = a.agent_id
-         WHERE a.run_id = ?1 AND a.id > ?2 ORDER BY a.id"
-    );
-    each(c, &sql, params![run, after], out, |r| {
+    let sql = "SELECT id, run_id, job_id, job_name, task_id, idx, number, tag, agent_id,
+                host, target, pilot, provider, ready_at_ms, assigned_at_ms,
+                started_at_us, ended_at_us, end_class, exit_code, detail, spends_retry,
+                cpus, memory_bytes, gpus, custom_resources, request_source,
+                peak_rss_bytes, memory_limit_bytes, cpu_time_us, stdout_bytes,
+                stderr_bytes, read_bytes, write_bytes, input_bytes, input_sizes
+         FROM attempt_telemetry WHERE run_id = ?1 AND id > ?2 ORDER BY id";
+    each(c, sql, params![run, after], out, |r| {
         let mut row = AttemptRow {
             attempt: u(r, 0)?,
             run: u(r, 1)?,

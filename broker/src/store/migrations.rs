@@ -310,6 +310,15 @@ mod tests {
         assert_eq!(usage, 0);
         let stats = super::super::run_stats(&conn, 1, 0).unwrap();
         assert_eq!((stats.tasks, stats.attempts), (1, 1));
+        // The view over the migrated tables reads the old row.
+        let seen: (String, Option<String>, i64) = conn
+            .query_row(
+                "SELECT job_name, host, peak_rss_bytes FROM attempt_telemetry",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(seen, ("j".to_string(), None, 1024));
     }
 
     #[test]

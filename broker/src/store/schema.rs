@@ -302,18 +302,35 @@ pub(super) fn prepare(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     if v == 0 && runs == 0 {
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
             .map_err(err)?;
-        return Ok(());
+    } else {
+        let v = super::migrations::migrate(conn, v).map_err(err)?;
+        if v != SCHEMA_VERSION {
+            return Err(StoreError::Refused {
+                path: path.to_path_buf(),
+                problem: format!("has schema version {v}, this broker needs {SCHEMA_VERSION}"),
+                hint: "use a new --state-dir, or the scalable version that wrote it".into(),
+            });
+        }
     }
-    let v = super::migrations::migrate(conn, v).map_err(err)?;
-    if v != SCHEMA_VERSION {
-        return Err(StoreError::Refused {
-            path: path.to_path_buf(),
-            problem: format!("has schema version {v}, this broker needs {SCHEMA_VERSION}"),
-            hint: "use a new --state-dir, or the scalable version that wrote it".into(),
-        });
-    }
-    Ok(())
+    // Views name columns of the newest schema: made once the tables have them.
+    conn.execute_batch(VIEWS).map_err(err)
 }
+
+/// Every attempt with what a query about it needs from other tables (its
+/// job's name and tag, its agent's host, the target, pilot and provider of
+/// the pilot that agent was), so telemetry is queryable without joins
+/// (SPEC §10). Remade at every start: a view holds no data.
+pub(super) const VIEWS: &str = r#"
+DROP VIEW IF EXISTS attempt_telemetry;
+CREATE VIEW attempt_telemetry AS
+SELECT a.*, j.name AS job_name, j.tag AS tag, ag.hostname AS host,
+       p.target AS target, p.id AS pilot, p.provider AS provider
+FROM attempts a
+JOIN jobs j ON j.id = a.job_id
+LEFT JOIN agents ag ON ag.id = a.agent_id
+LEFT JOIN (SELECT agent_id, MIN(id) AS id, target, provider FROM pilots
+           WHERE agent_id IS NOT NULL GROUP BY agent_id) p ON p.agent_id = a.agent_id;
+"#;
 
 #[cfg(test)]
 mod tests {
