@@ -358,10 +358,12 @@ impl Core {
         slot.attempts = slot.attempts.saturating_add(1);
         let number = slot.attempts as u32;
         job.in_flight += 1;
-        let ready_at_ms = job
-            .ready_again_at_ms
-            .remove(&index)
-            .unwrap_or(job.released_at_ms);
+        // Most tasks never came back: no hashing on the hot path for them.
+        let ready_again = match job.ready_again_at_ms.is_empty() {
+            true => None,
+            false => job.ready_again_at_ms.remove(&index),
+        };
+        let ready_at_ms = ready_again.unwrap_or(job.released_at_ms);
         let (resources, request_source) = match job.overrides.get(&index) {
             Some(raised) => (raised.clone(), RequestSource::OomRetry),
             None => (job.resources.clone(), RequestSource::Manifest),
