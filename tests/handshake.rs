@@ -13,7 +13,7 @@ use scalable_common::protocol::{
     AgentHello, AttemptEnd, Hello, HelloReply, Started, ToAgent, MESSAGE_BYTES_MAX,
     PROTOCOL_VERSION,
 };
-use scalable_common::protocol_v4::{AttemptResultV4, FromAgentV4};
+use scalable_common::protocol_v5::{AttemptResultV5, FromAgentV5};
 use scalable_common::resources::Resources;
 use scalable_common::tls;
 
@@ -103,13 +103,13 @@ async fn run_one_assignment(raw: &mut Raw) {
         };
         let attempt = batch[0].attempt;
         let now_us = 1_000_000;
-        // As an agent of protocol 3 or 4 encodes its events (`protocol_v4`).
-        let events = FromAgentV4::Events {
+        // As an agent of protocol 5 encodes its events (`protocol_v5`).
+        let events = FromAgentV5::Events {
             started: vec![Started {
                 attempt,
                 at_us: now_us,
             }],
-            finished: vec![AttemptResultV4 {
+            finished: vec![AttemptResultV5 {
                 attempt,
                 end: AttemptEnd::Exited { code: 0 },
                 started_at_us: now_us,
@@ -120,6 +120,8 @@ async fn run_one_assignment(raw: &mut Raw) {
                 stderr_tail: Vec::new(),
                 stdout_bytes: 0,
                 stderr_bytes: 0,
+                exit_code: Some(0),
+                memory_limit_bytes: None,
             }],
             free: Resources::cpus(1),
         };
@@ -132,7 +134,7 @@ async fn run_one_assignment(raw: &mut Raw) {
 fn an_agent_of_the_previous_protocol_is_served_and_runs_a_task() {
     let b = Broker::start();
     // The previous protocol: its agents encode their results without the
-    // fields protocol 5 added.
+    // fields protocol 6 added.
     let old = PROTOCOL_VERSION - 1;
     assert!(
         old >= AGENT_PROTOCOL_OLDEST,

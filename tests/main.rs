@@ -33,3 +33,4 @@ mod slurm;
 mod snapshot;
 mod state_dir;
 mod submit_errors;
+mod telemetry;

@@ -13,6 +13,7 @@
 //! - [`orphan_guard`]: a tiny helper process that kills tasks if the agent is SIGKILLed.
 //! - [`credentials`]: the agent's token never reaches a task (env, /proc, the token file).
 //! - [`resources`]: what this host (or Slurm allocation, or cgroup) offers.
+//! - [`usage`]: one attempt's bounded usage series (cpu and RSS over time).
 
 pub mod cpuset;
 pub mod credentials;
@@ -26,6 +27,7 @@ pub mod resources;
 pub mod runtime;
 pub mod session;
 pub mod stage;
+pub mod usage;
 pub mod which;
 
 #[cfg(test)]

@@ -253,19 +253,41 @@ pub fn oom_kills(memory_events: &str) -> u64 {
 /// `(pgid, rss_pages)` from the text of `/proc/PID/stat`. The command name (field
 /// 2) may hold spaces and parentheses, so fields are counted after the last `)`.
 pub fn parse_stat(stat: &[u8]) -> Option<(libc::pid_t, u64)> {
-    parse_stat_row(stat).map(|(_, pgrp, rss)| (pgrp, rss))
+    parse_proc_row(stat).map(|r| (r.pgrp, r.rss_pages))
 }
 
-/// `(ppid, pgid, rss_pages)` from the text of `/proc/PID/stat`.
-fn parse_stat_row(stat: &[u8]) -> Option<(libc::pid_t, libc::pid_t, u64)> {
+/// One process as one pass over `/proc` saw it.
+#[derive(Debug, Clone, Copy)]
+struct ProcRow {
+    ppid: libc::pid_t,
+    pgrp: libc::pid_t,
+    rss_pages: u64,
+    /// utime + stime + cutime + cstime: its own cpu and that of the children
+    /// it waited for (which are gone from `/proc`, so nothing counts twice).
+    cpu_ticks: u64,
+}
+
+fn parse_proc_row(stat: &[u8]) -> Option<ProcRow> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
-    // After the name: state(3) ppid(4) pgrp(5) ... rss(24).
+    // After the name: state(3) ppid(4) pgrp(5) ... utime(14) stime(15)
+    // cutime(16) cstime(17) ... rss(24).
     let ppid = fields.nth(1)?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    let rss = fields.nth(24 - 6)?.parse().ok()?;
-    Some((ppid, pgrp, rss))
+    let mut cpu_ticks = 0u64;
+    let mut field = fields.nth(14 - 6);
+    for _ in 14..=17 {
+        cpu_ticks = cpu_ticks.saturating_add(field?.parse::<u64>().ok()?);
+        field = fields.next();
+    }
+    let rss_pages = fields.nth(24 - 19)?.parse().ok()?;
+    Some(ProcRow {
+        ppid,
+        pgrp,
+        rss_pages,
+        cpu_ticks,
+    })
 }
 
 /// What one pass over `/proc` found for one task's process group.
@@ -273,6 +295,9 @@ fn parse_stat_row(stat: &[u8]) -> Option<(libc::pid_t, libc::pid_t, u64)> {
 pub struct GroupSample {
     /// Summed RSS of the group and of the processes that left it.
     pub rss_bytes: u64,
+    /// Summed cpu time of the same processes, with the children they waited
+    /// for, in milliseconds.
+    pub cpu_ms: u64,
     /// Leaders of the groups that left the task's group (a `setsid` daemon).
     pub escaped: Vec<libc::pid_t>,
 }
@@ -301,6 +326,7 @@ fn sample_groups_in(
         return out;
     }
     let page = page_bytes();
+    let tick_ms = 1_000 / clock_ticks_per_s().max(1);
     let rows = read_proc_rows(proc_dir);
     let tree = ProcTree {
         rows: &rows,
@@ -308,12 +334,17 @@ fn sample_groups_in(
         agent,
     };
     let mut memo = HashMap::new();
-    for (&pid, &(_, pgrp, pages)) in &rows {
+    for (&pid, row) in &rows {
         let Some(i) = tree.owner(pid, &adopt, &mut memo) else {
             continue;
         };
-        let o = &mut out[i];
-        o.rss_bytes = o.rss_bytes.saturating_add(pages.saturating_mul(page));
+        let (pgrp, o) = (row.pgrp, &mut out[i]);
+        o.rss_bytes = o
+            .rss_bytes
+            .saturating_add(row.rss_pages.saturating_mul(page));
+        o.cpu_ms = o
+            .cpu_ms
+            .saturating_add(row.cpu_ticks.saturating_mul(tick_ms));
         if pgrp == pid && pgids[i] != pgrp {
             o.escaped.push(pid);
         }
@@ -321,8 +352,8 @@ fn sample_groups_in(
     out
 }
 
-/// Every process's `(ppid, pgid, rss_pages)`, by pid.
-fn read_proc_rows(proc_dir: &Path) -> HashMap<libc::pid_t, (libc::pid_t, libc::pid_t, u64)> {
+/// Every process's row, by pid.
+fn read_proc_rows(proc_dir: &Path) -> HashMap<libc::pid_t, ProcRow> {
     let mut rows = HashMap::new();
     let Ok(entries) = std::fs::read_dir(proc_dir) else {
         return rows;
@@ -341,7 +372,7 @@ fn read_proc_rows(proc_dir: &Path) -> HashMap<libc::pid_t, (libc::pid_t, libc::p
         path.pop();
         path.pop();
         if read.is_ok() {
-            if let Some(row) = parse_stat_row(&buf) {
+            if let Some(row) = parse_proc_row(&buf) {
                 rows.insert(pid, row);
             }
         }
@@ -351,7 +382,7 @@ fn read_proc_rows(proc_dir: &Path) -> HashMap<libc::pid_t, (libc::pid_t, libc::p
 
 /// The process table of one scan, and which task each process belongs to.
 struct ProcTree<'a> {
-    rows: &'a HashMap<libc::pid_t, (libc::pid_t, libc::pid_t, u64)>,
+    rows: &'a HashMap<libc::pid_t, ProcRow>,
     pgids: &'a [libc::pid_t],
     agent: libc::pid_t,
 }
@@ -374,7 +405,7 @@ impl ProcTree<'_> {
             if let Some(&known) = memo.get(&at) {
                 break known;
             }
-            let Some(&(ppid, pgrp, _)) = self.rows.get(&at) else {
+            let Some(&ProcRow { ppid, pgrp, .. }) = self.rows.get(&at) else {
                 break None;
             };
             chain.push(at);
@@ -394,6 +425,12 @@ impl ProcTree<'_> {
         }
         found
     }
+}
+
+fn clock_ticks_per_s() -> u64 {
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(100)
 }
 
 fn page_bytes() -> u64 {
@@ -418,6 +455,8 @@ mod tests {
     fn stat_fields_after_an_odd_command_name() {
         let stat = b"4242 (my (odd) prog) S 1 4240 4240 0 -1 4194560 100 0 0 0 5 1 0 0 20 0 1 0 123 10485760 2560 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
         assert_eq!(parse_stat(stat), Some((4240, 2560)));
+        let row = parse_proc_row(stat).unwrap();
+        assert_eq!((row.ppid, row.cpu_ticks), (1, 6), "utime 5 + stime 1");
         assert_eq!(parse_stat(b"garbage"), None);
         assert_eq!(parse_stat(b"1 (x) S 0"), None);
     }

@@ -34,6 +34,9 @@ pub struct Pilot {
     pub connected_at_ms: Option<u64>,
     pub ended_at_ms: Option<u64>,
     pub reason: Option<String>,
+    /// Its price per hour when the provider knew one at its start (telemetry;
+    /// `None` after a restart: the store keeps what it was).
+    pub price_per_hour: Option<f64>,
 }
 
 impl Pilot {
@@ -59,7 +62,12 @@ impl Pilot {
     /// Its agent connected at `connected_at_ms`; the first connection is
     /// the end of its queue wait. An agent that connected before its pilot
     /// was recorded counts as connecting when it was (no wait).
-    fn link(&mut self, agent: AgentId, connected_at_ms: u64) -> PilotLink {
+    fn link(
+        &mut self,
+        agent: AgentId,
+        connected_at_ms: u64,
+        provider: Option<&'static str>,
+    ) -> PilotLink {
         self.agent = Some(agent);
         if self.state != PilotPhase::Draining {
             self.state = PilotPhase::Connected;
@@ -71,14 +79,16 @@ impl Pilot {
             pilot: self.id.clone(),
             agent,
             wait_ms: at.saturating_sub(self.submitted_at_ms),
-            row: self.row(),
+            row: self.row(provider),
         }
     }
 
-    fn row(&self) -> StoreOp {
+    fn row(&self, provider: Option<&'static str>) -> StoreOp {
         StoreOp::Pilot {
             info: Box::new(self.info()),
             agent_match: serde_json::to_string(&self.agent_match).unwrap_or_default(),
+            provider,
+            price_per_hour: self.price_per_hour,
         }
     }
 
@@ -96,6 +106,7 @@ impl Pilot {
             connected_at_ms: info.connected_at_ms,
             ended_at_ms: info.ended_at_ms,
             reason: info.reason,
+            price_per_hour: None,
         })
     }
 }
@@ -129,6 +140,11 @@ pub struct ScalePlan {
 #[derive(Debug, Default)]
 pub struct Fleet {
     pub target: String,
+    /// The provider's kind, for the pilots' records (telemetry).
+    pub provider: Option<&'static str>,
+    /// What a pilot of each tag costs an hour, as the provider estimated it
+    /// when it was last asked to start one.
+    prices: BTreeMap<Option<String>, f64>,
     pilots: BTreeMap<String, Pilot>,
     next_serial: u64,
 }
@@ -145,6 +161,8 @@ impl Fleet {
             + 1;
         Fleet {
             target: target.to_string(),
+            provider: None,
+            prices: BTreeMap::new(),
             pilots: known.into_iter().map(|p| (p.id.clone(), p)).collect(),
             next_serial,
         }
@@ -242,6 +260,15 @@ impl Fleet {
         plan
     }
 
+    /// What pilots of `tag` cost an hour (`None`: the provider knows no price).
+    pub fn set_price(&mut self, tag: Option<&str>, per_hour: Option<f64>) {
+        let tag = tag.map(String::from);
+        match per_hour {
+            Some(p) => self.prices.insert(tag, p),
+            None => self.prices.remove(&tag),
+        };
+    }
+
     /// The provider started these pilots.
     pub fn started(
         &mut self,
@@ -263,8 +290,9 @@ impl Fleet {
                 connected_at_ms: None,
                 ended_at_ms: None,
                 reason: None,
+                price_per_hour: self.prices.get(&tag.map(String::from)).copied(),
             };
-            ops.push(p.row());
+            ops.push(p.row(self.provider));
             self.pilots.insert(p.id.clone(), p);
         }
         ops
@@ -277,7 +305,7 @@ impl Fleet {
             if let Some(p) = self.pilots.get_mut(id) {
                 p.state = PilotPhase::Draining;
                 p.reason = Some(reason.to_string());
-                ops.push(p.row());
+                ops.push(p.row(self.provider));
             }
         }
         ops
@@ -297,11 +325,12 @@ impl Fleet {
         agent: AgentId,
         now_ms: u64,
     ) -> Option<PilotLink> {
+        let provider = self.provider;
         let p = self
             .pilots
             .values_mut()
             .find(|p| p.live() && p.agent_match.matches(reported))?;
-        Some(p.link(agent, now_ms))
+        Some(p.link(agent, now_ms, provider))
     }
 
     /// Links live pilots without an agent to connected agents that name
@@ -316,6 +345,7 @@ impl Fleet {
             .filter_map(|p| p.agent)
             .collect();
         let mut links = Vec::new();
+        let provider = self.provider;
         for p in self.pilots.values_mut() {
             if !p.live() || p.agent.is_some() {
                 continue;
@@ -329,7 +359,7 @@ impl Fleet {
             });
             if let Some(a) = found {
                 taken.push(a.id);
-                links.push(p.link(a.id, a.connected_at_ms));
+                links.push(p.link(a.id, a.connected_at_ms, provider));
             }
         }
         links
@@ -338,6 +368,7 @@ impl Fleet {
     /// The provider's view of our live pilots (one batched status call).
     pub fn reconcile(&mut self, states: &[(String, PilotState)], now_ms: u64) -> Vec<StoreOp> {
         let mut ops = Vec::new();
+        let provider = self.provider;
         for (provider_id, st) in states {
             let Some(p) = self
                 .pilots
@@ -363,7 +394,7 @@ impl Fleet {
                 p.ended_at_ms = Some(now_ms);
                 p.reason = reason.or(p.reason.take());
             }
-            ops.push(p.row());
+            ops.push(p.row(provider));
         }
         ops
     }

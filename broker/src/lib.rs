@@ -47,3 +47,4 @@ pub mod shapes;
 pub mod state_lock;
 pub mod store;
 pub mod submit;
+pub mod telemetry;

@@ -11,17 +11,22 @@
 mod analysis;
 mod checkpoint;
 mod error;
+mod export;
 mod grouped;
 mod load;
+mod migrations;
 mod reads;
+mod retention;
 mod scaling;
 mod schema;
 mod statements;
 
 pub use analysis::run_analysis;
 pub use error::StoreError;
+pub use export::export_page;
 pub use load::{Loaded, LoadedJob, LoadedRun};
 pub use reads::{last_run, run_stats, task_logs};
+pub use retention::{prune_telemetry, Pruned, PRUNE_ATTEMPTS_PER_CALL_MAX};
 pub use scaling::{measured_medians, scaling_decisions, ScalingFilter};
 pub use schema::StateOrigin;
 
@@ -243,6 +248,11 @@ fn apply_writes(
     tx.commit()
 }
 
+/// SQLite integers are signed: a u64 past `i64::MAX` is kept as the largest.
+fn sql_u64(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
+}
+
 fn tail(bytes: &[u8]) -> Option<&[u8]> {
     if bytes.is_empty() {
         None
@@ -319,8 +329,15 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 _ => None,
             };
             let started = (result.started_at_us > 0).then_some(result.started_at_us as i64);
+            let inputs = &result.input_bytes;
+            let (input_total, input_sizes) = if inputs.is_empty() {
+                (None, None)
+            } else {
+                let total = inputs.iter().fold(0u64, |a, b| a.saturating_add(*b));
+                (Some(sql_u64(total)), serde_json::to_string(inputs).ok())
+            };
             c.get(
-                "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12, spends_retry = ?13, memory_limit_bytes = ?14 WHERE id = ?1",
+                "UPDATE attempts SET started_at_us = COALESCE(?2, started_at_us), ended_at_us = ?3, end_class = ?4, exit_code = ?5, detail = ?6, peak_rss_bytes = ?7, cpu_time_us = ?8, stdout_bytes = ?9, stderr_bytes = ?10, stdout_tail = ?11, stderr_tail = ?12, spends_retry = ?13, memory_limit_bytes = ?14, read_bytes = ?15, write_bytes = ?16, input_bytes = ?17, input_sizes = ?18 WHERE id = ?1",
             )?
             .execute(params![
                 *attempt as i64,
@@ -339,17 +356,41 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 tail(&result.stderr_tail),
                 result.end.spends_retry(),
                 result.memory_limit_bytes.map(|b| b.min(i64::MAX as u64) as i64),
+                result.read_bytes.map(sql_u64),
+                result.write_bytes.map(sql_u64),
+                input_total,
+                input_sizes,
             ])?;
+            // Only attempts that ran long have a series: short ones cost no
+            // statement here.
+            for p in &result.usage {
+                c.get(
+                    "INSERT OR REPLACE INTO attempt_usage (attempt_id, at_ms, cpu_ms, rss_bytes) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    *attempt as i64,
+                    sql_u64(p.at_ms),
+                    sql_u64(p.cpu_ms),
+                    sql_u64(p.rss_bytes)
+                ])?;
+            }
         }
         StoreOp::Pilot {
             info: p,
             agent_match,
+            provider,
+            price_per_hour,
         } => {
+            // The cost is the price over the pilot's whole life, from its
+            // submission (an upper bound: a queued Slurm job costs nothing).
             c.get(
-                "INSERT INTO pilots (id, target, tag, provider_id, agent_match, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                "INSERT INTO pilots (id, target, tag, provider_id, agent_match, state, agent_id, submitted_at_ms, connected_at_ms, ended_at_ms, reason, provider, price_per_hour, cost)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13 * (?10 - ?8) / 3600000.0)
                  ON CONFLICT(id) DO UPDATE SET state = excluded.state, agent_id = excluded.agent_id,
-                   connected_at_ms = excluded.connected_at_ms, ended_at_ms = excluded.ended_at_ms, reason = excluded.reason",
+                   connected_at_ms = excluded.connected_at_ms, ended_at_ms = excluded.ended_at_ms, reason = excluded.reason,
+                   provider = COALESCE(excluded.provider, provider),
+                   price_per_hour = COALESCE(excluded.price_per_hour, price_per_hour),
+                   cost = COALESCE(excluded.price_per_hour, price_per_hour) * (excluded.ended_at_ms - submitted_at_ms) / 3600000.0",
             )?
             .execute(params![
                 p.id,
@@ -362,7 +403,9 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 p.submitted_at_ms as i64,
                 p.connected_at_ms.map(|x| x as i64),
                 p.ended_at_ms.map(|x| x as i64),
-                p.reason
+                p.reason,
+                provider,
+                price_per_hour,
             ])?;
         }
         StoreOp::ScalingDecision(d) => scaling::insert(c.conn(), d)?,
@@ -382,8 +425,10 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 .execute(params![*job as i64, *cancelled as i64])?;
         }
         StoreOp::RunResumed { run } => {
-            c.get("UPDATE runs SET state = 'running', finished_at_ms = NULL WHERE id = ?1")?
-                .execute(params![*run as i64])?;
+            c.get(
+                "UPDATE runs SET state = 'running', finished_at_ms = NULL, telemetry_pruned_at_ms = NULL WHERE id = ?1",
+            )?
+            .execute(params![*run as i64])?;
         }
         StoreOp::StaleResult {
             attempt,

@@ -23,8 +23,9 @@ use crate::protocol::PROTOCOL_VERSION;
 /// The oldest protocol whose agents this broker serves. Protocol 3 → 4 changed
 /// only CLI messages (paged `status`, `analyze`, `logs`); 4 → 5 added two
 /// fields to an agent's `AttemptResult`, which the broker reads from older
-/// agents as `protocol_v4` encodes it. `AgentHello`, `HelloReply` and
-/// `ToAgent` are the same since 3.
+/// agents as `protocol_v4` encodes it; 5 → 6 added four more (I/O bytes,
+/// input sizes, the usage series: `protocol_v5`). `AgentHello`, `HelloReply`
+/// and `ToAgent` are the same since 3.
 pub const AGENT_PROTOCOL_OLDEST: u16 = 3;
 /// The oldest protocol whose CLIs this broker serves (5 added fields to the
 /// replies of `submit`, `status`, `why`, `analyze` and `logs`, which a

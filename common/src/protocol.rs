@@ -24,8 +24,9 @@ use crate::workflow::WorkflowDef;
 /// Bumped on every incompatible change of any message in this file
 /// (3: `WhyAnswer.reason` became the typed `explain::Reason`; 4: `status`,
 /// `analyze` and `logs` are paged; 5: tasks named by item, failures with
-/// their numbers, the blocked tasks of a run).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// their numbers, the blocked tasks of a run; 6: an agent's `AttemptResult`
+/// carries I/O bytes, input sizes and a usage series).
+pub const PROTOCOL_VERSION: u16 = 6;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.
@@ -301,6 +302,35 @@ pub struct AttemptResult {
     /// The memory limit the agent enforced (request × its margin, or the
     /// container's `--memory`); `None`: no limit.
     pub memory_limit_bytes: Option<u64>,
+    /// Bytes the process tree read from and wrote to storage as the kernel
+    /// counts them (`read_bytes`/`write_bytes` of `/proc/PID/io`; `wait4`
+    /// reports them for the leader and every descendant it waited for);
+    /// `None` when the kernel does not say (never started, a podman/docker
+    /// task whose processes are not the agent's). Protocol 6.
+    pub read_bytes: Option<u64>,
+    pub write_bytes: Option<u64>,
+    /// The sizes of the declared inputs, in declared order (0 for one that is
+    /// not a regular file); empty when none are declared. Protocol 6.
+    pub input_bytes: Vec<u64>,
+    /// Usage over time of an attempt that ran long enough: at most
+    /// [`USAGE_POINTS_MAX`] points whose interval doubles as the attempt
+    /// ages; empty for short attempts. Protocol 6.
+    pub usage: Vec<UsagePoint>,
+}
+
+/// Points of one attempt's usage series at most (the agent halves the
+/// resolution when it would grow past this: a day-long task keeps 128 to 256).
+pub const USAGE_POINTS_MAX: usize = 256;
+
+/// One interval of an attempt's usage series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsagePoint {
+    /// End of the interval, Unix milliseconds, agent clock.
+    pub at_ms: u64,
+    /// Cpu time (user + system) the process tree used in the interval.
+    pub cpu_ms: u64,
+    /// The largest RSS of the process tree sampled in the interval.
+    pub rss_bytes: u64,
 }
 
 impl AttemptResult {
@@ -320,6 +350,10 @@ impl AttemptResult {
             stderr_bytes: 0,
             exit_code: None,
             memory_limit_bytes: None,
+            read_bytes: None,
+            write_bytes: None,
+            input_bytes: Vec::new(),
+            usage: Vec::new(),
         }
     }
 }
@@ -420,6 +454,12 @@ pub enum Request {
     Why {
         task: TaskRef,
     },
+    /// A run's telemetry as JSON lines, the page after cursor `after`
+    /// (`scalable export`; paged, the cursor is opaque to the CLI).
+    Export {
+        run: RunRef,
+        after: Option<u64>,
+    },
     /// The scaler's stored decisions: made while `run` was live, or since
     /// `since_ms`, or all; those whose id is greater than `after` (paged).
     Scaling {
@@ -487,6 +527,8 @@ pub enum Response {
     Why(WhyAnswer),
     Scaled(ScaleReport),
     Pilots(Vec<PilotInfo>),
+    /// JSON lines of a run's telemetry (`docs/telemetry.md`), one page.
+    Export(Page<String>),
     Scaling(Page<crate::scaling::ScalingDecisionInfo>),
     /// An advisor's answer as JSON (`Advice` or `TuneReport` of the broker's
     /// `advisor`): its shape is the advisors', not the protocol's.

@@ -6,16 +6,16 @@
 //! types, and are converted. Everything the broker sends agents is unchanged
 //! since protocol 3.
 //!
-//! Must not grow into a second protocol: when the agents' messages change
-//! again, either keep one such module for the previous protocol only, or move
-//! [`crate::handshake::AGENT_PROTOCOL_OLDEST`] up.
+//! Converts to protocol 5's types (`protocol_v5`), which convert to the
+//! current ones: each older protocol's module knows one step only.
 
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{AttemptEnd, AttemptId, AttemptResult, FromAgent, Started};
+use crate::protocol_v5::{AttemptResultV5, FromAgentV5};
 use crate::resources::Resources;
 
-/// The first protocol whose agents send [`FromAgent`] as it is now.
+/// The first protocol whose agents send [`FromAgentV5`].
 pub const AGENT_MESSAGES_SINCE: u16 = 5;
 
 /// [`FromAgent`] as protocols 3 and 4 encode it.
@@ -50,15 +50,15 @@ pub struct AttemptResultV4 {
     pub stderr_bytes: u64,
 }
 
-impl From<AttemptResultV4> for AttemptResult {
+impl From<AttemptResultV4> for AttemptResultV5 {
     /// The exit code is known only where the end says it; the limit the
     /// older agent enforced is not known.
-    fn from(r: AttemptResultV4) -> AttemptResult {
+    fn from(r: AttemptResultV4) -> AttemptResultV5 {
         let exit_code = match r.end {
             AttemptEnd::Exited { code } => Some(code),
             _ => None,
         };
-        AttemptResult {
+        AttemptResultV5 {
             attempt: r.attempt,
             end: r.end,
             started_at_us: r.started_at_us,
@@ -75,21 +75,35 @@ impl From<AttemptResultV4> for AttemptResult {
     }
 }
 
-impl From<FromAgentV4> for FromAgent {
-    fn from(m: FromAgentV4) -> FromAgent {
+impl From<AttemptResultV4> for AttemptResult {
+    fn from(r: AttemptResultV4) -> AttemptResult {
+        AttemptResult::from(AttemptResultV5::from(r))
+    }
+}
+
+impl From<FromAgentV4> for FromAgentV5 {
+    fn from(m: FromAgentV4) -> FromAgentV5 {
         match m {
             FromAgentV4::Events {
                 started,
                 finished,
                 free,
-            } => FromAgent::Events {
+            } => FromAgentV5::Events {
                 started,
-                finished: finished.into_iter().map(AttemptResult::from).collect(),
+                finished: finished.into_iter().map(AttemptResultV5::from).collect(),
                 free,
             },
-            FromAgentV4::Heartbeat { running, queued } => FromAgent::Heartbeat { running, queued },
-            FromAgentV4::Leaving { reason } => FromAgent::Leaving { reason },
+            FromAgentV4::Heartbeat { running, queued } => {
+                FromAgentV5::Heartbeat { running, queued }
+            }
+            FromAgentV4::Leaving { reason } => FromAgentV5::Leaving { reason },
         }
+    }
+}
+
+impl From<FromAgentV4> for FromAgent {
+    fn from(m: FromAgentV4) -> FromAgent {
+        FromAgent::from(FromAgentV5::from(m))
     }
 }
 

@@ -78,6 +78,14 @@ impl Inner {
         let exit_code = reaped
             .filter(|(s, _)| libc::WIFEXITED(*s))
             .map(|(s, _)| libc::WEXITSTATUS(s));
+        // The kernel counts storage I/O in 512-byte blocks for the leader and
+        // every descendant it waited for; a detached container's processes
+        // are the runtime's, not the client's, so it does not say for those.
+        let io_bytes = |blocks: libc::c_long| {
+            (reaped.is_some() && !r.detached_container)
+                .then(|| u64::try_from(blocks).unwrap_or(0) * 512)
+        };
+        let usage = r.usage.finish(ended_at_us / 1_000, cpu_time_us / 1_000);
         self.send(ExecEvent::Finished(AttemptResult {
             attempt,
             end,
@@ -91,6 +99,10 @@ impl Inner {
             stderr_bytes,
             exit_code,
             memory_limit_bytes: r.memory_limit,
+            read_bytes: io_bytes(rusage.ru_inblock),
+            write_bytes: io_bytes(rusage.ru_oublock),
+            input_bytes: r.input_bytes,
+            usage,
         }));
         // After the event: the caller may be waiting on it to start the next task.
         self.recycle(r.stdout);
@@ -124,6 +136,41 @@ mod tests {
         assert_eq!(r.end, AttemptEnd::Exited { code: 0 }, "{:?}", r);
         assert!(r.peak_rss_bytes >= 200 << 20, "{}", r.peak_rss_bytes);
         assert!(r.cpu_time_us > 0);
+    }
+
+    /// Issue 16: a result carries the inputs' sizes, the I/O the kernel
+    /// counted and, for a task that ran a few seconds, its usage series whose
+    /// cpu sums to the total.
+    #[test]
+    fn a_long_task_reports_its_usage_series_io_and_input_sizes() {
+        let mut e = env();
+        let cwd = e.dir.path().to_string_lossy().into_owned();
+        std::fs::write(e.dir.path().join("in.dat"), vec![7u8; 3000]).unwrap();
+        let mut a = assignment(
+            1,
+            &[
+                "sh",
+                "-c",
+                "end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do :; done",
+            ],
+        );
+        a.cwd = cwd;
+        a.inputs = vec!["in.dat".into(), ".".into()];
+        let (_, r) = e.run(&a);
+        assert_eq!(r.end, AttemptEnd::Exited { code: 0 }, "{r:?}");
+        assert_eq!(r.input_bytes, vec![3000, 0], "a directory counts 0");
+        assert!(r.read_bytes.is_some() && r.write_bytes.is_some(), "{r:?}");
+        assert!(r.usage.len() >= 2, "{:?}", r.usage);
+        let cpu: u64 = r.usage.iter().map(|p| p.cpu_ms).sum();
+        // The last point closes with the reaper's exact total; a sample's tick
+        // rounding can only add a few milliseconds before it.
+        let total = r.cpu_time_us / 1_000;
+        assert!((total..total + 50).contains(&cpu), "{cpu} vs {total}");
+        assert!(r.usage.iter().any(|p| p.rss_bytes > 0), "{:?}", r.usage);
+        assert!(r.usage.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
+        assert_eq!(r.usage.last().unwrap().at_ms, r.ended_at_us / 1_000);
+        let (_, short) = e.run(&assignment(2, &["true"]));
+        assert!(short.usage.is_empty(), "{short:?}");
     }
 
     /// Regression guard: a background child of a task must not outlive it.

@@ -90,6 +90,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::event_log::EventLog;
 use crate::limits::{self, LimitMode, TaskCgroup};
 use crate::runtime::Runtime;
+use crate::usage::UsageSeries;
 
 use output::Stream;
 pub use placement::Placement;
@@ -149,6 +150,9 @@ impl ExecConfig {
 
 /// What the executor reports. For one attempt, `Started` (if it started at all)
 /// always comes before its `Finished`.
+// `Finished` is most of the traffic: boxing it would add an allocation per
+// task to save bytes on the rarer `Started`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecEvent {
     Started(Started),
@@ -207,6 +211,10 @@ struct Running {
     enforce_by_sampling: bool,
     /// Largest sampled RSS of its process group.
     peak_sampled_bytes: u64,
+    /// Its usage over time (fed by the watchdog's samples).
+    usage: UsageSeries,
+    /// The sizes of its declared inputs when it started.
+    input_bytes: Vec<u64>,
     /// Its cgroup (cgroup-v2 mode, tasks with a memory limit).
     cgroup: Option<TaskCgroup>,
     /// Runs in a podman/docker container (`scalable-<attempt>`).

@@ -49,6 +49,7 @@ use super::{later, unix_us, ExecEvent, Executor, Inner, Placement, Running};
 use crate::limits::{self, LimitMode, TaskCgroup};
 use crate::log_event;
 use crate::stage::Stage;
+use crate::usage::UsageSeries;
 
 /// What the steps before the spawn made, kept in the task's running record.
 struct Prepared {
@@ -58,6 +59,8 @@ struct Prepared {
     memory_limit: Option<u64>,
     cgroup: Option<TaskCgroup>,
     detached_container: bool,
+    /// The declared inputs' sizes (telemetry), from the existence check's stat.
+    input_bytes: Vec<u64>,
 }
 
 impl Executor {
@@ -96,7 +99,7 @@ impl Executor {
     /// attempt's end if it fails; nothing after it runs then.
     fn spawn_attempt(&self, a: &Assignment, place: &Placement) -> Result<(), AttemptEnd> {
         let inner = &self.inner;
-        let cwd = inner.check_inputs(a)?;
+        let (cwd, input_bytes) = inner.check_inputs(a)?;
         let stage_dir = prepare_stage(a, &cwd)?;
         let memory_limit =
             limits::memory_limit_bytes(a.resources.memory_bytes, inner.cfg.memory_margin);
@@ -125,6 +128,7 @@ impl Executor {
             memory_limit,
             cgroup,
             detached_container: task_argv.detached_container,
+            input_bytes,
         };
         self.register(a, pid, ticket, prepared);
         Ok(())
@@ -163,38 +167,32 @@ impl Inner {
     /// way. Must not be used once a child runs (its end comes from the reaper).
     fn report_unstarted(&self, attempt: AttemptId, end: AttemptEnd) {
         let now = unix_us();
-        self.send(ExecEvent::Finished(AttemptResult {
-            attempt,
-            end,
-            started_at_us: 0,
-            ended_at_us: now,
-            peak_rss_bytes: 0,
-            cpu_time_us: 0,
-            stdout_tail: Vec::new(),
-            stderr_tail: Vec::new(),
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            exit_code: None,
-            memory_limit_bytes: None,
-        }));
+        self.send(ExecEvent::Finished(AttemptResult::bare(
+            attempt, end, 0, now,
+        )));
     }
 
     /// Step "check inputs": an assignment that cannot run is refused before
-    /// anything is made for it. Returns the task's absolute cwd. Must not check
-    /// the cwd itself (a missing cwd is the spawn's error, named as such) and
-    /// touches no file unless the task declares inputs.
-    fn check_inputs(&self, a: &Assignment) -> Result<PathBuf, AttemptEnd> {
+    /// anything is made for it. Returns the task's absolute cwd and its
+    /// inputs' sizes (the same stat; 0 for one that is not a regular file).
+    /// Must not check the cwd itself (a missing cwd is the spawn's error, named
+    /// as such) and touches no file unless the task declares inputs.
+    fn check_inputs(&self, a: &Assignment) -> Result<(PathBuf, Vec<u64>), AttemptEnd> {
         if a.argv.is_empty() {
             return Err(spawn_failed("empty argv: nothing to run".into()));
         }
         let cwd = self.base_cwd.join(&a.cwd);
-        // A declared input that is not there will not appear while the task runs.
-        if let Some(missing) = a.inputs.iter().find(|i| !cwd.join(i).exists()) {
-            return Err(AttemptEnd::InvalidInput {
-                path: missing.clone(),
-            });
+        let mut sizes = Vec::with_capacity(a.inputs.len());
+        for input in &a.inputs {
+            // A declared input that is not there will not appear while the task runs.
+            let Ok(meta) = std::fs::metadata(cwd.join(input)) else {
+                return Err(AttemptEnd::InvalidInput {
+                    path: input.clone(),
+                });
+            };
+            sizes.push(if meta.is_file() { meta.len() } else { 0 });
         }
-        Ok(cwd)
+        Ok((cwd, sizes))
     }
 
     /// Step "make the cgroup" (cgroup-v2 mode, a task with a memory limit): the
@@ -252,6 +250,8 @@ impl Inner {
                 sampled: !p.detached_container,
                 enforce_by_sampling,
                 peak_sampled_bytes: 0,
+                usage: UsageSeries::new(started_at_us / 1_000),
+                input_bytes: p.input_bytes,
                 cgroup: p.cgroup,
                 detached_container: p.detached_container,
                 container_memory_limited: p.detached_container && p.memory_limit.is_some(),

@@ -165,6 +165,7 @@ impl Inner {
         targets: &[(AttemptId, libc::pid_t)],
         samples: &[GroupSample],
     ) {
+        let at_ms = super::unix_us() / 1_000;
         for (&(attempt, pid), sample) in targets.iter().zip(samples) {
             let bytes = sample.rss_bytes;
             // Gone or replaced while we scanned: the sample is not its.
@@ -172,6 +173,7 @@ impl Inner {
                 continue;
             };
             r.peak_sampled_bytes = r.peak_sampled_bytes.max(bytes);
+            r.usage.record(at_ms, sample.cpu_ms, bytes);
             let over = r.memory_limit.is_some_and(|limit| bytes > limit);
             if over && r.enforce_by_sampling && r.stopping.is_none() {
                 // Memory does not wait for a grace period. The entry exists, so the

@@ -65,7 +65,11 @@ pub(super) async fn flush(
             && bytes < MESSAGE_BYTES_BUDGET
         {
             let r = &work.out_finished[n];
-            bytes += 256 + r.stdout_tail.len() + r.stderr_tail.len();
+            bytes += 256
+                + r.stdout_tail.len()
+                + r.stderr_tail.len()
+                + 30 * r.usage.len()
+                + 10 * r.input_bytes.len();
             n += 1;
         }
         let finished: Vec<AttemptResult> = work.out_finished.drain(..n).collect();

@@ -67,6 +67,15 @@ struct Args {
     /// it reserves an agent (anti-starvation).
     #[arg(long, default_value_t = 2_000)]
     reserve_after_ms: u64,
+    /// Keep the detail of finished runs (usage series, log tails, argv) this
+    /// long, e.g. 90d; their numbers (times, peaks, cpu, I/O) stay (default: forever).
+    #[arg(long, value_name = "DURATION", value_parser = parse_keep)]
+    telemetry_keep: Option<u64>,
+}
+
+/// `--telemetry-keep`: a duration as the manifest writes them (`90d`, `12h`).
+fn parse_keep(text: &str) -> Result<u64, String> {
+    scalable_common::units::parse_duration_ms(text).map_err(|e| e.to_string())
 }
 
 fn main() -> std::process::ExitCode {
@@ -157,6 +166,7 @@ fn main() -> std::process::ExitCode {
         },
         manifest,
         target: args.target.clone(),
+        telemetry_keep_ms: args.telemetry_keep,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -16,6 +16,7 @@ mod advise;
 mod agents;
 mod analyze;
 mod cancel;
+mod export;
 mod files;
 mod logs;
 mod mistakes;
@@ -47,6 +48,7 @@ use crate::cli_error::CliError;
 pub use advise::{AdviseArgs, TuneArgs};
 pub use analyze::AnalyzeArgs;
 pub use cancel::CancelArgs;
+pub use export::ExportArgs;
 pub use files::ManifestArgs;
 pub use logs::LogsArgs;
 pub use plan::PlanArgs;
@@ -113,6 +115,8 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// A run's telemetry: workers, summary, per-job breakdown, failures; text, JSON or one HTML page.
     Report(ReportArgs),
+    /// A run's telemetry as JSON lines (attempts, tasks, agents, pilots, usage).
+    Export(ExportArgs),
     /// Why a task is not running: missing tag, too large, dependency, throttle...
     Why(WhyArgs),
     /// Check a manifest: `ok`, or every error as FILE:LINE:COL: path: message.
@@ -250,6 +254,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Stats(args) => stats::exec(&ctx, args).await,
         Command::Analyze(args) => analyze::exec(&ctx, args).await,
         Command::Report(args) => report::exec(&ctx, args).await,
+        Command::Export(args) => export::exec(&ctx, args).await,
         Command::Why(args) => why::exec(&ctx, args).await,
         Command::Validate(args) => validate::exec(&ctx, args),
         Command::Render(args) => render::exec(&ctx, args),

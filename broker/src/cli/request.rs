@@ -67,6 +67,7 @@ impl Reply for AdviceJson {
     }
 }
 reply!(Page<ScalingDecisionInfo>, Scaling);
+reply!(Page<String>, Export);
 
 /// `Response::Submitted`: the new run, its task count, and the jobs nothing
 /// could ever run.
@@ -247,6 +248,7 @@ fn variant(r: &Response) -> &'static str {
         Response::Report(_) => "Report",
         Response::Advice { .. } => "Advice",
         Response::Scaling(_) => "Scaling",
+        Response::Export(_) => "Export",
     }
 }
 

@@ -77,6 +77,7 @@ impl Core {
                 restored: false,
                 pilot_id: hello.pilot_id.clone(),
                 undelivered_streak: 0,
+                leaving_reason: None,
                 benched_until_ms: None,
             },
         );
@@ -223,6 +224,7 @@ impl Core {
             return false;
         };
         a.draining = true;
+        a.leaving_reason.get_or_insert_with(|| reason.to_string());
         self.fx.shutdown.push(Shutdown {
             agent,
             reason: reason.to_string(),
@@ -238,7 +240,11 @@ impl Core {
         };
         if a.draining && a.attempts.is_empty() {
             // It said it was leaving and handed everything back: gone for good.
-            self.agent_lost(agent, "left", now_ms);
+            let reason = match &a.leaving_reason {
+                Some(why) => format!("left: {why}"),
+                None => "left".to_string(),
+            };
+            self.agent_lost(agent, &reason, now_ms);
             return;
         }
         a.connected = false;
@@ -252,9 +258,10 @@ impl Core {
     }
 
     /// The agent says it is leaving: it takes nothing new.
-    pub fn agent_leaving(&mut self, agent: AgentId, now_ms: u64) {
+    pub fn agent_leaving(&mut self, agent: AgentId, reason: &str, now_ms: u64) {
         if let Some(a) = self.agents.get_mut(&agent) {
             a.draining = true;
+            a.leaving_reason.get_or_insert_with(|| reason.to_string());
             a.last_seen_ms = now_ms;
         }
     }
@@ -467,7 +474,7 @@ impl Core {
             }
             self.backoff.pop();
             if self.jobs[&job].tasks[index as usize].state == TaskState::Ready {
-                self.push_requeued(job, index);
+                self.ready_again(job, index, due);
             }
         }
         for a in self.agents.values_mut() {

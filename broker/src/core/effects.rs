@@ -54,6 +54,11 @@ pub enum StoreOp {
         agent: AgentId,
         assigned_at_ms: u64,
         argv_json: String,
+        /// When its task became ready (0: not known, after a restart).
+        ready_at_ms: u64,
+        /// What it asks for, and why that much.
+        resources: Resources,
+        request_source: RequestSource,
     },
     AttemptStarted {
         attempt: AttemptId,
@@ -125,6 +130,11 @@ pub enum StoreOp {
     Pilot {
         info: Box<PilotInfo>,
         agent_match: String,
+        /// The provider's kind (`slurm`, `ec2`, ...); `None` keeps the stored one.
+        provider: Option<&'static str>,
+        /// What one pilot costs an hour where the provider knows a price;
+        /// `None` keeps the stored one (a restarted broker does not know it).
+        price_per_hour: Option<f64>,
     },
     /// A decision of the scaler (written by the shell, not by the core).
     ScalingDecision(Box<ScalingDecisionInfo>),
@@ -134,6 +144,28 @@ pub enum StoreOp {
         at_ms: u64,
         outcome: ScalingOutcome,
     },
+}
+
+/// Where an attempt's request came from (`attempts.request_source`; the
+/// stored text is [`RequestSource::as_str`]: never change it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestSource {
+    /// As declared: the job's `resources:` or the manifest binding it names.
+    Manifest,
+    /// Memory raised after `MEMORY_EXHAUSTION` (SPEC §5).
+    OomRetry,
+    /// Sized by an advisor (`memory: auto`, SPEC §11).
+    Advisor,
+}
+
+impl RequestSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestSource::Manifest => "manifest",
+            RequestSource::OomRetry => "oom_retry",
+            RequestSource::Advisor => "advisor",
+        }
+    }
 }
 
 /// What an `events` row is about. The stored text ([`EventKind::as_str`]) is

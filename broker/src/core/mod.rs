@@ -48,7 +48,8 @@ use scalable_common::protocol::{AgentId, AttemptId, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 
 pub use effects::{
-    Ack, CacheProbe, CacheRecord, Effects, EventKind, Promote, RenderRequest, Shutdown, StoreOp,
+    Ack, CacheProbe, CacheRecord, Effects, EventKind, Promote, RenderRequest, RequestSource,
+    Shutdown, StoreOp,
 };
 use model::{Agent, Attempt, Job, ReadyKey, Run};
 pub use model::{PlannedJob, RenderedTask, SubmitPlan};

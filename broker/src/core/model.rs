@@ -174,6 +174,12 @@ pub struct Job {
     pub dependents: Vec<JobId>,
     /// True once the dependencies are met and tasks may be dispatched.
     pub released: bool,
+    /// When it was released: the ready time of its tasks that never came
+    /// back (telemetry's queue wait); 0 when not known (after a restart).
+    pub released_at_ms: u64,
+    /// The ready time of tasks that came back (a retry whose backoff ended,
+    /// a task lost with its agent), until their next attempt takes it.
+    pub ready_again_at_ms: HashMap<u64, u64>,
     pub counts: Counts,
     /// Runs in the agent's container runtime when set (manifest component image).
     pub container: Option<ContainerSpec>,
@@ -224,6 +230,8 @@ impl Job {
             deps_pending,
             dependents: Vec::new(),
             released: false,
+            released_at_ms: 0,
+            ready_again_at_ms: HashMap::new(),
             counts: Counts {
                 waiting: count,
                 ..Counts::default()
@@ -310,6 +318,9 @@ pub struct Agent {
     /// Reconnects in a row that found attempts sent to it missing, with none
     /// started in between (the circuit breaker per agent).
     pub undelivered_streak: u32,
+    /// Why it is leaving (its own `Leaving` reason, or the broker's drain),
+    /// kept for the `left_reason` it is recorded with when it goes.
+    pub leaving_reason: Option<String>,
     /// Offered nothing before this time: its connection kept losing what it
     /// was sent.
     pub benched_until_ms: Option<u64>,

@@ -454,6 +454,7 @@ fn restored_agent(id: AgentId, row: Option<&AgentRow>, cfg: &CoreConfig, now_ms:
         restored: true,
         pilot_id: None,
         undelivered_streak: 0,
+        leaving_reason: None,
         benched_until_ms: None,
     }
 }

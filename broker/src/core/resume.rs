@@ -52,9 +52,11 @@ impl Core {
         for &j in &jobs {
             let job = &self.jobs[&j];
             if job.deps_pending == 0 && job.counts.waiting > 0 {
-                self.release_job(j);
+                self.release_job(j, now_ms);
             } else if job.deps_pending == 0 {
-                self.jobs.get_mut(&j).expect("exists").released = true;
+                let job = self.jobs.get_mut(&j).expect("exists");
+                job.released = true;
+                job.released_at_ms = now_ms;
             }
         }
         self.fx.store.push(StoreOp::Event {
@@ -92,6 +94,7 @@ impl Core {
         let job = self.jobs.get_mut(&j).expect("exists");
         job.released = false;
         job.requeued.clear();
+        job.ready_again_at_ms.clear();
         job.next_fresh = job.count();
         if job.cancel_marked {
             job.cancel_marked = false;

@@ -15,7 +15,7 @@ use scalable_common::resources::Resources;
 use super::model::{Agent, Attempt, Job, ReadyKey, TaskState};
 use super::render::task_render;
 use super::transitions::failure_reason;
-use super::{add_resources, bounds, Core, EventKind, StoreOp};
+use super::{add_resources, bounds, Core, EventKind, RequestSource, StoreOp};
 
 impl Core {
     /// How many unstarted attempts this agent may hold: one per cpu (assigned,
@@ -256,7 +256,13 @@ impl Core {
     }
 
     fn assign(&mut self, job_id: JobId, index: u64, agent_id: AgentId, now_ms: u64) {
-        let (attempt_id, number, resources) = self.open_attempt(job_id, index, agent_id, now_ms);
+        let Opened {
+            id: attempt_id,
+            number,
+            resources,
+            ready_at_ms,
+            request_source,
+        } = self.open_attempt(job_id, index, agent_id, now_ms);
         let job = &self.jobs[&job_id];
         let run_id = job.run;
         let task = job.first_task + index;
@@ -277,6 +283,9 @@ impl Core {
             agent: agent_id,
             assigned_at_ms: now_ms,
             argv_json,
+            ready_at_ms,
+            resources: resources.clone(),
+            request_source,
         });
         match rendered {
             Ok(r) => {
@@ -332,15 +341,16 @@ impl Core {
         self.end_attempt_for_good(at, result, reason, now_ms);
     }
 
-    /// A new attempt of the task on the agent: its id and number, and what
-    /// it asks for (committed on the agent). The task is assigned.
+    /// A new attempt of the task on the agent: its id and number, what it
+    /// asks for (committed on the agent) and why, and since when its task
+    /// was ready. The task is assigned.
     fn open_attempt(
         &mut self,
         job_id: JobId,
         index: u64,
         agent_id: AgentId,
         now_ms: u64,
-    ) -> (AttemptId, u32, Resources) {
+    ) -> Opened {
         let attempt_id = self.ids.attempt;
         self.ids.attempt += 1;
         let job = self.jobs.get_mut(&job_id).expect("exists");
@@ -348,7 +358,16 @@ impl Core {
         slot.attempts = slot.attempts.saturating_add(1);
         let number = slot.attempts as u32;
         job.in_flight += 1;
-        let resources = job.overrides.get(&index).unwrap_or(&job.resources).clone();
+        // Most tasks never came back: no hashing on the hot path for them.
+        let ready_again = match job.ready_again_at_ms.is_empty() {
+            true => None,
+            false => job.ready_again_at_ms.remove(&index),
+        };
+        let ready_at_ms = ready_again.unwrap_or(job.released_at_ms);
+        let (resources, request_source) = match job.overrides.get(&index) {
+            Some(raised) => (raised.clone(), RequestSource::OomRetry),
+            None => (job.resources.clone(), RequestSource::Manifest),
+        };
         let agent = self.agents.get_mut(&agent_id).expect("exists");
         add_resources(&mut agent.committed, &resources);
         agent.attempts.insert(attempt_id);
@@ -367,6 +386,21 @@ impl Core {
         };
         self.attempts.insert(attempt_id, attempt);
         self.set_task_state(job_id, index, TaskState::Assigned);
-        (attempt_id, number, resources)
+        Opened {
+            id: attempt_id,
+            number,
+            resources,
+            ready_at_ms,
+            request_source,
+        }
     }
+}
+
+/// A new attempt as `open_attempt` made it.
+struct Opened {
+    id: AttemptId,
+    number: u32,
+    resources: Resources,
+    ready_at_ms: u64,
+    request_source: RequestSource,
 }

@@ -62,7 +62,7 @@ impl Core {
         );
         for &id in &job_ids {
             if self.jobs[&id].deps_pending == 0 {
-                self.release_job(id);
+                self.release_job(id, now_ms);
             }
         }
         self.check_run_finished(run_id, now_ms);

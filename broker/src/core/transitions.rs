@@ -20,10 +20,11 @@ use super::{sub_resources, CacheRecord, Core, EventKind, Promote, StoreOp};
 
 impl Core {
     /// Dependencies met: every waiting task of the job becomes ready.
-    pub(super) fn release_job(&mut self, id: JobId) {
+    pub(super) fn release_job(&mut self, id: JobId, now_ms: u64) {
         let job = self.jobs.get_mut(&id).expect("release of a known job");
         debug_assert!(!job.released);
         job.released = true;
+        job.released_at_ms = now_ms;
         let mut moved = 0;
         for slot in job.tasks.iter_mut() {
             if slot.state == TaskState::Waiting {
@@ -254,13 +255,23 @@ impl Core {
         self.set_task_state(job_id, index, TaskState::Ready);
         self.record_task(job_id, index, None, now_ms);
         if delay_ms == 0 {
-            self.push_requeued(job_id, index);
+            self.ready_again(job_id, index, now_ms);
         } else {
             self.backoff
                 .push(Reverse((now_ms + delay_ms, job_id, index)));
         }
     }
 
+    /// A task that came back is ready again since `at_ms` (its next
+    /// attempt's queue wait starts there).
+    pub(super) fn ready_again(&mut self, job_id: JobId, index: u64, at_ms: u64) {
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        job.ready_again_at_ms.insert(index, at_ms);
+        self.push_requeued(job_id, index);
+    }
+
+    /// Queues a ready task for dispatch; it keeps the ready time it had (a
+    /// cache miss or a render answered waited as ready all along).
     pub(super) fn push_requeued(&mut self, job_id: JobId, index: u64) {
         let job = self.jobs.get_mut(&job_id).expect("exists");
         job.requeued.push_back(index);
@@ -337,7 +348,7 @@ impl Core {
                 let dj = self.jobs.get_mut(&d).expect("dependent exists");
                 dj.deps_pending -= 1;
                 if dj.deps_pending == 0 && !dj.released {
-                    self.release_job(d);
+                    self.release_job(d, now_ms);
                 }
             }
         }
@@ -388,6 +399,7 @@ impl Core {
         }
         let job = self.jobs.get_mut(&job_id).expect("exists");
         job.requeued.clear();
+        job.ready_again_at_ms.clear();
         job.probing.clear();
         job.rendering.clear();
         job.rendered.clear();

@@ -12,7 +12,7 @@ use scalable_common::frame::{read_frame, write_frame, FrameError};
 use scalable_common::protocol::{
     AgentHello, AgentId, FromAgent, HelloReply, ToAgent, MESSAGE_BYTES_MAX,
 };
-use scalable_common::protocol_v4;
+use scalable_common::{protocol_v4, protocol_v5};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CoreMsg, Liveness};
@@ -137,7 +137,7 @@ struct Peer<'a> {
     agent: AgentId,
     name: &'a str,
     /// Its hello's protocol: an agent older than
-    /// [`protocol_v4::AGENT_MESSAGES_SINCE`] sends the older `FromAgent`.
+    /// [`protocol_v5::AGENT_MESSAGES_SINCE`] sends an older `FromAgent`.
     protocol: u16,
 }
 
@@ -146,8 +146,12 @@ async fn read_message(
     recv: &mut quinn::RecvStream,
     protocol: u16,
 ) -> Result<Option<FromAgent>, FrameError> {
-    if protocol >= protocol_v4::AGENT_MESSAGES_SINCE {
+    if protocol >= protocol_v5::AGENT_MESSAGES_SINCE {
         return read_frame::<_, FromAgent>(recv, MESSAGE_BYTES_MAX).await;
+    }
+    if protocol >= protocol_v4::AGENT_MESSAGES_SINCE {
+        let old = read_frame::<_, protocol_v5::FromAgentV5>(recv, MESSAGE_BYTES_MAX).await?;
+        return Ok(old.map(FromAgent::from));
     }
     let old = read_frame::<_, protocol_v4::FromAgentV4>(recv, MESSAGE_BYTES_MAX).await?;
     Ok(old.map(FromAgent::from))

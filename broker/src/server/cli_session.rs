@@ -153,6 +153,7 @@ fn hint_for(req: &Request) -> &'static str {
         Request::Analyze { .. } => "look at one task: scalable logs RUN/JOB/INDEX --stderr",
         Request::Logs { .. } => "ask for one attempt: scalable logs TASK --attempt N",
         Request::Report { .. } => "scalable stats RUN summarises the run without its attempts",
+        Request::Export { .. } => "this is a bug in scalable: export pages its rows",
         _ => "ask for less",
     }
 }

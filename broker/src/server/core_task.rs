@@ -192,7 +192,7 @@ impl CoreTask {
             FromAgent::Heartbeat { .. } => self.core.agent_heartbeat(agent, now),
             FromAgent::Leaving { reason } => {
                 tracing::info!("agent {agent} is leaving: {reason}");
-                self.core.agent_leaving(agent, now)
+                self.core.agent_leaving(agent, &reason, now)
             }
         }
     }

@@ -73,9 +73,13 @@ impl FleetCtx {
             .filter(|(p, _)| &p.target == t)
             .filter_map(|(p, m)| Pilot::from_stored(p, &m))
             .collect();
+        let provider: Arc<dyn DeploymentProvider> =
+            Arc::from(providers::provider_for(target, &ctx));
+        let mut fleet = Fleet::new(t, known);
+        fleet.provider = Some(provider.kind());
         Ok(Some(FleetCtx {
-            fleet: Fleet::new(t, known),
-            provider: Arc::from(providers::provider_for(target, &ctx)),
+            fleet,
+            provider,
             manifest: m.clone(),
             access: pilots::BrokerAccess {
                 address: address.to_string(),
@@ -153,6 +157,9 @@ pub(super) fn scale(
         return Some(Deferred::Reply(reply, Response::Scaled(report)));
     }
     let ids = f.fleet.new_ids(plan.start);
+    // A table lookup: what each of these pilots costs an hour (telemetry).
+    let price = f.provider.estimate_cost(&spec, 1, 1.0).per_pilot_hour;
+    f.fleet.set_price(tag.as_deref(), price);
     spawn_start(f, ids, spec, tag, report, reply, to_core);
     None
 }

@@ -17,7 +17,8 @@
 //! - `requests`: one function per CLI `Request` kind;
 //! - `fleet_io`: the broker's pilots (`scale`, reconciliation, matching agents);
 //! - `cache_io`: cache probes and records (hashing and blobs off the core task);
-//! - `routing`: pure: the core's effects → what to send and release after commit.
+//! - `routing`: pure: the core's effects → what to send and release after commit;
+//! - `retention`: `--telemetry-keep`, pruning old runs' detail now and then.
 
 mod accept;
 mod agent_session;
@@ -27,6 +28,7 @@ mod core_task;
 mod fleet_io;
 mod render_io;
 mod requests;
+mod retention;
 mod routing;
 mod task_refs;
 
@@ -71,6 +73,9 @@ pub struct BrokerConfig {
     pub manifest: Option<Arc<Manifest>>,
     /// The manifest target whose pilots this broker owns (`--target`).
     pub target: Option<String>,
+    /// `--telemetry-keep`: how long the detail of a finished run is kept
+    /// (usage series, log tails, argv); `None`: forever.
+    pub telemetry_keep_ms: Option<u64>,
 }
 
 /// Messages into the core task.
@@ -218,6 +223,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         fleet,
     ));
     let ticker = spawn_ticker(core_tx.clone());
+    retention::start(cfg.telemetry_keep_ms, &store);
     let mut locals = LocalAgents::start(
         cfg.local_agents,
         cfg.local_agent_cpus,

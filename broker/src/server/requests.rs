@@ -72,6 +72,7 @@ pub(super) fn handle(
         Request::Advise(_) | Request::Tune(_) => Answer::Now(bad(
             "advise and tune are answered by the advisor service".into(),
         )),
+        Request::Export { run, after } => export(cx.core, &run, after),
         Request::Pilots => Answer::Now(fleet_io::pilots(cx.fleet.as_deref())),
         Request::Scaling {
             run,
@@ -244,6 +245,19 @@ fn logs(core: &Core, task: TaskRef, attempt: Option<u32>, from: u64) -> Answer {
     Answer::Read(Box::new(move |c| {
         match store::task_logs(c, id, attempt, from, walltime_ms) {
             Ok(l) => Response::Logs(TaskLogs { item, ..l }),
+            Err(e) => bad(e.to_string()),
+        }
+    }))
+}
+
+/// `scalable export`: a page of the run's telemetry rows, read from the store.
+fn export(core: &Core, run: &RunRef, after: Option<u64>) -> Answer {
+    let Some(id) = resolve_run(core, run) else {
+        return Answer::Now(bad(no_run(run)));
+    };
+    Answer::Read(Box::new(move |c| {
+        match store::export_page(c, id, after, now_ms(), REPLY_PAGE_BYTES_MAX) {
+            Ok(page) => Response::Export(page),
             Err(e) => bad(e.to_string()),
         }
     }))

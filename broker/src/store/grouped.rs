@@ -26,8 +26,10 @@ use crate::core::StoreOp;
 const GROUP: usize = 32;
 const SMALL: usize = 8;
 
-const ATTEMPT_INSERT: &str = "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms) VALUES ";
-const ATTEMPT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const ATTEMPT_INSERT: &str = "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, ready_at_ms, cpus, memory_bytes, gpus, custom_resources, request_source) VALUES ";
+const ATTEMPT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// Bound values per row, the most of either kind.
+const COLUMNS_MAX: usize = 15;
 const TASK_INSERT: &str = "INSERT INTO tasks (id, run_id, job_id, idx, state, attempts, retries_used, crashes, reason, updated_at_ms) VALUES ";
 const TASK_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const TASK_UPSERT: &str = " ON CONFLICT(id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, retries_used = excluded.retries_used, crashes = excluded.crashes, reason = excluded.reason, updated_at_ms = excluded.updated_at_ms";
@@ -128,7 +130,10 @@ fn write(
 
 /// Binds one row's values from parameter `at` on; returns the next parameter.
 fn bind_row(statement: &mut Statement<'_>, at: usize, op: &StoreOp) -> rusqlite::Result<usize> {
-    let values: [&dyn ToSql; 10] = match op {
+    // Owned here so the array below can borrow them.
+    let ready: Option<i64>;
+    let custom: Option<String>;
+    let (values, columns): ([&dyn ToSql; COLUMNS_MAX], usize) = match op {
         StoreOp::InsertAttempt {
             attempt,
             task,
@@ -139,18 +144,36 @@ fn bind_row(statement: &mut Statement<'_>, at: usize, op: &StoreOp) -> rusqlite:
             agent,
             assigned_at_ms,
             argv_json,
-        } => [
-            &(*attempt as i64),
-            &(*task as i64),
-            &(*run as i64),
-            &(*job as i64),
-            &(*index as i64),
-            number,
-            &(*agent as i64),
-            argv_json,
-            &(*assigned_at_ms as i64),
-            &Null,
-        ],
+            ready_at_ms,
+            resources: r,
+            request_source,
+        } => {
+            ready = (*ready_at_ms > 0).then_some(*ready_at_ms as i64);
+            // Custom resources are rare: JSON only when there are some.
+            custom = (!r.custom.is_empty())
+                .then(|| serde_json::to_string(&r.custom).ok())
+                .flatten();
+            (
+                [
+                    &(*attempt as i64),
+                    &(*task as i64),
+                    &(*run as i64),
+                    &(*job as i64),
+                    &(*index as i64),
+                    number,
+                    &(*agent as i64),
+                    argv_json,
+                    &(*assigned_at_ms as i64),
+                    &ready,
+                    &r.cpus,
+                    &(r.memory_bytes as i64),
+                    &r.gpus,
+                    &custom,
+                    &request_source.as_str(),
+                ],
+                15,
+            )
+        }
         StoreOp::TaskState {
             task,
             run,
@@ -162,23 +185,27 @@ fn bind_row(statement: &mut Statement<'_>, at: usize, op: &StoreOp) -> rusqlite:
             crashes,
             reason,
             at_ms,
-        } => [
-            &(*task as i64),
-            &(*run as i64),
-            &(*job as i64),
-            &(*index as i64),
-            state,
-            attempts,
-            retries_used,
-            crashes,
-            reason,
-            &(*at_ms as i64),
-        ],
+        } => (
+            [
+                &(*task as i64),
+                &(*run as i64),
+                &(*job as i64),
+                &(*index as i64),
+                state,
+                attempts,
+                retries_used,
+                crashes,
+                reason,
+                &(*at_ms as i64),
+                &Null,
+                &Null,
+                &Null,
+                &Null,
+                &Null,
+            ],
+            10,
+        ),
         _ => return Ok(at),
-    };
-    let columns = match op {
-        StoreOp::InsertAttempt { .. } => 9,
-        _ => 10,
     };
     for (i, value) in values.iter().take(columns).enumerate() {
         statement.raw_bind_parameter(at + i, value)?;
@@ -204,6 +231,9 @@ mod tests {
             agent: 1,
             assigned_at_ms: 10,
             argv_json: format!("[\"{attempt}\"]"),
+            ready_at_ms: 5,
+            resources: scalable_common::resources::Resources::cpus(2),
+            request_source: crate::core::RequestSource::OomRetry,
         }
     }
 
@@ -266,6 +296,14 @@ mod tests {
             .query_row("SELECT argv FROM attempts WHERE id = 37", [], |r| r.get(0))
             .unwrap();
         assert_eq!(argv, "[\"37\"]");
+        let (ready, cpus, source): (i64, i64, String) = conn
+            .query_row(
+                "SELECT ready_at_ms, cpus, request_source FROM attempts WHERE id = 70",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((ready, cpus, source.as_str()), (5, 2, "oom_retry"));
         let state: String = conn
             .query_row("SELECT state FROM tasks WHERE id = 69", [], |r| r.get(0))
             .unwrap();

@@ -7,8 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection};
-use scalable_common::protocol::AttemptEnd;
+use rusqlite::Connection;
 
 use super::error::RESTORE_HINT;
 use super::StoreError;
@@ -146,7 +145,9 @@ CREATE TABLE IF NOT EXISTS runs (
     state TEXT NOT NULL DEFAULT 'running',
     cwd TEXT NOT NULL,
     source TEXT NOT NULL,
-    definition TEXT NOT NULL
+    definition TEXT NOT NULL,
+    -- When --telemetry-keep dropped its detail (schema 5); NULL: not yet.
+    telemetry_pruned_at_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -207,7 +208,22 @@ CREATE TABLE IF NOT EXISTS attempts (
     stdout_bytes INTEGER,
     stderr_bytes INTEGER,
     stdout_tail BLOB,
-    stderr_tail BLOB
+    stderr_tail BLOB,
+    -- Telemetry (schema 5; NULL in older rows). When its task became ready:
+    -- queue wait = assigned - ready, run time = ended - started.
+    ready_at_ms INTEGER,
+    -- What it asked for, and why (manifest | oom_retry | advisor).
+    cpus INTEGER,
+    memory_bytes INTEGER,
+    gpus INTEGER,
+    custom_resources TEXT,
+    request_source TEXT,
+    -- Storage I/O of the process tree as the kernel counts it; NULL: unknown.
+    read_bytes INTEGER,
+    write_bytes INTEGER,
+    -- The declared inputs' total size and each size (JSON, declared order).
+    input_bytes INTEGER,
+    input_sizes TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
@@ -239,7 +255,12 @@ CREATE TABLE IF NOT EXISTS pilots (
     submitted_at_ms INTEGER NOT NULL,
     connected_at_ms INTEGER,
     ended_at_ms INTEGER,
-    reason TEXT
+    reason TEXT,
+    -- Telemetry (schema 5): the provider's kind, its price per pilot-hour
+    -- where it knows one, and the cost once the pilot ended.
+    provider TEXT,
+    price_per_hour REAL,
+    cost REAL
 );
 -- Every decision of the AdaptiveScaler worth keeping (SPEC §9): its inputs
 -- and the full decision as JSON, the seed's fields, and its outcome (NULL
@@ -265,6 +286,15 @@ CREATE TABLE IF NOT EXISTS scaling_decisions (
     UNIQUE (target, at_ms)
 );
 CREATE INDEX IF NOT EXISTS scaling_decisions_at ON scaling_decisions(at_ms);
+-- A long attempt's usage over time (schema 5): one row per interval, the
+-- interval doubling as the attempt aged (at most USAGE_POINTS_MAX rows).
+CREATE TABLE IF NOT EXISTS attempt_usage (
+    attempt_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    cpu_ms INTEGER NOT NULL,
+    rss_bytes INTEGER NOT NULL,
+    PRIMARY KEY (attempt_id, at_ms)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at_ms INTEGER NOT NULL,
@@ -287,7 +317,7 @@ pub(super) fn prepare(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     };
     conn.execute_batch(SCHEMA).map_err(err)?;
     conn.execute_batch(crate::cache::SCHEMA).map_err(err)?;
-    let mut v: i64 = conn
+    let v: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(err)?;
     let runs: i64 = conn
@@ -296,224 +326,39 @@ pub(super) fn prepare(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     if v == 0 && runs == 0 {
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
             .map_err(err)?;
-        return Ok(());
+    } else {
+        let v = super::migrations::migrate(conn, v).map_err(err)?;
+        if v != SCHEMA_VERSION {
+            return Err(StoreError::Refused {
+                path: path.to_path_buf(),
+                problem: format!("has schema version {v}, this broker needs {SCHEMA_VERSION}"),
+                hint: "use a new --state-dir, or the scalable version that wrote it".into(),
+            });
+        }
     }
-    if v == 2 {
-        migrate_from_2(conn).map_err(err)?;
-        v = 3;
-    }
-    if v == 3 {
-        migrate_from_3(conn).map_err(err)?;
-        v = 4;
-    }
-    if v == 4 {
-        migrate_from_4(conn).map_err(err)?;
-        v = 5;
-    }
-    if v != SCHEMA_VERSION {
-        return Err(StoreError::Refused {
-            path: path.to_path_buf(),
-            problem: format!("has schema version {v}, this broker needs {SCHEMA_VERSION}"),
-            hint: "use a new --state-dir, or the scalable version that wrote it".into(),
-        });
-    }
-    Ok(())
+    // Views name columns of the newest schema: made once the tables have them.
+    conn.execute_batch(VIEWS).map_err(err)
 }
 
-/// One attempt end of each class a version-2 store can hold: what the
-/// backfill asks [`AttemptEnd::spends_retry`] about, so the rule is written
-/// once, in `AttemptEnd`.
-fn ends_of_version_2() -> [AttemptEnd; 12] {
-    [
-        AttemptEnd::Exited { code: 0 },
-        AttemptEnd::Exited { code: 1 },
-        AttemptEnd::Signalled { signal: 9 },
-        AttemptEnd::TimedOut,
-        AttemptEnd::OutOfMemory,
-        AttemptEnd::SpawnFailed {
-            error: String::new(),
-        },
-        AttemptEnd::OutputsMissing {
-            missing: Vec::new(),
-        },
-        AttemptEnd::AgentLost,
-        AttemptEnd::Drained,
-        AttemptEnd::Cancelled,
-        AttemptEnd::Returned,
-        AttemptEnd::InvalidInput {
-            path: String::new(),
-        },
-    ]
-}
-
-/// 2 -> 3: attempts get `spends_retry`, filled in for every ended attempt
-/// from its class. One transaction: a crash leaves version 2 as it was.
-fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    tx.execute_batch("ALTER TABLE attempts ADD COLUMN spends_retry INTEGER")?;
-    for end in ends_of_version_2() {
-        tx.execute(
-            "UPDATE attempts SET spends_retry = ?2 WHERE end_class = ?1",
-            params![end.class(), end.spends_retry()],
-        )?;
-    }
-    tx.execute_batch("PRAGMA user_version = 3")?;
-    tx.commit()
-}
-
-/// 3 -> 4: attempts keep the memory limit they ran under, jobs why their
-/// tasks were cancelled. Old rows keep NULL (unknown). One transaction.
-fn migrate_from_3(conn: &Connection) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    add_column(&tx, "attempts", "memory_limit_bytes", "INTEGER")?;
-    add_column(&tx, "jobs", "cancel_cause", "TEXT")?;
-    tx.execute_batch("PRAGMA user_version = 4")?;
-    tx.commit()
-}
-
-/// 4 -> 5: the `scaling_decisions` table, which `SCHEMA` has just created
-/// (empty: no decision was kept before). One transaction.
-fn migrate_from_4(conn: &Connection) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    tx.execute_batch("PRAGMA user_version = 5")?;
-    tx.commit()
-}
-
-/// Adds a column unless the table has it (a store created by a later
-/// `SCHEMA` and marked older, as the tests' fixtures are).
-fn add_column(conn: &Connection, table: &str, column: &str, ty: &str) -> rusqlite::Result<()> {
-    let has: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
-        params![table, column],
-        |r| r.get(0),
-    )?;
-    if has == 0 {
-        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
-    }
-    Ok(())
-}
+/// Every attempt with what a query about it needs from other tables (its
+/// job's name and tag, its agent's host, the target, pilot and provider of
+/// the pilot that agent was), so telemetry is queryable without joins
+/// (SPEC §10). Remade at every start: a view holds no data.
+pub(super) const VIEWS: &str = r#"
+DROP VIEW IF EXISTS attempt_telemetry;
+CREATE VIEW attempt_telemetry AS
+SELECT a.*, j.name AS job_name, j.tag AS tag, ag.hostname AS host,
+       p.target AS target, p.id AS pilot, p.provider AS provider
+FROM attempts a
+JOIN jobs j ON j.id = a.job_id
+LEFT JOIN agents ag ON ag.id = a.agent_id
+LEFT JOIN (SELECT agent_id, MIN(id) AS id, target, provider FROM pilots
+           WHERE agent_id IS NOT NULL GROUP BY agent_id) p ON p.agent_id = a.agent_id;
+"#;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The attempts table as version 2 wrote it: no `spends_retry`.
-    fn version_2_store(path: &Path) -> Connection {
-        let conn = Connection::open(path).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        conn.execute_batch(
-            "ALTER TABLE attempts DROP COLUMN spends_retry;
-             PRAGMA user_version = 2;
-             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
-                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');",
-        )
-        .unwrap();
-        for (id, class) in [
-            (1, Some("SUCCESS")),
-            (2, Some("EXIT_CODE")),
-            (3, Some("AGENT_LOST")),
-            (4, Some("INVALID_INPUT")),
-            (5, Some("CANCELLED")),
-            (6, None),
-        ] {
-            conn.execute(
-                "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, end_class)
-                 VALUES (?1, ?1, 1, 1, 0, 1, 1, '[]', 0, ?2)",
-                params![id, class],
-            )
-            .unwrap();
-        }
-        conn
-    }
-
-    fn spends(conn: &Connection) -> Vec<(i64, Option<i64>)> {
-        conn.prepare("SELECT id, spends_retry FROM attempts ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
-    }
-
-    #[test]
-    fn a_version_2_store_is_migrated_and_backfilled() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("broker.db");
-        drop(version_2_store(&path));
-        let conn = Connection::open(&path).unwrap();
-        prepare(&conn, &path).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, SCHEMA_VERSION);
-        assert_eq!(
-            spends(&conn),
-            [
-                (1, Some(0)),
-                (2, Some(1)),
-                (3, Some(0)),
-                (4, Some(1)),
-                (5, Some(0)),
-                (6, None)
-            ],
-            "ended attempts get their class's rule; a running one stays open"
-        );
-        // Opening it again is a plain version-3 open.
-        prepare(&conn, &path).unwrap();
-        assert_eq!(spends(&conn).len(), 6);
-    }
-
-    #[test]
-    fn the_broker_opens_a_version_2_store_and_reads_its_stats() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("broker.db");
-        let old = version_2_store(&path);
-        old.execute_batch(
-            "INSERT INTO jobs (id, run_id, name, cpus, memory_bytes, gpus, priority, retries, first_task, task_count)
-                 VALUES (1, 1, 'j', 1, 0, 0, 0, 0, 1, 6);
-             UPDATE attempts SET started_at_us = 0, ended_at_us = 1000 WHERE end_class IS NOT NULL;",
-        )
-        .unwrap();
-        drop(old);
-        let (store, ids, _loaded) =
-            super::super::Store::open(&path, StateOrigin::Existing).unwrap();
-        store.stop();
-        assert_eq!(ids.attempt, 7);
-        let conn = Connection::open(&path).unwrap();
-        let stats = super::super::run_stats(&conn, 1, 0).unwrap();
-        assert_eq!((stats.tasks, stats.attempts), (6, 6));
-        assert_eq!(spends(&conn)[1], (2, Some(1)));
-    }
-
-    /// A version-3 store (before issue 13) opens: its attempts and jobs get
-    /// the columns of version 4, empty.
-    #[test]
-    fn a_version_3_store_gets_the_columns_of_version_4() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("broker.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        conn.execute_batch(
-            "ALTER TABLE attempts DROP COLUMN memory_limit_bytes;
-             ALTER TABLE jobs DROP COLUMN cancel_cause;
-             PRAGMA user_version = 3;
-             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
-                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
-             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, end_class)
-                 VALUES (1, 1, 1, 1, 0, 1, 1, '[]', 0, 'MEMORY_EXHAUSTION');",
-        )
-        .unwrap();
-        prepare(&conn, &path).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, SCHEMA_VERSION, "on through every later migration");
-        let limit: Option<i64> = conn
-            .query_row("SELECT memory_limit_bytes FROM attempts", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(limit, None);
-        conn.execute_batch("SELECT cancel_cause FROM jobs").unwrap();
-    }
 
     /// A version-4 store (before issue 18) opens at version 5 with an empty
     /// `scaling_decisions` table.
@@ -542,22 +387,17 @@ mod tests {
     }
 
     #[test]
-    fn every_class_of_version_2_is_backfilled() {
-        let classes: std::collections::BTreeSet<&str> =
-            ends_of_version_2().iter().map(AttemptEnd::class).collect();
-        assert_eq!(
-            classes.len(),
-            ends_of_version_2().len(),
-            "one end per class"
-        );
-    }
-
-    #[test]
     fn a_newer_or_unknown_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broker.db");
-        let conn = version_2_store(&path);
-        conn.execute_batch("PRAGMA user_version = 9").unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
+                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
+             PRAGMA user_version = 9;",
+        )
+        .unwrap();
         let e = prepare(&conn, &path).unwrap_err().to_string();
         assert!(
             e.ends_with(&format!("has schema version 9, this broker needs {SCHEMA_VERSION} (use a new --state-dir, or the scalable version that wrote it)")),
@@ -646,7 +486,7 @@ mod tests {
         for i in 0..400 {
             conn.execute(
                 "INSERT INTO events (at_ms, kind, detail) VALUES (?1, 'k', ?2)",
-                params![i, row],
+                rusqlite::params![i, row],
             )
             .unwrap();
         }

@@ -16,6 +16,7 @@ mod resume;
 mod scheduling;
 mod simulation;
 mod submit;
+mod telemetry;
 mod transitions;
 
 use std::collections::HashMap;
@@ -231,6 +232,10 @@ fn result(attempt: AttemptId, end: AttemptEnd) -> AttemptResult {
         stderr_bytes: 0,
         exit_code: None,
         memory_limit_bytes: None,
+        read_bytes: None,
+        write_bytes: None,
+        input_bytes: Vec::new(),
+        usage: Vec::new(),
     }
 }
 
