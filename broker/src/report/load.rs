@@ -11,8 +11,9 @@ use scalable_common::frame::encoded_len;
 use scalable_common::protocol::{ReportPage, RunId, ENVELOPE_BYTES_MAX, REPLY_PAGE_BYTES_MAX};
 
 use super::model::{
-    AgentRow, AttemptRow, EventRow, FailureRow, JobRow, PilotRow, ReportChunk, ReportData, RunInfo,
-    EVENTS_MAX, FAILURES_SHOWN_MAX, FAILURE_TAIL_BYTES_MAX, REPORT_FORMAT,
+    AgentRow, AttemptRow, EventRow, FailureRow, JobRow, PilotRow, ReportChunk, ReportData,
+    Requested, RunInfo, UsagePoint, EVENTS_MAX, FAILURES_SHOWN_MAX, FAILURE_TAIL_BYTES_MAX,
+    REPORT_FORMAT,
 };
 use crate::paging::PageBuilder;
 use crate::store::{self, StoreError};
@@ -155,7 +156,8 @@ pub fn attempts_page(
     let mut stmt = c
         .prepare_cached(
             "SELECT id, task_id, job_id, idx, number, agent_id, assigned_at_ms, started_at_us,
-                    ended_at_us, end_class, exit_code, peak_rss_bytes, cpu_time_us, memory_limit_bytes
+                    ended_at_us, end_class, exit_code, peak_rss_bytes, cpu_time_us, memory_limit_bytes,
+                    ready_at_ms, cpus, memory_bytes, gpus, read_bytes, write_bytes
              FROM attempts WHERE run_id = ?1 AND id > ?2 ORDER BY id",
         )
         .map_err(sql)?;
@@ -164,13 +166,54 @@ pub fn attempts_page(
         .map_err(sql)?;
     let mut page = PageBuilder::new(budget);
     while let Some(r) = rows.next().map_err(sql)? {
-        let a = attempt_row(r).map_err(sql)?;
+        let mut a = attempt_row(r).map_err(sql)?;
+        // Before the push: a page's budget counts the series too.
+        attach_usage(c, &mut a)?;
         if !page.push(a.id, a) {
             break;
         }
     }
     let page = page.finish();
     Ok((page.items, page.next))
+}
+
+/// The agent keeps a series only for attempts that ran about 2 s or more
+/// (two points of 1 s): shorter ones are not looked up.
+const USAGE_RUN_US_MIN: u64 = 1_500_000;
+
+/// The stored usage series of a long attempt (per-interval cpu, schema 5)
+/// as the report's cumulative points from the attempt's start.
+fn attach_usage(c: &Connection, a: &mut AttemptRow) -> Result<(), StoreError> {
+    let (Some(start), Some(end)) = (a.started_at_us, a.ended_at_us) else {
+        return Ok(());
+    };
+    if end.saturating_sub(start) < USAGE_RUN_US_MIN {
+        return Ok(());
+    }
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT at_ms, cpu_ms, rss_bytes FROM attempt_usage WHERE attempt_id = ?1 ORDER BY at_ms",
+        )
+        .map_err(sql)?;
+    let mut rows = stmt.query(params![a.id as i64]).map_err(sql)?;
+    let mut out = vec![UsagePoint {
+        at_us: start,
+        cpu_time_us: 0,
+        rss_bytes: 0,
+    }];
+    let mut cpu_us = 0u64;
+    while let Some(r) = rows.next().map_err(sql)? {
+        cpu_us = cpu_us.saturating_add(u64_at(r, 1).map_err(sql)?.saturating_mul(1000));
+        out.push(UsagePoint {
+            at_us: u64_at(r, 0).map_err(sql)?.saturating_mul(1000),
+            cpu_time_us: cpu_us,
+            rss_bytes: u64_at(r, 2).map_err(sql)?,
+        });
+    }
+    if out.len() > 2 {
+        a.usage = Some(out);
+    }
+    Ok(())
 }
 
 fn attempt_row(r: &Row) -> rusqlite::Result<AttemptRow> {
@@ -181,7 +224,7 @@ fn attempt_row(r: &Row) -> rusqlite::Result<AttemptRow> {
         index: u64_at(r, 3)?,
         number: r.get(4)?,
         agent_id: u64_at(r, 5)?,
-        ready_at_ms: None,
+        ready_at_ms: opt_u64(r, 14)?,
         assigned_at_ms: u64_at(r, 6)?,
         started_at_us: opt_u64(r, 7)?,
         ended_at_us: opt_u64(r, 8)?,
@@ -190,9 +233,17 @@ fn attempt_row(r: &Row) -> rusqlite::Result<AttemptRow> {
         peak_rss_bytes: opt_u64(r, 11)?,
         cpu_time_us: opt_u64(r, 12)?,
         memory_limit_bytes: opt_u64(r, 13)?,
-        requested: None,
-        read_bytes: None,
-        written_bytes: None,
+        // NULL before schema 5 (a migrated store's older attempts).
+        requested: match (opt_u64(r, 15)?, opt_u64(r, 16)?, opt_u64(r, 17)?) {
+            (Some(cpus), Some(memory_bytes), gpus) => Some(Requested {
+                cpus: cpus as u32,
+                memory_bytes,
+                gpus: gpus.unwrap_or(0) as u32,
+            }),
+            _ => None,
+        },
+        read_bytes: opt_u64(r, 18)?,
+        written_bytes: opt_u64(r, 19)?,
         usage: None,
     })
 }
