@@ -54,12 +54,14 @@ class Cli:
         timeout: Optional[float] = None,
         broker: bool = True,
         cwd: Optional[str] = None,
+        data_on_1: bool = False,
     ) -> Any:
-        """Run `scalable ARGS --json` and return its parsed stdout."""
+        """Run `scalable ARGS --json` and return its parsed stdout.
+        `data_on_1`: exit 1 with data is an answer (`analyze` of a failed run)."""
         argv = [self.exe, *args, "--json"]
         if broker and self.access:
             argv += ["--access", self.access]
-        return run_json_argv(argv, timeout=timeout or self.timeout, cwd=cwd)
+        return run_json_argv(argv, timeout=timeout or self.timeout, cwd=cwd, data_on_1=data_on_1)
 
 
     def run_text(self, args: Sequence[str], *, timeout: Optional[float] = None) -> str:
@@ -82,7 +84,8 @@ def unreachable(argv: Sequence[str], timeout: float) -> BrokerUnreachable:
     )
 
 
-def run_json_argv(argv: Sequence[str], *, timeout: float, cwd: Optional[str] = None) -> Any:
+def run_json_argv(argv: Sequence[str], *, timeout: float, cwd: Optional[str] = None,
+                  data_on_1: bool = False) -> Any:
     """Run a command printing JSON; raise the exception its exit code names."""
     try:
         proc = subprocess.run(
@@ -95,7 +98,8 @@ def run_json_argv(argv: Sequence[str], *, timeout: float, cwd: Optional[str] = N
         )
     except subprocess.TimeoutExpired as exc:
         raise unreachable(argv, timeout) from exc
-    if proc.returncode != 0:
+    answered = data_on_1 and proc.returncode == 1 and proc.stdout.strip()
+    if proc.returncode != 0 and not answered:
         raise error_from(proc.returncode, proc.stderr.decode("utf-8", "replace"))
     warn_from(proc.stderr.decode("utf-8", "replace"))
     out = proc.stdout.decode("utf-8", "replace").strip()

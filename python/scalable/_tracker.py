@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _payload
 from ._cli import Cli
-from .errors import RemoteTraceback, TaskFailed
+from .errors import BrokerUnreachable, RemoteTraceback, TaskFailed
 from .futures import CommandResult, Future
 
 _OPEN_STATES = ("waiting", "ready", "assigned", "running")
@@ -42,6 +43,7 @@ class Tracker:
         self.bad_seen: Dict[int, int] = {}
         self.failed: Dict[int, Dict[str, Any]] = {}
         self.cancel_causes: Dict[int, Dict[str, str]] = {}
+        self.unreachable_since: Optional[float] = None
         # Submitted futures arrive from any thread; only the pump reads `runs`.
         self._lock = threading.Lock()
         self._incoming: List[Tuple[int, List[Future]]] = []
@@ -68,14 +70,27 @@ class Tracker:
             return settled
         try:
             statuses = {s["run"]: s for s in self.cli.run_json(["status"])}
-        except ConnectionError:
-            return settled  # the broker may be back next round; futures wait
+        except BrokerUnreachable as err:
+            return settled + self._unreachable(err)
+        self.unreachable_since = None
         for run in list(self.runs):
             status = statuses.get(run)
             if status is not None:
                 settled += self._settle_run(run, status)
         self.runs = {r: fs for r, fs in self.runs.items() if fs}
         return settled
+
+    def _unreachable(self, err: BrokerUnreachable) -> int:
+        """A broker away for a moment (a restart) is waited for; away longer
+        than the client's timeout, every open future raises the error."""
+        now = time.monotonic()
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+        if now - self.unreachable_since < self.cli.timeout:
+            return 0
+        n = sum(int(f._set_error(err)) for fs in self.runs.values() for f in fs)
+        self.runs = {}
+        return n
 
     def _settle_outcomes(self) -> int:
         try:
@@ -101,8 +116,8 @@ class Tracker:
         counts = status["counts"]
         bad = counts["failed"] + counts["cancelled"]
         if bad > self.bad_seen.get(run, 0):
-            self.bad_seen[run] = bad
             self.failed[run] = self._analyze(run)
+            self.bad_seen[run] = bad  # only once answered: a failed call is asked again
         jobs_final = {
             j["name"]: j["counts"] for j in status["jobs"] if not any(j["counts"][s] for s in _OPEN_STATES)
         }
@@ -136,7 +151,7 @@ class Tracker:
         return int(f._set_cancelled(cause))
 
     def _analyze(self, run: int) -> Dict[str, Any]:
-        report = self.cli.run_json(["analyze", str(run)])
+        report = self.cli.run_json(["analyze", str(run)], data_on_1=True)
         by_path = {t["path"]: t for t in report.get("failed_tasks", [])}
         self.cancel_causes[run] = {
             job["job"]: cause_text(job.get("cause")) for job in report.get("cancelled_jobs") or []

@@ -29,6 +29,7 @@ _EXPORTS = {
     "TaskFailed": "errors",
     "TaskCancelled": "errors",
     "RemoteTraceback": "errors",
+    "ScalableWarning": "errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -36,7 +37,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .advisors import LearnedAdvisor, Recommendation, ResourceAdvisor
     from .client import Client
-    from .errors import BrokerUnreachable, InvalidInput, RemoteTraceback, ScalableError, TaskCancelled, TaskFailed
+    from .errors import BrokerUnreachable, InvalidInput, RemoteTraceback, ScalableError, ScalableWarning, TaskCancelled, TaskFailed
     from .futures import CommandResult, Future, as_completed
     from .session import Plan, ScalableSession
 

@@ -101,8 +101,8 @@ class Tracker:
         counts = status["counts"]
         bad = counts["failed"] + counts["cancelled"]
         if bad > self.bad_seen.get(run, 0):
-            self.bad_seen[run] = bad
             self.failed[run] = self._analyze(run)
+            self.bad_seen[run] = bad  # only once answered: a failed call is asked again
         jobs_final = {
             j["name"]: j["counts"] for j in status["jobs"] if not any(j["counts"][s] for s in _OPEN_STATES)
         }
@@ -136,7 +136,7 @@ class Tracker:
         return int(f._set_cancelled(cause))
 
     def _analyze(self, run: int) -> Dict[str, Any]:
-        report = self.cli.run_json(["analyze", str(run)])
+        report = self.cli.run_json(["analyze", str(run)], data_on_1=True)
         by_path = {t["path"]: t for t in report.get("failed_tasks", [])}
         self.cancel_causes[run] = {
             job["job"]: cause_text(job.get("cause")) for job in report.get("cancelled_jobs") or []

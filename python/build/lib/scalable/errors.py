@@ -64,3 +64,7 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.text}"""'
+
+
+class ScalableWarning(UserWarning):
+    """A CLI warning, e.g. a submitted job that no agent can run yet."""

@@ -46,24 +46,28 @@ class ScalableSession:
 
     def __init__(self, manifest: Optional[str] = None, target: Optional[str] = None,
                  overlays: Sequence[str] = (), access: Optional[str] = None,
-                 state_dir: Optional[str] = None, timeout: float = 30.0) -> None:
+                 state_dir: Optional[str] = None, timeout: float = 30.0,
+                 broker_args: Sequence[str] = ()) -> None:
         self.manifest = os.path.abspath(manifest) if manifest else None
         self.target = target
         self.overlays = list(overlays)
         self.access = os.path.abspath(access) if access else None
         self.state_dir = state_dir
         self.timeout = timeout
+        self.broker_args = list(broker_args)  # extra `scalable-broker` flags
         self.broker: Optional[subprocess.Popen] = None
         self.clients: List[Client] = []
 
     @classmethod
     def from_yaml(cls, path: str, target: str = "local", overlays: Sequence[str] = (),
-                  access: Optional[str] = None, state_dir: Optional[str] = None) -> "ScalableSession":
+                  access: Optional[str] = None, state_dir: Optional[str] = None,
+                  broker_args: Sequence[str] = ()) -> "ScalableSession":
         """A session for a manifest's target; with `access`, attach to that
-        broker instead of starting one."""
+        broker instead of starting one (`broker_args`: extra broker flags,
+        e.g. `["--heartbeat-timeout", "5"]`)."""
         if not os.path.isfile(path):
             raise ScalableError(f"{path}: no such manifest", "give the path of a scalable.yaml", 2)
-        return cls(path, target, overlays, access, state_dir)
+        return cls(path, target, overlays, access, state_dir, broker_args=broker_args)
 
     @classmethod
     def attach(cls, access: str) -> "ScalableSession":
@@ -125,7 +129,7 @@ class ScalableSession:
         os.makedirs(state, exist_ok=True)
         self.state_dir = state
         argv = [binary("scalable-broker"), "--state-dir", state, "--listen", "127.0.0.1:0",
-                "--manifest", self.manifest] + self._target_args()
+                "--manifest", self.manifest] + self._target_args() + self.broker_args
         log = open(os.path.join(state, "broker.log"), "ab")
         self.broker = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                        cwd=os.path.dirname(self.manifest))
