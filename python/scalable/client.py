@@ -14,6 +14,7 @@ outcome file.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -33,6 +34,7 @@ from .futures import as_completed as _as_completed
 # (a CLI process) at most every STATUS_EVERY, which is what catches failures.
 SCAN_EVERY = 0.05
 STATUS_EVERY = 0.5
+COALESCE = 0.005
 
 
 class Client:
@@ -51,6 +53,7 @@ class Client:
         self._tracker = Tracker(self.cli, self.rundir)
         self._cond = threading.Condition()
         self._closed = False
+        self._holds = 0  # open `batch()` blocks: the pump does not submit meanwhile
         self._pump = threading.Thread(target=self._pump_loop, name="scalable-pump", daemon=True)
         self._pump.start()
 
@@ -105,6 +108,20 @@ class Client:
         futures = [Future(self, name, _payload.out_name(name, i), i) for i in range(len(items))]
         self._submit_now([Pending(job, futures)])
         return futures
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator["Client"]:
+        """Calls submitted inside go to the broker as one run when the block
+        ends, so a future passed to a later call becomes an `after` there (the
+        workflow builder: `with client.batch(): b = client.submit(g, client.submit(f))`)."""
+        with self._cond:
+            self._holds += 1
+        try:
+            yield self
+        finally:
+            with self._cond:
+                self._holds -= 1
+            self.flush()
 
     def flush(self) -> None:
         """Submit every call waiting for its batch now."""
@@ -224,7 +241,10 @@ class Client:
                     self._cond.wait()
                     continue
                 self._cond.wait(SCAN_EVERY)
-            self.flush()
+                holding = self._holds > 0
+            if not holding:
+                time.sleep(COALESCE)  # calls made in a loop go in one run
+                self.flush()
             now = time.monotonic()
             full = now - last_status >= STATUS_EVERY
             if full:

@@ -1,6 +1,7 @@
 """The Python client against a real broker with the manifest's local agents."""
 
 import json
+import os
 import subprocess
 import time
 
@@ -40,13 +41,15 @@ def test_exception_and_remote_traceback_reach_gather(client):
 
 
 def test_futures_as_dependencies(session, client):
-    a = client.submit(tasks.slow_add, 1, 1, tag="demeter")
-    b = client.submit(tasks.add, a, 10, tag="postprocess")  # same batch: `after` in one run
-    c = client.submit(tasks.add, [b, 0][0], 100, tag="demeter")
+    with client.batch():  # one run: b and c wait through the workflow's `after`
+        a = client.submit(tasks.slow_add, 1, 1, tag="demeter")
+        b = client.submit(tasks.add, a, 10, tag="postprocess")
+        c = client.submit(tasks.add, {"x": [b]}["x"][0], 100, tag="demeter")
     assert c.result(60) == 112
-    assert b.run == a.run
-    jobs = {j["name"]: j for j in status(session, a.run)["jobs"]}
-    assert set(jobs) >= {a.name, b.name}
+    assert a.run == b.run == c.run
+    wf = workflow_of(client, a)
+    after = {j["name"]: j.get("after") for j in wf["jobs"]}
+    assert after[b.name] == [a.name] and after[c.name] == [b.name]
     client.flush()
     d = client.submit(tasks.add, c, 1000, tag="demeter")  # c ran in an earlier run: held here
     assert d.result(60) == 1112
@@ -54,6 +57,17 @@ def test_futures_as_dependencies(session, client):
     dependent = client.submit(tasks.add, failing, 1, tag="demeter")
     with pytest.raises(TaskCancelled):
         dependent.result(60)
+
+
+def workflow_of(client, future):
+    """The workflow the client submitted for the run holding `future`."""
+    for name in os.listdir(client.rundir):
+        if name.startswith("run-") and name.endswith(".yaml"):
+            with open(os.path.join(client.rundir, name)) as f:
+                wf = json.load(f)
+            if any(j["name"] == future.name for j in wf["jobs"]):
+                return wf
+    raise AssertionError(f"no workflow file holds {future.name}")
 
 
 def test_map_of_1000_is_one_job(session, client):

@@ -39,6 +39,7 @@ def test_session_attached_to_a_broker_started_by_the_cli(tmp_path):
         broker.wait(15)
 
 
+@pytest.mark.filterwarnings("ignore::scalable.ScalableWarning")
 def test_unreachable_broker_raises_connection_error_in_time(tmp_path):
     state = tmp_path / "gone"
     broker = subprocess.Popen([bin_path("scalable-broker"), "--state-dir", str(state), "--listen",
@@ -102,6 +103,7 @@ def test_killed_agent_the_future_completes_once(tmp_path):
             p.wait(15)
 
 
+@pytest.mark.filterwarnings("ignore::scalable.ScalableWarning")
 def test_broker_gone_mid_run_raises_connection_error(tmp_path):
     state = tmp_path / "state"
     broker = start_broker(state)  # no agent: the task waits, ready, when the broker dies
