@@ -32,6 +32,9 @@
              behind it while the other runs out of work. Makespan (the broker's
              submit to finish) against the lower bound max(longest task, total
              work / agents) = 6 s; 3 repetitions, medians.
+7. python:   (issue 21) client.map of 10,000 trivial Python functions:
+             time to get the futures back, gather rate against
+             `xargs -P2 -n1 python -c pass` (scripts/bench_python.py).
 BENCH_BIN=DIR runs the binaries in DIR (to compare builds with one script).
 """
 import json, os, platform, signal, sqlite3, statistics, subprocess, sys, tempfile, time
@@ -374,13 +377,19 @@ def bench_restart():
     return secs < 2 and rss < 300
 
 
+def bench_python():
+    from bench_python import bench_python as run
+    return run(Broker, load_now, BIN)
+
+
 def main():
-    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail"]
+    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail", "python"]
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
     ok = True
     for w in which:
         ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit,
-               "packing": bench_packing, "restart": bench_restart, "tail": bench_tail}[w]()
+               "packing": bench_packing, "restart": bench_restart, "tail": bench_tail,
+               "python": bench_python}[w]()
     sys.exit(0 if ok else 1)
 
 
