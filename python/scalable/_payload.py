@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import pickle
+import sys
 from typing import Any, List, Optional, Tuple
 
 # A map's items are written this many to a file: a task reads one chunk, not
@@ -21,15 +22,51 @@ from typing import Any, List, Optional, Tuple
 CHUNK = 256
 
 
-def dumps(obj: Any) -> bytes:
-    """cloudpickle when installed (lambdas and functions of `__main__` travel
-    by value), else pickle. Imported here, not at module load: a task's
-    interpreter that only reads pays nothing for it."""
+def _cloudpickle() -> Any:
+    """cloudpickle when installed and not refused (`SCALABLE_PICKLE=pickle`).
+    Imported here, not at module load: a task's interpreter that only reads
+    pays nothing for it."""
+    if os.environ.get("SCALABLE_PICKLE") == "pickle":
+        return None
     try:
         import cloudpickle  # type: ignore[import-not-found]
-    except ImportError:  # pragma: no cover - exercised where cloudpickle is absent
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except ImportError:
+        return None
+    return cloudpickle
+
+
+def dumps(obj: Any) -> bytes:
+    """cloudpickle (lambdas and functions of `__main__` travel by value), else pickle."""
+    cp = _cloudpickle()
+    return (cp or pickle).dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _head() -> bytes:
+    """What a task loads before the call: without cloudpickle, functions of
+    the caller's script are pickled as `__main__.NAME`, so the task runs the
+    script as `__mp_main__` first (multiprocessing's spawn does the same; its
+    `if __name__ == "__main__":` block does not run)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) if _cloudpickle() is None else None
+    return pickle.dumps({"main": os.path.abspath(path) if path else None})
+
+
+def fixup_main(path: str) -> None:
+    import runpy
+    import types
+
+    module = types.ModuleType("__mp_main__")
+    module.__dict__.update(runpy.run_path(path, run_name="__mp_main__"))
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+
+
+def read_call(path: str) -> Any:
+    """A call written by `write_call` or `write_map`: its head, then its body."""
+    with open(path, "rb") as f:
+        head = pickle.load(f)
+        if head.get("main"):
+            fixup_main(head["main"])
+        return pickle.load(f)
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -60,12 +97,12 @@ class Ref:
 
 def write_call(dirpath: str, name: str, fn: Any, args: tuple, kwargs: dict, cwd: str) -> None:
     body = {"fn": fn, "args": args, "kwargs": kwargs, "cwd": cwd}
-    write_atomic(os.path.join(dirpath, f"{name}.in"), dumps(body))
+    write_atomic(os.path.join(dirpath, f"{name}.in"), _head() + dumps(body))
 
 
 def write_map(dirpath: str, name: str, fn: Any, items: List[Any], kwargs: dict, cwd: str) -> None:
     head = {"fn": fn, "kwargs": kwargs, "cwd": cwd, "chunk": CHUNK}
-    write_atomic(os.path.join(dirpath, f"{name}.in"), dumps(head))
+    write_atomic(os.path.join(dirpath, f"{name}.in"), _head() + dumps(head))
     for k in range(0, len(items), CHUNK):
         write_atomic(os.path.join(dirpath, f"{name}.c{k // CHUNK}.in"), dumps(items[k : k + CHUNK]))
 

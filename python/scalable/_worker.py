@@ -32,7 +32,7 @@ def _resolve(value: Any) -> Any:
 
 
 def _call(inp: str, index: Any) -> tuple:
-    body = _payload.read(inp)
+    body = _payload.read_call(inp)
     if index is None:
         args, kwargs = body["args"], body["kwargs"]
     else:
