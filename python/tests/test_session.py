@@ -2,12 +2,11 @@
 
 import glob
 import json
-import os
 import subprocess
 import time
 
 import pytest
-from conftest import MANIFEST, bin_path
+from conftest import bin_path
 
 import tasks
 from scalable import BrokerUnreachable, Client, ScalableSession
