@@ -4,7 +4,7 @@ client.map of N (10,000) trivial Python functions through the Python client
 on one broker and one 2-cpu agent (release binaries, BENCH_BIN): the time for
 `map` to return every future (bar < 1 s), and the gather rate, N / (map start
 to the last result), against `seq N | xargs -P2 -n1 PY -c pass` in the same
-run (bar >= 0.8 of it). PY is the interpreter the tasks run (this one,
+run, before and after ours, averaged (bar >= 0.8 of it). PY is the interpreter the tasks run (this one,
 `sys.executable`): one interpreter per task is the floor of that design.
 `python3` on PATH is reported too when it is another program (a pyenv shim).
 
@@ -42,7 +42,9 @@ def bench_python(broker_class, load_now, bin_dir):
 
     n = int(os.environ.get("BENCH_PY_N", "10000"))
     load = load_now()
-    xargs = xargs_rate(n, sys.executable)
+    # xargs before and after ours, averaged: the machine's load drifts
+    # during a run of minutes and would otherwise favour one side.
+    xargs_before = xargs_rate(n, sys.executable)
     b = broker_class(agents=[["--cpus", "2", "--name", "bench"]])
     try:
         client = Client(b.access, rundir=os.path.join(b.dir, "python"))
@@ -56,10 +58,13 @@ def bench_python(broker_class, load_now, bin_dir):
         b.stop()
     if values != list(range(n)):
         sys.exit("python: gathered values differ from the inputs")
+    xargs_after = xargs_rate(n, sys.executable)
+    xargs = (xargs_before + xargs_after) / 2
     rate = n / total_s
     print(f"7. python: client.map of {n:,} trivial functions (one 2-cpu agent): map returned all "
           f"futures in {submit_s:.3f} s (bar < {SUBMIT_BAR:.0f} s); gather {rate:,.1f} calls/s "
-          f"({total_s:.1f} s); xargs -P2 {sys.executable} -c pass {xargs:,.1f}/s; ratio "
+          f"({total_s:.1f} s); xargs -P2 {sys.executable} -c pass {xargs:,.1f}/s (before "
+          f"{xargs_before:,.1f}, after {xargs_after:,.1f}); ratio "
           f"{rate / xargs:.2f} (bar >= {GATHER_BAR}); load {load} -> {load_now()}", flush=True)
     shim = shutil.which("python3")
     if shim and os.path.realpath(shim) != os.path.realpath(sys.executable):

@@ -11,7 +11,6 @@ to the broker.
 
 from __future__ import annotations
 
-import glob
 import os
 import pickle
 import sys
@@ -114,6 +113,8 @@ def out_name(name: str, index: Optional[int]) -> str:
 def latest_error(dirpath: str, out: str) -> Optional[Tuple[Any, str, str]]:
     """The exception of the task's last attempt that raised one: (exception or
     None, its type and message, the remote traceback text)."""
+    import glob  # the client's failure path only: a task's interpreter never pays for it
+
     base = os.path.join(dirpath, out[: -len(".out")] + ".err.")
     found = []
     for path in glob.glob(glob.escape(base) + "*"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import traceback
 from typing import Any
 
 from . import _payload
@@ -43,6 +42,8 @@ def _call(inp: str, index: Any) -> tuple:
 
 
 def _write_error(out_abs: str, exc: BaseException) -> None:
+    import traceback  # the failure path only: a task that succeeds never imports it
+
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     try:
@@ -72,6 +73,8 @@ def main(argv: list) -> int:
             data = _payload.dumps(("ok", value))
     except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
         _write_error(os.path.join(workdir, out), exc)
+        import traceback
+
         traceback.print_exc()
         return 1
     os.makedirs(os.path.dirname(out_final) or ".", exist_ok=True)
