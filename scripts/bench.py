@@ -43,6 +43,9 @@
              the release example `advise_bench`. Bars: training < 2 s for
              linear and random forest, < 5 s for gradient boosting; a
              recommendation < 5 ms.
+9. python:   (issue 21) client.map of 10,000 trivial Python functions:
+             time to get the futures back, gather rate against
+             `xargs -P2 -n1 python -c pass` (scripts/bench_python.py).
 BENCH_BIN=DIR runs the binaries in DIR (to compare builds with one script).
 """
 import json, os, platform, signal, sqlite3, statistics, subprocess, sys, tempfile, time
@@ -449,14 +452,20 @@ def bench_advise():
     return ok
 
 
+def bench_python():
+    from bench_python import bench_python as run
+    return run(Broker, load_now, BIN)
+
+
 def main():
-    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail", "report", "advise"]
+    which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail", "report", "advise", "python"]
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
     ok = True
     for w in which:
         ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit,
                "packing": bench_packing, "restart": bench_restart, "tail": bench_tail,
-               "report": bench_report, "advise": bench_advise}[w]()
+               "report": bench_report, "advise": bench_advise,
+               "python": bench_python}[w]()
     sys.exit(0 if ok else 1)
 
 

@@ -2,7 +2,7 @@
 # Benchmarks of issue 3 (a script, not a timed test): builds release binaries
 # and runs scripts/bench.py, which prints each figure and its ratio to the bar.
 #   scripts/bench.sh              # all three
-#   scripts/bench.sh spawn        # just one: spawn | dispatch | submit | packing | restart | tail | report | advise
+#   scripts/bench.sh spawn        # just one: spawn | dispatch | submit | packing | restart | tail | report | advise | python
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins

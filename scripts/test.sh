@@ -11,3 +11,5 @@ echo "== build binaries (the integration tests drive them)"
 cargo build --workspace --bins
 echo "== tests"
 cargo test --workspace -- --test-threads "${SCALABLE_TEST_THREADS:-4}"
+echo "== python client (python/tests, against target/debug)"
+SCALABLE_BIN_DIR="$PWD/target/debug" python3 -m pytest -q -p no:cacheprovider python/tests

@@ -1,0 +1,101 @@
+"""Workflow jobs for Python calls and commands, and submitting a batch of them
+as one run.
+
+Owns: the job each call becomes (the worker's argv, the outcome file as a
+declared output, the environment that makes the client's modules importable),
+how a future argument becomes a dependency (`after` inside one run, a `Ref`
+to its outcome file either way), and the `scalable submit` of one batch.
+Must not poll or settle futures beyond failing a batch that was refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from . import _payload
+from ._cli import Cli
+from .futures import Future
+
+
+@dataclass
+class Options:
+    """Where and how a task runs (SPEC §4: tag, resources, retries, walltime)."""
+
+    tag: Optional[str] = None
+    cpus: Optional[int] = None
+    memory: Optional[str] = None
+    gpus: Optional[int] = None
+    retries: Optional[int] = None
+    walltime: Optional[str] = None
+
+    def apply(self, job: Dict[str, Any]) -> Dict[str, Any]:
+        if self.tag:
+            job["tag"] = self.tag
+        res = {k: v for k, v in (("cpus", self.cpus), ("memory", self.memory), ("gpus", self.gpus)) if v is not None}
+        if res:
+            job["resources"] = res
+        if self.retries is not None:
+            job["retries"] = int(self.retries)
+        if self.walltime is not None:
+            job["walltime"] = str(self.walltime)
+        return job
+
+
+@dataclass
+class Pending:
+    """A call written to disk, waiting to be part of a submitted run."""
+
+    job: Dict[str, Any]
+    futures: List[Future]
+    deps: List[Future] = field(default_factory=list)
+
+
+def task_env() -> Dict[str, str]:
+    """The client's module path, so a task's interpreter imports what the
+    caller could (functions pickled by reference, `scalable` itself)."""
+    paths = [os.path.abspath(p) for p in sys.path if p]
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys([here, os.getcwd(), *paths]))}
+
+
+def worker_argv(inp: str, out: str, index: Optional[str] = None) -> List[str]:
+    argv = [sys.executable, "-m", "scalable._worker", inp, out]
+    return argv + [index] if index is not None else argv
+
+
+def swap_futures(value: Any, rundir: str, deps: List[Future]) -> Any:
+    """Futures in the arguments (top level, lists, tuples, dicts, as Dask
+    does) become `Ref`s to their outcome files and are noted as dependencies."""
+    if isinstance(value, Future):
+        deps.append(value)
+        return _payload.Ref(os.path.join(rundir, value.out))
+    if isinstance(value, (list, tuple)):
+        swapped = [swap_futures(v, rundir, deps) for v in value]
+        return swapped if isinstance(value, list) else tuple(swapped)
+    if isinstance(value, dict):
+        return {k: swap_futures(v, rundir, deps) for k, v in value.items()}
+    return value
+
+
+def submit_batch(cli: Cli, rundir: str, seq: int, batch: List[Pending]) -> int:
+    """Submit the batch as one run; returns its id. A dependency inside the
+    batch is an `after` (the broker runs the dependent only once it
+    succeeded, and cancels it if it failed)."""
+    names = {f.name for p in batch for f in p.futures}
+    jobs = []
+    for p in batch:
+        job = dict(p.job)
+        after = sorted({d.name for d in p.deps if d.name in names and not d.done()})
+        if after:
+            job["after"] = after
+        jobs.append(job)
+    wf = {"workflow": f"python-{seq}", "jobs": jobs}
+    path = os.path.join(rundir, f"run-{seq}.yaml")
+    # JSON is YAML: the workflow reader takes it as written.
+    _payload.write_atomic(path, json.dumps(wf).encode())
+    reply = cli.run_json(["submit", path])
+    return int(reply["run"])
