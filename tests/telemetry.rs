@@ -55,6 +55,7 @@ fn fixed(a: &Value) -> Value {
         "custom_resources",
         "target",
         "pilot",
+        "features",
     ];
     Value::Object(
         keys.iter()
@@ -68,6 +69,7 @@ workflow: telemetry
 jobs:
   - name: ok
     tag: main
+    features: {size: "5000", kind: "{{ index }}"}
     resources: {cpus: 1, memory: 64M}
     inputs: [in.dat]
     command: [sh, -c, "date +%s%N > ok.start; sleep 2.5; date +%s%N > ok.end"]
@@ -145,6 +147,7 @@ fn a_runs_telemetry_rows_are_exact_and_its_times_match_the_tasks_own() {
             "exit_code": null, "spends_retry": true, "cpus": 1, "memory_bytes": 0, "gpus": 0,
             "request_source": "manifest", "memory_limit_bytes": null, "input_bytes": null,
             "input_sizes": null, "custom_resources": null, "target": null, "pilot": null,
+            "features": null,
         });
         for (k, v) in fields.as_object().unwrap() {
             w[k] = v.clone();
@@ -181,7 +184,8 @@ fn a_runs_telemetry_rows_are_exact_and_its_times_match_the_tasks_own() {
             &host,
             json!({"end_class": "SUCCESS", "exit_code": 0, "spends_retry": false,
             "memory_bytes": 64 << 20, "memory_limit_bytes": limit(64 << 20),
-            "input_bytes": 5000, "input_sizes": [5000]}),
+            "input_bytes": 5000, "input_sizes": [5000],
+            "features": {"size": "5000", "kind": "0"}}),
         ),
         want(
             "oom",

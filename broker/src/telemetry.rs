@@ -116,6 +116,9 @@ pub struct AttemptRow {
     pub write_bytes: Option<u64>,
     pub input_bytes: Option<u64>,
     pub input_sizes: Option<serde_json::Value>,
+    /// The job's `features:` rendered for this task (with `--feature k=v`),
+    /// as the advisors see them; `None` without features.
+    pub features: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl AttemptRow {

@@ -44,7 +44,7 @@ pub fn open(db: &Path) -> Result<Connection, String> {
 }
 
 /// A run's planned jobs by name (from its stored definition).
-type RunJobs = HashMap<String, PlannedJob>;
+pub(crate) type RunJobs = HashMap<String, PlannedJob>;
 
 /// Every sample in the store, newest first, at most `SAMPLES_MAX`.
 pub fn load(c: &Connection) -> Result<Vec<Sample>, String> {
@@ -102,7 +102,7 @@ pub fn load(c: &Connection) -> Result<Vec<Sample>, String> {
 
 /// A run's jobs by name; `None` when its definition cannot be read (its
 /// attempts still count, by job name and without features).
-fn run_jobs(c: &Connection, run: u64) -> Option<RunJobs> {
+pub(crate) fn run_jobs(c: &Connection, run: u64) -> Option<RunJobs> {
     let (definition, source): (String, String) = c
         .query_row(
             "SELECT definition, source FROM runs WHERE id = ?1",

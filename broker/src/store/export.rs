@@ -180,6 +180,14 @@ fn attempts(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Re
                 peak_rss_bytes, memory_limit_bytes, cpu_time_us, stdout_bytes,
                 stderr_bytes, read_bytes, write_bytes, input_bytes, input_sizes
          FROM attempt_telemetry WHERE run_id = ?1 AND id > ?2 ORDER BY id";
+    // Features are templates of the stored definition, rendered per task (as
+    // the advisors read them); the run is planned again once per page.
+    let jobs = crate::advisor::history::run_jobs(c, run as u64);
+    let features = |job: &str, index: u64| {
+        let p = jobs.as_ref()?.get(job)?;
+        let pairs = p.templates.features(&p.def, index, run as u64).ok()?;
+        (!pairs.is_empty()).then(|| pairs.into_iter().collect())
+    };
     each(c, sql, params![run, after], out, |r| {
         let mut row = AttemptRow {
             attempt: u(r, 0)?,
@@ -220,7 +228,9 @@ fn attempts(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Re
             write_bytes: opt_u(r, 32)?,
             input_bytes: opt_u(r, 33)?,
             input_sizes: json(r, 34)?,
+            features: None,
         };
+        row.features = features(&row.job_name, row.index);
         row.derive();
         Ok(Line::Attempt(Box::new(row)))
     })
