@@ -48,7 +48,7 @@
              `xargs -P2 -n1 python -c pass` (scripts/bench_python.py).
 BENCH_BIN=DIR runs the binaries in DIR (to compare builds with one script).
 """
-import json, os, platform, signal, sqlite3, statistics, subprocess, sys, tempfile, time
+import json, os, platform, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
 
 BIN = os.environ.get("BENCH_BIN") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "target", "release")
@@ -122,6 +122,10 @@ class Broker:
                 a.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 a.kill()
+        # The store is the bulk of a run's files (100 MB for 600,000 tasks);
+        # logs and written reports stay. BENCH_KEEP=1 keeps the store too.
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(self.state, ignore_errors=True)
 
 
 def submit(b, n, cmd):
