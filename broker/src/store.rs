@@ -253,6 +253,16 @@ fn sql_u64(n: u64) -> i64 {
     n.min(i64::MAX as u64) as i64
 }
 
+/// An agent's tags as the `agents.tags` column keeps them (comma-joined by
+/// `StoreOp::InsertAgent`); every reader decodes them here.
+pub(crate) fn agent_tags(column: &str) -> Vec<String> {
+    column
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 fn tail(bytes: &[u8]) -> Option<&[u8]> {
     if bytes.is_empty() {
         None

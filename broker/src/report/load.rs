@@ -271,11 +271,7 @@ fn agents(
                 id: u64_at(r, 0)?,
                 name: r.get(1)?,
                 hostname: r.get(2)?,
-                tags: tags
-                    .split(',')
-                    .filter(|t| !t.is_empty())
-                    .map(String::from)
-                    .collect(),
+                tags: crate::store::agent_tags(&tags),
                 cpus: r.get(4)?,
                 memory_bytes: u64_at(r, 5)?,
                 gpus: r.get(6)?,

@@ -282,11 +282,7 @@ fn agents(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Resu
             agent: u(r, 0)?,
             name: r.get(1)?,
             host: r.get(2)?,
-            tags: tags
-                .split(',')
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect(),
+            tags: super::agent_tags(&tags),
             cpus: r.get(4)?,
             memory_bytes: u(r, 5)?,
             gpus: r.get(6)?,

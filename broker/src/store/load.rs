@@ -160,11 +160,7 @@ fn agents_of(c: &Connection, open_attempts: &[OpenAttempt]) -> rusqlite::Result<
                     id: r.get::<_, i64>(0)? as u64,
                     name: r.get(1)?,
                     hostname: r.get(2)?,
-                    tags: tags
-                        .split(',')
-                        .filter(|t| !t.is_empty())
-                        .map(String::from)
-                        .collect(),
+                    tags: super::agent_tags(&tags),
                     resources: scalable_common::resources::Resources {
                         cpus: r.get::<_, i64>(4)? as u32,
                         memory_bytes: r.get::<_, i64>(5)? as u64,
