@@ -29,6 +29,7 @@ mod pilots;
 mod readme;
 mod rebalance;
 mod report;
+mod scaling;
 mod slurm;
 mod snapshot;
 mod state_dir;

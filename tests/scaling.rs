@@ -1,0 +1,146 @@
+//! The adaptive scaler on the local provider (issue 18): a target with
+//! `adaptive: {minimum: 1, maximum: 6}` keeps one pilot, a burst of work
+//! starts more (real agent processes through the provider), the work is
+//! done, the idle pilots are drained back to the minimum after the cooldown,
+//! and every stored decision has its reasoning and its outcome. The full
+//! comparison with fixed pools is `scripts/bench.sh scaling`.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const MANIFEST: &str = r#"version: 1
+project: {name: scaling-it}
+targets:
+  lab:
+    provider: local
+    threads_per_worker: 1
+    adaptive: {minimum: 1, maximum: 6, cooldown: 2s}
+"#;
+
+fn live_pilots(b: &Broker) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["pilots", "--json"])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] != "ended" && p["state"] != "draining")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
+    let m = std::env::temp_dir().join(format!("scalable-scaling-{}.yaml", std::process::id()));
+    std::fs::write(&m, MANIFEST).unwrap();
+    let b = Broker::start_with(&["--manifest", &m.to_string_lossy(), "--target", "lab"]);
+    wait_until(Duration::from_secs(20), "the minimum's pilot", || {
+        live_pilots(&b).iter().any(|p| p["state"] == "connected")
+    });
+    assert_eq!(live_pilots(&b).len(), 1, "the minimum, no more while idle");
+    let run = b.ok(&[
+        "submit", "--cpus", "1", "--array", "1-30", "--name", "burst", "--", "sleep", "1",
+    ]);
+    let run = run.trim().to_string();
+    let mut most = 0;
+    wait_until(Duration::from_secs(20), "a scale-up", || {
+        most = most.max(live_pilots(&b).len());
+        most > 1
+    });
+    let (out, _) = run_within(b.cli_command(&["wait", &run]), Duration::from_secs(90));
+    let out = out.expect("the run to finish");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let db = b.db();
+    let agents: i64 = db
+        .query_row(
+            "SELECT COUNT(DISTINCT agent_id) FROM attempts WHERE end_class = 'SUCCESS'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(agents > 1, "the burst ran on {agents} agent(s)");
+    wait_until(Duration::from_secs(60), "the scale-down to 1", || {
+        live_pilots(&b).len() == 1
+    });
+    // Every decision: reasoning, and an outcome (the starts': when their
+    // pilots connected; all: busy and idle seconds and cost).
+    wait_until(Duration::from_secs(30), "every decision's outcome", || {
+        db.query_row(
+            "SELECT COUNT(*) FROM scaling_decisions WHERE busy_s IS NULL OR idle_s IS NULL OR cost IS NULL
+                OR (workers_to_add != '{}' AND pilots_connected_at_ms IS NULL)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 0
+    });
+    let listed: serde_json::Value = serde_json::from_str(&b.ok(&["scaling", "--json"])).unwrap();
+    let decisions = listed.as_array().unwrap();
+    let ups = decisions
+        .iter()
+        .filter(|d| {
+            d["workers_to_add"]
+                .as_object()
+                .is_some_and(|m| !m.is_empty())
+        })
+        .count();
+    let downs = decisions
+        .iter()
+        .filter(|d| !d["drained"].as_array().unwrap().is_empty())
+        .count();
+    assert!(ups >= 2, "the minimum, then the burst: {listed:#}");
+    assert!(downs >= 1, "{listed:#}");
+    assert!(
+        ups <= 4,
+        "sized to the demand, not a pilot per task: {ups} starts"
+    );
+    for d in decisions {
+        assert!(!d["reasoning"].as_str().unwrap().is_empty(), "{d}");
+    }
+    // The drained pilots' agents exited (the minimum's stays: a pilot
+    // outlives its broker, to reconnect after a restart, until its idle timeout).
+    let mut v = serde_json::Value::Null;
+    wait_until(Duration::from_secs(20), "the drained pilots to end", || {
+        v = serde_json::from_str(&b.ok(&["pilots", "--json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] != "draining")
+    });
+    let pid_of = |p: &serde_json::Value| p["provider_id"].as_str()?.parse::<i32>().ok();
+    let ended: Vec<i32> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "ended")
+        .filter_map(pid_of)
+        .collect();
+    assert!(!ended.is_empty(), "{v:#}");
+    for pid in ended {
+        assert!(!process_alive(pid), "pilot process {pid} left behind");
+    }
+    // The test's own cleanup: the minimum's agent would wait out its idle
+    // timeout after the broker stops.
+    for p in v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] != "ended")
+    {
+        if let Some(pid) = pid_of(p) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&m);
+}
+
+/// Running or sleeping; a zombie (this sandbox's init does not reap the
+/// children of a broker that exited) has ended.
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
