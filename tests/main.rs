@@ -31,6 +31,7 @@ mod rebalance;
 mod report;
 mod scaling;
 mod slurm;
+mod slurm_scaling;
 mod snapshot;
 mod state_dir;
 mod submit_errors;
