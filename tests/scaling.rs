@@ -96,6 +96,29 @@ fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
     for d in decisions {
         assert!(!d["reasoning"].as_str().unwrap().is_empty(), "{d}");
     }
+    // The report draws desired against actual pilots and each pilot's wait.
+    let html = b.work().join("report.html");
+    b.ok(&[
+        "report",
+        &run,
+        "--format",
+        "html",
+        "--output",
+        &html.to_string_lossy(),
+    ]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<title>Desired against actual pilots</title>"));
+    assert!(page.contains("<title>Queue wait per pilot</title>"));
+    assert!(page.contains("idle pilot-seconds"));
+    let json: serde_json::Value =
+        serde_json::from_str(&b.ok(&["report", &run, "--format", "json"])).unwrap();
+    let rows = json["scaling_decisions"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|d| d["after"].as_u64() > d["before"].as_u64()
+                && d["busy_seconds"].as_f64() > Some(0.0)),
+        "{rows:#?}"
+    );
     // The drained pilots' agents exited (the minimum's stays: a pilot
     // outlives its broker, to reconnect after a restart, until its idle timeout).
     let mut v = serde_json::Value::Null;
