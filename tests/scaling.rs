@@ -119,6 +119,32 @@ fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
                 && d["busy_seconds"].as_f64() > Some(0.0)),
         "{rows:#?}"
     );
+    // plan reads this broker's history: measured run times and queue waits.
+    let planned: serde_json::Value = serde_json::from_str(&b.ok(&[
+        "plan",
+        &m.to_string_lossy(),
+        "--target",
+        "lab",
+        "--objective",
+        "minimize time",
+        "--policy",
+        "aggressive",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(planned["history"], true, "{planned:#}");
+    let g = &planned["groups"][0];
+    assert_eq!(g["run_seconds_source"], "history", "{planned:#}");
+    assert!(
+        (0.9..3.0).contains(&g["run_seconds"].as_f64().unwrap()),
+        "{g}"
+    );
+    assert_eq!(g["queue_wait_source"], "history");
+    assert_eq!(
+        g["workers"], 6,
+        "minimize time: the maximum for a wave of 6"
+    );
     // The drained pilots' agents exited (the minimum's stays: a pilot
     // outlives its broker, to reconnect after a restart, until its idle timeout).
     let mut v = serde_json::Value::Null;
@@ -166,4 +192,73 @@ fn process_alive(pid: i32) -> bool {
         .ok()
         .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
         .unwrap_or(false)
+}
+
+#[test]
+fn plan_names_the_valid_objectives_and_policies_and_prints_its_json_shape() {
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/demeter/scalable.yaml"
+    );
+    let workflow = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/demeter/workflow.yaml"
+    );
+    let run = |args: &[&str]| {
+        std::process::Command::new(cli_exe())
+            .args(["plan", manifest, "--target", "aws"])
+            .args(args)
+            .env_remove("SCALABLE_ACCESS")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--objective", "fastest"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(r#"(valid: "minimize cost", "minimize time", "balance")"#),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["--policy", "careful"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("(valid: safe, aggressive, manual)"));
+    let out = run(&[
+        "--objective",
+        "balance",
+        "--workflow",
+        workflow,
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for key in [
+        "target",
+        "provider",
+        "objective",
+        "policy",
+        "workflow",
+        "history",
+        "groups",
+        "predicted_makespan_seconds",
+        "predicted_cost",
+        "currency",
+    ] {
+        assert!(v.get(key).is_some(), "{key} in {v:#}");
+    }
+    assert_eq!(
+        (v["objective"].as_str(), v["policy"].as_str()),
+        (Some("balance"), Some("safe"))
+    );
+    let g = &v["groups"][0];
+    assert_eq!(
+        (g["tag"].as_str(), g["tasks"].as_u64()),
+        (Some("demeter"), Some(5))
+    );
+    assert!(g["alternatives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["chosen"] == true));
 }

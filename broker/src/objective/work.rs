@@ -94,7 +94,13 @@ pub fn work_per_tag(
                 let h = history.and_then(|h| h.run_seconds.get(&b.component));
                 measured = longest(measured, h.copied());
             }
-            if let Some(h) = history.and_then(|h| h.run_seconds.get(&row.tag)) {
+            // A generic pool's tasks are measured untagged (`*`).
+            let key = if row.tag.starts_with('(') {
+                "*"
+            } else {
+                row.tag.as_str()
+            };
+            if let Some(h) = history.and_then(|h| h.run_seconds.get(key)) {
                 measured = longest(measured, Some(*h));
             }
         }
