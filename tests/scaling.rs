@@ -28,11 +28,38 @@ fn live_pilots(b: &Broker) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Stops the agents of the broker's live pilots when the test ends, passed
+/// or not: a pilot outlives its broker (to reconnect after a restart) until
+/// its idle timeout.
+struct StopPilots<'a>(&'a Broker);
+
+impl Drop for StopPilots<'_> {
+    fn drop(&mut self) {
+        let Ok(db) = std::panic::catch_unwind(|| self.0.db()) else {
+            return;
+        };
+        let Ok(mut q) = db.prepare("SELECT provider_id FROM pilots WHERE state != 'ended'") else {
+            return;
+        };
+        let pids: Vec<String> = q
+            .query_map([], |r| r.get(0))
+            .map(|rows| rows.flatten().collect())
+            .unwrap_or_default();
+        for pid in pids.iter().filter_map(|p| p.parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
 #[test]
 fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
     let m = std::env::temp_dir().join(format!("scalable-scaling-{}.yaml", std::process::id()));
     std::fs::write(&m, MANIFEST).unwrap();
     let b = Broker::start_with(&["--manifest", &m.to_string_lossy(), "--target", "lab"]);
+    let _stop = StopPilots(&b);
     wait_until(Duration::from_secs(20), "the minimum's pilot", || {
         live_pilots(&b).iter().any(|p| p["state"] == "connected")
     });
@@ -49,8 +76,8 @@ fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
     let (out, _) = run_within(b.cli_command(&["wait", &run]), Duration::from_secs(90));
     let out = out.expect("the run to finish");
     assert!(out.status.success(), "{}", stderr(&out));
-    let db = b.db();
-    let agents: i64 = db
+    let agents: i64 = b
+        .db()
         .query_row(
             "SELECT COUNT(DISTINCT agent_id) FROM attempts WHERE end_class = 'SUCCESS'",
             [],
@@ -61,8 +88,18 @@ fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
     wait_until(Duration::from_secs(60), "the scale-down to 1", || {
         live_pilots(&b).len() == 1
     });
-    // Every decision: reasoning, and an outcome (the starts': when their
-    // pilots connected; all: busy and idle seconds and cost).
+    check_decisions(&b);
+    check_report(&b, &run);
+    check_plan(&b, &m.to_string_lossy());
+    check_drained_pilots_exited(&b);
+    let _ = std::fs::remove_file(&m);
+}
+
+/// Every decision: reasoning, and an outcome (the starts': when their
+/// pilots connected; all: busy and idle seconds and cost); sized to the
+/// demand, not a pilot per task.
+fn check_decisions(b: &Broker) {
+    let db = b.db();
     wait_until(Duration::from_secs(30), "every decision's outcome", || {
         db.query_row(
             "SELECT COUNT(*) FROM scaling_decisions WHERE busy_s IS NULL OR idle_s IS NULL OR cost IS NULL
@@ -96,11 +133,14 @@ fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
     for d in decisions {
         assert!(!d["reasoning"].as_str().unwrap().is_empty(), "{d}");
     }
-    // The report draws desired against actual pilots and each pilot's wait.
+}
+
+/// The report draws desired against actual pilots and each pilot's wait.
+fn check_report(b: &Broker, run: &str) {
     let html = b.work().join("report.html");
     b.ok(&[
         "report",
-        &run,
+        run,
         "--format",
         "html",
         "--output",
@@ -111,7 +151,7 @@ fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
     assert!(page.contains("<title>Queue wait per pilot</title>"));
     assert!(page.contains("idle pilot-seconds"));
     let json: serde_json::Value =
-        serde_json::from_str(&b.ok(&["report", &run, "--format", "json"])).unwrap();
+        serde_json::from_str(&b.ok(&["report", run, "--format", "json"])).unwrap();
     let rows = json["scaling_decisions"].as_array().unwrap();
     assert!(
         rows.iter()
@@ -119,10 +159,13 @@ fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
                 && d["busy_seconds"].as_f64() > Some(0.0)),
         "{rows:#?}"
     );
-    // plan reads this broker's history: measured run times and queue waits.
+}
+
+/// `plan` reads this broker's history: measured run times and queue waits.
+fn check_plan(b: &Broker, manifest: &str) {
     let planned: serde_json::Value = serde_json::from_str(&b.ok(&[
         "plan",
-        &m.to_string_lossy(),
+        manifest,
         "--target",
         "lab",
         "--objective",
@@ -145,8 +188,10 @@ fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
         g["workers"], 6,
         "minimize time: the maximum for a wave of 6"
     );
-    // The drained pilots' agents exited (the minimum's stays: a pilot
-    // outlives its broker, to reconnect after a restart, until its idle timeout).
+}
+
+/// The drained pilots' records ended and their agents exited.
+fn check_drained_pilots_exited(b: &Broker) {
     let mut v = serde_json::Value::Null;
     wait_until(Duration::from_secs(20), "the drained pilots to end", || {
         v = serde_json::from_str(&b.ok(&["pilots", "--json"])).unwrap();
@@ -155,34 +200,17 @@ fn a_burst_scales_local_pilots_up_then_back_to_the_minimum_with_outcomes() {
             .iter()
             .all(|p| p["state"] != "draining")
     });
-    let pid_of = |p: &serde_json::Value| p["provider_id"].as_str()?.parse::<i32>().ok();
     let ended: Vec<i32> = v
         .as_array()
         .unwrap()
         .iter()
         .filter(|p| p["state"] == "ended")
-        .filter_map(pid_of)
+        .filter_map(|p| p["provider_id"].as_str()?.parse().ok())
         .collect();
     assert!(!ended.is_empty(), "{v:#}");
     for pid in ended {
         assert!(!process_alive(pid), "pilot process {pid} left behind");
     }
-    // The test's own cleanup: the minimum's agent would wait out its idle
-    // timeout after the broker stops.
-    for p in v
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["state"] != "ended")
-    {
-        if let Some(pid) = pid_of(p) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-    let _ = std::fs::remove_file(&m);
 }
 
 /// Running or sleeping; a zombie (this sandbox's init does not reap the
