@@ -71,6 +71,12 @@ fn cards(d: &ReportData) -> String {
 fn desired_vs_actual(d: &ReportData, t: &Timeline) -> String {
     let end = t.t0_ms as f64 + t.bin_ms() * t.bins as f64;
     let (mut desired, mut set, mut live) = (Binned::new(t), Binned::new(t), Binned::new(t));
+    // Before the run's first decision, the pilots it found.
+    if let Some(first) = d.scaling_decisions.first() {
+        let before = f64::from(first.before);
+        desired.add(t.t0_ms as f64, first.at_ms as f64, before);
+        set.add(t.t0_ms as f64, first.at_ms as f64, before);
+    }
     let mut decisions = d.scaling_decisions.iter().peekable();
     while let Some(s) = decisions.next() {
         let until = decisions.peek().map_or(end, |n| n.at_ms as f64);
