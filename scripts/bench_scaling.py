@@ -18,7 +18,7 @@ within 50% above fixed-1, no pilot left above the minimum, every decision
 with reasoning and outcome.
 BENCH_SCALING_WAVES, _TASKS, _GAP_S, _COOLDOWN change the workload.
 """
-import json, os, sqlite3, statistics, subprocess, tempfile, time
+import json, os, shutil, sqlite3, statistics, subprocess, tempfile, time
 
 WAVES = int(os.environ.get("BENCH_SCALING_WAVES", "3"))
 TASKS = int(os.environ.get("BENCH_SCALING_TASKS", "60"))
@@ -153,6 +153,7 @@ def adaptive(Broker):
         # idle timeout; the benchmark leaves none behind.
         for pid in pids:
             subprocess.run(["kill", str(pid)], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_scaling(Broker, BIN):
