@@ -46,6 +46,12 @@
 9. python:   (issue 21) client.map of 10,000 trivial Python functions:
              time to get the futures back, gather rate against
              `xargs -P2 -n1 python -c pass` (scripts/bench_python.py).
+10. scaling: (issue 18) three waves of 60 one-second tasks with 20 s gaps on
+             fixed pools of 1 and 6 agents and on an adaptive local target
+             (min 1, max 6): makespan, agent-seconds, idle agent-seconds, burst
+             to first pilot and first task (scripts/bench_scaling.py). Bars:
+             makespan within 25% of fixed-6, agent-seconds within 50% above
+             fixed-1. Not in the default set (about 6 minutes).
 BENCH_BIN=DIR runs the binaries in DIR (to compare builds with one script).
 """
 import json, os, platform, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
@@ -461,6 +467,11 @@ def bench_python():
     return run(Broker, load_now, BIN)
 
 
+def bench_scaling():
+    from bench_scaling import bench_scaling as run
+    return run(Broker, BIN)
+
+
 def main():
     which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail", "report", "advise", "python"]
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
@@ -469,7 +480,7 @@ def main():
         ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit,
                "packing": bench_packing, "restart": bench_restart, "tail": bench_tail,
                "report": bench_report, "advise": bench_advise,
-               "python": bench_python}[w]()
+               "python": bench_python, "scaling": bench_scaling}[w]()
     sys.exit(0 if ok else 1)
 
 

@@ -26,9 +26,9 @@ tasks:
 "#;
 
 /// The one Slurm node has 2 cpus: one test's two pilots at a time.
-static SLURM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static SLURM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn require_slurm() {
+pub(crate) fn require_slurm() {
     let ok = Command::new("sinfo")
         .arg("-h")
         .output()
@@ -40,7 +40,7 @@ fn require_slurm() {
 }
 
 /// Slurm job ids of our pilots still in the queue (pending or running).
-fn queued(ids: &[String]) -> Vec<String> {
+pub(crate) fn queued(ids: &[String]) -> Vec<String> {
     let out = Command::new("squeue")
         .args(["-h", "-o", "%i", "-j", &ids.join(",")])
         .output()
@@ -53,7 +53,7 @@ fn queued(ids: &[String]) -> Vec<String> {
 }
 
 /// Cancels the given Slurm jobs when a test ends, passed or not.
-struct Scancel(Vec<String>);
+pub(crate) struct Scancel(pub Vec<String>);
 
 impl Drop for Scancel {
     fn drop(&mut self) {

@@ -17,6 +17,7 @@
 //! - [`output_roots`]: where declared outputs may be (the task's directory, or a root of the broker's manifest).
 //! - [`pilots`]: a manifest target's pilot groups: what `render` prints and `plan` shows and costs.
 //! - [`scaler`]: the AdaptiveScaler's decision (sans-IO): demand, pilots, predictions in; pilots to add and remove, with reasoning, out.
+//! - [`objective`]: `plan --objective --policy`: workers per tag for an objective, predicted makespan and cost, the alternatives.
 //! - [`shapes`]: the agents this broker could still start, as shapes `submit` checks a run against.
 //! - [`report`]: `scalable report`: a run's telemetry loaded from the store and rendered as text, JSON or HTML.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
@@ -33,6 +34,7 @@ pub mod client;
 pub mod core;
 pub mod fleet;
 pub mod local;
+pub mod objective;
 pub mod output;
 pub mod output_roots;
 pub mod paging;

@@ -33,8 +33,9 @@ pub fn of_broker(cfg: &BrokerConfig) -> Vec<AgentShape> {
         ));
     }
     if let (Some(m), Some(t)) = (&cfg.manifest, &cfg.target) {
-        // A local target's workers are the local agents above.
-        if let Some(target) = m.target(t).filter(|t| !is_local(t)) {
+        // A local target's workers are the local agents above, unless the
+        // scaler starts them (as pilots of the local provider).
+        if let Some(target) = m.target(t).filter(|t| !is_local(t) || cfg.adaptive) {
             shapes.extend(of_target(m, target));
         }
     }

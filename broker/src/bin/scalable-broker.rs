@@ -46,6 +46,11 @@ struct Args {
     /// The manifest target whose agents this broker starts.
     #[arg(long)]
     target: Option<String>,
+    /// Run the adaptive scaler for --target even without an `adaptive:`
+    /// block (then from 0 up to its max_workers); a target with one is
+    /// scaled without this flag.
+    #[arg(long)]
+    adaptive: bool,
     /// Manifest overlays to apply, in order (repeatable).
     #[arg(long = "overlay")]
     overlays: Vec<String>,
@@ -93,6 +98,7 @@ fn main() -> std::process::ExitCode {
     let mut local_agent_cpus = args.local_agent_cpus;
     let mut local_agent_args = args.local_agent_args.clone();
     let mut manifest = None;
+    let mut adaptive = false;
     if let Some(path) = &args.manifest {
         let shown = path.display().to_string();
         let text = match read_input_file(path, MANIFEST_TEXT_BYTES_MAX) {
@@ -117,7 +123,10 @@ fn main() -> std::process::ExitCode {
             }
         };
         if let Some(t) = args.target.as_deref().and_then(|t| m.target(t)) {
+            adaptive = args.adaptive || t.adaptive.is_some();
             match &t.provider {
+                // The scaler starts this target's agents as pilots.
+                Provider::Local { .. } if adaptive => local_agents = 0,
                 Provider::Local {
                     threads_per_worker, ..
                 } => {
@@ -127,6 +136,7 @@ fn main() -> std::process::ExitCode {
                         local_agent_args.push(format!("--tags={}", t.tags.join(",")));
                     }
                 }
+                _ if adaptive => {}
                 other => eprintln!(
                     "note: target {} uses provider {}; this broker does not start its pilots yet (scalable render {shown} --target {} prints what to submit)",
                     t.name,
@@ -136,6 +146,9 @@ fn main() -> std::process::ExitCode {
             }
         }
         manifest = Some(std::sync::Arc::new(m));
+    } else if args.adaptive {
+        eprintln!("error: --adaptive needs --manifest FILE --target T (the target whose pilots it scales)");
+        return ExitCode::BadInput.into();
     } else if args.target.is_some() {
         eprintln!("error: --target needs --manifest FILE");
         return ExitCode::BadInput.into();
@@ -166,6 +179,7 @@ fn main() -> std::process::ExitCode {
         },
         manifest,
         target: args.target.clone(),
+        adaptive,
         telemetry_keep_ms: args.telemetry_keep,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()

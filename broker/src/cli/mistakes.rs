@@ -58,11 +58,11 @@ const COMMANDS: &[(&str, &str)] = &[
 const OPTIONS: &[(&str, &str)] = &[
     (
         "--objective",
-        "objective-driven sizing is not in this version (it comes with the scaler); scalable plan FILE --target T prints the manifest's own shape",
+        "objectives are for planning: scalable plan FILE --target T --objective \"minimize cost\"|\"minimize time\"|balance",
     ),
     (
         "--policy",
-        "scaling policies are not in this version (they come with the scaler); scalable scale --target T +N|-N|=N sets the pilots by hand",
+        "policies are for planning: scalable plan FILE --target T --policy safe|aggressive|manual; scalable scale --target T +N|-N|=N sets the pilots by hand",
     ),
     ("--latest", "the newest run is called last: {cmd} last"),
     ("--run", "give the run as an argument: {cmd} RUN, or {cmd} last"),
@@ -193,8 +193,8 @@ mod tests {
             "error: scalable has no command \"diagnose\" (hint: scalable analyze RUN lists a run's failed tasks with their stderr; scalable why RUN/JOB/INDEX says why a task is not running)"
         );
         assert_eq!(
-            line(&["plan", "m.yaml", "--target", "hpc", "--objective", "minimize cost"]),
-            "error: scalable plan has no option --objective (hint: objective-driven sizing is not in this version (it comes with the scaler); scalable plan FILE --target T prints the manifest's own shape)"
+            line(&["agents", "--objective", "minimize cost"]),
+            "error: scalable agents has no option --objective (hint: objectives are for planning: scalable plan FILE --target T --objective \"minimize cost\"|\"minimize time\"|balance)"
         );
         assert_eq!(
             line(&["--json", "status", "--latest"]),

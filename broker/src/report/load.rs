@@ -10,10 +10,12 @@ use rusqlite::{params, Connection, Row};
 use scalable_common::frame::encoded_len;
 use scalable_common::protocol::{ReportPage, RunId, ENVELOPE_BYTES_MAX, REPLY_PAGE_BYTES_MAX};
 
+use scalable_common::scaling::ScalingDecisionInfo;
+
 use super::model::{
     AgentRow, AttemptRow, EventRow, FailureRow, JobRow, PilotRow, ReportChunk, ReportData,
-    Requested, RunInfo, UsagePoint, EVENTS_MAX, FAILURES_SHOWN_MAX, FAILURE_TAIL_BYTES_MAX,
-    REPORT_FORMAT,
+    Requested, RunInfo, ScalingDecision, UsagePoint, EVENTS_MAX, FAILURES_SHOWN_MAX,
+    FAILURE_TAIL_BYTES_MAX, REPORT_FORMAT,
 };
 use crate::paging::PageBuilder;
 use crate::store::{self, StoreError};
@@ -105,9 +107,66 @@ pub fn head(
         pilots: pilots(c, submitted_at_ms, end_ms)?,
         events,
         failures: failures(c, run)?,
-        scaling_decisions: Vec::new(),
+        scaling_decisions: scaling_decisions(c, run)?,
         predictions: Vec::new(),
     })
+}
+
+/// Scaling decisions a report carries (the oldest), each reasoning cut to
+/// [`SCALING_REASONING_BYTES_MAX`]: the head stays well inside a page.
+pub const SCALING_DECISIONS_MAX: usize = 1_000;
+pub const SCALING_REASONING_BYTES_MAX: usize = 512;
+
+/// Decisions the scaler stored while the run was live, at most
+/// [`SCALING_DECISIONS_MAX`], summed over the target's groups.
+fn scaling_decisions(c: &Connection, run: RunId) -> Result<Vec<ScalingDecision>, StoreError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    while out.len() < SCALING_DECISIONS_MAX {
+        let page = store::scaling_decisions(c, store::ScalingFilter::Run(run), after, 1 << 20)?;
+        out.extend(page.items.iter().map(scaling_row));
+        match page.next {
+            Some(n) if !page.items.is_empty() => after = Some(n),
+            _ => break,
+        }
+    }
+    out.truncate(SCALING_DECISIONS_MAX);
+    Ok(out)
+}
+
+/// The first `max` bytes of `s` (at a character boundary), marked when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn scaling_row(i: &ScalingDecisionInfo) -> ScalingDecision {
+    let d: Option<crate::scaler::ScaleDecision> = serde_json::from_str(&i.decision).ok();
+    let groups = d.as_ref().map(|d| d.groups.as_slice()).unwrap_or_default();
+    let sum = |f: &dyn Fn(&crate::scaler::GroupDecision) -> u32| groups.iter().map(f).sum::<u32>();
+    ScalingDecision {
+        at_ms: i.at_ms,
+        tag: match groups {
+            [g] => g.tag.clone(),
+            _ => None,
+        },
+        before: sum(&|g| g.current),
+        after: sum(&|g| (g.current + g.add).saturating_sub(g.remove)),
+        desired: sum(&|g| g.desired),
+        reasoning: cut(&i.reasoning, SCALING_REASONING_BYTES_MAX),
+        confidence: Some(i.confidence),
+        predicted_completion_ms: i.predicted_completion_seconds.map(|s| (s * 1000.0) as u64),
+        pilots_connected_at_ms: i.outcome.pilots_connected_at_ms,
+        busy_seconds: i.outcome.busy_seconds,
+        idle_seconds: i.outcome.idle_seconds,
+        cost: i.outcome.cost,
+    }
 }
 
 fn jobs(

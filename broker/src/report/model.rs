@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// The layout of [`ReportChunk`] (`ReportPage.format`); bumped on any
 /// change of these types.
-pub const REPORT_FORMAT: u32 = 1;
+pub const REPORT_FORMAT: u32 = 2;
 
 /// Failed attempts kept with their stderr tail (the counts cover all).
 pub const FAILURES_SHOWN_MAX: usize = 200;
@@ -178,7 +178,8 @@ pub struct FailureRow {
     pub stderr_tail: String,
 }
 
-/// A scaling decision as the scaler will record it.
+/// A scaling decision as the scaler recorded it (summed over the target's
+/// groups; `tag` is the group's when there is one), with its outcome.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScalingDecision {
     pub at_ms: u64,
@@ -188,6 +189,20 @@ pub struct ScalingDecision {
     pub reasoning: String,
     pub confidence: Option<f64>,
     pub predicted_completion_ms: Option<u64>,
+    /// Pilots the work asked for, within the bounds (`after` can differ:
+    /// cooldown, backoff, busy pilots kept).
+    #[serde(default)]
+    pub desired: u32,
+    /// Its outcome (issue 18): when its pilots connected, their busy and
+    /// idle pilot-seconds, what they cost; `None` until known.
+    #[serde(default)]
+    pub pilots_connected_at_ms: Option<u64>,
+    #[serde(default)]
+    pub busy_seconds: Option<f64>,
+    #[serde(default)]
+    pub idle_seconds: Option<f64>,
+    #[serde(default)]
+    pub cost: Option<f64>,
 }
 
 /// A prediction an advisor made, beside what happened.

@@ -55,7 +55,10 @@ fn json_is_one_valid_document_with_one_row_per_attempt() {
     let text = render(&d, Format::Json);
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(v["attempts"].as_array().unwrap().len(), d.attempts.len());
-    assert_eq!(v["format"], 1);
+    assert_eq!(
+        v["format"], 2,
+        "REPORT_FORMAT 2: scaling decisions carry desired pilots and outcomes"
+    );
     assert_eq!(v["workers"][0]["final"], 0);
     assert!(v["scaling_decisions"].as_array().unwrap().is_empty());
     // Absent values are null, never a missing key.

@@ -88,14 +88,34 @@ impl Default for ScalerConfig {
 }
 
 impl ScalerConfig {
-    /// The settings of a target that declares `adaptive:`, with the seed's
-    /// thresholds and cooldown (the manifest carries only the bounds today).
+    /// The settings of a target that declares `adaptive:`: its bounds, and
+    /// its thresholds and cooldown where given (the seed's defaults where not).
     pub fn for_target(t: &Target) -> Option<ScalerConfig> {
         let a = t.adaptive?;
+        let d = ScalerConfig::default();
+        let share = |permille: Option<u32>, default: f64| {
+            permille.map_or(default, |p| f64::from(p) / 1000.0)
+        };
         Some(ScalerConfig {
             minimum: Bound::Target(a.minimum),
             maximum: Bound::Target(a.maximum),
             max_workers: t.max_workers.max(a.maximum),
+            scale_up_threshold: share(a.scale_up_permille, d.scale_up_threshold),
+            scale_down_threshold: share(a.scale_down_permille, d.scale_down_threshold),
+            cooldown_seconds: a
+                .cooldown_ms
+                .map_or(d.cooldown_seconds, |ms| ms.div_ceil(1000)),
+            ..d
+        })
+    }
+
+    /// `scalable-broker --adaptive` on a target without `adaptive:`: from
+    /// none up to its `max_workers`, the seed's thresholds and cooldown.
+    pub fn for_flag(t: &Target) -> ScalerConfig {
+        ScalerConfig::for_target(t).unwrap_or(ScalerConfig {
+            minimum: Bound::Target(0),
+            maximum: Bound::Target(t.max_workers),
+            max_workers: t.max_workers,
             ..ScalerConfig::default()
         })
     }
@@ -108,5 +128,47 @@ impl ScalerConfig {
             .saturating_mul(1u64 << doublings)
             .min(self.backoff_max_seconds);
         s.saturating_mul(1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(adaptive: &str) -> Target {
+        let text = format!(
+            "version: 1\nproject: {{name: p}}\ntargets:\n  lab:\n    provider: local\n    max_workers: 6\n{adaptive}"
+        );
+        let opts = scalable_common::manifest::LoadOptions {
+            target: None,
+            overlays: &[],
+            env: &|_: &str| None,
+        };
+        let m = scalable_common::manifest::load_manifest("m.yaml", &text, &opts).unwrap();
+        m.target("lab").unwrap().clone()
+    }
+
+    #[test]
+    fn the_manifest_tunes_thresholds_and_cooldown_and_the_rest_keeps_the_seeds() {
+        let tuned = target(
+            "    adaptive: {minimum: 1, maximum: 6, scale_up_threshold: 0.5, scale_down_threshold: 0.1, cooldown: 3s}\n",
+        );
+        let c = ScalerConfig::for_target(&tuned).unwrap();
+        assert_eq!((c.scale_up_threshold, c.scale_down_threshold), (0.5, 0.1));
+        assert_eq!(c.cooldown_seconds, 3);
+        let plain = ScalerConfig::for_target(&target("    adaptive: {maximum: 4}\n")).unwrap();
+        let seed = ScalerConfig::default();
+        assert_eq!(
+            (plain.scale_up_threshold, plain.scale_down_threshold),
+            (seed.scale_up_threshold, seed.scale_down_threshold)
+        );
+        assert_eq!(plain.cooldown_seconds, 120);
+        assert_eq!(plain.minimum, Bound::Target(0));
+        // --adaptive on a target without the block: none up to max_workers.
+        let flag = ScalerConfig::for_flag(&target(""));
+        assert_eq!(
+            (flag.minimum, flag.maximum),
+            (Bound::Target(0), Bound::Target(6))
+        );
     }
 }

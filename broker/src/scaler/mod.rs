@@ -11,13 +11,15 @@
 //!
 //! Layers (call downward only): `config`, `input`, `memory` (plain data);
 //! `sizing` (how many pilots the demand needs); `decide` (the rules);
-//! [`Scaler`] (memory kept across evaluations).
+//! [`Scaler`] (memory kept across evaluations); `outcome` (what came of
+//! each stored decision, accounted as pilots connect, work and end).
 
 mod config;
 mod decide;
 mod decision;
 mod input;
 mod memory;
+mod outcome;
 mod record;
 mod sizing;
 #[cfg(test)]
@@ -31,6 +33,7 @@ pub use input::{
     ScaleInput,
 };
 pub use memory::{ScalerMemory, ScalerState};
+pub use outcome::{OutcomeBook, OUTCOME_FLUSH_MS};
 pub use record::record;
 
 use scalable_common::explain::Demand;

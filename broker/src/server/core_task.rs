@@ -22,6 +22,7 @@ use super::fleet_io::{self, FleetCtx};
 use super::render_io::Renderer;
 use super::requests::{self, RequestCtx};
 use super::routing::{self, Deferred, Promotion, Routed, Step};
+use super::scaler_io::{self, ScalerIo};
 use super::{cache_io, now_ms, CoreMsg};
 use crate::cache;
 use crate::core::{Core, StoreOp};
@@ -45,6 +46,8 @@ pub(super) struct Around {
     pub manifest: Option<Arc<Manifest>>,
     /// The agents this broker could still start (`crate::shapes`).
     pub shapes: Vec<AgentShape>,
+    /// `BrokerConfig::adaptive`: the scaler runs for the fleet's target.
+    pub adaptive: bool,
 }
 
 /// A connected agent: its connection serial and the sender of its writer.
@@ -53,6 +56,7 @@ type Link = (u64, mpsc::UnboundedSender<ToAgent>);
 struct CoreTask {
     core: Core,
     fleet: Option<FleetCtx>,
+    scaler: Option<ScalerIo>,
     agents: HashMap<AgentId, Link>,
     to_core: mpsc::WeakUnboundedSender<CoreMsg>,
     store: Store,
@@ -84,9 +88,13 @@ pub(super) async fn run(
 ) {
     let heartbeat_ms = core.config().heartbeat_interval_ms.max(100);
     let output_roots = OutputRoots::from_manifest(around.manifest.as_deref());
+    let scaler = fleet
+        .as_ref()
+        .and_then(|f| ScalerIo::new(f, around.adaptive));
     let mut task = CoreTask {
         core,
         fleet,
+        scaler,
         agents: HashMap::new(),
         to_core: around.to_core,
         store: around.store,
@@ -161,7 +169,7 @@ impl CoreTask {
                 reply,
             } => self.on_fleet_started(tag, result, *report, reply, b),
             CoreMsg::FleetStatus(result) => self.on_fleet_status(result, b),
-            CoreMsg::Tick => self.on_tick(b.now),
+            CoreMsg::Tick => self.on_tick(b),
         }
     }
 
@@ -230,9 +238,12 @@ impl CoreTask {
         tag: Option<String>,
         result: Result<Vec<StartedPilot>, String>,
         report: ScaleReport,
-        reply: oneshot::Sender<Response>,
+        reply: Option<oneshot::Sender<Response>>,
         b: &mut Batch,
     ) {
+        if let Some(s) = self.scaler.as_mut() {
+            s.started(tag.as_deref(), &result, reply.is_none(), b.now);
+        }
         let agents = self.core.agent_infos();
         let resp = fleet_io::started(
             self.fleet.as_mut(),
@@ -243,7 +254,9 @@ impl CoreTask {
             b.now,
             &mut b.ops,
         );
-        b.deferred.push(Deferred::Reply(reply, resp));
+        if let Some(reply) = reply {
+            b.deferred.push(Deferred::Reply(reply, resp));
+        }
     }
 
     fn on_fleet_status(
@@ -256,10 +269,21 @@ impl CoreTask {
         }
     }
 
-    fn on_tick(&mut self, now: u64) {
+    fn on_tick(&mut self, b: &mut Batch) {
+        let now = b.now;
         self.core.tick(now);
         if let Some(f) = self.fleet.as_mut() {
             fleet_io::reconcile(f, &self.to_core, now);
+            if let Some(s) = self.scaler.as_mut() {
+                let cx = scaler_io::Cx {
+                    core: &mut self.core,
+                    fleet: f,
+                    store: &self.store,
+                    to_core: &self.to_core,
+                    ops: &mut b.ops,
+                };
+                s.tick(cx, now);
+            }
         }
         // The broker heartbeats too: an agent that hears nothing for its
         // timeout reconnects (heartbeats both ways).

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use scalable_common::access;
 use scalable_common::manifest::{Manifest, Provider};
 use scalable_common::protocol::{
-    AgentHello, AgentId, AgentInfo, Response, ScaleChange, ScaleReport,
+    AgentHello, AgentId, AgentInfo, PilotInfo, Response, ScaleChange, ScaleReport,
 };
 use scalable_common::tls;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +28,7 @@ use crate::fleet::{Fleet, Pilot, PilotLink, ScalePlan};
 use crate::pilots;
 use crate::providers::{self, DeploymentProvider, PilotState, StartRequest, StartedPilot};
 use crate::render::PilotSpec;
+use crate::scaler::ScaleDecision;
 use crate::store::Loaded;
 
 /// How often live pilots are checked with their provider (one batched call).
@@ -160,8 +161,82 @@ pub(super) fn scale(
     // A table lookup: what each of these pilots costs an hour (telemetry).
     let price = f.provider.estimate_cost(&spec, 1, 1.0).per_pilot_hour;
     f.fleet.set_price(tag.as_deref(), price);
-    spawn_start(f, ids, spec, tag, report, reply, to_core);
+    spawn_start(f, ids, spec, tag, report, Some(reply), to_core);
     None
+}
+
+impl FleetCtx {
+    pub(super) fn target(&self) -> &str {
+        &self.fleet.target
+    }
+
+    pub(super) fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Every pilot this broker knows, as `scalable pilots` shows them.
+    pub(super) fn pilot_infos(&self) -> Vec<PilotInfo> {
+        self.fleet.infos()
+    }
+}
+
+/// Pilots the scaler asked the provider for, not yet recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Starting {
+    pub tag: Option<String>,
+    pub ids: Vec<String>,
+    /// What one of them costs an hour, as the provider estimates it.
+    pub price_per_hour: Option<f64>,
+}
+
+/// Carries out the scaler's decision on the path `scale` takes: drains and
+/// cancels now (`scale_down`), starts on a blocking thread whose outcome
+/// comes back as a `CoreMsg::FleetStarted` without a reply. Returns the
+/// starts under way, or per group why one could not be asked for.
+pub(super) fn apply_decision(
+    core: &mut Core,
+    f: &mut FleetCtx,
+    d: &ScaleDecision,
+    to_core: &mpsc::WeakUnboundedSender<CoreMsg>,
+    ops: &mut Vec<StoreOp>,
+) -> Vec<Result<Starting, String>> {
+    let plan = ScalePlan {
+        cancel: d.cancel.clone(),
+        drain: d.drain.clone(),
+        ..ScalePlan::default()
+    };
+    scale_down(core, f, &plan, ops);
+    let mut out = Vec::new();
+    for g in d.groups.iter().filter(|g| g.add > 0) {
+        let target = f.fleet.target.clone();
+        let spec = match pilots::pilot_specs(&f.manifest, &target, g.tag.as_deref(), &f.access) {
+            Ok(mut specs) if !specs.is_empty() => specs.remove(0),
+            Ok(_) => {
+                out.push(Err(format!("no pilot group for tag {}", g.label)));
+                continue;
+            }
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        let tag = spec.tag.clone();
+        let ids = f.fleet.new_ids(g.add);
+        let price = f.provider.estimate_cost(&spec, 1, 1.0).per_pilot_hour;
+        f.fleet.set_price(tag.as_deref(), price);
+        let report = ScaleReport {
+            target,
+            tag: tag.clone(),
+            ..ScaleReport::default()
+        };
+        spawn_start(f, ids.clone(), spec, tag.clone(), report, None, to_core);
+        out.push(Ok(Starting {
+            tag,
+            ids,
+            price_per_hour: price,
+        }));
+    }
+    out
 }
 
 /// The fleet and the pilot group a `scale` request is about, or why not.
@@ -233,14 +308,14 @@ fn scale_down(core: &mut Core, f: &mut FleetCtx, plan: &ScalePlan, ops: &mut Vec
 }
 
 /// Starts pilots through the provider on a blocking thread; the core task
-/// hears the outcome (and replies) with `CoreMsg::FleetStarted`.
+/// hears the outcome (and replies, if a CLI asked) with `CoreMsg::FleetStarted`.
 fn spawn_start(
     f: &FleetCtx,
     ids: Vec<String>,
     spec: PilotSpec,
     tag: Option<String>,
     report: ScaleReport,
-    reply: oneshot::Sender<Response>,
+    reply: Option<oneshot::Sender<Response>>,
     to_core: &mpsc::WeakUnboundedSender<CoreMsg>,
 ) {
     let provider = f.provider.clone();

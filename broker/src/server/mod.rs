@@ -16,6 +16,7 @@
 //! - `core_task`: the batch loop, one function per [`CoreMsg`] kind;
 //! - `requests`: one function per CLI `Request` kind;
 //! - `fleet_io`: the broker's pilots (`scale`, reconciliation, matching agents);
+//! - `scaler_io`: the adaptive scaler on the tick, its decisions applied and stored;
 //! - `cache_io`: cache probes and records (hashing and blobs off the core task);
 //! - `routing`: pure: the core's effects → what to send and release after commit;
 //! - `retention`: `--telemetry-keep`, pruning old runs' detail now and then.
@@ -30,6 +31,7 @@ mod render_io;
 mod requests;
 mod retention;
 mod routing;
+mod scaler_io;
 mod task_refs;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -73,6 +75,9 @@ pub struct BrokerConfig {
     pub manifest: Option<Arc<Manifest>>,
     /// The manifest target whose pilots this broker owns (`--target`).
     pub target: Option<String>,
+    /// The scaler runs for `target` (it declares `adaptive:`, or
+    /// `--adaptive` was given).
+    pub adaptive: bool,
     /// `--telemetry-keep`: how long the detail of a finished run is kept
     /// (usage series, log tails, argv); `None`: forever.
     pub telemetry_keep_ms: Option<u64>,
@@ -97,12 +102,13 @@ enum CoreMsg {
         /// The agent broke the protocol: lost at once, no grace.
         fatal: bool,
     },
-    /// The provider started pilots for a `scale` (or failed to).
+    /// The provider started pilots for a `scale` (or failed to); no reply
+    /// when the scaler asked.
     FleetStarted {
         tag: Option<String>,
         result: Result<Vec<StartedPilot>, String>,
         report: Box<ScaleReport>,
-        reply: oneshot::Sender<Response>,
+        reply: Option<oneshot::Sender<Response>>,
     },
     /// The provider's view of our live pilots.
     FleetStatus(Result<Vec<(String, PilotState)>, String>),
@@ -219,6 +225,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
             stop: stop_tx.clone(),
             manifest: cfg.manifest.clone(),
             shapes: crate::shapes::of_broker(&cfg),
+            adaptive: cfg.adaptive,
         },
         fleet,
     ));

@@ -74,11 +74,22 @@ impl Target {
     }
 }
 
-/// Bounds for the adaptive scaler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Bounds and tuning for the adaptive scaler; a tuning key left out takes
+/// the scaler's default (the seed's: 0.8, 0.2, 120 s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Adaptive {
     pub minimum: u32,
     pub maximum: u32,
+    /// `scale_up_threshold` in thousandths (0.8 is 800): kept whole so a
+    /// target stays `Eq`.
+    #[serde(default)]
+    pub scale_up_permille: Option<u32>,
+    /// `scale_down_threshold` in thousandths.
+    #[serde(default)]
+    pub scale_down_permille: Option<u32>,
+    /// `cooldown` (a duration, e.g. 30s or 2m).
+    #[serde(default)]
+    pub cooldown_ms: Option<u64>,
 }
 
 /// One worker of a target; `None` where the manifest does not say (a Slurm

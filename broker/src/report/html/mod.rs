@@ -3,7 +3,9 @@
 //!
 //! Sections: the summary, workers and scaling events, the Gantt chart per
 //! agent (`gantt`), cpu and memory utilisation (capacity, requested, used),
-//! queue depth, agents and pilots over time (`series`), per-job box plots
+//! queue depth, agents and pilots over time (`series`), desired against
+//! actual pilots, queue wait per pilot and idle pilot-seconds (`scaling`),
+//! per-job box plots
 //! against the request (`boxplot`), the per-job breakdown, failures with
 //! their stderr tails, pilots, scaling decisions, predicted vs actual and
 //! events (`tables`). Size is bounded whatever the run: the Gantt chart bins
@@ -14,6 +16,7 @@
 
 mod boxplot;
 mod gantt;
+mod scaling;
 mod series;
 mod svg;
 mod tables;
@@ -69,6 +72,7 @@ pub fn render(d: &ReportData, s: &Summary) -> String {
     section(&mut out, "Utilisation", &utilisation(d, &t));
     section(&mut out, "Queue", &queue(d, &t));
     section(&mut out, "Agents and pilots", &fleet(d, &t));
+    section(&mut out, "Scaling", &scaling::render(d, &t));
     section(
         &mut out,
         "Per job: run time, memory and cpu against the request",

@@ -327,6 +327,21 @@ const BROKEN: &[Case] = &[
         &["scalable.yaml:8:37: targets.k8s.adaptive.maximum: maximum 20 is more than max_workers 10 (hint: raise max_workers or lower adaptive.maximum)"],
     ),
     case(
+        "adaptive threshold out of range",
+        y!("version: 1", "project: {name: p}", "targets:", "  k8s:", "    provider: kubernetes", "    namespace: x", "    adaptive: {maximum: 4, scale_up_threshold: 80}"),
+        &["scalable.yaml:7:48: targets.k8s.adaptive.scale_up_threshold: scale_up_threshold must be a share of the pilots between 0 and 1 (got 80; e.g. scale_up_threshold: 0.8)"],
+    ),
+    case(
+        "adaptive thresholds crossed",
+        y!("version: 1", "project: {name: p}", "targets:", "  k8s:", "    provider: kubernetes", "    namespace: x", "    adaptive: {maximum: 4, scale_up_threshold: 0.3, scale_down_threshold: 0.5}"),
+        &["scalable.yaml:7:75: targets.k8s.adaptive.scale_down_threshold: scale_down_threshold 0.5 is not below scale_up_threshold 0.3 (hint: the scaler removes pilots below the down threshold and adds them above the up one; e.g. 0.2 and 0.8)"],
+    ),
+    case(
+        "adaptive cooldown without a unit",
+        y!("version: 1", "project: {name: p}", "targets:", "  k8s:", "    provider: kubernetes", "    namespace: x", "    adaptive: {maximum: 4, cooldown: 30}"),
+        &["scalable.yaml:7:38: targets.k8s.adaptive.cooldown: cooldown 30 has no unit (expected e.g. \"04:00:00\", 90m, 2h or 30s; a bare number would be seconds)"],
+    ),
+    case(
         "walltime that is not a duration",
         y!("version: 1", "project: {name: p}", "targets:", "  hpc: {provider: slurm, walltime: soon}"),
         &["scalable.yaml:4:36: targets.hpc.walltime: invalid duration \"soon\" (expected e.g. \"04:00:00\", 90m, 2h or 30s)"],

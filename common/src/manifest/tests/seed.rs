@@ -77,7 +77,8 @@ fn the_seed_manifest_loads_into_types() {
         aws.adaptive,
         Some(Adaptive {
             minimum: 1,
-            maximum: 10
+            maximum: 10,
+            ..Adaptive::default()
         })
     );
     // No max_workers: the adaptive maximum bounds the target.

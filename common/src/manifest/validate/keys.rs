@@ -67,7 +67,13 @@ pub(super) const KUBERNETES_KEYS: &[&str] = &[
     "worker_memory",
     "worker_gpus",
 ];
-pub(super) const ADAPTIVE_KEYS: &[&str] = &["minimum", "maximum"];
+pub(super) const ADAPTIVE_KEYS: &[&str] = &[
+    "minimum",
+    "maximum",
+    "scale_up_threshold",
+    "scale_down_threshold",
+    "cooldown",
+];
 pub(super) const COMPONENT_KEYS: &[&str] =
     &["image", "cpus", "memory", "gpus", "tags", "mounts", "env"];
 pub(super) const TASK_KEYS: &[&str] = &["component", "cache", "retries", "walltime"];

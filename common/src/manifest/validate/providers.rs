@@ -77,10 +77,70 @@ impl Ck<'_> {
                 }
             }
         }
+        let (scale_up_permille, scale_down_permille) = self.thresholds(&m);
+        let cooldown_ms = self.duration_field(&m, "cooldown");
         Some(Adaptive {
             minimum: minimum.unwrap_or(0),
             maximum: maximum?,
+            scale_up_permille,
+            scale_down_permille,
+            cooldown_ms,
         })
+    }
+
+    /// `scale_up_threshold` and `scale_down_threshold`: shares of the
+    /// pilots' slots in (0, 1], the down one below the up one (the seed's
+    /// defaults when left out: 0.8 and 0.2).
+    fn thresholds(&mut self, m: &M) -> (Option<u32>, Option<u32>) {
+        let up = self.fraction_field(m, "scale_up_threshold");
+        let down = self.fraction_field(m, "scale_down_threshold");
+        let (u, d) = (up.unwrap_or(800), down.unwrap_or(200));
+        if d >= u && (up.is_some() || down.is_some()) {
+            let key = if down.is_some() {
+                "scale_down_threshold"
+            } else {
+                "scale_up_threshold"
+            };
+            if let Some(n) = self.field(m, key) {
+                self.at(
+                    n,
+                    &join(&m.path, key),
+                    format!(
+                        "scale_down_threshold {} is not below scale_up_threshold {}",
+                        d as f64 / 1000.0,
+                        u as f64 / 1000.0
+                    ),
+                    Some("the scaler removes pilots below the down threshold and adds them above the up one; e.g. 0.2 and 0.8".to_string()),
+                );
+            }
+            return (None, None);
+        }
+        (up, down)
+    }
+
+    /// A share written as a number in (0, 1] (e.g. 0.75), in thousandths.
+    fn fraction_field(&mut self, m: &M, key: &str) -> Option<u32> {
+        let node = self.field(m, key)?;
+        if node.unresolved {
+            return None;
+        }
+        let x = match &node.value {
+            Value::Float(x) => Some(*x),
+            Value::Int(n) => Some(*n as f64),
+            _ => None,
+        };
+        match x {
+            Some(x) if x > 0.0 && x <= 1.0 => Some((x * 1000.0).round() as u32),
+            _ => {
+                self.at(
+                    node,
+                    &join(&m.path, key),
+                    format!("{key} must be a share of the pilots between 0 and 1"),
+                    Some(format!("got {}; e.g. {key}: 0.8", node.describe())),
+                );
+                None
+            }
+        }
     }
 
     /// `worker_cpus`, `worker_memory` and `worker_gpus` of slurm, gcp and
