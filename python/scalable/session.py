@@ -31,6 +31,14 @@ class Plan:
 
     rows: List[Dict[str, Any]]
     cost: List[Dict[str, Any]] = field(default_factory=list)
+    # An objective plan (`plan(objective=..., policy=...)`): its rows are the
+    # groups of `scalable plan --objective --format json` (docs/scaling.md),
+    # each with its alternatives; these are the plan's totals.
+    objective: Optional[str] = None
+    policy: Optional[str] = None
+    predicted_makespan_seconds: Optional[float] = None
+    predicted_cost: Optional[float] = None
+    raw: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def scale_plan(self) -> Dict[str, int]:
@@ -76,18 +84,36 @@ class ScalableSession:
         """A session on a running broker (its `access.json`)."""
         return cls(access=access)
 
-    def plan(self, objective: Optional[str] = None, policy: Optional[str] = None, dry_run: bool = True) -> Plan:
-        """Workers per tag for the target (`scalable plan --dry-run`)."""
-        if objective is not None or policy is not None or not dry_run:
-            raise NotImplementedError(
-                "plan(objective=, policy=, dry_run=False) needs the objective planner of issue 18; "
-                "today `scalable plan` answers dry runs of the manifest's worker counts"
-            )
+    def plan(self, objective: Optional[str] = None, policy: Optional[str] = None, dry_run: bool = True,
+             workflow: Optional[str] = None) -> Plan:
+        """Workers per tag for the target. Without `objective`/`policy`: the
+        manifest's counts (`scalable plan --dry-run`); with them: the
+        objective planner (`"minimize cost"`, `"minimize time"`, `"balance"`;
+        `safe`, `aggressive`, `manual`) from the broker's history when this
+        session has one, predicted makespan and cost, the alternatives it
+        weighed. A plan is advice: the broker's adaptive scaler sizes targets
+        that declare `adaptive:`, so `dry_run=False` is refused."""
+        if not dry_run:
+            raise ScalableError("plan(dry_run=False): a plan is not applied from Python",
+                                "give the target adaptive: bounds (the broker's scaler sizes it) or use "
+                                "`scalable scale`", 2)
         if not self.manifest:
             raise ScalableError("plan: this session has no manifest", "use ScalableSession.from_yaml", 2)
-        args = ["plan", self.manifest, "--dry-run"] + self._target_args()
-        reply = Cli(None, self.timeout).run_json(args, broker=False)
-        return Plan(reply.get("rows", []), reply.get("cost", []))
+        if objective is None and policy is None:
+            args = ["plan", self.manifest, "--dry-run"] + self._target_args()
+            reply = Cli(None, self.timeout).run_json(args, broker=False)
+            return Plan(reply.get("rows", []), reply.get("cost", []))
+        args = ["plan", self.manifest] + self._target_args() + ["--format", "json"]
+        if objective is not None:
+            args += ["--objective", objective]
+        if policy is not None:
+            args += ["--policy", policy]
+        if workflow is not None:
+            args += ["--workflow", os.path.abspath(workflow)]
+        # With a broker, the planner reads its history (measured run times).
+        reply = Cli(self.access, self.timeout).run_json(args, broker=self.access is not None)
+        return Plan(list(reply.get("groups", [])), [], reply.get("objective"), reply.get("policy"),
+                    reply.get("predicted_makespan_seconds"), reply.get("predicted_cost"), reply)
 
     def start(self, plan: Optional[Plan] = None) -> Client:
         """A client: on the broker of `access`, or on a broker started here

@@ -9,14 +9,34 @@ import pytest
 from conftest import bin_path
 
 import tasks
-from scalable import BrokerUnreachable, Client, ScalableSession
+from scalable import BrokerUnreachable, Client, InvalidInput, ScalableError, ScalableSession
 
 
 def test_plan_is_the_cli_dry_run(session):
     plan = session.plan(dry_run=True)
     assert plan.scale_plan == {"demeter,postprocess": 2}
-    with pytest.raises(NotImplementedError, match="issue 18"):
-        session.plan(objective="minimize cost", policy="safe")
+
+
+
+def test_objective_plans_and_bad_names(session):
+    """The objective planner through the session (with its broker, so with
+    the broker's history): every objective and policy gives workers per
+    group, a makespan and its alternatives; `manual` is the manifest's counts."""
+    seen = {}
+    for objective in ("minimize cost", "minimize time", "balance"):
+        for policy in ("safe", "aggressive", "manual"):
+            plan = session.plan(objective=objective, policy=policy)
+            assert (plan.objective, plan.policy) == (objective, policy)
+            assert plan.rows and all(g["workers"] >= 1 and g["alternatives"] for g in plan.rows)
+            assert plan.predicted_makespan_seconds and plan.predicted_makespan_seconds > 0
+            seen[(objective, policy)] = plan.scale_plan
+    assert seen[("minimize time", "manual")] == {"demeter,postprocess": 2}
+    with pytest.raises(InvalidInput, match="minimize cost"):
+        session.plan(objective="cheapest")
+    with pytest.raises(InvalidInput, match="aggressive"):
+        session.plan(policy="yolo")
+    with pytest.raises(ScalableError, match="not applied"):
+        session.plan(objective="balance", dry_run=False)
 
 
 def test_session_attached_to_a_broker_started_by_the_cli(tmp_path):
