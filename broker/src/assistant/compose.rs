@@ -16,7 +16,6 @@ use super::yaml::Yaml;
 pub const STEPS_MAX: usize = 8;
 /// A description longer than this is refused by the CLI.
 pub const DESCRIPTION_BYTES_MAX: usize = 8 << 10;
-const FARGATE_CPU_UNITS: [u32; 7] = [256, 512, 1024, 2048, 4096, 8192, 16384];
 
 /// What the description says.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -78,6 +77,16 @@ pub fn parse(text: &str) -> Facts {
         f.steps.push(step(0, text, &f));
     }
     dedup_names(&mut f.steps);
+    for v in [&mut f.queue, &mut f.account, &mut f.namespace] {
+        if let Some(x) = v.as_mut() {
+            *x = cased(text, x);
+        }
+    }
+    for s in &mut f.steps {
+        if let Some(i) = s.image.as_mut() {
+            *i = cased(text, i);
+        }
+    }
     f
 }
 
@@ -88,11 +97,20 @@ fn tokens(text: &str) -> Vec<String> {
     })
     .map(|w| w.trim_end_matches(['.', ':']).to_string())
     .filter(|w| !w.is_empty())
-    .map(|w| {
-        // Images keep their case-insensitive form; everything else lowercases.
-        w.to_ascii_lowercase()
-    })
+    .map(|w| w.to_ascii_lowercase())
     .collect()
+}
+
+/// `w` (a lowercased token) as the description wrote it: names, queues,
+/// accounts and image tags keep their case.
+fn cased(text: &str, w: &str) -> String {
+    text.split(|c: char| {
+        c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '"' | '\'' | '!' | '?')
+    })
+    .map(|t| t.trim_end_matches(['.', ':']))
+    .find(|t| t.to_ascii_lowercase() == w)
+    .unwrap_or(w)
+    .to_string()
 }
 
 fn slug(s: &str) -> String {
@@ -340,7 +358,7 @@ fn step(i: usize, text: &str, f: &Facts) -> Step {
     // The image as written (tokens lowercase: image names are lowercase).
     let image = words
         .windows(2)
-        .find(|w| w[0] == "image")
+        .find(|w| w[0] == "image" && (w[1].contains('/') || w[1].contains(':')))
         .map(|w| w[1].clone())
         .or_else(|| words.iter().find(|w| looks_like_image(w)).cloned());
     let name = step_name(i, &words, f);
@@ -530,14 +548,17 @@ fn target(p: &str, f: &Facts) -> Yaml {
             );
             if f.ec2 {
                 t.set("cluster_type", Yaml::str("ec2"));
+                t.set("instance_type", Yaml::str(ec2_instance(cpus, mem)));
+                t.set("ami", Yaml::str("${AWS_AMI:-ami-0abcdef1234567890}"));
+                t.set(
+                    "subnet",
+                    Yaml::str("${AWS_SUBNET:-subnet-0123456789abcdef0}"),
+                );
             } else {
                 t.set("cluster_type", Yaml::str("fargate"));
-                let units = FARGATE_CPU_UNITS
-                    .into_iter()
-                    .find(|u| *u >= cpus * 1024)
-                    .unwrap_or(16384);
+                let (units, mib) = fargate_size(cpus, mem);
                 t.set("worker_cpu", Yaml::Int(i64::from(units)));
-                t.set("worker_mem", Yaml::Int(fargate_mem_mib(units, mem)));
+                t.set("worker_mem", Yaml::Int(mib as i64));
                 t.set(
                     "subnet",
                     Yaml::str("${AWS_SUBNET:-subnet-0123456789abcdef0}"),
@@ -550,6 +571,7 @@ fn target(p: &str, f: &Facts) -> Yaml {
                 "zone",
                 Yaml::str(f.zone.as_deref().unwrap_or("us-central1-a")),
             );
+            t.set("machine_type", Yaml::str(gcp_machine(cpus, mem)));
             t.set("image", Yaml::str(image_default(f)));
         }
         "kubernetes" => {
@@ -571,15 +593,71 @@ fn target(p: &str, f: &Facts) -> Yaml {
     t
 }
 
-/// Fargate memory for `units` of cpu: the need rounded up to a GiB, within
-/// what AWS allows for that cpu (2x to 8x the vCPUs in GiB, 512 MiB steps
-/// below one vCPU).
-fn fargate_mem_mib(units: u32, need_bytes: u64) -> i64 {
-    let vcpus = (units / 1024).max(1) as u64;
-    // The agent itself needs 256 MiB beside the largest task.
-    let need_gib = (need_bytes + (256 << 20)).div_ceil(1 << 30).max(1);
-    let gib = need_gib.clamp(2 * vcpus, 8 * vcpus.max(1)).min(120);
-    (gib * 1024) as i64
+/// The Fargate size holding `cpus` and `need_bytes` plus the agent's 256
+/// MiB: CPU units and memory in MiB, on AWS's grid (1 GiB steps up to 4
+/// vCPUs, 4 GiB at 8, 8 GiB at 16; 2x to 8x the vCPUs in GiB).
+pub fn fargate_size(cpus: u32, need_bytes: u64) -> (u32, u64) {
+    let need_mib = (need_bytes + (256 << 20)).div_ceil(1 << 20).max(512);
+    let grid: [(u32, u64, u64, u64); 7] = [
+        (256, 512, 2048, 512),
+        (512, 1024, 4096, 1024),
+        (1024, 2048, 8192, 1024),
+        (2048, 4096, 16384, 1024),
+        (4096, 8192, 30720, 1024),
+        (8192, 16384, 61440, 4096),
+        (16384, 32768, 122880, 8192),
+    ];
+    for (units, lo, hi, step) in grid {
+        if units < cpus.saturating_mul(1024) || need_mib > hi {
+            continue;
+        }
+        let mib = need_mib.max(lo).div_ceil(step) * step;
+        return (units, mib.min(hi));
+    }
+    (16384, 122880)
+}
+
+/// The smallest c6i/m6i/r6i instance (by memory per vCPU: 2, 4, 8 GiB)
+/// that holds the largest step and the agent.
+fn ec2_instance(cpus: u32, mem_bytes: u64) -> String {
+    let gib = (mem_bytes + (256 << 20)).div_ceil(1 << 30);
+    for (vcpus, size) in [
+        (2u64, "large"),
+        (4, "xlarge"),
+        (8, "2xlarge"),
+        (16, "4xlarge"),
+        (32, "8xlarge"),
+        (48, "12xlarge"),
+        (64, "16xlarge"),
+        (96, "24xlarge"),
+    ] {
+        if vcpus < u64::from(cpus) {
+            continue;
+        }
+        for (family, per) in [("c6i", 2u64), ("m6i", 4), ("r6i", 8)] {
+            if vcpus * per >= gib {
+                return format!("{family}.{size}");
+            }
+        }
+    }
+    "r6i.24xlarge".into()
+}
+
+/// The smallest n2 machine (highcpu, standard, highmem: 1, 4, 8 GiB per
+/// vCPU) that holds the largest step and the agent.
+pub fn gcp_machine(cpus: u32, mem_bytes: u64) -> String {
+    let gib = (mem_bytes + (256 << 20)).div_ceil(1 << 30);
+    for vcpus in [2u64, 4, 8, 16, 32, 48, 64, 80] {
+        if vcpus < u64::from(cpus) {
+            continue;
+        }
+        for (family, per) in [("highcpu", 1u64), ("standard", 4), ("highmem", 8)] {
+            if vcpus * per >= gib {
+                return format!("n2-{family}-{vcpus}");
+            }
+        }
+    }
+    "n2-highmem-80".into()
 }
 
 fn image_default(f: &Facts) -> String {

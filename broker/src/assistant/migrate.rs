@@ -121,17 +121,10 @@ fn map_target(
         "aws" => {
             t.set("region", Yaml::str("us-east-1"));
             t.set("cluster_type", Yaml::str("fargate"));
-            let units = [256u64, 512, 1024, 2048, 4096, 8192, 16384]
-                .into_iter()
-                .find(|u| *u >= cpus.unwrap_or(1) * 1024)
-                .unwrap_or(16384);
-            t.set("worker_cpu", Yaml::Int(units as i64));
-            let vcpus = (units / 1024).max(1);
-            let gib = mem
-                .map_or(2 * vcpus, |b| (b + (256 << 20)).div_ceil(1 << 30))
-                .clamp(2 * vcpus, 8 * vcpus)
-                .min(120);
-            t.set("worker_mem", Yaml::Int((gib * 1024) as i64));
+            let c = cpus.unwrap_or(1).min(64) as u32;
+            let (units, mib) = super::compose::fargate_size(c, mem.unwrap_or(1 << 30));
+            t.set("worker_cpu", Yaml::Int(i64::from(units)));
+            t.set("worker_mem", Yaml::Int(mib as i64));
             t.set(
                 "subnet",
                 Yaml::str("${AWS_SUBNET:-subnet-0123456789abcdef0}"),
@@ -143,6 +136,11 @@ fn map_target(
         }
         "gcp" => {
             t.set("zone", Yaml::str("us-central1-a"));
+            let c = cpus.unwrap_or(2).min(u64::from(u32::MAX)) as u32;
+            t.set(
+                "machine_type",
+                Yaml::str(super::compose::gcp_machine(c, mem.unwrap_or(4 << 30))),
+            );
             notes.push("gcp: zone us-central1-a is a placeholder to review".into());
         }
         "slurm" => {
