@@ -196,3 +196,46 @@ fn diagnose_names_each_injected_failure_and_its_overlay_fixes_the_memory_kill() 
         "{oom:#}"
     );
 }
+
+/// A component image that does not exist: podman fails before the command
+/// runs, and `diagnose` names it `IMAGE_ERROR`, not the bare exit code.
+/// Needs the container testbed (scripts/container-testbed.sh start; .ci/run
+/// starts it); fails, never skips, without podman.
+#[test]
+fn diagnose_names_a_bad_image() {
+    let podman = std::process::Command::new("podman")
+        .arg("--version")
+        .output();
+    assert!(
+        podman.is_ok_and(|o| o.status.success()),
+        "podman is missing: run scripts/container-testbed.sh start"
+    );
+    let mut b = Broker::start();
+    b.agent(&["--cpus", "1", "--tags", "boxed", "--runtime", "podman"]);
+    b.wait_agents(1);
+    let manifest = b.write(
+        "scalable.yaml",
+        "version: 1\nproject: {name: img}\ntargets:\n  local: {provider: local, max_workers: 1}\ncomponents:\n  boxed: {image: \"localhost/scalable-no-such-image:1\", cpus: 1}\ntasks:\n  run_boxed: {component: boxed, retries: 0}\n",
+    );
+    let wf = b.write(
+        "boxed.yaml",
+        "workflow: boxed\njobs:\n  - name: b\n    task: run_boxed\n    command: [\"true\"]\n",
+    );
+    let out = b.cli(&["submit", "--manifest", &manifest, &wf, "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = b.cli(&["--json", "diagnose", "--run", "last"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let classes: Vec<&str> = v["diagnosis"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, ["IMAGE_ERROR"], "{v:#}");
+    let cause = &v["diagnosis"]["causes"][0];
+    assert!(
+        cause["recommendation"].as_str().unwrap().contains("image"),
+        "{cause:#}"
+    );
+}

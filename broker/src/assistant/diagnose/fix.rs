@@ -197,7 +197,7 @@ fn timeout(job: &JobRow, data: &ReportData, manifest: Option<&Manifest>) -> (Str
     let new_s = (wall_ms as f64 / 1000.0 * 2.0).max(longest_ok_s).max(60.0);
     let walltime = walltime_text(new_s);
     let why = format!(
-        "twice the walltime {} that ended them{}",
+        "twice the walltime {} that ended them, at least a minute{}",
         walltime_text(wall_ms as f64 / 1000.0),
         if longest_ok_s > 0.0 {
             ", and above the longest successful run +10%"
