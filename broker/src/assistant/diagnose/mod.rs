@@ -8,6 +8,8 @@
 
 pub mod classify;
 pub mod fix;
+#[cfg(test)]
+mod tests;
 pub mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
