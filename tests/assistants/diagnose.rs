@@ -58,30 +58,7 @@ fn diagnose_names_each_injected_failure_and_its_overlay_fixes_the_memory_kill() 
     ]);
     b.agent(&["--cpus", "1", "--tags", "lossy", "--name", "lossy-1"]);
     b.wait_agents(2);
-    let manifest = b.write("scalable.yaml", MANIFEST);
-    let wf = b.write("injected.yaml", WORKFLOW);
-    let run = b
-        .ok(&["submit", "--manifest", &manifest, &wf])
-        .trim()
-        .to_string();
-    wait_until(Duration::from_secs(30), "the lossy task to start", || {
-        b.work().join("lost.1").exists()
-    });
-    let lossy = &mut b.agents[1];
-    lossy.kill().unwrap();
-    lossy.wait().unwrap();
-    wait_until(
-        Duration::from_secs(20),
-        "the lossy agent to be lost",
-        || {
-            let agents: Value = serde_json::from_str(&b.ok(&["agents", "--json"])).unwrap();
-            agents.as_array().is_some_and(|a| a.len() == 1)
-        },
-    );
-    b.agent(&["--cpus", "1", "--tags", "lossy", "--name", "lossy-2"]);
-    let (out, _) = run_within(b.cli_command(&["wait", &run]), Duration::from_secs(90));
-    let out = out.expect("the run ends within 90 s");
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (manifest, run) = injected_run(&mut b);
 
     let out = b.cli(&[
         "diagnose",
@@ -141,60 +118,8 @@ fn diagnose_names_each_injected_failure_and_its_overlay_fixes_the_memory_kill() 
         "{overlay}"
     );
 
-    // Applied as printed, the overlay makes the killed task pass.
-    let fixed = b.write("fixed.yaml", &format!("{MANIFEST}{overlay}"));
-    let v = b.ok(&["--json", "validate", &fixed, "--overlay", "fix-oom"]);
-    assert!(v.contains("\"memory_bytes\""), "{v}");
-    let rerun = b.write("rerun.yaml", HOG_ONLY);
-    let out = b.cli(&[
-        "submit",
-        "--manifest",
-        &fixed,
-        "--overlay",
-        "fix-oom",
-        &rerun,
-        "--wait",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-
-    // The text form names each class and prints the fix.
-    let text = stdout(&b.cli(&["diagnose", "--run", &run, "--manifest", &manifest]));
-    for class in [
-        "MEMORY_EXHAUSTION",
-        "TIMEOUT",
-        "INVALID_INPUT",
-        "EXIT_CODE",
-        "AGENT_LOST",
-    ] {
-        assert!(text.contains(class), "{class}: {text}");
-    }
-    assert!(
-        text.contains("Suggested Fixes:") && text.contains("fix-oom"),
-        "{text}"
-    );
-    // Without --manifest the overlay is checked against a minimal manifest.
-    let v: Value =
-        serde_json::from_str(&stdout(&b.cli(&["--json", "diagnose", "--run", &run]))).unwrap();
-    let oom = v["diagnosis"]["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["class"] == "MEMORY_EXHAUSTION")
-        .cloned()
-        .unwrap();
-    assert!(
-        oom["fix"]["validated"]
-            .as_str()
-            .unwrap()
-            .contains("minimal manifest"),
-        "{oom:#}"
-    );
+    applied_overlay_passes(&b, overlay);
+    text_and_minimal_forms(&b, &run, &manifest);
 }
 
 /// A component image that does not exist: podman fails before the command
@@ -237,5 +162,98 @@ fn diagnose_names_a_bad_image() {
     assert!(
         cause["recommendation"].as_str().unwrap().contains("image"),
         "{cause:#}"
+    );
+}
+
+/// Submits the injected failures and waits for the run to end: the lossy
+/// agent is killed while its task runs and a second one finishes it.
+fn injected_run(b: &mut Broker) -> (String, String) {
+    let manifest = b.write("scalable.yaml", MANIFEST);
+    let wf = b.write("injected.yaml", WORKFLOW);
+    let run = b
+        .ok(&["submit", "--manifest", &manifest, &wf])
+        .trim()
+        .to_string();
+    wait_until(Duration::from_secs(30), "the lossy task to start", || {
+        b.work().join("lost.1").exists()
+    });
+    let lossy = &mut b.agents[1];
+    lossy.kill().unwrap();
+    lossy.wait().unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the lossy agent to be lost",
+        || {
+            let agents: Value = serde_json::from_str(&b.ok(&["agents", "--json"])).unwrap();
+            agents.as_array().is_some_and(|a| a.len() == 1)
+        },
+    );
+    b.agent(&["--cpus", "1", "--tags", "lossy", "--name", "lossy-2"]);
+    let (out, _) = run_within(b.cli_command(&["wait", &run]), Duration::from_secs(90));
+    let out = out.expect("the run ends within 90 s");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    (manifest, run)
+}
+
+/// The overlay as printed, pasted into the manifest, validates and makes
+/// the killed task pass on a rerun.
+fn applied_overlay_passes(b: &Broker, overlay: &str) {
+    // Applied as printed, the overlay makes the killed task pass.
+    let fixed = b.write("fixed.yaml", &format!("{MANIFEST}{overlay}"));
+    let v = b.ok(&["--json", "validate", &fixed, "--overlay", "fix-oom"]);
+    assert!(v.contains("\"memory_bytes\""), "{v}");
+    let rerun = b.write("rerun.yaml", HOG_ONLY);
+    let out = b.cli(&[
+        "submit",
+        "--manifest",
+        &fixed,
+        "--overlay",
+        "fix-oom",
+        &rerun,
+        "--wait",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// The text form names each class and prints the fix; without --manifest
+/// the overlay is checked against a minimal manifest.
+fn text_and_minimal_forms(b: &Broker, run: &str, manifest: &str) {
+    // The text form names each class and prints the fix.
+    let text = stdout(&b.cli(&["diagnose", "--run", run, "--manifest", manifest]));
+    for class in [
+        "MEMORY_EXHAUSTION",
+        "TIMEOUT",
+        "INVALID_INPUT",
+        "EXIT_CODE",
+        "AGENT_LOST",
+    ] {
+        assert!(text.contains(class), "{class}: {text}");
+    }
+    assert!(
+        text.contains("Suggested Fixes:") && text.contains("fix-oom"),
+        "{text}"
+    );
+    // Without --manifest the overlay is checked against a minimal manifest.
+    let v: Value =
+        serde_json::from_str(&stdout(&b.cli(&["--json", "diagnose", "--run", run]))).unwrap();
+    let oom = v["diagnosis"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "MEMORY_EXHAUSTION")
+        .cloned()
+        .unwrap();
+    assert!(
+        oom["fix"]["validated"]
+            .as_str()
+            .unwrap()
+            .contains("minimal manifest"),
+        "{oom:#}"
     );
 }

@@ -111,46 +111,7 @@ fn map_target(
     let cloud = matches!(to, "aws" | "gcp" | "kubernetes");
     let get_u = |k: &str| old.get(k).and_then(Yaml::as_u64);
     let (cpus, mem) = worker_size(old, from);
-    match to {
-        "kubernetes" => {
-            t.set("namespace", Yaml::str(project));
-            if let Some(q) = old.get("queue").and_then(Yaml::scalar_text) {
-                notes.push(format!("{from} queue: {q} → Kubernetes namespace {project} (a queue has no equivalent; pods are placed by the cluster's scheduler)"));
-            }
-        }
-        "aws" => {
-            t.set("region", Yaml::str("us-east-1"));
-            t.set("cluster_type", Yaml::str("fargate"));
-            let c = cpus.unwrap_or(1).min(64) as u32;
-            let (units, mib) = super::compose::fargate_size(c, mem.unwrap_or(1 << 30));
-            t.set("worker_cpu", Yaml::Int(i64::from(units)));
-            t.set("worker_mem", Yaml::Int(mib as i64));
-            t.set(
-                "subnet",
-                Yaml::str("${AWS_SUBNET:-subnet-0123456789abcdef0}"),
-            );
-            notes.push(
-                "aws: region us-east-1 and subnet are placeholders to review (${AWS_SUBNET})"
-                    .into(),
-            );
-        }
-        "gcp" => {
-            t.set("zone", Yaml::str("us-central1-a"));
-            let c = cpus.unwrap_or(2).min(u64::from(u32::MAX)) as u32;
-            t.set(
-                "machine_type",
-                Yaml::str(super::compose::gcp_machine(c, mem.unwrap_or(4 << 30))),
-            );
-            notes.push("gcp: zone us-central1-a is a placeholder to review".into());
-        }
-        "slurm" => {
-            t.set("walltime", Yaml::str("04:00:00"));
-            notes.push(format!(
-                "slurm: walltime 04:00:00 is a default (a pilot's lifetime); {from} had none"
-            ));
-        }
-        _ => {}
-    }
+    provider_options(&mut t, &mut notes, old, from, to, project, (cpus, mem));
     if cloud {
         let img = old
             .get("image")
@@ -207,6 +168,58 @@ fn map_target(
         }
     }
     (t, notes)
+}
+
+/// The options `to` requires, from what the old target said.
+fn provider_options(
+    t: &mut Yaml,
+    notes: &mut Vec<String>,
+    old: &Yaml,
+    from: &str,
+    to: &str,
+    project: &str,
+    (cpus, mem): (Option<u64>, Option<u64>),
+) {
+    match to {
+        "kubernetes" => {
+            t.set("namespace", Yaml::str(project));
+            if let Some(q) = old.get("queue").and_then(Yaml::scalar_text) {
+                notes.push(format!("{from} queue: {q} → Kubernetes namespace {project} (a queue has no equivalent; pods are placed by the cluster's scheduler)"));
+            }
+        }
+        "aws" => {
+            t.set("region", Yaml::str("us-east-1"));
+            t.set("cluster_type", Yaml::str("fargate"));
+            let c = cpus.unwrap_or(1).min(64) as u32;
+            let (units, mib) = super::compose::fargate_size(c, mem.unwrap_or(1 << 30));
+            t.set("worker_cpu", Yaml::Int(i64::from(units)));
+            t.set("worker_mem", Yaml::Int(mib as i64));
+            t.set(
+                "subnet",
+                Yaml::str("${AWS_SUBNET:-subnet-0123456789abcdef0}"),
+            );
+            notes.push(
+                "aws: region us-east-1 and subnet are placeholders to review (${AWS_SUBNET})"
+                    .into(),
+            );
+        }
+        "gcp" => {
+            t.set("zone", Yaml::str("us-central1-a"));
+            let c = cpus.unwrap_or(2).min(u64::from(u32::MAX)) as u32;
+            t.set(
+                "machine_type",
+                Yaml::str(super::compose::gcp_machine(c, mem.unwrap_or(4 << 30))),
+            );
+            notes.push("gcp: zone us-central1-a is a placeholder to review".into());
+        }
+        "slurm" => {
+            t.set("walltime", Yaml::str("04:00:00"));
+            notes.push(format!(
+                "slurm: walltime 04:00:00 is a default (a pilot's lifetime); {from} had none"
+            ));
+        }
+        _ => {}
+    }
 }
 
 fn worker_size(old: &Yaml, from: &str) -> (Option<u64>, Option<u64>) {
