@@ -7,6 +7,7 @@ mod support;
 mod advisors;
 mod agent_binary;
 mod agent_loss;
+mod assistants;
 mod auth;
 mod cache;
 mod chaos;

@@ -21,12 +21,14 @@
 //! - [`shapes`]: the agents this broker could still start, as shapes `submit` checks a run against.
 //! - [`report`]: `scalable report`: a run's telemetry loaded from the store and rendered as text, JSON or HTML.
 //! - [`render`]: what providers submit to start pilots (sbatch, cloud-init, Fargate, Kubernetes).
+//! - [`assistant`]: the assistants of SPEC §12 (diagnose, explain, compose, migrate, init-component): heuristics, prompts, the LLM round.
 //! - [`agent_binary`]: which `scalable-agent` a pilot runs and where it comes from.
 //! - [`cli`], [`client`], [`cli_error`], [`output`]: the `scalable` CLI: one module
 //!   per command, the connection, the error type, text and JSON rendering.
 
 pub mod advisor;
 pub mod agent_binary;
+pub mod assistant;
 pub mod cache;
 pub mod cli;
 pub mod cli_error;

@@ -1,6 +1,5 @@
 //! What a newcomer types that `scalable` does not have, and what to type
-//! instead: commands and options from the seeds' Python CLI (`diagnose`,
-//! `--objective`, `--latest` on commands other than `report`) and from other tools (`run`, `ps`,
+//! instead: commands and options from the seeds' Python CLI (`--objective`, `--latest` on commands other than `report`) and from other tools (`run`, `ps`,
 //! `kill`), and clap's own unknown-command and unknown-option errors turned
 //! into one line whose hint names the right command.
 //!
@@ -18,36 +17,28 @@ use crate::cli_error::CliError;
 /// Commands a newcomer reaches for and what does that job here.
 const COMMANDS: &[(&str, &str)] = &[
     (
-        "diagnose",
-        "scalable analyze RUN lists a run's failed tasks with their stderr; scalable why RUN/JOB/INDEX says why a task is not running",
-    ),
-    (
-        "explain",
-        "scalable plan FILE --target T shows a target's pilots and what they cost; scalable why RUN/JOB/INDEX explains one task",
-    ),
-    (
         "advise",
         "resource advice is not in this version; scalable stats RUN shows what a run's tasks used",
     ),
     (
-        "init-component",
-        "the assistants are not in this version: write the component in scalable.yaml (examples/demeter-mini/scalable.yaml is a start) and check it with scalable validate",
+        "run",
+        "scalable submit workflow.yaml, or scalable submit -- CMD ARGS...",
     ),
-    (
-        "compose",
-        "the assistants are not in this version: start from examples/demeter-mini/scalable.yaml and check it with scalable validate",
-    ),
-    (
-        "migrate",
-        "the assistants are not in this version: add a target to scalable.yaml and check it with scalable validate FILE --target T",
-    ),
-    ("run", "scalable submit workflow.yaml, or scalable submit -- CMD ARGS..."),
     ("ps", "scalable status lists the runs"),
     ("list", "scalable status lists the runs"),
     ("ls", "scalable status lists the runs"),
-    ("kill", "scalable cancel RUN, or scalable cancel RUN/JOB/INDEX"),
-    ("retry", "scalable resume RUN re-runs what failed or was cancelled"),
-    ("rescue", "scalable resume RUN re-runs what failed or was cancelled"),
+    (
+        "kill",
+        "scalable cancel RUN, or scalable cancel RUN/JOB/INDEX",
+    ),
+    (
+        "retry",
+        "scalable resume RUN re-runs what failed or was cancelled",
+    ),
+    (
+        "rescue",
+        "scalable resume RUN re-runs what failed or was cancelled",
+    ),
     ("workers", "scalable agents lists the connected agents"),
     ("check", "scalable validate FILE checks a manifest"),
     ("version", "scalable --version"),
@@ -189,8 +180,8 @@ mod tests {
     #[test]
     fn known_mistaken_names_point_to_the_right_command() {
         assert_eq!(
-            line(&["diagnose", "--run", "1"]),
-            "error: scalable has no command \"diagnose\" (hint: scalable analyze RUN lists a run's failed tasks with their stderr; scalable why RUN/JOB/INDEX says why a task is not running)"
+            line(&["rescue", "1"]),
+            "error: scalable has no command \"rescue\" (hint: scalable resume RUN re-runs what failed or was cancelled)"
         );
         assert_eq!(
             line(&["agents", "--objective", "minimize cost"]),

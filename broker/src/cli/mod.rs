@@ -15,10 +15,16 @@
 mod advise;
 mod agents;
 mod analyze;
+mod assist;
 mod cancel;
+mod compose;
+mod diagnose;
+mod explain;
 mod export;
 mod files;
+mod init_component;
 mod logs;
+mod migrate;
 mod mistakes;
 mod pilots;
 mod plan;
@@ -47,10 +53,16 @@ use crate::cli_error::CliError;
 
 pub use advise::{AdviseArgs, TuneArgs};
 pub use analyze::AnalyzeArgs;
+pub use assist::AiArgs;
 pub use cancel::CancelArgs;
+pub use compose::ComposeArgs;
+pub use diagnose::DiagnoseArgs;
+pub use explain::ExplainArgs;
 pub use export::ExportArgs;
 pub use files::ManifestArgs;
+pub use init_component::InitComponentArgs;
 pub use logs::LogsArgs;
+pub use migrate::MigrateArgs;
 pub use plan::PlanArgs;
 pub use refs::{parse_run, parse_task};
 pub use render::RenderArgs;
@@ -129,6 +141,16 @@ pub enum Command {
     Advise(AdviseArgs),
     /// Search a learned advisor's parameters by cross-validation; stores the best.
     Tune(TuneArgs),
+    /// Classify a run's failed and lost attempts, group them into root causes, propose validated fixes.
+    Diagnose(DiagnoseArgs),
+    /// A target's plan in sentences: provider, workers, resources, image, storage, cost, decisions.
+    Explain(ExplainArgs),
+    /// A manifest (with a workflow skeleton) from a description in words; validated before it is printed.
+    Compose(ComposeArgs),
+    /// Move a manifest's targets from one provider to another, with a note for each option without an equivalent.
+    Migrate(MigrateArgs),
+    /// Propose a component and task binding from a project directory (and past telemetry).
+    InitComponent(InitComponentArgs),
 }
 
 /// What every command gets besides its own arguments: the global flags.
@@ -261,6 +283,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plan(args) => plan::exec(&ctx, args),
         Command::Advise(args) => advise::exec(&ctx, args).await,
         Command::Tune(args) => advise::exec_tune(&ctx, args).await,
+        Command::Diagnose(args) => diagnose::exec(&ctx, args).await,
+        Command::Explain(args) => explain::exec(&ctx, args),
+        Command::Compose(args) => compose::exec(&ctx, args),
+        Command::Migrate(args) => migrate::exec(&ctx, args),
+        Command::InitComponent(args) => init_component::exec(&ctx, args).await,
     }
 }
 

@@ -63,7 +63,7 @@ pub async fn exec(ctx: &Context<'_>, args: ReportArgs) -> Result<ExitCode, CliEr
 }
 
 /// Every page of the run's report data, assembled.
-async fn fetch(client: &Client, run: RunRef) -> Result<ReportData, CliError> {
+pub(super) async fn fetch(client: &Client, run: RunRef) -> Result<ReportData, CliError> {
     let first = decode(
         ask(
             client,
