@@ -24,6 +24,10 @@ pub(super) fn migrate(conn: &Connection, mut v: i64) -> rusqlite::Result<i64> {
         migrate_from_4(conn)?;
         v = 5;
     }
+    if v == 5 {
+        migrate_from_5(conn)?;
+        v = 6;
+    }
     Ok(v)
 }
 
@@ -105,6 +109,26 @@ fn migrate_from_4(conn: &Connection) -> rusqlite::Result<()> {
         add_column(&tx, table, column, ty)?;
     }
     tx.execute_batch("PRAGMA user_version = 5")?;
+    tx.commit()
+}
+
+/// The columns schema 6 added (issue 17: how an advisor sized an attempt).
+const COLUMNS_OF_VERSION_6: [(&str, &str, &str); 5] = [
+    ("attempts", "request_model", "TEXT"),
+    ("attempts", "request_confidence", "REAL"),
+    ("attempts", "request_detail", "TEXT"),
+    ("attempts", "predicted_memory_bytes", "INTEGER"),
+    ("attempts", "predicted_run_time_ms", "INTEGER"),
+];
+
+/// 5 -> 6: the advisor's sizing of an attempt. Old rows keep NULL (no
+/// attempt was sized before). One transaction.
+fn migrate_from_5(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    for (table, column, ty) in COLUMNS_OF_VERSION_6 {
+        add_column(&tx, table, column, ty)?;
+    }
+    tx.execute_batch("PRAGMA user_version = 6")?;
     tx.commit()
 }
 

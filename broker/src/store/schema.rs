@@ -223,7 +223,15 @@ CREATE TABLE IF NOT EXISTS attempts (
     write_bytes INTEGER,
     -- The declared inputs' total size and each size (JSON, declared order).
     input_bytes INTEGER,
-    input_sizes TEXT
+    input_sizes TEXT,
+    -- How an advisor sized it (schema 6; NULL unless its job asked for
+    -- memory/cpus/walltime: auto): the model and its confidence, how the
+    -- request was made (or why it fell back), and the advisor's upper bounds.
+    request_model TEXT,
+    request_confidence REAL,
+    request_detail TEXT,
+    predicted_memory_bytes INTEGER,
+    predicted_run_time_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
@@ -306,7 +314,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 /// The schema this build writes; a newer database, or one older than the
 /// oldest migration, is refused with a clear line rather than misread.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// Creates what is missing (tables and the cache's), then checks the
 /// version and migrates an older database.

@@ -124,6 +124,7 @@ impl TestEnv {
                     },
                     def: Arc::new(j),
                     container: None,
+                    auto: None,
                 })
                 .collect(),
             def,
@@ -132,6 +133,7 @@ impl TestEnv {
             definition_json: serde_json::to_string(&crate::submit::StoredDefinition {
                 workflow: def_json,
                 containers: vec![None; n_jobs],
+                auto: vec![],
             })
             .expect("json"),
         };
