@@ -387,7 +387,7 @@ mod tests {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 5);
+        assert_eq!(v, SCHEMA_VERSION, "5, then on to the newest");
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM scaling_decisions", [], |r| r.get(0))
             .unwrap();
