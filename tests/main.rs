@@ -8,6 +8,7 @@ mod advisors;
 mod agent_binary;
 mod agent_loss;
 mod auth;
+mod auto_sizing;
 mod cache;
 mod chaos;
 mod clarity;
