@@ -157,7 +157,7 @@ fn memory_auto_sizes_each_task_tighter_than_its_fallback_without_a_kill() {
             .sum::<f64>()
             / auto.len() as f64
     );
-    // assert_report(&b);
+    assert_report(&b);
 }
 
 fn assert_report(b: &Broker) {
@@ -176,7 +176,10 @@ fn assert_report(b: &Broker) {
         "{acc}"
     );
     let text = b.ok(&["report", "last"]);
-    assert!(text.contains("predicted against actual"), "{text}");
+    assert!(text.contains("Advisor, predicted against actual"), "{text}");
     let html = b.ok(&["report", "last", "--format", "html"]);
-    assert!(html.contains("Predicted against actual"), "html");
+    assert!(
+        html.contains("Predicted memory bound against measured peak"),
+        "html"
+    );
 }

@@ -29,8 +29,26 @@ pub const MEMORY_ADVISED_MAX: u64 = 1 << 46;
 pub const CPUS_ADVISED_MAX: u32 = 1_024;
 pub const WALLTIME_ADVISED_MAX_MS: u64 = 366 * 24 * 3_600_000;
 
+/// The percentile advisor's memory (bytes) and run time (s) bounds for the
+/// task type, recorded beside the advice for the report's comparison.
+pub type Percentile = Option<(u64, f64)>;
+
 /// The task's sizing from the advisor's answer (`Err`: why there is none).
-pub fn size(req: &SizeRequest, advice: Result<&Advice, String>) -> TaskSizing {
+pub fn size(
+    req: &SizeRequest,
+    advice: Result<&Advice, String>,
+    percentile: Percentile,
+) -> TaskSizing {
+    let mut s = decide(req, advice);
+    if let Some((memory, run_time_s)) = percentile {
+        let r = Arc::make_mut(&mut s.record);
+        r.percentile_memory_bytes = Some(memory);
+        r.percentile_run_time_ms = Some((run_time_s * 1000.0).ceil() as u64);
+    }
+    s
+}
+
+fn decide(req: &SizeRequest, advice: Result<&Advice, String>) -> TaskSizing {
     let a = match advice {
         Ok(a) => a,
         Err(why) => return fallback(req, None, format!("fallback: {why}")),
@@ -54,6 +72,8 @@ pub fn size(req: &SizeRequest, advice: Result<&Advice, String>) -> TaskSizing {
         detail: a.method.clone(),
         predicted_memory_bytes: Some(memory),
         predicted_run_time_ms: Some(run_time_ms.ceil() as u64),
+        percentile_memory_bytes: None,
+        percentile_run_time_ms: None,
     };
     if a.confidence < CONFIDENCE_MIN {
         let why = format!(
@@ -102,6 +122,8 @@ fn fallback(req: &SizeRequest, record: Option<SizingRecord>, detail: String) -> 
             detail,
             predicted_memory_bytes: None,
             predicted_run_time_ms: None,
+            percentile_memory_bytes: None,
+            percentile_run_time_ms: None,
         },
     };
     TaskSizing {
@@ -184,7 +206,11 @@ mod tests {
 
     #[test]
     fn confident_advice_sizes_each_auto_quantity() {
-        let s = size(&request(ALL), Ok(&advice(0.9, (300 << 20) + 5)));
+        let s = size(
+            &request(ALL),
+            Ok(&advice(0.9, (300 << 20) + 5)),
+            Some((400 << 20, 12.5)),
+        );
         assert_eq!(s.source, RequestSource::Advisor);
         assert_eq!(s.resources.memory_bytes, 301 << 20, "rounded up to MiB");
         assert_eq!(s.resources.cpus, 3);
@@ -192,17 +218,19 @@ mod tests {
         assert_eq!(s.record.predicted_memory_bytes, Some((300 << 20) + 5));
         assert_eq!(s.record.predicted_run_time_ms, Some(10_000));
         assert_eq!(s.record.model.as_deref(), Some("gradient_boosting"));
+        assert_eq!(s.record.percentile_memory_bytes, Some(400 << 20));
+        assert_eq!(s.record.percentile_run_time_ms, Some(12_500));
         let only_memory = AutoResources {
             memory: true,
             ..AutoResources::default()
         };
-        let s = size(&request(only_memory), Ok(&advice(0.9, 300 << 20)));
+        let s = size(&request(only_memory), Ok(&advice(0.9, 300 << 20)), None);
         assert_eq!((s.resources.cpus, s.walltime_ms), (1, Some(600_000)));
     }
 
     #[test]
     fn low_confidence_or_no_advice_falls_back_and_says_why() {
-        let s = size(&request(ALL), Ok(&advice(0.3, 300 << 20)));
+        let s = size(&request(ALL), Ok(&advice(0.3, 300 << 20)), None);
         assert_eq!(s.source, RequestSource::Manifest);
         assert_eq!(s.resources.memory_bytes, 2 << 30);
         assert!(
@@ -217,10 +245,10 @@ mod tests {
             Some(300 << 20),
             "kept for the retry"
         );
-        let s = size(&request(ALL), Err("no attempt yet".into()));
+        let s = size(&request(ALL), Err("no attempt yet".into()), None);
         assert_eq!(s.record.detail, "fallback: no attempt yet");
         assert_eq!(s.walltime_ms, Some(600_000));
-        let s = size(&request(ALL), Ok(&advice(0.9, 0)));
+        let s = size(&request(ALL), Ok(&advice(0.9, 0)), None);
         assert_eq!(
             s.source,
             RequestSource::Manifest,

@@ -376,6 +376,13 @@ impl TaskAdvisor {
         }
     }
 
+    /// The ResourceAdvisor's memory (bytes) and run-time (s) bounds over
+    /// all targets: what the plain percentile would have asked.
+    pub fn percentile(&self) -> Option<(u64, f64)> {
+        let e = &self.fallback.get(&None)?.evidence;
+        Some((e.memory_bytes, e.run_time_s))
+    }
+
     /// The coverage its upper bounds state (0.95).
     pub fn coverage_target(&self) -> f64 {
         self.cfg.coverage

@@ -73,6 +73,9 @@ pub struct SizingRecord {
     /// The advisor's upper bounds for this task, used or not.
     pub predicted_memory_bytes: Option<u64>,
     pub predicted_run_time_ms: Option<u64>,
+    /// The ResourceAdvisor's (percentile) bounds, for the report's comparison.
+    pub percentile_memory_bytes: Option<u64>,
+    pub percentile_run_time_ms: Option<u64>,
 }
 
 /// A task the shell is asked to size.

@@ -43,13 +43,13 @@ pub(super) fn spawn(
 }
 
 fn size_one(req: &SizeRequest, table: &Arc<AdvisorTable>) -> TaskSizing {
-    let advice = table
-        .get(&req.task_type, FIRST_TRAINING_WAIT)
-        .and_then(|a| {
-            a.recommend(None, &task_features(req))
-                .map_err(|e| e.to_string())
-        });
-    auto::size(req, advice.as_ref().map_err(Clone::clone))
+    let advisor = table.get(&req.task_type, FIRST_TRAINING_WAIT);
+    let percentile = advisor.as_ref().ok().and_then(|a| a.percentile());
+    let advice = advisor.and_then(|a| {
+        a.recommend(None, &task_features(req))
+            .map_err(|e| e.to_string())
+    });
+    auto::size(req, advice.as_ref().map_err(Clone::clone), percentile)
 }
 
 /// The task's features as the advisors learned them: its job's `features:`

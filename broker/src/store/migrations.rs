@@ -113,12 +113,14 @@ fn migrate_from_4(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The columns schema 6 added (issue 17: how an advisor sized an attempt).
-const COLUMNS_OF_VERSION_6: [(&str, &str, &str); 5] = [
+const COLUMNS_OF_VERSION_6: [(&str, &str, &str); 7] = [
     ("attempts", "request_model", "TEXT"),
     ("attempts", "request_confidence", "REAL"),
     ("attempts", "request_detail", "TEXT"),
     ("attempts", "predicted_memory_bytes", "INTEGER"),
     ("attempts", "predicted_run_time_ms", "INTEGER"),
+    ("attempts", "percentile_memory_bytes", "INTEGER"),
+    ("attempts", "percentile_run_time_ms", "INTEGER"),
 ];
 
 /// 5 -> 6: the advisor's sizing of an attempt. Old rows keep NULL (no

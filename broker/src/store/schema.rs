@@ -231,7 +231,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     request_confidence REAL,
     request_detail TEXT,
     predicted_memory_bytes INTEGER,
-    predicted_run_time_ms INTEGER
+    predicted_run_time_ms INTEGER,
+    -- What the ResourceAdvisor (P95 + headroom) said, for comparison.
+    percentile_memory_bytes INTEGER,
+    percentile_run_time_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
