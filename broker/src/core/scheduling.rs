@@ -202,11 +202,10 @@ impl Core {
                     self.probe_cache(job_id, index);
                     continue;
                 }
-                if self.needs_sizing(job_id, index) {
+                if job.needs_sizing(index) {
                     self.request_sizing(job_id, index);
                     continue;
                 }
-                let job = &self.jobs[&job_id];
                 if let Some((r, _)) = job.request_of(index) {
                     // A task asking for other than its job (memory raised after
                     // MEMORY_EXHAUSTION, sized by the advisor) goes where it
@@ -276,6 +275,7 @@ impl Core {
         let job = &self.jobs[&job_id];
         let run_id = job.run;
         let task = job.first_task + index;
+        let sizing = job.sizing_record(index);
         let rendered = task_render(&self.runs[&run_id], job, index);
         // The attempt row is written either way: a task whose template fails for
         // this item gets a recorded, failed attempt. It keeps a bounded argv.
@@ -297,7 +297,12 @@ impl Core {
             resources: resources.clone(),
             request_source,
         });
-        self.record_sizing(job_id, index, attempt_id);
+        if let Some(record) = sizing {
+            self.fx.store.push(StoreOp::AttemptSizing {
+                attempt: attempt_id,
+                record,
+            });
+        }
         match rendered {
             Ok(r) => {
                 // Rendered inline just now: moved, not copied (the hot path).

@@ -19,7 +19,7 @@ use scalable_common::manifest::AutoResources;
 use scalable_common::protocol::JobId;
 use scalable_common::resources::Resources;
 
-use super::effects::{RenderRequest, RequestSource, StoreOp};
+use super::effects::{RenderRequest, RequestSource};
 use super::model::{Job, TaskState};
 use super::Core;
 
@@ -122,17 +122,23 @@ impl Job {
         let s = self.auto.as_ref()?.sized.get(&index)?;
         s.record.predicted_memory_bytes
     }
-}
 
-impl Core {
     /// Whether task `index` must be sized by the shell before it goes on.
-    pub(super) fn needs_sizing(&self, job_id: JobId, index: u64) -> bool {
-        let job = &self.jobs[&job_id];
-        job.auto
+    pub(super) fn needs_sizing(&self, index: u64) -> bool {
+        self.auto
             .as_ref()
             .is_some_and(|a| !a.sized.contains_key(&index))
     }
 
+    /// What a new attempt of the task stores about its sizing (nothing for
+    /// a job without `auto`).
+    pub(super) fn sizing_record(&self, index: u64) -> Option<Arc<SizingRecord>> {
+        let s = self.auto.as_ref()?.sized.get(&index)?;
+        Some(s.record.clone())
+    }
+}
+
+impl Core {
     /// Whether the job has as many sizings out as it may.
     pub(super) fn sizing_full(&self, job: &Job) -> bool {
         job.auto
@@ -197,19 +203,5 @@ impl Core {
         f.memory_bytes = f.memory_bytes.min(sizing.resources.memory_bytes);
         auto.sized.insert(index, sizing);
         self.push_requeued(job_id, index);
-    }
-
-    /// The sizing record of a new attempt of an `auto` task (nothing for
-    /// other jobs).
-    pub(super) fn record_sizing(&mut self, job_id: JobId, index: u64, attempt: u64) {
-        let Some(auto) = self.jobs[&job_id].auto.as_ref() else {
-            return;
-        };
-        if let Some(s) = auto.sized.get(&index) {
-            self.fx.store.push(StoreOp::AttemptSizing {
-                attempt,
-                record: s.record.clone(),
-            });
-        }
     }
 }
