@@ -252,7 +252,7 @@ fn plan(jobs: Vec<JobDef>, max_fails: Option<u64>) -> SubmitPlan {
     };
     let def_json = def.clone();
     let n_jobs = jobs.len();
-    let plan = SubmitPlan {
+    SubmitPlan {
         jobs: jobs
             .into_iter()
             .map(|j| PlannedJob {
@@ -277,6 +277,5 @@ fn plan(jobs: Vec<JobDef>, max_fails: Option<u64>) -> SubmitPlan {
             auto: vec![],
         })
         .expect("json"),
-    };
-    plan
+    }
 }
