@@ -161,6 +161,14 @@ fn memory_auto_sizes_each_task_tighter_than_its_fallback_without_a_kill() {
 }
 
 fn assert_report(b: &Broker) {
+    let export = b.ok(&["export", "last"]);
+    let sized = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["table"] == "attempt" && v["request_model"] == "gradient_boosting")
+        .filter(|v| v["predicted_memory_bytes"].as_u64().is_some())
+        .count();
+    assert_eq!(sized, TASKS as usize, "the export says how each was sized");
     let json: Value = serde_json::from_str(&b.ok(&["report", "last", "--format", "json"])).unwrap();
     let predictions = json["predictions"].as_array().unwrap();
     assert!(

@@ -171,3 +171,37 @@ impl AdvisorService {
 fn model_type_of(name: Option<&str>) -> Result<ModelType, String> {
     name.map_or(Ok(DEFAULT_MODEL), str::parse)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::sample::{Feature, Features};
+    use super::super::synthetic::Law;
+    use super::*;
+
+    /// Issue 17: an advisor whose recent advised attempts fell short of
+    /// its coverage steps back to the ResourceAdvisor and says why.
+    #[test]
+    fn an_advisor_whose_recent_coverage_fell_short_steps_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = AdvisorService::new(dir.path());
+        let mut samples = Law::default().samples("sim", 5, 40, 7);
+        let query = Features::from([
+            ("size_mb".to_string(), Feature::Number(100.0)),
+            ("kind".to_string(), Feature::Text("a".into())),
+        ]);
+        let trained = service.train("sim", DEFAULT_MODEL, &samples).unwrap();
+        let fine = trained.recommend(None, &query).unwrap();
+        assert_eq!(fine.model_type, "gradient_boosting", "{}", fine.method);
+        // The newest 40 attempts it sized all outgrew what they asked for.
+        for s in samples.iter_mut().rev().take(40) {
+            s.advised_memory_bytes = Some(s.peak_memory_bytes.unwrap() / 2);
+        }
+        samples.reverse(); // newest first, as `history` reads them
+        let demoted = service.train("sim", DEFAULT_MODEL, &samples).unwrap();
+        let a = demoted.recommend(None, &query).unwrap();
+        assert_eq!(
+            a.method,
+            "quantile (fallback: recent coverage 0.00 < 0.95 over the last 40 advised attempts)"
+        );
+    }
+}
