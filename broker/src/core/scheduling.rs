@@ -297,12 +297,8 @@ impl Core {
             resources: resources.clone(),
             request_source,
         });
-        if let Some(record) = sizing {
-            self.fx.store.push(StoreOp::AttemptSizing {
-                attempt: attempt_id,
-                record,
-            });
-        }
+        let attempt = attempt_id;
+        (self.fx.store).extend(sizing.map(|record| StoreOp::AttemptSizing { attempt, record }));
         match rendered {
             Ok(r) => {
                 // Rendered inline just now: moved, not copied (the hot path).
