@@ -23,6 +23,7 @@ _EXPORTS = {
     "ResourceAdvisor": "advisors",
     "LearnedAdvisor": "advisors",
     "Recommendation": "advisors",
+    "History": "history",
     "ScalableError": "errors",
     "InvalidInput": "errors",
     "BrokerUnreachable": "errors",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from .client import Client
     from .errors import BrokerUnreachable, InvalidInput, RemoteTraceback, ScalableError, ScalableWarning, TaskCancelled, TaskFailed
     from .futures import CommandResult, Future, as_completed
+    from .history import History
     from .session import Plan, ScalableSession
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -54,6 +55,36 @@ class Pending:
     deps: List[Future] = field(default_factory=list)
 
 
+# SPEC §4: a job name is letters, digits, "_", "." and "-", at most 128 long;
+# room is left for the "-N" a repeated name gets within one run.
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+_NAME_MAX = 120
+
+
+def job_label(what: Any) -> str:
+    """The job name of a call: the function's name (a program's for a command),
+    so the broker's advisors, `status` and the report group a function's calls
+    across runs (`LearnedAdvisor.recommend(task="run_demeter_scenario")`)."""
+    name = what if isinstance(what, str) else getattr(what, "__name__", None) or type(what).__name__
+    return _NAME_CHARS.sub("_", name)[:_NAME_MAX] or "call"
+
+
+def unique_names(batch: List["Pending"]) -> None:
+    """Job names unique within one run: the first call of a function keeps its
+    name, later ones in the same batch get "-2", "-3", ... (their futures too)."""
+    taken: set = set()
+    next_n: Dict[str, int] = {}
+    for p in batch:
+        base = name = p.job["name"]
+        while name in taken:
+            next_n[base] = next_n.get(base, 1) + 1
+            name = f"{base}-{next_n[base]}"
+        taken.add(name)
+        p.job["name"] = name
+        for f in p.futures:
+            f.name = name
+
+
 def task_env() -> Dict[str, str]:
     """The client's module path, so a task's interpreter imports what the
     caller could (functions pickled by reference, `scalable` itself)."""
@@ -85,11 +116,12 @@ def submit_batch(cli: Cli, rundir: str, seq: int, batch: List[Pending]) -> int:
     """Submit the batch as one run; returns its id. A dependency inside the
     batch is an `after` (the broker runs the dependent only once it
     succeeded, and cancels it if it failed)."""
-    names = {f.name for p in batch for f in p.futures}
+    unique_names(batch)
+    in_batch = {id(f) for p in batch for f in p.futures}
     jobs = []
     for p in batch:
         job = dict(p.job)
-        after = sorted({d.name for d in p.deps if d.name in names and not d.done()})
+        after = sorted({d.name for d in p.deps if id(d) in in_batch and not d.done()})
         if after:
             job["after"] = after
         jobs.append(job)

@@ -20,15 +20,18 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Sequence
 
 from . import _payload
 from ._cli import Cli
-from ._jobs import Options, Pending, submit_batch, swap_futures, task_env, worker_argv
+from ._jobs import Options, Pending, job_label, submit_batch, swap_futures, task_env, worker_argv
 from ._tracker import Tracker
 from .errors import ScalableError, TaskCancelled
 from .futures import CommandResult, Future
 from .futures import as_completed as _as_completed
+
+if TYPE_CHECKING:
+    from .history import History
 
 # Outcome files are looked for every SCAN_EVERY, plus SCAN_PER_FUTURE per
 # open future (a scan of a 10,000-task map's directory costs ~10 ms: done
@@ -69,13 +72,14 @@ class Client:
                gpus: Optional[int] = None, **kwargs: Any) -> Future:
         """Run `fn(*args, **kwargs)` as a task; futures among the arguments
         are waited for and replaced by their values."""
-        name = f"f{next(self._names)}"
+        key = f"f{next(self._names)}"
         deps: List[Future] = []
         args = swap_futures(args, self.rundir, deps)
         kwargs = swap_futures(kwargs, self.rundir, deps)
-        _payload.write_call(self.rundir, name, fn, args, kwargs, os.getcwd())
-        out = _payload.out_name(name, None)
-        job = self._job(name, worker_argv(f"{name}.in", out), [out], self.rundir)
+        _payload.write_call(self.rundir, key, fn, args, kwargs, os.getcwd())
+        out = _payload.out_name(key, None)
+        name = job_label(fn)
+        job = self._job(name, worker_argv(f"{key}.in", out), [out], self.rundir)
         Options(tag, cpus, memory, gpus, retries, walltime).apply(job)
         fut = Future(self, name, out)
         self._enqueue(Pending(job, [fut], deps))
@@ -87,7 +91,8 @@ class Client:
                        cwd: Optional[str] = None) -> Future:
         """Run a program (an argv list, no shell) as a task; the future's value
         is a `CommandResult`."""
-        name = f"c{next(self._names)}"
+        next(self._names)
+        name = job_label(os.path.basename(str(argv[0])) if argv else "command")
         job = self._job(name, [str(a) for a in argv], [], os.path.abspath(cwd or os.getcwd()))
         Options(tag, cpus, memory, gpus, retries, walltime).apply(job)
         fut = Future(self, name, "")
@@ -104,13 +109,14 @@ class Client:
             return []
         if any(isinstance(i, Future) for i in items):
             raise TypeError("map: items may not be futures; use submit(fn, future) for dependencies")
-        name = f"m{next(self._names)}"
-        _payload.write_map(self.rundir, name, fn, items, kwargs, os.getcwd())
-        out = f"{name}-{{{{ index }}}}.out"
-        job = self._job(name, worker_argv(f"{name}.in", out, "{{ index }}"), [out], self.rundir)
+        key = f"m{next(self._names)}"
+        _payload.write_map(self.rundir, key, fn, items, kwargs, os.getcwd())
+        out = f"{key}-{{{{ index }}}}.out"
+        name = job_label(fn)
+        job = self._job(name, worker_argv(f"{key}.in", out, "{{ index }}"), [out], self.rundir)
         job["range"] = f"0..={len(items) - 1}"
         Options(tag, cpus, memory, gpus, retries, walltime).apply(job)
-        futures = [Future(self, name, _payload.out_name(name, i), i) for i in range(len(items))]
+        futures = [Future(self, name, _payload.out_name(key, i), i) for i in range(len(items))]
         self._submit_now([Pending(job, futures)])
         return futures
 
@@ -134,6 +140,13 @@ class Client:
             batch, self._pending = self._ready_batch()
         if batch:
             self._submit_now(batch)
+
+    @property
+    def history(self) -> "History":
+        """Read-only access to this broker's runs, telemetry and reports."""
+        from .history import History
+
+        return History(self.cli.access)
 
     # -- waiting -----------------------------------------------------------
 
@@ -201,9 +214,9 @@ class Client:
                 for f in p.futures:
                     f._set_error(TaskCancelled(f.task, "a dependency failed or was cancelled"))
                 continue
-            if all(d.done() or d.name in in_batch for d in p.deps):
+            if all(d.done() or id(d) in in_batch for d in p.deps):
                 batch.append(p)
-                in_batch.update(f.name for f in p.futures)
+                in_batch.update(id(f) for f in p.futures)
             else:
                 held.append(p)
         return batch, held

@@ -37,3 +37,10 @@ def marked_sleep(marker_dir, seconds):
         f.write(attempt)
     time.sleep(seconds)
     return f"done after attempt {attempt}"
+
+
+def grow(megabytes):
+    """Holds `megabytes` MB for a moment: a peak the advisors can measure."""
+    block = bytearray(megabytes * 1024 * 1024)
+    time.sleep(0.3)
+    return len(block)

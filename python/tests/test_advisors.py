@@ -62,3 +62,21 @@ def test_resource_advisor_has_no_model_type(fake_cli):
 def test_unknown_model_type_is_refused():
     with pytest.raises(ValueError, match="random_forest"):
         LearnedAdvisor(model_type="svm")
+
+
+def test_advisors_learn_from_the_client_runs(client, session):
+    """Five runs of one function through the real broker: the percentile
+    advisor sizes it from what the calls measured (the job is named after the
+    function, so runs group); the learned one, without features to learn
+    from, falls back to it and says so."""
+    import tasks
+
+    for _ in range(5):
+        assert client.gather(client.map(tasks.grow, [8, 16, 32, 64], tag="demeter")) == [n << 20 for n in (8, 16, 32, 64)]
+    rec = ResourceAdvisor.from_history(session).recommend(task="grow")
+    assert rec.task == "grow"
+    assert rec.evidence["runs_analyzed"] >= 5, rec.raw
+    assert rec.evidence["attempts_analyzed"] >= 20, rec.raw
+    learned = LearnedAdvisor.from_history(session, model_type="linear").recommend(task="grow")
+    assert "fallback" in (learned.method or ""), learned.raw
+    print(json.dumps(rec.raw))

@@ -21,7 +21,7 @@ impl Core {
     /// How many unstarted attempts this agent may hold: one per cpu (assigned,
     /// not yet reported started) plus a queue worth its measured throughput over
     /// the prefetch horizon, and at least one more per cpu.
-    fn prefetch_depth(&self, a: &Agent) -> u32 {
+    pub(super) fn prefetch_depth(&self, a: &Agent) -> u32 {
         let cpus = a.capacity.cpus.max(1);
         let by_rate = (a.rate_per_s * self.cfg.prefetch_horizon_ms as f64 / 1000.0) as u32;
         cpus + by_rate.max(cpus).min(self.cfg.prefetch_max)

@@ -190,3 +190,40 @@ fn a_template_over_its_budget_fails_its_task_without_stalling_the_core() {
         )
     );
 }
+
+/// A fast agent that keeps emptying its queue grows it within milliseconds
+/// (slow start), not only at the tick's 250 ms rate windows; a slow one does not.
+#[test]
+fn a_starved_fast_agent_grows_its_queue_within_milliseconds() {
+    let mut env = TestEnv::new();
+    let a = env.agent(2, &[]);
+    env.submit(vec![job("many", 100_000)]);
+    let mut held = assigned(&env.step(), a);
+    assert_eq!(held.len(), 4, "2 cpus + one per cpu before any rate");
+    // Each round the agent finishes all it holds 5 ms later (2,000 tasks/s+).
+    for _ in 0..4 {
+        env.now_ms += 5;
+        let fx = env.finish(a, &held, 0);
+        held = assigned(&fx, a);
+    }
+    let depth = env.core.prefetch_depth(&env.core.agents[&a]);
+    assert!(
+        depth >= 200,
+        "after 20 ms of a fast agent the queue is {depth} deep"
+    );
+
+    // An agent of 1 s tasks keeps a queue of about one per cpu.
+    let mut env = TestEnv::new();
+    let b = env.agent(2, &[]);
+    env.submit(vec![job("slow", 100)]);
+    let mut held = assigned(&env.step(), b);
+    for _ in 0..4 {
+        let (now, later) = held.split_at(2);
+        env.advance(1_000);
+        let fx = env.finish(b, now, 0);
+        held = later.to_vec();
+        held.extend(assigned(&fx, b));
+    }
+    let depth = env.core.prefetch_depth(&env.core.agents[&b]);
+    assert!(depth <= 6, "1 s tasks keep a short queue, got {depth}");
+}
