@@ -1,9 +1,10 @@
-//! Whether a learned advisor still keeps its word: the share of the recent
-//! attempts it sized whose peak memory stayed under what it had them ask
-//! for, against the coverage it states. An advisor whose recent coverage
-//! falls clearly below (more than two binomial standard deviations under
-//! its target: a few misses in forty are chance at 95%) is set aside for the
-//! ResourceAdvisor, and says so in `method`.
+//! Whether the advice still keeps its word: the share of the recent
+//! attempts an advisor sized whose peak memory stayed under what they asked
+//! for, against the coverage the learned advisor states. When the recent
+//! coverage falls clearly below (more than two binomial standard deviations
+//! under its target: a few misses in forty are chance at 95%), the learned
+//! advisor is set aside for the ResourceAdvisor and says so in `method`;
+//! once the advice that replaced it covers the window again, it comes back.
 //!
 //! Pure: samples in, a verdict out; it must not train or read the store.
 

@@ -3,8 +3,8 @@
 //! the job name), tag, target (its agent's pilot's, else `local`) and the
 //! task's features (the job's `features:` templates rendered for the task,
 //! from the run's stored definition, and `input_bytes`: its declared
-//! inputs' total size when it declares any), and how a learned advisor
-//! sized it, if one did.
+//! inputs' total size when it declares any), and what an advisor had it
+//! ask for, if one sized it.
 //!
 //! Runs on a blocking thread with its own read-only connection (WAL lets it
 //! read beside the writer); it must never run on the core or on the store's
@@ -28,7 +28,7 @@ pub const SAMPLES_MAX: usize = 100_000;
 const QUERY: &str = "
 SELECT a.run_id, a.job_id, a.idx, a.end_class, a.peak_rss_bytes, a.cpu_time_us,
        a.started_at_us, a.ended_at_us, j.name, j.tag, p.target,
-       a.input_bytes, a.request_source, a.request_model, a.memory_bytes
+       a.input_bytes, a.request_source, a.memory_bytes
 FROM attempts a
 JOIN jobs j ON j.id = a.job_id
 LEFT JOIN agents g ON g.id = a.agent_id
@@ -89,10 +89,11 @@ pub fn load(c: &Connection) -> Result<Vec<Sample>, String> {
                 .entry(INPUT_BYTES.to_string())
                 .or_insert(Feature::Number(bytes as f64));
         }
+        // Any advice that was used counts, the percentile's too: a learned
+        // advisor set aside comes back once the advice that replaced it
+        // kept its word for a window (a probation, not a life sentence).
         let source: Option<String> = r.get(12).map_err(err)?;
-        let model: Option<String> = r.get(13).map_err(err)?;
-        let learned = source.as_deref() == Some("advisor")
-            && model.as_deref().is_some_and(|m| m != "quantile");
+        let advised = source.as_deref() == Some("advisor");
         out.push(Sample {
             task_type,
             tag: r.get(9).map_err(err)?,
@@ -111,7 +112,7 @@ pub fn load(c: &Connection) -> Result<Vec<Sample>, String> {
             } else {
                 Outcome::MemoryKilled
             },
-            advised_memory_bytes: opt_u64(14).map_err(err)?.filter(|_| learned),
+            advised_memory_bytes: opt_u64(13).map_err(err)?.filter(|_| advised),
         });
     }
     Ok(out)
