@@ -9,6 +9,7 @@ mod agent_binary;
 mod agent_loss;
 mod assistants;
 mod auth;
+mod auto_sizing;
 mod cache;
 mod chaos;
 mod clarity;

@@ -322,6 +322,19 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
         StoreOp::InsertAttempt { .. } | StoreOp::TaskState { .. } => {
             grouped::write_one(c, op)?;
         }
+        StoreOp::AttemptSizing { attempt, record } => {
+            c.get("UPDATE attempts SET request_model = ?2, request_confidence = ?3, request_detail = ?4, predicted_memory_bytes = ?5, predicted_run_time_ms = ?6, percentile_memory_bytes = ?7, percentile_run_time_ms = ?8 WHERE id = ?1")?
+                .execute(params![
+                    *attempt as i64,
+                    record.model,
+                    record.confidence,
+                    record.detail,
+                    record.predicted_memory_bytes.map(|b| b as i64),
+                    record.predicted_run_time_ms.map(|t| t as i64),
+                    record.percentile_memory_bytes.map(|b| b as i64),
+                    record.percentile_run_time_ms.map(|t| t as i64)
+                ])?;
+        }
         StoreOp::AttemptStarted { attempt, at_us } => {
             c.get("UPDATE attempts SET started_at_us = ?2 WHERE id = ?1")?
                 .execute(params![*attempt as i64, *at_us as i64])?;

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use scalable_common::manifest::Manifest;
+use scalable_common::manifest::{AutoResources, Manifest};
 use scalable_common::protocol::{ContainerSpec, SubmitRequest};
 use scalable_common::resources::Resources;
 use scalable_common::units::format_size;
@@ -36,8 +36,9 @@ pub fn plan(req: SubmitRequest, broker_manifest: Option<&Manifest>) -> Result<Su
     let mut jobs = Vec::with_capacity(req.workflow.jobs.len());
     let mut def = req.workflow.clone();
     for (i, j) in req.workflow.jobs.iter().enumerate() {
-        let (bound, container) = bind(j, manifest, &req.source, i)?;
-        let planned = planned_job(bound.clone(), container, &req.source)?;
+        let (bound, container, auto) = bind(j, manifest, &req.source, i)?;
+        let mut planned = planned_job(bound.clone(), container, &req.source)?;
+        planned.auto = auto;
         if let Some(m) = manifest {
             check_fits_some_worker(m, &bound, &planned.resources, &req.source, i)?;
         }
@@ -53,6 +54,7 @@ pub fn plan(req: SubmitRequest, broker_manifest: Option<&Manifest>) -> Result<Su
     let stored = StoredDefinition {
         workflow: def.clone(),
         containers: jobs.iter().map(|j| j.container.clone()).collect(),
+        auto: jobs.iter().map(|j| j.auto).collect(),
     };
     let definition_json = serde_json::to_string(&stored).map_err(|e| e.to_string())?;
     Ok(SubmitPlan {
@@ -71,6 +73,10 @@ pub fn plan(req: SubmitRequest, broker_manifest: Option<&Manifest>) -> Result<Su
 pub struct StoredDefinition {
     pub workflow: WorkflowDef,
     pub containers: Vec<Option<ContainerSpec>>,
+    /// Per job, what its binding lets the advisor size (`memory: auto` ...);
+    /// absent in runs stored before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto: Vec<Option<AutoResources>>,
 }
 
 /// Rebuilds the planned jobs of a stored run (broker restart).
@@ -85,7 +91,7 @@ pub fn replan(
             "stored definition of {source}: jobs and containers differ in number"
         ));
     }
-    let jobs = stored
+    let mut jobs = stored
         .workflow
         .jobs
         .iter()
@@ -93,6 +99,9 @@ pub fn replan(
         .zip(stored.containers)
         .map(|(j, c)| planned_job(j, c, source))
         .collect::<Result<Vec<_>, _>>()?;
+    for (j, auto) in jobs.iter_mut().zip(stored.auto) {
+        j.auto = auto;
+    }
     Ok((stored.workflow, jobs))
 }
 
@@ -115,18 +124,26 @@ fn planned_job(
         templates: Arc::new(templates),
         resources,
         container,
+        auto: None,
     })
 }
 
-/// Applies the job's `task:` binding, if any.
+/// A job bound to its manifest task: the job, its container, and what the
+/// advisor sizes.
+type Bound = (JobDef, Option<ContainerSpec>, Option<AutoResources>);
+
+/// Applies the job's `task:` binding, if any. An `auto` quantity the job
+/// sets itself is not auto (what the job sets wins); the others ask for
+/// the binding's `fallback:`, else the component's value, until the
+/// advisor is confident.
 fn bind(
     job: &JobDef,
     manifest: Option<&Manifest>,
     source: &str,
     i: usize,
-) -> Result<(JobDef, Option<ContainerSpec>), String> {
+) -> Result<Bound, String> {
     let Some(task) = &job.task else {
-        return Ok((job.clone(), None));
+        return Ok((job.clone(), None, None));
     };
     let Some(m) = manifest else {
         return Err(format!(
@@ -142,14 +159,29 @@ fn bind(
     };
     let mut j = job.clone();
     j.tag = j.tag.or_else(|| Some(component.name.clone()));
+    let auto = AutoResources {
+        memory: binding.auto.memory && j.resources.memory_bytes.is_none(),
+        cpus: binding.auto.cpus && j.resources.cpus.is_none(),
+        walltime: binding.auto.walltime && j.walltime_ms.is_none(),
+    };
+    let fallback = &binding.fallback;
     let r = &mut j.resources;
-    r.cpus = r.cpus.or(Some(component.cpus));
-    r.memory_bytes = r.memory_bytes.or(component.memory_bytes);
+    r.cpus = r
+        .cpus
+        .or(fallback.cpus.filter(|_| auto.cpus))
+        .or(Some(component.cpus));
+    r.memory_bytes = r
+        .memory_bytes
+        .or(fallback.memory_bytes.filter(|_| auto.memory))
+        .or(component.memory_bytes);
     r.gpus = r.gpus.or(Some(component.gpus));
     if j.retries == 0 {
         j.retries = binding.retries;
     }
-    j.walltime_ms = j.walltime_ms.or(binding.walltime_ms);
+    j.walltime_ms = j
+        .walltime_ms
+        .or(fallback.walltime_ms.filter(|_| auto.walltime))
+        .or(binding.walltime_ms);
     j.cache = j.cache || binding.cache;
     let mut env = component.env.clone();
     env.extend(j.env.iter().cloned());
@@ -161,7 +193,7 @@ fn bind(
     if container.is_none() {
         j.env = env;
     }
-    Ok((j, container))
+    Ok((j, container, auto.any().then_some(auto)))
 }
 
 /// `submit --manifest M --target T`: the user named the target that runs

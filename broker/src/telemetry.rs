@@ -105,6 +105,12 @@ pub struct AttemptRow {
     pub gpus: Option<u32>,
     pub custom_resources: Option<serde_json::Value>,
     pub request_source: Option<String>,
+    /// How an advisor sized it (`memory: auto`, schema 6); null otherwise.
+    pub request_model: Option<String>,
+    pub request_confidence: Option<f64>,
+    pub request_detail: Option<String>,
+    pub predicted_memory_bytes: Option<u64>,
+    pub predicted_run_time_ms: Option<u64>,
     pub peak_rss_bytes: Option<u64>,
     pub memory_limit_bytes: Option<u64>,
     pub cpu_time_us: Option<u64>,

@@ -64,8 +64,8 @@ mod tests;
 use crate::located::{Hint, LocatedError, LocatedErrors};
 
 pub use schema::{
-    Adaptive, AwsClusterType, Component, ContainerPolicy, KubeKind, Manifest, Project, Provider,
-    Target, TaskBinding, WorkerShape,
+    Adaptive, AutoFallback, AutoResources, AwsClusterType, Component, ContainerPolicy, KubeKind,
+    Manifest, Project, Provider, Target, TaskBinding, WorkerShape,
 };
 
 /// A manifest text larger than this is refused before it is parsed.

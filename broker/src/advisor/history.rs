@@ -2,7 +2,9 @@
 //! memory kill, with its job's task type (the manifest task binding, else
 //! the job name), tag, target (its agent's pilot's, else `local`) and the
 //! task's features (the job's `features:` templates rendered for the task,
-//! from the run's stored definition).
+//! from the run's stored definition, and `input_bytes`: its declared
+//! inputs' total size when it declares any), and what an advisor had it
+//! ask for, if one sized it.
 //!
 //! Runs on a blocking thread with its own read-only connection (WAL lets it
 //! read beside the writer); it must never run on the core or on the store's
@@ -14,7 +16,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::sample::{features_of, Outcome, Sample};
+use super::sample::{features_of, Feature, Outcome, Sample};
 use crate::core::PlannedJob;
 use crate::submit;
 
@@ -25,7 +27,8 @@ pub const SAMPLES_MAX: usize = 100_000;
 
 const QUERY: &str = "
 SELECT a.run_id, a.job_id, a.idx, a.end_class, a.peak_rss_bytes, a.cpu_time_us,
-       a.started_at_us, a.ended_at_us, j.name, j.tag, p.target
+       a.started_at_us, a.ended_at_us, j.name, j.tag, p.target,
+       a.input_bytes, a.request_source, a.memory_bytes
 FROM attempts a
 JOIN jobs j ON j.id = a.job_id
 LEFT JOIN agents g ON g.id = a.agent_id
@@ -33,6 +36,9 @@ LEFT JOIN pilots p ON p.id = g.pilot_id
 WHERE a.end_class IN ('SUCCESS', 'MEMORY_EXHAUSTION')
 ORDER BY a.id DESC
 LIMIT ?1";
+
+/// The feature the declared inputs' total size is learned and asked as.
+pub const INPUT_BYTES: &str = "input_bytes";
 
 /// Opens the store read-only.
 pub fn open(db: &Path) -> Result<Connection, String> {
@@ -73,10 +79,21 @@ pub fn load(c: &Connection) -> Result<Vec<Sample>, String> {
         let task_type = planned
             .and_then(|p| p.def.task.clone())
             .unwrap_or_else(|| name.clone());
-        let features = planned
+        let mut features = planned
             .and_then(|p| p.templates.features(&p.def, idx, run).ok())
             .map(|pairs| features_of(&pairs))
             .unwrap_or_default();
+        if let Some(bytes) = opt_u64(11).map_err(err)? {
+            // The declared inputs' size, as the dispatch sees it (`auto`).
+            features
+                .entry(INPUT_BYTES.to_string())
+                .or_insert(Feature::Number(bytes as f64));
+        }
+        // Any advice that was used counts, the percentile's too: a learned
+        // advisor set aside comes back once the advice that replaced it
+        // kept its word for a window (a probation, not a life sentence).
+        let source: Option<String> = r.get(12).map_err(err)?;
+        let advised = source.as_deref() == Some("advisor");
         out.push(Sample {
             task_type,
             tag: r.get(9).map_err(err)?,
@@ -95,6 +112,7 @@ pub fn load(c: &Connection) -> Result<Vec<Sample>, String> {
             } else {
                 Outcome::MemoryKilled
             },
+            advised_memory_bytes: opt_u64(13).map_err(err)?.filter(|_| advised),
         });
     }
     Ok(out)

@@ -368,6 +368,26 @@ impl TaskAdvisor {
         })
     }
 
+    /// Sets the model aside (its recent coverage fell short): advice comes
+    /// from the ResourceAdvisor and says why.
+    pub fn demote(&mut self, reason: String) {
+        if self.learned.is_ok() {
+            self.learned = Err(reason);
+        }
+    }
+
+    /// The ResourceAdvisor's memory (bytes) and run-time (s) bounds over
+    /// all targets: what the plain percentile would have asked.
+    pub fn percentile(&self) -> Option<(u64, f64)> {
+        let e = &self.fallback.get(&None)?.evidence;
+        Some((e.memory_bytes, e.run_time_s))
+    }
+
+    /// The coverage its upper bounds state (0.95).
+    pub fn coverage_target(&self) -> f64 {
+        self.cfg.coverage
+    }
+
     /// Why there is no model, when there is none.
     pub fn thin_reason(&self) -> Option<&str> {
         self.learned.as_ref().err().map(String::as_str)

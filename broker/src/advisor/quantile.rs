@@ -216,6 +216,7 @@ mod tests {
             started_at_us: Some(run * 1_000_000_000),
             ended_at_us: Some(run * 1_000_000_000 + secs * 1_000_000),
             outcome,
+            advised_memory_bytes: None,
         }
     }
 

@@ -60,6 +60,9 @@ pub struct Sample {
     pub started_at_us: Option<u64>,
     pub ended_at_us: Option<u64>,
     pub outcome: Outcome,
+    /// The memory an advisor had this attempt ask for (`memory: auto`), to
+    /// score the advice on it; `None`: not sized by one.
+    pub advised_memory_bytes: Option<u64>,
 }
 
 impl Sample {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use scalable_common::protocol::{AdviseRequest, TuneRequest};
 
 use super::advice::Advice;
+use super::coverage;
 use super::history;
 use super::learned::{train, LearnedConfig, TaskAdvisor};
 use super::model::{ModelParams, ModelType};
@@ -88,7 +89,9 @@ impl AdvisorService {
         Ok(report)
     }
 
-    fn samples(&self) -> Result<Vec<Sample>, String> {
+    /// Every sample in the store (blocking: a read of up to `SAMPLES_MAX`
+    /// attempts and their runs' definitions).
+    pub(crate) fn samples(&self) -> Result<Vec<Sample>, String> {
         if !self.db.exists() {
             return Ok(Vec::new());
         }
@@ -110,11 +113,7 @@ impl AdvisorService {
                 return Ok(c.advisor.clone());
             }
         }
-        let mut cfg = LearnedConfig::new(m);
-        if let Some(p) = self.tuned().get(task).and_then(|t| t.get(&m)) {
-            cfg.params = p.clone();
-        }
-        let advisor = Arc::new(train(task, samples, &cfg).map_err(|e| e.to_string())?);
+        let advisor = Arc::new(self.train(task, m, samples)?);
         self.lock().insert(
             key,
             Cached {
@@ -123,6 +122,32 @@ impl AdvisorService {
             },
         );
         Ok(advisor)
+    }
+
+    /// A task type's advisors trained with its tuned parameters, set aside
+    /// for the ResourceAdvisor when the attempts it sized lately fell short
+    /// of its coverage (`coverage`). Blocking: seconds.
+    pub(crate) fn train(
+        &self,
+        task: &str,
+        m: ModelType,
+        samples: &[Sample],
+    ) -> Result<TaskAdvisor, String> {
+        let mut cfg = LearnedConfig::new(m);
+        if let Some(p) = self.tuned().get(task).and_then(|t| t.get(&m)) {
+            cfg.params = p.clone();
+        }
+        let mut advisor = train(task, samples, &cfg).map_err(|e| e.to_string())?;
+        let mine: Vec<&Sample> = samples.iter().filter(|s| s.task_type == task).collect();
+        if let Some(why) = coverage::shortfall(&mine, advisor.coverage_target()) {
+            advisor.demote(why);
+        }
+        Ok(advisor)
+    }
+
+    /// The store this service reads.
+    pub(crate) fn db(&self) -> &Path {
+        &self.db
     }
 
     /// The stored tuned parameters; an unreadable file counts as none (the
@@ -145,4 +170,38 @@ impl AdvisorService {
 
 fn model_type_of(name: Option<&str>) -> Result<ModelType, String> {
     name.map_or(Ok(DEFAULT_MODEL), str::parse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sample::{Feature, Features};
+    use super::super::synthetic::Law;
+    use super::*;
+
+    /// Issue 17: an advisor whose recent advised attempts fell short of
+    /// its coverage steps back to the ResourceAdvisor and says why.
+    #[test]
+    fn an_advisor_whose_recent_coverage_fell_short_steps_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = AdvisorService::new(dir.path());
+        let mut samples = Law::default().samples("sim", 5, 40, 7);
+        let query = Features::from([
+            ("size_mb".to_string(), Feature::Number(100.0)),
+            ("kind".to_string(), Feature::Text("a".into())),
+        ]);
+        let trained = service.train("sim", DEFAULT_MODEL, &samples).unwrap();
+        let fine = trained.recommend(None, &query).unwrap();
+        assert_eq!(fine.model_type, "gradient_boosting", "{}", fine.method);
+        // The newest 40 attempts it sized all outgrew what they asked for.
+        for s in samples.iter_mut().rev().take(40) {
+            s.advised_memory_bytes = Some(s.peak_memory_bytes.unwrap() / 2);
+        }
+        samples.reverse(); // newest first, as `history` reads them
+        let demoted = service.train("sim", DEFAULT_MODEL, &samples).unwrap();
+        let a = demoted.recommend(None, &query).unwrap();
+        assert_eq!(
+            a.method,
+            "quantile (fallback: recent coverage 0.00 < 0.95 over the last 40 advised attempts)"
+        );
+    }
 }

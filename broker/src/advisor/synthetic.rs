@@ -104,6 +104,7 @@ impl Law {
                     started_at_us: Some(clock_us),
                     ended_at_us: Some(clock_us + run_us),
                     outcome: Outcome::Succeeded,
+                    advised_memory_bytes: None,
                 });
                 clock_us += run_us;
             }

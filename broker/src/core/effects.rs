@@ -16,6 +16,8 @@ use scalable_common::resources::Resources;
 use scalable_common::scaling::{ScalingDecisionInfo, ScalingOutcome};
 use scalable_common::workflow::{JobDef, JobTemplates};
 
+use super::sizing::{SizeRequest, SizingRecord};
+
 /// One write to the store. Only the store turns these into SQL.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
@@ -63,6 +65,11 @@ pub enum StoreOp {
     AttemptStarted {
         attempt: AttemptId,
         at_us: u64,
+    },
+    /// How an `auto` task's attempt was sized (schema 6), after its insert.
+    AttemptSizing {
+        attempt: AttemptId,
+        record: Arc<SizingRecord>,
     },
     /// An attempt ended; `result` is what the agent reported (or the broker
     /// synthesised for a lost agent).
@@ -260,6 +267,9 @@ pub struct Effects {
     /// Tasks of jobs with costly templates to render off the core (the shell
     /// answers with `Core::render_answer`).
     pub render: Vec<RenderRequest>,
+    /// Tasks of `auto` jobs to size off the core (the shell answers with
+    /// `Core::sizing_answer`).
+    pub sizing: Vec<SizeRequest>,
     /// Counted successes of `cache: true` tasks, to save in the cache.
     pub cache_record: Vec<CacheRecord>,
     /// Counted attempts with declared outputs. The shell promotes their
@@ -282,6 +292,7 @@ impl Effects {
             && self.finished_runs.is_empty()
             && self.cache_probe.is_empty()
             && self.render.is_empty()
+            && self.sizing.is_empty()
             && self.cache_record.is_empty()
             && self.promote.is_empty()
     }

@@ -36,6 +36,7 @@ pub mod restore;
 mod resume;
 mod sanity;
 mod scheduling;
+pub mod sizing;
 mod submit;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,7 @@ pub use effects::{
 };
 use model::{Agent, Attempt, Job, ReadyKey, Run};
 pub use model::{PlannedJob, RenderedTask, SubmitPlan};
+pub use sizing::{SizeRequest, SizingRecord, TaskSizing};
 
 /// Tunables of the core. Defaults suit production; tests shorten the times.
 #[derive(Debug, Clone)]
@@ -81,6 +83,8 @@ pub struct CoreConfig {
     pub cache_probes_max: usize,
     /// Renders out at once per job with costly templates (`render`).
     pub renders_max: usize,
+    /// Sizings out at once per job with `auto` quantities (`sizing`).
+    pub sizings_max: usize,
     /// Circuit breaker per task: an attempt lost on the way this many times
     /// (its agent came back without it, never having started it) fails its
     /// task instead of being sent again.
@@ -110,6 +114,7 @@ impl Default for CoreConfig {
             oom_factor: 1.5,
             cache_probes_max: 64,
             renders_max: 64,
+            sizings_max: 256,
             undelivered_limit: 3,
             agent_undelivered_limit: 2,
             bench_ms: 60_000,

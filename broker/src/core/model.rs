@@ -12,9 +12,12 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use scalable_common::explain::Cancellation;
+use scalable_common::manifest::AutoResources;
 use scalable_common::protocol::{AgentId, AttemptId, ContainerSpec, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 use scalable_common::workflow::{JobDef, JobTemplates, WorkflowDef};
+
+use super::sizing::AutoJob;
 
 /// A task's state (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +207,8 @@ pub struct Job {
     pub rendered: HashMap<u64, Result<Arc<RenderedTask>, String>>,
     /// `cache: true` tasks probed and missed: their key (JSON) and why they run.
     pub cache_misses: HashMap<u64, (String, String)>,
+    /// Sized by the advisor (`memory: auto` ...); `None` for other jobs.
+    pub auto: Option<Box<AutoJob>>,
 }
 
 impl Job {
@@ -216,7 +221,16 @@ impl Job {
         deps_pending: u32,
     ) -> Job {
         let count = planned.def.items.count();
+        let auto = planned.auto.map(|spec| {
+            let task_type = planned
+                .def
+                .task
+                .clone()
+                .unwrap_or_else(|| planned.def.name.clone());
+            Box::new(AutoJob::new(spec, task_type, &planned.resources))
+        });
         Job {
+            auto,
             id,
             run,
             def: planned.def,
@@ -449,6 +463,8 @@ pub struct PlannedJob {
     pub resources: Resources,
     /// The component's image, mounts and env when its manifest binding has an image.
     pub container: Option<ContainerSpec>,
+    /// The quantities its manifest binding lets the advisor size, if any.
+    pub auto: Option<AutoResources>,
 }
 
 /// The order in which ready jobs are offered to agents: higher `priority:`

@@ -175,7 +175,8 @@ impl Core {
                 let fits = if prefetch {
                     agent.unstarted < depth
                 } else {
-                    agent.fits_now(&job.resources) || job.resources.fits_in(&agent.reported_free)
+                    let least = job.least_request();
+                    agent.fits_now(least) || least.fits_in(&agent.reported_free)
                 };
                 if !fits {
                     break;
@@ -184,6 +185,9 @@ impl Core {
                     break;
                 }
                 if job.templates.is_costly() && job.rendering.len() >= self.cfg.renders_max {
+                    break;
+                }
+                if self.sizing_full(job) {
                     break;
                 }
                 let Some(index) = self.pop_ready_task(job_id) else {
@@ -198,9 +202,14 @@ impl Core {
                     self.probe_cache(job_id, index);
                     continue;
                 }
-                if let Some(r) = job.overrides.get(&index) {
-                    // A task asking for more than its job (memory raised after
-                    // MEMORY_EXHAUSTION) goes where it fits, or waits its turn.
+                if job.needs_sizing(index) {
+                    self.request_sizing(job_id, index);
+                    continue;
+                }
+                if let Some((r, _)) = job.request_of(index) {
+                    // A task asking for other than its job (memory raised after
+                    // MEMORY_EXHAUSTION, sized by the advisor) goes where it
+                    // fits, or waits its turn.
                     let agent = &self.agents[&agent_id];
                     let fits = agent.could_ever_run(r)
                         && (prefetch || agent.fits_now(r) || r.fits_in(&agent.reported_free));
@@ -226,7 +235,7 @@ impl Core {
         let agent = self.agents.get_mut(&agent_id).expect("exists");
         agent.last_assign = Some((now_ms, job_id));
         let job = &self.jobs[&job_id];
-        let req = job.overrides.get(&index).unwrap_or(&job.resources);
+        let req = job.request_of(index).map_or(&job.resources, |(r, _)| r);
         if req.fits_in(&agent.reported_free) {
             agent.reported_free.take(req);
         } else {
@@ -266,6 +275,7 @@ impl Core {
         let job = &self.jobs[&job_id];
         let run_id = job.run;
         let task = job.first_task + index;
+        let sizing = job.sizing_record(index);
         let rendered = task_render(&self.runs[&run_id], job, index);
         // The attempt row is written either way: a task whose template fails for
         // this item gets a recorded, failed attempt. It keeps a bounded argv.
@@ -287,6 +297,8 @@ impl Core {
             resources: resources.clone(),
             request_source,
         });
+        let attempt = attempt_id;
+        (self.fx.store).extend(sizing.map(|record| StoreOp::AttemptSizing { attempt, record }));
         match rendered {
             Ok(r) => {
                 // Rendered inline just now: moved, not copied (the hot path).
@@ -301,7 +313,7 @@ impl Core {
                     env: r.env,
                     cwd: r.cwd,
                     resources,
-                    walltime_ms: job.def.walltime_ms,
+                    walltime_ms: job.walltime_of(index),
                     outputs: r.outputs,
                     container: job.container.clone(),
                     inputs: r.inputs,
@@ -364,8 +376,8 @@ impl Core {
             false => job.ready_again_at_ms.remove(&index),
         };
         let ready_at_ms = ready_again.unwrap_or(job.released_at_ms);
-        let (resources, request_source) = match job.overrides.get(&index) {
-            Some(raised) => (raised.clone(), RequestSource::OomRetry),
+        let (resources, request_source) = match job.request_of(index) {
+            Some((r, source)) => (r.clone(), source),
             None => (job.resources.clone(), RequestSource::Manifest),
         };
         let agent = self.agents.get_mut(&agent_id).expect("exists");

@@ -201,7 +201,9 @@ impl Core {
         let job = &self.jobs[&at.job];
         let asked = at.resources.memory_bytes;
         let from = peak_rss.max(asked);
-        let mut want = (from as f64 * self.cfg.oom_factor) as u64;
+        // Issue 17: never below the advisor's upper bound for this task.
+        let bound = job.predicted_memory(at.index).unwrap_or(0);
+        let mut want = ((from as f64 * self.cfg.oom_factor) as u64).max(bound);
         let largest = self
             .agents
             .values()
@@ -222,7 +224,7 @@ impl Core {
         r.memory_bytes = want;
         let size = scalable_common::units::format_size;
         let detail = format!(
-            "task {}/{}/{}: memory request raised from {} to {} = max(peak {}, request) x {}{}",
+            "task {}/{}/{}: memory request raised from {} to {} = max(peak {}, request) x {}{}{}",
             job.run,
             job.def.name,
             at.index,
@@ -230,6 +232,11 @@ impl Core {
             size(want),
             size(peak_rss),
             self.cfg.oom_factor,
+            if bound > 0 {
+                format!(" (at least the advisor's bound {})", size(bound))
+            } else {
+                String::new()
+            },
             if capped {
                 " (capped by the largest agent)"
             } else {
@@ -317,6 +324,9 @@ impl Core {
         // A kept render is needed until the task ends, not after.
         if let Some(job) = self.jobs.get_mut(&job_id) {
             job.rendered.remove(&index);
+            if let Some(a) = job.auto.as_mut() {
+                a.sized.remove(&index);
+            }
         }
         let run_id = self.jobs[&job_id].run;
         self.record_task(job_id, index, reason.clone(), now_ms);
@@ -403,6 +413,10 @@ impl Core {
         job.probing.clear();
         job.rendering.clear();
         job.rendered.clear();
+        if let Some(a) = job.auto.as_mut() {
+            a.sizing.clear();
+            a.sized.clear();
+        }
         job.next_fresh = job.count();
         if cancelled > 0 && !job.cancel_marked {
             job.cancel_marked = true;

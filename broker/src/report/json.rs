@@ -30,6 +30,7 @@ pub fn render(d: &ReportData, s: &Summary) -> String {
     rows(&mut out, "events", &d.events);
     rows(&mut out, "failures", &d.failures);
     rows(&mut out, "scaling_decisions", &d.scaling_decisions);
+    field(&mut out, "accountability", &s.accountability);
     rows(&mut out, "predictions", &d.predictions);
     rows(&mut out, "attempts", &d.attempts);
     // The last comma goes: JSON has no trailing commas.

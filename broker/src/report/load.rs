@@ -12,10 +12,11 @@ use scalable_common::protocol::{ReportPage, RunId, ENVELOPE_BYTES_MAX, REPLY_PAG
 
 use scalable_common::scaling::ScalingDecisionInfo;
 
+use super::accountability::{MEMORY, PERCENTILE, RUN_TIME};
 use super::model::{
-    AgentRow, AttemptRow, EventRow, FailureRow, JobRow, PilotRow, ReportChunk, ReportData,
-    Requested, RunInfo, ScalingDecision, UsagePoint, EVENTS_MAX, FAILURES_SHOWN_MAX,
-    FAILURE_TAIL_BYTES_MAX, REPORT_FORMAT,
+    AgentRow, AttemptRow, EventRow, FailureRow, JobRow, PilotRow, Prediction, ReportChunk,
+    ReportData, Requested, RunInfo, ScalingDecision, UsagePoint, EVENTS_MAX, FAILURES_SHOWN_MAX,
+    FAILURE_TAIL_BYTES_MAX, PREDICTED_ATTEMPTS_MAX, REPORT_FORMAT,
 };
 use crate::paging::PageBuilder;
 use crate::store::{self, StoreError};
@@ -108,7 +109,7 @@ pub fn head(
         events,
         failures: failures(c, run)?,
         scaling_decisions: scaling_decisions(c, run)?,
-        predictions: Vec::new(),
+        predictions: predictions(c, run)?,
     })
 }
 
@@ -167,6 +168,66 @@ fn scaling_row(i: &ScalingDecisionInfo) -> ScalingDecision {
         idle_seconds: i.outcome.idle_seconds,
         cost: i.outcome.cost,
     }
+}
+
+/// The advisor's predictions for the run's sized attempts that ended,
+/// beside what happened: memory (bound against peak) and run time (bound
+/// against the process's), and for attempts the advisor sized, what the
+/// plain percentile would have asked. At most
+/// [`PREDICTED_ATTEMPTS_MAX`] attempts, the first.
+fn predictions(c: &Connection, run: RunId) -> Result<Vec<Prediction>, StoreError> {
+    let mut stmt = c
+        .prepare(
+            "SELECT j.name, a.request_source, a.request_detail, a.predicted_memory_bytes,
+                    a.predicted_run_time_ms, a.percentile_memory_bytes, a.percentile_run_time_ms,
+                    a.peak_rss_bytes, a.started_at_us, a.ended_at_us, a.end_class
+             FROM attempts a JOIN jobs j ON j.id = a.job_id
+             WHERE a.run_id = ?1 AND a.request_detail IS NOT NULL AND a.end_class IS NOT NULL
+             ORDER BY a.id LIMIT ?2",
+        )
+        .map_err(sql)?;
+    let mut rows = stmt
+        .query(params![run as i64, PREDICTED_ATTEMPTS_MAX as i64])
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(sql)? {
+        let task_type: String = r.get(0).map_err(sql)?;
+        let source: Option<String> = r.get(1).map_err(sql)?;
+        let detail: String = r.get(2).map_err(sql)?;
+        let n = |i| opt_u64(r, i).map_err(sql);
+        let (peak, started, ended) = (n(7)?, n(8)?, n(9)?);
+        let success = r.get::<_, String>(10).map_err(sql)? == "SUCCESS";
+        let run_time = match (started, ended) {
+            (Some(s), Some(e)) if success && e >= s => Some((e - s) as f64 / 1000.0),
+            _ => None,
+        };
+        let source = source.unwrap_or_default();
+        let method = match source.as_str() {
+            "advisor" => format!("advisor: {detail}"),
+            "manifest" => detail,
+            other => format!("{other}: {detail}"),
+        };
+        let mut push =
+            |quantity: &str, predicted: Option<u64>, actual: Option<f64>, method: &str| {
+                if let Some(p) = predicted {
+                    out.push(Prediction {
+                        task_type: task_type.clone(),
+                        quantity: quantity.into(),
+                        predicted: p as f64,
+                        actual,
+                        method: method.into(),
+                    });
+                }
+            };
+        let peak = peak.map(|p| p as f64);
+        push(MEMORY, n(3)?, peak, &method);
+        push(RUN_TIME, n(4)?, run_time, &method);
+        if source == "advisor" {
+            push(MEMORY, n(5)?, peak, PERCENTILE);
+            push(RUN_TIME, n(6)?, run_time, PERCENTILE);
+        }
+    }
+    Ok(out)
 }
 
 fn jobs(

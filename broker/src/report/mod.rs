@@ -3,13 +3,15 @@
 //!
 //! Layout: `model` (the data, as the store holds it, and the page that
 //! carries it on the wire), `load` (reads it from SQLite on the store's
-//! thread, a page at a time), `summary` (the figures every format shows),
+//! thread, a page at a time), `summary` (the figures every format shows;
+//! `accountability`: the advisor's predictions scored against the actuals),
 //! and the renderers `text`, `json` and `html`. The broker loads, the CLI
 //! assembles the pages and renders.
 //!
 //! Must not: render on the broker, or read the store anywhere but `load`.
 //! Renderers are pure functions from data to a `String`.
 
+pub mod accountability;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod html;

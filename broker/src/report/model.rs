@@ -24,6 +24,9 @@ pub const FAILURES_SHOWN_MAX: usize = 200;
 pub const FAILURE_TAIL_BYTES_MAX: usize = 2 << 10;
 /// Events a report carries (the newest are dropped past it).
 pub const EVENTS_MAX: usize = 5_000;
+/// Sized attempts whose predictions a report carries (the first; up to
+/// four rows each), so the first page stays within its budget.
+pub const PREDICTED_ATTEMPTS_MAX: usize = 2_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReportData {
@@ -37,7 +40,8 @@ pub struct ReportData {
     pub failures: Vec<FailureRow>,
     /// Filled by the scaler (issues 17/18); empty until then.
     pub scaling_decisions: Vec<ScalingDecision>,
-    /// Filled by the advisors (issues 17/18); empty until then.
+    /// The advisor's predictions for attempts it sized (`memory: auto`),
+    /// with the plain percentile's beside them (`accountability`).
     pub predictions: Vec<Prediction>,
 }
 
@@ -210,10 +214,14 @@ pub struct ScalingDecision {
 pub struct Prediction {
     /// The task type (a job or a task binding).
     pub task_type: String,
-    /// `run_time_ms`, `peak_rss_bytes`, `cpus`, ...
+    /// `memory_bytes` (an upper bound against the peak RSS) or
+    /// `run_time_ms` (an upper bound against the run time).
     pub quantity: String,
     pub predicted: f64,
     pub actual: Option<f64>,
+    /// `advisor: ` and the model's method (its numbers were asked for),
+    /// `fallback: ...` (they were not, and why), `oom_retry: ...`, or
+    /// `percentile` (what the ResourceAdvisor would have asked).
     pub method: String,
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::accountability::{self, Accountability};
 use super::model::{AttemptRow, JobRow, ReportData};
 
 /// The tag agents without one are counted under.
@@ -30,6 +31,8 @@ pub struct Summary {
     pub jobs: Vec<JobBreakdown>,
     /// Ended attempts by class, most frequent first (successes included).
     pub ends_by_class: Vec<ClassCount>,
+    /// The advisor's predictions against what happened (issue 17).
+    pub accountability: Accountability,
 }
 
 /// Seed 002's workers block: agents that served the run, per tag.
@@ -167,6 +170,7 @@ pub fn summarize(d: &ReportData) -> Summary {
                 .collect()
         },
         ends_by_class,
+        accountability: accountability::of(&d.predictions),
     }
 }
 

@@ -8,6 +8,7 @@
 
 use scalable_common::units::format_size;
 
+use super::accountability::Accountability;
 use super::model::ReportData;
 use super::summary::{JobBreakdown, Summary};
 use crate::output::escape::printable;
@@ -46,7 +47,31 @@ pub fn render(d: &ReportData, s: &Summary) -> String {
         jobs_table(&s.jobs).render_into(&mut out);
     }
     failures_into(d, s, &mut out);
+    accountability_into(&s.accountability, &mut out);
     out
+}
+
+/// The advisor's predictions against what happened, beside the percentile's.
+fn accountability_into(a: &Accountability, out: &mut String) {
+    if a.is_empty() {
+        return;
+    }
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.1}%", x * 100.0));
+    out.push_str(&format!(
+        "
+Advisor, predicted against actual ({} sized attempts, {} on their fallback):
+",
+        a.advised.attempts, a.fallbacks
+    ));
+    for (name, s) in [("advisor", &a.advised), ("percentile", &a.percentile)] {
+        out.push_str(&format!(
+            "  {name:<10}  coverage {:>6}  mean over-allocation {:>7}  run-time error {:>7}
+",
+            pct(s.coverage),
+            pct(s.over_allocation),
+            pct(s.run_time_error)
+        ));
+    }
 }
 
 fn summary_into(d: &ReportData, s: &Summary, out: &mut String) {

@@ -33,11 +33,8 @@ pub(super) struct CliShared {
 }
 
 impl CliShared {
-    pub fn new(manifest: Option<Arc<Manifest>>, state_dir: &std::path::Path) -> CliShared {
-        CliShared {
-            manifest,
-            advisor: Arc::new(AdvisorService::new(state_dir)),
-        }
+    pub fn new(manifest: Option<Arc<Manifest>>, advisor: Arc<AdvisorService>) -> CliShared {
+        CliShared { manifest, advisor }
     }
 }
 

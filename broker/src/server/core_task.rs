@@ -23,7 +23,8 @@ use super::render_io::Renderer;
 use super::requests::{self, RequestCtx};
 use super::routing::{self, Deferred, Promotion, Routed, Step};
 use super::scaler_io::{self, ScalerIo};
-use super::{cache_io, now_ms, CoreMsg};
+use super::{cache_io, now_ms, sizing_io, CoreMsg};
+use crate::advisor::table::AdvisorTable;
 use crate::cache;
 use crate::core::{Core, StoreOp};
 use crate::output_roots::OutputRoots;
@@ -48,6 +49,8 @@ pub(super) struct Around {
     pub shapes: Vec<AgentShape>,
     /// `BrokerConfig::adaptive`: the scaler runs for the fleet's target.
     pub adaptive: bool,
+    /// The trained advisors that size `auto` tasks (`sizing_io`).
+    pub advisors: Arc<AdvisorTable>,
 }
 
 /// A connected agent: its connection serial and the sender of its writer.
@@ -65,6 +68,7 @@ struct CoreTask {
     shapes: Vec<AgentShape>,
     blobs: Arc<cache::Blobs>,
     renderer: Renderer,
+    advisors: Arc<AdvisorTable>,
     pending_records: Arc<cache_io::PendingRecords>,
     last_heartbeat: u64,
     heartbeat_ms: u64,
@@ -103,6 +107,7 @@ pub(super) async fn run(
         shapes: around.shapes,
         blobs: Arc::new(cache::Blobs::new(around.cache_dir).with_output_roots(output_roots)),
         renderer: Renderer::new(),
+        advisors: around.advisors,
         pending_records: Arc::default(),
         last_heartbeat: 0,
         heartbeat_ms,
@@ -158,6 +163,11 @@ impl CoreTask {
                 .cache_answer(job, index, hit, key_json, why, b.now),
             CoreMsg::Cli { req, reply } => self.on_cli(req, reply, b),
             CoreMsg::Rendered { job, index, result } => self.core.render_answer(job, index, result),
+            CoreMsg::Sized(answers) => {
+                for (job, index, sizing) in answers {
+                    self.core.sizing_answer(job, index, sizing);
+                }
+            }
             CoreMsg::Submit { plan, reply } => {
                 let resp = requests::submit(&mut self.core, &self.shapes, plan, b.now);
                 b.deferred.push(Deferred::Reply(reply, resp));
@@ -313,6 +323,10 @@ impl CoreTask {
         }
         for req in std::mem::take(&mut fx.render) {
             self.renderer.spawn(req, self.to_core.clone());
+        }
+        let sizing = std::mem::take(&mut fx.sizing);
+        if !sizing.is_empty() {
+            sizing_io::spawn(sizing, self.advisors.clone(), self.to_core.clone());
         }
         // Registered now, before the run they end can be reported finished.
         let records: Vec<_> = std::mem::take(&mut fx.cache_record)

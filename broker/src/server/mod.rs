@@ -32,6 +32,7 @@ mod requests;
 mod retention;
 mod routing;
 mod scaler_io;
+mod sizing_io;
 mod task_refs;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -131,6 +132,9 @@ enum CoreMsg {
         plan: Result<SubmitPlan, String>,
         reply: oneshot::Sender<Response>,
     },
+    /// Tasks of `auto` jobs sized off the core (`sizing_io`): job, index,
+    /// sizing.
+    Sized(Vec<(u64, u64, crate::core::TaskSizing)>),
     /// A costly template rendered off the core (`render_io`).
     Rendered {
         job: u64,
@@ -215,6 +219,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
 
     announce(&cfg, bound, &address, &identity);
 
+    let advisor = Arc::new(crate::advisor::service::AdvisorService::new(&cfg.state_dir));
     let core_task = tokio::spawn(core_task::run(
         core,
         core_rx,
@@ -226,6 +231,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
             manifest: cfg.manifest.clone(),
             shapes: crate::shapes::of_broker(&cfg),
             adaptive: cfg.adaptive,
+            advisors: crate::advisor::table::AdvisorTable::new(advisor.clone()),
         },
         fleet,
     ));
@@ -244,7 +250,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         core_tx.clone(),
         Arc::new(secrets),
         liveness,
-        cli_session::CliShared::new(cfg.manifest.clone(), &cfg.state_dir),
+        cli_session::CliShared::new(cfg.manifest.clone(), advisor),
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

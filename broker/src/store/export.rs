@@ -178,7 +178,9 @@ fn attempts(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Re
                 started_at_us, ended_at_us, end_class, exit_code, detail, spends_retry,
                 cpus, memory_bytes, gpus, custom_resources, request_source,
                 peak_rss_bytes, memory_limit_bytes, cpu_time_us, stdout_bytes,
-                stderr_bytes, read_bytes, write_bytes, input_bytes, input_sizes
+                stderr_bytes, read_bytes, write_bytes, input_bytes, input_sizes,
+                request_model, request_confidence, request_detail,
+                predicted_memory_bytes, predicted_run_time_ms
          FROM attempt_telemetry WHERE run_id = ?1 AND id > ?2 ORDER BY id";
     // Features are templates of the stored definition, rendered per task (as
     // the advisors read them); the run is planned again once per page.
@@ -218,6 +220,11 @@ fn attempts(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Re
             gpus: r.get(23)?,
             custom_resources: json(r, 24)?,
             request_source: r.get(25)?,
+            request_model: r.get(35)?,
+            request_confidence: r.get(36)?,
+            request_detail: r.get(37)?,
+            predicted_memory_bytes: opt_u(r, 38)?,
+            predicted_run_time_ms: opt_u(r, 39)?,
             peak_rss_bytes: opt_u(r, 26)?,
             memory_limit_bytes: opt_u(r, 27)?,
             cpu_time_us: opt_u(r, 28)?,

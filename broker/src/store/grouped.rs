@@ -74,9 +74,9 @@ impl<'o> Grouped<'o> {
     /// attempt still waiting here, everything when it is another kind of op.
     pub(super) fn before(&mut self, st: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
         let attempt = match op {
-            StoreOp::AttemptStarted { attempt, .. } | StoreOp::AttemptEnded { attempt, .. } => {
-                *attempt
-            }
+            StoreOp::AttemptStarted { attempt, .. }
+            | StoreOp::AttemptEnded { attempt, .. }
+            | StoreOp::AttemptSizing { attempt, .. } => *attempt,
             _ => return self.flush(st),
         };
         let waiting = self

@@ -24,6 +24,10 @@ pub(super) fn migrate(conn: &Connection, mut v: i64) -> rusqlite::Result<i64> {
         migrate_from_4(conn)?;
         v = 5;
     }
+    if v == 5 {
+        migrate_from_5(conn)?;
+        v = 6;
+    }
     Ok(v)
 }
 
@@ -105,6 +109,28 @@ fn migrate_from_4(conn: &Connection) -> rusqlite::Result<()> {
         add_column(&tx, table, column, ty)?;
     }
     tx.execute_batch("PRAGMA user_version = 5")?;
+    tx.commit()
+}
+
+/// The columns schema 6 added (issue 17: how an advisor sized an attempt).
+const COLUMNS_OF_VERSION_6: [(&str, &str, &str); 7] = [
+    ("attempts", "request_model", "TEXT"),
+    ("attempts", "request_confidence", "REAL"),
+    ("attempts", "request_detail", "TEXT"),
+    ("attempts", "predicted_memory_bytes", "INTEGER"),
+    ("attempts", "predicted_run_time_ms", "INTEGER"),
+    ("attempts", "percentile_memory_bytes", "INTEGER"),
+    ("attempts", "percentile_run_time_ms", "INTEGER"),
+];
+
+/// 5 -> 6: the advisor's sizing of an attempt. Old rows keep NULL (no
+/// attempt was sized before). One transaction.
+fn migrate_from_5(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    for (table, column, ty) in COLUMNS_OF_VERSION_6 {
+        add_column(&tx, table, column, ty)?;
+    }
+    tx.execute_batch("PRAGMA user_version = 6")?;
     tx.commit()
 }
 
@@ -247,6 +273,42 @@ mod tests {
         conn.execute_batch("SELECT cancel_cause FROM jobs").unwrap();
     }
 
+    /// Issue 17: a version-5 store gets the advisor's columns, NULL in its
+    /// rows (no attempt was sized by an advisor before).
+    #[test]
+    fn a_version_5_store_gets_the_sizing_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let mut drop = String::new();
+        for (table, column, _) in COLUMNS_OF_VERSION_6 {
+            drop.push_str(&format!("ALTER TABLE {table} DROP COLUMN {column};"));
+        }
+        conn.execute_batch(&drop).unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 5;
+             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
+                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
+             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, request_source)
+                 VALUES (1, 1, 1, 1, 0, 1, 1, '[]', 0, 'manifest');",
+        )
+        .unwrap();
+        prepare(&conn, &path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 6);
+        let row: (Option<String>, Option<i64>) = conn
+            .query_row(
+                "SELECT request_model, predicted_memory_bytes FROM attempts WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(row, (None, None));
+    }
+
     /// A version-4 store (before issue 16) as that release wrote it: its
     /// attempts and pilots without the telemetry columns, no usage table.
     fn version_4_store(path: &Path) -> Connection {
@@ -289,7 +351,7 @@ mod tests {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 5);
+        assert_eq!(v, SCHEMA_VERSION, "5, then on to the newest");
         let row: (i64, Option<i64>, Option<i64>, Option<String>, Option<i64>) = conn
             .query_row(
                 "SELECT peak_rss_bytes, ready_at_ms, read_bytes, request_source, cpus FROM attempts WHERE id = 1",

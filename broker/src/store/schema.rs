@@ -223,7 +223,18 @@ CREATE TABLE IF NOT EXISTS attempts (
     write_bytes INTEGER,
     -- The declared inputs' total size and each size (JSON, declared order).
     input_bytes INTEGER,
-    input_sizes TEXT
+    input_sizes TEXT,
+    -- How an advisor sized it (schema 6; NULL unless its job asked for
+    -- memory/cpus/walltime: auto): the model and its confidence, how the
+    -- request was made (or why it fell back), and the advisor's upper bounds.
+    request_model TEXT,
+    request_confidence REAL,
+    request_detail TEXT,
+    predicted_memory_bytes INTEGER,
+    predicted_run_time_ms INTEGER,
+    -- What the ResourceAdvisor (P95 + headroom) said, for comparison.
+    percentile_memory_bytes INTEGER,
+    percentile_run_time_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
@@ -306,7 +317,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 /// The schema this build writes; a newer database, or one older than the
 /// oldest migration, is refused with a clear line rather than misread.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// Creates what is missing (tables and the cache's), then checks the
 /// version and migrates an older database.
@@ -379,7 +390,7 @@ mod tests {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 5);
+        assert_eq!(v, SCHEMA_VERSION, "5, then on to the newest");
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM scaling_decisions", [], |r| r.get(0))
             .unwrap();

@@ -251,4 +251,34 @@ pub struct TaskBinding {
     pub cache: bool,
     pub retries: u32,
     pub walltime_ms: Option<u64>,
+    /// `memory: auto`, `cpus: auto`, `walltime: auto` (SPEC §11): sized per
+    /// task by the advisor when it is confident, else by `fallback`.
+    #[serde(default)]
+    pub auto: AutoResources,
+    /// What an `auto` quantity asks for when the advisor is not confident;
+    /// unset: the component's value (and no walltime).
+    #[serde(default)]
+    pub fallback: AutoFallback,
+}
+
+/// Which quantities of a task binding the advisor sizes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoResources {
+    pub memory: bool,
+    pub cpus: bool,
+    pub walltime: bool,
+}
+
+impl AutoResources {
+    pub fn any(&self) -> bool {
+        self.memory || self.cpus || self.walltime
+    }
+}
+
+/// A binding's `fallback:` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoFallback {
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<u32>,
+    pub walltime_ms: Option<u64>,
 }

@@ -126,6 +126,8 @@ fn samples(job: &JobRow, data: &ReportData) -> Vec<Sample> {
                 started_at_us: a.started_at_us,
                 ended_at_us: a.ended_at_us,
                 outcome,
+                // What the attempt's request was is not an advice here.
+                advised_memory_bytes: None,
             })
         })
         .collect()

@@ -15,6 +15,7 @@ mod restore;
 mod resume;
 mod scheduling;
 mod simulation;
+mod sizing;
 mod submit;
 mod telemetry;
 mod transitions;
@@ -104,37 +105,10 @@ impl TestEnv {
     }
 
     fn submit_wf(&mut self, jobs: Vec<JobDef>, max_fails: Option<u64>) -> RunId {
-        let def = WorkflowDef {
-            name: "wf".into(),
-            max_fails,
-            jobs: jobs.clone(),
-        };
-        let def_json = def.clone();
-        let n_jobs = jobs.len();
-        let plan = SubmitPlan {
-            jobs: jobs
-                .into_iter()
-                .map(|j| PlannedJob {
-                    templates: Arc::new(JobTemplates::compile(&j).expect("templates")),
-                    resources: Resources {
-                        cpus: j.resources.cpus.unwrap_or(1),
-                        memory_bytes: j.resources.memory_bytes.unwrap_or(0),
-                        gpus: 0,
-                        custom: vec![],
-                    },
-                    def: Arc::new(j),
-                    container: None,
-                })
-                .collect(),
-            def,
-            cwd: "/tmp".into(),
-            source: "test".into(),
-            definition_json: serde_json::to_string(&crate::submit::StoredDefinition {
-                workflow: def_json,
-                containers: vec![None; n_jobs],
-            })
-            .expect("json"),
-        };
+        self.submit_plan(plan(jobs, max_fails))
+    }
+
+    fn submit_plan(&mut self, plan: SubmitPlan) -> RunId {
         let (run, _) = self.core.submit(plan, self.now_ms).expect("submit");
         self.core.sanity_check();
         run
@@ -204,6 +178,7 @@ fn merge(into: &mut Effects, fx: Effects) {
     into.finished_runs.extend(fx.finished_runs);
     into.cache_probe.extend(fx.cache_probe);
     into.render.extend(fx.render);
+    into.sizing.extend(fx.sizing);
     into.cache_record.extend(fx.cache_record);
     into.promote.extend(fx.promote);
 }
@@ -266,4 +241,41 @@ fn start_all(env: &mut TestEnv, agent: AgentId, attempts: &[AttemptId]) {
     env.core
         .agent_events(agent, &started, vec![], None, env.now_ms);
     env.step();
+}
+
+/// The plan `submit` makes of `jobs` (no manifest, no containers).
+fn plan(jobs: Vec<JobDef>, max_fails: Option<u64>) -> SubmitPlan {
+    let def = WorkflowDef {
+        name: "wf".into(),
+        max_fails,
+        jobs: jobs.clone(),
+    };
+    let def_json = def.clone();
+    let n_jobs = jobs.len();
+    SubmitPlan {
+        jobs: jobs
+            .into_iter()
+            .map(|j| PlannedJob {
+                templates: Arc::new(JobTemplates::compile(&j).expect("templates")),
+                resources: Resources {
+                    cpus: j.resources.cpus.unwrap_or(1),
+                    memory_bytes: j.resources.memory_bytes.unwrap_or(0),
+                    gpus: 0,
+                    custom: vec![],
+                },
+                def: Arc::new(j),
+                container: None,
+                auto: None,
+            })
+            .collect(),
+        def,
+        cwd: "/tmp".into(),
+        source: "test".into(),
+        definition_json: serde_json::to_string(&crate::submit::StoredDefinition {
+            workflow: def_json,
+            containers: vec![None; n_jobs],
+            auto: vec![],
+        })
+        .expect("json"),
+    }
 }

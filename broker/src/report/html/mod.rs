@@ -7,8 +7,8 @@
 //! actual pilots, queue wait per pilot and idle pilot-seconds (`scaling`),
 //! per-job box plots
 //! against the request (`boxplot`), the per-job breakdown, failures with
-//! their stderr tails, pilots, scaling decisions, predicted vs actual and
-//! events (`tables`). Size is bounded whatever the run: the Gantt chart bins
+//! their stderr tails, pilots, scaling decisions, events (`tables`), and
+//! predicted vs actual (`predicted`: the advisor's figures and scatter). Size is bounded whatever the run: the Gantt chart bins
 //! above `GANTT_BARS_MAX` attempts, series have a fixed number of bins, and
 //! tables carry at most a fixed number of rows.
 //!
@@ -16,6 +16,7 @@
 
 mod boxplot;
 mod gantt;
+mod predicted;
 mod scaling;
 mod series;
 mod svg;
@@ -82,7 +83,11 @@ pub fn render(d: &ReportData, s: &Summary) -> String {
     section(&mut out, "Failures", &tables::failures(d, s));
     section(&mut out, "Pilots", &tables::pilots(d));
     section(&mut out, "Scaling decisions", &tables::scaling_decisions(d));
-    section(&mut out, "Predicted vs actual", &tables::predictions(d));
+    section(
+        &mut out,
+        "Predicted vs actual",
+        &predicted::render(d, &s.accountability),
+    );
     section(&mut out, "Events", &tables::events(d));
     out.push_str("</body></html>\n");
     out

@@ -203,3 +203,76 @@ fn the_workflow_section_refuses_quoted_numbers_like_the_manifest() {
         ]
     );
 }
+
+/// Issue 17: `memory: auto`, `cpus: auto`, `walltime: auto` on a task
+/// binding, with `fallback:`; an overlay may turn them on.
+#[test]
+fn a_task_binding_may_ask_the_advisor_to_size_its_tasks() {
+    let yaml = y!(
+        "version: 1",
+        "project: {name: p}",
+        "targets: {local: {provider: local}}",
+        "components: {sim: {cpus: 1, memory: 2G}}",
+        "tasks:",
+        "  fixed: {component: sim, walltime: 10m}",
+        "  sized: {component: sim, memory: auto, cpus: auto, walltime: auto, fallback: {memory: 1G, walltime: 30m}}",
+        "overlays:",
+        "  auto: {tasks: {fixed: {memory: auto}}}",
+    );
+    let m = ok(yaml, None, &[]);
+    let (fixed, _) = m.binding("fixed").unwrap();
+    assert!(!fixed.auto.any());
+    assert_eq!(fixed.walltime_ms, Some(600_000));
+    let (sized, _) = m.binding("sized").unwrap();
+    assert_eq!(
+        sized.auto,
+        AutoResources {
+            memory: true,
+            cpus: true,
+            walltime: true
+        }
+    );
+    assert_eq!(sized.walltime_ms, None);
+    assert_eq!(
+        sized.fallback,
+        AutoFallback {
+            memory_bytes: Some(1 << 30),
+            cpus: None,
+            walltime_ms: Some(1_800_000)
+        }
+    );
+    let m = ok(yaml, None, &["auto"]);
+    assert!(m.binding("fixed").unwrap().0.auto.memory);
+}
+
+#[test]
+fn a_task_binding_sizes_nothing_but_auto() {
+    let yaml = y!(
+        "version: 1",
+        "project: {name: p}",
+        "targets: {local: {provider: local}}",
+        "components: {sim: {cpus: 1}}",
+        "tasks:",
+        "  a: {component: sim, memory: 4G}",
+        "  b: {component: sim, cpus: auto, fallback: {cpus: 0, memroy: 1G}}",
+        "  c: {component: sim, walltime: sometimes}",
+    );
+    let e = errors(yaml, None, &[]);
+    let text = e.join("\n");
+    assert!(
+        text.contains("scalable.yaml:6:31: tasks.a.memory: a task binding's memory takes only auto, got \"4G\" (hint: set the size on the component, or write memory: auto with fallback: {memory: ...})"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tasks.b.fallback.memroy: unknown key"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tasks.b.fallback.cpus: cpus must be a positive integer"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tasks.c.walltime: invalid duration"),
+        "{text}"
+    );
+}

@@ -123,6 +123,8 @@ fn the_seed_manifest_loads_into_types() {
             cache: true,
             retries: 2,
             walltime_ms: Some(2 * 3_600_000),
+            auto: AutoResources::default(),
+            fallback: AutoFallback::default(),
         }
     );
     assert_eq!(component.name, "demeter");

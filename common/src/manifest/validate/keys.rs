@@ -76,7 +76,16 @@ pub(super) const ADAPTIVE_KEYS: &[&str] = &[
 ];
 pub(super) const COMPONENT_KEYS: &[&str] =
     &["image", "cpus", "memory", "gpus", "tags", "mounts", "env"];
-pub(super) const TASK_KEYS: &[&str] = &["component", "cache", "retries", "walltime"];
+pub(super) const TASK_KEYS: &[&str] = &[
+    "component",
+    "cache",
+    "retries",
+    "walltime",
+    "memory",
+    "cpus",
+    "fallback",
+];
+pub(super) const FALLBACK_KEYS: &[&str] = &["memory", "cpus", "walltime"];
 
 pub(super) const NAME_HINT: &str = "use letters, digits, \"_\", \".\" and \"-\"";
 

@@ -1,5 +1,6 @@
-//! Tasks: each `tasks.NAME` binding (component, cache, retries, walltime)
-//! and the check that a binding names a component that exists.
+//! Tasks: each `tasks.NAME` binding (component, cache, retries, walltime,
+//! the `auto` sizing keys `memory`/`cpus`/`walltime: auto` and their
+//! `fallback:`) and the check that a binding names a component that exists.
 //!
 //! It must not check the component itself: `components` does.
 
@@ -8,8 +9,9 @@ use super::super::schema::*;
 use super::super::tree::{Entry, Node, Value};
 use super::super::Pos;
 use super::values::whole;
-use super::TASK_KEYS;
+use super::values::M;
 use super::{list_names, names_to_suggest, task_synonym, unknown_key, Ck, Names};
+use super::{FALLBACK_KEYS, TASK_KEYS};
 use crate::suggest::did_you_mean_within;
 use crate::workflow::RETRIES_MAX;
 
@@ -60,7 +62,12 @@ impl Ck<'_> {
                 );
             }
         }
-        let walltime_ms = self.duration_field(&m, "walltime");
+        let auto = self.auto_keys(&m);
+        let walltime_ms = match auto.walltime {
+            true => None,
+            false => self.duration_field(&m, "walltime"),
+        };
+        let fallback = self.fallback(&m);
         if let (Some(base), Some(node), Some(c)) = (self.base, component_node, &component) {
             // An overlay may rebind a task, but only to a component that exists.
             if !base.components.contains(c) {
@@ -76,8 +83,61 @@ impl Ck<'_> {
             cache: cache.unwrap_or(false),
             retries: retries.unwrap_or(0),
             walltime_ms,
+            auto,
+            fallback,
         };
         Some((binding, component_node))
+    }
+
+    /// `memory: auto`, `cpus: auto`, `walltime: auto`: a binding sizes
+    /// nothing itself (its component does), so `memory` and `cpus` take only
+    /// `auto`; `walltime` takes `auto` or a duration (read by the caller).
+    fn auto_keys(&mut self, m: &M) -> AutoResources {
+        let mut auto = AutoResources::default();
+        for key in ["memory", "cpus", "walltime"] {
+            let Some(node) = self.field(m, key) else {
+                continue;
+            };
+            let is_auto = !node.unresolved && node.text.trim() == "auto";
+            match key {
+                "memory" => auto.memory = is_auto,
+                "cpus" => auto.cpus = is_auto,
+                _ => auto.walltime = is_auto,
+            }
+            if !is_auto && key != "walltime" && !node.unresolved {
+                self.at(
+                    node,
+                    &join(&m.path, key),
+                    format!("a task binding's {key} takes only auto, got {}", node.describe()),
+                    Some(format!(
+                        "set the size on the component, or write {key}: auto with fallback: {{{key}: ...}}"
+                    )),
+                );
+            }
+        }
+        auto
+    }
+
+    /// `fallback: {memory, cpus, walltime}`: what an auto quantity asks for
+    /// while the advisor is not confident.
+    fn fallback(&mut self, m: &M) -> AutoFallback {
+        let Some(node) = self.field(m, "fallback") else {
+            return AutoFallback::default();
+        };
+        let path = join(&m.path, "fallback");
+        let example = "e.g. fallback: {memory: 2G, walltime: 10m}".to_string();
+        let Some(f) = self.map(node, &path, Pos::default(), example) else {
+            return AutoFallback::default();
+        };
+        let budget = self.budget;
+        self.keys(&f, FALLBACK_KEYS, |k| {
+            unknown_key(budget, k, FALLBACK_KEYS, None)
+        });
+        AutoFallback {
+            memory_bytes: self.size_field(&f, "memory"),
+            cpus: self.int_field(&f, "cpus", super::values::positive(u32::MAX)),
+            walltime_ms: self.duration_field(&f, "walltime"),
+        }
     }
 
     /// A task's `component:` (at `path`) must name a component.
