@@ -8,7 +8,10 @@
 
 use std::cmp::Reverse;
 
-use scalable_common::explain::{AgentRef, AgentShape, Reason, Shortfall, Unrunnable};
+use scalable_common::explain::{
+    AgentRef, AgentShape, Cancellation, Reason, Shortfall, Unrunnable, UpstreamTask,
+    UPSTREAM_TASKS_SHOWN_MAX,
+};
 use scalable_common::protocol::{RunId, TaskId, WhyAnswer};
 use scalable_common::resources::Resources;
 
@@ -35,6 +38,12 @@ impl Core {
             TaskState::Succeeded | TaskState::Cached => Reason::Done {
                 cache_note: self.cache_notes.get(&task).cloned(),
             },
+            TaskState::Cancelled if self.failed_upstream_task(job, index).is_some() => {
+                Reason::Cancelled {
+                    run: job.run,
+                    cause: self.failed_upstream_task(job, index).expect("checked"),
+                }
+            }
             TaskState::Cancelled if job.cancel_cause.is_some() => Reason::Cancelled {
                 run: job.run,
                 cause: job.cancel_cause.clone().expect("checked"),
@@ -45,6 +54,10 @@ impl Core {
             },
             TaskState::Assigned => Reason::Assigned { agent: on_agent() },
             TaskState::Running => Reason::Running { agent: on_agent() },
+            TaskState::Waiting if !job.item_deps.is_empty() => Reason::WaitingOnTasks {
+                tasks: self.pending_upstream_tasks(job, index),
+                jobs: self.pending_dependencies(job),
+            },
             TaskState::Waiting => Reason::WaitingOnDependency {
                 jobs: self.pending_dependencies(job),
             },
@@ -110,6 +123,44 @@ impl Core {
             .filter(|d| d.counts.succeeded + d.counts.cached < d.count())
             .map(|d| d.def.name.clone())
             .collect()
+    }
+
+    /// The upstream tasks of per-item edges that task `index` of `job` waits
+    /// for (not yet succeeded), the first few.
+    fn pending_upstream_tasks(&self, job: &Job, index: u64) -> Vec<UpstreamTask> {
+        job.item_deps
+            .iter()
+            .filter_map(|e| {
+                let up = &self.jobs[&e.job];
+                let i = e.map.up_of(index);
+                let state = up.tasks[i as usize].state;
+                (!matches!(state, TaskState::Succeeded | TaskState::Cached)).then(|| UpstreamTask {
+                    task: format!("{}/{}/{i}", up.run, up.def.name),
+                    item: up.def.items.get(i).map(|x| x.to_string()),
+                    state: state.name().to_string(),
+                })
+            })
+            .take(UPSTREAM_TASKS_SHOWN_MAX)
+            .collect()
+    }
+
+    /// For a task cancelled through a per-item edge, the upstream task that
+    /// ended without success (its job's cause names the first of the job's
+    /// cancelled tasks, maybe another item's).
+    fn failed_upstream_task(&self, job: &Job, index: u64) -> Option<Cancellation> {
+        job.item_deps.iter().find_map(|e| {
+            let up = &self.jobs[&e.job];
+            let i = e.map.up_of(index);
+            let state = up.tasks[i as usize].state;
+            matches!(state, TaskState::Failed | TaskState::Cancelled).then(|| {
+                Cancellation::DependencyFailed {
+                    job: up.def.name.clone(),
+                    task: format!("{}/{}/{i}", up.run, up.def.name),
+                    item: up.def.items.get(i).map(|x| x.to_string()),
+                    failure: state.name().to_string(),
+                }
+            })
+        })
     }
 
     /// How long a ready task still waits out its retry backoff, if it does.

@@ -28,6 +28,7 @@ mod cache;
 mod demand;
 pub mod effects;
 mod explain;
+mod item_deps;
 pub mod model;
 mod queries;
 mod rebalance;
@@ -147,6 +148,8 @@ pub enum SubmitError {
     UnknownAfter { job: String, after: String },
     #[error("workflow has no jobs")]
     Empty,
+    #[error("job {job:?}: {message}")]
+    ItemMismatch { job: String, message: String },
 }
 
 /// The broker's state machine (see the module doc).

@@ -48,6 +48,19 @@ pub fn reason_text(r: &Reason) -> String {
         Reason::WaitingOnDependency { jobs } => {
             format!("waiting for dependency {}", jobs.join(", "))
         }
+        Reason::WaitingOnTasks { tasks, jobs } => {
+            let mut parts: Vec<String> = tasks
+                .iter()
+                .map(|t| match &t.item {
+                    Some(item) => format!("task {} (item {}, {})", t.task, printable(item), t.state),
+                    None => format!("task {} ({})", t.task, t.state),
+                })
+                .collect();
+            if !jobs.is_empty() {
+                parts.push(format!("dependency {}", jobs.join(", ")));
+            }
+            format!("waiting for {}", parts.join(", "))
+        }
         Reason::Backoff { remaining_ms } => {
             format!("retrying after a failure; backoff ends in {remaining_ms} ms")
         }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use super::cycles::cycles;
 use super::def::{Items, JobDef, WorkflowDef};
+use super::per_item::match_items;
 use super::spans::{Issue, Spans};
 use super::{CPUS_MAX, JOB_NAME_CHARS_MAX, NAME_CHARS_MAX, RETRIES_MAX, TASKS_PER_RUN_MAX};
 use crate::suggest::did_you_mean;
@@ -213,13 +214,16 @@ fn check_total(def: &WorkflowDef, issues: &mut Vec<Issue>) {
     }
 }
 
-/// `after`: references, then cycles over the edges that resolved.
+/// `after`: references (whole-job names, then per-item entries, numbered
+/// after the names), matching item sets, then cycles over the edges that
+/// resolved.
 fn check_after(def: &WorkflowDef, by_name: &HashMap<&str, usize>, issues: &mut Vec<Issue>) {
     let names: Vec<&str> = def.jobs.iter().map(|j| j.name.as_str()).collect();
     let named: Vec<&str> = names.iter().copied().filter(|n| !n.is_empty()).collect();
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); def.jobs.len()];
     for (i, job) in def.jobs.iter().enumerate() {
-        for (k, name) in job.after.iter().enumerate() {
+        let entries = job.after.iter().chain(job.after_per.iter().map(|p| &p.job));
+        for (k, name) in entries.enumerate() {
             let ap = format!("jobs[{i}].after[{k}]");
             match by_name.get(name.as_str()) {
                 None => {
@@ -235,7 +239,16 @@ fn check_after(def: &WorkflowDef, by_name: &HashMap<&str, usize>, issues: &mut V
                         format!("job {name:?} cannot run after itself"),
                     ));
                 }
+                Some(&j) if k >= job.after.len() && deps[i].contains(&j) => {
+                    issues.push(
+                        Issue::new(ap, format!("job {name:?} is named twice in after"))
+                            .hint(Some("keep one entry per upstream job".to_string())),
+                    );
+                }
                 Some(&j) => {
+                    if k >= job.after.len() {
+                        check_items(def, i, j, k, issues);
+                    }
                     if !deps[i].contains(&j) {
                         deps[i].push(j);
                     }
@@ -245,9 +258,11 @@ fn check_after(def: &WorkflowDef, by_name: &HashMap<&str, usize>, issues: &mut V
     }
     for cycle in cycles(&deps) {
         let (first, second) = (cycle[0], cycle[1]);
-        let k = def.jobs[first]
+        let job = &def.jobs[first];
+        let k = job
             .after
             .iter()
+            .chain(job.after_per.iter().map(|p| &p.job))
             .position(|n| by_name.get(n.as_str()) == Some(&second))
             .unwrap_or(0);
         let text = cycle
@@ -262,5 +277,14 @@ fn check_after(def: &WorkflowDef, by_name: &HashMap<&str, usize>, issues: &mut V
             )
             .hint(Some("remove one of these after entries".to_string())),
         );
+    }
+}
+
+/// Job `i`'s per-item entry `k` (numbered after its names) against job `j`.
+fn check_items(def: &WorkflowDef, i: usize, j: usize, k: usize, issues: &mut Vec<Issue>) {
+    let (down, up) = (&def.jobs[i], &def.jobs[j]);
+    let per = down.after_per[k - down.after.len()].per;
+    if let Err(m) = match_items(&up.name, &up.items, &down.name, &down.items, per) {
+        issues.push(Issue::new(format!("jobs[{i}].after[{k}]"), m.message).hint(Some(m.hint)));
     }
 }

@@ -22,6 +22,7 @@ mod check;
 mod convert;
 mod cycles;
 mod def;
+mod per_item;
 mod range;
 mod raw;
 mod spans;
@@ -32,7 +33,8 @@ mod tests;
 
 pub use crate::located::ERRORS_MAX;
 pub use crate::template::JobTemplates;
-pub use def::{quick_job, Item, Items, JobDef, ResourceRequest, WorkflowDef};
+pub use def::{quick_job, Item, Items, JobDef, Per, PerAfter, ResourceRequest, WorkflowDef};
+pub use per_item::{match_items, ItemMap, Mismatch};
 pub use range::parse_range;
 
 use crate::located::{Hint, LocatedError, LocatedErrors};

@@ -7,6 +7,7 @@ mod agents;
 mod demand;
 mod explain;
 mod invariants;
+mod item_deps;
 mod limits;
 mod pilots;
 mod rebalance;
@@ -104,37 +105,7 @@ impl TestEnv {
     }
 
     fn submit_wf(&mut self, jobs: Vec<JobDef>, max_fails: Option<u64>) -> RunId {
-        let def = WorkflowDef {
-            name: "wf".into(),
-            max_fails,
-            jobs: jobs.clone(),
-        };
-        let def_json = def.clone();
-        let n_jobs = jobs.len();
-        let plan = SubmitPlan {
-            jobs: jobs
-                .into_iter()
-                .map(|j| PlannedJob {
-                    templates: Arc::new(JobTemplates::compile(&j).expect("templates")),
-                    resources: Resources {
-                        cpus: j.resources.cpus.unwrap_or(1),
-                        memory_bytes: j.resources.memory_bytes.unwrap_or(0),
-                        gpus: 0,
-                        custom: vec![],
-                    },
-                    def: Arc::new(j),
-                    container: None,
-                })
-                .collect(),
-            def,
-            cwd: "/tmp".into(),
-            source: "test".into(),
-            definition_json: serde_json::to_string(&crate::submit::StoredDefinition {
-                workflow: def_json,
-                containers: vec![None; n_jobs],
-            })
-            .expect("json"),
-        };
+        let plan = plan_of(jobs, max_fails);
         let (run, _) = self.core.submit(plan, self.now_ms).expect("submit");
         self.core.sanity_check();
         run
@@ -159,6 +130,41 @@ impl TestEnv {
 
     fn status(&self, run: RunId) -> RunStatus {
         self.core.run_status(run, self.now_ms).expect("run")
+    }
+}
+
+/// The plan `submit` gets for these jobs (as the shell would build it).
+fn plan_of(jobs: Vec<JobDef>, max_fails: Option<u64>) -> SubmitPlan {
+    let def = WorkflowDef {
+        name: "wf".into(),
+        max_fails,
+        jobs: jobs.clone(),
+    };
+    let def_json = def.clone();
+    let n_jobs = jobs.len();
+    SubmitPlan {
+        jobs: jobs
+            .into_iter()
+            .map(|j| PlannedJob {
+                templates: Arc::new(JobTemplates::compile(&j).expect("templates")),
+                resources: Resources {
+                    cpus: j.resources.cpus.unwrap_or(1),
+                    memory_bytes: j.resources.memory_bytes.unwrap_or(0),
+                    gpus: 0,
+                    custom: vec![],
+                },
+                def: Arc::new(j),
+                container: None,
+            })
+            .collect(),
+        def,
+        cwd: "/tmp".into(),
+        source: "test".into(),
+        definition_json: serde_json::to_string(&crate::submit::StoredDefinition {
+            workflow: def_json,
+            containers: vec![None; n_jobs],
+        })
+        .expect("json"),
     }
 }
 
