@@ -21,6 +21,7 @@ mod failures;
 mod handshake;
 mod hostile;
 mod input_limits;
+mod item_deps;
 mod local_agents;
 mod message_caps;
 mod newcomer;

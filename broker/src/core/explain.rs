@@ -144,23 +144,36 @@ impl Core {
             .collect()
     }
 
-    /// For a task cancelled through a per-item edge, the upstream task that
-    /// ended without success (its job's cause names the first of the job's
-    /// cancelled tasks, maybe another item's).
+    /// For a task cancelled through per-item edges, the upstream task that
+    /// failed, followed up the chain of cancelled ones (its job's cause names
+    /// the first of the job's cancelled tasks, maybe another item's; when it
+    /// is this one, its failure text is kept).
     fn failed_upstream_task(&self, job: &Job, index: u64) -> Option<Cancellation> {
-        job.item_deps.iter().find_map(|e| {
-            let up = &self.jobs[&e.job];
-            let i = e.map.up_of(index);
-            let state = up.tasks[i as usize].state;
-            matches!(state, TaskState::Failed | TaskState::Cancelled).then(|| {
-                Cancellation::DependencyFailed {
+        let (mut job, mut index) = (job, index);
+        // Each step goes one job upstream: at most as many steps as jobs.
+        for _ in 0..=self.runs[&job.run].jobs.len() {
+            let (up, i, state) = job.item_deps.iter().find_map(|e| {
+                let up = &self.jobs[&e.job];
+                let i = e.map.up_of(index);
+                let state = up.tasks[i as usize].state;
+                matches!(state, TaskState::Failed | TaskState::Cancelled).then_some((up, i, state))
+            })?;
+            if state == TaskState::Cancelled && !up.item_deps.is_empty() {
+                (job, index) = (up, i);
+                continue;
+            }
+            let task = format!("{}/{}/{i}", up.run, up.def.name);
+            return Some(match &job.cancel_cause {
+                Some(c @ Cancellation::DependencyFailed { task: t, .. }) if *t == task => c.clone(),
+                _ => Cancellation::DependencyFailed {
                     job: up.def.name.clone(),
-                    task: format!("{}/{}/{i}", up.run, up.def.name),
+                    task,
                     item: up.def.items.get(i).map(|x| x.to_string()),
                     failure: state.name().to_string(),
-                }
-            })
-        })
+                },
+            });
+        }
+        None
     }
 
     /// How long a ready task still waits out its retry backoff, if it does.

@@ -81,15 +81,14 @@ fn a_failed_item_cancels_only_its_own_downstream() {
         job: "sim".into(),
         task: format!("{run}/sim/0"),
         item: Some("1".into()),
-        failure: "failed".into(),
+        failure: "exit code 4".into(),
     };
-    assert_eq!(
-        why(&env, run, "post", 0),
-        Reason::Cancelled {
-            run,
-            cause: cause.clone()
-        }
-    );
+    let cancelled = Reason::Cancelled {
+        run,
+        cause: cause.clone(),
+    };
+    assert_eq!(why(&env, run, "post", 0), cancelled);
+    assert_eq!(why(&env, run, "plot", 0), cancelled, "up the chain");
     let next = assigned(&env.finish(a, &at[1..], 0), a);
     assert_eq!(
         placed(&env, &next),
