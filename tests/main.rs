@@ -10,6 +10,7 @@ mod agent_loss;
 mod auth;
 mod cache;
 mod chaos;
+mod checkpoints;
 mod clarity;
 mod cli;
 mod credentials;

@@ -27,6 +27,7 @@
 pub mod advisor;
 pub mod agent_binary;
 pub mod cache;
+pub mod checkpoints;
 pub mod cli;
 pub mod cli_error;
 pub mod client;

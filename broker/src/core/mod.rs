@@ -25,6 +25,7 @@
 mod agents;
 mod bounds;
 mod cache;
+mod checkpoints;
 mod demand;
 pub mod effects;
 mod explain;
@@ -48,9 +49,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use scalable_common::protocol::{AgentId, AttemptId, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 
+pub use checkpoints::keeps_checkpoint;
 pub use effects::{
-    Ack, CacheProbe, CacheRecord, Effects, EventKind, Promote, RenderRequest, RequestSource,
-    Shutdown, StoreOp,
+    Ack, CacheProbe, CacheRecord, CheckpointOp, Effects, EventKind, Promote, RenderRequest,
+    RequestSource, Shutdown, StoreOp,
 };
 use model::{Agent, Attempt, Job, ReadyKey, Run};
 pub use model::{PlannedJob, RenderedTask, SubmitPlan};

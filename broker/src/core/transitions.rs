@@ -68,6 +68,7 @@ impl Core {
         let walltime_ms = self.jobs[&at.job].def.walltime_ms;
         let failure = (!end.is_success()).then(|| failure_reason(&result, &at, walltime_ms));
         self.close_attempt(&at, result, now_ms);
+        self.note_checkpoint_end(&at, &end);
         let job = &self.jobs[&at.job];
         let retries = job.def.retries;
         let slot = job.tasks[at.index as usize];

@@ -47,6 +47,11 @@ fn convert_job(p: &str, raw: RawJob, spans: &mut Spans, issues: &mut Vec<Issue>)
     let command = spanned_list(&format!("{p}.command"), raw.command.value, spans);
     let inputs = spanned_list(&format!("{p}.inputs"), raw.inputs, spans);
     let outputs = spanned_list(&format!("{p}.outputs"), raw.outputs, spans);
+    if let Some(first) = raw.checkpoint.first() {
+        // The list has no span of its own: a problem with it points at its first path.
+        spans.add(&format!("{p}.checkpoint"), first);
+    }
+    let checkpoint = spanned_list(&format!("{p}.checkpoint"), raw.checkpoint, spans);
     let (items, bad_items) = convert_items(p, raw.foreach, raw.range, spans, issues);
     let resources = match raw.resources {
         Some(r) => convert_resources(&format!("{p}.resources"), r, spans, issues),
@@ -70,6 +75,7 @@ fn convert_job(p: &str, raw: RawJob, spans: &mut Spans, issues: &mut Vec<Issue>)
         items,
         after,
         after_per,
+        checkpoint,
         tag: raw.tag,
         task: raw.task,
         resources,

@@ -59,6 +59,11 @@ pub struct JobDef {
     /// Added with protocol 7; a run stored before it reads as none.
     #[serde(default)]
     pub after_per: Vec<PerAfter>,
+    /// `checkpoint:` paths relative to the task's directory (SPEC §4): what
+    /// an attempt cut short through no fault of its own wrote there is kept
+    /// and restored for the task's next attempt. Added with protocol 7.
+    #[serde(default)]
+    pub checkpoint: Vec<String>,
 }
 
 /// One per-item entry of `after`: wait for the matching task of `job`.
@@ -201,6 +206,7 @@ pub fn quick_job(name: &str, command: Vec<String>, items: Items) -> JobDef {
         max_fails: None,
         cache: false,
         after_per: Vec::new(),
+        checkpoint: Vec::new(),
     }
 }
 

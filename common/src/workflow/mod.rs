@@ -49,6 +49,8 @@ pub type WorkflowErrors = LocatedErrors;
 pub const TASKS_PER_RUN_MAX: u64 = 10_000_000;
 /// At most this many retries per task.
 pub const RETRIES_MAX: u32 = 100;
+/// Paths one job's `checkpoint:` may name.
+pub const CHECKPOINT_PATHS_MAX: usize = 16;
 /// At most this many cpus per task.
 pub const CPUS_MAX: u32 = 100_000;
 /// Job names are identifiers in CLI output and paths; keep them short.

@@ -82,6 +82,8 @@ pub(super) struct RawJob {
     pub(super) cache: Option<bool>,
     #[serde(default)]
     pub(super) after: Option<Spanned<After>>,
+    #[serde(default)]
+    pub(super) checkpoint: Vec<Spanned<String>>,
 }
 
 #[derive(serde::Deserialize)]
