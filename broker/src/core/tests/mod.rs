@@ -4,6 +4,7 @@
 //! share.
 
 mod agents;
+mod checkpoints;
 mod demand;
 mod explain;
 mod invariants;
@@ -212,6 +213,7 @@ fn merge(into: &mut Effects, fx: Effects) {
     into.render.extend(fx.render);
     into.cache_record.extend(fx.cache_record);
     into.promote.extend(fx.promote);
+    into.checkpoints.extend(fx.checkpoints);
 }
 
 /// What the shell would answer for every render request of `fx`: the real
