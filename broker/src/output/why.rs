@@ -216,6 +216,24 @@ mod tests {
                 "waiting for dependency x, y",
             ),
             (
+                Reason::WaitingOnTasks {
+                    tasks: vec![
+                        scalable_common::explain::UpstreamTask {
+                            task: "3/sim/0".into(),
+                            item: Some("ssp1".into()),
+                            state: "running".into(),
+                        },
+                        scalable_common::explain::UpstreamTask {
+                            task: "3/prep/0".into(),
+                            item: None,
+                            state: "waiting".into(),
+                        },
+                    ],
+                    jobs: vec!["setup".into()],
+                },
+                "waiting for task 3/sim/0 (item ssp1, running), task 3/prep/0 (waiting), dependency setup",
+            ),
+            (
                 Reason::Backoff { remaining_ms: 900 },
                 "retrying after a failure; backoff ends in 900 ms",
             ),
