@@ -133,9 +133,9 @@ async fn run_one_assignment(raw: &mut Raw) {
 #[test]
 fn an_agent_of_the_previous_protocol_is_served_and_runs_a_task() {
     let b = Broker::start();
-    // The previous protocol: its agents encode their results without the
-    // fields protocol 6 added.
-    let old = PROTOCOL_VERSION - 1;
+    // The protocol before the agents' current messages: its agents encode
+    // their results without the fields protocol 6 added.
+    let old = scalable_common::protocol_v5::AGENT_MESSAGES_SINCE - 1;
     assert!(
         old >= AGENT_PROTOCOL_OLDEST,
         "the previous protocol is served"

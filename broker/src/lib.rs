@@ -30,6 +30,7 @@ pub mod advisor;
 pub mod agent_binary;
 pub mod assistant;
 pub mod cache;
+pub mod checkpoints;
 pub mod cli;
 pub mod cli_error;
 pub mod client;

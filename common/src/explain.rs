@@ -61,9 +61,28 @@ pub enum Reason {
     /// connection kept losing what it was sent); the first is offered work
     /// again in `remaining_ms`.
     Benched { agents: u32, remaining_ms: u64 },
+    /// Waiting for these upstream tasks of per-item dependencies (`after:
+    /// [{job, per}]`) to succeed (at most [`UPSTREAM_TASKS_SHOWN_MAX`]), and
+    /// for `jobs`, upstream jobs of whole-job `after` not yet done.
+    WaitingOnTasks {
+        tasks: Vec<UpstreamTask>,
+        jobs: Vec<String>,
+    },
     // A slot for `PilotQueued { pilot, queued_ms }`: the core does not know
     // pilots; the shell (which owns `fleet`) may refine `NoAgentConnected` or
     // `NoAgentWithTag` with it when a pilot for the tag is queued.
+}
+
+/// The most upstream tasks one `why` names (a task may wait for one per
+/// per-item entry of its job's `after`).
+pub const UPSTREAM_TASKS_SHOWN_MAX: usize = 16;
+
+/// One upstream task a task waits for: `RUN/JOB/INDEX`, its item, its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamTask {
+    pub task: String,
+    pub item: Option<String>,
+    pub state: String,
 }
 
 /// Why the tasks of a job were cancelled.

@@ -24,13 +24,16 @@ use crate::protocol::PROTOCOL_VERSION;
 /// only CLI messages (paged `status`, `analyze`, `logs`); 4 → 5 added two
 /// fields to an agent's `AttemptResult`, which the broker reads from older
 /// agents as `protocol_v4` encodes it; 5 → 6 added four more (I/O bytes,
-/// input sizes, the usage series: `protocol_v5`). `AgentHello`, `HelloReply`
-/// and `ToAgent` are the same since 3.
+/// input sizes, the usage series: `protocol_v5`); 6 → 7 changed only a CLI
+/// message (`Submit`'s `JobDef`). `AgentHello`, `HelloReply` and `ToAgent`
+/// are the same since 3.
 pub const AGENT_PROTOCOL_OLDEST: u16 = 3;
 /// The oldest protocol whose CLIs this broker serves (5 added fields to the
 /// replies of `submit`, `status`, `why`, `analyze` and `logs`, which a
-/// protocol 4 CLI cannot read).
-pub const CLI_PROTOCOL_OLDEST: u16 = 5;
+/// protocol 4 CLI cannot read; 7 added `after_per` to the `JobDef` a CLI
+/// submits, which postcard reads by position, so a protocol 6 CLI's submit
+/// would be misread).
+pub const CLI_PROTOCOL_OLDEST: u16 = 7;
 
 /// This build's release (the workspace's crate version).
 pub const RELEASE: &str = env!("CARGO_PKG_VERSION");

@@ -25,8 +25,9 @@ use crate::workflow::WorkflowDef;
 /// (3: `WhyAnswer.reason` became the typed `explain::Reason`; 4: `status`,
 /// `analyze` and `logs` are paged; 5: tasks named by item, failures with
 /// their numbers, the blocked tasks of a run; 6: an agent's `AttemptResult`
-/// carries I/O bytes, input sizes and a usage series).
-pub const PROTOCOL_VERSION: u16 = 6;
+/// carries I/O bytes, input sizes and a usage series; 7: a `JobDef` in
+/// `Submit` carries `after_per`, the per-item dependencies).
+pub const PROTOCOL_VERSION: u16 = 7;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.

@@ -276,6 +276,9 @@ pub struct Effects {
     /// staged outputs after the commit and before it sends anything
     /// (dependents may be assigned in the same batch).
     pub promote: Vec<Promote>,
+    /// Checkpoints to keep, restore or drop (`checkpoint:` jobs), done by the
+    /// shell after the commit and before anything is sent, in this order.
+    pub checkpoints: Vec<CheckpointOp>,
     /// Runs that reached a final state in this step.
     pub finished_runs: Vec<RunId>,
 }
@@ -295,7 +298,32 @@ impl Effects {
             && self.sizing.is_empty()
             && self.cache_record.is_empty()
             && self.promote.is_empty()
+            && self.checkpoints.is_empty()
     }
+}
+
+/// What happens to a task's checkpoint (SPEC §4 `checkpoint:`). `cwd` is the
+/// task's directory, `paths` its job's checkpoint paths under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointOp {
+    /// The attempt ended without success through no fault of its own (or at
+    /// its walltime): keep what it wrote, as that attempt's version.
+    Keep {
+        task: TaskId,
+        attempt: AttemptId,
+        cwd: String,
+        paths: Vec<String>,
+    },
+    /// The task's next attempt is about to be sent: the paths get the newest
+    /// kept version (or are cleared when none is kept), never a mix.
+    Restore {
+        task: TaskId,
+        attempt: AttemptId,
+        cwd: String,
+        paths: Vec<String>,
+    },
+    /// The task succeeded: its kept versions go.
+    Drop { task: TaskId },
 }
 
 /// A cache lookup the shell does for the core (hashing files is I/O).

@@ -8,7 +8,10 @@
 
 use std::cmp::Reverse;
 
-use scalable_common::explain::{AgentRef, AgentShape, Reason, Shortfall, Unrunnable};
+use scalable_common::explain::{
+    AgentRef, AgentShape, Cancellation, Reason, Shortfall, Unrunnable, UpstreamTask,
+    UPSTREAM_TASKS_SHOWN_MAX,
+};
 use scalable_common::protocol::{RunId, TaskId, WhyAnswer};
 use scalable_common::resources::Resources;
 
@@ -35,6 +38,12 @@ impl Core {
             TaskState::Succeeded | TaskState::Cached => Reason::Done {
                 cache_note: self.cache_notes.get(&task).cloned(),
             },
+            TaskState::Cancelled if self.failed_upstream_task(job, index).is_some() => {
+                Reason::Cancelled {
+                    run: job.run,
+                    cause: self.failed_upstream_task(job, index).expect("checked"),
+                }
+            }
             TaskState::Cancelled if job.cancel_cause.is_some() => Reason::Cancelled {
                 run: job.run,
                 cause: job.cancel_cause.clone().expect("checked"),
@@ -45,6 +54,10 @@ impl Core {
             },
             TaskState::Assigned => Reason::Assigned { agent: on_agent() },
             TaskState::Running => Reason::Running { agent: on_agent() },
+            TaskState::Waiting if !job.item_deps.is_empty() => Reason::WaitingOnTasks {
+                tasks: self.pending_upstream_tasks(job, index),
+                jobs: self.pending_dependencies(job),
+            },
             TaskState::Waiting => Reason::WaitingOnDependency {
                 jobs: self.pending_dependencies(job),
             },
@@ -110,6 +123,57 @@ impl Core {
             .filter(|d| d.counts.succeeded + d.counts.cached < d.count())
             .map(|d| d.def.name.clone())
             .collect()
+    }
+
+    /// The upstream tasks of per-item edges that task `index` of `job` waits
+    /// for (not yet succeeded), the first few.
+    fn pending_upstream_tasks(&self, job: &Job, index: u64) -> Vec<UpstreamTask> {
+        job.item_deps
+            .iter()
+            .filter_map(|e| {
+                let up = &self.jobs[&e.job];
+                let i = e.map.up_of(index);
+                let state = up.tasks[i as usize].state;
+                (!matches!(state, TaskState::Succeeded | TaskState::Cached)).then(|| UpstreamTask {
+                    task: format!("{}/{}/{i}", up.run, up.def.name),
+                    item: up.def.items.get(i).map(|x| x.to_string()),
+                    state: state.name().to_string(),
+                })
+            })
+            .take(UPSTREAM_TASKS_SHOWN_MAX)
+            .collect()
+    }
+
+    /// For a task cancelled through per-item edges, the upstream task that
+    /// failed, followed up the chain of cancelled ones (its job's cause names
+    /// the first of the job's cancelled tasks, maybe another item's; when it
+    /// is this one, its failure text is kept).
+    fn failed_upstream_task(&self, job: &Job, index: u64) -> Option<Cancellation> {
+        let (mut job, mut index) = (job, index);
+        // Each step goes one job upstream: at most as many steps as jobs.
+        for _ in 0..=self.runs[&job.run].jobs.len() {
+            let (up, i, state) = job.item_deps.iter().find_map(|e| {
+                let up = &self.jobs[&e.job];
+                let i = e.map.up_of(index);
+                let state = up.tasks[i as usize].state;
+                matches!(state, TaskState::Failed | TaskState::Cancelled).then_some((up, i, state))
+            })?;
+            if state == TaskState::Cancelled && !up.item_deps.is_empty() {
+                (job, index) = (up, i);
+                continue;
+            }
+            let task = format!("{}/{}/{i}", up.run, up.def.name);
+            return Some(match &job.cancel_cause {
+                Some(c @ Cancellation::DependencyFailed { task: t, .. }) if *t == task => c.clone(),
+                _ => Cancellation::DependencyFailed {
+                    job: up.def.name.clone(),
+                    task,
+                    item: up.def.items.get(i).map(|x| x.to_string()),
+                    failure: state.name().to_string(),
+                },
+            });
+        }
+        None
     }
 
     /// How long a ready task still waits out its retry backoff, if it does.

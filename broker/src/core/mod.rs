@@ -25,9 +25,11 @@
 mod agents;
 mod bounds;
 mod cache;
+mod checkpoints;
 mod demand;
 pub mod effects;
 mod explain;
+mod item_deps;
 pub mod model;
 mod queries;
 mod rebalance;
@@ -48,9 +50,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use scalable_common::protocol::{AgentId, AttemptId, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
 
+pub use checkpoints::keeps_checkpoint;
 pub use effects::{
-    Ack, CacheProbe, CacheRecord, Effects, EventKind, Promote, RenderRequest, RequestSource,
-    Shutdown, StoreOp,
+    Ack, CacheProbe, CacheRecord, CheckpointOp, Effects, EventKind, Promote, RenderRequest,
+    RequestSource, Shutdown, StoreOp,
 };
 use model::{Agent, Attempt, Job, ReadyKey, Run};
 pub use model::{PlannedJob, RenderedTask, SubmitPlan};
@@ -152,6 +155,8 @@ pub enum SubmitError {
     UnknownAfter { job: String, after: String },
     #[error("workflow has no jobs")]
     Empty,
+    #[error("job {job:?}: {message}")]
+    ItemMismatch { job: String, message: String },
 }
 
 /// The broker's state machine (see the module doc).

@@ -15,7 +15,7 @@ use scalable_common::explain::Cancellation;
 use scalable_common::manifest::AutoResources;
 use scalable_common::protocol::{AgentId, AttemptId, ContainerSpec, Counts, JobId, RunId, TaskId};
 use scalable_common::resources::Resources;
-use scalable_common::workflow::{JobDef, JobTemplates, WorkflowDef};
+use scalable_common::workflow::{ItemMap, JobDef, JobTemplates, WorkflowDef};
 
 use super::sizing::AutoJob;
 
@@ -175,6 +175,14 @@ pub struct Job {
     /// Upstream jobs that have not yet fully succeeded.
     pub deps_pending: u32,
     pub dependents: Vec<JobId>,
+    /// Per-item edges (`after_per`), each with the map from this job's task
+    /// index to the upstream one (`item_deps`) or to the downstream one
+    /// (`item_dependents`); see `core/item_deps.rs`.
+    pub item_deps: Vec<ItemEdge>,
+    pub item_dependents: Vec<ItemEdge>,
+    /// Per task, the upstream tasks of per-item edges not yet succeeded;
+    /// empty for a job without per-item edges (nothing per task there).
+    pub item_waits: Vec<u32>,
     /// True once the dependencies are met and tasks may be dispatched.
     pub released: bool,
     /// When it was released: the ready time of its tasks that never came
@@ -243,6 +251,9 @@ impl Job {
             requeued: VecDeque::new(),
             deps_pending,
             dependents: Vec::new(),
+            item_deps: Vec::new(),
+            item_dependents: Vec::new(),
+            item_waits: Vec::new(),
             released: false,
             released_at_ms: 0,
             ready_again_at_ms: HashMap::new(),
@@ -465,6 +476,14 @@ pub struct PlannedJob {
     pub container: Option<ContainerSpec>,
     /// The quantities its manifest binding lets the advisor size, if any.
     pub auto: Option<AutoResources>,
+}
+
+/// One per-item edge as one side of it sees it: the job at the other end and
+/// the map from this side's task index to the other side's.
+#[derive(Debug, Clone)]
+pub struct ItemEdge {
+    pub job: JobId,
+    pub map: ItemMap,
 }
 
 /// The order in which ready jobs are offered to agents: higher `priority:`

@@ -334,6 +334,7 @@ impl Core {
             self.jobs.insert(rj.id, job);
         }
         self.wire_dependents(&job_ids, &names);
+        self.wire_item_deps(&job_ids, &names);
         self.runs.insert(
             r.id,
             Run {
@@ -379,11 +380,13 @@ impl Core {
             job.released = pending == 0 || on_agents > 0;
         }
         for id in ids {
+            self.recount_item_waits(id);
             let released = self.jobs[&id].released;
             let count = self.jobs[&id].count();
             for index in 0..count {
                 let s = self.jobs[&id].tasks[index as usize].state;
-                match (released, s) {
+                let ready = released && !self.waits_on_items(id, index);
+                match (ready, s) {
                     (true, TaskState::Waiting) => self.set_task_state(id, index, TaskState::Ready),
                     (false, TaskState::Ready) => self.set_task_state(id, index, TaskState::Waiting),
                     _ => {}

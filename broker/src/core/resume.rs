@@ -50,6 +50,9 @@ impl Core {
             self.jobs.get_mut(&j).expect("exists").deps_pending = pending;
         }
         for &j in &jobs {
+            self.recount_item_waits(j);
+        }
+        for &j in &jobs {
             let job = &self.jobs[&j];
             if job.deps_pending == 0 && job.counts.waiting > 0 {
                 self.release_job(j, now_ms);

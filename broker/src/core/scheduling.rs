@@ -301,6 +301,7 @@ impl Core {
         (self.fx.store).extend(sizing.map(|record| StoreOp::AttemptSizing { attempt, record }));
         match rendered {
             Ok(r) => {
+                self.note_checkpoint_restore(job_id, index, attempt_id, number, &r.cwd);
                 // Rendered inline just now: moved, not copied (the hot path).
                 let r = Arc::try_unwrap(r).unwrap_or_else(|kept| (*kept).clone());
                 let job = &self.jobs[&job_id];

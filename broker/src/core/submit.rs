@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use scalable_common::protocol::{Counts, JobId, RunId};
 
+use super::item_deps::check_item_edges;
 use super::model::{Job, Run, RunState};
 use super::{Core, PlannedJob, StoreOp, SubmitError, SubmitPlan};
 
@@ -41,6 +42,7 @@ impl Core {
         }
         // Wire dependents once every job exists (an `after` may name a later job).
         self.wire_dependents(&job_ids, &names);
+        self.wire_item_deps(&job_ids, &names);
         self.runs.insert(
             run_id,
             Run {
@@ -115,5 +117,5 @@ fn check_after(plan: &SubmitPlan) -> Result<(), SubmitError> {
             }
         }
     }
-    Ok(())
+    check_item_edges(plan.jobs.iter().map(|j| &*j.def))
 }

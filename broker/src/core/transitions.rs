@@ -26,10 +26,20 @@ impl Core {
         job.released = true;
         job.released_at_ms = now_ms;
         let mut moved = 0;
-        for slot in job.tasks.iter_mut() {
-            if slot.state == TaskState::Waiting {
-                slot.state = TaskState::Ready;
-                moved += 1;
+        if job.item_waits.is_empty() {
+            for slot in job.tasks.iter_mut() {
+                if slot.state == TaskState::Waiting {
+                    slot.state = TaskState::Ready;
+                    moved += 1;
+                }
+            }
+        } else {
+            // Tasks that still wait for an upstream task per item stay waiting.
+            for (slot, &w) in job.tasks.iter_mut().zip(&job.item_waits) {
+                if slot.state == TaskState::Waiting && w == 0 {
+                    slot.state = TaskState::Ready;
+                    moved += 1;
+                }
             }
         }
         job.next_fresh = 0;
@@ -58,6 +68,7 @@ impl Core {
         let walltime_ms = self.jobs[&at.job].def.walltime_ms;
         let failure = (!end.is_success()).then(|| failure_reason(&result, &at, walltime_ms));
         self.close_attempt(&at, result, now_ms);
+        self.note_checkpoint_end(&at, &end);
         let job = &self.jobs[&at.job];
         let retries = job.def.retries;
         let slot = job.tasks[at.index as usize];
@@ -338,9 +349,10 @@ impl Core {
                 job: job.def.name.clone(),
                 task: format!("{run_id}/{}/{index}", job.def.name),
                 item: job.def.items.get(index).map(|i| i.to_string()),
-                failure: reason.unwrap_or_else(|| "failed".into()),
+                failure: reason.clone().unwrap_or_else(|| "failed".into()),
             };
             self.cancel_dependents(job_id, &cause, now_ms);
+            self.cancel_item_dependents(job_id, index, &cause, now_ms);
             let run = &self.runs[&run_id];
             if let Some(max) = run.max_fails {
                 if run.counts.failed >= max {
@@ -348,6 +360,19 @@ impl Core {
                     self.cancel_unstarted(run_id, "max_fails reached", &cause, now_ms);
                 }
             }
+        }
+        if state == TaskState::Cancelled && !self.jobs[&job_id].item_dependents.is_empty() {
+            let job = &self.jobs[&job_id];
+            let cause = Cancellation::DependencyFailed {
+                job: job.def.name.clone(),
+                task: format!("{run_id}/{}/{index}", job.def.name),
+                item: job.def.items.get(index).map(|i| i.to_string()),
+                failure: reason.clone().unwrap_or_else(|| "cancelled".into()),
+            };
+            self.cancel_item_dependents(job_id, index, &cause, now_ms);
+        }
+        if matches!(state, TaskState::Succeeded | TaskState::Cached) {
+            self.item_succeeded(job_id, index, now_ms);
         }
         let job = &self.jobs[&job_id];
         if job.counts.done() == job.count()
@@ -367,7 +392,7 @@ impl Core {
 
     /// Cancels every not-yet-terminal task of every job downstream of `job_id`,
     /// each job with the failure that started it as its cause.
-    fn cancel_dependents(&mut self, job_id: JobId, cause: &Cancellation, now_ms: u64) {
+    pub(super) fn cancel_dependents(&mut self, job_id: JobId, cause: &Cancellation, now_ms: u64) {
         let mut stack = self.jobs[&job_id].dependents.clone();
         let mut seen = BTreeSet::new();
         while let Some(d) = stack.pop() {
@@ -375,7 +400,10 @@ impl Core {
                 continue;
             }
             self.cancel_job_tasks(d, "dependency failed", cause, now_ms);
-            stack.extend(self.jobs[&d].dependents.iter().copied());
+            // A job cancelled whole cancels its per-item dependents whole too.
+            let dj = &self.jobs[&d];
+            stack.extend(dj.dependents.iter().copied());
+            stack.extend(dj.item_dependents.iter().map(|e| e.job));
         }
     }
 
@@ -453,7 +481,7 @@ impl Core {
     /// The first cause of a job's cancelled tasks is the one `why` and
     /// `analyze` give for all of them (later cancels only reach tasks that
     /// were on agents).
-    fn set_cancel_cause(&mut self, job_id: JobId, cause: &Cancellation) {
+    pub(super) fn set_cancel_cause(&mut self, job_id: JobId, cause: &Cancellation) {
         let job = self.jobs.get_mut(&job_id).expect("exists");
         if job.cancel_cause.is_some() {
             return;

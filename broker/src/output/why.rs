@@ -48,6 +48,19 @@ pub fn reason_text(r: &Reason) -> String {
         Reason::WaitingOnDependency { jobs } => {
             format!("waiting for dependency {}", jobs.join(", "))
         }
+        Reason::WaitingOnTasks { tasks, jobs } => {
+            let mut parts: Vec<String> = tasks
+                .iter()
+                .map(|t| match &t.item {
+                    Some(item) => format!("task {} (item {}, {})", t.task, printable(item), t.state),
+                    None => format!("task {} ({})", t.task, t.state),
+                })
+                .collect();
+            if !jobs.is_empty() {
+                parts.push(format!("dependency {}", jobs.join(", ")));
+            }
+            format!("waiting for {}", parts.join(", "))
+        }
         Reason::Backoff { remaining_ms } => {
             format!("retrying after a failure; backoff ends in {remaining_ms} ms")
         }
@@ -201,6 +214,24 @@ mod tests {
                     jobs: vec!["x".into(), "y".into()],
                 },
                 "waiting for dependency x, y",
+            ),
+            (
+                Reason::WaitingOnTasks {
+                    tasks: vec![
+                        scalable_common::explain::UpstreamTask {
+                            task: "3/sim/0".into(),
+                            item: Some("ssp1".into()),
+                            state: "running".into(),
+                        },
+                        scalable_common::explain::UpstreamTask {
+                            task: "3/prep/0".into(),
+                            item: None,
+                            state: "waiting".into(),
+                        },
+                    ],
+                    jobs: vec!["setup".into()],
+                },
+                "waiting for task 3/sim/0 (item ssp1, running), task 3/prep/0 (waiting), dependency setup",
             ),
             (
                 Reason::Backoff { remaining_ms: 900 },

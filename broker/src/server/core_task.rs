@@ -26,6 +26,7 @@ use super::scaler_io::{self, ScalerIo};
 use super::{cache_io, now_ms, sizing_io, CoreMsg};
 use crate::advisor::table::AdvisorTable;
 use crate::cache;
+use crate::checkpoints::CheckpointStore;
 use crate::core::{Core, StoreOp};
 use crate::output_roots::OutputRoots;
 use crate::providers::{PilotState, StartedPilot};
@@ -43,6 +44,8 @@ pub(super) struct Around {
     pub to_core: mpsc::WeakUnboundedSender<CoreMsg>,
     pub store: Store,
     pub cache_dir: PathBuf,
+    /// Where kept checkpoints live (`crate::checkpoints`).
+    pub checkpoints: Arc<dyn CheckpointStore>,
     pub stop: mpsc::UnboundedSender<()>,
     pub manifest: Option<Arc<Manifest>>,
     /// The agents this broker could still start (`crate::shapes`).
@@ -67,6 +70,7 @@ struct CoreTask {
     manifest: Option<Arc<Manifest>>,
     shapes: Vec<AgentShape>,
     blobs: Arc<cache::Blobs>,
+    checkpoints: Arc<dyn CheckpointStore>,
     renderer: Renderer,
     advisors: Arc<AdvisorTable>,
     pending_records: Arc<cache_io::PendingRecords>,
@@ -106,6 +110,7 @@ pub(super) async fn run(
         manifest: around.manifest,
         shapes: around.shapes,
         blobs: Arc::new(cache::Blobs::new(around.cache_dir).with_output_roots(output_roots)),
+        checkpoints: around.checkpoints,
         renderer: Renderer::new(),
         advisors: around.advisors,
         pending_records: Arc::default(),
@@ -349,11 +354,12 @@ impl CoreTask {
             disconnect,
         } = routed;
         let (store, blobs) = (self.store.clone(), self.blobs.clone());
+        let checkpoints = self.checkpoints.clone();
         let runtime = tokio::runtime::Handle::current();
         self.store.write(
             fx.store,
             Some(Box::new(move || {
-                deliver(after_commit);
+                deliver(after_commit, &*checkpoints);
                 // After the promotion above: the outputs are in place.
                 for r in records {
                     runtime.spawn(cache_io::record(r, store.clone(), blobs.clone()));
@@ -397,9 +403,10 @@ fn note_slow_batch(messages: usize, applied: std::time::Duration, total: std::ti
 
 /// The after-commit action: runs on the store's writer thread once the
 /// batch's rows are durable, in the order `routing` planned.
-fn deliver(steps: Vec<Step<mpsc::UnboundedSender<ToAgent>>>) {
+fn deliver(steps: Vec<Step<mpsc::UnboundedSender<ToAgent>>>, checkpoints: &dyn CheckpointStore) {
     for step in steps {
         match step {
+            Step::Checkpoint(op) => crate::checkpoints::apply(checkpoints, &op),
             Step::Promote(p) => promote(&p),
             Step::Send(tx, msg) => {
                 let _ = tx.send(msg);
@@ -436,6 +443,10 @@ mod tests {
 
     use super::*;
 
+    fn no_checkpoints() -> crate::checkpoints::SharedDir {
+        crate::checkpoints::SharedDir::new("/nonexistent/checkpoints".into())
+    }
+
     #[test]
     fn deliver_promotes_then_sends_then_replies() {
         let dir = tempfile::tempdir().unwrap();
@@ -444,15 +455,18 @@ mod tests {
         std::fs::write(&staged, "result").unwrap();
         let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
         let (reply_tx, mut reply_rx) = oneshot::channel();
-        deliver(vec![
-            Step::Promote(Promotion {
-                cwd: dir.path().display().to_string(),
-                attempt: 7,
-                outputs: vec!["out.txt".into()],
-            }),
-            Step::Send(agent_tx, ToAgent::Heartbeat),
-            Step::Reply(reply_tx, Response::ShuttingDown),
-        ]);
+        deliver(
+            vec![
+                Step::Promote(Promotion {
+                    cwd: dir.path().display().to_string(),
+                    attempt: 7,
+                    outputs: vec!["out.txt".into()],
+                }),
+                Step::Send(agent_tx, ToAgent::Heartbeat),
+                Step::Reply(reply_tx, Response::ShuttingDown),
+            ],
+            &no_checkpoints(),
+        );
         let promoted = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
         assert_eq!(promoted, "result");
         assert!(!stage::stage_dir(dir.path(), 7).exists(), "stage removed");
@@ -465,10 +479,13 @@ mod tests {
         let (agent_tx, agent_rx) = mpsc::unbounded_channel();
         drop(agent_rx);
         let (reply_tx, mut reply_rx) = oneshot::channel();
-        deliver(vec![
-            Step::Send(agent_tx, ToAgent::Heartbeat),
-            Step::Reply(reply_tx, Response::ShuttingDown),
-        ]);
+        deliver(
+            vec![
+                Step::Send(agent_tx, ToAgent::Heartbeat),
+                Step::Reply(reply_tx, Response::ShuttingDown),
+            ],
+            &no_checkpoints(),
+        );
         assert!(matches!(reply_rx.try_recv(), Ok(Response::ShuttingDown)));
     }
 }

@@ -227,6 +227,9 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
             to_core: core_tx.downgrade(),
             store: store.clone(),
             cache_dir: cfg.state_dir.join("cache"),
+            checkpoints: Arc::new(crate::checkpoints::SharedDir::new(
+                cfg.state_dir.join("checkpoints"),
+            )),
             stop: stop_tx.clone(),
             manifest: cfg.manifest.clone(),
             shapes: crate::shapes::of_broker(&cfg),

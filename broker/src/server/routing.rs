@@ -14,7 +14,7 @@ use scalable_common::protocol::{
 };
 use tokio::sync::oneshot;
 
-use crate::core::Effects;
+use crate::core::{CheckpointOp, Effects};
 
 /// A read for the CLI, run on the store's connection behind earlier writes.
 pub(super) type Query = Box<dyn FnOnce(&rusqlite::Connection) -> Response + Send>;
@@ -30,6 +30,9 @@ pub(super) use crate::core::Promote as Promotion;
 
 /// One thing done after the commit; `S` is how a message reaches its agent.
 pub(super) enum Step<S> {
+    /// A checkpoint kept, restored or dropped (before promotions and sends:
+    /// the next attempt's assignment must find its checkpoint in place).
+    Checkpoint(CheckpointOp),
     Promote(Promotion),
     Send(S, ToAgent),
     Reply(oneshot::Sender<Response>, Response),
@@ -66,7 +69,11 @@ pub(super) fn route<S>(
     mut sender: impl FnMut(AgentId) -> Option<S>,
     deferred: Vec<Deferred>,
 ) -> Routed<S> {
-    let mut after_commit: Vec<Step<S>> = promotions(fx).into_iter().map(Step::Promote).collect();
+    let mut after_commit: Vec<Step<S>> = std::mem::take(&mut fx.checkpoints)
+        .into_iter()
+        .map(Step::Checkpoint)
+        .collect();
+    after_commit.extend(promotions(fx).into_iter().map(Step::Promote));
     for (agent, msg) in messages(fx) {
         if let Some(s) = sender(agent) {
             after_commit.push(Step::Send(s, msg));
@@ -206,6 +213,7 @@ mod tests {
             .after_commit
             .iter()
             .map(|s| match s {
+                Step::Checkpoint(op) => format!("checkpoint {op:?}"),
                 Step::Promote(p) => format!("promote {} {:?}", p.attempt, p.outputs),
                 Step::Send(agent, msg) => format!("to {agent}: {}", describe(msg)),
                 Step::Reply(_, r) => format!("reply {r:?}"),
@@ -394,6 +402,25 @@ mod tests {
                 "to 1: assign [10]",
                 "to 1: ack [7] ignored []",
                 "reply ShuttingDown",
+            ]
+        );
+    }
+
+    /// A restored checkpoint is in place before the assignment of the
+    /// attempt that needs it is sent.
+    #[test]
+    fn checkpoints_come_before_promotions_and_messages() {
+        let mut fx = Effects::default();
+        assign(&mut fx, 1, &[10]);
+        promote(&mut fx, 7);
+        fx.checkpoints.push(CheckpointOp::Drop { task: 3 });
+        let routed = route(&mut fx, live(&[1]), Vec::new());
+        assert_eq!(
+            steps(&routed),
+            [
+                "checkpoint Drop { task: 3 }",
+                "promote 7 [\"out7\"]",
+                "to 1: assign [10]",
             ]
         );
     }

@@ -8,8 +8,12 @@ use std::collections::HashMap;
 
 use super::cycles::cycles;
 use super::def::{Items, JobDef, WorkflowDef};
+use super::per_item::match_items;
 use super::spans::{Issue, Spans};
-use super::{CPUS_MAX, JOB_NAME_CHARS_MAX, NAME_CHARS_MAX, RETRIES_MAX, TASKS_PER_RUN_MAX};
+use super::{
+    CHECKPOINT_PATHS_MAX, CPUS_MAX, JOB_NAME_CHARS_MAX, NAME_CHARS_MAX, RETRIES_MAX,
+    TASKS_PER_RUN_MAX,
+};
 use crate::suggest::did_you_mean;
 use crate::template::check_job_templates;
 
@@ -119,6 +123,7 @@ fn items_path(job: &JobDef, p: &str) -> String {
 /// One job on its own: command, items, limits, environment and templates
 /// (rendered only when `render` and the job is within the task limit).
 fn check_job(job: &JobDef, p: &str, render: bool, issues: &mut Vec<Issue>) {
+    check_checkpoint(job, p, issues);
     if job.command.is_empty() {
         issues.push(
             Issue::new(format!("{p}.command"), "command is empty").hint(Some(
@@ -213,13 +218,16 @@ fn check_total(def: &WorkflowDef, issues: &mut Vec<Issue>) {
     }
 }
 
-/// `after`: references, then cycles over the edges that resolved.
+/// `after`: references (whole-job names, then per-item entries, numbered
+/// after the names), matching item sets, then cycles over the edges that
+/// resolved.
 fn check_after(def: &WorkflowDef, by_name: &HashMap<&str, usize>, issues: &mut Vec<Issue>) {
     let names: Vec<&str> = def.jobs.iter().map(|j| j.name.as_str()).collect();
     let named: Vec<&str> = names.iter().copied().filter(|n| !n.is_empty()).collect();
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); def.jobs.len()];
     for (i, job) in def.jobs.iter().enumerate() {
-        for (k, name) in job.after.iter().enumerate() {
+        let entries = job.after.iter().chain(job.after_per.iter().map(|p| &p.job));
+        for (k, name) in entries.enumerate() {
             let ap = format!("jobs[{i}].after[{k}]");
             match by_name.get(name.as_str()) {
                 None => {
@@ -235,7 +243,16 @@ fn check_after(def: &WorkflowDef, by_name: &HashMap<&str, usize>, issues: &mut V
                         format!("job {name:?} cannot run after itself"),
                     ));
                 }
+                Some(&j) if k >= job.after.len() && deps[i].contains(&j) => {
+                    issues.push(
+                        Issue::new(ap, format!("job {name:?} is named twice in after"))
+                            .hint(Some("keep one entry per upstream job".to_string())),
+                    );
+                }
                 Some(&j) => {
+                    if k >= job.after.len() {
+                        check_items(def, i, j, k, issues);
+                    }
                     if !deps[i].contains(&j) {
                         deps[i].push(j);
                     }
@@ -245,9 +262,11 @@ fn check_after(def: &WorkflowDef, by_name: &HashMap<&str, usize>, issues: &mut V
     }
     for cycle in cycles(&deps) {
         let (first, second) = (cycle[0], cycle[1]);
-        let k = def.jobs[first]
+        let job = &def.jobs[first];
+        let k = job
             .after
             .iter()
+            .chain(job.after_per.iter().map(|p| &p.job))
             .position(|n| by_name.get(n.as_str()) == Some(&second))
             .unwrap_or(0);
         let text = cycle
@@ -261,6 +280,67 @@ fn check_after(def: &WorkflowDef, by_name: &HashMap<&str, usize>, issues: &mut V
                 format!("cycle: {text}"),
             )
             .hint(Some("remove one of these after entries".to_string())),
+        );
+    }
+}
+
+/// Job `i`'s per-item entry `k` (numbered after its names) against job `j`.
+fn check_items(def: &WorkflowDef, i: usize, j: usize, k: usize, issues: &mut Vec<Issue>) {
+    let (down, up) = (&def.jobs[i], &def.jobs[j]);
+    let per = down.after_per[k - down.after.len()].per;
+    if let Err(m) = match_items(&up.name, &up.items, &down.name, &down.items, per) {
+        issues.push(Issue::new(format!("jobs[{i}].after[{k}]"), m.message).hint(Some(m.hint)));
+    }
+}
+
+/// `checkpoint:` paths: relative, inside the task's directory, literal, a
+/// bounded number; and a task directory of its own for each task, since the
+/// paths are not templated (two tasks must never share a checkpoint).
+fn check_checkpoint(job: &JobDef, p: &str, issues: &mut Vec<Issue>) {
+    if job.checkpoint.is_empty() {
+        return;
+    }
+    let cp = format!("{p}.checkpoint");
+    if job.checkpoint.len() > CHECKPOINT_PATHS_MAX {
+        issues.push(Issue::new(
+            cp.clone(),
+            format!(
+                "{} checkpoint paths, more than the limit of {CHECKPOINT_PATHS_MAX}",
+                job.checkpoint.len()
+            ),
+        ));
+    }
+    for (k, path) in job.checkpoint.iter().enumerate() {
+        let bad = if path.trim().is_empty() {
+            Some("checkpoint path is empty")
+        } else if path.starts_with('/') {
+            Some("checkpoint path must be relative to the task's directory")
+        } else if path.split('/').any(|c| c == "..") {
+            Some("checkpoint path must stay inside the task's directory (no \"..\")")
+        } else if path.contains("{{") || path.contains("{%") {
+            Some("checkpoint paths are not templated")
+        } else {
+            None
+        };
+        if let Some(bad) = bad {
+            issues.push(Issue::new(format!("{cp}[{k}]"), bad).hint(Some(
+                "name files or a directory under the task's directory, e.g. ckpt/".to_string(),
+            )));
+        }
+    }
+    let own_dirs = job.workdir.as_deref().is_some_and(|w| w.contains("{{"));
+    if job.items.count_saturating() > 1 && !own_dirs {
+        issues.push(
+            Issue::new(
+                cp,
+                format!(
+                    "every task of job {:?} would share these checkpoint paths",
+                    job.name
+                ),
+            )
+            .hint(Some(
+                "give each task its own directory, e.g. workdir: \"run-{{ item }}\"".to_string(),
+            )),
         );
     }
 }

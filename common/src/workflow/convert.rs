@@ -8,9 +8,9 @@
 
 use serde_saphyr::Spanned;
 
-use super::def::{Items, JobDef, ResourceRequest, WorkflowDef};
+use super::def::{Items, JobDef, Per, PerAfter, ResourceRequest, WorkflowDef};
 use super::range::parse_range;
-use super::raw::{After, Pairs, RawJob, RawResources, RawWorkflow};
+use super::raw::{After, AfterEntry, Pairs, RawJob, RawResources, RawWorkflow};
 use super::spans::{Issue, Spans};
 use crate::units::{parse_duration_ms, parse_size_bytes};
 
@@ -47,6 +47,11 @@ fn convert_job(p: &str, raw: RawJob, spans: &mut Spans, issues: &mut Vec<Issue>)
     let command = spanned_list(&format!("{p}.command"), raw.command.value, spans);
     let inputs = spanned_list(&format!("{p}.inputs"), raw.inputs, spans);
     let outputs = spanned_list(&format!("{p}.outputs"), raw.outputs, spans);
+    if let Some(first) = raw.checkpoint.first() {
+        // The list has no span of its own: a problem with it points at its first path.
+        spans.add(&format!("{p}.checkpoint"), first);
+    }
+    let checkpoint = spanned_list(&format!("{p}.checkpoint"), raw.checkpoint, spans);
     let (items, bad_items) = convert_items(p, raw.foreach, raw.range, spans, issues);
     let resources = match raw.resources {
         Some(r) => convert_resources(&format!("{p}.resources"), r, spans, issues),
@@ -63,11 +68,14 @@ fn convert_job(p: &str, raw: RawJob, spans: &mut Spans, issues: &mut Vec<Issue>)
             }
         }
     });
+    let (after, after_per) = convert_after(&format!("{p}.after"), raw.after, spans, issues);
     let job = JobDef {
         name: raw.name.value,
         command,
         items,
-        after: convert_after(&format!("{p}.after"), raw.after, spans),
+        after,
+        after_per,
+        checkpoint,
         tag: raw.tag,
         task: raw.task,
         resources,
@@ -155,19 +163,59 @@ fn convert_resources(
     resources
 }
 
-fn convert_after(ap: &str, after: Option<Spanned<After>>, spans: &mut Spans) -> Vec<String> {
+/// `after` split into whole-job names and per-item entries. Places are kept
+/// under the paths `check` reports: names as `after[K]` by their position
+/// among the names, per-item entries after them (`after[names + K]`), so a
+/// file that mixes both in another order gets the right line under a
+/// renumbered path.
+fn convert_after(
+    ap: &str,
+    after: Option<Spanned<After>>,
+    spans: &mut Spans,
+    issues: &mut Vec<Issue>,
+) -> (Vec<String>, Vec<PerAfter>) {
     let Some(after) = after else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     spans.add(ap, &after);
-    match after.value {
+    let entries = match after.value {
         After::One(name) => {
             // A single name has no element span of its own.
             spans.add_location(&format!("{ap}[0]"), &after.referenced);
-            vec![name]
+            return (vec![name], Vec::new());
         }
-        After::Many(names) => spanned_list(ap, names, spans),
+        After::Many(entries) => entries,
+    };
+    let names = entries
+        .iter()
+        .filter(|e| matches!(e.value, AfterEntry::Job(_)))
+        .count();
+    let (mut jobs, mut per_items) = (Vec::new(), Vec::new());
+    for e in entries {
+        match e.value {
+            AfterEntry::Job(name) => {
+                spans.add_location(&format!("{ap}[{}]", jobs.len()), &e.referenced);
+                jobs.push(name);
+            }
+            AfterEntry::Per { job, per } => {
+                let path = format!("{ap}[{}]", names + per_items.len());
+                spans.add_location(&path, &e.referenced);
+                let per = match per.as_str() {
+                    "item" => Per::Item,
+                    "index" => Per::Index,
+                    other => {
+                        issues.push(
+                            Issue::new(format!("{path}.per"), format!("unknown per {other:?}"))
+                                .hint(Some("write per: item or per: index".to_string())),
+                        );
+                        Per::Item
+                    }
+                };
+                per_items.push(PerAfter { job, per });
+            }
+        }
     }
+    (jobs, per_items)
 }
 
 fn spanned_value<T>(path: &str, value: Option<Spanned<T>>, spans: &mut Spans) -> Option<T> {

@@ -54,6 +54,41 @@ pub struct JobDef {
     pub max_running: Option<u32>,
     pub max_fails: Option<u64>,
     pub cache: bool,
+    /// Per-item dependencies (`after: [{job: x, per: item}]`, SPEC §4): each
+    /// task waits only for the task of `job` with the same item or index.
+    /// Added with protocol 7; a run stored before it reads as none.
+    #[serde(default)]
+    pub after_per: Vec<PerAfter>,
+    /// `checkpoint:` paths relative to the task's directory (SPEC §4): what
+    /// an attempt cut short through no fault of its own wrote there is kept
+    /// and restored for the task's next attempt. Added with protocol 7.
+    #[serde(default)]
+    pub checkpoint: Vec<String>,
+}
+
+/// One per-item entry of `after`: wait for the matching task of `job`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerAfter {
+    pub job: String,
+    pub per: Per,
+}
+
+/// How a task finds the task it waits for in the upstream job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Per {
+    /// The upstream task with the same item (both jobs have the same items).
+    Item,
+    /// The upstream task with the same index (both jobs have as many tasks).
+    Index,
+}
+
+impl Per {
+    pub fn name(self) -> &'static str {
+        match self {
+            Per::Item => "item",
+            Per::Index => "index",
+        }
+    }
 }
 
 /// What a job expands over.
@@ -170,6 +205,8 @@ pub fn quick_job(name: &str, command: Vec<String>, items: Items) -> JobDef {
         max_running: None,
         max_fails: None,
         cache: false,
+        after_per: Vec::new(),
+        checkpoint: Vec::new(),
     }
 }
 

@@ -22,6 +22,7 @@ mod check;
 mod convert;
 mod cycles;
 mod def;
+mod per_item;
 mod range;
 mod raw;
 mod spans;
@@ -32,7 +33,8 @@ mod tests;
 
 pub use crate::located::ERRORS_MAX;
 pub use crate::template::JobTemplates;
-pub use def::{quick_job, Item, Items, JobDef, ResourceRequest, WorkflowDef};
+pub use def::{quick_job, Item, Items, JobDef, Per, PerAfter, ResourceRequest, WorkflowDef};
+pub use per_item::{match_items, ItemMap, Mismatch};
 pub use range::parse_range;
 
 use crate::located::{Hint, LocatedError, LocatedErrors};
@@ -47,6 +49,8 @@ pub type WorkflowErrors = LocatedErrors;
 pub const TASKS_PER_RUN_MAX: u64 = 10_000_000;
 /// At most this many retries per task.
 pub const RETRIES_MAX: u32 = 100;
+/// Paths one job's `checkpoint:` may name.
+pub const CHECKPOINT_PATHS_MAX: usize = 16;
 /// At most this many cpus per task.
 pub const CPUS_MAX: u32 = 100_000;
 /// Job names are identifiers in CLI output and paths; keep them short.

@@ -82,6 +82,8 @@ pub(super) struct RawJob {
     pub(super) cache: Option<bool>,
     #[serde(default)]
     pub(super) after: Option<Spanned<After>>,
+    #[serde(default)]
+    pub(super) checkpoint: Vec<Spanned<String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -159,10 +161,17 @@ impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for Pairs<V> {
     }
 }
 
-/// `after: a` or `after: [a, b]`.
+/// `after: a` or `after: [a, {job: b, per: item}]`.
 pub(super) enum After {
     One(String),
-    Many(Vec<Spanned<String>>),
+    Many(Vec<Spanned<AfterEntry>>),
+}
+
+/// One element of an `after` list: a job name (wait for the whole job) or a
+/// per-item entry; `per` stays text here, `convert` judges it.
+pub(super) enum AfterEntry {
+    Job(String),
+    Per { job: String, per: String },
 }
 
 impl<'de> serde::Deserialize<'de> for After {
@@ -181,10 +190,51 @@ impl<'de> serde::Deserialize<'de> for After {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<After, A::Error> {
                 let mut out = Vec::new();
-                while let Some(name) = seq.next_element::<Spanned<String>>()? {
-                    out.push(name);
+                while let Some(entry) = seq.next_element::<Spanned<AfterEntry>>()? {
+                    out.push(entry);
                 }
                 Ok(After::Many(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AfterEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AfterEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a job name or {job: NAME, per: item|index}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AfterEntry, E> {
+                Ok(AfterEntry::Job(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<AfterEntry, E> {
+                Ok(AfterEntry::Job(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AfterEntry, A::Error> {
+                let (mut job, mut per) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "job" if job.is_none() => job = Some(map.next_value::<String>()?),
+                        "per" if per.is_none() => per = Some(map.next_value::<String>()?),
+                        "job" | "per" => {
+                            return Err(de::Error::custom(format!("duplicate key `{key}`")))
+                        }
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "unknown key `{other}` in an after entry, expected `job` and `per`"
+                            )))
+                        }
+                    }
+                }
+                match (job, per) {
+                    (Some(job), Some(per)) => Ok(AfterEntry::Per { job, per }),
+                    (None, _) => Err(de::Error::missing_field("job")),
+                    (_, None) => Err(de::Error::missing_field("per")),
+                }
             }
         }
         d.deserialize_any(V)

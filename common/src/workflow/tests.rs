@@ -502,3 +502,24 @@ fn quoted_numbers_and_booleans_are_refused_as_in_manifests() {
         "wf.yaml:5:14: jobs[0].retries: expected a whole number from 0 to 4294967295"
     );
 }
+
+/// `checkpoint:` paths stay inside the task's directory, and tasks of one job
+/// never share them (issue 20).
+#[test]
+fn checkpoint_paths_are_checked() {
+    let ok = "workflow: w\njobs:\n  - {name: a, command: [x], checkpoint: [ckpt, state/n.txt]}\n";
+    let def = parse_workflow("wf.yaml", ok).unwrap();
+    assert_eq!(def.jobs[0].checkpoint, vec!["ckpt", "state/n.txt"]);
+    let own = "workflow: w\njobs:\n  - {name: a, command: [x], range: \"1..=3\", workdir: \"r{{ item }}\", checkpoint: [ckpt]}\n";
+    assert!(parse_workflow("wf.yaml", own).is_ok());
+    let shared = own.replace("workdir: \"r{{ item }}\", ", "");
+    assert_eq!(
+        one_error(&shared),
+        "wf.yaml:3:58: jobs[0].checkpoint: every task of job \"a\" would share these \
+         checkpoint paths (give each task its own directory, e.g. workdir: \"run-{{ item }}\")"
+    );
+    let abs = ok.replace("ckpt, ", "/etc, ");
+    assert!(one_error(&abs).contains("jobs[0].checkpoint[0]: checkpoint path must be relative"));
+    let up = ok.replace("ckpt, ", "../x, ");
+    assert!(one_error(&up).contains("must stay inside the task's directory"));
+}

@@ -4,9 +4,11 @@
 //! share.
 
 mod agents;
+mod checkpoints;
 mod demand;
 mod explain;
 mod invariants;
+mod item_deps;
 mod limits;
 mod pilots;
 mod rebalance;
@@ -136,6 +138,7 @@ impl TestEnv {
     }
 }
 
+/// The plan `submit` gets for these jobs (as the shell would build it).
 fn hello(cpus: u32, tags: &[&str], name: &str) -> AgentHello {
     AgentHello {
         protocol: 1,
@@ -181,6 +184,7 @@ fn merge(into: &mut Effects, fx: Effects) {
     into.sizing.extend(fx.sizing);
     into.cache_record.extend(fx.cache_record);
     into.promote.extend(fx.promote);
+    into.checkpoints.extend(fx.checkpoints);
 }
 
 /// What the shell would answer for every render request of `fx`: the real
