@@ -25,8 +25,10 @@ use crate::workflow::WorkflowDef;
 /// (3: `WhyAnswer.reason` became the typed `explain::Reason`; 4: `status`,
 /// `analyze` and `logs` are paged; 5: tasks named by item, failures with
 /// their numbers, the blocked tasks of a run; 6: an agent's `AttemptResult`
-/// carries I/O bytes, input sizes and a usage series).
-pub const PROTOCOL_VERSION: u16 = 6;
+/// carries I/O bytes, input sizes and a usage series; 7: staging streams
+/// (`staging`) and `AttemptEnd::StagingFailed`, appended, so a protocol 6
+/// agent's messages still read as they are).
+pub const PROTOCOL_VERSION: u16 = 7;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.
@@ -223,6 +225,10 @@ pub enum AttemptEnd {
     /// start (the task was not run), or the task exited non-zero within a second
     /// saying a file was not found (`path` is then what its stderr named).
     InvalidInput { path: String },
+    /// Declared inputs could not be fetched or declared outputs could not be
+    /// handed back (no shared filesystem, SPEC §4): a size bound, a refusal,
+    /// a transfer that kept failing. Protocol 7.
+    StagingFailed { error: String },
 }
 
 impl AttemptEnd {
@@ -245,6 +251,8 @@ impl AttemptEnd {
             // caches, a producer's late write), and not spending would re-queue a
             // truly missing one forever. `retries` bounds the waste either way.
             AttemptEnd::InvalidInput { .. } => true,
+            // A bound or a refusal repeats; a transfer that failed may not.
+            AttemptEnd::StagingFailed { .. } => true,
             AttemptEnd::AgentLost
             | AttemptEnd::Drained
             | AttemptEnd::Cancelled
@@ -267,6 +275,7 @@ impl AttemptEnd {
             AttemptEnd::Cancelled => "CANCELLED",
             AttemptEnd::Returned => "RETURNED",
             AttemptEnd::InvalidInput { .. } => "INVALID_INPUT",
+            AttemptEnd::StagingFailed { .. } => "STAGING_FAILED",
         }
     }
 

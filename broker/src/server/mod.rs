@@ -30,6 +30,7 @@ mod render_io;
 mod requests;
 mod retention;
 mod routing;
+mod staging_io;
 mod task_refs;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -130,6 +131,13 @@ enum CoreMsg {
         job: u64,
         index: u64,
         result: Result<RenderedTask, String>,
+    },
+    /// Staging (`staging_io`): the declared files of `attempt` if it is
+    /// current on `agent`. A read: answered at once.
+    StageLookup {
+        agent: AgentId,
+        attempt: scalable_common::protocol::AttemptId,
+        reply: oneshot::Sender<Option<Arc<RenderedTask>>>,
     },
     Tick,
 }
@@ -238,6 +246,10 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         Arc::new(secrets),
         liveness,
         cli_session::CliShared::new(cfg.manifest.clone(), &cfg.state_dir),
+        Arc::new(crate::staging::StagingStore::new(
+            &cfg.state_dir.join("cache"),
+            crate::staging::Limits::from_env(),
+        )),
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
