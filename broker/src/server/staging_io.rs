@@ -242,7 +242,7 @@ async fn put(
 }
 
 /// The raw bytes of an upload into its partial file, then the check.
-async fn receive(mut partial: Partial, recv: &mut quinn::RecvStream) -> Result<(), String> {
+async fn receive(mut partial: Box<Partial>, recv: &mut quinn::RecvStream) -> Result<(), String> {
     let mut batch = Vec::new();
     let mut batched = 0usize;
     loop {

@@ -24,7 +24,7 @@ pub enum Begin {
     /// Another upload of the same blob is under way: ask again later.
     Busy,
     /// Send the bytes from `Partial::have` on.
-    Resume(Partial),
+    Resume(Box<Partial>),
 }
 
 /// An upload under way. Dropping it ends the upload and keeps what arrived.
@@ -78,7 +78,7 @@ impl StagingStore {
         }
         file.seek(SeekFrom::Start(have))?;
         claim.release_to_partial();
-        Ok(Begin::Resume(Partial {
+        Ok(Begin::Resume(Box::new(Partial {
             store: self.clone(),
             sha256: sha256.to_string(),
             size,
@@ -86,7 +86,7 @@ impl StagingStore {
             file,
             hasher,
             have,
-        }))
+        })))
     }
 }
 
@@ -228,7 +228,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = store(d.path());
         let big = s.count_upload(1, "out/big.bin", 2 << 20).unwrap_err();
-        assert!(big.contains("out/big.bin is 2M, over the staging limit of 1M a file"), "{big}");
+        assert!(
+            big.contains("out/big.bin is 2M, over the staging limit of 1M a file"),
+            "{big}"
+        );
         assert!(big.contains("SCALABLE_STAGE_FILE_BYTES_MAX"), "{big}");
         s.count_upload(2, "a", 1 << 20).unwrap();
         s.count_upload(2, "b", 1 << 20).unwrap();
