@@ -46,6 +46,9 @@
 9. python:   (issue 21) client.map of 10,000 trivial Python functions:
              time to get the futures back, gather rate against
              `xargs -P2 -n1 python -c pass` (scripts/bench_python.py).
+10. staging: (issue 20) transfer rates through the broker on loopback for
+             one 1 GB file and 10,000 files of 10 KB against cp
+             (scripts/bench_staging.py). Bars: >= 200 MB/s, >= 2,000 files/s.
 BENCH_BIN=DIR runs the binaries in DIR (to compare builds with one script).
 """
 import json, os, platform, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
@@ -461,6 +464,11 @@ def bench_python():
     return run(Broker, load_now, BIN)
 
 
+def bench_staging():
+    from bench_staging import bench_staging as run
+    return run(Broker, BIN)
+
+
 def main():
     which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail", "report", "advise", "python"]
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
@@ -469,7 +477,7 @@ def main():
         ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit,
                "packing": bench_packing, "restart": bench_restart, "tail": bench_tail,
                "report": bench_report, "advise": bench_advise,
-               "python": bench_python}[w]()
+               "python": bench_python, "staging": bench_staging}[w]()
     sys.exit(0 if ok else 1)
 
 

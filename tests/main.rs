@@ -31,6 +31,7 @@ mod rebalance;
 mod report;
 mod slurm;
 mod snapshot;
+mod staging;
 mod state_dir;
 mod submit_errors;
 mod telemetry;

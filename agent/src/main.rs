@@ -89,7 +89,14 @@ struct Args {
     /// No filesystem shared with the broker: run each task in a private
     /// directory, fetch its declared inputs there and hand its declared
     /// outputs back through the broker (SPEC §4).
-    #[arg(long, env = "SCALABLE_NO_SHARED_FS")]
+    #[arg(
+        long,
+        env = "SCALABLE_NO_SHARED_FS",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     no_shared_fs: bool,
 }
 

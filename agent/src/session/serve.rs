@@ -253,7 +253,7 @@ impl<'a> Loop<'a> {
     /// handed back while draining), an ended one is reported.
     fn on_staging(&mut self, ev: StagingEvent) {
         if let Some(a) = self.flow.on_event(ev, self.work) {
-            self.on_assign(vec![a]);
+            self.queue(vec![a]);
         }
     }
 
@@ -264,6 +264,11 @@ impl<'a> Loop<'a> {
             Some(_) => list,
             None => self.flow.take(list, self.work),
         };
+        self.queue(list);
+    }
+
+    /// Assignments ready to run: queued and started as they fit.
+    fn queue(&mut self, list: Vec<Assignment>) {
         if self.draining.is_some() {
             let ids: Vec<AttemptId> = list.iter().map(|a| a.attempt).collect();
             self.work.queue.extend(list);

@@ -378,6 +378,11 @@ async fn upload(
         }
         send.write_all(&buf[..n]).await.map_err(broken)?;
         left -= n as u64;
+        if left > 0 && n as u64 == f.size - from - left {
+            // Tests: an agent stopped (or killed) in the middle of an upload.
+            let hit = || scalable_common::failpoint::hit("agent.staging.upload");
+            let _ = tokio::task::spawn_blocking(hit).await;
+        }
     }
     send.finish().map_err(broken)?;
     match read_frame::<_, StageReply>(&mut recv, STAGE_HEADER_BYTES_MAX).await {

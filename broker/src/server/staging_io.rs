@@ -30,7 +30,7 @@ const STREAMS_PER_AGENT_MAX: usize = 64;
 /// A stream's request must arrive within this.
 const REQUEST_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Bytes handed to the blocking writer at once during an upload.
-const WRITE_BATCH_BYTES: usize = 4 << 20;
+const WRITE_BATCH_BYTES: usize = 1 << 20;
 /// Blobs one connection may fetch, remembered at most.
 const GRANTS_MAX: usize = 1_000_000;
 
@@ -210,7 +210,7 @@ async fn put(
     if let Err(r) = lookup(ctx, attempt).await {
         return r;
     }
-    if let Err(why) = ctx.store.count_upload(attempt, &short(sha256), size) {
+    if let Err(why) = ctx.store.count_upload(attempt, sha256, size) {
         return refused(why);
     }
     let store = ctx.store.clone();
@@ -241,20 +241,22 @@ async fn put(
     }
 }
 
-/// The raw bytes of an upload into its partial file, then the check.
+/// The raw bytes of an upload into its partial file, then the check. What
+/// arrived before a break is written anyway: the next upload resumes there.
 async fn receive(mut partial: Box<Partial>, recv: &mut quinn::RecvStream) -> Result<(), String> {
     let mut batch = Vec::new();
     let mut batched = 0usize;
     loop {
-        let chunk = recv
-            .read_chunk(STAGE_CHUNK_BYTES, true)
-            .await
-            .map_err(|e| format!("the upload broke off: {e}"))?;
-        let end = chunk.is_none();
-        if let Some(c) = chunk {
-            batched += c.bytes.len();
-            batch.push(c.bytes);
-        }
+        let chunk = recv.read_chunk(STAGE_CHUNK_BYTES, true).await;
+        let (end, broke) = match chunk {
+            Ok(Some(c)) => {
+                batched += c.bytes.len();
+                batch.push(c.bytes);
+                (false, None)
+            }
+            Ok(None) => (true, None),
+            Err(e) => (true, Some(format!("the upload broke off: {e}"))),
+        };
         if batched >= WRITE_BATCH_BYTES || (end && batched > 0) {
             let chunks = std::mem::take(&mut batch);
             batched = 0;
@@ -266,6 +268,9 @@ async fn receive(mut partial: Box<Partial>, recv: &mut quinn::RecvStream) -> Res
             })
             .await
             .map_err(|e| e.to_string())??;
+        }
+        if let Some(why) = broke {
+            return Err(why);
         }
         if end {
             break;
@@ -281,10 +286,6 @@ fn grant(ctx: &Ctx, sha256: &str) {
         .lock()
         .expect("grants")
         .insert(sha256.to_string());
-}
-
-fn short(sha256: &str) -> String {
-    format!("blob {}", &sha256[..12.min(sha256.len())])
 }
 
 async fn commit(

@@ -103,8 +103,9 @@ pub struct StagingStore {
     pub limits: Limits,
     /// (device, inode, size, mtime ns) → SHA-256 of inputs already stored.
     memo: Mutex<HashMap<(u64, u64, u64, i64), String>>,
-    /// Bytes each attempt has uploaded (bounded by `attempt_bytes_max`).
-    tally: Mutex<HashMap<AttemptId, u64>>,
+    /// The blobs (and their sizes) each attempt has uploaded, bounded by
+    /// `attempt_bytes_max`; a blob sent again (a retry) counts once.
+    tally: Mutex<HashMap<AttemptId, HashMap<String, u64>>>,
     /// Blobs being uploaded now: one upload of a blob at a time.
     uploading: Mutex<HashSet<String>>,
 }
@@ -285,27 +286,30 @@ impl StagingStore {
         Ok(())
     }
 
-    /// Counts `size` more uploaded bytes for `attempt`; the refusal when that
-    /// passes a bound.
-    pub fn count_upload(
-        &self,
-        attempt: AttemptId,
-        path_hint: &str,
-        size: u64,
-    ) -> Result<(), String> {
-        if let Some(why) = self.limits.file_refusal("output", path_hint, size) {
+    /// Counts blob `sha256` of `size` bytes as uploaded by `attempt`; the
+    /// refusal when that passes a bound.
+    pub fn count_upload(&self, attempt: AttemptId, sha256: &str, size: u64) -> Result<(), String> {
+        let name = format!("blob {}", &sha256[..12.min(sha256.len())]);
+        if let Some(why) = self.limits.file_refusal("output", &name, size) {
             return Err(why);
         }
         let mut tally = self.tally.lock().expect("tally");
         if tally.len() >= ATTEMPT_TALLY_MAX && !tally.contains_key(&attempt) {
             tally.clear();
         }
-        let sum = tally.entry(attempt).or_default();
-        let next = sum.saturating_add(size);
-        if let Some(why) = self.limits.attempt_refusal("outputs", next) {
+        let blobs = tally.entry(attempt).or_default();
+        let others: u64 = blobs
+            .iter()
+            .filter(|(s, _)| s.as_str() != sha256)
+            .map(|(_, n)| *n)
+            .fold(0, u64::saturating_add);
+        if let Some(why) = self
+            .limits
+            .attempt_refusal("outputs", others.saturating_add(size))
+        {
             return Err(why);
         }
-        *sum = next;
+        blobs.insert(sha256.to_string(), size);
         Ok(())
     }
 }
