@@ -250,11 +250,13 @@ impl<'a> Loop<'a> {
     }
 
     /// A staging task ended: an attempt whose inputs arrived is queued (or
-    /// handed back while draining), an ended one is reported.
+    /// handed back while draining), an ended one is reported and its room
+    /// used.
     fn on_staging(&mut self, ev: StagingEvent) {
-        if let Some(a) = self.flow.on_event(ev, self.work) {
-            self.queue(vec![a]);
-        }
+        // An attempt whose outputs went back frees its room: queued work may
+        // start now, as after any end.
+        let ready = self.flow.on_event(ev, self.work);
+        self.queue(ready.into_iter().collect());
     }
 
     /// New work: queued and started as it fits; handed straight back while the
