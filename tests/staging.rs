@@ -102,7 +102,7 @@ fn wait_succeeded(b: &Broker, run: &str, limit: Duration) {
     });
 }
 
-/// Nothing counted twice: one successful attempt per task (7 tasks).
+/// Nothing counted twice: one successful attempt per task (6 tasks).
 fn assert_counted_once(b: &Broker) {
     let db = b.db();
     let per_task: Vec<i64> = db
@@ -112,7 +112,7 @@ fn assert_counted_once(b: &Broker) {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(per_task, vec![1; 7], "one counted attempt per task");
+    assert_eq!(per_task, vec![1; 6], "one counted attempt per task");
 }
 
 /// No partial or staged file left where outputs go.
@@ -151,7 +151,7 @@ fn private_agents_produce_the_shared_runs_results_byte_for_byte() {
     // The files moved through the broker: inputs staged in, outputs out.
     let ins = event_lines(&a, "stage-in") + event_lines(&c, "stage-in");
     let outs = event_lines(&a, "stage-out") + event_lines(&c, "stage-out");
-    assert_eq!((ins, outs), (7, 7), "every attempt staged in, and out");
+    assert_eq!((ins, outs), (6, 6), "every attempt staged in, and out");
     // Acknowledged attempts leave nothing behind in the private dirs.
     wait_until(
         Duration::from_secs(10),
@@ -266,7 +266,10 @@ jobs:
         status(&b, &run)["state"] == "failed"
     });
     assert_eq!(std::fs::read(b.work().join("copy.bin")).unwrap(), b"ok\n");
-    let analyze = b.ok(&["analyze", &run]);
+    // `analyze` of a failed run exits 1 (SPEC §7) and says why.
+    let out = b.cli(&["analyze", &run]);
+    assert_eq!(out.status.code(), Some(1));
+    let analyze = stdout(&out);
     assert!(analyze.contains("STAGING_FAILED"), "{analyze}");
     assert!(
         analyze.contains("input big.bin is 2M, over the staging limit of 1M a file"),
