@@ -151,7 +151,10 @@ fn private_agents_produce_the_shared_runs_results_byte_for_byte() {
     // The files moved through the broker: inputs staged in, outputs out.
     let ins = event_lines(&a, "stage-in") + event_lines(&c, "stage-in");
     let outs = event_lines(&a, "stage-out") + event_lines(&c, "stage-out");
-    assert_eq!((ins, outs), (6, 6), "every attempt staged in, and out");
+    // Every task staged in (an attempt asked back to rebalance adds one) and
+    // handed its outputs back once.
+    assert!(ins >= 6, "{ins} stage-ins");
+    assert_eq!(outs, 6, "every counted attempt staged out");
     // Acknowledged attempts leave nothing behind in the private dirs.
     wait_until(
         Duration::from_secs(10),

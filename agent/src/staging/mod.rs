@@ -79,17 +79,15 @@ pub async fn stage_out(
 ) -> Result<Moved, AttemptEnd> {
     let started = Instant::now();
     let stage = stage_dir(dir, attempt);
-    let mut files = Vec::with_capacity(outputs.len());
-    let mut bytes = 0u64;
-    for o in outputs {
-        let src = match staged_path(&stage, o) {
-            Some(p) if present(&p) => p,
-            _ => dir.join(o),
-        };
-        let f = link.put_file(attempt, &src, o).await.map_err(end_of)?;
-        bytes += f.size;
-        files.push(f);
-    }
+    let sources = outputs
+        .iter()
+        .map(|o| match staged_path(&stage, o) {
+            Some(p) if present(&p) => (p, o.clone()),
+            _ => (dir.join(o), o.clone()),
+        })
+        .collect();
+    let files = link.put_all(attempt, sources).await.map_err(end_of)?;
+    let bytes = files.iter().map(|f| f.size).sum();
     let moved = Moved {
         in_bytes: moved_in.0,
         in_ms: moved_in.1,

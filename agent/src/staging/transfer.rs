@@ -25,6 +25,9 @@ const TRIES_MAX: u32 = 30;
 /// Waits between tries: doubling from the first to the last.
 const RETRY_WAIT_MIN: Duration = Duration::from_millis(100);
 const RETRY_WAIT_MAX: Duration = Duration::from_secs(5);
+/// Files of one attempt moved at once: small files cost a round trip each,
+/// and one at a time that, not the bytes, would set the pace.
+const FILES_IN_FLIGHT_MAX: usize = 32;
 /// Suffix of a download in progress, beside its final name.
 const PARTIAL_SUFFIX: &str = ".scalable-partial";
 
@@ -121,19 +124,32 @@ impl Link {
         .await
     }
 
-    /// Fetches every file into `dir` (at its relative path); returns the bytes.
+    /// Fetches every file into `dir` (at its relative path), several at once;
+    /// returns the bytes.
     pub async fn get_all(
         &mut self,
         attempt: AttemptId,
         files: &[StagedFile],
         dir: &Path,
     ) -> Result<u64, TransferError> {
-        let mut total = 0;
-        for f in files {
-            self.get_file(attempt, f, &dir.join(&f.path)).await?;
-            total += f.size;
-        }
-        Ok(total)
+        let jobs = files.iter().map(|f| {
+            let (mut link, f, dest) = (self.clone(), f.clone(), dir.join(&f.path));
+            async move { link.get_file(attempt, &f, &dest).await.map(|()| f.size) }
+        });
+        Ok(in_flight(jobs).await?.into_iter().sum())
+    }
+
+    /// Uploads `(path, declared)` pairs, several at once, in their order.
+    pub async fn put_all(
+        &mut self,
+        attempt: AttemptId,
+        files: Vec<(PathBuf, String)>,
+    ) -> Result<Vec<StagedFile>, TransferError> {
+        let jobs = files.into_iter().map(|(path, declared)| {
+            let mut link = self.clone();
+            async move { link.put_file(attempt, &path, &declared).await }
+        });
+        in_flight(jobs).await
     }
 
     /// Fetches one blob to `dest`: into `dest.scalable-partial`, resumed from
@@ -216,11 +232,8 @@ impl Link {
             .await
             .map_err(broken)?
             .map_err(|e| local(dir, e))?;
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            out.push(self.put_file(attempt, &dir.join(&name), &name).await?);
-        }
-        Ok(out)
+        let files = names.into_iter().map(|n| (dir.join(&n), n)).collect();
+        self.put_all(attempt, files).await
     }
 
     /// The uploaded outputs are the attempt's: the broker puts them in its stage.
@@ -245,6 +258,39 @@ impl Link {
             }
         })
         .await
+    }
+}
+
+/// Runs the transfers with at most [`FILES_IN_FLIGHT_MAX`] at once (each on
+/// a task of its own); their results in order, or the first error.
+async fn in_flight<T, F>(jobs: impl Iterator<Item = F>) -> Result<Vec<T>, TransferError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, TransferError>> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut done: Vec<(usize, T)> = Vec::new();
+    for (i, job) in jobs.enumerate() {
+        if set.len() >= FILES_IN_FLIGHT_MAX {
+            done.push(joined(set.join_next().await)?);
+        }
+        set.spawn(async move { (i, job.await) });
+    }
+    while let Some(r) = set.join_next().await {
+        done.push(joined(Some(r))?);
+    }
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, t)| t).collect())
+}
+
+type Joined<T> = Option<Result<(usize, Result<T, TransferError>), tokio::task::JoinError>>;
+
+fn joined<T>(r: Joined<T>) -> Result<(usize, T), TransferError> {
+    match r {
+        Some(Ok((i, Ok(t)))) => Ok((i, t)),
+        Some(Ok((_, Err(e)))) => Err(e),
+        Some(Err(e)) => Err(broken(e)),
+        None => Err(broken("no transfer to wait for")),
     }
 }
 

@@ -223,18 +223,18 @@ impl StagingStore {
             size += n as u64;
         }
         let sha = h.finish();
-        self.settle(tmp, &out, &sha)?;
+        drop(out);
+        self.settle(tmp, &sha)?;
         Ok((sha, size))
     }
 
-    /// A complete, verified temporary file becomes blob `sha` (kept as it is
-    /// when the blob already exists: same name, same content).
-    pub(crate) fn settle(&self, tmp: TempFile, file: &File, sha: &str) -> io::Result<()> {
+    /// A copy of an input becomes blob `sha`, replacing one already there:
+    /// not synced (the input itself is still in the task's directory), so a
+    /// blob torn by a power loss is rewritten by the next staging of that
+    /// input (the memo is empty after a restart) and never passes the
+    /// agent's hash check meanwhile.
+    fn settle(&self, tmp: TempFile, sha: &str) -> io::Result<()> {
         let blob = self.blob_path(sha);
-        if blob.is_file() {
-            return Ok(());
-        }
-        file.sync_all()?;
         if let Some(dir) = blob.parent() {
             private_files::create_dir_all(dir)?;
         }
