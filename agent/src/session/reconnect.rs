@@ -78,17 +78,8 @@ pub async fn run(cfg: AgentConfig) -> Exit {
         agent_id = Some(conn.agent_id);
         flow.set_conn(Some(conn.conn.clone()));
         let channels = (&mut ev_rx, &mut stage_rx);
-        let served = serve(
-            &cfg,
-            &exec,
-            &mut work,
-            &mut flow,
-            conn,
-            channels,
-            &mut sigterm,
-            born,
-        )
-        .await;
+        let held = (&mut work, &mut flow);
+        let served = serve(&cfg, &exec, held, conn, channels, &mut sigterm, born).await;
         flow.set_conn(None);
         match served {
             Served::Leave(why) => break Exit::Done(why),

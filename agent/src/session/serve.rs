@@ -66,12 +66,10 @@ pub(super) type Channels<'c> = (
 );
 
 /// Serves one connection until the agent leaves or the broker is lost.
-#[allow(clippy::too_many_arguments)] // each is one thing the loop needs; a struct would only rename them
 pub(super) async fn serve(
     cfg: &AgentConfig,
     exec: &Executor,
-    work: &mut Work,
-    flow: &mut StageFlow,
+    (work, flow): (&mut Work, &mut StageFlow),
     c: Conn,
     (ev_rx, stage_rx): Channels<'_>,
     sigterm: &mut tokio::signal::unix::Signal,
@@ -98,11 +96,7 @@ pub(super) async fn serve(
                 let Some(ev) = ev else { break Served::Leave("executor stopped".into()) };
                 lp.on_exec_events(ev, ev_rx);
             }
-            ev = stage_rx.recv() => {
-                if let Some(ev) = ev {
-                    lp.on_staging(ev);
-                }
-            }
+            Some(ev) = stage_rx.recv() => lp.on_staging(ev),
             msg = in_rx.recv() => {
                 let msg = match msg {
                     Some(Ok(m)) => m,

@@ -246,10 +246,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         Arc::new(secrets),
         liveness,
         cli_session::CliShared::new(cfg.manifest.clone(), &cfg.state_dir),
-        Arc::new(crate::staging::StagingStore::new(
-            &cfg.state_dir.join("cache"),
-            crate::staging::Limits::from_env(),
-        )),
+        crate::staging::StagingStore::for_state_dir(&cfg.state_dir),
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -123,6 +123,12 @@ impl StagingStore {
         }
     }
 
+    /// The broker's: blobs in `<state>/cache`, bounds from the environment.
+    pub fn for_state_dir(state_dir: &Path) -> std::sync::Arc<StagingStore> {
+        let store = StagingStore::new(&state_dir.join("cache"), Limits::from_env());
+        std::sync::Arc::new(store)
+    }
+
     /// Where the blob `sha256` is (whether or not it exists).
     pub fn blob_path(&self, sha256: &str) -> PathBuf {
         self.blobs.blob_path(sha256)
