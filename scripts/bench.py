@@ -52,6 +52,9 @@
              to first pilot and first task (scripts/bench_scaling.py). Bars:
              makespan within 25% of fixed-6, agent-seconds within 50% above
              fixed-1. Not in the default set (about 6 minutes).
+11. staging: (issue 20) transfer rates through the broker on loopback for
+             one 1 GB file and 10,000 files of 10 KB against cp
+             (scripts/bench_staging.py). Bars: >= 200 MB/s, >= 2,000 files/s.
 BENCH_BIN=DIR runs the binaries in DIR (to compare builds with one script).
 """
 import json, os, platform, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
@@ -492,6 +495,11 @@ def bench_scaling():
     return run(Broker, BIN)
 
 
+def bench_staging():
+    from bench_staging import bench_staging as run
+    return run(Broker, BIN)
+
+
 def main():
     which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail", "report", "advise", "python"]
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
@@ -500,7 +508,8 @@ def main():
         ok &= {"spawn": bench_spawn, "dispatch": bench_dispatch, "submit": bench_submit,
                "packing": bench_packing, "restart": bench_restart, "tail": bench_tail,
                "report": bench_report, "advise": bench_advise,
-               "python": bench_python, "scaling": bench_scaling}[w]()
+               "python": bench_python, "scaling": bench_scaling,
+               "staging": bench_staging}[w]()
     sys.exit(0 if ok else 1)
 
 

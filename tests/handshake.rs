@@ -133,9 +133,12 @@ async fn run_one_assignment(raw: &mut Raw) {
 #[test]
 fn an_agent_of_the_previous_protocol_is_served_and_runs_a_task() {
     let b = Broker::start();
-    // The protocol before the agents' current messages: its agents encode
-    // their results without the fields protocol 6 added.
+    // The newest older protocol whose messages differ from today's: 5, whose
+    // agents encode their results without the fields protocol 6 added
+    // (protocol 7 only appended a variant and new streams: a protocol 6
+    // agent's messages are today's).
     let old = scalable_common::protocol_v5::AGENT_MESSAGES_SINCE - 1;
+    assert!(old < PROTOCOL_VERSION);
     assert!(
         old >= AGENT_PROTOCOL_OLDEST,
         "the previous protocol is served"

@@ -37,6 +37,7 @@ mod scaling;
 mod slurm;
 mod slurm_scaling;
 mod snapshot;
+mod staging;
 mod state_dir;
 mod submit_errors;
 mod telemetry;

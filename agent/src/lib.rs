@@ -27,6 +27,7 @@ pub mod resources;
 pub mod runtime;
 pub mod session;
 pub mod stage;
+pub mod staging;
 pub mod usage;
 pub mod which;
 

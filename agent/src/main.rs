@@ -86,6 +86,18 @@ struct Args {
     /// to this file (for tests and audits; nothing is written without it).
     #[arg(long, env = "SCALABLE_EVENT_LOG")]
     event_log: Option<PathBuf>,
+    /// No filesystem shared with the broker: run each task in a private
+    /// directory, fetch its declared inputs there and hand its declared
+    /// outputs back through the broker (SPEC §4).
+    #[arg(
+        long,
+        env = "SCALABLE_NO_SHARED_FS",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    no_shared_fs: bool,
 }
 
 fn fail(code: ExitCode, msg: String) -> std::process::ExitCode {
@@ -247,6 +259,7 @@ fn config(args: &Args) -> Result<AgentConfig, String> {
         // Test hook (fault F13): every result is sent twice. Env only, no flag.
         test_duplicate_results: std::env::var(session::TEST_DUPLICATE_RESULTS_ENV)
             .is_ok_and(|v| v == "1"),
+        no_shared_fs: args.no_shared_fs,
     };
     if cfg.test_duplicate_results {
         tracing::warn!(

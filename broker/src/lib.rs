@@ -49,6 +49,7 @@ pub mod restart;
 pub mod scaler;
 pub mod server;
 pub mod shapes;
+pub mod staging;
 pub mod state_lock;
 pub mod store;
 pub mod submit;

@@ -222,6 +222,7 @@ pub fn pilot_specs(
             idle_timeout: Some("5m".into()),
             lifetime: None,
             agent_path: agent.path,
+            no_shared_fs: !t.shared_fs,
             count: row.workers,
             provider,
         });

@@ -123,6 +123,8 @@ pub struct PilotSpec {
     /// VM images that have it), or for VMs an `https://`, `s3://` (EC2) or
     /// `gs://` (GCP) URL to download it from.
     pub agent_path: String,
+    /// The target has `shared_fs: false`: the agent stages (`--no-shared-fs`).
+    pub no_shared_fs: bool,
     /// How many pilots: a Slurm job array when > 1, Kubernetes replicas or Job
     /// parallelism. Local, VMs and Fargate render one pilot; start it `count` times.
     pub count: u32,
@@ -532,6 +534,9 @@ fn agent_settings(spec: &PilotSpec, lifetime: Option<String>) -> Vec<Setting> {
     }
     if let Some(v) = lifetime.or_else(|| spec.lifetime.clone()) {
         push("--lifetime", "SCALABLE_LIFETIME", v);
+    }
+    if spec.no_shared_fs {
+        push("--no-shared-fs", "SCALABLE_NO_SHARED_FS", "true".into());
     }
     out
 }
@@ -1165,6 +1170,7 @@ pub(crate) mod tests {
             idle_timeout: Some("5m".into()),
             lifetime: None,
             agent_path: "/opt/scalable/bin/scalable-agent".into(),
+            no_shared_fs: false,
             count: 1,
             provider,
         }
@@ -1353,6 +1359,16 @@ pub(crate) mod tests {
     ];
 
     // ---------------------------------------------------------------- snapshots
+
+    /// Issue 20: a target with `shared_fs: false` starts agents that stage.
+    #[test]
+    fn pilots_of_a_target_without_a_shared_filesystem_stage() {
+        let mut s = spec(local());
+        s.no_shared_fs = true;
+        assert!(one(&s)
+            .text()
+            .ends_with(" --idle-timeout 5m --no-shared-fs true\n"));
+    }
 
     #[test]
     fn local_command_line_snapshot() {

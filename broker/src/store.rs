@@ -345,6 +345,7 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
             let detail = match &result.end {
                 AttemptEnd::Signalled { signal } => Some(format!("signal {signal}")),
                 AttemptEnd::SpawnFailed { error } => Some(error.clone()),
+                AttemptEnd::StagingFailed { error } => Some(format!("staging: {error}")),
                 AttemptEnd::InvalidInput { path } => Some(format!("missing input: {path}")),
                 AttemptEnd::OutputsMissing { missing } => {
                     Some(format!("missing outputs: {}", missing.join(", ")))

@@ -45,6 +45,7 @@ pub mod resources;
 pub mod run_history;
 pub mod scaling;
 pub mod stage;
+pub mod staging;
 pub(crate) mod suggest;
 pub mod template;
 pub mod terminal;

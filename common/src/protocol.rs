@@ -26,7 +26,9 @@ use crate::workflow::WorkflowDef;
 /// `analyze` and `logs` are paged; 5: tasks named by item, failures with
 /// their numbers, the blocked tasks of a run; 6: an agent's `AttemptResult`
 /// carries I/O bytes, input sizes and a usage series; 7: a `JobDef` in
-/// `Submit` carries `after_per`, the per-item dependencies).
+/// `Submit` carries `after_per`, the per-item dependencies, and staging
+/// streams (`staging`) and `AttemptEnd::StagingFailed` are appended, so a
+/// protocol 6 agent's messages still read as they are).
 pub const PROTOCOL_VERSION: u16 = 7;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
@@ -224,6 +226,10 @@ pub enum AttemptEnd {
     /// start (the task was not run), or the task exited non-zero within a second
     /// saying a file was not found (`path` is then what its stderr named).
     InvalidInput { path: String },
+    /// Declared inputs could not be fetched or declared outputs could not be
+    /// handed back (no shared filesystem, SPEC §4): a size bound, a refusal,
+    /// a transfer that kept failing. Protocol 7.
+    StagingFailed { error: String },
 }
 
 impl AttemptEnd {
@@ -246,6 +252,8 @@ impl AttemptEnd {
             // caches, a producer's late write), and not spending would re-queue a
             // truly missing one forever. `retries` bounds the waste either way.
             AttemptEnd::InvalidInput { .. } => true,
+            // A bound or a refusal repeats; a transfer that failed may not.
+            AttemptEnd::StagingFailed { .. } => true,
             AttemptEnd::AgentLost
             | AttemptEnd::Drained
             | AttemptEnd::Cancelled
@@ -268,6 +276,7 @@ impl AttemptEnd {
             AttemptEnd::Cancelled => "CANCELLED",
             AttemptEnd::Returned => "RETURNED",
             AttemptEnd::InvalidInput { .. } => "INVALID_INPUT",
+            AttemptEnd::StagingFailed { .. } => "STAGING_FAILED",
         }
     }
 

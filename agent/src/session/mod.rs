@@ -24,6 +24,7 @@ mod drain;
 mod reconnect;
 mod serve;
 mod silence;
+mod stage_flow;
 mod work;
 
 #[cfg(test)]
@@ -80,6 +81,9 @@ pub struct AgentConfig {
     /// `Events` messages, so tests can check the broker counts it once. Never
     /// set it for real work: it doubles the result traffic.
     pub test_duplicate_results: bool,
+    /// `--no-shared-fs`: tasks run in private directories, their declared
+    /// inputs and outputs staged through the broker (`crate::staging`).
+    pub no_shared_fs: bool,
 }
 
 /// The env var of the duplicate-delivery test hook (`test_duplicate_results`).

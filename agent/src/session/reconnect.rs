@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use super::connect::{connect, ConnectError};
 use super::serve::{serve, Served};
-use super::work::{apply_exec_event, Work};
+use super::stage_flow::StageFlow;
+use super::work::Work;
 use super::{AgentConfig, Exit};
 use crate::executor::{ExecConfig, ExecEvent, Executor};
 
@@ -33,6 +34,8 @@ pub async fn run(cfg: AgentConfig) -> Exit {
         cfg.gpu_ids.clone(),
         cfg.cpu_binding.clone(),
     );
+    let (mut flow, mut stage_rx) =
+        StageFlow::new(cfg.no_shared_fs, cfg.workdir.clone(), cfg.event_log.clone());
     let born = Instant::now();
     let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
@@ -61,14 +64,24 @@ pub async fn run(cfg: AgentConfig) -> Exit {
                 }
                 // Keep collecting results of running tasks while away.
                 while let Ok(ev) = ev_rx.try_recv() {
-                    apply_exec_event(&mut work, ev);
+                    flow.route_exec_event(ev, &mut work);
+                }
+                while let Ok(ev) = stage_rx.try_recv() {
+                    if let Some(a) = flow.on_event(ev, &mut work) {
+                        work.queue.push_back(a);
+                    }
                 }
                 continue;
             }
         };
         backoff.connected();
         agent_id = Some(conn.agent_id);
-        match serve(&cfg, &exec, &mut work, conn, &mut ev_rx, &mut sigterm, born).await {
+        flow.set_conn(Some(conn.conn.clone()));
+        let channels = (&mut ev_rx, &mut stage_rx);
+        let held = (&mut work, &mut flow);
+        let served = serve(&cfg, &exec, held, conn, channels, &mut sigterm, born).await;
+        flow.set_conn(None);
+        match served {
             Served::Leave(why) => break Exit::Done(why),
             Served::Lost(why) => {
                 tracing::warn!("lost the broker: {why}; reconnecting");

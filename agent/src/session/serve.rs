@@ -21,7 +21,8 @@ use super::batch::{flush, flush_delay, FLUSH_EARLY_EVENTS};
 use super::connect::Conn;
 use super::drain::{start_drain, DRAIN_WAIT_MAX, LEAVE_FLUSH_WAIT_MAX};
 use super::silence::{silence_check, Silence};
-use super::work::{apply_exec_event, Work};
+use super::stage_flow::{StageFlow, StagingEvent};
+use super::work::Work;
 use super::AgentConfig;
 use crate::executor::{ExecEvent, Executor};
 
@@ -41,6 +42,7 @@ struct Loop<'a> {
     cfg: &'a AgentConfig,
     exec: &'a Executor,
     work: &'a mut Work,
+    flow: &'a mut StageFlow,
     send: quinn::SendStream,
     born: Instant,
     /// Why the agent leaves, once it drains.
@@ -57,13 +59,19 @@ struct Loop<'a> {
     silence_due: tokio::time::Instant,
 }
 
+/// The executor's events and the staging tasks' events.
+pub(super) type Channels<'c> = (
+    &'c mut mpsc::UnboundedReceiver<ExecEvent>,
+    &'c mut mpsc::UnboundedReceiver<StagingEvent>,
+);
+
 /// Serves one connection until the agent leaves or the broker is lost.
 pub(super) async fn serve(
     cfg: &AgentConfig,
     exec: &Executor,
-    work: &mut Work,
+    (work, flow): (&mut Work, &mut StageFlow),
     c: Conn,
-    ev_rx: &mut mpsc::UnboundedReceiver<ExecEvent>,
+    (ev_rx, stage_rx): Channels<'_>,
     sigterm: &mut tokio::signal::unix::Signal,
     born: Instant,
 ) -> Served {
@@ -78,7 +86,7 @@ pub(super) async fn serve(
     let (reader, mut in_rx) = spawn_reader(recv);
     let mut hb = tokio::time::interval(heartbeat);
     hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut lp = Loop::new(cfg, exec, work, send, born, silence_max);
+    let mut lp = Loop::new(cfg, exec, (work, flow), send, born, silence_max);
     let silence = tokio::time::sleep_until(lp.silence_due);
     tokio::pin!(silence);
     let outcome = loop {
@@ -88,6 +96,7 @@ pub(super) async fn serve(
                 let Some(ev) = ev else { break Served::Leave("executor stopped".into()) };
                 lp.on_exec_events(ev, ev_rx);
             }
+            Some(ev) = stage_rx.recv() => lp.on_staging(ev),
             msg = in_rx.recv() => {
                 let msg = match msg {
                     Some(Ok(m)) => m,
@@ -186,7 +195,7 @@ impl<'a> Loop<'a> {
     fn new(
         cfg: &'a AgentConfig,
         exec: &'a Executor,
-        work: &'a mut Work,
+        (work, flow): (&'a mut Work, &'a mut StageFlow),
         send: quinn::SendStream,
         born: Instant,
         silence_max: Option<Duration>,
@@ -196,6 +205,7 @@ impl<'a> Loop<'a> {
             cfg,
             exec,
             work,
+            flow,
             send,
             born,
             draining: None,
@@ -212,9 +222,9 @@ impl<'a> Loop<'a> {
     /// Started and finished attempts from the executor (this one and any already
     /// waiting); freed room starts queued work unless the agent drains.
     fn on_exec_events(&mut self, ev: ExecEvent, ev_rx: &mut mpsc::UnboundedReceiver<ExecEvent>) {
-        apply_exec_event(self.work, ev);
+        self.flow.route_exec_event(ev, self.work);
         while let Ok(ev) = ev_rx.try_recv() {
-            apply_exec_event(self.work, ev);
+            self.flow.route_exec_event(ev, self.work);
         }
         if self.draining.is_none() {
             self.work.start_what_fits(self.exec, self.cfg.noop);
@@ -233,9 +243,28 @@ impl<'a> Loop<'a> {
         }
     }
 
+    /// A staging task ended: an attempt whose inputs arrived is queued (or
+    /// handed back while draining), an ended one is reported and its room
+    /// used.
+    fn on_staging(&mut self, ev: StagingEvent) {
+        // An attempt whose outputs went back frees its room: queued work may
+        // start now, as after any end.
+        let ready = self.flow.on_event(ev, self.work);
+        self.queue(ready.into_iter().collect());
+    }
+
     /// New work: queued and started as it fits; handed straight back while the
-    /// agent drains.
+    /// agent drains. Without a shared filesystem, staged in first.
     fn on_assign(&mut self, list: Vec<Assignment>) {
+        let list = match self.draining {
+            Some(_) => list,
+            None => self.flow.take(list, self.work),
+        };
+        self.queue(list);
+    }
+
+    /// Assignments ready to run: queued and started as they fit.
+    fn queue(&mut self, list: Vec<Assignment>) {
         if self.draining.is_some() {
             let ids: Vec<AttemptId> = list.iter().map(|a| a.attempt).collect();
             self.work.queue.extend(list);
@@ -250,11 +279,16 @@ impl<'a> Loop<'a> {
     fn on_ack(&mut self, counted: &[AttemptId], ignored: &[AttemptId]) {
         self.work
             .acked(counted, ignored, self.cfg.event_log.as_deref());
+        self.flow.forget(counted);
+        self.flow.forget(ignored);
     }
 
     /// Cancelled attempts: queued ones end at once, running ones are stopped.
     fn on_cancel(&mut self, ids: &[AttemptId]) {
-        for id in self.work.drop_queued(ids, &AttemptEnd::Cancelled) {
+        let ids = self
+            .flow
+            .stop_staging_in(ids, &AttemptEnd::Cancelled, self.work);
+        for id in self.work.drop_queued(&ids, &AttemptEnd::Cancelled) {
             if self.work.running.contains_key(&id) {
                 self.exec.stop(id, AttemptEnd::Cancelled);
             }
@@ -264,7 +298,10 @@ impl<'a> Loop<'a> {
     /// The broker takes queued attempts back (to run them elsewhere). One
     /// already started (or ended) is kept: its result answers the broker.
     fn on_return(&mut self, ids: &[AttemptId]) {
-        let kept = self.work.drop_queued(ids, &AttemptEnd::Returned);
+        let ids = self
+            .flow
+            .stop_staging_in(ids, &AttemptEnd::Returned, self.work);
+        let kept = self.work.drop_queued(&ids, &AttemptEnd::Returned);
         if let Some(log) = self.cfg.event_log.as_deref() {
             for id in kept {
                 log.line(format_args!("keep {id}"));
@@ -274,6 +311,10 @@ impl<'a> Loop<'a> {
 
     /// Starts the drain (once; see `drain`).
     fn drain(&mut self, why: String) {
+        if self.draining.is_none() {
+            self.flow
+                .stop_all_staging_in(&AttemptEnd::Drained, self.work);
+        }
         start_drain(self.work, self.exec, &mut self.draining, why);
     }
 

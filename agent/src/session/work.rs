@@ -6,7 +6,7 @@
 //! results buffers. It must not do network I/O (the loop sends what it gathers)
 //! and starts tasks only through the [`Executor`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult, Started};
@@ -56,6 +56,8 @@ pub(super) struct Work {
     /// has waited too long, see `best_fit`).
     pub(super) queued_at: HashMap<AttemptId, Instant>,
     pub(super) running: HashMap<AttemptId, Held>,
+    /// Attempts whose inputs are being fetched (`stage_flow`): held, not queued.
+    pub(super) transferring: HashSet<AttemptId>,
     /// Results sent (or to send) and not yet acknowledged; resent on reconnect.
     pub(super) unacked: HashMap<AttemptId, Unacked>,
     pub(super) out_started: Vec<Started>,
@@ -78,7 +80,7 @@ pub(super) const EXTERNAL_KILL_GRACE: Duration = Duration::from_secs(1);
 
 impl Work {
     pub(super) fn idle(&self) -> bool {
-        self.queue.is_empty() && self.running.is_empty()
+        self.queue.is_empty() && self.running.is_empty() && self.transferring.is_empty()
     }
 
     /// Every attempt the agent still holds, for the hello after a reconnect:
@@ -88,6 +90,7 @@ impl Work {
         let mut held: Vec<AttemptId> = self.running.keys().copied().collect();
         held.extend(self.queue.iter().map(|a| a.attempt));
         held.extend(self.unacked.keys().copied());
+        held.extend(self.transferring.iter().copied());
         held.sort_unstable();
         held.dedup();
         held
@@ -102,6 +105,7 @@ impl Work {
             queue: VecDeque::new(),
             queued_at: HashMap::new(),
             running: HashMap::new(),
+            transferring: HashSet::new(),
             unacked: HashMap::new(),
             out_started: Vec::new(),
             out_finished: Vec::new(),

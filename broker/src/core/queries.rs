@@ -7,10 +7,13 @@ use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use scalable_common::protocol::{AgentInfo, JobId, JobStatus, RunId, RunStatus, TaskId};
+use scalable_common::protocol::{
+    AgentId, AgentInfo, AttemptId, JobId, JobStatus, RunId, RunStatus, TaskId,
+};
 use scalable_common::workflow::JobDef;
 
 use super::demand::InBackoff;
+use super::model::RenderedTask;
 use super::Core;
 
 impl Core {
@@ -144,5 +147,17 @@ impl Core {
     pub fn task_walltime_ms(&self, task: TaskId) -> Option<u64> {
         let (job, _) = self.locate_task(task)?;
         self.jobs[&job].def.walltime_ms
+    }
+}
+
+impl Core {
+    /// The declared files of an attempt that is current on `agent` (its task's
+    /// directory, inputs and outputs as rendered), for staging (SPEC §4): an
+    /// agent may fetch and hand back only the files of its own attempts.
+    pub fn attempt_files(&self, agent: AgentId, attempt: AttemptId) -> Option<Arc<RenderedTask>> {
+        let at = self.attempts.get(&attempt).filter(|a| a.agent == agent)?;
+        let job = self.jobs.get(&at.job)?;
+        let run = self.runs.get(&job.run)?;
+        super::render::task_render(run, job, at.index).ok()
     }
 }

@@ -612,6 +612,7 @@ pub(super) fn failure_reason(r: &AttemptResult, at: &Attempt, walltime_ms: Optio
         AttemptEnd::Exited { code } => format!("exit code {code}"),
         AttemptEnd::Signalled { signal } => format!("killed by signal {signal}"),
         AttemptEnd::SpawnFailed { error } => format!("could not start: {error}"),
+        AttemptEnd::StagingFailed { error } => format!("staging failed: {error}"),
         AttemptEnd::InvalidInput { path } => match r.exit_code {
             Some(code) => format!("missing input: {path} (exit code {code})"),
             None => format!("missing input: {path}"),

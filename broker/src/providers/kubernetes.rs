@@ -302,6 +302,8 @@ mod tests {
             tags: vec![],
             adaptive: None,
             worker: WorkerShape::default(),
+            shared_fs: true,
+            storage: None,
         }
     }
 

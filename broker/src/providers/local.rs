@@ -231,6 +231,8 @@ mod tests {
             tags: vec![],
             adaptive: None,
             worker: WorkerShape::default(),
+            shared_fs: true,
+            storage: None,
         };
         let p = LocalProvider::new(&target, &ProviderContext::new(dir.path().join("pilots")));
         let mut spec = testing::spec(PilotProvider::Local);

@@ -39,6 +39,7 @@ pub fn spec(provider: PilotProvider) -> PilotSpec {
         } else {
             "/opt/scalable/bin/scalable-agent".into()
         },
+        no_shared_fs: false,
         count: 1,
         provider,
     }

@@ -87,6 +87,8 @@ fn provider_for_picks_the_target_s_provider() {
         tags: vec![],
         adaptive: None,
         worker: WorkerShape::default(),
+        shared_fs: true,
+        storage: None,
     };
     let aws = |cluster_type| Provider::Aws {
         region: "us-east-1".into(),

@@ -16,6 +16,7 @@ use scalable_common::protocol::{AgentHello, CliHello, Hello, HelloReply};
 use tokio::sync::mpsc;
 
 use super::{agent_session, cli_session, CoreMsg, Liveness};
+use crate::staging::StagingStore;
 
 /// How long a peer has to send its `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,16 +28,20 @@ pub(super) fn spawn(
     secrets: Arc<access::BrokerSecrets>,
     liveness: Liveness,
     cli: cli_session::CliShared,
+    staging: Arc<StagingStore>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
             let core_tx = core_tx.clone();
             let secrets = secrets.clone();
             let cli = cli.clone();
+            let staging = staging.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 match incoming.await {
-                    Ok(conn) => handle_connection(conn, core_tx, secrets, liveness, cli).await,
+                    Ok(conn) => {
+                        handle_connection(conn, core_tx, secrets, liveness, cli, staging).await
+                    }
                     Err(e) => tracing::warn!(
                         "refused connection from {remote}: {}",
                         describe_conn_error(&e)
@@ -66,6 +71,7 @@ async fn handle_connection(
     secrets: Arc<access::BrokerSecrets>,
     liveness: Liveness,
     cli: cli_session::CliShared,
+    staging: Arc<StagingStore>,
 ) {
     let remote = conn.remote_address();
     let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
@@ -96,7 +102,7 @@ async fn handle_connection(
             if let Some(why) = agent_refusal(&h, &secrets, remote) {
                 return refuse(&conn, &mut send, why).await;
             }
-            agent_session::serve(conn, send, recv, h, core_tx, liveness).await;
+            agent_session::serve(conn, send, recv, h, core_tx, liveness, staging).await;
         }
         Hello::Cli(h) => {
             if let Some(why) = cli_refusal(&h, &secrets) {

@@ -29,6 +29,7 @@ pub(super) async fn serve(
     hello: AgentHello,
     core_tx: mpsc::UnboundedSender<CoreMsg>,
     liveness: Liveness,
+    staging: std::sync::Arc<crate::staging::StagingStore>,
 ) {
     let name = hello.name.clone();
     let protocol = hello.protocol;
@@ -66,6 +67,13 @@ pub(super) async fn serve(
         return;
     }
     let writer = spawn_writer(conn.clone(), send, rx, format!("agent {agent} ({name})"));
+    // Protocol 7: the agent's further streams carry staging transfers.
+    let streams = tokio::spawn(super::staging_io::serve_streams(
+        conn.clone(),
+        agent,
+        staging,
+        core_tx.clone(),
+    ));
     let peer = Peer {
         agent,
         name: &name,
@@ -73,6 +81,7 @@ pub(super) async fn serve(
     };
     let (reason, fatal) = read_until_gone(&conn, recv, &peer, &core_tx).await;
     writer.abort();
+    streams.abort();
     tracing::info!("agent {agent} ({name}) disconnected: {reason}");
     let _ = core_tx.send(CoreMsg::AgentGone {
         agent,

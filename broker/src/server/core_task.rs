@@ -184,6 +184,13 @@ impl CoreTask {
                 reply,
             } => self.on_fleet_started(tag, result, *report, reply, b),
             CoreMsg::FleetStatus(result) => self.on_fleet_status(result, b),
+            CoreMsg::StageLookup {
+                agent,
+                attempt,
+                reply,
+            } => {
+                let _ = reply.send(self.core.attempt_files(agent, attempt));
+            }
             CoreMsg::Tick => self.on_tick(b),
         }
     }

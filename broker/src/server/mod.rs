@@ -33,6 +33,7 @@ mod retention;
 mod routing;
 mod scaler_io;
 mod sizing_io;
+mod staging_io;
 mod task_refs;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -140,6 +141,13 @@ enum CoreMsg {
         job: u64,
         index: u64,
         result: Result<RenderedTask, String>,
+    },
+    /// Staging (`staging_io`): the declared files of `attempt` if it is
+    /// current on `agent`. A read: answered at once.
+    StageLookup {
+        agent: AgentId,
+        attempt: scalable_common::protocol::AttemptId,
+        reply: oneshot::Sender<Option<Arc<RenderedTask>>>,
     },
     Tick,
 }
@@ -254,6 +262,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         Arc::new(secrets),
         liveness,
         cli_session::CliShared::new(cfg.manifest.clone(), advisor),
+        crate::staging::StagingStore::for_state_dir(&cfg.state_dir),
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

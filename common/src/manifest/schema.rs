@@ -65,6 +65,18 @@ pub struct Target {
     pub adaptive: Option<Adaptive>,
     /// What one worker (agent) of this target offers, where the manifest says.
     pub worker: WorkerShape,
+    /// `shared_fs:` (default true): the target's agents see the submit
+    /// directory; false: declared inputs and outputs are staged (SPEC §4).
+    #[serde(default = "shared_by_default")]
+    pub shared_fs: bool,
+    /// `storage: s3://bucket/prefix`: where staged files go instead of the
+    /// broker (only with `shared_fs: false`).
+    #[serde(default)]
+    pub storage: Option<String>,
+}
+
+fn shared_by_default() -> bool {
+    true
 }
 
 impl Target {

@@ -195,7 +195,7 @@ const BROKEN: &[Case] = &[
             "    cluster_type: fargate",
             "    queue: batch",
         ),
-        &["scalable.yaml:8:5: targets.aws.queue: unknown key \"queue\" for provider aws (valid: region, cluster_type, image, instance_type, subnet, security_groups, ami, worker_cpu, worker_mem, endpoint_url, provider, max_workers, containers, tags, adaptive)"],
+        &["scalable.yaml:8:5: targets.aws.queue: unknown key \"queue\" for provider aws (valid: region, cluster_type, image, instance_type, subnet, security_groups, ami, worker_cpu, worker_mem, endpoint_url, provider, max_workers, containers, tags, adaptive, shared_fs, storage)"],
     ),
     case(
         "slurm partition is called queue",
@@ -607,7 +607,7 @@ const BROKEN: &[Case] = &[
     case(
         "overlay with a key of another provider",
         y!("version: 1", "project: {name: p}", "targets: {local: {provider: local}}", "overlays:", "  more:", "    targets:", "      local: {queue: x}"),
-        &["scalable.yaml:7:15: overlays.more.targets.local.queue: unknown key \"queue\" for provider local (valid: threads_per_worker, processes, provider, max_workers, containers, tags, adaptive)"],
+        &["scalable.yaml:7:15: overlays.more.targets.local.queue: unknown key \"queue\" for provider local (valid: threads_per_worker, processes, provider, max_workers, containers, tags, adaptive, shared_fs, storage)"],
     ),
     case(
         "overlay that is not a mapping",

@@ -276,3 +276,33 @@ fn a_task_binding_sizes_nothing_but_auto() {
         "{text}"
     );
 }
+
+/// Issue 20: `shared_fs` and `storage` on a target (SPEC §4 "Data").
+#[test]
+fn targets_say_whether_they_share_the_filesystem_and_where_staged_files_go() {
+    let m = ok(
+        "version: 1\nproject: {name: p}\ntargets:\n  hpc: {provider: local}\n  cloud: {provider: local, shared_fs: false, storage: \"s3://my-bucket/runs/x\"}\n",
+        None,
+        &[],
+    );
+    assert!(m.targets["hpc"].shared_fs);
+    assert_eq!(m.targets["hpc"].storage, None);
+    assert!(!m.targets["cloud"].shared_fs);
+    assert_eq!(
+        m.targets["cloud"].storage.as_deref(),
+        Some("s3://my-bucket/runs/x")
+    );
+    let e = errors(
+        "version: 1\nproject: {name: p}\ntargets:\n  a: {provider: local, storage: \"s3://b-1/x\"}\n  b: {provider: local, shared_fs: false, storage: \"gs://x\"}\n  c: {provider: local, shared_fs: \"no\"}\n",
+        None,
+        &[],
+    );
+    assert_eq!(
+        e,
+        [
+            "scalable.yaml:4:33: targets.a.storage: storage is used only by a target with shared_fs: false (hint: add shared_fs: false to this target, or remove storage)",
+            "scalable.yaml:5:51: targets.b.storage: storage \"gs://x\" is not an s3:// URL (hint: write s3://bucket/prefix)",
+            "scalable.yaml:6:35: targets.c.shared_fs: shared_fs must be true or false (got \"no\"; write true or false)",
+        ]
+    );
+}

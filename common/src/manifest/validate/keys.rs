@@ -20,8 +20,15 @@ pub(super) const TOP_KEYS: &[&str] = &[
 ];
 pub(super) const OVERLAY_KEYS: &[&str] = &["project", "targets", "components", "tasks", "workflow"];
 pub(super) const PROJECT_KEYS: &[&str] = &["name", "output_roots"];
-pub(super) const TARGET_KEYS: &[&str] =
-    &["provider", "max_workers", "containers", "tags", "adaptive"];
+pub(super) const TARGET_KEYS: &[&str] = &[
+    "provider",
+    "max_workers",
+    "containers",
+    "tags",
+    "adaptive",
+    "shared_fs",
+    "storage",
+];
 pub(super) const LOCAL_KEYS: &[&str] = &["threads_per_worker", "processes"];
 pub(super) const SLURM_KEYS: &[&str] = &[
     "queue",

@@ -8,7 +8,7 @@
 use super::super::schema::*;
 use super::super::tree::{Entry, Node};
 use super::super::{join, Pos};
-use super::values::{positive, IntRule};
+use super::values::{positive, IntRule, M};
 use super::{synonym, unknown_key, Ck, Kind};
 use super::{PROVIDERS, TARGET_KEYS, WORKERS_MAX};
 use crate::suggest::did_you_mean_within;
@@ -102,6 +102,8 @@ impl Ck<'_> {
             .field(&m, "adaptive")
             .and_then(|n| self.adaptive(n, &join(&path, "adaptive"), max_workers));
 
+        let shared_fs = self.bool_field(&m, "shared_fs");
+        let storage = self.storage(&m, shared_fs);
         let kind = kind?;
         let (provider, worker) = match kind {
             Kind::Local => self.local(&m),
@@ -121,6 +123,57 @@ impl Ck<'_> {
             tags,
             adaptive,
             worker,
+            shared_fs: shared_fs.unwrap_or(true),
+            storage,
         })
     }
+
+    /// `storage: s3://bucket/prefix`, for a target without a shared filesystem.
+    fn storage(&mut self, m: &M, shared_fs: Option<bool>) -> Option<String> {
+        let node = self.field(m, "storage")?;
+        let url = self.line_field(m, "storage")?;
+        let path = join(&m.path, "storage");
+        if let Err((why, hint)) = check_storage(&url) {
+            self.at(node, &path, why, Some(hint.into()));
+            return None;
+        }
+        if shared_fs != Some(false) {
+            let hint = "add shared_fs: false to this target, or remove storage";
+            self.at(
+                node,
+                &path,
+                "storage is used only by a target with shared_fs: false".into(),
+                Some(hint.into()),
+            );
+            return None;
+        }
+        Some(url)
+    }
+}
+
+/// A storage URL: `s3://BUCKET` or `s3://BUCKET/PREFIX`, the bucket named as
+/// S3 allows (3-63 of `a-z 0-9 . -`), the prefix plain text.
+pub fn check_storage(url: &str) -> Result<(), (String, &'static str)> {
+    let hint = "write s3://bucket/prefix";
+    let Some(rest) = url.strip_prefix("s3://") else {
+        return Err((format!("storage {url:?} is not an s3:// URL"), hint));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'));
+    if !bucket_ok {
+        return Err((
+            format!("storage bucket {bucket:?} is not a valid S3 bucket name"),
+            hint,
+        ));
+    }
+    if prefix.split('/').any(|p| p == "..") || prefix.chars().any(|c| c.is_control() || c == ' ') {
+        return Err((
+            format!("storage prefix {prefix:?} has a space, a control character or .."),
+            hint,
+        ));
+    }
+    Ok(())
 }

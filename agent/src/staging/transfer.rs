@@ -1,0 +1,467 @@
+//! The agent's staging client: files to and from the broker's blob store over
+//! extra streams of the agent's connection (protocol 7, `common::staging`).
+//!
+//! Owns: one request per stream, resuming a broken transfer on the next
+//! connection (a download from its partial file's length, an upload from what
+//! the broker says it has), verifying what arrives against its SHA-256. It
+//! must not decide what to stage nor touch the agent's work; file I/O runs on
+//! blocking threads (the agent's runtime has one thread, which its tasks'
+//! traffic needs).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::protocol::AttemptId;
+use scalable_common::staging::{
+    hash_file, is_plain_relative, Moved, StageReply, StageRequest, StagedFile, STAGE_CHUNK_BYTES,
+    STAGE_FILES_MAX, STAGE_HEADER_BYTES_MAX,
+};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// Tries of one transfer across broken connections, at most.
+const TRIES_MAX: u32 = 30;
+/// Waits between tries: doubling from the first to the last.
+const RETRY_WAIT_MIN: Duration = Duration::from_millis(100);
+const RETRY_WAIT_MAX: Duration = Duration::from_secs(5);
+/// Files of one attempt moved at once: small files cost a round trip each,
+/// and one at a time that, not the bytes, would set the pace.
+const FILES_IN_FLIGHT_MAX: usize = 32;
+/// Suffix of a download in progress, beside its final name.
+const PARTIAL_SUFFIX: &str = ".scalable-partial";
+
+/// Why a transfer did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferError {
+    /// The broker said no, for good (a bound, not this agent's attempt...).
+    Refused(String),
+    /// A declared input does not exist on the broker's side.
+    Missing(String),
+    /// The link broke (tried again on the next connection until `TRIES_MAX`).
+    Broken(String),
+}
+
+impl std::fmt::Display for TransferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransferError::Refused(m) | TransferError::Broken(m) => f.write_str(m),
+            TransferError::Missing(p) => write!(f, "missing input: {p}"),
+        }
+    }
+}
+
+fn broken(e: impl std::fmt::Display) -> TransferError {
+    TransferError::Broken(e.to_string())
+}
+
+fn local(path: &Path, e: impl std::fmt::Display) -> TransferError {
+    TransferError::Refused(format!("{}: {e}", path.display()))
+}
+
+/// The agent's current connection, as staging sees it: `None` while the
+/// broker is away. Cloned into every transfer.
+#[derive(Clone)]
+pub struct Link(watch::Receiver<Option<quinn::Connection>>);
+
+impl Link {
+    pub fn new(rx: watch::Receiver<Option<quinn::Connection>>) -> Link {
+        Link(rx)
+    }
+
+    /// The connection, once there is one.
+    async fn conn(&mut self) -> Result<quinn::Connection, TransferError> {
+        let c = self
+            .0
+            .wait_for(|c| c.as_ref().is_some_and(|c| c.close_reason().is_none()))
+            .await
+            .map_err(|_| TransferError::Broken("the agent is stopping".into()))?;
+        Ok(c.clone().expect("waited for some"))
+    }
+
+    /// Runs `op` until it succeeds or fails for good; a broken link waits for
+    /// the next connection (the operation resumes where it can).
+    async fn retrying<T, F, Fut>(&mut self, what: &str, mut op: F) -> Result<T, TransferError>
+    where
+        F: FnMut(quinn::Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, TransferError>>,
+    {
+        let mut wait = RETRY_WAIT_MIN;
+        let mut last = String::new();
+        for _ in 0..TRIES_MAX {
+            let conn = self.conn().await?;
+            match op(conn).await {
+                Err(TransferError::Broken(e)) => {
+                    tracing::debug!("{what}: {e}; trying again");
+                    last = e;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_WAIT_MAX);
+                }
+                other => return other,
+            }
+        }
+        Err(TransferError::Refused(format!(
+            "{what} failed {TRIES_MAX} times (last: {last})"
+        )))
+    }
+
+    /// The declared inputs of `attempt` as the broker stored them.
+    pub async fn input_list(
+        &mut self,
+        attempt: AttemptId,
+    ) -> Result<Vec<StagedFile>, TransferError> {
+        self.retrying("asking for the inputs", |conn| async move {
+            let (_s, _r, reply) = ask(&conn, &StageRequest::Inputs { attempt }).await?;
+            match reply {
+                StageReply::Files(files) => {
+                    scalable_common::staging::check_files(&files)
+                        .map_err(TransferError::Refused)?;
+                    Ok(files)
+                }
+                other => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
+    /// Fetches every file into `dir` (at its relative path), several at once;
+    /// returns the bytes.
+    pub async fn get_all(
+        &mut self,
+        attempt: AttemptId,
+        files: &[StagedFile],
+        dir: &Path,
+    ) -> Result<u64, TransferError> {
+        let jobs = files.iter().map(|f| {
+            let (mut link, f, dest) = (self.clone(), f.clone(), dir.join(&f.path));
+            async move { link.get_file(attempt, &f, &dest).await.map(|()| f.size) }
+        });
+        Ok(in_flight(jobs).await?.into_iter().sum())
+    }
+
+    /// Uploads `(path, declared)` pairs, several at once, in their order.
+    pub async fn put_all(
+        &mut self,
+        attempt: AttemptId,
+        files: Vec<(PathBuf, String)>,
+    ) -> Result<Vec<StagedFile>, TransferError> {
+        let jobs = files.into_iter().map(|(path, declared)| {
+            let mut link = self.clone();
+            async move { link.put_file(attempt, &path, &declared).await }
+        });
+        in_flight(jobs).await
+    }
+
+    /// Fetches one blob to `dest`: into `dest.scalable-partial`, resumed from
+    /// its length after a break, checked against the hash, then renamed.
+    pub async fn get_file(
+        &mut self,
+        attempt: AttemptId,
+        f: &StagedFile,
+        dest: &Path,
+    ) -> Result<(), TransferError> {
+        if !is_plain_relative(&f.path) {
+            return Err(TransferError::Refused(format!(
+                "{} is not a relative path",
+                f.path
+            )));
+        }
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| local(parent, e))?;
+        }
+        let partial = partial_path(dest);
+        for _ in 0..2 {
+            self.retrying("fetching an input", |conn| {
+                download(conn, attempt, f, partial.clone())
+            })
+            .await?;
+            let p = partial.clone();
+            let (sha, size) = tokio::task::spawn_blocking(move || hash_file(&p))
+                .await
+                .map_err(broken)?
+                .map_err(|e| local(&partial, e))?;
+            if sha == f.sha256 && size == f.size {
+                return tokio::fs::rename(&partial, dest)
+                    .await
+                    .map_err(|e| local(dest, e));
+            }
+            // Torn or changed underneath: once more from the start.
+            let _ = tokio::fs::remove_file(&partial).await;
+        }
+        Err(TransferError::Refused(format!(
+            "the fetched bytes of {} do not match their SHA-256",
+            f.path
+        )))
+    }
+
+    /// Uploads `path` as the blob of its content; `declared` names it.
+    pub async fn put_file(
+        &mut self,
+        attempt: AttemptId,
+        path: &Path,
+        declared: &str,
+    ) -> Result<StagedFile, TransferError> {
+        let p = path.to_path_buf();
+        let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&p))
+            .await
+            .map_err(broken)?
+            .map_err(|e| local(path, e))?;
+        let file = StagedFile {
+            path: declared.to_string(),
+            sha256,
+            size,
+        };
+        self.retrying("uploading an output", |conn| {
+            upload(conn, attempt, &file, path)
+        })
+        .await?;
+        Ok(file)
+    }
+
+    /// Uploads every regular file under `dir` (relative names, sorted): what
+    /// a checkpoint directory holds, say. `get_all` puts them back.
+    pub async fn put_dir(
+        &mut self,
+        attempt: AttemptId,
+        dir: &Path,
+    ) -> Result<Vec<StagedFile>, TransferError> {
+        let d = dir.to_path_buf();
+        let names = tokio::task::spawn_blocking(move || list_files(&d))
+            .await
+            .map_err(broken)?
+            .map_err(|e| local(dir, e))?;
+        let files = names.into_iter().map(|n| (dir.join(&n), n)).collect();
+        self.put_all(attempt, files).await
+    }
+
+    /// The uploaded outputs are the attempt's: the broker puts them in its stage.
+    pub async fn commit(
+        &mut self,
+        attempt: AttemptId,
+        outputs: &[StagedFile],
+        moved: Moved,
+    ) -> Result<(), TransferError> {
+        let req = StageRequest::Commit {
+            attempt,
+            outputs: outputs.to_vec(),
+            moved,
+        };
+        self.retrying("handing back the outputs", |conn| {
+            let req = req.clone();
+            async move {
+                match ask(&conn, &req).await?.2 {
+                    StageReply::Committed => Ok(()),
+                    other => Err(unexpected(other)),
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Runs the transfers with at most [`FILES_IN_FLIGHT_MAX`] at once (each on
+/// a task of its own); their results in order, or the first error.
+async fn in_flight<T, F>(jobs: impl Iterator<Item = F>) -> Result<Vec<T>, TransferError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, TransferError>> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut done: Vec<(usize, T)> = Vec::new();
+    for (i, job) in jobs.enumerate() {
+        if set.len() >= FILES_IN_FLIGHT_MAX {
+            done.push(joined(set.join_next().await)?);
+        }
+        set.spawn(async move { (i, job.await) });
+    }
+    while let Some(r) = set.join_next().await {
+        done.push(joined(Some(r))?);
+    }
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, t)| t).collect())
+}
+
+type Joined<T> = Option<Result<(usize, Result<T, TransferError>), tokio::task::JoinError>>;
+
+fn joined<T>(r: Joined<T>) -> Result<(usize, T), TransferError> {
+    match r {
+        Some(Ok((i, Ok(t)))) => Ok((i, t)),
+        Some(Ok((_, Err(e)))) => Err(e),
+        Some(Err(e)) => Err(broken(e)),
+        None => Err(broken("no transfer to wait for")),
+    }
+}
+
+/// Where a download of `dest` is written until it is complete.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(PARTIAL_SUFFIX);
+    dest.with_file_name(name)
+}
+
+/// Opens a stream and sends one request; returns the first reply.
+async fn ask(
+    conn: &quinn::Connection,
+    req: &StageRequest,
+) -> Result<(quinn::SendStream, quinn::RecvStream, StageReply), TransferError> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(broken)?;
+    write_frame(&mut send, req).await.map_err(broken)?;
+    match read_frame::<_, StageReply>(&mut recv, STAGE_HEADER_BYTES_MAX).await {
+        Ok(Some(reply)) => Ok((send, recv, reply)),
+        Ok(None) => Err(broken("the broker closed a staging stream")),
+        Err(e) => Err(broken(e)),
+    }
+}
+
+/// A reply that is not the one asked for: a refusal, or the broker's
+/// misbehaviour (refused too: asking again would get the same).
+fn unexpected(reply: StageReply) -> TransferError {
+    match reply {
+        StageReply::Refused { reason } => TransferError::Refused(reason),
+        StageReply::Missing { path } => TransferError::Missing(path),
+        StageReply::Busy => TransferError::Broken("the broker is busy with that blob".into()),
+        other => TransferError::Refused(format!("unexpected staging reply {other:?}")),
+    }
+}
+
+async fn download(
+    conn: quinn::Connection,
+    attempt: AttemptId,
+    f: &StagedFile,
+    partial: PathBuf,
+) -> Result<(), TransferError> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&partial)
+        .await
+        .map_err(|e| local(&partial, e))?;
+    let mut from = file.metadata().await.map_err(|e| local(&partial, e))?.len();
+    if from > f.size {
+        file.set_len(0).await.map_err(|e| local(&partial, e))?;
+        from = 0;
+    }
+    if from == f.size {
+        return Ok(());
+    }
+    let req = StageRequest::Get {
+        attempt,
+        sha256: f.sha256.clone(),
+        from,
+    };
+    let (_send, mut recv, reply) = ask(&conn, &req).await?;
+    match reply {
+        StageReply::Sending { size } if size == f.size => {}
+        StageReply::Sending { size } => {
+            return Err(TransferError::Refused(format!(
+                "the broker has {size} bytes of {}, not {}",
+                f.path, f.size
+            )))
+        }
+        other => return Err(unexpected(other)),
+    }
+    let mut have = from;
+    while have < f.size {
+        let want = STAGE_CHUNK_BYTES.min((f.size - have) as usize);
+        match recv.read_chunk(want, true).await.map_err(broken)? {
+            Some(c) => {
+                file.write_all(&c.bytes)
+                    .await
+                    .map_err(|e| local(&partial, e))?;
+                have += c.bytes.len() as u64;
+            }
+            None => break,
+        }
+    }
+    file.flush().await.map_err(|e| local(&partial, e))?;
+    if have < f.size {
+        return Err(broken(format!(
+            "{} broke off at {have} of {} bytes",
+            f.path, f.size
+        )));
+    }
+    Ok(())
+}
+
+async fn upload(
+    conn: quinn::Connection,
+    attempt: AttemptId,
+    f: &StagedFile,
+    path: &Path,
+) -> Result<(), TransferError> {
+    let req = StageRequest::Put {
+        attempt,
+        sha256: f.sha256.clone(),
+        size: f.size,
+    };
+    let (mut send, mut recv, reply) = ask(&conn, &req).await?;
+    let from = match reply {
+        StageReply::Stored => return Ok(()),
+        StageReply::Have { from } if from <= f.size => from,
+        other => return Err(unexpected(other)),
+    };
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| local(path, e))?;
+    file.seek(std::io::SeekFrom::Start(from))
+        .await
+        .map_err(|e| local(path, e))?;
+    let mut buf = vec![0u8; STAGE_CHUNK_BYTES];
+    let mut left = f.size - from;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = file
+            .read(&mut buf[..want])
+            .await
+            .map_err(|e| local(path, e))?;
+        if n == 0 {
+            return Err(TransferError::Refused(format!(
+                "{} shrank while uploaded",
+                f.path
+            )));
+        }
+        send.write_all(&buf[..n]).await.map_err(broken)?;
+        left -= n as u64;
+        if left > 0 && n as u64 == f.size - from - left {
+            // Tests: an agent stopped (or killed) in the middle of an upload.
+            let hit = || scalable_common::failpoint::hit("agent.staging.upload");
+            let _ = tokio::task::spawn_blocking(hit).await;
+        }
+    }
+    send.finish().map_err(broken)?;
+    match read_frame::<_, StageReply>(&mut recv, STAGE_HEADER_BYTES_MAX).await {
+        Ok(Some(StageReply::Stored)) => Ok(()),
+        Ok(Some(other)) => Err(unexpected(other)),
+        Ok(None) => Err(broken("the broker closed an upload without a word")),
+        Err(e) => Err(broken(e)),
+    }
+}
+
+/// Regular files under `dir`, as sorted relative paths (bounded).
+fn list_files(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                todo.push(entry.path());
+            } else if kind.is_file() {
+                let rel = entry.path().strip_prefix(dir).map(|p| p.to_path_buf());
+                if let Some(s) = rel.ok().and_then(|p| p.to_str().map(str::to_string)) {
+                    out.push(s);
+                }
+            }
+            if out.len() > STAGE_FILES_MAX {
+                return Err(std::io::Error::other(format!(
+                    "more than {STAGE_FILES_MAX} files to stage"
+                )));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,328 @@
+//! The staging streams of one agent connection (SPEC §4 "Data", protocol 7):
+//! every bidirectional stream the agent opens after its hello carries one
+//! `StageRequest`, answered here with the files of `crate::staging`.
+//!
+//! Owns: reading and answering those streams, the blobs this connection may
+//! fetch (those the broker told it of or it uploaded), and how many streams
+//! it may have open. Whose attempt it is comes from the core task
+//! (`CoreMsg::StageLookup`); file work runs on blocking threads. It must not
+//! touch the control stream, the store or any task state.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use scalable_common::frame::{read_frame, write_frame};
+use scalable_common::protocol::{AgentId, AttemptId};
+use scalable_common::staging::{
+    StageReply, StageRequest, STAGE_CHUNK_BYTES, STAGE_HEADER_BYTES_MAX,
+};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::CoreMsg;
+use crate::core::RenderedTask;
+use crate::staging::upload::{Begin, Partial};
+use crate::staging::{InputError, StagingStore};
+
+/// Staging streams one agent may have open at once; more wait their turn.
+const STREAMS_PER_AGENT_MAX: usize = 64;
+/// A stream's request must arrive within this.
+const REQUEST_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Bytes handed to the blocking writer at once during an upload.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+/// Blobs one connection may fetch, remembered at most.
+const GRANTS_MAX: usize = 1_000_000;
+
+/// What the streams of one connection share.
+struct Ctx {
+    agent: AgentId,
+    store: Arc<StagingStore>,
+    core_tx: mpsc::UnboundedSender<CoreMsg>,
+    granted: Mutex<HashSet<String>>,
+}
+
+/// Serves the agent's staging streams until its connection closes.
+pub(super) async fn serve_streams(
+    conn: quinn::Connection,
+    agent: AgentId,
+    store: Arc<StagingStore>,
+    core_tx: mpsc::UnboundedSender<CoreMsg>,
+) {
+    let ctx = Arc::new(Ctx {
+        agent,
+        store,
+        core_tx,
+        granted: Mutex::default(),
+    });
+    let permits = Arc::new(Semaphore::new(STREAMS_PER_AGENT_MAX));
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            serve_stream(&ctx, send, recv).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let req = tokio::time::timeout(
+        REQUEST_WAIT_MAX,
+        read_frame::<_, StageRequest>(&mut recv, STAGE_HEADER_BYTES_MAX),
+    )
+    .await;
+    let req = match req {
+        Ok(Ok(Some(r))) => r,
+        _ => return,
+    };
+    let reply = match req.check() {
+        Err(reason) => Some(StageReply::Refused { reason }),
+        Ok(()) => match req {
+            StageRequest::Inputs { attempt } => Some(inputs(ctx, attempt).await),
+            StageRequest::Get { sha256, from, .. } => get(ctx, &sha256, from, &mut send).await,
+            StageRequest::Put {
+                attempt,
+                sha256,
+                size,
+            } => Some(put(ctx, attempt, &sha256, size, &mut send, &mut recv).await),
+            StageRequest::Commit {
+                attempt,
+                outputs,
+                moved,
+            } => Some(commit(ctx, attempt, outputs, moved).await),
+        },
+    };
+    if let Some(reply) = reply {
+        let _ = write_frame(&mut send, &reply).await;
+    }
+    let _ = send.finish();
+    let _ = send.stopped().await;
+}
+
+/// The attempt's declared files, when it is this agent's current attempt.
+async fn lookup(ctx: &Ctx, attempt: AttemptId) -> Result<Arc<RenderedTask>, StageReply> {
+    let (tx, rx) = oneshot::channel();
+    let msg = CoreMsg::StageLookup {
+        agent: ctx.agent,
+        attempt,
+        reply: tx,
+    };
+    let found = match ctx.core_tx.send(msg) {
+        Ok(()) => rx.await.ok().flatten(),
+        Err(_) => None,
+    };
+    found.ok_or_else(|| StageReply::Refused {
+        reason: format!(
+            "attempt {attempt} is not running on this agent (cancelled, or given to another)"
+        ),
+    })
+}
+
+fn refused(reason: impl Into<String>) -> StageReply {
+    StageReply::Refused {
+        reason: reason.into(),
+    }
+}
+
+async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
+    let task = match lookup(ctx, attempt).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let store = ctx.store.clone();
+    let staged = tokio::task::spawn_blocking(move || {
+        store.stage_inputs(std::path::Path::new(&task.cwd), &task.inputs)
+    })
+    .await;
+    match staged {
+        Ok(Ok(files)) => {
+            let mut granted = ctx.granted.lock().expect("grants");
+            if granted.len() + files.len() > GRANTS_MAX {
+                granted.clear();
+            }
+            granted.extend(files.iter().map(|f| f.sha256.clone()));
+            StageReply::Files(files)
+        }
+        Ok(Err(InputError::Missing(path))) => StageReply::Missing { path },
+        Ok(Err(InputError::Refused(reason))) => refused(reason),
+        Err(e) => refused(format!("staging inputs failed: {e}")),
+    }
+}
+
+/// Streams blob `sha256` from byte `from`; `None`: the bytes were the answer.
+async fn get(
+    ctx: &Ctx,
+    sha256: &str,
+    from: u64,
+    send: &mut quinn::SendStream,
+) -> Option<StageReply> {
+    if !ctx.granted.lock().expect("grants").contains(sha256) {
+        return Some(refused("that blob was not staged for this agent"));
+    }
+    let path = ctx.store.blob_path(sha256);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => return Some(refused(format!("blob {sha256}: {e}"))),
+    };
+    let size = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return Some(refused(format!("blob {sha256}: {e}"))),
+    };
+    if from > size || file.seek(std::io::SeekFrom::Start(from)).await.is_err() {
+        return Some(refused(format!(
+            "blob {sha256} has {size} bytes, not {from}"
+        )));
+    }
+    if write_frame(send, &StageReply::Sending { size })
+        .await
+        .is_err()
+    {
+        return None;
+    }
+    let mut buf = vec![0u8; STAGE_CHUNK_BYTES];
+    let mut left = size - from;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        match file.read(&mut buf[..want]).await {
+            Ok(0) | Err(_) => break, // the agent sees a short blob and asks again
+            Ok(n) => {
+                if send.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                left -= n as u64;
+            }
+        }
+    }
+    None
+}
+
+async fn put(
+    ctx: &Ctx,
+    attempt: AttemptId,
+    sha256: &str,
+    size: u64,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> StageReply {
+    if let Err(r) = lookup(ctx, attempt).await {
+        return r;
+    }
+    if let Err(why) = ctx.store.count_upload(attempt, sha256, size) {
+        return refused(why);
+    }
+    let store = ctx.store.clone();
+    let sha = sha256.to_string();
+    let begun = tokio::task::spawn_blocking(move || store.begin_upload(&sha, size)).await;
+    let partial = match begun {
+        Ok(Ok(Begin::Stored)) => {
+            grant(ctx, sha256);
+            return StageReply::Stored;
+        }
+        Ok(Ok(Begin::Busy)) => return StageReply::Busy,
+        Ok(Ok(Begin::Resume(p))) => p,
+        Ok(Err(e)) => return refused(format!("cannot receive blob {sha256}: {e}")),
+        Err(e) => return refused(format!("cannot receive blob {sha256}: {e}")),
+    };
+    if write_frame(send, &StageReply::Have { from: partial.have })
+        .await
+        .is_err()
+    {
+        return refused("the agent went away");
+    }
+    match receive(partial, recv).await {
+        Ok(()) => {
+            grant(ctx, sha256);
+            StageReply::Stored
+        }
+        Err(e) => refused(e),
+    }
+}
+
+/// The raw bytes of an upload into its partial file, then the check. What
+/// arrived before a break is written anyway: the next upload resumes there.
+async fn receive(mut partial: Box<Partial>, recv: &mut quinn::RecvStream) -> Result<(), String> {
+    let mut batch = Vec::new();
+    let mut batched = 0usize;
+    loop {
+        let chunk = recv.read_chunk(STAGE_CHUNK_BYTES, true).await;
+        let (end, broke) = match chunk {
+            Ok(Some(c)) => {
+                batched += c.bytes.len();
+                batch.push(c.bytes);
+                (false, None)
+            }
+            Ok(None) => (true, None),
+            Err(e) => (true, Some(format!("the upload broke off: {e}"))),
+        };
+        if batched >= WRITE_BATCH_BYTES || (end && batched > 0) {
+            let chunks = std::mem::take(&mut batch);
+            batched = 0;
+            partial = tokio::task::spawn_blocking(move || {
+                for c in &chunks {
+                    partial.write(c)?;
+                }
+                Ok::<_, String>(partial)
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+        }
+        if let Some(why) = broke {
+            return Err(why);
+        }
+        if end {
+            break;
+        }
+    }
+    tokio::task::spawn_blocking(move || partial.finish())
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+fn grant(ctx: &Ctx, sha256: &str) {
+    ctx.granted
+        .lock()
+        .expect("grants")
+        .insert(sha256.to_string());
+}
+
+async fn commit(
+    ctx: &Ctx,
+    attempt: AttemptId,
+    outputs: Vec<scalable_common::staging::StagedFile>,
+    moved: scalable_common::staging::Moved,
+) -> StageReply {
+    let task = match lookup(ctx, attempt).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if let Some(f) = outputs.iter().find(|f| !ctx.store.has_blob(&f.sha256)) {
+        return refused(format!("output {} was not uploaded", f.path));
+    }
+    let store = ctx.store.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        store.materialize(
+            std::path::Path::new(&task.cwd),
+            attempt,
+            &task.outputs,
+            &outputs,
+        )
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {
+            tracing::info!(
+                "attempt {attempt}: staged {} B in ({} ms), {} B out ({} ms)",
+                moved.in_bytes,
+                moved.in_ms,
+                moved.out_bytes,
+                moved.out_ms
+            );
+            StageReply::Committed
+        }
+        Ok(Err(e)) => refused(e),
+        Err(e) => refused(e.to_string()),
+    }
+}

@@ -1,0 +1,290 @@
+//! The staging protocol (SPEC §4 "Data"): how an agent without the broker's
+//! filesystem fetches a task's declared inputs and hands back its declared
+//! outputs, over extra bidirectional QUIC streams of its one connection.
+//!
+//! Owns: the messages of a staging stream, their caps, the content address
+//! (SHA-256, 64 lowercase hex digits) and what a staged path may be. It must
+//! not do I/O beyond hashing a reader it is given; the agent's `staging` and
+//! the broker's `staging` modules move the bytes.
+//!
+//! Stream shape (one request per stream, opened by the agent, so a transfer
+//! never waits behind the control stream nor the control stream behind it):
+//! - `Inputs`: the broker answers `Files` (hash and size of each declared
+//!   input, which it has stored as blobs) or `Refused`.
+//! - `Get`: the broker answers `Sending { size }`, then the raw bytes of the
+//!   blob from `from` to `size`, then finishes the stream. Resumable: a partial
+//!   download asks again from its length.
+//! - `Put`: the broker answers `Have { from }` (bytes it already holds of that
+//!   blob, `size` when the blob is stored), the agent sends the raw bytes from
+//!   `from` and finishes; the broker verifies the hash and answers `Stored`.
+//! - `Commit`: the outputs (already put) are materialized in the attempt's
+//!   stage on the broker's filesystem; answered `Committed` before the agent
+//!   sends the attempt's result, so a counted result always has its outputs.
+//!
+//! Every header is a frame capped at [`STAGE_HEADER_BYTES_MAX`]; raw bytes are
+//! bounded by the size the header announced.
+
+use std::io::{self, Read};
+use std::path::{Component, Path};
+
+use ring::digest::{Context, SHA256};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::AttemptId;
+
+/// Cap of one staging header frame (a `Files`/`Commit` list of many files).
+pub const STAGE_HEADER_BYTES_MAX: usize = 8 << 20;
+/// Declared files of one attempt that may be staged, at most.
+pub const STAGE_FILES_MAX: usize = 100_000;
+/// A staged path's bytes, at most.
+pub const STAGE_PATH_BYTES_MAX: usize = 4096;
+/// One staged file, at most, unless the broker is told otherwise
+/// (`SCALABLE_STAGE_FILE_BYTES_MAX`).
+pub const STAGE_FILE_BYTES_MAX_DEFAULT: u64 = 64 << 30;
+/// All staged files of one attempt (inputs and outputs each), at most, unless
+/// the broker is told otherwise (`SCALABLE_STAGE_ATTEMPT_BYTES_MAX`).
+pub const STAGE_ATTEMPT_BYTES_MAX_DEFAULT: u64 = 256 << 30;
+/// Buffer of one read or write of a transfer.
+pub const STAGE_CHUNK_BYTES: usize = 1 << 20;
+
+/// One staged file: where it goes (as declared, relative to the task's
+/// directory) and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// What one attempt's staging moved, as the agent measured it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub in_bytes: u64,
+    pub in_ms: u64,
+    pub out_bytes: u64,
+    pub out_ms: u64,
+}
+
+/// The first frame of a staging stream (agent → broker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StageRequest {
+    Inputs {
+        attempt: AttemptId,
+    },
+    Get {
+        attempt: AttemptId,
+        sha256: String,
+        from: u64,
+    },
+    Put {
+        attempt: AttemptId,
+        sha256: String,
+        size: u64,
+    },
+    Commit {
+        attempt: AttemptId,
+        outputs: Vec<StagedFile>,
+        moved: Moved,
+    },
+}
+
+/// The broker's answers on a staging stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StageReply {
+    Files(Vec<StagedFile>),
+    Sending {
+        size: u64,
+    },
+    Have {
+        from: u64,
+    },
+    Stored,
+    Committed,
+    /// A declared input does not exist (the attempt ends `INVALID_INPUT`).
+    Missing {
+        path: String,
+    },
+    /// For good: the agent ends the attempt with this (`StagingFailed`).
+    Refused {
+        reason: String,
+    },
+    /// Try again shortly (another upload of the same blob is under way).
+    Busy,
+}
+
+impl StageRequest {
+    pub fn attempt(&self) -> AttemptId {
+        match self {
+            StageRequest::Inputs { attempt }
+            | StageRequest::Get { attempt, .. }
+            | StageRequest::Put { attempt, .. }
+            | StageRequest::Commit { attempt, .. } => *attempt,
+        }
+    }
+
+    /// What is wrong with a request from the network, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            StageRequest::Inputs { .. } => Ok(()),
+            StageRequest::Get { sha256, .. } | StageRequest::Put { sha256, .. } => {
+                check_sha256(sha256)
+            }
+            StageRequest::Commit { outputs, .. } => check_files(outputs),
+        }
+    }
+}
+
+/// A list of staged files as it may come from the network.
+pub fn check_files(files: &[StagedFile]) -> Result<(), String> {
+    if files.len() > STAGE_FILES_MAX {
+        return Err(format!(
+            "{} files to stage, over the limit of {STAGE_FILES_MAX}",
+            files.len()
+        ));
+    }
+    for f in files {
+        check_sha256(&f.sha256)?;
+        if !is_plain_relative(&f.path) {
+            return Err(format!(
+                "staged path {:?} is not a plain relative path",
+                f.path
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `s` is a SHA-256 as blobs are named: 64 lowercase hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn check_sha256(s: &str) -> Result<(), String> {
+    if is_sha256_hex(s) {
+        Ok(())
+    } else {
+        Err("a staged file's hash is not 64 lowercase hex digits".into())
+    }
+}
+
+/// A path that can be staged: relative, without `..`, not empty, bounded.
+/// Absolute paths and `..` have no place inside an attempt's directory.
+pub fn is_plain_relative(p: &str) -> bool {
+    let path = Path::new(p);
+    p.len() <= STAGE_PATH_BYTES_MAX
+        && path.components().next().is_some()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && path.components().any(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// A running SHA-256 (ring's, as the TLS and the cache use).
+pub struct Hasher(Context);
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher(Context::new(&SHA256))
+    }
+}
+
+impl Hasher {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> String {
+        hex(self.0.finish().as_ref())
+    }
+
+    /// Feeds everything `r` yields; returns how many bytes that was.
+    pub fn update_from(&mut self, r: &mut impl Read) -> io::Result<u64> {
+        let mut buf = vec![0u8; STAGE_CHUNK_BYTES];
+        let mut total = 0u64;
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => {
+                    self.update(&buf[..n]);
+                    total += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// SHA-256 and size of a file.
+pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Hasher::default();
+    let n = h.update_from(&mut f)?;
+    Ok((h.finish(), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_relative_paths_only() {
+        assert!(is_plain_relative("out/a.txt"));
+        assert!(is_plain_relative("./a"));
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", ".", "./"] {
+            assert!(!is_plain_relative(bad), "{bad:?} must be refused");
+        }
+        assert!(!is_plain_relative(&"a".repeat(STAGE_PATH_BYTES_MAX + 1)));
+    }
+
+    #[test]
+    fn requests_from_the_network_are_checked() {
+        let good = "a".repeat(64);
+        assert!(StageRequest::Get {
+            attempt: 1,
+            sha256: good.clone(),
+            from: 0
+        }
+        .check()
+        .is_ok());
+        for bad in ["A".repeat(64), "a".repeat(63), "../../etc/passwd".into()] {
+            let put = StageRequest::Put {
+                attempt: 1,
+                sha256: bad,
+                size: 1,
+            };
+            assert!(put.check().is_err());
+        }
+        let commit = StageRequest::Commit {
+            attempt: 1,
+            outputs: vec![StagedFile {
+                path: "/abs".into(),
+                sha256: good,
+                size: 0,
+            }],
+            moved: Moved::default(),
+        };
+        assert!(commit.check().unwrap_err().contains("plain relative"));
+    }
+
+    #[test]
+    fn hashes_match_the_known_value() {
+        let mut h = Hasher::default();
+        h.update(b"abc");
+        assert_eq!(
+            h.finish(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
