@@ -493,20 +493,23 @@ pub fn init_or_load(
     })?;
     json.push(b'\n');
     write_private(&files.secrets, &json)?;
+    AgentTokenFile {
+        address: advertise_addr.to_string(),
+        fingerprint: fingerprint.clone(),
+        token: agent_token.clone(),
+    }
+    .save(&files.agent_token)?;
+    // `access.json` last: scripts, tests and the Python session wait for it as
+    // the sign that the broker's files are written (an agent started on its
+    // appearance once found no `agent.token` yet).
     save_access(
         &files.access,
         &AccessFile {
             address: advertise_addr.to_string(),
-            fingerprint: fingerprint.clone(),
+            fingerprint,
             token: user_token,
         },
     )?;
-    AgentTokenFile {
-        address: advertise_addr.to_string(),
-        fingerprint,
-        token: agent_token.clone(),
-    }
-    .save(&files.agent_token)?;
     Ok((identity, secrets, agent_token))
 }
 
