@@ -170,7 +170,8 @@ fn scaling_row(i: &ScalingDecisionInfo) -> ScalingDecision {
     }
 }
 
-/// The advisor's predictions for the run's sized attempts that ended,
+/// The advisor's predictions for the run's sized attempts that ended (not
+/// those given back or cancelled before they ran: a peak of 0 is no outcome),
 /// beside what happened: memory (bound against peak) and run time (bound
 /// against the process's), and for attempts the advisor sized, what the
 /// plain percentile would have asked. At most
@@ -183,6 +184,7 @@ fn predictions(c: &Connection, run: RunId) -> Result<Vec<Prediction>, StoreError
                     a.peak_rss_bytes, a.started_at_us, a.ended_at_us, a.end_class
              FROM attempts a JOIN jobs j ON j.id = a.job_id
              WHERE a.run_id = ?1 AND a.request_detail IS NOT NULL AND a.end_class IS NOT NULL
+               AND a.end_class NOT IN ('RETURNED', 'CANCELLED')
              ORDER BY a.id LIMIT ?2",
         )
         .map_err(sql)?;
@@ -530,6 +532,22 @@ mod tests {
             .unwrap();
         }
         (dir, c)
+    }
+
+    /// An advised attempt given back before it ran (a rebalance) has no peak
+    /// to score: it must not be drawn as a prediction against 0.
+    #[test]
+    fn predictions_leave_out_attempts_that_never_ran() {
+        let (_dir, c) = store_with(2);
+        c.execute_batch(
+            "UPDATE attempts SET request_source = 'advisor', request_detail = 'gb',
+               predicted_memory_bytes = 100, peak_rss_bytes = 90;
+             UPDATE attempts SET end_class = 'RETURNED', peak_rss_bytes = 0 WHERE id = 2;",
+        )
+        .unwrap();
+        let got = predictions(&c, 1).unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].actual, Some(90.0));
     }
 
     #[test]
