@@ -401,6 +401,14 @@ fn submit_to_a_target_refuses_what_the_target_cannot_run() {
         "{}",
         stderr(&out)
     );
+    // An overlay without the manifest it belongs to was dropped in silence.
+    let out = b.cli(&["submit", "--overlay", "auto", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--overlay auto needs --manifest FILE"),
+        "{}",
+        stderr(&out)
+    );
     let runs: serde_json::Value = serde_json::from_str(&b.ok(&["status", "--json"])).unwrap();
     assert_eq!(runs.as_array().unwrap().len(), 0, "nothing stored");
     b.ok(&[

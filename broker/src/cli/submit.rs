@@ -86,6 +86,14 @@ pub async fn exec(ctx: &Context<'_>, args: SubmitArgs) -> Result<ExitCode, CliEr
         ))
         .with_hint("scalable submit WORKFLOW --manifest scalable.yaml --target T"));
     }
+    if let (Some(o), None) = (args.overlays.first(), &args.manifest) {
+        // The broker's own manifest is loaded once, with the broker's
+        // overlays; silently dropping this one ran a whole run unsized.
+        return Err(CliError::bad_input(format!(
+            "--overlay {o} needs --manifest FILE (overlays apply to the manifest named here)"
+        ))
+        .with_hint("scalable submit WORKFLOW --manifest scalable.yaml --overlay NAME"));
+    }
     let manifest = match &args.manifest {
         Some(file) => Some(load_manifest_file(&ManifestArgs {
             file: file.clone(),
