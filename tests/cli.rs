@@ -239,7 +239,7 @@ exec srun --ntasks=1 --cpus-per-task=4 [AGENT] \
          TAG          WORKERS  MIN  MAX  CPUS  MEMORY  GPUS  IMAGE\n\
          demeter      32       32   32   4     16G     0     ghcr.io/jgcri/demeter:2.0.1\n\
          postprocess  32       32   32   1     2G      0     -\n\
-         (objective-driven sizing comes with the scaler; this is the manifest's own shape)\n\
+         (the manifest's own shape; --objective and --policy weigh other counts)\n\
          cost demeter: 32 worker(s) x 4.00 h x 1.000 USD/h = 128.00 USD (slurm: the default node-hour price 1.00 USD of prices/prices.json (no price for target hpc in the manifest))\n\
          cost postprocess: 32 worker(s) x 4.00 h x 1.000 USD/h = 128.00 USD (slurm: the default node-hour price 1.00 USD of prices/prices.json (no price for target hpc in the manifest))\n"
     );

@@ -55,9 +55,7 @@ pub fn plan_text(target: &str, provider: &str, rows: &[PlanRow], costs: &[PlanCo
         out.push_str(&line(row.iter().map(String::as_str).collect()));
         out.push('\n');
     }
-    out.push_str(
-        "(objective-driven sizing comes with the scaler; this is the manifest's own shape)\n",
-    );
+    out.push_str("(the manifest's own shape; --objective and --policy weigh other counts)\n");
     for c in costs {
         out.push_str(&cost_line(c));
     }
@@ -125,7 +123,7 @@ mod tests {
 TAG   WORKERS  MIN  MAX  CPUS  MEMORY  GPUS  IMAGE
 sim   2        1    2    auto  16G     0     -
 post  2        1    2    auto  16G     0     -
-(objective-driven sizing comes with the scaler; this is the manifest's own shape)
+(the manifest's own shape; --objective and --policy weigh other counts)
 cost sim: 2 worker(s) x 1.50 h x 1.000 USD/h = 3.00 USD (test prices)
 cost post: unknown (test prices)
 ";
