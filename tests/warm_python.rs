@@ -20,6 +20,7 @@ const TASKS: &str = r#"
 import os, time
 
 def whoami(tag):
+    print(f"whoami {tag} on stdout")
     with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
         parent = f.read().replace(b"\0", b" ").decode()
     return {"tag": tag, "pid": os.getpid(), "parent": parent,
@@ -208,6 +209,11 @@ fn a_warm_call_returns_its_value_bound_to_its_cores_and_its_exception() {
         );
     }
     assert_eq!(zygote_of(&one), zygote_of(&two), "one zygote per agent");
+    let logs = stdout(&b.cli(&["logs", &format!("{run}/one/0")]));
+    assert!(
+        logs.contains("whoami one on stdout"),
+        "the task's stdout file: {logs}"
+    );
     let report = analyze(&b, &run);
     let bad = failed(&report, &run, "bad");
     assert_eq!(bad["attempts"][0]["exit_code"], 1, "{bad}");
