@@ -57,7 +57,8 @@ pub const WORKER_MODULE: &str = "scalable._worker";
 pub const LOST_CODE: i32 = 75;
 /// The variable that turns warm tasks off on an agent (`0`).
 pub const WARM_ENV: &str = "SCALABLE_WARM";
-/// How long a first task waits for a starting zygote (its imports, on a busy host).
+/// How long a task waits for a starting zygote (its imports, on a busy host),
+/// and for a running one to say the child started.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest request the zygote accepts (its reader's cap; a bigger one runs cold).
 const REQUEST_MAX: usize = 1 << 20;
@@ -134,8 +135,14 @@ fn run_warm(argv: &[OsString]) -> Result<i32, Cold> {
     };
     let request = encode_request(&argv[3..])?;
     send_with_stdio(&stream, &request).map_err(|e| Cold(format!("zygote request: {e}")))?;
+    // A zygote that does not answer in time loses the task to the cold path;
+    // a child it forks later finds this end closed (exec closes it) and
+    // does not run the call.
+    let _ = stream.set_read_timeout(Some(START_TIMEOUT));
     let mut replies = BufReader::new(stream);
-    match read_line(&mut replies) {
+    let started = read_line(&mut replies);
+    let _ = replies.get_ref().set_read_timeout(None);
+    match started {
         Some(line) if line.starts_with("P ") => {}
         Some(line) if line.starts_with("E ") => {
             return Err(Cold(format!("zygote: {}", &line[2..])))
