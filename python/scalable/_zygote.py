@@ -45,9 +45,13 @@ class Request:
         fields = body.split(b"\0")
         if fields and fields[-1] == b"":
             fields.pop()
+        if len(fields) < 3:
+            raise ValueError(f"{len(fields)} fields, at least 3 expected")
         self.pid = int(fields[0])
         self.cwd = os.fsdecode(fields[1])
         n = int(fields[2])
+        if not 0 <= n <= len(fields) - 3:
+            raise ValueError(f"{n} arguments announced, {len(fields) - 3} fields follow")
         self.args = [os.fsdecode(a) for a in fields[3 : 3 + n]]
         self.env: Dict[str, str] = {}
         for kv in fields[3 + n :]:
