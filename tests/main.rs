@@ -41,3 +41,4 @@ mod staging;
 mod state_dir;
 mod submit_errors;
 mod telemetry;
+mod warm_python;

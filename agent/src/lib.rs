@@ -14,6 +14,7 @@
 //! - [`credentials`]: the agent's token never reaches a task (env, /proc, the token file).
 //! - [`resources`]: what this host (or Slurm allocation, or cgroup) offers.
 //! - [`usage`]: one attempt's bounded usage series (cpu and RSS over time).
+//! - [`warm`]: `warm-exec`, the trampoline of a warm Python task (a forked, pre-imported interpreter).
 
 pub mod cpuset;
 pub mod credentials;
@@ -29,6 +30,7 @@ pub mod session;
 pub mod stage;
 pub mod staging;
 pub mod usage;
+pub mod warm;
 pub mod which;
 
 #[cfg(test)]

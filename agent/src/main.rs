@@ -9,7 +9,7 @@ use scalable_agent::event_log::EventLog;
 use scalable_agent::gpus::{self, GpuFlag};
 use scalable_agent::runtime::{self, RuntimeFlag};
 use scalable_agent::session::{self, AgentConfig, Exit};
-use scalable_agent::{credentials, limits, orphan_guard, resources};
+use scalable_agent::{credentials, limits, orphan_guard, resources, warm};
 use scalable_common::access::AgentTokenFile;
 use scalable_common::exit::ExitCode;
 use scalable_common::units::{parse_duration_ms, parse_size_bytes};
@@ -173,6 +173,12 @@ fn main() -> std::process::ExitCode {
         .is_some_and(|a| a == orphan_guard::GUARD_ARG)
     {
         orphan_guard::run_guard();
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == warm::WARM_ARG)
+    {
+        warm::run_trampoline();
     }
     let args = Args::parse();
     // Before any thread or child: nothing the agent starts may inherit these.

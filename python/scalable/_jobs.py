@@ -93,9 +93,18 @@ def task_env() -> Dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(dict.fromkeys([here, os.getcwd(), *paths]))}
 
 
-def worker_argv(inp: str, out: str, index: Optional[str] = None) -> List[str]:
+# A warm task's command: the agent runs its own binary (`@scalable-agent`) as
+# a trampoline that hands the call to the agent's pre-imported interpreter,
+# or runs the rest of the line cold when there is none (agent/src/warm.rs).
+WARM_PREFIX = ["@scalable-agent", "warm-exec", "--"]
+
+
+def worker_argv(inp: str, out: str, index: Optional[str] = None, warm: bool = True) -> List[str]:
+    """The task's command: `python -m scalable._worker IN OUT [INDEX]`, behind
+    the agent's trampoline when `warm` (the client's default)."""
     argv = [sys.executable, "-m", "scalable._worker", inp, out]
-    return argv + [index] if index is not None else argv
+    argv = argv + [index] if index is not None else argv
+    return WARM_PREFIX + argv if warm else argv
 
 
 def swap_futures(value: Any, rundir: str, deps: List[Future]) -> Any:

@@ -49,8 +49,13 @@ class Client:
     """Submits work to one broker; made by `ScalableSession.start()` or
     `Client(access=".scalable/access.json")` for a running broker."""
 
-    def __init__(self, access: Optional[str] = None, rundir: Optional[str] = None, timeout: float = 30.0) -> None:
+    def __init__(self, access: Optional[str] = None, rundir: Optional[str] = None, timeout: float = 30.0,
+                 warm: Optional[bool] = None) -> None:
+        """`warm`: run functions in the agent's pre-imported interpreter (a
+        fork per call, imports paid once) rather than one interpreter per
+        call; default on, `SCALABLE_WARM=0` turns it off."""
         self.cli = Cli(access, timeout)
+        self.warm = os.environ.get("SCALABLE_WARM", "1") != "0" if warm is None else bool(warm)
         base = os.path.dirname(os.path.abspath(access)) if access else os.path.join(os.getcwd(), ".scalable")
         self.rundir = os.path.abspath(rundir or os.path.join(base, "python", uuid.uuid4().hex[:12]))
         os.makedirs(self.rundir, exist_ok=True)
@@ -79,7 +84,7 @@ class Client:
         _payload.write_call(self.rundir, key, fn, args, kwargs, os.getcwd())
         out = _payload.out_name(key, None)
         name = job_label(fn)
-        job = self._job(name, worker_argv(f"{key}.in", out), [out], self.rundir)
+        job = self._job(name, worker_argv(f"{key}.in", out, warm=self.warm), [out], self.rundir)
         Options(tag, cpus, memory, gpus, retries, walltime).apply(job)
         fut = Future(self, name, out)
         self._enqueue(Pending(job, [fut], deps))
@@ -113,7 +118,7 @@ class Client:
         _payload.write_map(self.rundir, key, fn, items, kwargs, os.getcwd())
         out = f"{key}-{{{{ index }}}}.out"
         name = job_label(fn)
-        job = self._job(name, worker_argv(f"{key}.in", out, "{{ index }}"), [out], self.rundir)
+        job = self._job(name, worker_argv(f"{key}.in", out, "{{ index }}", self.warm), [out], self.rundir)
         job["range"] = f"0..={len(items) - 1}"
         Options(tag, cpus, memory, gpus, retries, walltime).apply(job)
         futures = [Future(self, name, _payload.out_name(key, i), i) for i in range(len(items))]

@@ -106,3 +106,23 @@ def test_bad_input_is_a_value_error_with_the_cli_message(client):
     with pytest.raises(ValueError) as info:
         f.result(30)
     assert info.value.exit_code == 2 and "lots" in info.value.message
+
+
+def test_warm_and_cold_calls_agree(session, client):
+    """The default runs calls in the agent's warm interpreter (a fork of its
+    zygote); `warm=False` one interpreter per call: same values, same
+    exceptions, and the command says which."""
+    from scalable import Client
+
+    cold = Client(session.access, warm=False)
+    try:
+        futures = {c: c.map(tasks.square, range(5), tag="demeter") for c in (client, cold)}
+        for c, fs in futures.items():
+            assert c.gather(fs, timeout=60) == [0, 1, 4, 9, 16]
+        commands = {c.warm: workflow_of(c, fs[0])["jobs"][0]["command"] for c, fs in futures.items()}
+        assert commands[True][:3] == ["@scalable-agent", "warm-exec", "--"]
+        assert commands[False][1:3] == ["-m", "scalable._worker"]
+        with pytest.raises(KeyError, match="no constraints for cold"):
+            cold.submit(tasks.explode, "cold", tag="demeter").result(60)
+    finally:
+        cold.close()

@@ -173,12 +173,18 @@ impl Broker {
 
     /// Starts an agent with the broker's token file and extra flags.
     pub fn agent(&mut self, args: &[&str]) {
+        self.agent_env(args, &[]);
+    }
+
+    /// Starts an agent with extra flags and environment variables.
+    pub fn agent_env(&mut self, args: &[&str], env: &[(&str, &str)]) {
         let n = self.agents.len();
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{n}.log"))).unwrap();
         let child = Command::new(agent_exe())
             .arg("--token-file")
             .arg(self.token_file())
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

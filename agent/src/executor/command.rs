@@ -116,7 +116,8 @@ pub(super) fn task_command(
     a: &Assignment,
     cwd: &Path,
 ) -> Command {
-    let mut cmd = Command::new(&argv[0]);
+    // `@scalable-agent` is the agent's own binary (a warm task's trampoline).
+    let mut cmd = Command::new(crate::warm::program(&argv[0]));
     cmd.args(&argv[1..])
         .stdin(dev_null())
         .stdout(child_out)
