@@ -117,7 +117,8 @@ fn storage(
         return Err("--storage is used only with --no-shared-fs (hint: add --no-shared-fs, or leave --storage out)".into());
     }
     let os = scalable_common::object_store::ObjectStore::parse(url)
-        .map_err(|e| format!("--storage: {e}"))?;
+        .map_err(|e| format!("--storage: {e}"))?
+        .with_runner(scalable_agent::executor::helper::output);
     Ok(Some(std::sync::Arc::new(os)))
 }
 

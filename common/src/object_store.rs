@@ -38,12 +38,17 @@ impl std::fmt::Display for S3Error {
     }
 }
 
+/// How a process that must be waited for to its end is run: `Command::output`
+/// by default; the agent's goes through its reaper (which waits for any child).
+pub type Runner = fn(&mut Command) -> io::Result<Output>;
+
 /// One `storage:` URL: where the blobs are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ObjectStore {
     url: String,
     bucket: String,
     prefix: String,
+    runner: Runner,
 }
 
 impl ObjectStore {
@@ -56,7 +61,14 @@ impl ObjectStore {
             url: url.to_string(),
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
+            runner: Command::output,
         })
+    }
+
+    /// The same store, its `aws` processes run by `runner`.
+    pub fn with_runner(mut self, runner: Runner) -> ObjectStore {
+        self.runner = runner;
+        self
     }
 
     /// The URL as the manifest wrote it.
@@ -204,7 +216,7 @@ impl ObjectStore {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         die_with_parent(&mut cmd);
-        cmd.output().map_err(|e| {
+        (self.runner)(&mut cmd).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 S3Error(format!(
                     "storage: {} needs the aws CLI, which is not on this machine's PATH (hint: install it, e.g. pip install awscli)",

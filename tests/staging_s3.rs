@@ -1,0 +1,314 @@
+//! Staging through an S3 store (issue 20, `storage: s3://bucket/prefix`):
+//! agents started with `--no-shared-fs --storage` run every task in a
+//! private directory and move declared inputs and outputs through moto's S3
+//! (`scripts/moto-testbed.sh`, a real S3 API on loopback) with the real `aws`
+//! CLI; the broker puts inputs there and fetches the counted outputs back.
+//! The results must equal a shared-filesystem run byte for byte, also across
+//! an agent `kill -9` mid-upload and a broker `kill -9` mid-run. Skipped, with
+//! the reason printed, only when moto cannot be started on this machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::support::staging::*;
+use crate::support::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// moto's S3 environment (endpoint, region, dummy credentials), started if
+/// it is not running; `None` (said on stderr) when it cannot be started.
+fn moto() -> Option<Vec<(String, String)>> {
+    let out = Command::new(repo().join("scripts/moto-testbed.sh"))
+        .arg("start")
+        .output()
+        .expect("run scripts/moto-testbed.sh");
+    if !out.status.success() {
+        eprintln!(
+            "skipped: moto cannot be started on this machine: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return None;
+    }
+    let dir = std::env::var("SCALABLE_MOTO_DIR").unwrap_or_else(|_| "/tmp/scalable-moto".into());
+    let env = std::fs::read_to_string(Path::new(&dir).join("env")).expect("moto's env file");
+    let mut vars: Vec<(String, String)> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // The testbed's CLI may sit where pip put it (pyenv shims): keep PATH.
+    vars.push(("PATH".into(), std::env::var("PATH").unwrap_or_default()));
+    Some(vars)
+}
+
+fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn aws(env: &[(String, String)], args: &[&str]) -> std::process::Output {
+    Command::new("aws")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run aws")
+}
+
+/// A fresh bucket of its own for one test (moto is shared: never reset it).
+fn bucket(env: &[(String, String)]) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "scalable-s3-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let out = aws(env, &["s3api", "create-bucket", "--bucket", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    name
+}
+
+/// The blobs in `bucket` under `prefix/blobs/`: (sha256, bytes).
+fn blobs(env: &[(String, String)], bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let out = aws(
+        env,
+        &[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            bucket,
+            "--prefix",
+            &format!("{prefix}/blobs/"),
+            "--query",
+            "Contents[].Key",
+            "--output",
+            "text",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let keys: Vec<&str> = text.split_whitespace().filter(|k| *k != "None").collect();
+    keys.iter()
+        .map(|k| {
+            let uri = format!("s3://{bucket}/{k}");
+            let got = aws(env, &["s3", "cp", "--only-show-errors", &uri, "-"]);
+            assert!(got.status.success(), "{}", stderr(&got));
+            (k.rsplit('/').next().unwrap().to_string(), got.stdout)
+        })
+        .collect()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut h = scalable_common::staging::Hasher::default();
+    h.update(data);
+    h.finish()
+}
+
+/// Every blob in the store is whole: its bytes hash to its name.
+fn assert_blobs_whole(env: &[(String, String)], bucket: &str, prefix: &str) -> usize {
+    let all = blobs(env, bucket, prefix);
+    for (name, bytes) in &all {
+        assert_eq!(&sha256_hex(bytes), name, "a blob that is not its content");
+    }
+    all.len()
+}
+
+fn log_lines(path: &Path, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+fn s3_agent(b: &mut Broker, name: &str, url: &str, env: &[(&str, &str)]) -> PathBuf {
+    private_agent_with(b, name, &["--storage", url], env)
+}
+
+#[test]
+fn private_agents_move_files_through_s3_and_match_the_shared_run_byte_for_byte() {
+    let Some(env) = moto() else { return };
+    let expected = reference();
+    let bkt = bucket(&env);
+    let url = format!("s3://{bkt}/runs/flow");
+    let mut b = Broker::start_env(&[], &borrowed(&env));
+    s3_agent(&mut b, "a", &url, &borrowed(&env));
+    s3_agent(&mut b, "c", &url, &borrowed(&env));
+    b.wait_agents(2);
+    let wf = b.write("flow.yaml", FLOW);
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    wait_succeeded(&b, &run, Duration::from_secs(120));
+    assert_eq!(&results(&b.work()), expected);
+    assert_counted_once(&b);
+    assert_no_leftovers(&b.work());
+    // Every result went through the store, once, as a whole blob named by
+    // its SHA-256: 4 produced, 4 transformed, 1 aggregate.
+    let stored = blobs(&env, &bkt, "runs/flow");
+    let mut names: Vec<&String> = stored.iter().map(|(n, _)| n).collect();
+    names.sort();
+    let mut want: Vec<String> = expected.values().map(|v| sha256_hex(v)).collect();
+    want.sort();
+    assert_eq!(names, want.iter().collect::<Vec<_>>());
+    assert_blobs_whole(&env, &bkt, "runs/flow");
+    // Deduplicated: the inputs of transform and aggregate were outputs
+    // already in the store, so the broker uploaded nothing; the agents
+    // uploaded each blob once.
+    assert_eq!(
+        log_lines(&b.dir.path().join("broker.log"), "uploading "),
+        Vec::<String>::new()
+    );
+    let uploads = ["a", "c"]
+        .iter()
+        .map(|n| log_lines(&b.dir.path().join(format!("agent-{n}.log")), "uploading ").len())
+        .sum::<usize>();
+    assert_eq!(uploads, 9, "one upload per distinct output");
+    // Nothing moved over the agents' connections.
+    assert!(!b.state().join("cache/partial").join("x").exists());
+}
+
+#[test]
+fn an_agent_killed_mid_s3_upload_leaves_no_partial_object_and_loses_nothing() {
+    let Some(env) = moto() else { return };
+    let expected = reference();
+    let bkt = bucket(&env);
+    let url = format!("s3://{bkt}/p");
+    let mut b = Broker::start_env(
+        &["--heartbeat-timeout", "3", "--heartbeat-interval-ms", "500"],
+        &borrowed(&env),
+    );
+    // Agent a's aws CLI sends at 100 KB/s (the CLI's own setting), so its
+    // 1.3 MB uploads take seconds and the kill lands in the middle of them.
+    let slow = b.dir.path().join("slow-aws.cfg");
+    std::fs::write(&slow, "[default]\ns3 =\n  max_bandwidth = 100KB/s\n").unwrap();
+    let mut slow_env = borrowed(&env);
+    slow_env.push(("AWS_CONFIG_FILE", slow.to_str().unwrap()));
+    s3_agent(&mut b, "a", &url, &slow_env);
+    b.wait_agents(1);
+    let wf = b.write("flow.yaml", FLOW);
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let a_log = b.dir.path().join("agent-a.log");
+    wait_until(Duration::from_secs(60), "an upload to start", || {
+        !log_lines(&a_log, "uploading ").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let a = &mut b.agents[0];
+    a.kill().unwrap(); // SIGKILL in the middle of the upload
+    a.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Whole or absent: the upload cut off left no object.
+    assert_eq!(assert_blobs_whole(&env, &bkt, "p"), 0, "no partial object");
+    assert!(results(&b.work()).is_empty(), "nothing promoted");
+    s3_agent(&mut b, "c", &url, &borrowed(&env));
+    wait_succeeded(&b, &run, Duration::from_secs(120));
+    assert_eq!(&results(&b.work()), expected);
+    assert_counted_once(&b);
+    assert_no_leftovers(&b.work());
+    assert_eq!(assert_blobs_whole(&env, &bkt, "p"), 9);
+    let st: serde_json::Value = serde_json::from_str(&b.ok(&["stats", &run, "--json"])).unwrap();
+    assert!(st["lost_attempts"].as_u64() >= Some(1), "{st}");
+}
+
+#[test]
+fn a_broker_killed_mid_s3_run_loses_nothing_and_counts_nothing_twice() {
+    let Some(env) = moto() else { return };
+    let expected = reference();
+    let bkt = bucket(&env);
+    let url = format!("s3://{bkt}/p");
+    let mut b = Broker::start_env(&[], &borrowed(&env));
+    let mut slow = borrowed(&env);
+    slow.push(("PAUSE", "1"));
+    s3_agent(&mut b, "a", &url, &slow);
+    s3_agent(&mut b, "c", &url, &slow);
+    b.wait_agents(2);
+    let wf = b.write("flow.yaml", FLOW);
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    wait_until(Duration::from_secs(90), "transforms to run", || {
+        status(&b, &run)["jobs"][1]["counts"]["running"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    b.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    b.restart(&borrowed(&env));
+    wait_succeeded(&b, &run, Duration::from_secs(120));
+    assert_eq!(&results(&b.work()), expected);
+    assert_counted_once(&b);
+    assert_no_leftovers(&b.work());
+    assert_eq!(assert_blobs_whole(&env, &bkt, "p"), 9);
+}
+
+#[test]
+fn s3_failures_end_the_task_with_the_object_key_and_the_clis_error_line() {
+    let Some(env) = moto() else { return };
+    let bkt = bucket(&env);
+    let mut benv = borrowed(&env);
+    benv.push(("SCALABLE_STAGE_FILE_BYTES_MAX", "1M"));
+    let mut b = Broker::start_env(&[], &benv);
+    // A bucket that does not exist: the upload fails with S3's own words.
+    s3_agent(
+        &mut b,
+        "a",
+        "s3://no-such-bucket-scalable/p",
+        &borrowed(&env),
+    );
+    b.wait_agents(1);
+    let wf = b.write(
+        "one.yaml",
+        "workflow: one\njobs:\n  - name: make\n    outputs: [o.txt]\n    command: [sh, -c, \"echo hi > $SCALABLE_STAGE_DIR/o.txt\"]\n",
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    wait_until(Duration::from_secs(60), "the run to fail", || {
+        status(&b, &run)["state"] == "failed"
+    });
+    let analyze = stdout(&b.cli(&["analyze", &run]));
+    let key = format!(
+        "S3 transfer of s3://no-such-bucket-scalable/p/blobs/{} failed: ",
+        sha256_hex(b"hi\n")
+    );
+    assert!(analyze.contains(&key), "{analyze}");
+    assert!(analyze.contains("NoSuchBucket"), "{analyze}");
+    let why = stdout(&b.cli(&["why", &run, "make"]));
+    assert!(why.contains(&key) && why.contains("NoSuchBucket"), "{why}");
+    b.agents[0].kill().unwrap();
+    b.agents[0].wait().unwrap();
+
+    // No aws CLI on the agent's PATH: one line naming storage: and the hint.
+    let url = format!("s3://{bkt}/p");
+    s3_agent(&mut b, "nocli", &url, &[("PATH", "/usr/bin:/bin")]);
+    b.wait_agents(1);
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    wait_until(Duration::from_secs(60), "the run to fail", || {
+        status(&b, &run)["state"] == "failed"
+    });
+    let analyze = stdout(&b.cli(&["analyze", &run]));
+    assert!(
+        analyze.contains(&format!(
+            "storage: {url} needs the aws CLI, which is not on this machine's PATH (hint: install it"
+        )),
+        "{analyze}"
+    );
+    b.agents[1].kill().unwrap();
+    b.agents[1].wait().unwrap();
+
+    // Over the staging bound: the broker refuses the output in one line.
+    s3_agent(&mut b, "big", &url, &borrowed(&env));
+    b.wait_agents(1);
+    let big = b.write(
+        "big.yaml",
+        "workflow: big\njobs:\n  - name: big\n    outputs: [big.bin]\n    command: [sh, -c, \"head -c 2097152 /dev/zero > $SCALABLE_STAGE_DIR/big.bin\"]\n",
+    );
+    let run = b.ok(&["submit", &big]).trim().to_string();
+    wait_until(Duration::from_secs(60), "the run to fail", || {
+        status(&b, &run)["state"] == "failed"
+    });
+    let analyze = stdout(&b.cli(&["analyze", &run]));
+    assert!(
+        analyze.contains("output big.bin is 2M, over the staging limit of 1M a file"),
+        "{analyze}"
+    );
+    assert!(!b.work().join("big.bin").exists());
+}
