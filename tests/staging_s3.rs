@@ -241,71 +241,68 @@ fn a_broker_killed_mid_s3_run_loses_nothing_and_counts_nothing_twice() {
     assert_eq!(assert_blobs_whole(&env, &bkt, "p"), 9);
 }
 
+/// Runs `workflow` (one job, `name`) on a fresh broker (`benv`) and one
+/// agent with `--storage url` (`aenv`) until it fails; its `analyze` and the
+/// task's `why`.
+fn failing_run(
+    benv: &[(&str, &str)],
+    url: &str,
+    aenv: &[(&str, &str)],
+    workflow: &str,
+    name: &str,
+) -> (Broker, String, String) {
+    let mut b = Broker::start_env(&[], benv);
+    s3_agent(&mut b, "a", url, aenv);
+    b.wait_agents(1);
+    let wf = b.write("one.yaml", workflow);
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    wait_until(Duration::from_secs(90), "the run to fail", || {
+        status(&b, &run)["state"] == "failed"
+    });
+    let analyze = stdout(&b.cli(&["analyze", &run]));
+    let why = b.ok(&["why", &format!("{run}/{name}/0")]);
+    (b, analyze, why)
+}
+
+const ONE: &str = "workflow: one\njobs:\n  - name: make\n    outputs: [o.txt]\n    command: [sh, -c, \"echo hi > $SCALABLE_STAGE_DIR/o.txt\"]\n";
+
 #[test]
 fn s3_failures_end_the_task_with_the_object_key_and_the_clis_error_line() {
     let Some(env) = moto() else { return };
-    let bkt = bucket(&env);
-    let mut benv = borrowed(&env);
-    benv.push(("SCALABLE_STAGE_FILE_BYTES_MAX", "1M"));
-    let mut b = Broker::start_env(&[], &benv);
-    // A bucket that does not exist: the upload fails with S3's own words.
-    s3_agent(
-        &mut b,
-        "a",
-        "s3://no-such-bucket-scalable/p",
-        &borrowed(&env),
-    );
-    b.wait_agents(1);
-    let wf = b.write(
-        "one.yaml",
-        "workflow: one\njobs:\n  - name: make\n    outputs: [o.txt]\n    command: [sh, -c, \"echo hi > $SCALABLE_STAGE_DIR/o.txt\"]\n",
-    );
-    let run = b.ok(&["submit", &wf]).trim().to_string();
-    wait_until(Duration::from_secs(60), "the run to fail", || {
-        status(&b, &run)["state"] == "failed"
-    });
-    let analyze = stdout(&b.cli(&["analyze", &run]));
+    // A bucket that does not exist: the upload fails with S3's own words,
+    // said by analyze and why in one line with the object's key.
+    let url = "s3://no-such-bucket-scalable/p";
+    let (_b, analyze, why) = failing_run(&borrowed(&env), url, &borrowed(&env), ONE, "make");
     let key = format!(
-        "S3 transfer of s3://no-such-bucket-scalable/p/blobs/{} failed: ",
+        "S3 transfer of {url}/blobs/{} failed: ",
         sha256_hex(b"hi\n")
     );
-    assert!(analyze.contains(&key), "{analyze}");
-    assert!(analyze.contains("NoSuchBucket"), "{analyze}");
-    let why = stdout(&b.cli(&["why", &run, "make"]));
-    assert!(why.contains(&key) && why.contains("NoSuchBucket"), "{why}");
-    b.agents[0].kill().unwrap();
-    b.agents[0].wait().unwrap();
+    for said in [&analyze, &why] {
+        let line = said
+            .lines()
+            .find(|l| l.contains(&key))
+            .unwrap_or_else(|| panic!("{said}"));
+        assert!(line.contains("NoSuchBucket"), "{line}");
+    }
 
     // No aws CLI on the agent's PATH: one line naming storage: and the hint.
-    let url = format!("s3://{bkt}/p");
-    s3_agent(&mut b, "nocli", &url, &[("PATH", "/usr/bin:/bin")]);
-    b.wait_agents(1);
-    let run = b.ok(&["submit", &wf]).trim().to_string();
-    wait_until(Duration::from_secs(60), "the run to fail", || {
-        status(&b, &run)["state"] == "failed"
-    });
-    let analyze = stdout(&b.cli(&["analyze", &run]));
+    let url = format!("s3://{}/p", bucket(&env));
+    let mut nocli = borrowed(&env);
+    nocli.retain(|(k, _)| *k != "PATH");
+    nocli.push(("PATH", "/usr/bin:/bin"));
+    let (_b, analyze, _) = failing_run(&borrowed(&env), &url, &nocli, ONE, "make");
     assert!(
         analyze.contains(&format!(
             "storage: {url} needs the aws CLI, which is not on this machine's PATH (hint: install it"
         )),
         "{analyze}"
     );
-    b.agents[1].kill().unwrap();
-    b.agents[1].wait().unwrap();
 
     // Over the staging bound: the broker refuses the output in one line.
-    s3_agent(&mut b, "big", &url, &borrowed(&env));
-    b.wait_agents(1);
-    let big = b.write(
-        "big.yaml",
-        "workflow: big\njobs:\n  - name: big\n    outputs: [big.bin]\n    command: [sh, -c, \"head -c 2097152 /dev/zero > $SCALABLE_STAGE_DIR/big.bin\"]\n",
-    );
-    let run = b.ok(&["submit", &big]).trim().to_string();
-    wait_until(Duration::from_secs(60), "the run to fail", || {
-        status(&b, &run)["state"] == "failed"
-    });
-    let analyze = stdout(&b.cli(&["analyze", &run]));
+    let mut benv = borrowed(&env);
+    benv.push(("SCALABLE_STAGE_FILE_BYTES_MAX", "1M"));
+    let big = "workflow: big\njobs:\n  - name: big\n    outputs: [big.bin]\n    command: [sh, -c, \"head -c 2097152 /dev/zero > $SCALABLE_STAGE_DIR/big.bin\"]\n";
+    let (b, analyze, _) = failing_run(&benv, &url, &borrowed(&env), big, "big");
     assert!(
         analyze.contains("output big.bin is 2M, over the staging limit of 1M a file"),
         "{analyze}"
