@@ -165,8 +165,21 @@ fn private_agents_move_files_through_s3_and_match_the_shared_run_byte_for_byte()
         .map(|n| log_lines(&b.dir.path().join(format!("agent-{n}.log")), "uploading ").len())
         .sum::<usize>();
     assert_eq!(uploads, 9, "one upload per distinct output");
-    // Nothing moved over the agents' connections.
-    assert!(!b.state().join("cache/partial").join("x").exists());
+    // An input from the submit directory is put in the store by the broker
+    // (once: the run's own output beside it is there already).
+    std::fs::write(b.work().join("extra.txt"), b"from the submit dir\n").unwrap();
+    let wf = b.write(
+        "extra.yaml",
+        "workflow: extra\njobs:\n  - name: copy\n    inputs: [extra.txt, data/1.txt]\n    outputs: [copy.txt]\n    command: [sh, -c, \"cat extra.txt data/1.txt > $SCALABLE_STAGE_DIR/copy.txt\"]\n",
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    wait_succeeded(&b, &run, Duration::from_secs(60));
+    let mut want = b"from the submit dir\n".to_vec();
+    want.extend_from_slice(&expected["data/1.txt"]);
+    assert_eq!(std::fs::read(b.work().join("copy.txt")).unwrap(), want);
+    let broker_uploads = log_lines(&b.dir.path().join("broker.log"), "uploading ");
+    assert_eq!(broker_uploads.len(), 1, "{broker_uploads:?}");
+    assert!(broker_uploads[0].contains(&sha256_hex(b"from the submit dir\n")));
 }
 
 #[test]
