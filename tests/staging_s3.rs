@@ -57,8 +57,36 @@ fn aws(env: &[(String, String)], args: &[&str]) -> std::process::Output {
         .expect("run aws")
 }
 
-/// A fresh bucket of its own for one test (moto is shared: never reset it).
-fn bucket(env: &[(String, String)]) -> String {
+/// A fresh bucket of its own for one test (moto is shared: never reset
+/// it), removed with what it holds when the test ends.
+struct Bucket {
+    name: String,
+    env: Vec<(String, String)>,
+}
+
+impl std::ops::Deref for Bucket {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl Drop for Bucket {
+    fn drop(&mut self) {
+        let _ = aws(
+            &self.env,
+            &["s3", "rb", "--force", &format!("s3://{}", self.name)],
+        );
+    }
+}
+
+fn bucket(env: &[(String, String)]) -> Bucket {
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "scalable-s3-{}-{}",
@@ -67,7 +95,10 @@ fn bucket(env: &[(String, String)]) -> String {
     );
     let out = aws(env, &["s3api", "create-bucket", "--bucket", &name]);
     assert!(out.status.success(), "{}", stderr(&out));
-    name
+    Bucket {
+        name,
+        env: env.to_vec(),
+    }
 }
 
 /// The blobs in `bucket` under `prefix/blobs/`: (sha256, bytes).
@@ -299,7 +330,8 @@ fn s3_failures_end_the_task_with_the_object_key_and_the_clis_error_line() {
     }
 
     // No aws CLI on the agent's PATH: one line naming storage: and the hint.
-    let url = format!("s3://{}/p", bucket(&env));
+    let bkt = bucket(&env);
+    let url = format!("s3://{bkt}/p");
     let mut nocli = borrowed(&env);
     nocli.retain(|(k, _)| *k != "PATH");
     nocli.push(("PATH", "/usr/bin:/bin"));
