@@ -155,6 +155,17 @@ fn log_lines(path: &Path, needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// The flow tests run one at a time: each starts some 40 `aws` processes (a
+/// Python interpreter each), and three at once beside the rest of the suite
+/// on a 2-core machine made each take minutes.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a flow run through moto may take (the suite's load included).
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
 fn s3_agent(b: &mut Broker, name: &str, url: &str, env: &[(&str, &str)]) -> PathBuf {
     private_agent_with(b, name, &["--storage", url], env)
 }
@@ -163,6 +174,7 @@ fn s3_agent(b: &mut Broker, name: &str, url: &str, env: &[(&str, &str)]) -> Path
 fn private_agents_move_files_through_s3_and_match_the_shared_run_byte_for_byte() {
     let Some(env) = moto() else { return };
     let expected = reference();
+    let _one = one_at_a_time();
     let bkt = bucket(&env);
     let url = format!("s3://{bkt}/runs/flow");
     let mut b = Broker::start_env(&[], &borrowed(&env));
@@ -171,7 +183,7 @@ fn private_agents_move_files_through_s3_and_match_the_shared_run_byte_for_byte()
     b.wait_agents(2);
     let wf = b.write("flow.yaml", FLOW);
     let run = b.ok(&["submit", &wf]).trim().to_string();
-    wait_succeeded(&b, &run, Duration::from_secs(120));
+    wait_succeeded(&b, &run, RUN_LIMIT);
     assert_eq!(&results(&b.work()), expected);
     assert_counted_once(&b);
     assert_no_leftovers(&b.work());
@@ -204,7 +216,7 @@ fn private_agents_move_files_through_s3_and_match_the_shared_run_byte_for_byte()
         "workflow: extra\njobs:\n  - name: copy\n    inputs: [extra.txt, data/1.txt]\n    outputs: [copy.txt]\n    command: [sh, -c, \"cat extra.txt data/1.txt > $SCALABLE_STAGE_DIR/copy.txt\"]\n",
     );
     let run = b.ok(&["submit", &wf]).trim().to_string();
-    wait_succeeded(&b, &run, Duration::from_secs(60));
+    wait_succeeded(&b, &run, RUN_LIMIT);
     let mut want = b"from the submit dir\n".to_vec();
     want.extend_from_slice(&expected["data/1.txt"]);
     assert_eq!(std::fs::read(b.work().join("copy.txt")).unwrap(), want);
@@ -217,6 +229,7 @@ fn private_agents_move_files_through_s3_and_match_the_shared_run_byte_for_byte()
 fn an_agent_killed_mid_s3_upload_leaves_no_partial_object_and_loses_nothing() {
     let Some(env) = moto() else { return };
     let expected = reference();
+    let _one = one_at_a_time();
     let bkt = bucket(&env);
     let url = format!("s3://{bkt}/p");
     let mut b = Broker::start_env(
@@ -234,7 +247,7 @@ fn an_agent_killed_mid_s3_upload_leaves_no_partial_object_and_loses_nothing() {
     let wf = b.write("flow.yaml", FLOW);
     let run = b.ok(&["submit", &wf]).trim().to_string();
     let a_log = b.dir.path().join("agent-a.log");
-    wait_until(Duration::from_secs(60), "an upload to start", || {
+    wait_until(RUN_LIMIT, "an upload to start", || {
         !log_lines(&a_log, "uploading ").is_empty()
     });
     std::thread::sleep(Duration::from_secs(1));
@@ -246,7 +259,7 @@ fn an_agent_killed_mid_s3_upload_leaves_no_partial_object_and_loses_nothing() {
     assert_eq!(assert_blobs_whole(&env, &bkt, "p"), 0, "no partial object");
     assert!(results(&b.work()).is_empty(), "nothing promoted");
     s3_agent(&mut b, "c", &url, &borrowed(&env));
-    wait_succeeded(&b, &run, Duration::from_secs(120));
+    wait_succeeded(&b, &run, RUN_LIMIT);
     assert_eq!(&results(&b.work()), expected);
     assert_counted_once(&b);
     assert_no_leftovers(&b.work());
@@ -259,6 +272,7 @@ fn an_agent_killed_mid_s3_upload_leaves_no_partial_object_and_loses_nothing() {
 fn a_broker_killed_mid_s3_run_loses_nothing_and_counts_nothing_twice() {
     let Some(env) = moto() else { return };
     let expected = reference();
+    let _one = one_at_a_time();
     let bkt = bucket(&env);
     let url = format!("s3://{bkt}/p");
     let mut b = Broker::start_env(&[], &borrowed(&env));
@@ -269,7 +283,7 @@ fn a_broker_killed_mid_s3_run_loses_nothing_and_counts_nothing_twice() {
     b.wait_agents(2);
     let wf = b.write("flow.yaml", FLOW);
     let run = b.ok(&["submit", &wf]).trim().to_string();
-    wait_until(Duration::from_secs(90), "transforms to run", || {
+    wait_until(RUN_LIMIT, "transforms to run", || {
         status(&b, &run)["jobs"][1]["counts"]["running"]
             .as_u64()
             .unwrap_or(0)
@@ -278,7 +292,7 @@ fn a_broker_killed_mid_s3_run_loses_nothing_and_counts_nothing_twice() {
     b.kill9();
     std::thread::sleep(Duration::from_millis(500));
     b.restart(&borrowed(&env));
-    wait_succeeded(&b, &run, Duration::from_secs(120));
+    wait_succeeded(&b, &run, RUN_LIMIT);
     assert_eq!(&results(&b.work()), expected);
     assert_counted_once(&b);
     assert_no_leftovers(&b.work());
