@@ -55,6 +55,9 @@
 11. staging: (issue 20) transfer rates through the broker on loopback for
              one 1 GB file and 10,000 files of 10 KB against cp
              (scripts/bench_staging.py). Bars: >= 200 MB/s, >= 2,000 files/s.
+12. staging_s3: (issue 20) the same two workloads through moto's S3 with the
+             aws CLI (`--storage`; scripts/bench_staging_s3.py). No bar: moto
+             is a stand-in. Not in the default set.
 BENCH_BIN=DIR runs the binaries in DIR (to compare builds with one script).
 """
 import json, os, platform, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
@@ -500,6 +503,11 @@ def bench_staging():
     return run(Broker, BIN)
 
 
+def bench_staging_s3():
+    from bench_staging_s3 import bench_staging_s3 as run
+    return run(Broker, BIN)
+
+
 def main():
     which = sys.argv[1:] or ["spawn", "dispatch", "submit", "packing", "restart", "tail", "report", "advise", "python"]
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus, {platform.platform()}")
@@ -509,7 +517,7 @@ def main():
                "packing": bench_packing, "restart": bench_restart, "tail": bench_tail,
                "report": bench_report, "advise": bench_advise,
                "python": bench_python, "scaling": bench_scaling,
-               "staging": bench_staging}[w]()
+               "staging": bench_staging, "staging_s3": bench_staging_s3}[w]()
     sys.exit(0 if ok else 1)
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A local AWS API endpoint (moto_server: EC2 and ECS) and the `aws` CLI, for the
-# aws provider's tests. moto only records API calls: no instance boots, no
-# user-data or container runs.
+# A local AWS API endpoint (moto_server: EC2, ECS and S3) and the `aws` CLI, for
+# the aws provider's tests and staging through S3 (`storage:`, tests/staging_s3.rs).
+# moto only records EC2/ECS API calls: no instance boots, no user-data or
+# container runs; its S3 keeps objects (use a bucket of your own; never reset
+# moto while others use it).
 #
 #   scripts/moto-testbed.sh start    install moto[server] and awscli if missing
 #                                    (pip), start moto_server on
@@ -41,7 +43,7 @@ find_tools() {
 install_missing() {
   find_tools
   local want=()
-  [ -n "$MOTO_SERVER" ] || want+=("moto[server,ec2,ecs]")
+  [ -n "$MOTO_SERVER" ] || want+=("moto[server,ec2,ecs,s3]")
   [ -n "$AWS" ] || want+=(awscli)
   [ ${#want[@]} -eq 0 ] && return
   echo "installing with pip: ${want[*]}" >&2

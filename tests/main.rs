@@ -38,6 +38,7 @@ mod slurm;
 mod slurm_scaling;
 mod snapshot;
 mod staging;
+mod staging_s3;
 mod state_dir;
 mod submit_errors;
 mod telemetry;

@@ -98,6 +98,28 @@ struct Args {
         action = clap::ArgAction::Set
     )]
     no_shared_fs: bool,
+    /// With --no-shared-fs: move declared inputs and outputs through this S3
+    /// store (`s3://bucket/prefix`, the target's `storage:`) with the `aws`
+    /// CLI instead of through the broker; credentials and endpoint from the
+    /// standard AWS environment.
+    #[arg(long, env = "SCALABLE_STORAGE", value_name = "URL")]
+    storage: Option<String>,
+}
+
+/// `--storage`, checked: a valid URL, and only with `--no-shared-fs`.
+fn storage(
+    args: &Args,
+) -> Result<Option<std::sync::Arc<scalable_common::object_store::ObjectStore>>, String> {
+    let Some(url) = args.storage.as_deref().filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    if !args.no_shared_fs {
+        return Err("--storage is used only with --no-shared-fs (hint: add --no-shared-fs, or leave --storage out)".into());
+    }
+    let os = scalable_common::object_store::ObjectStore::parse(url)
+        .map_err(|e| format!("--storage: {e}"))?
+        .with_runner(scalable_agent::executor::helper::output);
+    Ok(Some(std::sync::Arc::new(os)))
 }
 
 fn fail(code: ExitCode, msg: String) -> std::process::ExitCode {
@@ -266,6 +288,7 @@ fn config(args: &Args) -> Result<AgentConfig, String> {
         test_duplicate_results: std::env::var(session::TEST_DUPLICATE_RESULTS_ENV)
             .is_ok_and(|v| v == "1"),
         no_shared_fs: args.no_shared_fs,
+        storage: storage(args)?,
     };
     if cfg.test_duplicate_results {
         tracing::warn!(

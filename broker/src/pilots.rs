@@ -223,6 +223,7 @@ pub fn pilot_specs(
             lifetime: None,
             agent_path: agent.path,
             no_shared_fs: !t.shared_fs,
+            storage: t.storage.clone(),
             count: row.workers,
             provider,
         });

@@ -125,6 +125,8 @@ pub struct PilotSpec {
     pub agent_path: String,
     /// The target has `shared_fs: false`: the agent stages (`--no-shared-fs`).
     pub no_shared_fs: bool,
+    /// The target's `storage:` (`--storage`): staged files go through it.
+    pub storage: Option<String>,
     /// How many pilots: a Slurm job array when > 1, Kubernetes replicas or Job
     /// parallelism. Local, VMs and Fargate render one pilot; start it `count` times.
     pub count: u32,
@@ -537,6 +539,9 @@ fn agent_settings(spec: &PilotSpec, lifetime: Option<String>) -> Vec<Setting> {
     }
     if spec.no_shared_fs {
         push("--no-shared-fs", "SCALABLE_NO_SHARED_FS", "true".into());
+    }
+    if let Some(url) = spec.storage.as_ref().filter(|_| spec.no_shared_fs) {
+        push("--storage", "SCALABLE_STORAGE", url.clone());
     }
     out
 }
@@ -1171,6 +1176,7 @@ pub(crate) mod tests {
             lifetime: None,
             agent_path: "/opt/scalable/bin/scalable-agent".into(),
             no_shared_fs: false,
+            storage: None,
             count: 1,
             provider,
         }
@@ -1368,6 +1374,10 @@ pub(crate) mod tests {
         assert!(one(&s)
             .text()
             .ends_with(" --idle-timeout 5m --no-shared-fs true\n"));
+        s.storage = Some("s3://bucket/runs".into());
+        assert!(one(&s)
+            .text()
+            .ends_with(" --no-shared-fs true --storage s3://bucket/runs\n"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use analysis::run_analysis;
 pub use error::StoreError;
 pub use export::export_page;
 pub use load::{Loaded, LoadedJob, LoadedRun};
-pub use reads::{last_run, run_stats, task_logs};
+pub use reads::{last_run, run_stats, task_logs, task_reason};
 pub use retention::{prune_telemetry, Pruned, PRUNE_ATTEMPTS_PER_CALL_MAX};
 pub use scaling::{measured_medians, scaling_decisions, ScalingFilter};
 pub use schema::StateOrigin;

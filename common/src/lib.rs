@@ -34,6 +34,7 @@ pub mod handshake;
 pub mod input_file;
 pub mod located;
 pub mod manifest;
+pub mod object_store;
 pub mod panic;
 pub mod pilot;
 pub mod private_files;

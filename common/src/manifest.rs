@@ -67,6 +67,7 @@ pub use schema::{
     Adaptive, AutoFallback, AutoResources, AwsClusterType, Component, ContainerPolicy, KubeKind,
     Manifest, Project, Provider, Target, TaskBinding, WorkerShape,
 };
+pub use validate::check_storage;
 
 /// A manifest text larger than this is refused before it is parsed.
 pub const MANIFEST_TEXT_BYTES_MAX: usize = 8 << 20;

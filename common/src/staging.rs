@@ -21,6 +21,9 @@
 //!   stage on the broker's filesystem; answered `Committed` before the agent
 //!   sends the attempt's result, so a counted result always has its outputs.
 //!
+//! - `InputsVia`/`CommitVia` (protocol 8): the same with the files in an
+//!   S3 store (`storage:`, [`crate::object_store`]) instead of these streams.
+//!
 //! Every header is a frame capped at [`STAGE_HEADER_BYTES_MAX`]; raw bytes are
 //! bounded by the size the header announced.
 
@@ -86,6 +89,21 @@ pub enum StageRequest {
         outputs: Vec<StagedFile>,
         moved: Moved,
     },
+    /// Protocol 8, sent only by an agent with `--storage`: as `Inputs`, and
+    /// the broker puts each input in that object store before answering
+    /// `Files` (the agent fetches them from there).
+    InputsVia {
+        attempt: AttemptId,
+        storage: String,
+    },
+    /// Protocol 8: as `Commit`, the outputs uploaded to that object store;
+    /// the broker fetches and verifies them before answering `Committed`.
+    CommitVia {
+        attempt: AttemptId,
+        storage: String,
+        outputs: Vec<StagedFile>,
+        moved: Moved,
+    },
 }
 
 /// The broker's answers on a staging stream.
@@ -118,7 +136,9 @@ impl StageRequest {
             StageRequest::Inputs { attempt }
             | StageRequest::Get { attempt, .. }
             | StageRequest::Put { attempt, .. }
-            | StageRequest::Commit { attempt, .. } => *attempt,
+            | StageRequest::Commit { attempt, .. }
+            | StageRequest::InputsVia { attempt, .. }
+            | StageRequest::CommitVia { attempt, .. } => *attempt,
         }
     }
 
@@ -130,8 +150,16 @@ impl StageRequest {
                 check_sha256(sha256)
             }
             StageRequest::Commit { outputs, .. } => check_files(outputs),
+            StageRequest::InputsVia { storage, .. } => check_url(storage),
+            StageRequest::CommitVia {
+                storage, outputs, ..
+            } => check_url(storage).and_then(|()| check_files(outputs)),
         }
     }
+}
+
+fn check_url(storage: &str) -> Result<(), String> {
+    crate::manifest::check_storage(storage).map_err(|(why, _)| why)
 }
 
 /// A list of staged files as it may come from the network.

@@ -1,5 +1,7 @@
 //! Helpers that start real processes: a broker, agents, the CLI.
 
+pub mod staging;
+
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

@@ -66,6 +66,7 @@
 mod command;
 mod escapees;
 mod finish;
+pub mod helper;
 mod output;
 mod placement;
 mod reaper;

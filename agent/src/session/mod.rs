@@ -84,6 +84,9 @@ pub struct AgentConfig {
     /// `--no-shared-fs`: tasks run in private directories, their declared
     /// inputs and outputs staged through the broker (`crate::staging`).
     pub no_shared_fs: bool,
+    /// `--storage s3://bucket/prefix`: staged files move through that object
+    /// store instead of the connection (`crate::staging::s3`).
+    pub storage: Option<Arc<scalable_common::object_store::ObjectStore>>,
 }
 
 /// The env var of the duplicate-delivery test hook (`test_duplicate_results`).

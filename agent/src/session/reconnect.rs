@@ -34,8 +34,12 @@ pub async fn run(cfg: AgentConfig) -> Exit {
         cfg.gpu_ids.clone(),
         cfg.cpu_binding.clone(),
     );
-    let (mut flow, mut stage_rx) =
-        StageFlow::new(cfg.no_shared_fs, cfg.workdir.clone(), cfg.event_log.clone());
+    let (mut flow, mut stage_rx) = StageFlow::new(
+        cfg.no_shared_fs,
+        cfg.workdir.clone(),
+        cfg.storage.clone(),
+        cfg.event_log.clone(),
+    );
     let born = Instant::now();
     let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {

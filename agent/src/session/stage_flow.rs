@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use scalable_common::object_store::ObjectStore;
 use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult};
 use scalable_common::staging::Moved;
 use tokio::sync::{mpsc, watch};
@@ -49,6 +50,8 @@ pub(super) struct StageFlow {
     conn_tx: watch::Sender<Option<quinn::Connection>>,
     ev_tx: mpsc::UnboundedSender<StagingEvent>,
     staging_in: HashMap<AttemptId, JoinHandle<()>>,
+    /// `--storage`: files move through this object store (`staging::s3`).
+    storage: Option<Arc<ObjectStore>>,
     private: HashMap<AttemptId, Private>,
     log: Option<Arc<EventLog>>,
 }
@@ -58,6 +61,7 @@ impl StageFlow {
     pub(super) fn new(
         enabled: bool,
         workdir: PathBuf,
+        storage: Option<Arc<ObjectStore>>,
         log: Option<Arc<EventLog>>,
     ) -> (StageFlow, mpsc::UnboundedReceiver<StagingEvent>) {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -68,6 +72,7 @@ impl StageFlow {
             conn_tx,
             ev_tx,
             staging_in: HashMap::new(),
+            storage,
             private: HashMap::new(),
             log,
         };
@@ -106,9 +111,9 @@ impl StageFlow {
                 },
             );
             work.transferring.insert(id);
-            let (link, tx) = (self.link(), self.ev_tx.clone());
+            let (link, tx, os) = (self.link(), self.ev_tx.clone(), self.storage.clone());
             let task = tokio::spawn(async move {
-                let done = stage_in(link, id, &a.inputs, &a.outputs, &dir).await;
+                let done = stage_in(link, os, id, &a.inputs, &a.outputs, &dir).await;
                 let _ = tx.send(StagingEvent::In(Box::new(a), done));
             });
             self.staging_in.insert(id, task);
@@ -170,10 +175,10 @@ impl StageFlow {
             Some(p) if r.end.is_success() && !p.outputs.is_empty() => p,
             _ => return apply_exec_event(work, ExecEvent::Finished(r)),
         };
-        let (link, tx) = (self.link(), self.ev_tx.clone());
+        let (link, tx, os) = (self.link(), self.ev_tx.clone(), self.storage.clone());
         let (dir, outputs, moved_in) = (out.dir.clone(), out.outputs.clone(), out.moved_in);
         tokio::spawn(async move {
-            let done = stage_out(link, r.attempt, &dir, &outputs, moved_in).await;
+            let done = stage_out(link, os, r.attempt, &dir, &outputs, moved_in).await;
             let _ = tx.send(StagingEvent::Out(Box::new(r), done));
         });
     }

@@ -9,11 +9,14 @@
 //! move in [`transfer`]; the session (`session::stage_flow`) decides when.
 //! It must not touch the agent's queue or running set.
 
+pub mod s3;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
+use scalable_common::object_store::ObjectStore;
 use scalable_common::protocol::{AttemptEnd, AttemptId};
 use scalable_common::stage::{present, stage_dir, staged_path};
 use scalable_common::staging::{is_plain_relative, Moved};
@@ -38,10 +41,12 @@ pub fn end_of(e: TransferError) -> AttemptEnd {
     }
 }
 
-/// Fetches the attempt's declared inputs into `dir` (created); returns the
-/// bytes and milliseconds it took.
+/// Fetches the attempt's declared inputs into `dir` (created), through the
+/// broker or, with `storage`, the object store; returns the bytes and
+/// milliseconds it took.
 pub async fn stage_in(
     mut link: Link,
+    storage: Option<Arc<ObjectStore>>,
     attempt: AttemptId,
     inputs: &[String],
     outputs: &[String],
@@ -63,6 +68,9 @@ pub async fn stage_in(
     if inputs.is_empty() {
         return Ok((0, 0));
     }
+    if let Some(os) = storage {
+        return s3::stage_in(link, os, attempt, dir).await;
+    }
     let files = link.input_list(attempt).await.map_err(end_of)?;
     let bytes = link.get_all(attempt, &files, dir).await.map_err(end_of)?;
     Ok((bytes, started.elapsed().as_millis() as u64))
@@ -72,6 +80,7 @@ pub async fn stage_in(
 /// to the broker and commits them; returns what moved, in and out.
 pub async fn stage_out(
     mut link: Link,
+    storage: Option<Arc<ObjectStore>>,
     attempt: AttemptId,
     dir: &Path,
     outputs: &[String],
@@ -86,6 +95,9 @@ pub async fn stage_out(
             _ => (dir.join(o), o.clone()),
         })
         .collect();
+    if let Some(os) = storage {
+        return s3::stage_out(link, os, attempt, sources, moved_in).await;
+    }
     let files = link.put_all(attempt, sources).await.map_err(end_of)?;
     let bytes = files.iter().map(|f| f.size).sum();
     let moved = Moved {

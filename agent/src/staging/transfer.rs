@@ -236,6 +236,25 @@ impl Link {
         self.put_all(attempt, files).await
     }
 
+    /// One request answered by `Files` or `Committed`, tried again across
+    /// broken links (the S3 transport's `InputsVia`/`CommitVia`).
+    pub async fn ask_retrying(
+        &mut self,
+        what: &str,
+        req: StageRequest,
+    ) -> Result<StageReply, TransferError> {
+        self.retrying(what, |conn| {
+            let req = req.clone();
+            async move {
+                match ask(&conn, &req).await?.2 {
+                    r @ (StageReply::Files(_) | StageReply::Committed) => Ok(r),
+                    other => Err(unexpected(other)),
+                }
+            }
+        })
+        .await
+    }
+
     /// The uploaded outputs are the attempt's: the broker puts them in its stage.
     pub async fn commit(
         &mut self,

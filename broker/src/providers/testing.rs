@@ -40,6 +40,7 @@ pub fn spec(provider: PilotProvider) -> PilotSpec {
             "/opt/scalable/bin/scalable-agent".into()
         },
         no_shared_fs: false,
+        storage: None,
         count: 1,
         provider,
     }

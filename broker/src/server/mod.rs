@@ -34,6 +34,7 @@ mod routing;
 mod scaler_io;
 mod sizing_io;
 mod staging_io;
+mod staging_s3;
 mod task_refs;
 
 use std::net::{SocketAddr, UdpSocket};

@@ -5,7 +5,7 @@
 //! released only after the batch's writes commit (`routing`). It must not
 //! read or write the store directly, and it decides nothing the core should.
 
-use scalable_common::explain::AgentShape;
+use scalable_common::explain::{AgentShape, Reason};
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
     Page, Request, Response, RunId, RunRef, TaskId, TaskLogs, TaskRef, REPLY_PAGE_BYTES_MAX,
@@ -66,7 +66,7 @@ pub(super) fn handle(
             attempt,
             from,
         } => logs(cx.core, task, attempt, from),
-        Request::Why { task } => Answer::Now(why(cx.core, &task, now)),
+        Request::Why { task } => why(cx.core, &task, now),
         Request::Report { run, after } => report(cx.core, &run, after),
         // `cli_session` answers these off the core; they never come here.
         Request::Advise(_) | Request::Tune(_) => Answer::Now(bad(
@@ -263,12 +263,30 @@ fn export(core: &Core, run: &RunRef, after: Option<u64>) -> Answer {
     }))
 }
 
-fn why(core: &Core, task: &TaskRef, now: u64) -> Response {
-    match task_refs::resolve(core, task).map(|id| core.why(id, now)) {
-        Ok(Some(answer)) => Response::Why(answer),
-        Ok(None) => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
-        Err(message) => bad(message),
+/// A failed task's answer carries its failure from the store (its row's
+/// reason: a staging failure names the object and the transfer's error),
+/// so `why` says it in one line without `analyze`.
+fn why(core: &Core, task: &TaskRef, now: u64) -> Answer {
+    let (id, mut answer) = match task_refs::resolve(core, task).map(|id| (id, core.why(id, now))) {
+        Ok((id, Some(answer))) => (id, answer),
+        Ok((_, None)) => {
+            return Answer::Now(bad(
+                "no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into(),
+            ))
+        }
+        Err(message) => return Answer::Now(bad(message)),
+    };
+    if !matches!(&answer.reason, Reason::Ended { state, .. } if state == "failed") {
+        return Answer::Now(Response::Why(answer));
     }
+    Answer::Read(Box::new(move |c| {
+        if let (Ok(Some(failure)), Reason::Ended { state, .. }) =
+            (store::task_reason(c, id), &mut answer.reason)
+        {
+            *state = format!("failed ({failure})");
+        }
+        Response::Why(answer)
+    }))
 }
 
 /// The reply is released with the batch; `run` stops the broker meanwhile.

@@ -93,6 +93,24 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
                 outputs,
                 moved,
             } => Some(commit(ctx, attempt, outputs, moved).await),
+            StageRequest::InputsVia { attempt, storage } => {
+                Some(match lookup(ctx, attempt).await {
+                    Ok(task) => super::staging_s3::inputs(ctx.store.clone(), task, storage).await,
+                    Err(r) => r,
+                })
+            }
+            StageRequest::CommitVia {
+                attempt,
+                storage,
+                outputs,
+                moved,
+            } => Some(match lookup(ctx, attempt).await {
+                Ok(task) => {
+                    let store = ctx.store.clone();
+                    super::staging_s3::commit(store, task, attempt, storage, outputs, moved).await
+                }
+                Err(r) => r,
+            }),
         },
     };
     if let Some(reply) = reply {

@@ -12,6 +12,7 @@
 //! decide whether an attempt may stage (the core says whose attempt it is)
 //! nor touch the store.
 
+pub mod s3;
 pub mod upload;
 
 use std::collections::{HashMap, HashSet};
@@ -66,7 +67,7 @@ impl Limits {
         }
     }
 
-    fn file_refusal(&self, what: &str, path: &str, size: u64) -> Option<String> {
+    pub(crate) fn file_refusal(&self, what: &str, path: &str, size: u64) -> Option<String> {
         (size > self.file_bytes_max).then(|| {
             format!(
                 "{what} {path} is {}, over the staging limit of {} a file (hint: raise SCALABLE_STAGE_FILE_BYTES_MAX on the broker, or run the job where the filesystem is shared)",
@@ -76,7 +77,7 @@ impl Limits {
         })
     }
 
-    fn attempt_refusal(&self, what: &str, total: u64) -> Option<String> {
+    pub(crate) fn attempt_refusal(&self, what: &str, total: u64) -> Option<String> {
         (total > self.attempt_bytes_max).then(|| {
             format!(
                 "the {what} of this attempt add up to {}, over the staging limit of {} an attempt (hint: raise SCALABLE_STAGE_ATTEMPT_BYTES_MAX on the broker)",

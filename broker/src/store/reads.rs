@@ -61,6 +61,18 @@ pub(super) fn run_row(c: &Connection, run: RunId) -> Result<RunRow, StoreError> 
 }
 
 /// pegasus-statistics-like figures for a run.
+/// Why a task ended as it did, as its row says (`None`: no reason kept).
+pub fn task_reason(c: &Connection, task: TaskId) -> Result<Option<String>, StoreError> {
+    c.query_row(
+        "SELECT reason FROM tasks WHERE id = ?1",
+        params![task as i64],
+        |r| r.get::<_, Option<String>>(0),
+    )
+    .optional()
+    .map(Option::flatten)
+    .map_err(sql)
+}
+
 pub fn run_stats(c: &Connection, run: RunId, now_ms: u64) -> Result<RunStats, StoreError> {
     let row = run_row(c, run)?;
     let mut stats = RunStats {

@@ -38,6 +38,7 @@ use crate::suggest::did_you_mean_within;
 use components::ComponentAt;
 use keys::*;
 use overlays::{known_names_only, overlays_section};
+pub use targets::check_storage;
 
 /// At most this many overlays in a manifest.
 const OVERLAYS_MAX: usize = 1_000;

@@ -1,0 +1,106 @@
+"""Issue 20's S3 staging row (`scripts/bench.sh staging_s3`).
+
+The same two workloads as `bench_staging.py` (one large file, many 10 KB
+files, each staged in as a declared input and out as a declared output) with
+one `--no-shared-fs --storage s3://...` agent: the bytes go through moto's S3
+on loopback (`scripts/moto-testbed.sh start`, started if it is not running)
+with the real `aws` CLI instead of the broker's QUIC streams. Stage-out
+includes the broker fetching each output back from the store and verifying
+it. Sizes: BENCH_S3_MB (default 1024) and BENCH_S3_FILES (default 10000;
+every file costs `aws` processes of its own, so expect minutes: lower it on
+a small machine). Rates come from the agent's event log, as in
+bench_staging.py. No bar: moto is a Python server, so these are figures of
+this stand-in, not of S3. Everything it writes (files, the bucket) is
+removed at the end.
+"""
+import json, os, shutil, subprocess, time
+
+from bench_staging import MB, _events, _run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _moto_env():
+    subprocess.run([os.path.join(HERE, "moto-testbed.sh"), "start"], check=True,
+                   stdout=subprocess.DEVNULL)
+    env_file = os.path.join(os.environ.get("SCALABLE_MOTO_DIR", "/tmp/scalable-moto"), "env")
+    with open(env_file) as f:
+        return dict(line.strip().split("=", 1) for line in f if "=" in line)
+
+
+def bench_staging_s3(Broker, BIN):
+    size_mb = int(os.environ.get("BENCH_S3_MB", "1024"))
+    files = int(os.environ.get("BENCH_S3_FILES", "10000"))
+    os.environ.update(_moto_env())
+    bucket = f"scalable-bench-{os.getpid()}"
+    subprocess.run(["aws", "s3api", "create-bucket", "--bucket", bucket], check=True,
+                   stdout=subprocess.DEVNULL)
+    scratch = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"scalable-bench-s3.{os.getpid()}")
+    private = os.path.join(scratch, "agent")
+    work = os.path.join(scratch, "work")
+    os.makedirs(private)
+    os.makedirs(os.path.join(work, "small"))
+    events = os.path.join(scratch, "events.log")
+    b = None
+    try:
+        with open(os.path.join(work, "big.bin"), "wb") as f:
+            for _ in range(size_mb // 16):
+                f.write(os.urandom(16 * MB))
+            f.write(os.urandom((size_mb % 16) * MB))
+        for i in range(files):
+            with open(os.path.join(work, "small", f"{i}.bin"), "wb") as f:
+                f.write(os.urandom(10 * 1024))
+        b = Broker(agents=[["--cpus", "2", "--no-shared-fs", "--storage", f"s3://{bucket}/bench",
+                            "--workdir", private, "--event-log", events]])
+        b.cli_exe = f"{BIN}/scalable"
+        small = ", ".join(f"small/{i}.bin" for i in range(files))
+        py = ("import os,sys; d=os.environ['SCALABLE_STAGE_DIR']; os.makedirs(d+'/o',exist_ok=True)\n"
+              f"for i in range({files}): open(f'{{d}}/o/{{i}}.bin','wb').write(os.urandom(10240))")
+        outs = ", ".join(f"o/{i}.bin" for i in range(files))
+        started = time.perf_counter()
+        _run(b, "big", f"""workflow: big
+jobs:
+  - name: big_in
+    inputs: [big.bin]
+    command: ["true"]
+  - name: big_out
+    outputs: [out.bin]
+    command: [sh, -c, "head -c {size_mb}M /dev/urandom > $SCALABLE_STAGE_DIR/out.bin"]
+""", work)
+        _run(b, "small", f"""workflow: small
+jobs:
+  - name: small_in
+    inputs: [{small}]
+    command: ["true"]
+  - name: small_out
+    outputs: [{outs}]
+    command: [python3, -c, {py!r}]
+""", work)
+        total = time.perf_counter() - started
+        ins, outs_ev = _events(events, "stage-in"), _events(events, "stage-out")
+        big_in = max(ins, key=lambda e: e[0])
+        big_out = max(outs_ev, key=lambda e: e[0])
+        small_in = [e for e in ins if e[0] < size_mb * MB and e[0] >= files * 10240]
+        small_out = [e for e in outs_ev if e[0] < size_mb * MB and e[0] >= files * 10240]
+
+        def rate(e):
+            return e[0] / MB / max(e[1] / 1000.0, 1e-3)
+
+        def frate(e):
+            return files / max(e[1] / 1000.0, 1e-3)
+
+        print(f"staging s3 (moto): large file {size_mb} MB: in {rate(big_in):.0f} MB/s ({big_in[1]} ms), "
+              f"out {rate(big_out):.0f} MB/s ({big_out[1]} ms)")
+        if small_in and small_out:
+            si, so = small_in[0], small_out[0]
+            print(f"staging s3 (moto): {files} files of 10 KB: in {frate(si):.1f} files/s ({si[1]} ms), "
+                  f"out {frate(so):.1f} files/s ({so[1]} ms)")
+        print(f"staging s3 (moto): both workloads {total:.0f} s")
+        return True
+    finally:
+        if b is not None:
+            b.stop()
+            shutil.rmtree(b.dir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        subprocess.run(["aws", "s3", "rb", "--force", f"s3://{bucket}"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
