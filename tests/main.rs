@@ -13,6 +13,7 @@ mod auto_sizing;
 mod cache;
 mod chaos;
 mod checkpoints;
+mod checkpoints_private;
 mod clarity;
 mod cli;
 mod credentials;

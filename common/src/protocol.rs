@@ -28,8 +28,10 @@ use crate::workflow::WorkflowDef;
 /// carries I/O bytes, input sizes and a usage series; 7: a `JobDef` in
 /// `Submit` carries `after_per`, the per-item dependencies, and staging
 /// streams (`staging`) and `AttemptEnd::StagingFailed` are appended, so a
-/// protocol 6 agent's messages still read as they are).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// protocol 6 agent's messages still read as they are; 8: staging streams
+/// carry checkpoints and an attempt's transfer figures, appended variants
+/// only a protocol 8 agent sends).
+pub const PROTOCOL_VERSION: u16 = 8;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.

@@ -324,6 +324,9 @@ pub enum CheckpointOp {
     },
     /// The task succeeded: its kept versions go.
     Drop { task: TaskId },
+    /// A started attempt ended by its own fault: what it uploaded while it
+    /// ran (agents without a shared filesystem) is not kept.
+    DropAttempt { task: TaskId, attempt: AttemptId },
 }
 
 /// A cache lookup the shell does for the core (hashing files is I/O).

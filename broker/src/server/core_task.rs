@@ -191,6 +191,13 @@ impl CoreTask {
             } => {
                 let _ = reply.send(self.core.attempt_files(agent, attempt));
             }
+            CoreMsg::CheckpointLookup {
+                agent,
+                attempt,
+                reply,
+            } => {
+                let _ = reply.send(self.core.attempt_checkpoint(agent, attempt));
+            }
             CoreMsg::Tick => self.on_tick(b),
         }
     }

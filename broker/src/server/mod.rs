@@ -24,6 +24,7 @@
 mod accept;
 mod agent_session;
 mod cache_io;
+mod checkpoint_io;
 mod cli_session;
 mod core_task;
 mod fleet_io;
@@ -149,6 +150,13 @@ enum CoreMsg {
         attempt: scalable_common::protocol::AttemptId,
         reply: oneshot::Sender<Option<Arc<RenderedTask>>>,
     },
+    /// Checkpoints through staging (`checkpoint_io`): the task and the
+    /// job's checkpoint paths of `attempt` if it is current on `agent`.
+    CheckpointLookup {
+        agent: AgentId,
+        attempt: scalable_common::protocol::AttemptId,
+        reply: oneshot::Sender<Option<(scalable_common::protocol::TaskId, Vec<String>)>>,
+    },
     Tick,
 }
 
@@ -228,6 +236,11 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
     announce(&cfg, bound, &address, &identity);
 
     let advisor = Arc::new(crate::advisor::service::AdvisorService::new(&cfg.state_dir));
+    let checkpoints: Arc<dyn crate::checkpoints::CheckpointStore> = Arc::new(
+        crate::checkpoints::SharedDir::new(cfg.state_dir.join("checkpoints")),
+    );
+    let uploads = cfg.state_dir.join("checkpoint-uploads");
+    let checkpoint_io = checkpoint_io::CheckpointIo::new(checkpoints.clone(), &uploads);
     let core_task = tokio::spawn(core_task::run(
         core,
         core_rx,
@@ -235,9 +248,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
             to_core: core_tx.downgrade(),
             store: store.clone(),
             cache_dir: cfg.state_dir.join("cache"),
-            checkpoints: Arc::new(crate::checkpoints::SharedDir::new(
-                cfg.state_dir.join("checkpoints"),
-            )),
+            checkpoints,
             stop: stop_tx.clone(),
             manifest: cfg.manifest.clone(),
             shapes: crate::shapes::of_broker(&cfg),
@@ -262,7 +273,10 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         Arc::new(secrets),
         liveness,
         cli_session::CliShared::new(cfg.manifest.clone(), advisor),
-        crate::staging::StagingStore::for_state_dir(&cfg.state_dir),
+        (
+            crate::staging::StagingStore::for_state_dir(&cfg.state_dir),
+            checkpoint_io,
+        ),
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -20,6 +20,7 @@ use scalable_common::staging::{
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::checkpoint_io::{self, CheckpointIo};
 use super::CoreMsg;
 use crate::core::RenderedTask;
 use crate::staging::upload::{Begin, Partial};
@@ -35,18 +36,24 @@ const WRITE_BATCH_BYTES: usize = 1 << 20;
 const GRANTS_MAX: usize = 1_000_000;
 
 /// What the streams of one connection share.
-struct Ctx {
-    agent: AgentId,
-    store: Arc<StagingStore>,
-    core_tx: mpsc::UnboundedSender<CoreMsg>,
+pub(super) struct Ctx {
+    pub(super) agent: AgentId,
+    pub(super) store: Arc<StagingStore>,
+    pub(super) core_tx: mpsc::UnboundedSender<CoreMsg>,
     granted: Mutex<HashSet<String>>,
+    /// Checkpoints of agents without a shared filesystem (`checkpoint_io`).
+    pub(super) checkpoints: Arc<CheckpointIo>,
 }
+
+/// What staging streams of every connection share: the staging files and
+/// the checkpoints.
+pub(super) type StagingShared = (Arc<StagingStore>, Arc<CheckpointIo>);
 
 /// Serves the agent's staging streams until its connection closes.
 pub(super) async fn serve_streams(
     conn: quinn::Connection,
     agent: AgentId,
-    store: Arc<StagingStore>,
+    (store, checkpoints): StagingShared,
     core_tx: mpsc::UnboundedSender<CoreMsg>,
 ) {
     let ctx = Arc::new(Ctx {
@@ -54,6 +61,7 @@ pub(super) async fn serve_streams(
         store,
         core_tx,
         granted: Mutex::default(),
+        checkpoints,
     });
     let permits = Arc::new(Semaphore::new(STREAMS_PER_AGENT_MAX));
     while let Ok((send, recv)) = conn.accept_bi().await {
@@ -87,12 +95,16 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
                 attempt,
                 sha256,
                 size,
-            } => Some(put(ctx, attempt, &sha256, size, &mut send, &mut recv).await),
+            } => {
+                let store = &ctx.store;
+                Some(put(ctx, store, (attempt, &sha256, size), &mut send, &mut recv).await)
+            }
             StageRequest::Commit {
                 attempt,
                 outputs,
                 moved,
             } => Some(commit(ctx, attempt, outputs, moved).await),
+            other => checkpoint_io::serve(ctx, other, &mut send, &mut recv).await,
         },
     };
     if let Some(reply) = reply {
@@ -103,7 +115,7 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
 }
 
 /// The attempt's declared files, when it is this agent's current attempt.
-async fn lookup(ctx: &Ctx, attempt: AttemptId) -> Result<Arc<RenderedTask>, StageReply> {
+pub(super) async fn lookup(ctx: &Ctx, attempt: AttemptId) -> Result<Arc<RenderedTask>, StageReply> {
     let (tx, rx) = oneshot::channel();
     let msg = CoreMsg::StageLookup {
         agent: ctx.agent,
@@ -121,7 +133,7 @@ async fn lookup(ctx: &Ctx, attempt: AttemptId) -> Result<Arc<RenderedTask>, Stag
     })
 }
 
-fn refused(reason: impl Into<String>) -> StageReply {
+pub(super) fn refused(reason: impl Into<String>) -> StageReply {
     StageReply::Refused {
         reason: reason.into(),
     }
@@ -199,21 +211,22 @@ async fn get(
     None
 }
 
-async fn put(
+/// An upload of blob `sha256` (`size` bytes) by `attempt` into `store` (the
+/// cache's blobs for outputs, the checkpoint uploads for checkpoints).
+pub(super) async fn put(
     ctx: &Ctx,
-    attempt: AttemptId,
-    sha256: &str,
-    size: u64,
+    store: &Arc<StagingStore>,
+    (attempt, sha256, size): (AttemptId, &str, u64),
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
 ) -> StageReply {
     if let Err(r) = lookup(ctx, attempt).await {
         return r;
     }
-    if let Err(why) = ctx.store.count_upload(attempt, sha256, size) {
+    if let Err(why) = store.count_upload(attempt, sha256, size) {
         return refused(why);
     }
-    let store = ctx.store.clone();
+    let store = store.clone();
     let sha = sha256.to_string();
     let begun = tokio::task::spawn_blocking(move || store.begin_upload(&sha, size)).await;
     let partial = match begun {
@@ -281,7 +294,7 @@ async fn receive(mut partial: Box<Partial>, recv: &mut quinn::RecvStream) -> Res
         .map_err(|e| e.to_string())?
 }
 
-fn grant(ctx: &Ctx, sha256: &str) {
+pub(super) fn grant(ctx: &Ctx, sha256: &str) {
     ctx.granted
         .lock()
         .expect("grants")
