@@ -126,6 +126,26 @@ fn check_ground_truth(b: &Broker, redo_max: u32, private: &[&Path]) {
     );
 }
 
+/// Telemetry (schema 7): the first attempt uploaded checkpoint bytes, the
+/// second fetched them (in) and uploaded its own.
+fn check_transfers_recorded(b: &Broker) {
+    type Row = (i64, Option<i64>, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = b
+        .db()
+        .prepare("SELECT number, stage_in_bytes, checkpoint_bytes, checkpoint_ms FROM attempts ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let second = rows.iter().find(|r| r.0 == 2).expect("a second attempt");
+    assert!(
+        second.1 >= Some(1),
+        "the restore counts as staged in: {rows:?}"
+    );
+    assert!(second.2 >= Some(1), "{rows:?}");
+}
+
 fn events(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("events.log")).unwrap_or_default()
 }
@@ -147,6 +167,16 @@ fn a_private_task_cut_by_its_pilots_lifetime_finishes_from_its_checkpoint_elsewh
     // The drain's last upload: at most the step the cut caught between its
     // log line and its checkpoint is done again.
     check_ground_truth(&b, 1, &[&short, &next]);
+    check_transfers_recorded(&b);
+    let first = b
+        .db()
+        .query_row(
+            "SELECT checkpoint_bytes FROM attempts WHERE number = 1",
+            [],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .unwrap();
+    assert!(first >= Some(1), "the drained attempt reported its uploads");
     assert!(
         events(&short).contains("checkpoint-out"),
         "{}",
@@ -176,6 +206,7 @@ fn a_private_task_whose_agent_is_sigkilled_finishes_from_its_checkpoint_elsewher
     // (and the upload that followed it, one step more) behind.
     let interval = POLL_MS / STEP_MS;
     check_ground_truth(&b, interval + 2, &[&next]);
+    check_transfers_recorded(&b);
     let _ = doomed;
     assert!(events(&next).contains("checkpoint-in"), "{}", events(&next));
 }

@@ -198,6 +198,15 @@ impl CoreTask {
             } => {
                 let _ = reply.send(self.core.attempt_checkpoint(agent, attempt));
             }
+            CoreMsg::Transfers {
+                agent,
+                attempt,
+                moved,
+            } => b.ops.push(crate::core::StoreOp::AttemptTransfers {
+                attempt,
+                agent,
+                moved,
+            }),
             CoreMsg::Tick => self.on_tick(b),
         }
     }

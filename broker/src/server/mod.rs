@@ -157,6 +157,12 @@ enum CoreMsg {
         attempt: scalable_common::protocol::AttemptId,
         reply: oneshot::Sender<Option<(scalable_common::protocol::TaskId, Vec<String>)>>,
     },
+    /// What staging moved for an attempt of `agent` (telemetry, schema 7).
+    Transfers {
+        agent: AgentId,
+        attempt: scalable_common::protocol::AttemptId,
+        moved: scalable_common::staging::Transfers,
+    },
     Tick,
 }
 

@@ -104,6 +104,15 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
                 outputs,
                 moved,
             } => Some(commit(ctx, attempt, outputs, moved).await),
+            StageRequest::Transfers { attempt, moved } => {
+                let agent = ctx.agent;
+                let _ = ctx.core_tx.send(CoreMsg::Transfers {
+                    agent,
+                    attempt,
+                    moved,
+                });
+                Some(StageReply::Noted)
+            }
             other => checkpoint_io::serve(ctx, other, &mut send, &mut recv).await,
         },
     };
