@@ -48,15 +48,16 @@ jobs:
     )
 }
 
-/// A `--no-shared-fs` agent in a private dir of its own.
-fn private_agent(b: &mut Broker, name: &str, args: &[&str]) -> PathBuf {
+/// A `--no-shared-fs` agent in a private dir of its own (`args`: its
+/// `--cpus`, at least).
+pub(crate) fn private_agent(b: &mut Broker, name: &str, args: &[&str]) -> PathBuf {
     let dir = b.dir.path().join(format!("private-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::File::create(b.dir.path().join(format!("agent-{name}.log"))).unwrap();
     let child = Command::new(agent_exe())
         .arg("--token-file")
         .arg(b.token_file())
-        .args(["--cpus", "1", "--no-shared-fs", "--name", name])
+        .args(["--no-shared-fs", "--name", name])
         .args(["--reconnect-max", "1s"])
         .args(args)
         .arg("--workdir")
@@ -153,14 +154,14 @@ fn events(dir: &Path) -> String {
 #[test]
 fn a_private_task_cut_by_its_pilots_lifetime_finishes_from_its_checkpoint_elsewhere() {
     let mut b = Broker::start_with(&["--heartbeat-interval-ms", "300"]);
-    let short = private_agent(&mut b, "short", &["--lifetime", "2s"]);
+    let short = private_agent(&mut b, "short", &["--cpus", "1", "--lifetime", "2s"]);
     b.wait_agents(1);
     let wf = counter_workflow(&b);
     let run = b.ok(&["submit", &wf]).trim().to_string();
     wait_until(Duration::from_secs(20), "a few steps", || {
         steps_done(&b) >= 5
     });
-    let next = private_agent(&mut b, "next", &[]);
+    let next = private_agent(&mut b, "next", &["--cpus", "1"]);
     let (out, _) = run_within(b.cli_command(&["wait", &run]), Duration::from_secs(60));
     let out = out.expect("the run ends within 60 s");
     assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), b.log());
@@ -188,7 +189,7 @@ fn a_private_task_cut_by_its_pilots_lifetime_finishes_from_its_checkpoint_elsewh
 #[test]
 fn a_private_task_whose_agent_is_sigkilled_finishes_from_its_checkpoint_elsewhere() {
     let mut b = Broker::start_with(&["--heartbeat-timeout", "2", "--heartbeat-interval-ms", "500"]);
-    let doomed = private_agent(&mut b, "doomed", &[]);
+    let doomed = private_agent(&mut b, "doomed", &["--cpus", "1"]);
     b.wait_agents(1);
     let wf = counter_workflow(&b);
     let run = b.ok(&["submit", &wf]).trim().to_string();
@@ -197,7 +198,7 @@ fn a_private_task_whose_agent_is_sigkilled_finishes_from_its_checkpoint_elsewher
     });
     b.agents[0].kill().expect("SIGKILL the agent");
     let _ = b.agents[0].wait();
-    let next = private_agent(&mut b, "next", &[]);
+    let next = private_agent(&mut b, "next", &["--cpus", "1"]);
     let (out, _) = run_within(b.cli_command(&["wait", &run]), Duration::from_secs(60));
     let out = out.expect("the run ends within 60 s");
     assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), b.log());

@@ -26,6 +26,7 @@ mod handshake;
 mod hostile;
 mod input_limits;
 mod item_deps;
+mod item_staging;
 mod local_agents;
 mod message_caps;
 mod newcomer;
