@@ -51,6 +51,16 @@ jobs:
 /// A `--no-shared-fs` agent in a private dir of its own (`args`: its
 /// `--cpus`, at least).
 pub(crate) fn private_agent(b: &mut Broker, name: &str, args: &[&str]) -> PathBuf {
+    private_agent_env(b, name, args, &[])
+}
+
+/// `private_agent` with more environment (failpoints).
+pub(crate) fn private_agent_env(
+    b: &mut Broker,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> PathBuf {
     let dir = b.dir.path().join(format!("private-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::File::create(b.dir.path().join(format!("agent-{name}.log"))).unwrap();
@@ -65,6 +75,7 @@ pub(crate) fn private_agent(b: &mut Broker, name: &str, args: &[&str]) -> PathBu
         .arg("--event-log")
         .arg(dir.join("events.log"))
         .env("SCALABLE_CHECKPOINT_POLL_MS", POLL_MS.to_string())
+        .envs(env.iter().copied())
         .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))

@@ -43,3 +43,4 @@ mod staging;
 mod state_dir;
 mod submit_errors;
 mod telemetry;
+mod transfer_why;

@@ -117,6 +117,10 @@ async fn handle_connection(
                 return;
             }
             let _ = send.finish();
+            let cli = cli_session::CliShared {
+                protocol: h.protocol,
+                ..cli
+            };
             cli_session::serve(conn, core_tx, cli).await;
         }
     }

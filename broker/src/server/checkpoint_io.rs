@@ -117,6 +117,9 @@ async fn restore(ctx: &Ctx, attempt: AttemptId) -> StageReply {
             for f in &files {
                 grant(ctx, &f.sha256);
             }
+            let total = files.iter().map(|f| f.size).fold(0, u64::saturating_add);
+            ctx.board
+                .expect(attempt, super::transfer_board::Direction::In, total);
             if !files.is_empty() {
                 tracing::info!("task {task}: attempt {attempt} fetches the kept checkpoint");
             }

@@ -36,6 +36,7 @@ mod scaler_io;
 mod sizing_io;
 mod staging_io;
 mod task_refs;
+mod transfer_board;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -247,6 +248,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
     );
     let uploads = cfg.state_dir.join("checkpoint-uploads");
     let checkpoint_io = checkpoint_io::CheckpointIo::new(checkpoints.clone(), &uploads);
+    let transfers = Arc::new(transfer_board::TransferBoard::default());
     let core_task = tokio::spawn(core_task::run(
         core,
         core_rx,
@@ -260,6 +262,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
             shapes: crate::shapes::of_broker(&cfg),
             adaptive: cfg.adaptive,
             advisors: crate::advisor::table::AdvisorTable::new(advisor.clone()),
+            transfers: transfers.clone(),
         },
         fleet,
     ));
@@ -282,6 +285,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         (
             crate::staging::StagingStore::for_state_dir(&cfg.state_dir),
             checkpoint_io,
+            transfers,
         ),
     );
 

@@ -31,6 +31,8 @@ pub(super) struct RequestCtx<'a> {
     pub stop: &'a mpsc::UnboundedSender<()>,
     /// Store writes of this batch that do not come from the core (pilots).
     pub ops: &'a mut Vec<StoreOp>,
+    /// Transfers under way (`why` of a task being staged).
+    pub transfers: &'a super::transfer_board::TransferBoard,
     pub now: u64,
 }
 
@@ -66,7 +68,7 @@ pub(super) fn handle(
             attempt,
             from,
         } => logs(cx.core, task, attempt, from),
-        Request::Why { task } => Answer::Now(why(cx.core, &task, now)),
+        Request::Why { task } => Answer::Now(why(cx.core, cx.transfers, &task, now)),
         Request::Report { run, after } => report(cx.core, &run, after),
         // `cli_session` answers these off the core; they never come here.
         Request::Advise(_) | Request::Tune(_) => Answer::Now(bad(
@@ -263,10 +265,18 @@ fn export(core: &Core, run: &RunRef, after: Option<u64>) -> Answer {
     }))
 }
 
-fn why(core: &Core, task: &TaskRef, now: u64) -> Response {
-    match task_refs::resolve(core, task).map(|id| core.why(id, now)) {
-        Ok(Some(answer)) => Response::Why(answer),
-        Ok(None) => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
+fn why(
+    core: &Core,
+    transfers: &super::transfer_board::TransferBoard,
+    task: &TaskRef,
+    now: u64,
+) -> Response {
+    match task_refs::resolve(core, task).map(|id| (id, core.why(id, now))) {
+        Ok((id, Some(mut answer))) => {
+            answer.reason = transfers.refine(answer.reason, core.task_attempt(id));
+            Response::Why(answer)
+        }
+        Ok((_, None)) => bad("no such task (name it RUN/JOB/INDEX, e.g. last/downscale/0)".into()),
         Err(message) => bad(message),
     }
 }

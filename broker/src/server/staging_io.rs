@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::checkpoint_io::{self, CheckpointIo};
+use super::transfer_board::{Direction, TransferBoard};
 use super::CoreMsg;
 use crate::core::RenderedTask;
 use crate::staging::upload::{Begin, Partial};
@@ -43,17 +44,19 @@ pub(super) struct Ctx {
     granted: Mutex<HashSet<String>>,
     /// Checkpoints of agents without a shared filesystem (`checkpoint_io`).
     pub(super) checkpoints: Arc<CheckpointIo>,
+    /// Transfers under way, for `why`.
+    pub(super) board: Arc<TransferBoard>,
 }
 
 /// What staging streams of every connection share: the staging files and
 /// the checkpoints.
-pub(super) type StagingShared = (Arc<StagingStore>, Arc<CheckpointIo>);
+pub(super) type StagingShared = (Arc<StagingStore>, Arc<CheckpointIo>, Arc<TransferBoard>);
 
 /// Serves the agent's staging streams until its connection closes.
 pub(super) async fn serve_streams(
     conn: quinn::Connection,
     agent: AgentId,
-    (store, checkpoints): StagingShared,
+    (store, checkpoints, board): StagingShared,
     core_tx: mpsc::UnboundedSender<CoreMsg>,
 ) {
     let ctx = Arc::new(Ctx {
@@ -62,6 +65,7 @@ pub(super) async fn serve_streams(
         core_tx,
         granted: Mutex::default(),
         checkpoints,
+        board,
     });
     let permits = Arc::new(Semaphore::new(STREAMS_PER_AGENT_MAX));
     while let Ok((send, recv)) = conn.accept_bi().await {
@@ -90,7 +94,11 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
         Err(reason) => Some(StageReply::Refused { reason }),
         Ok(()) => match req {
             StageRequest::Inputs { attempt } => Some(inputs(ctx, attempt).await),
-            StageRequest::Get { sha256, from, .. } => get(ctx, &sha256, from, &mut send).await,
+            StageRequest::Get {
+                attempt,
+                sha256,
+                from,
+            } => get(ctx, attempt, &sha256, from, &mut send).await,
             StageRequest::Put {
                 attempt,
                 sha256,
@@ -106,6 +114,7 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
             } => Some(commit(ctx, attempt, outputs, moved).await),
             StageRequest::Transfers { attempt, moved } => {
                 let agent = ctx.agent;
+                ctx.board.end(attempt);
                 let _ = ctx.core_tx.send(CoreMsg::Transfers {
                     agent,
                     attempt,
@@ -165,6 +174,8 @@ async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
                 granted.clear();
             }
             granted.extend(files.iter().map(|f| f.sha256.clone()));
+            let total = files.iter().map(|f| f.size).fold(0, u64::saturating_add);
+            ctx.board.expect(attempt, Direction::In, total);
             StageReply::Files(files)
         }
         Ok(Err(InputError::Missing(path))) => StageReply::Missing { path },
@@ -176,6 +187,7 @@ async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
 /// Streams blob `sha256` from byte `from`; `None`: the bytes were the answer.
 async fn get(
     ctx: &Ctx,
+    attempt: AttemptId,
     sha256: &str,
     from: u64,
     send: &mut quinn::SendStream,
@@ -213,7 +225,13 @@ async fn get(
                 if send.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
+                ctx.board.moved(attempt, Direction::In, n as u64);
                 left -= n as u64;
+                if left > 0 && n as u64 == size - from - left {
+                    // Tests: a fetch that stalls after its first chunk.
+                    let hit = || scalable_common::failpoint::hit("broker.staging.get");
+                    let _ = tokio::task::spawn_blocking(hit).await;
+                }
             }
         }
     }
@@ -235,12 +253,23 @@ pub(super) async fn put(
     if let Err(why) = store.count_upload(attempt, sha256, size) {
         return refused(why);
     }
+    // Outputs (not checkpoint snapshots, which move while the task runs).
+    let outputs = Arc::ptr_eq(store, &ctx.store);
+    if outputs {
+        ctx.board.expect(attempt, Direction::Out, size);
+    }
+    let done = |ctx: &Ctx| {
+        if outputs {
+            ctx.board.moved(attempt, Direction::Out, size);
+        }
+    };
     let store = store.clone();
     let sha = sha256.to_string();
     let begun = tokio::task::spawn_blocking(move || store.begin_upload(&sha, size)).await;
     let partial = match begun {
         Ok(Ok(Begin::Stored)) => {
             grant(ctx, sha256);
+            done(ctx);
             return StageReply::Stored;
         }
         Ok(Ok(Begin::Busy)) => return StageReply::Busy,
@@ -257,6 +286,7 @@ pub(super) async fn put(
     match receive(partial, recv).await {
         Ok(()) => {
             grant(ctx, sha256);
+            done(ctx);
             StageReply::Stored
         }
         Err(e) => refused(e),
@@ -335,6 +365,7 @@ async fn commit(
     .await;
     match done {
         Ok(Ok(())) => {
+            ctx.board.end(attempt);
             tracing::info!(
                 "attempt {attempt}: staged {} B in ({} ms), {} B out ({} ms)",
                 moved.in_bytes,
