@@ -34,6 +34,9 @@ const FILES_MAX: usize = 10_000;
 const FINAL_TRIES_MAX: u32 = 3;
 /// How long a task's own failure waits for an upload under way.
 const QUIET_STOP_WAIT_MAX: Duration = Duration::from_secs(2);
+/// How long a graceful end's last upload may hold the attempt's result (a
+/// drain leaves sooner anyway: `session::drain`).
+const FINAL_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// The poll interval: `SCALABLE_CHECKPOINT_POLL_MS` or [`POLL_DEFAULT`].
 pub fn poll_interval() -> Duration {
@@ -162,13 +165,15 @@ impl Watcher {
         };
         let _ = self.stop.send(how);
         let mut task = self.task;
-        let waited = match graceful {
-            true => (&mut task).await.ok(),
-            false => tokio::time::timeout(QUIET_STOP_WAIT_MAX, &mut task)
-                .await
-                .ok()
-                .and_then(Result::ok),
+        let limit = if graceful {
+            FINAL_WAIT_MAX
+        } else {
+            QUIET_STOP_WAIT_MAX
         };
+        let waited = tokio::time::timeout(limit, &mut task)
+            .await
+            .ok()
+            .and_then(Result::ok);
         task.abort();
         waited.unwrap_or_default()
     }

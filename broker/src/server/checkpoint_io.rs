@@ -19,7 +19,7 @@ use scalable_common::protocol::{AttemptId, TaskId};
 use scalable_common::staging::{StageReply, StageRequest, StagedFile};
 use tokio::sync::oneshot;
 
-use super::staging_io::{grant, lookup, put, refused, Ctx};
+use super::staging_io::{grant, put, refused, Ctx};
 use super::CoreMsg;
 use crate::checkpoints::CheckpointStore;
 use crate::staging::{InputError, Limits, StagingStore};
@@ -133,9 +133,6 @@ async fn restore(ctx: &Ctx, attempt: AttemptId) -> StageReply {
 /// Every file of a snapshot uploaded: it becomes the attempt's version, and
 /// the uploaded blobs go (the version holds its own copy).
 async fn seal(ctx: &Ctx, attempt: AttemptId, seq: u64, files: Vec<StagedFile>) -> StageReply {
-    if let Err(r) = lookup(ctx, attempt).await {
-        return r;
-    }
     let (task, paths) = match checkpoint_of(ctx, attempt).await {
         Ok(found) => found,
         Err(r) => return r,
