@@ -1,15 +1,19 @@
 //! Where kept checkpoints live and how they move (SPEC §4 `checkpoint:`):
-//! the [`CheckpointStore`] seam and its shared-filesystem form
-//! [`SharedDir`], a directory `<state>/checkpoints/<task>/<attempt>/` per
-//! kept version, written under a temporary name and renamed whole, so a
-//! version is complete or absent, never half-written.
+//! the [`CheckpointStore`] seam and its form [`SharedDir`], a directory
+//! `<state>/checkpoints/<task>/<attempt>[-<seq>]/` per kept version, written
+//! under a temporary name and renamed whole, so a version is complete or
+//! absent, never half-written. `<attempt>` is what the broker copied after
+//! the attempt ended (shared filesystem); `<attempt>-<seq>` a snapshot an
+//! agent without one uploaded while the attempt ran (`seal`), the larger
+//! `seq` the newer. The newest version of a task is its largest
+//! `(attempt, seq)`.
 //!
 //! The core decides (`core::checkpoints`); this module carries out its
 //! [`CheckpointOp`]s after the commit, before the next attempt is sent. With
 //! a shared filesystem the broker sees what a task wrote even when its agent
-//! was SIGKILLed, so keeping never needs the agent. A transport for agents
-//! without a shared filesystem is another implementation of the trait (the
-//! agent sends its paths' contents up on keep and gets them on restore).
+//! was SIGKILLed, so keeping never needs the agent. Agents without one
+//! upload snapshots through staging (`server::checkpoint_io`), sealed here
+//! from their verified blobs, and fetch the newest version's files.
 //! Must not decide which attempt keeps what.
 
 use std::io;
@@ -38,6 +42,21 @@ pub trait CheckpointStore: Send + Sync {
     fn restore(&self, task: TaskId, cwd: &Path, paths: &[String]) -> io::Result<Option<AttemptId>>;
     /// Drops every kept version of `task`.
     fn drop_task(&self, task: TaskId) -> io::Result<()>;
+    /// Makes `files` (`(blob, relative path)`, the blobs verified) snapshot
+    /// `seq` of `attempt`, replacing that attempt's older snapshots; returns
+    /// the bytes. Whole or absent.
+    fn seal(
+        &self,
+        task: TaskId,
+        attempt: AttemptId,
+        seq: u64,
+        files: &[(PathBuf, String)],
+    ) -> io::Result<u64>;
+    /// The newest version of `task`: its directory and its regular files
+    /// (relative paths, sorted); `None` when none is kept.
+    fn newest_files(&self, task: TaskId) -> io::Result<Option<(PathBuf, Vec<String>)>>;
+    /// Drops the versions of one attempt (it ended by its own fault).
+    fn drop_attempt(&self, task: TaskId, attempt: AttemptId) -> io::Result<()>;
 }
 
 /// Carries out one op, saying in the log what happened (a failure costs the
@@ -76,6 +95,11 @@ pub fn apply(store: &dyn CheckpointStore, op: &CheckpointOp) {
                 tracing::warn!("task {task}: kept checkpoints not removed: {e}");
             }
         }
+        CheckpointOp::DropAttempt { task, attempt } => {
+            if let Err(e) = store.drop_attempt(*task, *attempt) {
+                tracing::warn!("task {task}: checkpoints of attempt {attempt} not removed: {e}");
+            }
+        }
     }
 }
 
@@ -93,22 +117,42 @@ impl SharedDir {
         self.root.join(task.to_string())
     }
 
-    /// The newest complete version of `task` (the largest attempt id).
-    fn newest(&self, task: TaskId) -> io::Result<Option<AttemptId>> {
+    /// The complete versions of `task` by `(attempt, seq)`, with their names.
+    fn versions(&self, task: TaskId) -> io::Result<Vec<((AttemptId, u64), PathBuf)>> {
         let dir = match std::fs::read_dir(self.task_dir(task)) {
             Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let mut newest = None;
+        let mut out = Vec::new();
         for entry in dir {
-            let name = entry?.file_name();
-            // Half-written versions are named `.partial-N` and never count.
-            if let Some(id) = name.to_str().and_then(|n| n.parse::<AttemptId>().ok()) {
-                newest = newest.max(Some(id));
+            let entry = entry?;
+            // Half-written versions are named `.partial-…` and never count.
+            if let Some(key) = entry.file_name().to_str().and_then(version_key) {
+                out.push((key, entry.path()));
             }
         }
-        Ok(newest)
+        out.sort();
+        Ok(out)
+    }
+
+    /// The newest complete version of `task` (the largest attempt id, then
+    /// the largest snapshot).
+    #[cfg(test)]
+    fn newest(&self, task: TaskId) -> io::Result<Option<AttemptId>> {
+        Ok(self.versions(task)?.last().map(|((a, _), _)| *a))
+    }
+
+    fn newest_dir(&self, task: TaskId) -> io::Result<Option<(AttemptId, PathBuf)>> {
+        Ok(self.versions(task)?.pop().map(|((a, _), p)| (a, p)))
+    }
+}
+
+/// `<attempt>` → `(attempt, 0)`, `<attempt>-<seq>` → `(attempt, seq)`.
+fn version_key(name: &str) -> Option<(AttemptId, u64)> {
+    match name.split_once('-') {
+        None => Some((name.parse().ok()?, 0)),
+        Some((a, s)) => Some((a.parse().ok()?, s.parse().ok()?)),
     }
 }
 
@@ -122,6 +166,14 @@ impl CheckpointStore for SharedDir {
     ) -> io::Result<u64> {
         let dir = self.task_dir(task);
         scalable_common::private_files::create_dir_all(&dir)?;
+        // Nothing there (an agent without the broker's filesystem ran it, or
+        // the task wrote nothing yet): no version, so none shadows an older.
+        if !paths
+            .iter()
+            .any(|p| std::fs::symlink_metadata(cwd.join(p)).is_ok())
+        {
+            return Ok(0);
+        }
         let partial = dir.join(format!(".partial-{attempt}"));
         let _ = std::fs::remove_dir_all(&partial);
         std::fs::create_dir(&partial)?;
@@ -145,10 +197,9 @@ impl CheckpointStore for SharedDir {
         for p in paths {
             remove_any(&cwd.join(p))?;
         }
-        let Some(from) = self.newest(task)? else {
+        let Some((from, version)) = self.newest_dir(task)? else {
             return Ok(None);
         };
-        let version = self.task_dir(task).join(from.to_string());
         let mut bytes = 0u64;
         for p in paths {
             let src = version.join(p);
@@ -164,6 +215,72 @@ impl CheckpointStore for SharedDir {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    fn seal(
+        &self,
+        task: TaskId,
+        attempt: AttemptId,
+        seq: u64,
+        files: &[(PathBuf, String)],
+    ) -> io::Result<u64> {
+        let dir = self.task_dir(task);
+        scalable_common::private_files::create_dir_all(&dir)?;
+        let partial = dir.join(format!(".partial-{attempt}-{seq}"));
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir(&partial)?;
+        let mut bytes = 0u64;
+        let filled = files.iter().try_for_each(|(blob, rel)| {
+            if !scalable_common::staging::is_plain_relative(rel) {
+                return Err(io::Error::other(format!("{rel} is not a relative path")));
+            }
+            copy_tree(blob, &partial.join(rel), &mut bytes)
+        });
+        if let Err(e) = filled {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+        std::fs::rename(&partial, dir.join(format!("{attempt}-{seq}")))?;
+        // One version per attempt is enough: its older snapshots go.
+        for ((a, s), path) in self.versions(task)? {
+            if a == attempt && s < seq {
+                let _ = std::fs::remove_dir_all(path);
+            }
+        }
+        Ok(bytes)
+    }
+
+    fn newest_files(&self, task: TaskId) -> io::Result<Option<(PathBuf, Vec<String>)>> {
+        let Some((_, dir)) = self.newest_dir(task)? else {
+            return Ok(None);
+        };
+        let mut files = Vec::new();
+        let mut todo = vec![dir.clone()];
+        while let Some(d) = todo.pop() {
+            for entry in std::fs::read_dir(&d)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    todo.push(entry.path());
+                } else if kind.is_file() {
+                    let rel = entry.path().strip_prefix(&dir).map(Path::to_path_buf);
+                    if let Some(s) = rel.ok().and_then(|p| p.to_str().map(str::to_string)) {
+                        files.push(s);
+                    }
+                }
+            }
+        }
+        files.sort();
+        Ok(Some((dir, files)))
+    }
+
+    fn drop_attempt(&self, task: TaskId, attempt: AttemptId) -> io::Result<()> {
+        for ((a, _), path) in self.versions(task)? {
+            if a == attempt {
+                std::fs::remove_dir_all(path)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -335,6 +335,23 @@ fn apply(c: &mut Statements<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                     record.percentile_run_time_ms.map(|t| t as i64)
                 ])?;
         }
+        StoreOp::AttemptTransfers {
+            attempt,
+            agent,
+            moved,
+        } => {
+            c.get("UPDATE attempts SET stage_in_bytes = ?3, stage_in_ms = ?4, stage_out_bytes = ?5, stage_out_ms = ?6, checkpoint_bytes = ?7, checkpoint_ms = ?8 WHERE id = ?1 AND agent_id = ?2")?
+                .execute(params![
+                    *attempt as i64,
+                    *agent as i64,
+                    moved.in_bytes.min(i64::MAX as u64) as i64,
+                    moved.in_ms.min(i64::MAX as u64) as i64,
+                    moved.out_bytes.min(i64::MAX as u64) as i64,
+                    moved.out_ms.min(i64::MAX as u64) as i64,
+                    moved.checkpoint_bytes.min(i64::MAX as u64) as i64,
+                    moved.checkpoint_ms.min(i64::MAX as u64) as i64
+                ])?;
+        }
         StoreOp::AttemptStarted { attempt, at_us } => {
             c.get("UPDATE attempts SET started_at_us = ?2 WHERE id = ?1")?
                 .execute(params![*attempt as i64, *at_us as i64])?;

@@ -122,6 +122,15 @@ pub struct AttemptRow {
     pub write_bytes: Option<u64>,
     pub input_bytes: Option<u64>,
     pub input_sizes: Option<serde_json::Value>,
+    /// What staging moved (schema 7; `None` with a shared filesystem):
+    /// inputs and a restored checkpoint in, declared outputs out, checkpoint
+    /// snapshots uploaded.
+    pub stage_in_bytes: Option<u64>,
+    pub stage_in_ms: Option<u64>,
+    pub stage_out_bytes: Option<u64>,
+    pub stage_out_ms: Option<u64>,
+    pub checkpoint_bytes: Option<u64>,
+    pub checkpoint_ms: Option<u64>,
     /// The job's `features:` rendered for this task (with `--feature k=v`),
     /// as the advisors see them; `None` without features.
     pub features: Option<std::collections::BTreeMap<String, String>>,

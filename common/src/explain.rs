@@ -68,9 +68,42 @@ pub enum Reason {
         tasks: Vec<UpstreamTask>,
         jobs: Vec<String>,
     },
+    // Protocol 8 (issue 20), appended; the broker gives a protocol 7 CLI the
+    // reason each refines instead (`Reason::for_protocol_7`).
+    /// Assigned, and its agent (without a shared filesystem) is fetching its
+    /// inputs: `done_bytes` of `total_bytes` (when known) so far.
+    StagingIn {
+        agent: Option<AgentRef>,
+        done_bytes: u64,
+        total_bytes: Option<u64>,
+    },
+    /// Its process ended well, and its agent is handing its outputs back.
+    StagingOut {
+        agent: Option<AgentRef>,
+        done_bytes: u64,
+        total_bytes: Option<u64>,
+    },
+    /// Failed for good on a transfer: `error` names the file and why.
+    TransferFailed { run: RunId, error: String },
     // A slot for `PilotQueued { pilot, queued_ms }`: the core does not know
     // pilots; the shell (which owns `fleet`) may refine `NoAgentConnected` or
     // `NoAgentWithTag` with it when a pilot for the tag is queued.
+}
+
+impl Reason {
+    /// What a protocol 7 CLI, which cannot read the reasons of protocol 8,
+    /// is told instead.
+    pub fn for_protocol_7(self) -> Reason {
+        match self {
+            Reason::StagingIn { agent, .. } => Reason::Assigned { agent },
+            Reason::StagingOut { agent, .. } => Reason::Running { agent },
+            Reason::TransferFailed { run, .. } => Reason::Ended {
+                state: "failed".into(),
+                run,
+            },
+            other => other,
+        }
+    }
 }
 
 /// The most upstream tasks one `why` names (a task may wait for one per
@@ -228,6 +261,15 @@ mod tests {
                 short: Shortfall::Cpus { largest: 1 },
             },
             Reason::AllAgentsTagged,
+            Reason::StagingIn {
+                agent: None,
+                done_bytes: 5,
+                total_bytes: Some(10),
+            },
+            Reason::TransferFailed {
+                run: 1,
+                error: "input a.txt is 2M, over the limit".into(),
+            },
             Reason::Cancelled {
                 run: 3,
                 cause: Cancellation::DependencyFailed {

@@ -28,9 +28,10 @@ use crate::workflow::WorkflowDef;
 /// carries I/O bytes, input sizes and a usage series; 7: a `JobDef` in
 /// `Submit` carries `after_per`, the per-item dependencies, and staging
 /// streams (`staging`) and `AttemptEnd::StagingFailed` are appended, so a
-/// protocol 6 agent's messages still read as they are; 8: the staging
-/// requests `InputsVia`/`CommitVia` for an S3 store are appended, sent only
-/// by an agent started with `--storage`).
+/// protocol 6 agent's messages still read as they are; 8: appended staging
+/// requests only a protocol 8 agent sends: `InputsVia`/`CommitVia` for an S3
+/// store (an agent started with `--storage`), and checkpoints and an
+/// attempt's transfer figures on staging streams).
 pub const PROTOCOL_VERSION: u16 = 8;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";

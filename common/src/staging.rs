@@ -104,6 +104,48 @@ pub enum StageRequest {
         outputs: Vec<StagedFile>,
         moved: Moved,
     },
+    // Protocol 8 (checkpoints without a shared filesystem): appended, and
+    // only a protocol 8 agent sends them, so a protocol 7 stream reads as
+    // it did.
+    /// The job's `checkpoint:` paths and the files of the task's newest kept
+    /// version (granted for `Get`): answered `Checkpoint`.
+    CheckpointRestore {
+        attempt: AttemptId,
+    },
+    /// Like `Put`, into the broker's checkpoint uploads (not the cache's
+    /// blobs: a checkpoint changes often and is dropped on success).
+    CheckpointPut {
+        attempt: AttemptId,
+        sha256: String,
+        size: u64,
+    },
+    /// Every file of one snapshot of the checkpoint paths is put: it becomes
+    /// the attempt's newest version (`seq` orders an attempt's snapshots).
+    /// Answered `Sealed`.
+    CheckpointSeal {
+        attempt: AttemptId,
+        seq: u64,
+        files: Vec<StagedFile>,
+    },
+    /// What one attempt's staging moved, sent once when the attempt ends
+    /// (telemetry; also for an attempt whose staging failed). Answered
+    /// `Noted`.
+    Transfers {
+        attempt: AttemptId,
+        moved: Transfers,
+    },
+}
+
+/// What one attempt moved, as the agent measured it (protocol 8): staging
+/// in and out and checkpoint uploads, bytes and milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfers {
+    pub in_bytes: u64,
+    pub in_ms: u64,
+    pub out_bytes: u64,
+    pub out_ms: u64,
+    pub checkpoint_bytes: u64,
+    pub checkpoint_ms: u64,
 }
 
 /// The broker's answers on a staging stream.
@@ -128,6 +170,15 @@ pub enum StageReply {
     },
     /// Try again shortly (another upload of the same blob is under way).
     Busy,
+    // Protocol 8: only ever an answer to a protocol 8 request.
+    /// The job's checkpoint paths (empty: the job keeps none) and the files
+    /// of the newest kept version (empty: none is kept).
+    Checkpoint {
+        paths: Vec<String>,
+        files: Vec<StagedFile>,
+    },
+    Sealed,
+    Noted,
 }
 
 impl StageRequest {
@@ -139,21 +190,28 @@ impl StageRequest {
             | StageRequest::Commit { attempt, .. }
             | StageRequest::InputsVia { attempt, .. }
             | StageRequest::CommitVia { attempt, .. } => *attempt,
+            StageRequest::CheckpointRestore { attempt }
+            | StageRequest::CheckpointPut { attempt, .. }
+            | StageRequest::CheckpointSeal { attempt, .. }
+            | StageRequest::Transfers { attempt, .. } => *attempt,
         }
     }
 
     /// What is wrong with a request from the network, if anything.
     pub fn check(&self) -> Result<(), String> {
         match self {
-            StageRequest::Inputs { .. } => Ok(()),
-            StageRequest::Get { sha256, .. } | StageRequest::Put { sha256, .. } => {
-                check_sha256(sha256)
-            }
+            StageRequest::Inputs { .. }
+            | StageRequest::CheckpointRestore { .. }
+            | StageRequest::Transfers { .. } => Ok(()),
+            StageRequest::Get { sha256, .. }
+            | StageRequest::Put { sha256, .. }
+            | StageRequest::CheckpointPut { sha256, .. } => check_sha256(sha256),
             StageRequest::Commit { outputs, .. } => check_files(outputs),
             StageRequest::InputsVia { storage, .. } => check_url(storage),
             StageRequest::CommitVia {
                 storage, outputs, ..
             } => check_url(storage).and_then(|()| check_files(outputs)),
+            StageRequest::CheckpointSeal { files, .. } => check_files(files),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use scalable_common::object_store::ObjectStore;
 use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult};
-use scalable_common::staging::Moved;
+use scalable_common::staging::{Moved, StageRequest, Transfers};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -25,15 +25,25 @@ use super::work::{apply_exec_event, Work};
 use crate::event_log::EventLog;
 use crate::executor::ExecEvent;
 use crate::log_event;
+use crate::staging::checkpoint::{self, graceful, snapshot_root, Restored, Watcher};
 use crate::staging::transfer::Link;
 use crate::staging::{private_dir, stage_in, stage_out};
 
 /// A staging task's outcome, for the session's loop.
 pub(super) enum StagingEvent {
-    /// Inputs fetched (bytes, ms), or the end of an attempt that cannot start.
-    In(Box<Assignment>, Result<(u64, u64), AttemptEnd>),
+    /// Inputs and the kept checkpoint fetched, or the end of an attempt that
+    /// cannot start.
+    In(Box<Assignment>, Result<StagedIn, AttemptEnd>),
     /// Outputs handed back, or why not (the result then ends that way).
     Out(Box<AttemptResult>, Result<Moved, AttemptEnd>),
+    /// The last checkpoint upload is done (no outputs to hand back).
+    Settled(Box<AttemptResult>),
+}
+
+/// What staging in fetched: inputs (bytes, ms) and the checkpoint.
+pub(super) struct StagedIn {
+    moved: (u64, u64),
+    checkpoint: Restored,
 }
 
 /// An attempt that runs in its private directory.
@@ -41,6 +51,10 @@ struct Private {
     dir: PathBuf,
     outputs: Vec<String>,
     moved_in: (u64, u64),
+    /// Its checkpoint paths' poller (a job with `checkpoint:`).
+    watcher: Option<Watcher>,
+    /// What moved so far: in, and the checkpoint's restore.
+    transfers: Transfers,
 }
 
 /// The staging state of one agent, kept across its connections.
@@ -108,12 +122,19 @@ impl StageFlow {
                     dir: dir.clone(),
                     outputs: a.outputs.clone(),
                     moved_in: (0, 0),
+                    watcher: None,
+                    transfers: Transfers::default(),
                 },
             );
             work.transferring.insert(id);
             let (link, tx, os) = (self.link(), self.ev_tx.clone(), self.storage.clone());
             let task = tokio::spawn(async move {
-                let done = stage_in(link, os, id, &a.inputs, &a.outputs, &dir).await;
+                let done = match stage_in(link.clone(), os, id, &a.inputs, &a.outputs, &dir).await {
+                    Ok(moved) => checkpoint::restore(link, id, &dir)
+                        .await
+                        .map(|checkpoint| StagedIn { moved, checkpoint }),
+                    Err(end) => Err(end),
+                };
                 let _ = tx.send(StagingEvent::In(Box::new(a), done));
             });
             self.staging_in.insert(id, task);
@@ -131,10 +152,26 @@ impl StageFlow {
                     return None; // cancelled meanwhile
                 }
                 match done {
-                    Ok(moved) => {
+                    Ok(StagedIn { moved, checkpoint }) => {
                         log_event!(self.log.as_deref(), "stage-in {id} {} {}", moved.0, moved.1);
+                        if checkpoint.bytes > 0 {
+                            log_event!(
+                                self.log.as_deref(),
+                                "checkpoint-in {id} {}",
+                                checkpoint.bytes
+                            );
+                        }
                         if let Some(p) = self.private.get_mut(&id) {
                             p.moved_in = moved;
+                            p.transfers.in_bytes = moved.0 + checkpoint.bytes;
+                            p.transfers.in_ms = moved.1 + checkpoint.ms;
+                            if !checkpoint.paths.is_empty() {
+                                let link = Link::new(self.conn_tx.subscribe());
+                                let dir = p.dir.clone();
+                                let paths = checkpoint.paths;
+                                p.watcher =
+                                    Some(Watcher::start(link, id, dir, paths, &self.workdir));
+                            }
                         }
                         Some(*a)
                     }
@@ -162,25 +199,70 @@ impl StageFlow {
                 work.finished(*r);
                 None
             }
+            StagingEvent::Settled(r) => {
+                work.finished(*r);
+                None
+            }
         }
     }
 
     /// The executor's event: a success with outputs to hand back waits for
-    /// them (the attempt stays running); anything else applies at once.
+    /// them, and an attempt with a checkpoint for its last upload (the
+    /// attempt stays running meanwhile); anything else applies at once.
     pub(super) fn route_exec_event(&mut self, ev: ExecEvent, work: &mut Work) {
         let ExecEvent::Finished(r) = ev else {
             return apply_exec_event(work, ev);
         };
-        let out = match self.private.get(&r.attempt) {
-            Some(p) if r.end.is_success() && !p.outputs.is_empty() => p,
-            _ => return apply_exec_event(work, ExecEvent::Finished(r)),
+        let Some(p) = self.private.get_mut(&r.attempt) else {
+            return apply_exec_event(work, ExecEvent::Finished(r));
         };
-        let (link, tx, os) = (self.link(), self.ev_tx.clone(), self.storage.clone());
-        let (dir, outputs, moved_in) = (out.dir.clone(), out.outputs.clone(), out.moved_in);
+        let out = r.end.is_success() && !p.outputs.is_empty();
+        let watcher = p.watcher.take();
+        let transfers = p.transfers;
+        let (dir, outputs, moved_in) = (p.dir.clone(), p.outputs.clone(), p.moved_in);
+        if !out && watcher.is_none() {
+            self.report(r.attempt, transfers);
+            return apply_exec_event(work, ExecEvent::Finished(r));
+        }
+        let (link, tx, log) = (self.link(), self.ev_tx.clone(), self.log.clone());
+        let os = self.storage.clone();
         tokio::spawn(async move {
-            let done = stage_out(link, os, r.attempt, &dir, &outputs, moved_in).await;
-            let _ = tx.send(StagingEvent::Out(Box::new(r), done));
+            let mut transfers = transfers;
+            if let Some(w) = watcher {
+                let up = w.finish(graceful(&r.end)).await;
+                transfers.checkpoint_bytes = up.bytes;
+                transfers.checkpoint_ms = up.ms;
+                if up.snapshots > 0 {
+                    log_event!(
+                        log.as_deref(),
+                        "checkpoint-out {} {} {}",
+                        r.attempt,
+                        up.snapshots,
+                        up.bytes
+                    );
+                }
+            }
+            let ev = match out {
+                true => {
+                    let done =
+                        stage_out(link.clone(), os, r.attempt, &dir, &outputs, moved_in).await;
+                    if let Ok(m) = &done {
+                        transfers.out_bytes = m.out_bytes;
+                        transfers.out_ms = m.out_ms;
+                    }
+                    StagingEvent::Out(Box::new(r.clone()), done)
+                }
+                false => StagingEvent::Settled(Box::new(r.clone())),
+            };
+            let _ = tx.send(ev);
+            send_transfers(link, r.attempt, transfers).await;
         });
+    }
+
+    /// Tells the broker what an attempt moved (telemetry), off the loop.
+    fn report(&self, attempt: AttemptId, moved: Transfers) {
+        let link = self.link();
+        tokio::spawn(send_transfers(link, attempt, moved));
     }
 
     /// Attempts being staged in end now with `end` (cancelled, returned,
@@ -213,11 +295,16 @@ impl StageFlow {
 
     /// Acknowledged attempts: their private directories go (off the loop).
     pub(super) fn forget(&mut self, ids: &[AttemptId]) {
-        let dirs: Vec<PathBuf> = ids
-            .iter()
-            .filter_map(|id| self.private.remove(id))
-            .map(|p| p.dir)
-            .collect();
+        let mut dirs = Vec::new();
+        for id in ids {
+            if let Some(mut p) = self.private.remove(id) {
+                if let Some(w) = p.watcher.take() {
+                    w.abort();
+                }
+                dirs.push(p.dir);
+                dirs.push(snapshot_root(&self.workdir, *id));
+            }
+        }
         if !dirs.is_empty() {
             tokio::task::spawn_blocking(move || {
                 for d in dirs {
@@ -227,3 +314,19 @@ impl StageFlow {
         }
     }
 }
+
+/// Sends an attempt's transfer figures when anything moved; a broker that
+/// does not answer loses only telemetry.
+async fn send_transfers(mut link: Link, attempt: AttemptId, moved: Transfers) {
+    if moved == Transfers::default() {
+        return;
+    }
+    let req = StageRequest::Transfers { attempt, moved };
+    let sent = tokio::time::timeout(TRANSFERS_SEND_WAIT_MAX, link.request("telemetry", req)).await;
+    if let Ok(Err(e)) = sent {
+        tracing::debug!("attempt {attempt}: transfer figures not recorded: {e}");
+    }
+}
+
+/// How long an attempt's transfer figures may wait for the broker.
+const TRANSFERS_SEND_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);

@@ -9,6 +9,7 @@
 //! move in [`transfer`]; the session (`session::stage_flow`) decides when.
 //! It must not touch the agent's queue or running set.
 
+pub mod checkpoint;
 pub mod s3;
 pub mod transfer;
 

@@ -203,6 +203,26 @@ impl Link {
         path: &Path,
         declared: &str,
     ) -> Result<StagedFile, TransferError> {
+        self.put_as(attempt, path, declared, false).await
+    }
+
+    /// `put_file` into the broker's checkpoint uploads (protocol 8).
+    pub async fn put_checkpoint_file(
+        &mut self,
+        attempt: AttemptId,
+        path: &Path,
+        declared: &str,
+    ) -> Result<StagedFile, TransferError> {
+        self.put_as(attempt, path, declared, true).await
+    }
+
+    async fn put_as(
+        &mut self,
+        attempt: AttemptId,
+        path: &Path,
+        declared: &str,
+        checkpoint: bool,
+    ) -> Result<StagedFile, TransferError> {
         let p = path.to_path_buf();
         let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&p))
             .await
@@ -213,11 +233,44 @@ impl Link {
             sha256,
             size,
         };
+        let req = match checkpoint {
+            false => StageRequest::Put {
+                attempt,
+                sha256: file.sha256.clone(),
+                size: file.size,
+            },
+            true => StageRequest::CheckpointPut {
+                attempt,
+                sha256: file.sha256.clone(),
+                size: file.size,
+            },
+        };
         self.retrying("uploading an output", |conn| {
-            upload(conn, attempt, &file, path)
+            upload(conn, req.clone(), &file, path)
         })
         .await?;
         Ok(file)
+    }
+
+    /// One request whose answer is a single reply (retried across broken
+    /// connections); a refusal is an error.
+    pub async fn request(
+        &mut self,
+        what: &str,
+        req: StageRequest,
+    ) -> Result<StageReply, TransferError> {
+        self.retrying(what, |conn| {
+            let req = req.clone();
+            async move {
+                match ask(&conn, &req).await?.2 {
+                    r @ (StageReply::Refused { .. }
+                    | StageReply::Missing { .. }
+                    | StageReply::Busy) => Err(unexpected(r)),
+                    r => Ok(r),
+                }
+            }
+        })
+        .await
     }
 
     /// Uploads every regular file under `dir` (relative names, sorted): what
@@ -336,7 +389,7 @@ async fn ask(
 
 /// A reply that is not the one asked for: a refusal, or the broker's
 /// misbehaviour (refused too: asking again would get the same).
-fn unexpected(reply: StageReply) -> TransferError {
+pub fn unexpected(reply: StageReply) -> TransferError {
     match reply {
         StageReply::Refused { reason } => TransferError::Refused(reason),
         StageReply::Missing { path } => TransferError::Missing(path),
@@ -409,17 +462,13 @@ async fn download(
     Ok(())
 }
 
+/// `req` is the `Put` (or `CheckpointPut`) of `f`.
 async fn upload(
     conn: quinn::Connection,
-    attempt: AttemptId,
+    req: StageRequest,
     f: &StagedFile,
     path: &Path,
 ) -> Result<(), TransferError> {
-    let req = StageRequest::Put {
-        attempt,
-        sha256: f.sha256.clone(),
-        size: f.size,
-    };
     let (mut send, mut recv, reply) = ask(&conn, &req).await?;
     let from = match reply {
         StageReply::Stored => return Ok(()),

@@ -26,8 +26,9 @@ pub fn keeps_checkpoint(end: &AttemptEnd, started: bool) -> bool {
 }
 
 impl Core {
-    /// An attempt of a checkpointing job ended: kept (a version of its own)
-    /// or, on success, every kept version dropped.
+    /// An attempt of a checkpointing job ended: kept (a version of its own),
+    /// its snapshots dropped (a started attempt that failed by its own
+    /// fault) or, on success, every kept version dropped.
     pub(super) fn note_checkpoint_end(&mut self, at: &Attempt, end: &AttemptEnd) {
         let job = &self.jobs[&at.job];
         if job.def.checkpoint.is_empty() {
@@ -39,6 +40,12 @@ impl Core {
             return;
         }
         if !keeps_checkpoint(end, at.started) {
+            if at.started {
+                self.fx.checkpoints.push(CheckpointOp::DropAttempt {
+                    task,
+                    attempt: at.id,
+                });
+            }
             return;
         }
         if let Ok(r) = task_render(&self.runs[&job.run], job, at.index) {
@@ -49,6 +56,19 @@ impl Core {
                 paths: job.def.checkpoint.clone(),
             });
         }
+    }
+
+    /// The task and checkpoint paths of `attempt` when it is current on
+    /// `agent` and its job keeps checkpoints (`server::checkpoint_io`); the
+    /// paths are empty for a job without `checkpoint:`.
+    pub fn attempt_checkpoint(
+        &self,
+        agent: scalable_common::protocol::AgentId,
+        attempt: AttemptId,
+    ) -> Option<(scalable_common::protocol::TaskId, Vec<String>)> {
+        let at = self.attempts.get(&attempt).filter(|a| a.agent == agent)?;
+        let job = self.jobs.get(&at.job)?;
+        Some((job.first_task + at.index, job.def.checkpoint.clone()))
     }
 
     /// A later attempt (`number` > 1) of a checkpointing job is assigned in

@@ -66,6 +66,13 @@ pub enum StoreOp {
         attempt: AttemptId,
         at_us: u64,
     },
+    /// What staging moved for an attempt, as its agent reported it (schema
+    /// 7); written only when `agent` ran it.
+    AttemptTransfers {
+        attempt: AttemptId,
+        agent: AgentId,
+        moved: scalable_common::staging::Transfers,
+    },
     /// How an `auto` task's attempt was sized (schema 6), after its insert.
     AttemptSizing {
         attempt: AttemptId,
@@ -324,6 +331,9 @@ pub enum CheckpointOp {
     },
     /// The task succeeded: its kept versions go.
     Drop { task: TaskId },
+    /// A started attempt ended by its own fault: what it uploaded while it
+    /// ran (agents without a shared filesystem) is not kept.
+    DropAttempt { task: TaskId, attempt: AttemptId },
 }
 
 /// A cache lookup the shell does for the core (hashing files is I/O).

@@ -48,6 +48,12 @@ impl Core {
                 run: job.run,
                 cause: job.cancel_cause.clone().expect("checked"),
             },
+            TaskState::Failed if self.transfer_failures.contains_key(&task) => {
+                Reason::TransferFailed {
+                    run: job.run,
+                    error: self.transfer_failures[&task].clone(),
+                }
+            }
             TaskState::Failed | TaskState::Cancelled => Reason::Ended {
                 state: state.name().to_string(),
                 run: job.run,

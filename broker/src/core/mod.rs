@@ -179,6 +179,9 @@ pub struct Core {
     /// What the cache said about a task (hit, or which part of the key changed),
     /// for `why`.
     cache_notes: HashMap<TaskId, String>,
+    /// Tasks that failed for good on a transfer and why (the error names the
+    /// file), for `why`; not kept across a restart.
+    transfer_failures: HashMap<TaskId, String>,
     /// Attempts counted as their task's success. A result for one of these that
     /// arrives again (resent after a reconnect or a broker restart whose ack
     /// was lost) is a duplicate, acknowledged as counted so its agent promotes
@@ -203,6 +206,7 @@ impl Core {
             backoff: BinaryHeap::new(),
             last_tick_ms: None,
             cache_notes: HashMap::new(),
+            transfer_failures: HashMap::new(),
             counted: HashSet::new(),
             returning: BTreeSet::new(),
             fx: Effects::default(),

@@ -154,6 +154,15 @@ impl Core {
     /// The declared files of an attempt that is current on `agent` (its task's
     /// directory, inputs and outputs as rendered), for staging (SPEC §4): an
     /// agent may fetch and hand back only the files of its own attempts.
+    /// The attempt of `task` out now (assigned or running), if any.
+    pub fn task_attempt(&self, task: TaskId) -> Option<AttemptId> {
+        let (job, index) = self.locate_task(task)?;
+        self.attempts
+            .values()
+            .find(|a| a.job == job && a.index == index)
+            .map(|a| a.id)
+    }
+
     pub fn attempt_files(&self, agent: AgentId, attempt: AttemptId) -> Option<Arc<RenderedTask>> {
         let at = self.attempts.get(&attempt).filter(|a| a.agent == agent)?;
         let job = self.jobs.get(&at.job)?;

@@ -67,6 +67,11 @@ impl Core {
         let peak_rss = result.peak_rss_bytes;
         let walltime_ms = self.jobs[&at.job].def.walltime_ms;
         let failure = (!end.is_success()).then(|| failure_reason(&result, &at, walltime_ms));
+        if !self.transfer_failures.is_empty() {
+            // A resumed task's new ending replaces the old one.
+            let task = self.jobs[&at.job].first_task + at.index;
+            self.transfer_failures.remove(&task);
+        }
         self.close_attempt(&at, result, now_ms);
         self.note_checkpoint_end(&at, &end);
         let job = &self.jobs[&at.job];
@@ -91,6 +96,10 @@ impl Core {
             }
             self.retry_after_backoff(&at, now_ms);
         } else {
+            if let AttemptEnd::StagingFailed { error } = &end {
+                let task = self.jobs[&at.job].first_task + at.index;
+                self.transfer_failures.insert(task, error.clone());
+            }
             self.finish_task(at.job, at.index, TaskState::Failed, failure, now_ms);
         }
     }

@@ -21,6 +21,22 @@ pub fn why_text(w: &WhyAnswer) -> String {
     }
 }
 
+/// ` NAME (HOST)` of an agent, or nothing.
+fn on_agent(agent: &Option<scalable_common::explain::AgentRef>) -> String {
+    agent.as_ref().map_or(String::new(), |a| {
+        format!(" {} ({})", printable(&a.name), printable(&a.host))
+    })
+}
+
+/// `1.5M of 4M` (or `1.5M so far` when the total is unknown).
+fn progress(done: u64, total: Option<u64>) -> String {
+    let size = scalable_common::units::format_size;
+    match total {
+        Some(t) => format!("{} of {}", size(done), size(t)),
+        None => format!("{} so far", size(done)),
+    }
+}
+
 /// The sentence for one reason (a plain match table).
 pub fn reason_text(r: &Reason) -> String {
     match r {
@@ -45,6 +61,28 @@ pub fn reason_text(r: &Reason) -> String {
             )
         }
         Reason::Running { agent: None } => "it is running".into(),
+        Reason::StagingIn {
+            agent,
+            done_bytes,
+            total_bytes,
+        } => format!(
+            "it waits for its inputs: agent{} is fetching them ({})",
+            on_agent(agent),
+            progress(*done_bytes, *total_bytes)
+        ),
+        Reason::StagingOut {
+            agent,
+            done_bytes,
+            total_bytes,
+        } => format!(
+            "its process ended; it waits for its outputs: agent{} is handing them back ({})",
+            on_agent(agent),
+            progress(*done_bytes, *total_bytes)
+        ),
+        Reason::TransferFailed { run, error } => format!(
+            "it failed on a transfer: {} (scalable analyze {run} has the details)",
+            printable(error)
+        ),
         Reason::WaitingOnDependency { jobs } => {
             format!("waiting for dependency {}", jobs.join(", "))
         }

@@ -279,7 +279,9 @@ pub fn attempts_page(
         .prepare_cached(
             "SELECT id, task_id, job_id, idx, number, agent_id, assigned_at_ms, started_at_us,
                     ended_at_us, end_class, exit_code, peak_rss_bytes, cpu_time_us, memory_limit_bytes,
-                    ready_at_ms, cpus, memory_bytes, gpus, read_bytes, write_bytes
+                    ready_at_ms, cpus, memory_bytes, gpus, read_bytes, write_bytes,
+                    stage_in_bytes, stage_in_ms, stage_out_bytes, stage_out_ms,
+                    checkpoint_bytes, checkpoint_ms
              FROM attempts WHERE run_id = ?1 AND id > ?2 ORDER BY id",
         )
         .map_err(sql)?;
@@ -366,8 +368,32 @@ fn attempt_row(r: &Row) -> rusqlite::Result<AttemptRow> {
         },
         read_bytes: opt_u64(r, 18)?,
         written_bytes: opt_u64(r, 19)?,
+        transfers: transfers_at(r, 20)?,
         usage: None,
     })
+}
+
+/// The six transfer columns from `first` on; `None` when none was reported.
+fn transfers_at(
+    r: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<Option<scalable_common::staging::Transfers>> {
+    let mut v = [None; 6];
+    for (i, slot) in v.iter_mut().enumerate() {
+        *slot = opt_u64(r, first + i)?;
+    }
+    if v.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let n = |i: usize| v[i].unwrap_or(0);
+    Ok(Some(scalable_common::staging::Transfers {
+        in_bytes: n(0),
+        in_ms: n(1),
+        out_bytes: n(2),
+        out_ms: n(3),
+        checkpoint_bytes: n(4),
+        checkpoint_ms: n(5),
+    }))
 }
 
 /// Agents that ran an attempt of the run or were connected while it ran.

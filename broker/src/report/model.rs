@@ -15,8 +15,8 @@
 use serde::{Deserialize, Serialize};
 
 /// The layout of [`ReportChunk`] (`ReportPage.format`); bumped on any
-/// change of these types.
-pub const REPORT_FORMAT: u32 = 2;
+/// change of these types (3: attempts carry `transfers`).
+pub const REPORT_FORMAT: u32 = 3;
 
 /// Failed attempts kept with their stderr tail (the counts cover all).
 pub const FAILURES_SHOWN_MAX: usize = 200;
@@ -127,6 +127,9 @@ pub struct AttemptRow {
     pub requested: Option<Requested>,
     pub read_bytes: Option<u64>,
     pub written_bytes: Option<u64>,
+    /// What staging moved (schema 7); `None`: nothing reported (a shared
+    /// filesystem).
+    pub transfers: Option<scalable_common::staging::Transfers>,
     /// Bounded usage series (schema 5); `None`: not recorded.
     pub usage: Option<Vec<UsagePoint>>,
 }

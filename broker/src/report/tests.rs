@@ -56,8 +56,8 @@ fn json_is_one_valid_document_with_one_row_per_attempt() {
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(v["attempts"].as_array().unwrap().len(), d.attempts.len());
     assert_eq!(
-        v["format"], 2,
-        "REPORT_FORMAT 2: scaling decisions carry desired pilots and outcomes"
+        v["format"], 3,
+        "REPORT_FORMAT 3: attempts carry what staging moved"
     );
     assert_eq!(v["workers"][0]["final"], 0);
     assert!(v["scaling_decisions"].as_array().unwrap().is_empty());

@@ -123,6 +123,32 @@ fn summary_into(d: &ReportData, s: &Summary, out: &mut String) {
         secs3(q.total_ms),
         q.attempts
     ));
+    if let Some(line) = staged_line(d) {
+        out.push_str(&line);
+    }
+}
+
+/// What staging moved over the run (agents without a shared filesystem),
+/// one line; `None` when nothing was staged.
+fn staged_line(d: &ReportData) -> Option<String> {
+    let staged: Vec<_> = d.attempts.iter().filter_map(|a| a.transfers).collect();
+    if staged.is_empty() {
+        return None;
+    }
+    let sum = |f: fn(&scalable_common::staging::Transfers) -> u64| {
+        staged.iter().map(f).fold(0u64, u64::saturating_add)
+    };
+    let size = scalable_common::units::format_size;
+    Some(format!(
+        "Staged:               {} in ({} s), {} out ({} s), {} of checkpoints ({} s) over {} attempts\n",
+        size(sum(|t| t.in_bytes)),
+        secs3(sum(|t| t.in_ms)),
+        size(sum(|t| t.out_bytes)),
+        secs3(sum(|t| t.out_ms)),
+        size(sum(|t| t.checkpoint_bytes)),
+        secs3(sum(|t| t.checkpoint_ms)),
+        staged.len()
+    ))
 }
 
 fn opt_pct(v: Option<f64>) -> String {

@@ -15,8 +15,8 @@ use scalable_common::handshake::{self, HelloHead};
 use scalable_common::protocol::{AgentHello, CliHello, Hello, HelloReply};
 use tokio::sync::mpsc;
 
+use super::staging_io::StagingShared;
 use super::{agent_session, cli_session, CoreMsg, Liveness};
-use crate::staging::StagingStore;
 
 /// How long a peer has to send its `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,7 +28,7 @@ pub(super) fn spawn(
     secrets: Arc<access::BrokerSecrets>,
     liveness: Liveness,
     cli: cli_session::CliShared,
-    staging: Arc<StagingStore>,
+    staging: StagingShared,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
@@ -71,7 +71,7 @@ async fn handle_connection(
     secrets: Arc<access::BrokerSecrets>,
     liveness: Liveness,
     cli: cli_session::CliShared,
-    staging: Arc<StagingStore>,
+    staging: StagingShared,
 ) {
     let remote = conn.remote_address();
     let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
@@ -117,6 +117,10 @@ async fn handle_connection(
                 return;
             }
             let _ = send.finish();
+            let cli = cli_session::CliShared {
+                protocol: h.protocol,
+                ..cli
+            };
             cli_session::serve(conn, core_tx, cli).await;
         }
     }

@@ -29,7 +29,7 @@ pub(super) async fn serve(
     hello: AgentHello,
     core_tx: mpsc::UnboundedSender<CoreMsg>,
     liveness: Liveness,
-    staging: std::sync::Arc<crate::staging::StagingStore>,
+    staging: super::staging_io::StagingShared,
 ) {
     let name = hello.name.clone();
     let protocol = hello.protocol;

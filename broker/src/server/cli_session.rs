@@ -30,11 +30,18 @@ use crate::submit;
 pub(super) struct CliShared {
     pub manifest: Option<Arc<Manifest>>,
     pub advisor: Arc<AdvisorService>,
+    /// The connected CLI's protocol (its hello's): a protocol 7 CLI is
+    /// answered in words it can read.
+    pub protocol: u16,
 }
 
 impl CliShared {
     pub fn new(manifest: Option<Arc<Manifest>>, advisor: Arc<AdvisorService>) -> CliShared {
-        CliShared { manifest, advisor }
+        CliShared {
+            manifest,
+            advisor,
+            protocol: scalable_common::protocol::PROTOCOL_VERSION,
+        }
     }
 }
 
@@ -84,7 +91,19 @@ async fn serve_request(
         return;
     }
     if let Ok(resp) = rx.await {
-        reply_with(send, resp, hint).await;
+        reply_with(send, for_protocol(resp, cli.protocol), hint).await;
+    }
+}
+
+/// A reply as a CLI of `protocol` reads it: `why`'s reasons of protocol 8
+/// (transfers) become the ones they refine for a protocol 7 CLI.
+fn for_protocol(resp: Response, protocol: u16) -> Response {
+    match resp {
+        Response::Why(mut w) if protocol < 8 => {
+            w.reason = w.reason.for_protocol_7();
+            Response::Why(w)
+        }
+        other => other,
     }
 }
 
@@ -157,6 +176,37 @@ fn hint_for(req: &Request) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    /// A protocol 7 CLI cannot read the transfer reasons of protocol 8: it
+    /// gets the reason they refine.
+    #[test]
+    fn a_protocol_7_cli_gets_the_reason_a_transfer_refines() {
+        use scalable_common::explain::Reason;
+        use scalable_common::protocol::WhyAnswer;
+        let answer = |reason| {
+            Response::Why(WhyAnswer {
+                task: "1/a/0".into(),
+                item: None,
+                state: "assigned".into(),
+                reason,
+            })
+        };
+        let staging = Reason::StagingIn {
+            agent: None,
+            done_bytes: 1,
+            total_bytes: None,
+        };
+        let reason = |r: Response| match r {
+            Response::Why(w) => w.reason,
+            _ => panic!("not a why"),
+        };
+        assert_eq!(
+            reason(for_protocol(answer(staging.clone()), 7)),
+            Reason::Assigned { agent: None }
+        );
+        assert_eq!(reason(for_protocol(answer(staging.clone()), 8)), staging);
+    }
+
     use scalable_common::protocol::{Page, RunStatus};
 
     use super::*;

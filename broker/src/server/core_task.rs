@@ -54,6 +54,8 @@ pub(super) struct Around {
     pub adaptive: bool,
     /// The trained advisors that size `auto` tasks (`sizing_io`).
     pub advisors: Arc<AdvisorTable>,
+    /// Transfers under way, for `why` (`transfer_board`).
+    pub transfers: Arc<super::transfer_board::TransferBoard>,
 }
 
 /// A connected agent: its connection serial and the sender of its writer.
@@ -71,6 +73,7 @@ struct CoreTask {
     shapes: Vec<AgentShape>,
     blobs: Arc<cache::Blobs>,
     checkpoints: Arc<dyn CheckpointStore>,
+    transfers: Arc<super::transfer_board::TransferBoard>,
     renderer: Renderer,
     advisors: Arc<AdvisorTable>,
     pending_records: Arc<cache_io::PendingRecords>,
@@ -111,6 +114,7 @@ pub(super) async fn run(
         shapes: around.shapes,
         blobs: Arc::new(cache::Blobs::new(around.cache_dir).with_output_roots(output_roots)),
         checkpoints: around.checkpoints,
+        transfers: around.transfers,
         renderer: Renderer::new(),
         advisors: around.advisors,
         pending_records: Arc::default(),
@@ -191,6 +195,22 @@ impl CoreTask {
             } => {
                 let _ = reply.send(self.core.attempt_files(agent, attempt));
             }
+            CoreMsg::CheckpointLookup {
+                agent,
+                attempt,
+                reply,
+            } => {
+                let _ = reply.send(self.core.attempt_checkpoint(agent, attempt));
+            }
+            CoreMsg::Transfers {
+                agent,
+                attempt,
+                moved,
+            } => b.ops.push(crate::core::StoreOp::AttemptTransfers {
+                attempt,
+                agent,
+                moved,
+            }),
             CoreMsg::Tick => self.on_tick(b),
         }
     }
@@ -248,6 +268,7 @@ impl CoreTask {
             to_core: &self.to_core,
             stop: &self.stop,
             ops: &mut b.ops,
+            transfers: &self.transfers,
             now: b.now,
         };
         if let Some(d) = requests::handle(cx, req, reply) {

@@ -24,6 +24,7 @@
 mod accept;
 mod agent_session;
 mod cache_io;
+mod checkpoint_io;
 mod cli_session;
 mod core_task;
 mod fleet_io;
@@ -36,6 +37,7 @@ mod sizing_io;
 mod staging_io;
 mod staging_s3;
 mod task_refs;
+mod transfer_board;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -150,6 +152,19 @@ enum CoreMsg {
         attempt: scalable_common::protocol::AttemptId,
         reply: oneshot::Sender<Option<Arc<RenderedTask>>>,
     },
+    /// Checkpoints through staging (`checkpoint_io`): the task and the
+    /// job's checkpoint paths of `attempt` if it is current on `agent`.
+    CheckpointLookup {
+        agent: AgentId,
+        attempt: scalable_common::protocol::AttemptId,
+        reply: oneshot::Sender<Option<(scalable_common::protocol::TaskId, Vec<String>)>>,
+    },
+    /// What staging moved for an attempt of `agent` (telemetry, schema 7).
+    Transfers {
+        agent: AgentId,
+        attempt: scalable_common::protocol::AttemptId,
+        moved: scalable_common::staging::Transfers,
+    },
     Tick,
 }
 
@@ -229,6 +244,12 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
     announce(&cfg, bound, &address, &identity);
 
     let advisor = Arc::new(crate::advisor::service::AdvisorService::new(&cfg.state_dir));
+    let checkpoints: Arc<dyn crate::checkpoints::CheckpointStore> = Arc::new(
+        crate::checkpoints::SharedDir::new(cfg.state_dir.join("checkpoints")),
+    );
+    let uploads = cfg.state_dir.join("checkpoint-uploads");
+    let checkpoint_io = checkpoint_io::CheckpointIo::new(checkpoints.clone(), &uploads);
+    let transfers = Arc::new(transfer_board::TransferBoard::default());
     let core_task = tokio::spawn(core_task::run(
         core,
         core_rx,
@@ -236,14 +257,13 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
             to_core: core_tx.downgrade(),
             store: store.clone(),
             cache_dir: cfg.state_dir.join("cache"),
-            checkpoints: Arc::new(crate::checkpoints::SharedDir::new(
-                cfg.state_dir.join("checkpoints"),
-            )),
+            checkpoints,
             stop: stop_tx.clone(),
             manifest: cfg.manifest.clone(),
             shapes: crate::shapes::of_broker(&cfg),
             adaptive: cfg.adaptive,
             advisors: crate::advisor::table::AdvisorTable::new(advisor.clone()),
+            transfers: transfers.clone(),
         },
         fleet,
     ));
@@ -263,7 +283,11 @@ pub async fn run(cfg: BrokerConfig) -> Result<()> {
         Arc::new(secrets),
         liveness,
         cli_session::CliShared::new(cfg.manifest.clone(), advisor),
-        crate::staging::StagingStore::for_state_dir(&cfg.state_dir),
+        (
+            crate::staging::StagingStore::for_state_dir(&cfg.state_dir),
+            checkpoint_io,
+            transfers,
+        ),
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

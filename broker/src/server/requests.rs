@@ -31,6 +31,8 @@ pub(super) struct RequestCtx<'a> {
     pub stop: &'a mpsc::UnboundedSender<()>,
     /// Store writes of this batch that do not come from the core (pilots).
     pub ops: &'a mut Vec<StoreOp>,
+    /// Transfers under way (`why` of a task being staged).
+    pub transfers: &'a super::transfer_board::TransferBoard,
     pub now: u64,
 }
 
@@ -66,7 +68,7 @@ pub(super) fn handle(
             attempt,
             from,
         } => logs(cx.core, task, attempt, from),
-        Request::Why { task } => why(cx.core, &task, now),
+        Request::Why { task } => why(cx.core, cx.transfers, &task, now),
         Request::Report { run, after } => report(cx.core, &run, after),
         // `cli_session` answers these off the core; they never come here.
         Request::Advise(_) | Request::Tune(_) => Answer::Now(bad(
@@ -263,10 +265,16 @@ fn export(core: &Core, run: &RunRef, after: Option<u64>) -> Answer {
     }))
 }
 
-/// A failed task's answer carries its failure from the store (its row's
-/// reason: a staging failure names the object and the transfer's error),
-/// so `why` says it in one line without `analyze`.
-fn why(core: &Core, task: &TaskRef, now: u64) -> Answer {
+/// A task's answer, refined by the transfers under way (`transfer_board`); a
+/// failed task's answer carries its failure from the store (its row's
+/// reason: a staging failure names the object and the transfer's error), so
+/// `why` says it in one line without `analyze`.
+fn why(
+    core: &Core,
+    transfers: &super::transfer_board::TransferBoard,
+    task: &TaskRef,
+    now: u64,
+) -> Answer {
     let (id, mut answer) = match task_refs::resolve(core, task).map(|id| (id, core.why(id, now))) {
         Ok((id, Some(answer))) => (id, answer),
         Ok((_, None)) => {
@@ -276,6 +284,7 @@ fn why(core: &Core, task: &TaskRef, now: u64) -> Answer {
         }
         Err(message) => return Answer::Now(bad(message)),
     };
+    answer.reason = transfers.refine(answer.reason, core.task_attempt(id));
     if !matches!(&answer.reason, Reason::Ended { state, .. } if state == "failed") {
         return Answer::Now(Response::Why(answer));
     }

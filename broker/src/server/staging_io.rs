@@ -20,6 +20,8 @@ use scalable_common::staging::{
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::checkpoint_io::{self, CheckpointIo};
+use super::transfer_board::{Direction, TransferBoard};
 use super::CoreMsg;
 use crate::core::RenderedTask;
 use crate::staging::upload::{Begin, Partial};
@@ -35,18 +37,26 @@ const WRITE_BATCH_BYTES: usize = 1 << 20;
 const GRANTS_MAX: usize = 1_000_000;
 
 /// What the streams of one connection share.
-struct Ctx {
-    agent: AgentId,
-    store: Arc<StagingStore>,
-    core_tx: mpsc::UnboundedSender<CoreMsg>,
+pub(super) struct Ctx {
+    pub(super) agent: AgentId,
+    pub(super) store: Arc<StagingStore>,
+    pub(super) core_tx: mpsc::UnboundedSender<CoreMsg>,
     granted: Mutex<HashSet<String>>,
+    /// Checkpoints of agents without a shared filesystem (`checkpoint_io`).
+    pub(super) checkpoints: Arc<CheckpointIo>,
+    /// Transfers under way, for `why`.
+    pub(super) board: Arc<TransferBoard>,
 }
+
+/// What staging streams of every connection share: the staging files and
+/// the checkpoints.
+pub(super) type StagingShared = (Arc<StagingStore>, Arc<CheckpointIo>, Arc<TransferBoard>);
 
 /// Serves the agent's staging streams until its connection closes.
 pub(super) async fn serve_streams(
     conn: quinn::Connection,
     agent: AgentId,
-    store: Arc<StagingStore>,
+    (store, checkpoints, board): StagingShared,
     core_tx: mpsc::UnboundedSender<CoreMsg>,
 ) {
     let ctx = Arc::new(Ctx {
@@ -54,6 +64,8 @@ pub(super) async fn serve_streams(
         store,
         core_tx,
         granted: Mutex::default(),
+        checkpoints,
+        board,
     });
     let permits = Arc::new(Semaphore::new(STREAMS_PER_AGENT_MAX));
     while let Ok((send, recv)) = conn.accept_bi().await {
@@ -82,12 +94,19 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
         Err(reason) => Some(StageReply::Refused { reason }),
         Ok(()) => match req {
             StageRequest::Inputs { attempt } => Some(inputs(ctx, attempt).await),
-            StageRequest::Get { sha256, from, .. } => get(ctx, &sha256, from, &mut send).await,
+            StageRequest::Get {
+                attempt,
+                sha256,
+                from,
+            } => get(ctx, attempt, &sha256, from, &mut send).await,
             StageRequest::Put {
                 attempt,
                 sha256,
                 size,
-            } => Some(put(ctx, attempt, &sha256, size, &mut send, &mut recv).await),
+            } => {
+                let store = &ctx.store;
+                Some(put(ctx, store, (attempt, &sha256, size), &mut send, &mut recv).await)
+            }
             StageRequest::Commit {
                 attempt,
                 outputs,
@@ -111,6 +130,17 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
                 }
                 Err(r) => r,
             }),
+            StageRequest::Transfers { attempt, moved } => {
+                let agent = ctx.agent;
+                ctx.board.end(attempt);
+                let _ = ctx.core_tx.send(CoreMsg::Transfers {
+                    agent,
+                    attempt,
+                    moved,
+                });
+                Some(StageReply::Noted)
+            }
+            other => checkpoint_io::serve(ctx, other, &mut send, &mut recv).await,
         },
     };
     if let Some(reply) = reply {
@@ -121,7 +151,7 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
 }
 
 /// The attempt's declared files, when it is this agent's current attempt.
-async fn lookup(ctx: &Ctx, attempt: AttemptId) -> Result<Arc<RenderedTask>, StageReply> {
+pub(super) async fn lookup(ctx: &Ctx, attempt: AttemptId) -> Result<Arc<RenderedTask>, StageReply> {
     let (tx, rx) = oneshot::channel();
     let msg = CoreMsg::StageLookup {
         agent: ctx.agent,
@@ -139,7 +169,7 @@ async fn lookup(ctx: &Ctx, attempt: AttemptId) -> Result<Arc<RenderedTask>, Stag
     })
 }
 
-fn refused(reason: impl Into<String>) -> StageReply {
+pub(super) fn refused(reason: impl Into<String>) -> StageReply {
     StageReply::Refused {
         reason: reason.into(),
     }
@@ -162,6 +192,8 @@ async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
                 granted.clear();
             }
             granted.extend(files.iter().map(|f| f.sha256.clone()));
+            let total = files.iter().map(|f| f.size).fold(0, u64::saturating_add);
+            ctx.board.expect(attempt, Direction::In, total);
             StageReply::Files(files)
         }
         Ok(Err(InputError::Missing(path))) => StageReply::Missing { path },
@@ -173,6 +205,7 @@ async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
 /// Streams blob `sha256` from byte `from`; `None`: the bytes were the answer.
 async fn get(
     ctx: &Ctx,
+    attempt: AttemptId,
     sha256: &str,
     from: u64,
     send: &mut quinn::SendStream,
@@ -210,33 +243,51 @@ async fn get(
                 if send.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
+                ctx.board.moved(attempt, Direction::In, n as u64);
                 left -= n as u64;
+                if left > 0 && n as u64 == size - from - left {
+                    // Tests: a fetch that stalls after its first chunk.
+                    let hit = || scalable_common::failpoint::hit("broker.staging.get");
+                    let _ = tokio::task::spawn_blocking(hit).await;
+                }
             }
         }
     }
     None
 }
 
-async fn put(
+/// An upload of blob `sha256` (`size` bytes) by `attempt` into `store` (the
+/// cache's blobs for outputs, the checkpoint uploads for checkpoints).
+pub(super) async fn put(
     ctx: &Ctx,
-    attempt: AttemptId,
-    sha256: &str,
-    size: u64,
+    store: &Arc<StagingStore>,
+    (attempt, sha256, size): (AttemptId, &str, u64),
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
 ) -> StageReply {
     if let Err(r) = lookup(ctx, attempt).await {
         return r;
     }
-    if let Err(why) = ctx.store.count_upload(attempt, sha256, size) {
+    if let Err(why) = store.count_upload(attempt, sha256, size) {
         return refused(why);
     }
-    let store = ctx.store.clone();
+    // Outputs (not checkpoint snapshots, which move while the task runs).
+    let outputs = Arc::ptr_eq(store, &ctx.store);
+    if outputs {
+        ctx.board.expect(attempt, Direction::Out, size);
+    }
+    let done = |ctx: &Ctx| {
+        if outputs {
+            ctx.board.moved(attempt, Direction::Out, size);
+        }
+    };
+    let store = store.clone();
     let sha = sha256.to_string();
     let begun = tokio::task::spawn_blocking(move || store.begin_upload(&sha, size)).await;
     let partial = match begun {
         Ok(Ok(Begin::Stored)) => {
             grant(ctx, sha256);
+            done(ctx);
             return StageReply::Stored;
         }
         Ok(Ok(Begin::Busy)) => return StageReply::Busy,
@@ -253,6 +304,7 @@ async fn put(
     match receive(partial, recv).await {
         Ok(()) => {
             grant(ctx, sha256);
+            done(ctx);
             StageReply::Stored
         }
         Err(e) => refused(e),
@@ -299,7 +351,7 @@ async fn receive(mut partial: Box<Partial>, recv: &mut quinn::RecvStream) -> Res
         .map_err(|e| e.to_string())?
 }
 
-fn grant(ctx: &Ctx, sha256: &str) {
+pub(super) fn grant(ctx: &Ctx, sha256: &str) {
     ctx.granted
         .lock()
         .expect("grants")
@@ -331,6 +383,7 @@ async fn commit(
     .await;
     match done {
         Ok(Ok(())) => {
+            ctx.board.end(attempt);
             tracing::info!(
                 "attempt {attempt}: staged {} B in ({} ms), {} B out ({} ms)",
                 moved.in_bytes,

@@ -293,6 +293,12 @@ impl StagingStore {
         Ok(())
     }
 
+    /// `attempt`'s uploads so far are settled (a checkpoint snapshot was
+    /// sealed): they no longer count against its bound.
+    pub fn uploads_done(&self, attempt: AttemptId) {
+        self.tally.lock().expect("tally").remove(&attempt);
+    }
+
     /// Counts blob `sha256` of `size` bytes as uploaded by `attempt`; the
     /// refusal when that passes a bound.
     pub fn count_upload(&self, attempt: AttemptId, sha256: &str, size: u64) -> Result<(), String> {

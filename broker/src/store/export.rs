@@ -180,7 +180,9 @@ fn attempts(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Re
                 peak_rss_bytes, memory_limit_bytes, cpu_time_us, stdout_bytes,
                 stderr_bytes, read_bytes, write_bytes, input_bytes, input_sizes,
                 request_model, request_confidence, request_detail,
-                predicted_memory_bytes, predicted_run_time_ms
+                predicted_memory_bytes, predicted_run_time_ms,
+                stage_in_bytes, stage_in_ms, stage_out_bytes, stage_out_ms,
+                checkpoint_bytes, checkpoint_ms
          FROM attempt_telemetry WHERE run_id = ?1 AND id > ?2 ORDER BY id";
     // Features are templates of the stored definition, rendered per task (as
     // the advisors read them); the run is planned again once per page.
@@ -235,6 +237,12 @@ fn attempts(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Re
             write_bytes: opt_u(r, 32)?,
             input_bytes: opt_u(r, 33)?,
             input_sizes: json(r, 34)?,
+            stage_in_bytes: opt_u(r, 40)?,
+            stage_in_ms: opt_u(r, 41)?,
+            stage_out_bytes: opt_u(r, 42)?,
+            stage_out_ms: opt_u(r, 43)?,
+            checkpoint_bytes: opt_u(r, 44)?,
+            checkpoint_ms: opt_u(r, 45)?,
             features: None,
         };
         row.features = features(&row.job_name, row.index);

@@ -2,7 +2,7 @@
 //! each version's step adds what it promised, in one transaction, and
 //! leaves old rows with what they had (NULL for what they never measured).
 //!
-//! Owns `migrate` and the steps (2 → 3 → 4 → 5). It must not create tables
+//! Owns `migrate` and the steps (2 → 3 → 4 → 5 → 6 → 7). It must not create tables
 //! (`schema::SCHEMA` does, before it runs) nor decide which versions are
 //! refused (`schema::prepare` does).
 
@@ -27,6 +27,10 @@ pub(super) fn migrate(conn: &Connection, mut v: i64) -> rusqlite::Result<i64> {
     if v == 5 {
         migrate_from_5(conn)?;
         v = 6;
+    }
+    if v == 6 {
+        migrate_from_6(conn)?;
+        v = 7;
     }
     Ok(v)
 }
@@ -131,6 +135,27 @@ fn migrate_from_5(conn: &Connection) -> rusqlite::Result<()> {
         add_column(&tx, table, column, ty)?;
     }
     tx.execute_batch("PRAGMA user_version = 6")?;
+    tx.commit()
+}
+
+/// The columns schema 7 added (issue 20: what staging moved per attempt).
+const COLUMNS_OF_VERSION_7: [(&str, &str, &str); 6] = [
+    ("attempts", "stage_in_bytes", "INTEGER"),
+    ("attempts", "stage_in_ms", "INTEGER"),
+    ("attempts", "stage_out_bytes", "INTEGER"),
+    ("attempts", "stage_out_ms", "INTEGER"),
+    ("attempts", "checkpoint_bytes", "INTEGER"),
+    ("attempts", "checkpoint_ms", "INTEGER"),
+];
+
+/// 6 -> 7: transfer telemetry. Old rows keep NULL (nothing was measured).
+/// One transaction.
+fn migrate_from_6(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    for (table, column, ty) in COLUMNS_OF_VERSION_7 {
+        add_column(&tx, table, column, ty)?;
+    }
+    tx.execute_batch("PRAGMA user_version = 7")?;
     tx.commit()
 }
 
@@ -273,6 +298,42 @@ mod tests {
         conn.execute_batch("SELECT cancel_cause FROM jobs").unwrap();
     }
 
+    /// Issue 20: a version-6 store gets the transfer columns, NULL in its
+    /// rows (nothing was staged with a figure before).
+    #[test]
+    fn a_version_6_store_gets_the_transfer_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let mut drop = String::new();
+        for (table, column, _) in COLUMNS_OF_VERSION_7 {
+            drop.push_str(&format!("ALTER TABLE {table} DROP COLUMN {column};"));
+        }
+        conn.execute_batch(&drop).unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 6;
+             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
+                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
+             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, request_source)
+                 VALUES (1, 1, 1, 1, 0, 1, 1, '[]', 0, 'manifest');",
+        )
+        .unwrap();
+        prepare(&conn, &path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 7);
+        let row: (Option<i64>, Option<i64>) = conn
+            .query_row(
+                "SELECT stage_in_bytes, checkpoint_ms FROM attempts WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(row, (None, None));
+    }
+
     /// Issue 17: a version-5 store gets the advisor's columns, NULL in its
     /// rows (no attempt was sized by an advisor before).
     #[test]
@@ -298,7 +359,7 @@ mod tests {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 6);
+        assert_eq!(v, SCHEMA_VERSION, "6, then on to the newest");
         let row: (Option<String>, Option<i64>) = conn
             .query_row(
                 "SELECT request_model, predicted_memory_bytes FROM attempts WHERE id = 1",

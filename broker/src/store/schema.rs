@@ -234,7 +234,16 @@ CREATE TABLE IF NOT EXISTS attempts (
     predicted_run_time_ms INTEGER,
     -- What the ResourceAdvisor (P95 + headroom) said, for comparison.
     percentile_memory_bytes INTEGER,
-    percentile_run_time_ms INTEGER
+    percentile_run_time_ms INTEGER,
+    -- What staging moved for it (schema 7; NULL: nothing reported, as with
+    -- a shared filesystem): inputs (and a restored checkpoint) in, declared
+    -- outputs out, checkpoint snapshots uploaded; bytes and milliseconds.
+    stage_in_bytes INTEGER,
+    stage_in_ms INTEGER,
+    stage_out_bytes INTEGER,
+    stage_out_ms INTEGER,
+    checkpoint_bytes INTEGER,
+    checkpoint_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
@@ -317,7 +326,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 /// The schema this build writes; a newer database, or one older than the
 /// oldest migration, is refused with a clear line rather than misread.
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 /// Creates what is missing (tables and the cache's), then checks the
 /// version and migrates an older database.

@@ -18,10 +18,17 @@ fn a_drained_attempt_is_kept_restored_for_the_next_and_dropped_on_success() {
     start_all(&mut env, a, &first);
     let task = env.core.attempts[&first[0]].job;
     let task = env.core.jobs[&task].first_task;
-    // Its own failure keeps nothing; the retry still gets a restore (the
-    // paths are cleared of what the failed attempt left).
+    // Its own failure keeps nothing (what it uploaded while it ran, without
+    // a shared filesystem, goes); the retry still gets a restore (the paths
+    // are cleared of what the failed attempt left).
     let fx = env.finish(a, &first, 1);
-    assert!(fx.checkpoints.is_empty(), "{:?}", fx.checkpoints);
+    assert_eq!(
+        fx.checkpoints,
+        vec![CheckpointOp::DropAttempt {
+            task,
+            attempt: first[0]
+        }]
+    );
     let fx = env.advance(1_500);
     let second = assigned(&fx, a);
     assert!(matches!(

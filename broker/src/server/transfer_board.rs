@@ -1,0 +1,154 @@
+//! Transfers under way (issue 20), for `scalable why`: which attempts an
+//! agent without a shared filesystem is staging in or out right now, and
+//! how many bytes of how many moved.
+//!
+//! Owns: the progress of each attempt's current transfer, as the staging
+//! streams (`staging_io`) see it pass, and the refinement of a `why` answer
+//! with it. A board, not a record: a broker restart forgets it, and the
+//! store keeps only the totals each agent reports. It must not decide
+//! anything about an attempt.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use scalable_common::explain::Reason;
+use scalable_common::protocol::AttemptId;
+
+/// Attempts on the board at most; past it the board starts over (a `why`
+/// then says less for a moment).
+const ATTEMPTS_MAX: usize = 100_000;
+
+/// Which way an attempt's files move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// One attempt's transfer so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub direction: Direction,
+    pub done_bytes: u64,
+    /// What the declared files add up to, when the broker was told.
+    pub total_bytes: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct TransferBoard(Mutex<HashMap<AttemptId, Progress>>);
+
+impl TransferBoard {
+    fn with(&self, attempt: AttemptId, direction: Direction, f: impl FnOnce(&mut Progress)) {
+        let mut map = self.0.lock().expect("transfer board");
+        if map.len() >= ATTEMPTS_MAX && !map.contains_key(&attempt) {
+            map.clear();
+        }
+        let p = map.entry(attempt).or_insert(Progress {
+            direction,
+            done_bytes: 0,
+            total_bytes: None,
+        });
+        // A new direction is a new transfer (outputs after inputs).
+        if p.direction != direction {
+            *p = Progress {
+                direction,
+                done_bytes: 0,
+                total_bytes: None,
+            };
+        }
+        f(p);
+    }
+
+    /// `bytes` more are to move for `attempt` (a list of declared files).
+    pub fn expect(&self, attempt: AttemptId, direction: Direction, bytes: u64) {
+        self.with(attempt, direction, |p| {
+            p.total_bytes = Some(p.total_bytes.unwrap_or(0).saturating_add(bytes));
+        });
+    }
+
+    /// `bytes` moved for `attempt`.
+    pub fn moved(&self, attempt: AttemptId, direction: Direction, bytes: u64) {
+        self.with(attempt, direction, |p| {
+            p.done_bytes = p.done_bytes.saturating_add(bytes);
+        });
+    }
+
+    /// The attempt's transfers are over (committed, or it ended).
+    pub fn end(&self, attempt: AttemptId) {
+        self.0.lock().expect("transfer board").remove(&attempt);
+    }
+
+    pub fn get(&self, attempt: AttemptId) -> Option<Progress> {
+        self.0
+            .lock()
+            .expect("transfer board")
+            .get(&attempt)
+            .copied()
+    }
+
+    /// `reason` for `attempt`, refined when it is staging: an assigned task
+    /// whose inputs are being fetched, a running one whose outputs go back.
+    pub fn refine(&self, reason: Reason, attempt: Option<AttemptId>) -> Reason {
+        let Some(p) = attempt.and_then(|a| self.get(a)) else {
+            return reason;
+        };
+        let (done_bytes, total_bytes) = (p.done_bytes, p.total_bytes);
+        match (reason, p.direction) {
+            // All fetched: it only waits for room in its agent's queue.
+            (r @ Reason::Assigned { .. }, Direction::In)
+                if total_bytes.is_some_and(|t| done_bytes >= t) =>
+            {
+                r
+            }
+            (Reason::Assigned { agent }, Direction::In) => Reason::StagingIn {
+                agent,
+                done_bytes,
+                total_bytes,
+            },
+            (Reason::Running { agent }, Direction::Out) => Reason::StagingOut {
+                agent,
+                done_bytes,
+                total_bytes,
+            },
+            (other, _) => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_assigned_task_staging_in_and_a_running_one_staging_out_are_refined() {
+        let board = TransferBoard::default();
+        let assigned = Reason::Assigned { agent: None };
+        assert_eq!(board.refine(assigned.clone(), Some(1)), assigned);
+        board.expect(1, Direction::In, 100);
+        board.moved(1, Direction::In, 40);
+        assert_eq!(
+            board.refine(assigned.clone(), Some(1)),
+            Reason::StagingIn {
+                agent: None,
+                done_bytes: 40,
+                total_bytes: Some(100)
+            }
+        );
+        board.moved(1, Direction::In, 60);
+        assert_eq!(board.refine(assigned.clone(), Some(1)), assigned, "queued");
+        // Running with its inputs fetched long ago: just running.
+        let running = Reason::Running { agent: None };
+        assert_eq!(board.refine(running.clone(), Some(1)), running);
+        board.moved(1, Direction::Out, 7);
+        assert_eq!(
+            board.refine(running.clone(), Some(1)),
+            Reason::StagingOut {
+                agent: None,
+                done_bytes: 7,
+                total_bytes: None
+            }
+        );
+        board.end(1);
+        assert_eq!(board.refine(running.clone(), Some(1)), running);
+    }
+}

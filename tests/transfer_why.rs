@@ -1,0 +1,98 @@
+//! `scalable why` and `analyze` on transfers (issue 20), through a real
+//! broker and `--no-shared-fs` agents in private dirs: a task whose inputs
+//! are being fetched, one whose outputs are being handed back (each held
+//! mid-transfer by a failpoint, so the test sees the wait), and one that
+//! failed on a transfer, each said in one line.
+
+use std::time::Duration;
+
+use crate::checkpoints_private::{private_agent, private_agent_env};
+use crate::support::*;
+
+fn why(b: &Broker, task: &str) -> String {
+    b.ok(&["why", task])
+}
+
+#[test]
+fn why_says_a_task_waits_for_its_inputs_with_the_bytes_fetched_so_far() {
+    // The broker stalls every fetch after its first MiB.
+    let mut b = Broker::start_env(&[], &[("SCALABLE_FAILPOINTS", "broker.staging.get=pause")]);
+    private_agent(&mut b, "a", &["--cpus", "1"]);
+    b.wait_agents(1);
+    std::fs::write(b.work().join("big.bin"), vec![7u8; 3 << 20]).unwrap();
+    let wf = b.write(
+        "in.yaml",
+        "workflow: in\njobs:\n  - name: use\n    inputs: [big.bin]\n    command: [\"true\"]\n",
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let task = format!("{run}/use/0");
+    let mut last = String::new();
+    // The first MiB is counted once it is sent: 0B of 3M may come first.
+    wait_until(Duration::from_secs(30), "why to name the fetch", || {
+        last = why(&b, &task);
+        last.contains("is fetching them (1M of 3M)")
+    });
+    assert!(
+        last.contains("it waits for its inputs: agent a ("),
+        "{last}"
+    );
+    assert_eq!(last.trim().lines().count(), 1, "one line: {last}");
+    // The same as data.
+    let json = b.ok(&["why", &task, "--json"]);
+    assert!(json.contains("staging_in"), "{json}");
+}
+
+#[test]
+fn why_says_a_task_waits_for_its_outputs_to_go_back() {
+    let mut b = Broker::start();
+    private_agent_env(
+        &mut b,
+        "a",
+        &["--cpus", "1"],
+        &[("SCALABLE_FAILPOINTS", "agent.staging.upload=pause")],
+    );
+    b.wait_agents(1);
+    let wf = b.write(
+        "out.yaml",
+        "workflow: out\njobs:\n  - name: make\n    outputs: [o.bin]\n    command: [sh, -c, \"head -c 3145728 /dev/zero > $SCALABLE_STAGE_DIR/o.bin\"]\n",
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let task = format!("{run}/make/0");
+    let mut last = String::new();
+    wait_until(Duration::from_secs(30), "why to name the upload", || {
+        last = why(&b, &task);
+        last.contains("it waits for its outputs")
+    });
+    assert!(last.contains("its process ended"), "{last}");
+    assert!(last.contains("is handing them back (0B of 3M)"), "{last}");
+}
+
+#[test]
+fn why_and_analyze_say_a_task_failed_on_a_transfer_with_the_path_and_reason() {
+    let mut b = Broker::start_env(&[], &[("SCALABLE_STAGE_FILE_BYTES_MAX", "1M")]);
+    private_agent(&mut b, "a", &["--cpus", "1"]);
+    b.wait_agents(1);
+    std::fs::write(b.work().join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+    let wf = b.write(
+        "bound.yaml",
+        "workflow: bound\njobs:\n  - name: big\n    inputs: [big.bin]\n    command: [\"true\"]\n",
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    wait_until(Duration::from_secs(60), "the run to fail", || {
+        b.cli(&["wait", &run]).status.code() == Some(1)
+    });
+    let out = why(&b, &format!("{run}/big/0"));
+    assert!(
+        out.contains(
+            "it failed on a transfer: input big.bin is 2M, over the staging limit of 1M a file"
+        ),
+        "{out}"
+    );
+    assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    let analyze = stdout(&b.cli(&["analyze", &run]));
+    let lines: Vec<&str> = analyze
+        .lines()
+        .filter(|l| l.contains("staging failed: input big.bin is 2M"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{analyze}");
+}
