@@ -9,6 +9,7 @@
 //! move in [`transfer`]; the session (`session::stage_flow`) decides when.
 //! It must not touch the agent's queue or running set.
 
+mod local;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,9 @@ pub async fn stage_in(
         return Ok((0, 0));
     }
     let files = link.input_list(attempt).await.map_err(end_of)?;
+    // Tests: the inputs listed, the broker restarts before they are fetched.
+    let hit = || scalable_common::failpoint::hit("agent.staging.fetch");
+    let _ = tokio::task::spawn_blocking(hit).await;
     let bytes = link.get_all(attempt, &files, dir).await.map_err(end_of)?;
     Ok((bytes, started.elapsed().as_millis() as u64))
 }
