@@ -400,11 +400,20 @@ fn tune_for_bulk(transport: &mut TransportConfig) {
     transport.mtu_discovery_config(Some(mtu));
 }
 
+/// The broker's endpoint settings (for a socket it binds itself).
+pub fn server_endpoint_config(id: &BrokerIdentity) -> Result<quinn::EndpointConfig, TlsError> {
+    endpoint_config(Some(id))
+}
+
 /// The endpoint settings of both sides: the largest datagram accepted, and
 /// for the broker the key of its stateless resets.
 fn endpoint_config(id: Option<&BrokerIdentity>) -> Result<quinn::EndpointConfig, TlsError> {
     let mut config = match id {
-        Some(id) => quinn::EndpointConfig::new(reset_key(id)),
+        Some(id) => {
+            let mut c = quinn::EndpointConfig::new(reset_key(id));
+            c.cid_generator(|| Box::new(RandomCids));
+            c
+        }
         None => quinn::EndpointConfig::default(),
     };
     config
@@ -423,6 +432,35 @@ fn reset_key(id: &BrokerIdentity) -> Arc<dyn quinn::crypto::HmacKey> {
     seed.update(&id.key_der);
     let seed = seed.finish();
     Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.as_ref()))
+}
+
+/// Random connection ids that any later broker process accepts as its own:
+/// quinn's default signs them with a per-process key, and the new process
+/// dropped the old connection's packets as forged instead of answering them
+/// with the reset.
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut bytes = [0u8; 8];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+            // No system randomness: unique ids still, from the clock.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default();
+            bytes = nanos.to_le_bytes();
+        }
+        quinn::ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
 
 fn bound_endpoint(
