@@ -120,6 +120,36 @@ fn a_broker_killed_mid_run_loses_nothing_and_counts_nothing_twice() {
     assert_no_leftovers(&b.work());
 }
 
+/// Inputs listed on one connection and fetched on the next (the broker was
+/// killed and restarted in between): served, not refused as blobs this agent
+/// was never told of (the flake of `a_broker_killed_mid_run...` under load).
+#[test]
+fn inputs_listed_before_a_broker_restart_are_fetched_after_it() {
+    let expected = reference();
+    let mut b = Broker::start();
+    let delay = [("SCALABLE_FAILPOINTS", "agent.staging.fetch=delay@1")];
+    private_agent(&mut b, "a", &delay);
+    b.wait_agents(1);
+    let wf = b.write("flow.yaml", FLOW);
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let log = b.dir.path().join("agent-a.log");
+    wait_until(
+        Duration::from_secs(60),
+        "a stage-in between list and fetch",
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("failpoint agent.staging.fetch: delay")
+        },
+    );
+    b.kill9();
+    b.restart(&[]);
+    wait_succeeded(&b, &run, Duration::from_secs(90));
+    assert_eq!(&results(&b.work()), expected);
+    assert_counted_once(&b);
+    assert_no_leftovers(&b.work());
+}
+
 #[test]
 fn a_file_over_the_staging_bound_fails_its_task_with_one_clear_line_in_analyze() {
     let mut b = Broker::start_env(&[], &[("SCALABLE_STAGE_FILE_BYTES_MAX", "1M")]);

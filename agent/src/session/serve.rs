@@ -133,8 +133,11 @@ pub(super) async fn serve(
             break outcome;
         }
     };
-    if let Served::Leave(why) = &outcome {
-        leave(&mut lp.send, &conn, why).await;
+    match &outcome {
+        Served::Leave(why) => leave(&mut lp.send, &conn, why).await,
+        // Staging transfers still waiting on this connection fail at once and
+        // go on over the next one, instead of at its idle timeout.
+        Served::Lost(_) => conn.close(0u32.into(), b"broker lost"),
     }
     reader.abort();
     match (outcome, lp.draining) {

@@ -10,6 +10,7 @@
 //! It must not touch the agent's queue or running set.
 
 pub mod checkpoint;
+mod local;
 pub mod s3;
 pub mod transfer;
 
@@ -73,6 +74,9 @@ pub async fn stage_in(
         return s3::stage_in(link, os, attempt, dir).await;
     }
     let files = link.input_list(attempt).await.map_err(end_of)?;
+    // Tests: the inputs listed, the broker restarts before they are fetched.
+    let hit = || scalable_common::failpoint::hit("agent.staging.fetch");
+    let _ = tokio::task::spawn_blocking(hit).await;
     let bytes = link.get_all(attempt, &files, dir).await.map_err(end_of)?;
     Ok((bytes, started.elapsed().as_millis() as u64))
 }

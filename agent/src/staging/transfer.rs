@@ -14,11 +14,12 @@ use std::time::Duration;
 use scalable_common::frame::{read_frame, write_frame};
 use scalable_common::protocol::AttemptId;
 use scalable_common::staging::{
-    hash_file, is_plain_relative, Moved, StageReply, StageRequest, StagedFile, STAGE_CHUNK_BYTES,
+    is_plain_relative, Moved, StageReply, StageRequest, StagedFile, STAGE_CHUNK_BYTES,
     STAGE_FILES_MAX, STAGE_HEADER_BYTES_MAX,
 };
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
+
+use super::local::{self, Source, SMALL_FILE_BYTES};
 
 /// Tries of one transfer across broken connections, at most.
 const TRIES_MAX: u32 = 30;
@@ -55,7 +56,7 @@ fn broken(e: impl std::fmt::Display) -> TransferError {
     TransferError::Broken(e.to_string())
 }
 
-fn local(path: &Path, e: impl std::fmt::Display) -> TransferError {
+fn local_error(path: &Path, e: impl std::fmt::Display) -> TransferError {
     TransferError::Refused(format!("{}: {e}", path.display()))
 }
 
@@ -169,23 +170,17 @@ impl Link {
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
-                .map_err(|e| local(parent, e))?;
+                .map_err(|e| local_error(parent, e))?;
         }
         let partial = partial_path(dest);
         for _ in 0..2 {
-            self.retrying("fetching an input", |conn| {
-                download(conn, attempt, f, partial.clone())
-            })
-            .await?;
-            let p = partial.clone();
-            let (sha, size) = tokio::task::spawn_blocking(move || hash_file(&p))
-                .await
-                .map_err(broken)?
-                .map_err(|e| local(&partial, e))?;
-            if sha == f.sha256 && size == f.size {
-                return tokio::fs::rename(&partial, dest)
-                    .await
-                    .map_err(|e| local(dest, e));
+            let verified = self
+                .retrying("fetching an input", |conn| {
+                    download(conn, attempt, f, partial.clone(), dest.to_path_buf())
+                })
+                .await?;
+            if verified {
+                return Ok(());
             }
             // Torn or changed underneath: once more from the start.
             let _ = tokio::fs::remove_file(&partial).await;
@@ -224,10 +219,9 @@ impl Link {
         checkpoint: bool,
     ) -> Result<StagedFile, TransferError> {
         let p = path.to_path_buf();
-        let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&p))
+        let (sha256, size, source) = local::blocking(move || local::load(&p))
             .await
-            .map_err(broken)?
-            .map_err(|e| local(path, e))?;
+            .map_err(|e| local_error(path, e))?;
         let file = StagedFile {
             path: declared.to_string(),
             sha256,
@@ -246,7 +240,7 @@ impl Link {
             },
         };
         self.retrying("uploading an output", |conn| {
-            upload(conn, req.clone(), &file, path)
+            upload(conn, req.clone(), &file, &source)
         })
         .await?;
         Ok(file)
@@ -284,7 +278,7 @@ impl Link {
         let names = tokio::task::spawn_blocking(move || list_files(&d))
             .await
             .map_err(broken)?
-            .map_err(|e| local(dir, e))?;
+            .map_err(|e| local_error(dir, e))?;
         let files = names.into_iter().map(|n| (dir.join(&n), n)).collect();
         self.put_all(attempt, files).await
     }
@@ -398,66 +392,122 @@ pub fn unexpected(reply: StageReply) -> TransferError {
     }
 }
 
+/// Fetches `f` into `dest`, resuming a large file's partial download;
+/// `Ok(false)`: the bytes did not match their hash (the partial is stale).
 async fn download(
     conn: quinn::Connection,
     attempt: AttemptId,
     f: &StagedFile,
     partial: PathBuf,
-) -> Result<(), TransferError> {
-    let file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&partial)
+    dest: PathBuf,
+) -> Result<bool, TransferError> {
+    if f.size <= SMALL_FILE_BYTES {
+        let data = fetch(&conn, attempt, f).await?;
+        let (sha, p) = (f.sha256.clone(), partial.clone());
+        return local::blocking(move || local::write_verified(&data, &sha, &p, &dest))
+            .await
+            .map_err(|e| local_error(&partial, e));
+    }
+    let (size, p) = (f.size, partial.clone());
+    let (file, hasher, from) = local::blocking(move || local::open_partial(&p, size))
         .await
-        .map_err(|e| local(&partial, e))?;
-    let mut from = file.metadata().await.map_err(|e| local(&partial, e))?.len();
-    if from > f.size {
-        file.set_len(0).await.map_err(|e| local(&partial, e))?;
-        from = 0;
-    }
-    if from == f.size {
-        return Ok(());
-    }
-    let req = StageRequest::Get {
-        attempt,
-        sha256: f.sha256.clone(),
-        from,
+        .map_err(|e| local_error(&partial, e))?;
+    let writer = local::Writer::start(file, hasher, from);
+    let fetched = if from < f.size {
+        stream_into(&conn, attempt, f, from, &writer).await
+    } else {
+        Ok(())
     };
-    let (_send, mut recv, reply) = ask(&conn, &req).await?;
-    match reply {
-        StageReply::Sending { size } if size == f.size => {}
-        StageReply::Sending { size } => {
-            return Err(TransferError::Refused(format!(
-                "the broker has {size} bytes of {}, not {}",
-                f.path, f.size
-            )))
-        }
-        other => return Err(unexpected(other)),
-    }
-    // QUIC hands over what arrived, often a few KB; each tokio file write is a
-    // hop to a blocking thread, so unbuffered writes held a 1 GB fetch to
-    // 38 MB/s. A break loses at most the buffer: the partial file stays a
-    // prefix of the blob and the next try resumes from its length.
-    let mut file = tokio::io::BufWriter::with_capacity(STAGE_CHUNK_BYTES, file);
-    let mut have = from;
-    while have < f.size {
-        let want = STAGE_CHUNK_BYTES.min((f.size - have) as usize);
-        match recv.read_chunk(want, true).await.map_err(broken)? {
-            Some(c) => {
-                file.write_all(&c.bytes)
-                    .await
-                    .map_err(|e| local(&partial, e))?;
-                have += c.bytes.len() as u64;
-            }
-            None => break,
-        }
-    }
-    file.flush().await.map_err(|e| local(&partial, e))?;
+    // What arrived before a break is written anyway: the next try resumes.
+    let (hasher, have) = writer
+        .finish()
+        .await
+        .map_err(|e| local_error(&partial, e))?;
+    fetched?;
     if have < f.size {
         return Err(broken(format!(
             "{} broke off at {have} of {} bytes",
             f.path, f.size
         )));
+    }
+    if hasher.finish() != f.sha256 {
+        return Ok(false);
+    }
+    tokio::fs::rename(&partial, &dest)
+        .await
+        .map_err(|e| local_error(&dest, e))?;
+    Ok(true)
+}
+
+/// Asks for blob `f` from byte `from`; the stream its bytes follow on.
+async fn get_stream(
+    conn: &quinn::Connection,
+    attempt: AttemptId,
+    f: &StagedFile,
+    from: u64,
+) -> Result<quinn::RecvStream, TransferError> {
+    let req = StageRequest::Get {
+        attempt,
+        sha256: f.sha256.clone(),
+        from,
+    };
+    let (_send, recv, reply) = ask(conn, &req).await?;
+    match reply {
+        StageReply::Sending { size } if size == f.size => Ok(recv),
+        StageReply::Sending { size } => Err(TransferError::Refused(format!(
+            "the broker has {size} bytes of {}, not {}",
+            f.path, f.size
+        ))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// A small blob's bytes, whole.
+async fn fetch(
+    conn: &quinn::Connection,
+    attempt: AttemptId,
+    f: &StagedFile,
+) -> Result<Vec<u8>, TransferError> {
+    let mut recv = get_stream(conn, attempt, f, 0).await?;
+    let want = f.size as usize;
+    let mut data = Vec::with_capacity(want);
+    while data.len() < want {
+        match recv
+            .read_chunk(want - data.len(), true)
+            .await
+            .map_err(broken)?
+        {
+            Some(c) => data.extend_from_slice(&c.bytes),
+            None => break,
+        }
+    }
+    if data.len() < want {
+        return Err(broken(format!("{} broke off", f.path)));
+    }
+    Ok(data)
+}
+
+/// A large blob's bytes from `from` handed to the writer as they arrive.
+async fn stream_into(
+    conn: &quinn::Connection,
+    attempt: AttemptId,
+    f: &StagedFile,
+    from: u64,
+    writer: &local::Writer,
+) -> Result<(), TransferError> {
+    let mut recv = get_stream(conn, attempt, f, from).await?;
+    let mut have = from;
+    while have < f.size {
+        let want = STAGE_CHUNK_BYTES.min((f.size - have) as usize);
+        match recv.read_chunk(want, true).await.map_err(broken)? {
+            Some(c) => {
+                have += c.bytes.len() as u64;
+                if writer.write(c.bytes).await.is_err() {
+                    break; // the writer failed: `finish` says why
+                }
+            }
+            None => break,
+        }
     }
     Ok(())
 }
@@ -467,7 +517,7 @@ async fn upload(
     conn: quinn::Connection,
     req: StageRequest,
     f: &StagedFile,
-    path: &Path,
+    source: &Source,
 ) -> Result<(), TransferError> {
     let (mut send, mut recv, reply) = ask(&conn, &req).await?;
     let from = match reply {
@@ -475,33 +525,12 @@ async fn upload(
         StageReply::Have { from } if from <= f.size => from,
         other => return Err(unexpected(other)),
     };
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| local(path, e))?;
-    file.seek(std::io::SeekFrom::Start(from))
-        .await
-        .map_err(|e| local(path, e))?;
-    let mut buf = vec![0u8; STAGE_CHUNK_BYTES];
-    let mut left = f.size - from;
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        let n = file
-            .read(&mut buf[..want])
-            .await
-            .map_err(|e| local(path, e))?;
-        if n == 0 {
-            return Err(TransferError::Refused(format!(
-                "{} shrank while uploaded",
-                f.path
-            )));
+    match source {
+        Source::Memory(data) => {
+            let rest = data.slice((from as usize).min(data.len())..);
+            send.write_chunk(rest).await.map_err(broken)?;
         }
-        send.write_all(&buf[..n]).await.map_err(broken)?;
-        left -= n as u64;
-        if left > 0 && n as u64 == f.size - from - left {
-            // Tests: an agent stopped (or killed) in the middle of an upload.
-            let hit = || scalable_common::failpoint::hit("agent.staging.upload");
-            let _ = tokio::task::spawn_blocking(hit).await;
-        }
+        Source::File(path) => send_file(&mut send, f, path, from).await?,
     }
     send.finish().map_err(broken)?;
     match read_frame::<_, StageReply>(&mut recv, STAGE_HEADER_BYTES_MAX).await {
@@ -510,6 +539,37 @@ async fn upload(
         Ok(None) => Err(broken("the broker closed an upload without a word")),
         Err(e) => Err(broken(e)),
     }
+}
+
+/// A large file's bytes from `from`, read ahead on a reader thread.
+async fn send_file(
+    send: &mut quinn::SendStream,
+    f: &StagedFile,
+    path: &Path,
+    from: u64,
+) -> Result<(), TransferError> {
+    let mut chunks = local::read_ahead(path.to_path_buf(), from, f.size - from);
+    let mut left = f.size - from;
+    while left > 0 {
+        let chunk = match chunks.recv().await {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(local_error(path, e)),
+            None => {
+                return Err(TransferError::Refused(format!(
+                    "{} shrank while uploaded",
+                    f.path
+                )))
+            }
+        };
+        left -= chunk.len() as u64;
+        send.write_chunk(chunk).await.map_err(broken)?;
+        if left > 0 && f.size - from - left <= STAGE_CHUNK_BYTES as u64 {
+            // Tests: an agent stopped (or killed) in the middle of an upload.
+            let hit = || scalable_common::failpoint::hit("agent.staging.upload");
+            let _ = tokio::task::spawn_blocking(hit).await;
+        }
+    }
+    Ok(())
 }
 
 /// Regular files under `dir`, as sorted relative paths (bounded).

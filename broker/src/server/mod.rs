@@ -329,7 +329,7 @@ fn listen(cfg: &BrokerConfig) -> Result<Listening> {
     let server_config = tls::server_config(&identity)?;
     let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        tls::server_endpoint_config(&identity)?,
         Some(server_config),
         socket,
         runtime,

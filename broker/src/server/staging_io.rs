@@ -12,12 +12,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use scalable_common::frame::{read_frame, write_frame};
 use scalable_common::protocol::{AgentId, AttemptId};
 use scalable_common::staging::{
     StageReply, StageRequest, STAGE_CHUNK_BYTES, STAGE_HEADER_BYTES_MAX,
 };
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::checkpoint_io::{self, CheckpointIo};
@@ -33,6 +33,8 @@ const STREAMS_PER_AGENT_MAX: usize = 64;
 const REQUEST_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Bytes handed to the blocking writer at once during an upload.
 const WRITE_BATCH_BYTES: usize = 1 << 20;
+/// Chunks of a download read ahead of the network.
+const READ_AHEAD_CHUNKS: usize = 8;
 /// Blobs one connection may fetch, remembered at most.
 const GRANTS_MAX: usize = 1_000_000;
 
@@ -46,6 +48,9 @@ pub(super) struct Ctx {
     pub(super) checkpoints: Arc<CheckpointIo>,
     /// Transfers under way, for `why`.
     pub(super) board: Arc<TransferBoard>,
+    /// Attempts whose inputs were listed again on this connection for a
+    /// fetch that was not granted here (see [`may_fetch`]).
+    relisted: tokio::sync::Mutex<HashSet<AttemptId>>,
 }
 
 /// What staging streams of every connection share: the staging files and
@@ -66,6 +71,7 @@ pub(super) async fn serve_streams(
         granted: Mutex::default(),
         checkpoints,
         board,
+        relisted: Default::default(),
     });
     let permits = Arc::new(Semaphore::new(STREAMS_PER_AGENT_MAX));
     while let Ok((send, recv)) = conn.accept_bi().await {
@@ -202,6 +208,35 @@ async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
     }
 }
 
+/// Whether this connection may fetch blob `sha256` for `attempt`: one listed
+/// to it by `Inputs` on this connection, or else one of the attempt's inputs
+/// listed again here (once per attempt). An agent that listed its inputs on a
+/// connection that broke (a broker restart, a reconnect) fetches them on the
+/// next one; refusing those for good failed the attempt.
+async fn may_fetch(ctx: &Ctx, attempt: AttemptId, sha256: &str) -> Result<(), StageReply> {
+    let granted = || ctx.granted.lock().expect("grants").contains(sha256);
+    if granted() {
+        return Ok(());
+    }
+    let mut relisted = ctx.relisted.lock().await;
+    if !granted() && !relisted.contains(&attempt) {
+        match inputs(ctx, attempt).await {
+            StageReply::Files(_) => {
+                if relisted.len() >= GRANTS_MAX {
+                    relisted.clear();
+                }
+                relisted.insert(attempt);
+            }
+            other => return Err(other),
+        }
+    }
+    if granted() {
+        Ok(())
+    } else {
+        Err(refused("that blob was not staged for this agent"))
+    }
+}
+
 /// Streams blob `sha256` from byte `from`; `None`: the bytes were the answer.
 async fn get(
     ctx: &Ctx,
@@ -210,50 +245,95 @@ async fn get(
     from: u64,
     send: &mut quinn::SendStream,
 ) -> Option<StageReply> {
-    if !ctx.granted.lock().expect("grants").contains(sha256) {
-        return Some(refused("that blob was not staged for this agent"));
+    if let Err(reply) = may_fetch(ctx, attempt, sha256).await {
+        return Some(reply);
     }
     let path = ctx.store.blob_path(sha256);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
+    let (size, mut chunks) = match open_blob(path, from).await {
+        Ok(opened) => opened,
         Err(e) => return Some(refused(format!("blob {sha256}: {e}"))),
     };
-    let size = match file.metadata().await {
-        Ok(m) => m.len(),
-        Err(e) => return Some(refused(format!("blob {sha256}: {e}"))),
-    };
-    if from > size || file.seek(std::io::SeekFrom::Start(from)).await.is_err() {
-        return Some(refused(format!(
-            "blob {sha256} has {size} bytes, not {from}"
-        )));
-    }
     if write_frame(send, &StageReply::Sending { size })
         .await
         .is_err()
     {
         return None;
     }
-    let mut buf = vec![0u8; STAGE_CHUNK_BYTES];
-    let mut left = size - from;
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        match file.read(&mut buf[..want]).await {
-            Ok(0) | Err(_) => break, // the agent sees a short blob and asks again
-            Ok(n) => {
-                if send.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-                ctx.board.moved(attempt, Direction::In, n as u64);
-                left -= n as u64;
-                if left > 0 && n as u64 == size - from - left {
-                    // Tests: a fetch that stalls after its first chunk.
-                    let hit = || scalable_common::failpoint::hit("broker.staging.get");
-                    let _ = tokio::task::spawn_blocking(hit).await;
-                }
-            }
+    // A read error or a short blob ends the stream short: the agent asks again.
+    let mut first = true;
+    while let Some(Ok(chunk)) = chunks.recv().await {
+        let n = chunk.len() as u64;
+        if send.write_chunk(chunk).await.is_err() {
+            break;
         }
+        ctx.board.moved(attempt, Direction::In, n);
+        if first && size - from > n {
+            // Tests: a fetch that stalls after its first chunk.
+            let hit = || scalable_common::failpoint::hit("broker.staging.get");
+            let _ = tokio::task::spawn_blocking(hit).await;
+        }
+        first = false;
     }
     None
+}
+
+/// The size of blob `path` and its bytes from `from`, read ahead on a
+/// blocking thread in chunks (a small blob in one read).
+async fn open_blob(
+    path: std::path::PathBuf,
+    from: u64,
+) -> std::io::Result<(u64, mpsc::Receiver<std::io::Result<Bytes>>)> {
+    use std::io::{Read, Seek};
+    let (tx, rx) = mpsc::channel(READ_AHEAD_CHUNKS);
+    let (size_tx, size_rx) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let opened = std::fs::File::open(&path).and_then(|mut f| {
+            let size = f.metadata()?.len();
+            if from > size {
+                return Err(std::io::Error::other(format!(
+                    "it has {size} bytes, not {from}"
+                )));
+            }
+            f.seek(std::io::SeekFrom::Start(from))?;
+            Ok((size, f))
+        });
+        let (size, file) = match opened {
+            Ok(o) => o,
+            Err(e) => return drop(size_tx.send(Err(e))),
+        };
+        if size_tx.send(Ok(size)).is_err() {
+            return;
+        }
+        let mut file = file.take(size - from);
+        loop {
+            let mut buf = vec![0u8; STAGE_CHUNK_BYTES];
+            let n = match read_full(&mut file, &mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => return drop(tx.blocking_send(Err(e))),
+            };
+            buf.truncate(n);
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                return;
+            }
+        }
+    });
+    let size = size_rx.await.map_err(std::io::Error::other)??;
+    Ok((size, rx))
+}
+
+/// Fills `buf` as far as the reader goes.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// An upload of blob `sha256` (`size` bytes) by `attempt` into `store` (the
@@ -327,6 +407,18 @@ async fn receive(mut partial: Box<Partial>, recv: &mut quinn::RecvStream) -> Res
             Ok(None) => (true, None),
             Err(e) => (true, Some(format!("the upload broke off: {e}"))),
         };
+        if end && broke.is_none() {
+            // The last bytes and the check in one hop: a small upload costs
+            // one blocking call besides its start.
+            return tokio::task::spawn_blocking(move || {
+                for c in &batch {
+                    partial.write(c)?;
+                }
+                partial.finish()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        }
         if batched >= WRITE_BATCH_BYTES || (end && batched > 0) {
             let chunks = std::mem::take(&mut batch);
             batched = 0;
@@ -342,13 +434,7 @@ async fn receive(mut partial: Box<Partial>, recv: &mut quinn::RecvStream) -> Res
         if let Some(why) = broke {
             return Err(why);
         }
-        if end {
-            break;
-        }
     }
-    tokio::task::spawn_blocking(move || partial.finish())
-        .await
-        .map_err(|e| e.to_string())?
 }
 
 pub(super) fn grant(ctx: &Ctx, sha256: &str) {
