@@ -46,6 +46,64 @@ def _run(b, name, text, cwd):
     return elapsed
 
 
+def make_data(work, size_mb, files):
+    """The inputs both benches stage: `big.bin` and `small/I.bin` (10 KB each)."""
+    with open(os.path.join(work, "big.bin"), "wb") as f:
+        for _ in range(size_mb // 16):
+            f.write(os.urandom(16 * MB))
+        f.write(os.urandom((size_mb % 16) * MB))
+    for i in range(files):
+        with open(os.path.join(work, "small", f"{i}.bin"), "wb") as f:
+            f.write(os.urandom(10 * 1024))
+
+
+def run_workloads(b, work, size_mb, files):
+    """The two workflows: one large file in and out, then many small ones."""
+    small = ", ".join(f"small/{i}.bin" for i in range(files))
+    py = ("import os,sys; d=os.environ['SCALABLE_STAGE_DIR']; os.makedirs(d+'/o',exist_ok=True)\n"
+          f"for i in range({files}): open(f'{{d}}/o/{{i}}.bin','wb').write(os.urandom(10240))")
+    outs = ", ".join(f"o/{i}.bin" for i in range(files))
+    _run(b, "big", f"""workflow: big
+jobs:
+  - name: big_in
+    inputs: [big.bin]
+    command: ["true"]
+  - name: big_out
+    outputs: [out.bin]
+    command: [sh, -c, "head -c {size_mb}M /dev/urandom > $SCALABLE_STAGE_DIR/out.bin"]
+""", work)
+    _run(b, "small", f"""workflow: small
+jobs:
+  - name: small_in
+    inputs: [{small}]
+    command: ["true"]
+  - name: small_out
+    outputs: [{outs}]
+    command: [python3, -c, {py!r}]
+""", work)
+
+
+def split_events(events, size_mb, files):
+    """(bytes, ms) of the large file in and out, and the lists of the small
+    workload's stage-in and stage-out lines."""
+    ins, outs = _events(events, "stage-in"), _events(events, "stage-out")
+    big_in = max(ins, key=lambda e: e[0])
+    big_out = max(outs, key=lambda e: e[0])
+    small_in = [e for e in ins if 0 < e[0] < size_mb * MB and e[0] >= files * 10240]
+    small_out = [e for e in outs if e[0] < size_mb * MB and e[0] >= files * 10240]
+    return big_in, big_out, small_in, small_out
+
+
+def rate(e):
+    """MB/s of one (bytes, ms) line."""
+    return e[0] / MB / max(e[1] / 1000.0, 1e-3)
+
+
+def files_rate(files):
+    """files/s of one (bytes, ms) line of the small workload."""
+    return lambda e: files / max(e[1] / 1000.0, 1e-3)
+
+
 def _timed(cmd, cwd):
     t = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=cwd)
@@ -64,52 +122,16 @@ def bench_staging(Broker, BIN):
     events = os.path.join(scratch, "events.log")
     b = None
     try:
-        with open(os.path.join(work, "big.bin"), "wb") as f:
-            for _ in range(size_mb // 16):
-                f.write(os.urandom(16 * MB))
-            f.write(os.urandom((size_mb % 16) * MB))
-        for i in range(files):
-            with open(os.path.join(work, "small", f"{i}.bin"), "wb") as f:
-                f.write(os.urandom(10 * 1024))
+        make_data(work, size_mb, files)
         b = Broker(agents=[["--cpus", "2", "--no-shared-fs", "--workdir", private,
                             "--event-log", events]])
         b.cli_exe = f"{BIN}/scalable"
-        small = ", ".join(f"small/{i}.bin" for i in range(files))
-        py = ("import os,sys; d=os.environ['SCALABLE_STAGE_DIR']; os.makedirs(d+'/o',exist_ok=True)\n"
-              f"for i in range({files}): open(f'{{d}}/o/{{i}}.bin','wb').write(os.urandom(10240))")
-        outs = ", ".join(f"o/{i}.bin" for i in range(files))
-        _run(b, "big", f"""workflow: big
-jobs:
-  - name: big_in
-    inputs: [big.bin]
-    command: ["true"]
-  - name: big_out
-    outputs: [out.bin]
-    command: [sh, -c, "head -c {size_mb}M /dev/urandom > $SCALABLE_STAGE_DIR/out.bin"]
-""", work)
-        _run(b, "small", f"""workflow: small
-jobs:
-  - name: small_in
-    inputs: [{small}]
-    command: ["true"]
-  - name: small_out
-    outputs: [{outs}]
-    command: [python3, -c, {py!r}]
-""", work)
-        ins, outs_ev = _events(events, "stage-in"), _events(events, "stage-out")
-        big_in = max((e for e in ins), key=lambda e: e[0])
-        big_out = max((e for e in outs_ev), key=lambda e: e[0])
-        small_in = [e for e in ins if 0 < e[0] < size_mb * MB and e[0] >= files * 10240]
-        small_out = [e for e in outs_ev if e[0] < size_mb * MB and e[0] >= files * 10240]
+        run_workloads(b, work, size_mb, files)
+        big_in, big_out, small_in, small_out = split_events(events, size_mb, files)
         cp_big = _timed(["cp", "big.bin", "big-copy.bin"], work)
         cp_small = _timed(["cp", "-r", "small", "small-copy"], work)
 
-        def rate(e):
-            return e[0] / MB / max(e[1] / 1000.0, 1e-3)
-
-        def frate(e):
-            return files / max(e[1] / 1000.0, 1e-3)
-
+        frate = files_rate(files)
         print(f"staging: large file {size_mb} MB: in {rate(big_in):.0f} MB/s ({big_in[1]} ms), "
               f"out {rate(big_out):.0f} MB/s ({big_out[1]} ms); cp {size_mb / cp_big:.0f} MB/s")
         ok = min(rate(big_in), rate(big_out)) >= 200

@@ -13,9 +13,9 @@ bench_staging.py. No bar: moto is a Python server, so these are figures of
 this stand-in, not of S3. Everything it writes (files, the bucket) is
 removed at the end.
 """
-import json, os, shutil, subprocess, time
+import os, shutil, subprocess, time
 
-from bench_staging import MB, _events, _run
+from bench_staging import files_rate, make_data, rate, run_workloads, split_events
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,51 +43,15 @@ def bench_staging_s3(Broker, BIN):
     events = os.path.join(scratch, "events.log")
     b = None
     try:
-        with open(os.path.join(work, "big.bin"), "wb") as f:
-            for _ in range(size_mb // 16):
-                f.write(os.urandom(16 * MB))
-            f.write(os.urandom((size_mb % 16) * MB))
-        for i in range(files):
-            with open(os.path.join(work, "small", f"{i}.bin"), "wb") as f:
-                f.write(os.urandom(10 * 1024))
+        make_data(work, size_mb, files)
         b = Broker(agents=[["--cpus", "2", "--no-shared-fs", "--storage", f"s3://{bucket}/bench",
                             "--workdir", private, "--event-log", events]])
         b.cli_exe = f"{BIN}/scalable"
-        small = ", ".join(f"small/{i}.bin" for i in range(files))
-        py = ("import os,sys; d=os.environ['SCALABLE_STAGE_DIR']; os.makedirs(d+'/o',exist_ok=True)\n"
-              f"for i in range({files}): open(f'{{d}}/o/{{i}}.bin','wb').write(os.urandom(10240))")
-        outs = ", ".join(f"o/{i}.bin" for i in range(files))
         started = time.perf_counter()
-        _run(b, "big", f"""workflow: big
-jobs:
-  - name: big_in
-    inputs: [big.bin]
-    command: ["true"]
-  - name: big_out
-    outputs: [out.bin]
-    command: [sh, -c, "head -c {size_mb}M /dev/urandom > $SCALABLE_STAGE_DIR/out.bin"]
-""", work)
-        _run(b, "small", f"""workflow: small
-jobs:
-  - name: small_in
-    inputs: [{small}]
-    command: ["true"]
-  - name: small_out
-    outputs: [{outs}]
-    command: [python3, -c, {py!r}]
-""", work)
+        run_workloads(b, work, size_mb, files)
         total = time.perf_counter() - started
-        ins, outs_ev = _events(events, "stage-in"), _events(events, "stage-out")
-        big_in = max(ins, key=lambda e: e[0])
-        big_out = max(outs_ev, key=lambda e: e[0])
-        small_in = [e for e in ins if e[0] < size_mb * MB and e[0] >= files * 10240]
-        small_out = [e for e in outs_ev if e[0] < size_mb * MB and e[0] >= files * 10240]
-
-        def rate(e):
-            return e[0] / MB / max(e[1] / 1000.0, 1e-3)
-
-        def frate(e):
-            return files / max(e[1] / 1000.0, 1e-3)
+        big_in, big_out, small_in, small_out = split_events(events, size_mb, files)
+        frate = files_rate(files)
 
         print(f"staging s3 (moto): large file {size_mb} MB: in {rate(big_in):.0f} MB/s ({big_in[1]} ms), "
               f"out {rate(big_out):.0f} MB/s ({big_out[1]} ms)")
