@@ -16,6 +16,30 @@ use super::model::{AttemptRow, JobRow, ReportData};
 /// The tag agents without one are counted under.
 pub const UNTAGGED: &str = "untagged";
 
+/// What staging moved over the run (agents without a shared filesystem):
+/// the sums of the attempts' transfers, and how many attempts staged.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StagedTotals {
+    pub moved: scalable_common::staging::Transfers,
+    pub attempts: usize,
+}
+
+/// `None` when no attempt staged anything (a shared filesystem).
+pub fn staged_totals(d: &ReportData) -> Option<StagedTotals> {
+    let mut t = StagedTotals::default();
+    for m in d.attempts.iter().filter_map(|a| a.transfers) {
+        let sum = &mut t.moved;
+        sum.in_bytes = sum.in_bytes.saturating_add(m.in_bytes);
+        sum.in_ms = sum.in_ms.saturating_add(m.in_ms);
+        sum.out_bytes = sum.out_bytes.saturating_add(m.out_bytes);
+        sum.out_ms = sum.out_ms.saturating_add(m.out_ms);
+        sum.checkpoint_bytes = sum.checkpoint_bytes.saturating_add(m.checkpoint_bytes);
+        sum.checkpoint_ms = sum.checkpoint_ms.saturating_add(m.checkpoint_ms);
+        t.attempts += 1;
+    }
+    (t.attempts > 0).then_some(t)
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
     pub workers: Vec<WorkersOfTag>,

@@ -117,3 +117,33 @@ fn a_large_run_bins_its_gantt_chart_and_stays_small() {
     let html = render(&small_run, Format::Html);
     assert_eq!(count(&html, r#"<rect class="bar""#), GANTT_BARS_MAX);
 }
+
+#[test]
+fn staged_transfers_show_in_text_and_html_only_when_something_was_staged() {
+    use scalable_common::staging::Transfers;
+    let shared = small();
+    assert!(!render(&shared, Format::Text).contains("Staged:"));
+    assert!(!render(&shared, Format::Html).contains("Staged in"));
+    let mut private = small();
+    for (i, a) in private.attempts.iter_mut().enumerate().take(2) {
+        a.transfers = Some(Transfers {
+            in_bytes: 1 << 20,
+            in_ms: 250 * (i as u64 + 1),
+            out_bytes: 2 << 20,
+            out_ms: 100,
+            checkpoint_bytes: 0,
+            checkpoint_ms: 0,
+        });
+    }
+    let text = render(&private, Format::Text);
+    assert!(
+        text.contains("Staged:               2M in (0.750 s), 4M out (0.200 s), 0B of checkpoints (0.000 s) over 2 attempts"),
+        "{text}"
+    );
+    let html = render(&private, Format::Html);
+    assert!(
+        html.contains("<b>2M in 0.750 s</b><span>Staged in</span>"),
+        "{html}"
+    );
+    assert!(html.contains("<b>4M in 0.200 s</b><span>Staged out</span>"));
+}

@@ -10,7 +10,7 @@ use scalable_common::units::format_size;
 
 use super::accountability::Accountability;
 use super::model::ReportData;
-use super::summary::{JobBreakdown, Summary};
+use super::summary::{staged_totals, JobBreakdown, Summary};
 use crate::output::escape::printable;
 use crate::output::table::{percent, secs3, Align, Table};
 
@@ -131,23 +131,18 @@ fn summary_into(d: &ReportData, s: &Summary, out: &mut String) {
 /// What staging moved over the run (agents without a shared filesystem),
 /// one line; `None` when nothing was staged.
 fn staged_line(d: &ReportData) -> Option<String> {
-    let staged: Vec<_> = d.attempts.iter().filter_map(|a| a.transfers).collect();
-    if staged.is_empty() {
-        return None;
-    }
-    let sum = |f: fn(&scalable_common::staging::Transfers) -> u64| {
-        staged.iter().map(f).fold(0u64, u64::saturating_add)
-    };
+    let t = staged_totals(d)?;
+    let m = t.moved;
     let size = scalable_common::units::format_size;
     Some(format!(
         "Staged:               {} in ({} s), {} out ({} s), {} of checkpoints ({} s) over {} attempts\n",
-        size(sum(|t| t.in_bytes)),
-        secs3(sum(|t| t.in_ms)),
-        size(sum(|t| t.out_bytes)),
-        secs3(sum(|t| t.out_ms)),
-        size(sum(|t| t.checkpoint_bytes)),
-        secs3(sum(|t| t.checkpoint_ms)),
-        staged.len()
+        size(m.in_bytes),
+        secs3(m.in_ms),
+        size(m.out_bytes),
+        secs3(m.out_ms),
+        size(m.checkpoint_bytes),
+        secs3(m.checkpoint_ms),
+        t.attempts
     ))
 }
 

@@ -55,13 +55,14 @@ pub fn render(d: &ReportData, s: &Summary) -> String {
     );
     let _ = write!(
         out,
-        r#"<h1>Run {} ({}): {}</h1><p class="meta">Submitted {}; {} attempts on {} agents. Times are seconds since submit.</p>"#,
+        r#"<h1>Run {} ({}): {}</h1><p class="meta">Submitted {}; {} attempts on {} agent{}. Times are seconds since submit.</p>"#,
         d.run.id,
         esc(&d.run.name),
         esc(&d.run.state),
         crate::output::format_utc(d.run.submitted_at_ms),
         d.attempts.len(),
-        d.agents.len()
+        d.agents.len(),
+        if d.agents.len() == 1 { "" } else { "s" }
     );
     section(&mut out, "Summary", &tables::summary(d, s));
     section(&mut out, "Workers", &tables::workers(s));

@@ -13,7 +13,7 @@ use std::fmt::Write;
 use scalable_common::units::format_size;
 
 use super::super::model::ReportData;
-use super::super::summary::{JobBreakdown, Summary};
+use super::super::summary::{staged_totals, JobBreakdown, Summary};
 use super::svg::{class_colour, esc};
 use crate::output::table::secs3;
 
@@ -56,8 +56,31 @@ pub fn summary(d: &ReportData, s: &Summary) -> String {
             format!("{} s (from {})", secs3(q.mean_ms), q.from),
         ),
     ];
+    let size = format_size;
+    // Only for runs whose agents staged files (no shared filesystem).
+    let staged = staged_totals(d).map(|t| {
+        let m = t.moved;
+        [
+            (
+                "Staged in",
+                format!("{} in {} s", size(m.in_bytes), secs3(m.in_ms)),
+            ),
+            (
+                "Staged out",
+                format!("{} in {} s", size(m.out_bytes), secs3(m.out_ms)),
+            ),
+            (
+                "Checkpoints",
+                format!(
+                    "{} in {} s",
+                    size(m.checkpoint_bytes),
+                    secs3(m.checkpoint_ms)
+                ),
+            ),
+        ]
+    });
     let mut out = String::from(r#"<div class="cards">"#);
-    for (k, v) in cards {
+    for (k, v) in cards.into_iter().chain(staged.into_iter().flatten()) {
         let _ = write!(
             out,
             r#"<div class="card"><b>{}</b><span>{}</span></div>"#,
