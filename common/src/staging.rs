@@ -312,6 +312,36 @@ impl Hasher {
     }
 }
 
+/// Resumes a partial file of a transfer of `size` bytes (a download on the
+/// agent, an upload on the broker): a partial longer than `size` is not a
+/// prefix and starts over; otherwise its existing prefix is hashed. Leaves
+/// `file` at its end for appending; returns the hasher and the bytes it has.
+/// `what` names the transfer in the error of a file that shrank meanwhile.
+pub fn resume_partial(
+    file: &mut std::fs::File,
+    size: u64,
+    what: &str,
+) -> io::Result<(Hasher, u64)> {
+    use std::io::{Seek, SeekFrom};
+    let mut have = file.metadata()?.len();
+    if have > size {
+        file.set_len(0)?;
+        have = 0;
+    }
+    let mut hasher = Hasher::default();
+    if have > 0 {
+        file.seek(SeekFrom::Start(0))?;
+        let hashed = hasher.update_from(&mut (&mut *file).take(have))?;
+        if hashed != have {
+            return Err(io::Error::other(format!(
+                "the partial {what} shrank while read"
+            )));
+        }
+    }
+    file.seek(SeekFrom::Start(have))?;
+    Ok((hasher, have))
+}
+
 /// SHA-256 and size of a file.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     let mut f = std::fs::File::open(path)?;

@@ -13,7 +13,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use scalable_common::staging::{hash_file, Hasher, STAGE_CHUNK_BYTES};
+use scalable_common::staging::{hash_file, resume_partial, Hasher, STAGE_CHUNK_BYTES};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -63,20 +63,7 @@ pub fn open_partial(partial: &Path, size: u64) -> io::Result<(File, Hasher, u64)
         .read(true)
         .write(true)
         .open(partial)?;
-    let mut have = file.metadata()?.len();
-    if have > size {
-        file.set_len(0)?;
-        have = 0;
-    }
-    let mut hasher = Hasher::default();
-    if have > 0 {
-        file.seek(SeekFrom::Start(0))?;
-        let hashed = hasher.update_from(&mut (&mut file).take(have))?;
-        if hashed != have {
-            return Err(io::Error::other("the partial download shrank while read"));
-        }
-    }
-    file.seek(SeekFrom::Start(have))?;
+    let (hasher, have) = resume_partial(&mut file, size, "download")?;
     Ok((file, hasher, have))
 }
 

@@ -8,12 +8,12 @@
 //! read the network (the shell hands it bytes) nor decide who may upload.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use scalable_common::private_files;
-use scalable_common::staging::Hasher;
+use scalable_common::staging::{resume_partial, Hasher};
 
 use super::StagingStore;
 
@@ -63,20 +63,7 @@ impl StagingStore {
             }
             Err(e) => return Err(e),
         };
-        let mut have = file.metadata()?.len();
-        if have > size {
-            file.set_len(0)?;
-            have = 0;
-        }
-        let mut hasher = Hasher::default();
-        if have > 0 {
-            file.seek(SeekFrom::Start(0))?;
-            let hashed = hasher.update_from(&mut (&mut file).take(have))?;
-            if hashed != have {
-                return Err(io::Error::other("the partial upload shrank while read"));
-            }
-        }
-        file.seek(SeekFrom::Start(have))?;
+        let (hasher, have) = resume_partial(&mut file, size, "upload")?;
         claim.release_to_partial();
         Ok(Begin::Resume(Box::new(Partial {
             store: self.clone(),
