@@ -7,7 +7,6 @@
 //! ground truth is a log outside every private directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::*;
@@ -61,28 +60,10 @@ pub(crate) fn private_agent_env(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> PathBuf {
-    let dir = b.dir.path().join(format!("private-{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = std::fs::File::create(b.dir.path().join(format!("agent-{name}.log"))).unwrap();
-    let child = Command::new(agent_exe())
-        .arg("--token-file")
-        .arg(b.token_file())
-        .args(["--no-shared-fs", "--name", name])
-        .args(["--reconnect-max", "1s"])
-        .args(args)
-        .arg("--workdir")
-        .arg(&dir)
-        .arg("--event-log")
-        .arg(dir.join("events.log"))
-        .env("SCALABLE_CHECKPOINT_POLL_MS", POLL_MS.to_string())
-        .envs(env.iter().copied())
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start agent");
-    b.agents.push(child);
-    dir
+    let poll = POLL_MS.to_string();
+    let mut all = vec![("SCALABLE_CHECKPOINT_POLL_MS", poll.as_str())];
+    all.extend_from_slice(env);
+    crate::support::staging::private_agent_with(b, name, args, &all)
 }
 
 fn truth(b: &Broker, name: &str) -> String {

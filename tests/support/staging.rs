@@ -65,7 +65,8 @@ pub fn private_agent(b: &mut Broker, name: &str, env: &[(&str, &str)]) -> PathBu
     private_agent_with(b, name, &[], env)
 }
 
-/// `private_agent` with extra flags (`--storage ...`).
+/// `private_agent` with extra flags (`--storage ...`); 2 cpus unless
+/// `args` says `--cpus`.
 pub fn private_agent_with(
     b: &mut Broker,
     name: &str,
@@ -75,10 +76,15 @@ pub fn private_agent_with(
     let dir = b.dir.path().join(format!("private-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::File::create(b.dir.path().join(format!("agent-{name}.log"))).unwrap();
+    let cpus: &[&str] = match args.contains(&"--cpus") {
+        true => &[],
+        false => &["--cpus", "2"],
+    };
     let child = Command::new(agent_exe())
         .arg("--token-file")
         .arg(b.token_file())
-        .args(["--cpus", "2", "--no-shared-fs", "--name", name])
+        .args(cpus)
+        .args(["--no-shared-fs", "--name", name])
         .args(["--reconnect-max", "1s"])
         .args(args)
         .arg("--workdir")
