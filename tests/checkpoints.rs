@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const STEPS: u32 = 60;
+pub(crate) const STEPS: u32 = 60;
 
-/// The counting job: each step is logged, then checkpointed (write and
-/// rename, so the checkpoint is whole); the checkpoint interval is one step.
-fn counter_workflow(b: &Broker) -> String {
+/// The counting job: each step is logged (in `logs`, the ground truth),
+/// then checkpointed (write and rename, so the checkpoint is whole); the
+/// checkpoint interval is one step of 0.1 s. The private-directory tests
+/// share it, with their logs outside the agents' dirs.
+pub(crate) fn counter_workflow(b: &Broker, logs: &std::path::Path) -> String {
+    let t = logs.display();
     b.write(
         "count.yaml",
         &format!(
@@ -26,9 +29,9 @@ jobs:
       - -c
       - |
         n=$(cat ckpt/n 2>/dev/null || echo 0)
-        echo "$SCALABLE_ATTEMPT $n" >> attempts.log
+        echo "$SCALABLE_ATTEMPT $n" >> {t}/attempts.log
         while [ $n -lt {STEPS} ]; do
-          n=$((n+1)); echo $n >> steps.log
+          n=$((n+1)); echo $n >> {t}/steps.log
           mkdir -p ckpt; echo $n > ckpt/n.tmp; mv ckpt/n.tmp ckpt/n
           sleep 0.1
         done
@@ -76,7 +79,7 @@ fn a_task_cut_by_its_pilots_lifetime_finishes_from_its_checkpoint_elsewhere() {
     let mut b = Broker::start_with(&["--heartbeat-interval-ms", "300"]);
     b.agent(&["--cpus", "1", "--name", "short", "--lifetime", "2s"]);
     b.wait_agents(1);
-    let wf = counter_workflow(&b);
+    let wf = counter_workflow(&b, &b.work());
     let run = b.ok(&["submit", &wf]).trim().to_string();
     wait_until(Duration::from_secs(20), "a few steps", || {
         steps_done(&b) >= 5
@@ -94,7 +97,7 @@ fn a_task_whose_agent_is_sigkilled_finishes_from_its_checkpoint_elsewhere() {
     let mut b = Broker::start_with(&["--heartbeat-timeout", "2", "--heartbeat-interval-ms", "500"]);
     b.agent(&["--cpus", "1", "--name", "doomed"]);
     b.wait_agents(1);
-    let wf = counter_workflow(&b);
+    let wf = counter_workflow(&b, &b.work());
     let run = b.ok(&["submit", &wf]).trim().to_string();
     wait_until(Duration::from_secs(20), "a few steps", || {
         steps_done(&b) >= 5

@@ -11,40 +11,17 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const STEPS: u32 = 60;
+use crate::checkpoints::STEPS;
 /// One step of the counter, in ms.
 const STEP_MS: u32 = 100;
 /// The agents' checkpoint poll interval in these tests.
 const POLL_MS: u32 = 300;
 
-/// The counting job: each step is logged to the ground truth, then
-/// checkpointed (write and rename) in the private directory.
+/// The shared counting job, its ground truth outside the private dirs.
 fn counter_workflow(b: &Broker) -> String {
     let truth = b.dir.path().join("truth");
     std::fs::create_dir_all(&truth).unwrap();
-    let t = truth.display();
-    b.write(
-        "count.yaml",
-        &format!(
-            r#"
-workflow: count
-jobs:
-  - name: count
-    checkpoint: [ckpt]
-    command:
-      - sh
-      - -c
-      - |
-        n=$(cat ckpt/n 2>/dev/null || echo 0)
-        echo "$SCALABLE_ATTEMPT $n" >> {t}/attempts.log
-        while [ $n -lt {STEPS} ]; do
-          n=$((n+1)); echo $n >> {t}/steps.log
-          mkdir -p ckpt; echo $n > ckpt/n.tmp; mv ckpt/n.tmp ckpt/n
-          sleep 0.{STEP_MS}
-        done
-"#
-        ),
-    )
+    crate::checkpoints::counter_workflow(b, &truth)
 }
 
 /// A `--no-shared-fs` agent in a private dir of its own (`args`: its
