@@ -10,14 +10,13 @@
 //! purpose; pinning 8 one-cpu tasks onto 2 cores would only add constraints, so it
 //! does not bind at all. A task asking for 0 cpus is not bound either.
 //!
-//! How, without a `pre_exec` hook (it would force fork over posix_spawn, see
-//! `executor`): a child inherits the affinity mask of the *thread* that creates
-//! it. So the executor narrows its own spawning thread to the task's cores just
-//! for the spawn ([`bind_this_thread`]) and restores the thread's mask right
-//! after; the task and everything it forks are bound from birth. (Binding the
-//! child by pid after the spawn left a window: under load a shell had forked its
-//! first child before the call landed, measured here.) Cost: three
-//! `sched_{get,set}affinity` calls per bound spawn, no extra process work.
+//! How: the executor's launcher (`executor::launch`) has the child bind itself
+//! between `clone` and `execve`, so the task and everything it forks are bound
+//! from birth. (Binding the child by pid after the spawn left a window: under
+//! load a shell had forked its first child before the call landed, measured
+//! here. Narrowing the spawning thread around the spawn, the way before, made
+//! that thread wait behind the new task for its core.) Cost: one
+//! `sched_setaffinity` in the child per bound spawn.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -40,29 +39,6 @@ pub fn bind(pid: libc::pid_t, cpus: &[usize]) -> io::Result<()> {
         set.set(c).map_err(io::Error::from)?;
     }
     sched_setaffinity(Pid::from_raw(pid), &set).map_err(io::Error::from)
-}
-
-/// The calling thread's affinity, restored when dropped.
-#[must_use = "the thread stays narrowed only while this lives"]
-pub struct ThreadBinding {
-    saved: CpuSet,
-}
-
-/// Narrows the calling thread to `cpus` until the returned guard drops; what the
-/// thread spawns meanwhile starts with that mask.
-pub fn bind_this_thread(cpus: &[usize]) -> io::Result<ThreadBinding> {
-    // Pid 0: the calling thread.
-    let saved = sched_getaffinity(Pid::from_raw(0)).map_err(io::Error::from)?;
-    bind(0, cpus)?;
-    Ok(ThreadBinding { saved })
-}
-
-impl Drop for ThreadBinding {
-    fn drop(&mut self) {
-        if let Err(e) = sched_setaffinity(Pid::from_raw(0), &self.saved) {
-            tracing::error!("cannot restore the agent thread's cpu affinity: {e}");
-        }
-    }
 }
 
 /// The core the calling thread runs on now (a vDSO call, no syscall), if known.
@@ -192,21 +168,6 @@ mod tests {
         assert!(!own.is_empty());
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(own.len(), n, "available_parallelism reads the same mask");
-    }
-
-    #[test]
-    fn thread_binding_is_restored_on_drop() {
-        let own = own_cpus().expect("mask");
-        let before = sched_getaffinity(Pid::from_raw(0)).expect("mask");
-        {
-            let _b = bind_this_thread(&own[..1]).expect("bind");
-            let now = sched_getaffinity(Pid::from_raw(0)).expect("mask");
-            assert!(now.is_set(own[0]).expect("in range"));
-            if own.len() > 1 {
-                assert!(!now.is_set(own[1]).expect("in range"));
-            }
-        }
-        assert_eq!(sched_getaffinity(Pid::from_raw(0)).expect("mask"), before);
     }
 
     #[test]

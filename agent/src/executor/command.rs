@@ -1,21 +1,22 @@
 //! What the child is: its argv (the task's own, or a container runtime's around
 //! it), its stdio, its working directory and its environment.
 //!
-//! Owns: building the `Command` of one attempt and the container wrapping. It
+//! Owns: building the [`Launch`] of one attempt and the container wrapping. It
 //! must not spawn, open files or touch the executor's state; it only describes
 //! the child, so the spawn path can stay a plain sequence of steps.
 //!
 //! Order matters in the environment: the task's own variables first, then the
 //! runtime client's, then the agent's (SPEC §4) last, so a task cannot spoof them.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use scalable_common::protocol::{Assignment, AttemptEnd};
 
+use super::launch::Launch;
 use super::{Inner, Placement};
 use crate::runtime::{self, Wrapped};
 use crate::stage;
@@ -104,79 +105,80 @@ impl Inner {
     }
 }
 
-/// Step "the child's command": program, arguments, stdio and process group.
-/// Exists so the spawn sees one finished `Command`. `process_group(0)` makes the
-/// task lead its own group (every kill signals the group); there must be no
-/// `pre_exec` here (it would force std off posix_spawn, see `spawn`). The
-/// working directory is set only when the task names one.
-pub(super) fn task_command(
+/// Step "the child's command": program, arguments, stdio, working directory,
+/// environment and cores, as one [`Launch`]. Exists so the spawn sees one
+/// finished description. The task leads its own process group (every kill
+/// signals the group); the working directory is set only when the task names
+/// one. `Err` says which string holds a NUL byte.
+pub(super) fn task_launch(
     argv: &[String],
-    child_out: File,
-    child_err: File,
+    stdio: (&File, &File),
     a: &Assignment,
     cwd: &Path,
-) -> Command {
+    place: &Placement,
+    wrapped: Option<&Wrapped>,
+    stage_dir: Option<&Path>,
+) -> Result<Launch, String> {
+    let env = task_environment(a, place, wrapped, stage_dir);
+    let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     // `@scalable-agent` is the agent's own binary (a warm task's trampoline).
-    let mut cmd = Command::new(crate::warm::program(&argv[0]));
-    cmd.args(&argv[1..])
-        .stdin(dev_null())
-        .stdout(child_out)
-        .stderr(child_err)
-        .process_group(0);
-    if !a.cwd.is_empty() {
-        cmd.current_dir(cwd);
+    let mut launch = Launch::new(
+        crate::warm::program(&argv[0]),
+        &argv[1..],
+        [dev_null()?, stdio.0.as_raw_fd(), stdio.1.as_raw_fd()],
+        &env,
+        &crate::credentials::CREDENTIAL_ENV,
+        (!a.cwd.is_empty()).then_some(cwd),
+    )?;
+    if let Some(cpus) = &place.cpus {
+        launch.bind(cpus);
     }
-    cmd
+    Ok(launch)
 }
 
-/// `/dev/null` opened once; each child gets a duplicate. Why: `Stdio::null()`
-/// opens the path again per spawn, a path walk that was 2% of the agent's cpu
-/// per `/bin/true` (issue 15's profile); a `dup` is a table slot. Falls back to
-/// `Stdio::null()` if the file cannot be opened or duplicated.
-fn dev_null() -> Stdio {
+/// `/dev/null`, opened once; every child's stdin. Why: opening the path per
+/// spawn is a path walk that was 2% of the agent's cpu per `/bin/true`
+/// (issue 15's profile); the child `dup2`s this one.
+fn dev_null() -> Result<RawFd, String> {
     static DEV_NULL: OnceLock<Option<File>> = OnceLock::new();
     DEV_NULL
         .get_or_init(|| File::open("/dev/null").ok())
         .as_ref()
-        .and_then(|f| f.try_clone().ok())
-        .map_or_else(Stdio::null, Stdio::from)
+        .map(|f| f.as_raw_fd())
+        .ok_or_else(|| "cannot open /dev/null for the task's stdin".to_string())
 }
 
 /// Step "build the environment": the task's variables, the runtime client's,
-/// then the agent's (SPEC §4), its cores and GPUs and its stage. Exists to keep
-/// that order in one place: ours go last so a task's env cannot spoof them. Must
-/// not read the agent's own environment (the child inherits it, less the
-/// agent's credentials, `credentials::CREDENTIAL_ENV`).
-pub(super) fn set_environment(
-    cmd: &mut Command,
-    a: &Assignment,
+/// then the agent's (SPEC §4), its cores and GPUs and its stage, over the
+/// agent's own environment less its credentials
+/// (`credentials::CREDENTIAL_ENV`). Exists to keep that order in one place:
+/// ours go last so a task's env cannot spoof them (a later pair wins).
+fn task_environment<'a>(
+    a: &'a Assignment,
     place: &Placement,
-    wrapped: Option<&Wrapped>,
+    wrapped: Option<&'a Wrapped>,
     stage_dir: Option<&Path>,
-) {
-    // The agent's credentials are never inherited; a task's own `env:` may set them.
-    for name in crate::credentials::CREDENTIAL_ENV {
-        cmd.env_remove(name);
-    }
-    cmd.envs(a.env.iter().map(|(k, v)| (k, v)));
+) -> Vec<(&'a str, OsString)> {
+    let mut env: Vec<(&str, OsString)> = Vec::with_capacity(a.env.len() + 8);
+    env.extend(a.env.iter().map(|(k, v)| (k.as_str(), v.into())));
     if let Some(w) = wrapped {
-        cmd.envs(w.client_env.iter().map(|(k, v)| (k, v)));
+        env.extend(w.client_env.iter().map(|(k, v)| (k.as_str(), v.into())));
     }
-    // Ours last so a task's env cannot spoof them.
-    cmd.env("SCALABLE_RUN_ID", a.run.to_string())
-        .env("SCALABLE_TASK_ID", a.task.to_string())
-        .env("SCALABLE_ATTEMPT_ID", a.attempt.to_string())
-        .env("SCALABLE_ATTEMPT", a.attempt_number.to_string())
-        .env("SCALABLE_CPUS", a.resources.cpus.to_string());
+    env.push(("SCALABLE_RUN_ID", a.run.to_string().into()));
+    env.push(("SCALABLE_TASK_ID", a.task.to_string().into()));
+    env.push(("SCALABLE_ATTEMPT_ID", a.attempt.to_string().into()));
+    env.push(("SCALABLE_ATTEMPT", a.attempt_number.to_string().into()));
+    env.push(("SCALABLE_CPUS", a.resources.cpus.to_string().into()));
     if let Some(cpus) = &place.cpus {
-        cmd.env("SCALABLE_CPU_LIST", crate::cpuset::cpu_list(cpus));
+        env.push(("SCALABLE_CPU_LIST", crate::cpuset::cpu_list(cpus).into()));
     }
     if let Some(gpus) = &place.gpus {
-        cmd.env("CUDA_VISIBLE_DEVICES", gpus.join(","));
+        env.push(("CUDA_VISIBLE_DEVICES", gpus.join(",").into()));
     }
     if let Some(dir) = stage_dir {
-        cmd.env(stage::STAGE_ENV, dir);
+        env.push((stage::STAGE_ENV, dir.as_os_str().to_owned()));
     }
+    env
 }
 
 #[cfg(test)]

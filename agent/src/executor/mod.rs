@@ -11,7 +11,8 @@
 //!   the state every part shares (`Inner`, `Running`);
 //! - `spawn`: the spawn path, [`Executor::start_placed`] as named steps;
 //! - `command`: what the child is (argv, container wrapping, environment, cwd);
-//! - `placement`: [`Placement`], binding a task to its cores from birth;
+//! - `launch`: starting it (raw `clone`/`execve`, the child binds its cores);
+//! - `placement`: [`Placement`], a task's cores and GPUs;
 //! - `output`: the stdout/stderr files, their size cap, tails and reuse;
 //! - `watchdog`: walltimes, SIGKILL escalation, memory sampling, the size cap;
 //! - `stop`: stopping and killing tasks (and podman/docker containers);
@@ -52,9 +53,8 @@
 //! Memory limits follow `limits` (cgroup v2 per task, or the watchdog sampling the
 //! RSS of each task's process group); `ending` turns what was observed into the
 //! attempt's end. A [`Placement`] from the session binds the task to its cores
-//! (`cpuset`: the spawning thread is narrowed around the spawn, so the child is
-//! bound from birth) and sets its `CUDA_VISIBLE_DEVICES`. A task with a
-//! container runs as the argv `runtime::wrap` builds. Podman and docker keep the
+//! (`launch`: the child binds itself before `execve`, so it is bound from
+//! birth) and sets its `CUDA_VISIBLE_DEVICES`. A task with a container runs as the argv `runtime::wrap` builds. Podman and docker keep the
 //! container outside the client's process group, so stopping such a task also
 //! runs `<runtime> stop`, and the agent's exit `<runtime> rm -f`, as *helpers*:
 //! processes spawned here, in their own group, registered with the reaper like
@@ -67,6 +67,7 @@ mod command;
 mod escapees;
 mod finish;
 pub mod helper;
+mod launch;
 mod output;
 mod placement;
 mod reaper;

@@ -2,12 +2,8 @@
 //! free-lists handed them out.
 //!
 //! Owns: the [`Placement`] type. It must not choose cores or GPUs (the session's
-//! `CpuPool` and `GpuPool` do) nor touch the affinity of anything but the thread
-//! that spawns (see `cpuset`).
-
-use scalable_common::protocol::AttemptId;
-
-use crate::cpuset::ThreadBinding;
+//! `CpuPool` and `GpuPool` do) nor bind anything (the child binds itself, see
+//! `launch`).
 
 /// Where a task runs on this agent: its cores and GPUs (the session's free-lists).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,19 +13,6 @@ pub struct Placement {
     /// The task's `CUDA_VISIBLE_DEVICES` ids; `None`: leave the variable alone
     /// (an agent without GPUs), `Some([])`: hide every GPU.
     pub gpus: Option<Vec<String>>,
-}
-
-/// Step "bind cores" of the spawn path: narrows the spawning thread to the
-/// task's cores until the returned guard drops, so the child inherits the mask
-/// and is bound from birth (no `pre_exec`, see `cpuset`). Must be dropped right
-/// after the spawn (the agent's thread must get its own mask back) and must not
-/// fail the attempt: a task that cannot be bound runs unbound.
-pub(super) fn bind_for_spawn(place: &Placement, attempt: AttemptId) -> Option<ThreadBinding> {
-    place.cpus.as_deref().and_then(|cpus| {
-        crate::cpuset::bind_this_thread(cpus)
-            .map_err(|e| tracing::warn!(attempt, "cannot bind the task to cores: {e}"))
-            .ok()
-    })
 }
 
 #[cfg(test)]
@@ -75,6 +58,28 @@ mod tests {
         );
         let (_, r) = e.wait(2);
         assert_eq!(r.stdout_tail, b"[]\n");
+    }
+
+    /// The child binds itself: the spawning thread keeps its own mask (it used to
+    /// be narrowed around each spawn and then waited behind the task for its core).
+    #[test]
+    fn a_bound_spawn_leaves_the_spawning_thread_unbound() {
+        let own = crate::cpuset::own_cpus().expect("mask");
+        let mut e = env();
+        let a = assignment(1, &["sh", "-c", "grep Cpus_allowed_list /proc/$$/status"]);
+        let place = Placement {
+            cpus: Some(vec![own[0]]),
+            gpus: None,
+        };
+        e.exec.start_placed(&a, &place);
+        assert_eq!(
+            crate::cpuset::own_cpus().expect("mask"),
+            own,
+            "the thread's mask"
+        );
+        let (_, r) = e.wait(1);
+        let out = String::from_utf8_lossy(&r.stdout_tail).into_owned();
+        assert!(out.trim_end().ends_with(&format!("\t{}", own[0])), "{out}");
     }
 
     /// The agent's own path on a multi-core box: every task bound to a core.

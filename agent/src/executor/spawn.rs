@@ -10,21 +10,24 @@
 //!
 //! [`Executor::start_placed`] is a sequence of named steps, each a function
 //! with a doc comment: check inputs → prepare the stage → build the command
-//! (container wrapping, `command`) → open the output files (`output`) → make the
-//! cgroup → the child's command and environment (`command`) → spawn, bound to its
-//! cores (`placement`) → move into the cgroup → register (orphan guard, event log,
+//! (container wrapping, `command`) → open the output files (`output`) → the
+//! child's [`Launch`](super::launch::Launch): argv, environment, cwd, cores
+//! (`command`) → make the cgroup → start it (`launch`) → move into the cgroup →
+//! register (orphan guard, event log,
 //! the running record, `Started`, the reaper). A step that fails returns the
 //! attempt's end; what earlier steps made is undone and the attempt gets a
 //! `Finished` only, never a `Started`.
 //!
 //! # How a task is started
 //!
-//! `std::process::Command` with `process_group(0)` (each task leads its own group),
-//! stdin from `/dev/null`, stdout/stderr to anonymous files in `log_dir`. There is
-//! deliberately no `pre_exec` closure: any closure forces std off its
-//! posix_spawn/vfork path onto a full fork, which costs 10-20% of the spawn rate
-//! here and more as the agent's heap grows (research/spawn-cost.md; re-measured
-//! while writing this: a no-op closure cost 10-30% of bare `Command` spawns).
+//! `launch`: a raw `clone(CLONE_VM | CLONE_VFORK)` whose child leads its own
+//! process group, binds itself to its cores, takes stdin from `/dev/null` and
+//! stdout/stderr from anonymous files in `log_dir`, then `execve`s. Not std's
+//! `Command`: binding the child from birth with it meant narrowing the agent's
+//! own thread around each spawn, which then waited behind the new task for that
+//! core (`launch`'s doc has the measurement); and any `pre_exec` closure forces
+//! std off its vfork path onto a full fork, 10-30% of the spawn rate here
+//! (research/spawn-cost.md).
 //!
 //! # Staged outputs
 //!
@@ -36,14 +39,12 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult, Started};
 
-use super::command::{set_environment, task_command};
+use super::command::task_launch;
 use super::output::{Stream, SIZE_CHECK_INTERVAL_MAX};
-use super::placement::bind_for_spawn;
 use super::reaper::REAPER;
 use super::{later, unix_us, ExecEvent, Executor, Inner, Placement, Running};
 use crate::limits::{self, LimitMode, TaskCgroup};
@@ -106,16 +107,21 @@ impl Executor {
         let task_argv = inner.wrap_container(a, place, &cwd, stage_dir.is_some(), memory_limit)?;
         let argv = task_argv.argv(a);
         let (stdout, child_out, stderr, child_err) = inner.open_output_files()?;
-        let cgroup = inner.make_cgroup(a.attempt, memory_limit, task_argv.detached_container);
-        let mut cmd = task_command(argv, child_out, child_err, a, &cwd);
-        set_environment(
-            &mut cmd,
+        let launch = task_launch(
+            argv,
+            (&child_out, &child_err),
             a,
+            &cwd,
             place,
             task_argv.wrapped.as_ref(),
             stage_dir.as_deref(),
-        );
-        let (ticket, spawned) = spawn_bound(cmd, place, a.attempt);
+        )
+        .map_err(|e| spawn_failed(format!("cannot start {:?}: {e}", argv[0])))?;
+        let cgroup = inner.make_cgroup(a.attempt, memory_limit, task_argv.detached_container);
+        let ticket = REAPER.begin_spawn();
+        let spawned = launch.start();
+        // The parent's copies of the child's stdio go now, not at the end of scope.
+        drop((child_out, child_err));
         let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => return Err(abandon_spawn(ticket, cgroup, &cwd, &argv[0], e)),
@@ -288,25 +294,6 @@ fn prepare_stage(a: &Assignment, cwd: &Path) -> Result<Option<PathBuf>, AttemptE
         },
         _ => Ok(None),
     }
-}
-
-/// Step "spawn": the child, bound to its cores from birth (the spawning thread
-/// is narrowed around the spawn, see `placement`), under a reaper ticket so a
-/// child that exits at once waits as a zombie until `register`. Returns the
-/// ticket and the leader's pid (also its process-group id). Must not wait for
-/// the child; dropping `Child` neither waits nor kills, the reaper owns the pid.
-fn spawn_bound(
-    mut cmd: Command,
-    place: &Placement,
-    attempt: AttemptId,
-) -> (u64, io::Result<libc::pid_t>) {
-    let binding = bind_for_spawn(place, attempt);
-    let ticket = REAPER.begin_spawn();
-    let spawned = cmd.spawn();
-    drop(binding);
-    // Drop the parent's copies of the child's stdio now, not at the end of scope.
-    drop(cmd);
-    (ticket, spawned.map(|child| child.id() as libc::pid_t))
 }
 
 /// After a failed spawn: ends the reaper ticket, removes the cgroup made for the
