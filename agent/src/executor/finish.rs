@@ -6,6 +6,8 @@
 //! zombie it was handed (the reaper thread runs it, and every other exit waits
 //! behind it), and it must send exactly one `Finished` per record.
 
+use std::sync::Arc;
+
 use scalable_common::protocol::{AttemptId, AttemptResult};
 
 use super::reaper::{reap, zeroed_rusage};
@@ -16,17 +18,23 @@ use crate::stage;
 
 impl Inner {
     /// Called by the reaper for one of our leaders that exited (still a zombie).
-    pub(super) fn finish(&self, attempt: AttemptId, pid: libc::pid_t) {
-        let running = {
+    /// Starts its successor (`handover`) right after its `Finished`.
+    pub(super) fn finish(self: &Arc<Self>, attempt: AttemptId, pid: libc::pid_t) {
+        let (running, successor) = {
             let mut st = self.lock();
             let r = st.running.remove(&attempt);
             // Its escaped processes (if any) are the next sweep's.
             st.sweep_due = true;
+            let stopped = r.as_ref().is_none_or(|r| r.stopping.is_some());
+            let successor = Self::take_successor(&mut st, attempt, stopped);
             if st.running.is_empty() {
                 self.idle_cv.notify_all();
             }
-            r
+            (r, successor)
         };
+        if let Some((next, _)) = &successor {
+            self.announce_handover(attempt, next.attempt);
+        }
         // Stragglers in the group must not keep using the agent's resources. The
         // leader is still a zombie, so its group id cannot have been reused.
         kill_group(pid, libc::SIGKILL);
@@ -107,6 +115,9 @@ impl Inner {
         // After the event: the caller may be waiting on it to start the next task.
         self.recycle(r.stdout);
         self.recycle(r.stderr);
+        if let Some((next, place)) = successor {
+            self.start_successor(next, place);
+        }
     }
 }
 

@@ -18,7 +18,9 @@
 //! - `stop`: stopping and killing tasks (and podman/docker containers);
 //! - `reaper`: the process-wide reaper thread;
 //! - `escapees`: processes that left their task's group, killed after it;
-//! - `finish`: one reaped leader into one `Finished` event.
+//! - `finish`: one reaped leader into one `Finished` event;
+//! - `handover`: a queued successor started on a leader's cores the moment it
+//!   is reaped, on the reaper thread.
 //!
 //! # Why tasks do not outlive the agent (the choice)
 //!
@@ -66,6 +68,7 @@
 mod command;
 mod escapees;
 mod finish;
+mod handover;
 pub mod helper;
 mod launch;
 mod output;
@@ -86,7 +89,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use scalable_common::protocol::{AttemptEnd, AttemptId, AttemptResult, Started};
+use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult, Started};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::event_log::EventLog;
@@ -159,6 +162,11 @@ impl ExecConfig {
 pub enum ExecEvent {
     Started(Started),
     Finished(AttemptResult),
+    /// `to`, chained after `from` ([`Executor::chain`]), starts on the cores,
+    /// GPUs and resources `from` held. Sent before `from`'s `Finished`, so its
+    /// room is never free in between; `to`'s own `Started` (or only its
+    /// `Finished`, if it cannot start) follows.
+    Handover { from: AttemptId, to: AttemptId },
 }
 
 /// Runs attempts as child processes. `Send + Sync`; all methods take `&self`.
@@ -189,6 +197,14 @@ struct State {
     sweep_due: bool,
     /// Groups that escaped running tasks, as the orphan guard was told.
     guarded_escapees: BTreeSet<libc::pid_t>,
+    /// Running attempt → the assignment to start on its placement when it
+    /// exits (`handover`).
+    successors: HashMap<AttemptId, (Assignment, Placement)>,
+    /// Successors the reaper took and has not registered as running yet, with
+    /// a stop asked for meanwhile (applied once they run).
+    handing: HashMap<AttemptId, Option<(AttemptEnd, Duration)>>,
+    /// Set by `kill_all_now`: nothing starts after it.
+    refuse_successors: bool,
     shutdown: bool,
 }
 
@@ -261,6 +277,9 @@ impl Executor {
                 watchdog_wake: Instant::now(),
                 sweep_due: false,
                 guarded_escapees: BTreeSet::new(),
+                successors: HashMap::new(),
+                handing: HashMap::new(),
+                refuse_successors: false,
                 shutdown: false,
             }),
             watchdog_cv: Condvar::new(),

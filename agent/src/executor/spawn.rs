@@ -39,6 +39,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult, Started};
@@ -91,15 +92,23 @@ impl Executor {
             tracing::warn!(attempt = a.attempt, "start of a running attempt ignored");
             return;
         }
-        if let Err(end) = self.spawn_attempt(a, place) {
+        if let Err(end) = self.inner.spawn_attempt(a, place) {
             self.inner.report_unstarted(a.attempt, end);
         }
     }
+}
 
+impl Inner {
     /// The steps of the spawn path in order (see the module doc). Each returns the
-    /// attempt's end if it fails; nothing after it runs then.
-    fn spawn_attempt(&self, a: &Assignment, place: &Placement) -> Result<(), AttemptEnd> {
-        let inner = &self.inner;
+    /// attempt's end if it fails; nothing after it runs then. Runs on the
+    /// session's thread ([`Executor::start_placed`]) or on the reaper's (a
+    /// successor, `handover`).
+    pub(super) fn spawn_attempt(
+        self: &Arc<Self>,
+        a: &Assignment,
+        place: &Placement,
+    ) -> Result<(), AttemptEnd> {
+        let inner = self;
         let (cwd, input_bytes) = inner.check_inputs(a)?;
         let stage_dir = prepare_stage(a, &cwd)?;
         let memory_limit =
@@ -145,8 +154,8 @@ impl Executor {
     /// Exists because that order is what makes `Started` precede `Finished`: the
     /// reaper cannot finish a pid it has not been given. Must not fail (the child
     /// runs already) and must end the reaper ticket on every path.
-    fn register(&self, a: &Assignment, pid: libc::pid_t, ticket: u64, p: Prepared) {
-        let inner = &self.inner;
+    fn register(self: &Arc<Self>, a: &Assignment, pid: libc::pid_t, ticket: u64, p: Prepared) {
+        let inner = self;
         if let Some(g) = &inner.cfg.orphan_guard {
             g.spawned(pid);
         }
@@ -163,15 +172,13 @@ impl Executor {
             attempt: a.attempt,
             at_us: started_at_us,
         }));
-        REAPER.end_spawn(ticket, Some((pid, self.inner.clone(), a.attempt)));
+        REAPER.end_spawn(ticket, Some((pid, self.clone(), a.attempt)));
     }
-}
 
-impl Inner {
     /// Reports an attempt that never started: only a `Finished`, with zeroed
     /// measurements. Exists so every early exit of the spawn path reports the same
     /// way. Must not be used once a child runs (its end comes from the reaper).
-    fn report_unstarted(&self, attempt: AttemptId, end: AttemptEnd) {
+    pub(super) fn report_unstarted(&self, attempt: AttemptId, end: AttemptEnd) {
         let now = unix_us();
         self.send(ExecEvent::Finished(AttemptResult::bare(
             attempt, end, 0, now,

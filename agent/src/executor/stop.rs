@@ -31,34 +31,7 @@ impl Executor {
     /// [`Executor::stop`] with its own SIGTERM → SIGKILL grace (the drain's is
     /// shorter than the usual one, SPEC §6).
     pub fn stop_within(&self, attempt: AttemptId, end: AttemptEnd, grace: Duration) -> bool {
-        let mut st = self.inner.lock();
-        match st.running.get_mut(&attempt) {
-            Some(r) => {
-                if r.stopping.is_none() {
-                    log_event!(
-                        self.inner.cfg.event_log.as_deref(),
-                        "kill {attempt} {}",
-                        end.class()
-                    );
-                    // Safe against pid reuse: the entry exists, so the leader is not
-                    // reaped yet (the reaper removes it before reaping).
-                    kill_group(r.pid, libc::SIGTERM);
-                    if r.detached_container {
-                        self.inner.stop_container(attempt);
-                    }
-                    let kill_at = later(Instant::now(), grace);
-                    r.stopping = Some(Stopping {
-                        end,
-                        kill_at: Some(kill_at),
-                    });
-                    if kill_at < st.watchdog_wake {
-                        self.inner.watchdog_cv.notify_one();
-                    }
-                }
-                true
-            }
-            None => false,
-        }
+        self.inner.stop_within(attempt, end, grace)
     }
 
     /// [`Executor::stop`] for every running attempt.
@@ -68,7 +41,10 @@ impl Executor {
 
     /// [`Executor::stop_within`] for every running attempt.
     pub fn stop_all_within(&self, end: AttemptEnd, grace: Duration) {
-        let ids: Vec<AttemptId> = self.inner.lock().running.keys().copied().collect();
+        let ids: Vec<AttemptId> = {
+            let st = self.inner.lock();
+            st.running.keys().chain(st.handing.keys()).copied().collect()
+        };
         for id in ids {
             self.stop_within(id, end.clone(), grace);
         }
@@ -80,6 +56,12 @@ impl Executor {
     /// stopped end as `Drained` (handed back, no retry spent).
     pub fn kill_all_now(&self) {
         let mut st = self.inner.lock();
+        // Nothing chained starts on the way out; the broker finds them lost.
+        st.refuse_successors = true;
+        st.successors.clear();
+        for pending in st.handing.values_mut() {
+            pending.get_or_insert((AttemptEnd::Drained, Duration::ZERO));
+        }
         for (&attempt, r) in st.running.iter_mut() {
             kill_group(r.pid, libc::SIGKILL);
             if r.detached_container {
@@ -124,6 +106,46 @@ impl Executor {
 }
 
 impl Inner {
+    /// [`Executor::stop_within`]; also for the reaper's thread (`handover`).
+    pub(super) fn stop_within(&self, attempt: AttemptId, end: AttemptEnd, grace: Duration) -> bool {
+        let mut st = self.lock();
+        match st.running.get_mut(&attempt) {
+            Some(r) => {
+                if r.stopping.is_none() {
+                    log_event!(
+                        self.cfg.event_log.as_deref(),
+                        "kill {attempt} {}",
+                        end.class()
+                    );
+                    // Safe against pid reuse: the entry exists, so the leader is not
+                    // reaped yet (the reaper removes it before reaping).
+                    kill_group(r.pid, libc::SIGTERM);
+                    if r.detached_container {
+                        self.stop_container(attempt);
+                    }
+                    let kill_at = later(Instant::now(), grace);
+                    r.stopping = Some(Stopping {
+                        end,
+                        kill_at: Some(kill_at),
+                    });
+                    if kill_at < st.watchdog_wake {
+                        self.watchdog_cv.notify_one();
+                    }
+                }
+                true
+            }
+            // A successor the reaper is starting: stopped once it runs.
+            None => match st.handing.get_mut(&attempt) {
+                Some(pending) => {
+                    pending.get_or_insert((end, grace));
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+
     /// `<runtime> stop -t GRACE scalable-<attempt>` as a helper (podman/docker).
     pub(super) fn stop_container(&self, attempt: AttemptId) {
         if let Some(rt) = &self.cfg.runtime {

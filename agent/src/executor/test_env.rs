@@ -83,6 +83,7 @@ impl Env {
                     assert_eq!(r.attempt, attempt);
                     return (started, r);
                 }
+                ExecEvent::Handover { .. } => panic!("nothing was chained"),
             }
         }
     }
@@ -113,6 +114,7 @@ pub(super) fn two_thousand_true(what: &str, place: impl Fn(u64) -> Placement) {
                 }
             }
             Some(ExecEvent::Started(_)) => {}
+            Some(ExecEvent::Handover { .. }) => panic!("nothing was chained"),
             None => panic!("event channel closed"),
         }
     }

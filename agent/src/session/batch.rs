@@ -40,7 +40,7 @@ pub(super) fn flush_delay(work: &Work) -> Duration {
         .out_finished
         .iter()
         .any(|r| r.ended_at_us.saturating_sub(r.started_at_us) >= LONG_TASK_US);
-    if work.queue.is_empty() || long {
+    if (work.queue.is_empty() && work.chained.is_empty()) || long {
         FLUSH_DELAY
     } else {
         FLUSH_DELAY_BUSY

@@ -36,8 +36,9 @@ pub(super) fn start_drain(
     }
     tracing::info!("draining: {why}");
     work.suspects_drained();
-    let queued: Vec<AttemptId> = work.queue.iter().map(|a| a.attempt).collect();
-    work.drop_queued(&queued, &AttemptEnd::Drained);
+    let mut queued: Vec<AttemptId> = work.queue.iter().map(|a| a.attempt).collect();
+    queued.extend(work.chained_ids());
+    work.drop_queued(exec, &queued, &AttemptEnd::Drained);
     exec.stop_all_within(AttemptEnd::Drained, DRAIN_KILL_GRACE);
     *draining = Some(why);
 }

@@ -19,6 +19,7 @@
 //!   which queued task starts next.
 
 mod batch;
+mod chain;
 mod connect;
 mod drain;
 mod reconnect;

@@ -34,6 +34,7 @@ pub async fn run(cfg: AgentConfig) -> Exit {
         cfg.gpu_ids.clone(),
         cfg.cpu_binding.clone(),
     );
+    work.chaining = !cfg.no_shared_fs;
     let (mut flow, mut stage_rx) = StageFlow::new(
         cfg.no_shared_fs,
         cfg.workdir.clone(),

@@ -271,7 +271,7 @@ impl<'a> Loop<'a> {
         if self.draining.is_some() {
             let ids: Vec<AttemptId> = list.iter().map(|a| a.attempt).collect();
             self.work.queue.extend(list);
-            self.work.drop_queued(&ids, &AttemptEnd::Drained);
+            self.work.drop_queued(self.exec, &ids, &AttemptEnd::Drained);
         } else {
             self.work.queue.extend(list);
             self.work.start_what_fits(self.exec, self.cfg.noop);
@@ -291,8 +291,9 @@ impl<'a> Loop<'a> {
         let ids = self
             .flow
             .stop_staging_in(ids, &AttemptEnd::Cancelled, self.work);
-        for id in self.work.drop_queued(&ids, &AttemptEnd::Cancelled) {
-            if self.work.running.contains_key(&id) {
+        for id in self.work.drop_queued(self.exec, &ids, &AttemptEnd::Cancelled) {
+            // A chained successor handed over meanwhile: stopped once it runs.
+            if self.work.running.contains_key(&id) || self.work.chained_after(id).is_some() {
                 self.exec.stop(id, AttemptEnd::Cancelled);
             }
         }
@@ -304,7 +305,7 @@ impl<'a> Loop<'a> {
         let ids = self
             .flow
             .stop_staging_in(ids, &AttemptEnd::Returned, self.work);
-        let kept = self.work.drop_queued(&ids, &AttemptEnd::Returned);
+        let kept = self.work.drop_queued(self.exec, &ids, &AttemptEnd::Returned);
         if let Some(log) = self.cfg.event_log.as_deref() {
             for id in kept {
                 log.line(format_args!("keep {id}"));
@@ -326,7 +327,7 @@ impl<'a> Loop<'a> {
     async fn on_heartbeat_tick(&mut self) -> Result<(), String> {
         let msg = FromAgent::Heartbeat {
             running: self.work.running.len() as u32,
-            queued: self.work.queue.len() as u32,
+            queued: (self.work.queue.len() + self.work.chained.len()) as u32,
         };
         write_frame(&mut self.send, &msg)
             .await

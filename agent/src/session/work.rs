@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult, Started};
 use scalable_common::resources::Resources;
 
+use super::chain::Chained;
 use super::unix_us;
 use crate::cpuset::CpuPool;
 use crate::event_log::EventLog;
@@ -33,6 +34,8 @@ pub(super) struct Held {
     pub(super) resources: Resources,
     pub(super) place: Placement,
     pub(super) stage: Option<Stage>,
+    /// Its room went to its chained successor (`chain`): its end frees nothing.
+    pub(super) handed_over: bool,
 }
 
 /// A result the broker has not acknowledged yet, and what its ack will need:
@@ -56,6 +59,11 @@ pub(super) struct Work {
     /// has waited too long, see `best_fit`).
     pub(super) queued_at: HashMap<AttemptId, Instant>,
     pub(super) running: HashMap<AttemptId, Held>,
+    /// Running attempt → the successor the executor starts on its room when it
+    /// ends (`chain`); still queued as far as the broker knows.
+    pub(super) chained: HashMap<AttemptId, Chained>,
+    /// Successors are chained (off without a shared filesystem, see `chain`).
+    pub(super) chaining: bool,
     /// Attempts whose inputs are being fetched (`stage_flow`): held, not queued.
     pub(super) transferring: HashSet<AttemptId>,
     /// Results sent (or to send) and not yet acknowledged; resent on reconnect.
@@ -91,6 +99,7 @@ impl Work {
         held.extend(self.queue.iter().map(|a| a.attempt));
         held.extend(self.unacked.keys().copied());
         held.extend(self.transferring.iter().copied());
+        held.extend(self.chained_ids());
         held.sort_unstable();
         held.dedup();
         held
@@ -105,6 +114,8 @@ impl Work {
             queue: VecDeque::new(),
             queued_at: HashMap::new(),
             running: HashMap::new(),
+            chained: HashMap::new(),
+            chaining: true,
             transferring: HashSet::new(),
             unacked: HashMap::new(),
             out_started: Vec::new(),
@@ -121,7 +132,7 @@ impl Work {
             r.end = AttemptEnd::Drained;
         }
         let mut stage = None;
-        if let Some(held) = self.running.remove(&r.attempt) {
+        if let Some(held) = self.running.remove(&r.attempt).filter(|h| !h.handed_over) {
             self.free.give(&held.resources);
             if let Some(ids) = held.place.gpus {
                 self.gpus.give(ids);
@@ -174,8 +185,11 @@ impl Work {
         }
         // A resent assignment of a running attempt (after a reconnect): its result
         // is coming; taking its resources, cores and GPUs again would leak them.
+        self.reclaim_successors(exec);
         let running = &self.running;
-        self.queue.retain(|a| !running.contains_key(&a.attempt));
+        let chained: HashSet<AttemptId> = self.chained_ids().collect();
+        self.queue
+            .retain(|a| !running.contains_key(&a.attempt) && !chained.contains(&a.attempt));
         let now = Instant::now();
         for a in &self.queue {
             self.queued_at.entry(a.attempt).or_insert(now);
@@ -191,25 +205,32 @@ impl Work {
                 stage: exec.stage_of(&a),
                 resources: a.resources,
                 place,
+                handed_over: false,
             };
             self.running.insert(a.attempt, held);
             self.last_busy = Instant::now();
         }
+        self.chain_successors(exec);
     }
 
-    fn best_fit(&self) -> Option<usize> {
-        // Anti-starvation on the agent: a queued task that has waited HOLD_AFTER
-        // without fitting holds the agent, nothing else starts until it fits
-        // (the broker's reservation is the same idea one level up).
-        let held = self.queue.iter().any(|a| {
+    /// A queued task that has waited `HOLD_AFTER` without fitting holds the
+    /// agent: nothing else starts (or is chained) until it fits.
+    pub(super) fn holds_for_room(&self) -> bool {
+        self.queue.iter().any(|a| {
             !a.resources.fits_in(&self.free)
                 && a.resources.fits_in(&self.capacity)
                 && self
                     .queued_at
                     .get(&a.attempt)
                     .is_some_and(|t| t.elapsed() >= HOLD_AFTER)
-        });
-        if held {
+        })
+    }
+
+    fn best_fit(&self) -> Option<usize> {
+        // Anti-starvation on the agent: a queued task that has waited HOLD_AFTER
+        // without fitting holds the agent, nothing else starts until it fits
+        // (the broker's reservation is the same idea one level up).
+        if self.holds_for_room() {
             return None;
         }
         let size = |r: &Resources| (r.gpus, r.cpus, r.memory_bytes);
@@ -265,7 +286,7 @@ impl Work {
         Placement { cpus, gpus }
     }
 
-    fn unstarted_result(a: &Assignment, end: AttemptEnd) -> AttemptResult {
+    pub(super) fn unstarted_result(a: &Assignment, end: AttemptEnd) -> AttemptResult {
         let now = unix_us();
         AttemptResult::bare(a.attempt, end, 0, now)
     }
@@ -300,8 +321,14 @@ impl Work {
         }
     }
 
-    /// Removes queued attempts named in `ids`, reporting them with `end`.
-    pub(super) fn drop_queued(&mut self, ids: &[AttemptId], end: &AttemptEnd) -> Vec<AttemptId> {
+    /// Removes queued (or chained, not yet handed over) attempts named in
+    /// `ids`, reporting them with `end`; returns the others.
+    pub(super) fn drop_queued(
+        &mut self,
+        exec: &Executor,
+        ids: &[AttemptId],
+        end: &AttemptEnd,
+    ) -> Vec<AttemptId> {
         let mut not_queued = Vec::new();
         for id in ids {
             if let Some(pos) = self.queue.iter().position(|a| a.attempt == *id) {
@@ -309,7 +336,7 @@ impl Work {
                 self.queued_at.remove(&a.attempt);
                 let r = Self::unstarted_result(&a, end.clone());
                 self.finished(r);
-            } else {
+            } else if !self.drop_chained(exec, *id, end) {
                 not_queued.push(*id);
             }
         }
@@ -321,6 +348,7 @@ pub(super) fn apply_exec_event(work: &mut Work, ev: ExecEvent) {
     match ev {
         ExecEvent::Started(s) => work.out_started.push(s),
         ExecEvent::Finished(r) => work.finished(r),
+        ExecEvent::Handover { from, to } => work.handed_over(from, to),
     }
 }
 
