@@ -28,22 +28,22 @@ use scalable_common::protocol::{Assignment, AttemptId};
 use super::{ExecEvent, Executor, Inner, Placement, State};
 
 impl Executor {
-    /// Chains `next` after the running attempt `after`: when `after` ends on
-    /// its own, `next` starts on `place` (which must be `after`'s placement,
-    /// with resources no larger than `after`'s). Gives `next` back if `after`
-    /// is not running or already has a successor.
+    /// Chains `next` after `after`, a running attempt or one chained itself:
+    /// when `after` ends on its own, `next` starts on `place` (which must be
+    /// `after`'s placement, with resources no larger than `after`'s). Gives
+    /// `next` back if `after` is neither or already has a successor.
     pub fn chain(
         &self,
         after: AttemptId,
         next: Assignment,
         place: Placement,
-    ) -> Result<(), Assignment> {
+    ) -> Result<(), Box<Assignment>> {
         let mut st = self.inner.lock();
-        if st.refuse_successors
-            || !st.running.contains_key(&after)
-            || st.successors.contains_key(&after)
-        {
-            return Err(next);
+        let known = st.running.contains_key(&after)
+            || st.handing.contains_key(&after)
+            || st.successors.values().any(|(n, _)| n.attempt == after);
+        if st.refuse_successors || !known || st.successors.contains_key(&after) {
+            return Err(Box::new(next));
         }
         st.successors.insert(after, (next, place));
         Ok(())
@@ -148,7 +148,13 @@ mod tests {
         }
         assert_eq!(
             order,
-            ["started 1", "handover 1->2", "finished 1", "started 2", "finished 2"]
+            [
+                "started 1",
+                "handover 1->2",
+                "finished 1",
+                "started 2",
+                "finished 2"
+            ]
         );
         assert_eq!(out, format!("{core}\n{core}\n"), "bound to the same core");
         assert!(e.exec.unchain(1).is_none(), "nothing left chained");
@@ -183,9 +189,7 @@ mod tests {
         let next = assignment(2, &["sleep", "30"]);
         e.exec.inner.lock().handing.insert(2, None);
         assert!(e.exec.stop(2, AttemptEnd::Cancelled), "taken as pending");
-        e.exec
-            .inner
-            .start_successor(next, Placement::default());
+        e.exec.inner.start_successor(next, Placement::default());
         let (started, r) = e.wait(2);
         assert!(started.is_some());
         assert_eq!(r.end, AttemptEnd::Cancelled);
@@ -208,7 +212,9 @@ mod tests {
             other => panic!("expected the Finished of 1, got {other:?}"),
         }
         assert!(e.exec.unchain(1).is_none());
-        let refused = e.exec.chain(1, assignment(3, &["true"]), Placement::default());
+        let refused = e
+            .exec
+            .chain(1, assignment(3, &["true"]), Placement::default());
         assert!(refused.is_err());
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(e.rx.try_recv().is_err(), "nothing started");

@@ -166,7 +166,10 @@ pub enum ExecEvent {
     /// GPUs and resources `from` held. Sent before `from`'s `Finished`, so its
     /// room is never free in between; `to`'s own `Started` (or only its
     /// `Finished`, if it cannot start) follows.
-    Handover { from: AttemptId, to: AttemptId },
+    Handover {
+        from: AttemptId,
+        to: AttemptId,
+    },
 }
 
 /// Runs attempts as child processes. `Send + Sync`; all methods take `&self`.

@@ -145,7 +145,8 @@ impl Inner {
             detached_container: task_argv.detached_container,
             input_bytes,
         };
-        self.register(a, pid, ticket, prepared);
+        let home = place.cpus.as_ref().and_then(|c| c.first().copied());
+        self.register(a, pid, ticket, prepared, home);
         Ok(())
     }
 
@@ -154,7 +155,14 @@ impl Inner {
     /// Exists because that order is what makes `Started` precede `Finished`: the
     /// reaper cannot finish a pid it has not been given. Must not fail (the child
     /// runs already) and must end the reaper ticket on every path.
-    fn register(self: &Arc<Self>, a: &Assignment, pid: libc::pid_t, ticket: u64, p: Prepared) {
+    fn register(
+        self: &Arc<Self>,
+        a: &Assignment,
+        pid: libc::pid_t,
+        ticket: u64,
+        p: Prepared,
+        home: Option<usize>,
+    ) {
         let inner = self;
         if let Some(g) = &inner.cfg.orphan_guard {
             g.spawned(pid);
@@ -172,7 +180,7 @@ impl Inner {
             attempt: a.attempt,
             at_us: started_at_us,
         }));
-        REAPER.end_spawn(ticket, Some((pid, self.clone(), a.attempt)));
+        REAPER.end_spawn(ticket, Some((pid, self.clone(), a.attempt, home)));
     }
 
     /// Reports an attempt that never started: only a `Finished`, with zeroed

@@ -43,7 +43,11 @@ impl Executor {
     pub fn stop_all_within(&self, end: AttemptEnd, grace: Duration) {
         let ids: Vec<AttemptId> = {
             let st = self.inner.lock();
-            st.running.keys().chain(st.handing.keys()).copied().collect()
+            st.running
+                .keys()
+                .chain(st.handing.keys())
+                .copied()
+                .collect()
         };
         for id in ids {
             self.stop_within(id, end.clone(), grace);
@@ -144,7 +148,6 @@ impl Inner {
             },
         }
     }
-
 
     /// `<runtime> stop -t GRACE scalable-<attempt>` as a helper (podman/docker).
     pub(super) fn stop_container(&self, attempt: AttemptId) {

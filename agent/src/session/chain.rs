@@ -14,6 +14,8 @@
 //! can be cancelled or returned until the executor hands it over, and one
 //! handed over is treated as started.
 
+use std::collections::HashSet;
+
 use scalable_common::protocol::{AttemptEnd, AttemptId};
 
 use super::work::{Held, Work};
@@ -23,6 +25,8 @@ use crate::stage::Stage;
 /// How far into the queue a successor is looked for (a queue of other sizes
 /// must not cost a scan of thousands per start).
 const CHAIN_SCAN_MAX: usize = 64;
+/// How many successors wait behind one running attempt.
+const CHAIN_DEPTH: usize = 2;
 
 /// A successor chained after a running attempt.
 pub(super) struct Chained {
@@ -32,38 +36,55 @@ pub(super) struct Chained {
 }
 
 impl Work {
-    /// Chains a successor after every running attempt that has none, while
-    /// queued work of the same size is waiting.
+    /// Chains successors after every running attempt, up to `CHAIN_DEPTH`
+    /// deep (a successor's own successor starts when it ends), while queued
+    /// work of the same size is waiting. Why deeper than one: the session
+    /// thread chains the next one only when it runs, which on a busy core can
+    /// be a whole short task later, and the core idles if nothing is chained.
     pub(super) fn chain_successors(&mut self, exec: &Executor) {
         if !self.chaining || self.queue.is_empty() || self.holds_for_room() {
             return;
         }
-        let afters: Vec<AttemptId> = self
+        let heads: Vec<AttemptId> = self
             .running
             .iter()
-            .filter(|(id, h)| !h.handed_over && !self.chained.contains_key(id))
+            .filter(|(_, h)| !h.handed_over)
             .map(|(id, _)| *id)
             .collect();
-        for after in afters {
-            let held = &self.running[&after];
-            let Some(i) = self
-                .queue
-                .iter()
-                .take(CHAIN_SCAN_MAX)
-                .position(|a| a.resources == held.resources)
-            else {
-                continue;
-            };
-            let place = held.place.clone();
-            let a = self.queue.remove(i).expect("index from position");
-            let next = a.attempt;
-            let stage = exec.stage_of(&a);
-            match exec.chain(after, a, place) {
-                Ok(()) => {
-                    self.queued_at.remove(&next);
-                    self.chained.insert(after, Chained { next, stage });
+        for head in heads {
+            let held = &self.running[&head];
+            let (resources, place) = (held.resources.clone(), held.place.clone());
+            // Walk to the end of this attempt's chain.
+            let mut after = head;
+            let mut depth = 0;
+            while let Some(c) = self.chained.get(&after) {
+                after = c.next;
+                depth += 1;
+            }
+            while depth < CHAIN_DEPTH {
+                let Some(i) = self
+                    .queue
+                    .iter()
+                    .take(CHAIN_SCAN_MAX)
+                    .position(|a| a.resources == resources)
+                else {
+                    break;
+                };
+                let a = self.queue.remove(i).expect("index from position");
+                let next = a.attempt;
+                let stage = exec.stage_of(&a);
+                match exec.chain(after, a, place.clone()) {
+                    Ok(()) => {
+                        self.queued_at.remove(&next);
+                        self.chained.insert(after, Chained { next, stage });
+                        after = next;
+                        depth += 1;
+                    }
+                    Err(a) => {
+                        self.queue.insert(i, *a);
+                        break;
+                    }
                 }
-                Err(a) => self.queue.insert(i, a),
             }
             if self.queue.is_empty() {
                 break;
@@ -95,19 +116,25 @@ impl Work {
         self.running.insert(to, inherited);
     }
 
-    /// Successors of attempts that ended without handing over (stopped by us)
-    /// go back to the front of the queue.
+    /// Successors of attempts that ended without handing over (stopped by us),
+    /// and what was chained behind them, go back to the front of the queue.
     pub(super) fn reclaim_successors(&mut self, exec: &Executor) {
-        let orphaned: Vec<AttemptId> = self
-            .chained
-            .keys()
-            .filter(|after| !self.running.contains_key(after))
-            .copied()
-            .collect();
-        for after in orphaned {
-            self.chained.remove(&after);
-            if let Some(a) = exec.unchain(after) {
-                self.queue.push_front(a);
+        loop {
+            let nexts: HashSet<AttemptId> = self.chained_ids().collect();
+            let orphaned: Vec<AttemptId> = self
+                .chained
+                .keys()
+                .filter(|after| !self.running.contains_key(after) && !nexts.contains(after))
+                .copied()
+                .collect();
+            if orphaned.is_empty() {
+                return;
+            }
+            for after in orphaned {
+                self.chained.remove(&after);
+                if let Some(a) = exec.unchain(after) {
+                    self.queue.push_front(a);
+                }
             }
         }
     }
@@ -116,7 +143,12 @@ impl Work {
     /// over yet, takes it back and reports it with `end` (true). False if it is
     /// not chained; `Some(false)`-like cases (handed over meanwhile) return
     /// false too, and its `Handover` makes it running.
-    pub(super) fn drop_chained(&mut self, exec: &Executor, id: AttemptId, end: &AttemptEnd) -> bool {
+    pub(super) fn drop_chained(
+        &mut self,
+        exec: &Executor,
+        id: AttemptId,
+        end: &AttemptEnd,
+    ) -> bool {
         let Some(after) = self.chained_after(id) else {
             return false;
         };
@@ -154,9 +186,17 @@ mod tests {
 
     use super::super::test_support::{assignment, drain};
     use super::super::work::{apply_exec_event, Work};
+    use super::CHAIN_DEPTH;
     use crate::executor::{ExecConfig, ExecEvent, Executor};
 
-    fn setup(cpus: u32) -> (Work, Executor, mpsc::UnboundedReceiver<ExecEvent>, tempfile::TempDir) {
+    fn setup(
+        cpus: u32,
+    ) -> (
+        Work,
+        Executor,
+        mpsc::UnboundedReceiver<ExecEvent>,
+        tempfile::TempDir,
+    ) {
         let logs = tempfile::tempdir().expect("tempdir");
         let (tx, rx) = mpsc::unbounded_channel();
         let exec = Executor::new(ExecConfig::new(logs.path()), tx).expect("executor");
@@ -179,7 +219,7 @@ mod tests {
         }
     }
 
-    /// Equal tasks chain one per running task, run once each, and the room
+    /// Equal tasks chain `CHAIN_DEPTH` deep behind a running task, run once each, and the room
     /// comes back whole; a task of another size is never chained.
     #[test]
     fn equal_tasks_chain_and_every_one_runs_once() {
@@ -189,16 +229,28 @@ mod tests {
             memory_bytes: 1 << 20,
             ..Resources::cpus(1)
         };
+        // The first two outlive the chaining (an `echo` can end before it).
         for i in 1..=6 {
+            let argv: &[&str] = if i <= 2 {
+                &["sh", "-c", "sleep 0.2; echo x"]
+            } else {
+                &["echo", "x"]
+            };
             work.queue
-                .push_back(assignment(i, Resources::cpus(1), &["echo", "x"]));
+                .push_back(assignment(i, Resources::cpus(1), argv));
         }
-        work.queue.push_back(assignment(7, other, &["echo", "other"]));
+        work.queue
+            .push_back(assignment(7, other, &["echo", "other"]));
         work.start_what_fits(&exec, false);
         assert_eq!(work.running.len(), 2, "best fit: 7 and 1");
         assert!(work.running.contains_key(&7));
-        assert_eq!(work.chained.len(), 1, "only after the task of the same size");
+        assert_eq!(
+            work.chained.len(),
+            CHAIN_DEPTH,
+            "only behind the task of the same size, CHAIN_DEPTH deep"
+        );
         assert_eq!(work.chained_after(2), Some(1));
+        assert_eq!(work.chained_after(3), Some(2), "behind the successor");
         let mut held = work.held();
         held.sort_unstable();
         assert_eq!(held, (1..=7).collect::<Vec<_>>(), "chained still held");
@@ -257,9 +309,16 @@ mod tests {
         }
         let _ = drain(&mut work, &exec, &mut rx);
         assert_eq!(work.free, work.capacity);
-        let ends: Vec<_> = work.unacked.values().map(|u| u.result.end.clone()).collect();
+        let ends: Vec<_> = work
+            .unacked
+            .values()
+            .map(|u| u.result.end.clone())
+            .collect();
         assert_eq!(ends.len(), 2);
-        assert!(ends.iter().all(|e| *e == AttemptEnd::Exited { code: 0 }), "{ends:?}");
+        assert!(
+            ends.iter().all(|e| *e == AttemptEnd::Exited { code: 0 }),
+            "{ends:?}"
+        );
     }
 
     /// A predecessor stopped by a cancel hands nothing over: its successor

@@ -291,7 +291,10 @@ impl<'a> Loop<'a> {
         let ids = self
             .flow
             .stop_staging_in(ids, &AttemptEnd::Cancelled, self.work);
-        for id in self.work.drop_queued(self.exec, &ids, &AttemptEnd::Cancelled) {
+        for id in self
+            .work
+            .drop_queued(self.exec, &ids, &AttemptEnd::Cancelled)
+        {
             // A chained successor handed over meanwhile: stopped once it runs.
             if self.work.running.contains_key(&id) || self.work.chained_after(id).is_some() {
                 self.exec.stop(id, AttemptEnd::Cancelled);
@@ -305,7 +308,9 @@ impl<'a> Loop<'a> {
         let ids = self
             .flow
             .stop_staging_in(ids, &AttemptEnd::Returned, self.work);
-        let kept = self.work.drop_queued(self.exec, &ids, &AttemptEnd::Returned);
+        let kept = self
+            .work
+            .drop_queued(self.exec, &ids, &AttemptEnd::Returned);
         if let Some(log) = self.cfg.event_log.as_deref() {
             for id in kept {
                 log.line(format_args!("keep {id}"));
