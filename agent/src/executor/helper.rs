@@ -15,7 +15,7 @@ use super::reaper::REAPER;
 
 /// Runs `cmd` to its end and returns what it printed and its status.
 pub fn output(cmd: &mut Command) -> io::Result<Output> {
-    let ticket = REAPER.begin_spawn();
+    let ticket = REAPER.begin_spawn(None);
     let out = cmd.output();
     REAPER.end_spawn(ticket, None);
     out

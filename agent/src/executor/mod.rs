@@ -16,7 +16,8 @@
 //! - `output`: the stdout/stderr files, their size cap, tails and reuse;
 //! - `watchdog`: walltimes, SIGKILL escalation, memory sampling, the size cap;
 //! - `stop`: stopping and killing tasks (and podman/docker containers);
-//! - `reaper`: the process-wide reaper thread;
+//! - `reaper`: the process-wide reapers (the general one, spawn tickets);
+//! - `home_reaper`: one reaper pinned to each core, for the tasks bound there;
 //! - `escapees`: processes that left their task's group, killed after it;
 //! - `finish`: one reaped leader into one `Finished` event;
 //! - `handover`: a queued successor started on a leader's cores the moment it
@@ -70,6 +71,7 @@ mod escapees;
 mod finish;
 mod handover;
 pub mod helper;
+mod home_reaper;
 mod launch;
 mod output;
 mod placement;

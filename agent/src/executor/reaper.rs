@@ -1,5 +1,5 @@
-//! The process-wide reapers: threads that wait for *any* child and hand each
-//! exited task leader to the executor that started it.
+//! The process-wide reapers: the threads that wait for our children and hand
+//! each exited task leader to the executor that started it.
 //!
 //! Owns: which pid belongs to which executor and attempt, the spawn tickets, and
 //! the `wait*` calls. It must not interpret an exit (that is `finish`) nor spawn
@@ -9,36 +9,37 @@
 //!
 //! # Reaping
 //!
-//! A reaper first peeks with `waitid(P_ALL, WEXITED | WNOWAIT)` and only then
-//! reaps that pid with `wait4(pid, .., &mut rusage)`, which gives the exit
+//! The *general* reaper peeks with `waitid(P_ALL, WEXITED | WNOWAIT)` and only
+//! then reaps that pid with `wait4(pid, .., &mut rusage)`, which gives the exit
 //! status, the peak RSS and the cpu time of the task and its waited-for
 //! descendants. Peeking first keeps the exited leader a zombie while we look it
 //! up, kill its group and reap it, so its pid (and so its process-group id)
 //! cannot be reused by a new task in between, and a child that exits before
 //! `start` has recorded its pid simply waits as a zombie until the record
-//! exists. With no children at all the reapers sleep on a condvar until the
-//! next spawn (no busy loop). Unknown pids (orphans re-parented to the
-//! subreaper) are reaped and ignored.
+//! exists. Unknown pids (orphans re-parented to the subreaper) are reaped and
+//! ignored.
 //!
-//! # One reaper per core (issue 15)
+//! # One reaper per core (issue 15, `home_reaper`)
 //!
-//! On an agent of 2 to [`PINNED_REAPERS_MAX`] cores there is one reaper pinned
-//! to each core, and a task bound to cores is finished by the reaper of its
-//! first core (its *home*), which then starts the task's chained successor
-//! there (`handover`). Why: this machine kind's scheduler packs wake-ups onto
-//! busy vCPUs, so a single reaper woken by an exit on the freed core was
-//! queued behind the task running on the other one, and the freed core idled
-//! (14-22% idle in the spawn bench by `perf sched`, against xargs' 7%). Every
-//! reaper is woken by every exit (they all wait on `P_ALL`): one that peeks
-//! another core's task leaves it to its home reaper for at most
-//! `HOME_WAIT_MAX` (two reapers may each have peeked the other's), and a pid
-//! being finished is `claimed` so nobody else touches it.
+//! On an agent of 2 to [`PINNED_REAPERS_MAX`] cores a task bound to cores is
+//! finished by a reaper pinned to its first core (its *home*), woken by the
+//! task's pidfd, which then starts the task's chained successor there
+//! (`handover`). Why: this machine kind's scheduler packs wake-ups onto busy
+//! vCPUs, so a single reaper woken by an exit on the freed core was queued
+//! behind the task running on the other one, and the freed core idled (14-22%
+//! idle in the spawn bench by `perf sched`, against xargs' 7%). A home reaper
+//! runs at once: its core has just freed. The general reaper then blocks in
+//! `waitid` only while it has children of its own (unbound tasks, helpers,
+//! spawns under way for them; a pidfd that cannot be opened, as before Linux
+//! 5.3, makes a task general); otherwise it sleeps and sweeps orphans every
+//! [`ORPHAN_SWEEP`]. A zombie it peeks that a home reaper owns is left to it.
 //!
-//! Because it waits for any child, nothing else in the agent may run child
+//! Because they wait for any child, nothing else in the agent may run child
 //! processes once an executor exists (the invariant in the executor's doc).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -46,25 +47,27 @@ use scalable_common::protocol::AttemptId;
 
 use super::Inner;
 
-/// The process-wide reaper: `wait*` on any child is process-global, so there is
-/// exactly one, shared by every executor.
-/// Up to this many cores the agent runs one reaper pinned to each (see the
-/// module doc); above it, one reaper: every exit wakes every reaper, which
-/// costs more than it saves on a large node.
-const PINNED_REAPERS_MAX: usize = 8;
-/// How long a reaper leaves another core's task to that core's reaper.
-const HOME_WAIT_MAX: Duration = Duration::from_millis(2);
+/// Up to this many cores the agent runs one home reaper pinned to each (see
+/// the module doc); above it only the general reaper (a thread per core was
+/// not measured on large nodes).
+pub(super) const PINNED_REAPERS_MAX: usize = 8;
+/// How often the general reaper, without children of its own, reaps orphans.
+const ORPHAN_SWEEP: Duration = Duration::from_millis(100);
 
+/// The process-wide reapers: `wait*` on any child is process-global, so there
+/// is one set, shared by every executor.
 pub(super) static REAPER: Reaper = Reaper {
     state: Mutex::new(ReapState {
         owners: BTreeMap::new(),
+        general: 0,
         in_flight: BTreeSet::new(),
+        in_flight_general: 0,
         next_ticket: 0,
         epoch: 0,
         waiting: 0,
         thread_started: false,
         claimed: BTreeSet::new(),
-        pinned: BTreeSet::new(),
+        homes: BTreeMap::new(),
     }),
     cv: Condvar::new(),
 };
@@ -81,23 +84,41 @@ pub(super) struct Live {
     pub(super) attempts: BTreeMap<AttemptId, Arc<Inner>>,
 }
 
+/// A registered leader: its executor and attempt, and the pidfd its home
+/// reaper waits on (`None`: the general reaper's).
+pub(super) struct Owner {
+    pub(super) inner: Arc<Inner>,
+    pub(super) attempt: AttemptId,
+    pidfd: Option<RawFd>,
+}
+
+/// A spawn under way: its ticket and the home reaper that will own it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Ticket {
+    id: u64,
+    home: Option<usize>,
+}
+
 struct ReapState {
-    /// Leader pid → the executor and attempt it belongs to, and the core
-    /// whose reaper finishes it (its first core, when bound).
-    owners: BTreeMap<libc::pid_t, (Arc<Inner>, AttemptId, Option<usize>)>,
+    /// Leader pid → whose it is.
+    owners: BTreeMap<libc::pid_t, Owner>,
+    /// Owners without a pidfd: the general reaper must block in `waitid`.
+    general: usize,
     /// Tickets of the spawns under way, whose pid is not in `owners` yet.
     in_flight: BTreeSet<u64>,
+    /// Of those, spawns the general reaper will own.
+    in_flight_general: usize,
     next_ticket: u64,
     /// Bumped after every spawn, so a reaper that saw ECHILD knows to look again.
     epoch: u64,
-    /// Reapers sleeping on `cv`; spawns only notify when one does (saves a syscall).
+    /// Threads sleeping on `cv`; spawns only notify when one does (saves a syscall).
     waiting: usize,
     thread_started: bool,
-    /// Exited pids a reaper is finishing (another reaper that peeked the same
-    /// zombie waits until it is gone).
+    /// Exited pids a reaper is finishing (another that peeked the same zombie
+    /// leaves it alone).
     claimed: BTreeSet<libc::pid_t>,
-    /// Cores with a reaper pinned to them.
-    pinned: BTreeSet<usize>,
+    /// Core → its home reaper's epoll descriptor.
+    homes: BTreeMap<usize, RawFd>,
 }
 
 impl Reaper {
@@ -108,47 +129,64 @@ impl Reaper {
     pub(super) fn ensure_thread(&'static self) -> io::Result<()> {
         let mut st = self.lock();
         if !st.thread_started {
+            std::thread::Builder::new()
+                .name("exec-reaper".into())
+                .spawn(move || self.run())?;
             let cores = crate::cpuset::own_cpus().unwrap_or_default();
             if (2..=PINNED_REAPERS_MAX).contains(&cores.len()) {
-                for core in cores {
-                    st.pinned.insert(core);
-                    std::thread::Builder::new()
-                        .name(format!("exec-reaper-{core}"))
-                        .spawn(move || {
-                            let _ = crate::cpuset::bind(0, &[core]);
-                            self.run(Some(core))
-                        })?;
-                }
-            } else {
-                std::thread::Builder::new()
-                    .name("exec-reaper".into())
-                    .spawn(move || self.run(None))?;
+                st.homes = super::home_reaper::start(self, &cores);
             }
             st.thread_started = true;
         }
         Ok(())
     }
 
-    /// Before a spawn; the ticket goes to `end_spawn`.
-    pub(super) fn begin_spawn(&self) -> u64 {
+    /// Before a spawn of a task whose first core is `core` (`None`: unbound,
+    /// or a helper); the ticket goes to `end_spawn`.
+    pub(super) fn begin_spawn(&self, core: Option<usize>) -> Ticket {
         let mut st = self.lock();
-        let ticket = st.next_ticket;
+        let id = st.next_ticket;
         st.next_ticket += 1;
-        st.in_flight.insert(ticket);
-        ticket
+        st.in_flight.insert(id);
+        let home = core.filter(|c| st.homes.contains_key(c));
+        if home.is_none() {
+            st.in_flight_general += 1;
+            if st.waiting > 0 {
+                self.cv.notify_all(); // the general reaper must block in waitid now
+            }
+        }
+        Ticket { id, home }
     }
 
-    /// After a spawn attempt: record the new leader (if any) and wake the reaper.
+    /// After a spawn attempt: record the new leader (if any) with its home
+    /// reaper (a pidfd in that reaper's epoll set) or the general one.
     pub(super) fn end_spawn(
         &self,
-        ticket: u64,
-        owner: Option<(libc::pid_t, Arc<Inner>, AttemptId, Option<usize>)>,
+        ticket: Ticket,
+        owner: Option<(libc::pid_t, Arc<Inner>, AttemptId)>,
     ) {
         let mut st = self.lock();
-        st.in_flight.remove(&ticket);
+        st.in_flight.remove(&ticket.id);
+        if ticket.home.is_none() {
+            st.in_flight_general -= 1;
+        }
         st.epoch = st.epoch.wrapping_add(1);
-        if let Some((pid, inner, attempt, home)) = owner {
-            st.owners.insert(pid, (inner, attempt, home));
+        if let Some((pid, inner, attempt)) = owner {
+            // Under the lock, so the owner is recorded before its home reaper can
+            // look: a child that exited already makes its pidfd ready at once.
+            let epoll = ticket.home.and_then(|core| st.homes.get(&core).copied());
+            let pidfd = epoll.and_then(|epoll| super::home_reaper::watch(epoll, pid));
+            if pidfd.is_none() {
+                st.general += 1; // no pidfd (before Linux 5.3): the general reaper's
+            }
+            st.owners.insert(
+                pid,
+                Owner {
+                    inner,
+                    attempt,
+                    pidfd,
+                },
+            );
         }
         if st.waiting > 0 {
             self.cv.notify_all();
@@ -164,9 +202,9 @@ impl Reaper {
             return None;
         }
         let mut live = Live::default();
-        for (&pid, (inner, attempt, _)) in &st.owners {
+        for (&pid, o) in &st.owners {
             live.leaders.insert(pid);
-            live.attempts.insert(*attempt, inner.clone());
+            live.attempts.insert(o.attempt, o.inner.clone());
         }
         Some(live)
     }
@@ -185,13 +223,52 @@ impl Reaper {
         st
     }
 
-    /// `core`: the core this reaper is pinned to (one reaper per core), whose
-    /// tasks it finishes; `None`: the only reaper.
-    fn run(&self, core: Option<usize>) {
+    /// For a home reaper whose pidfd of `pid` is readable: takes its owner
+    /// (claimed until [`Reaper::release`]); `None` if it is not a home-owned
+    /// leader (any more).
+    pub(super) fn claim_home(&self, pid: libc::pid_t) -> Option<Owner> {
+        let mut st = self.lock();
+        if st.owners.get(&pid).is_some_and(|o| o.pidfd.is_some()) {
+            st.claimed.insert(pid);
+            return st.owners.remove(&pid);
+        }
+        None
+    }
+
+    /// `pid` is reaped: nobody is finishing it any more.
+    pub(super) fn release(&self, pid: libc::pid_t) {
+        let mut st = self.lock();
+        st.claimed.remove(&pid);
+        if st.waiting > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// The general reaper: blocks in `waitid` while it has children of its
+    /// own, else sleeps and sweeps orphans now and then.
+    fn run(&self) {
         loop {
-            let epoch = self.lock().epoch;
-            match peek_exited() {
-                Ok(pid) => self.handle(pid, core),
+            let epoch = {
+                let mut st = self.lock();
+                while st.general == 0 && st.in_flight_general == 0 {
+                    st.waiting += 1;
+                    let (g, timeout) = self
+                        .cv
+                        .wait_timeout(st, ORPHAN_SWEEP)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    st = g;
+                    st.waiting -= 1;
+                    if timeout.timed_out() {
+                        drop(st);
+                        self.sweep_orphans();
+                        st = self.lock();
+                    }
+                }
+                st.epoch
+            };
+            match peek_exited(libc::WEXITED | libc::WNOWAIT) {
+                Ok(Some(pid)) => self.handle(pid),
+                Ok(None) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
                     // No children: sleep until a spawn bumps the epoch. A spawn that
                     // finished after `epoch` was read has bumped it already.
@@ -210,52 +287,48 @@ impl Reaper {
         }
     }
 
-    fn handle(&self, pid: libc::pid_t, core: Option<usize>) {
+    /// Reaps exited orphans without waiting; stops at the first zombie that is
+    /// somebody's (it cannot look past it; the next sweep will).
+    fn sweep_orphans(&self) {
+        while let Ok(Some(pid)) = peek_exited(libc::WEXITED | libc::WNOWAIT | libc::WNOHANG) {
+            {
+                let mut st = self.lock();
+                if st.owners.contains_key(&pid)
+                    || st.claimed.contains(&pid)
+                    || !st.in_flight.is_empty()
+                {
+                    return;
+                }
+                st.claimed.insert(pid);
+            }
+            let _ = reap(pid);
+            self.release(pid);
+        }
+    }
+
+    /// The general reaper's handling of a zombie it peeked.
+    fn handle(&self, pid: libc::pid_t) {
         let owner = {
             let mut st = self.lock();
             // Only a spawn that began before this point can have made `pid`; later
             // ones must not hold up an orphan (or everything behind it).
             let horizon = st.next_ticket;
             loop {
-                if st.claimed.contains(&pid) {
-                    // Another reaper finishes it: wait until it is reaped.
-                    while st.claimed.contains(&pid) {
+                let home_owned = st.owners.get(&pid).is_some_and(|o| o.pidfd.is_some());
+                if home_owned || st.claimed.contains(&pid) {
+                    // A home reaper finishes it: wait until it is reaped.
+                    while st.owners.contains_key(&pid) || st.claimed.contains(&pid) {
                         st = self.wait_on(st);
                     }
                     return;
                 }
-                let home = st.owners.get(&pid).map(|o| o.2);
-                let mine = match (home, core) {
-                    (Some(Some(h)), Some(c)) => h == c || !st.pinned.contains(&h),
-                    _ => true,
-                };
-                if home.is_some() && !mine {
-                    // Its core's reaper finishes it, there, where its
-                    // successor starts: wait until it is gone.
-                    // Bounded: two reapers may each have peeked the other's.
-                    let until = std::time::Instant::now() + HOME_WAIT_MAX;
-                    while st.owners.contains_key(&pid) || st.claimed.contains(&pid) {
-                        let now = std::time::Instant::now();
-                        if now >= until {
-                            break;
-                        }
-                        st.waiting += 1;
-                        st = self
-                            .cv
-                            .wait_timeout(st, until - now)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
-                        st.waiting -= 1;
-                    }
-                    if !st.owners.contains_key(&pid) {
-                        return;
-                    }
-                }
-                if let Some((inner, attempt, _)) = st.owners.remove(&pid) {
+                if let Some(o) = st.owners.remove(&pid) {
+                    st.general -= 1;
                     st.claimed.insert(pid);
-                    break Some((inner, attempt));
+                    break Some(o);
                 }
                 if st.in_flight.range(..horizon).next().is_none() {
+                    st.claimed.insert(pid);
                     break None;
                 }
                 // Possibly a child whose `start` has not recorded it yet: it stays
@@ -264,33 +337,30 @@ impl Reaper {
             }
         };
         match owner {
-            Some((inner, attempt)) => inner.finish(attempt, pid),
+            Some(o) => o.inner.finish(o.attempt, pid),
             None => {
-                // An orphan re-parented to us, or a failed spawn's child that libc
-                // already reaped (then this finds nothing, which is fine).
-                self.lock().claimed.insert(pid);
+                // An orphan re-parented to us, or a failed spawn's child that its
+                // spawner already reaped (then this finds nothing, which is fine).
                 let _ = reap(pid);
             }
         }
-        let mut st = self.lock();
-        st.claimed.remove(&pid);
-        if st.waiting > 0 {
-            self.cv.notify_all();
-        }
+        self.release(pid);
     }
 }
 
-/// Waits for any child to exit without reaping it; returns its pid.
-fn peek_exited() -> io::Result<libc::pid_t> {
+/// `waitid(P_ALL, flags)`: the pid of an exited child (not reaped with
+/// `WNOWAIT`); `None` with `WNOHANG` when none has exited.
+fn peek_exited(flags: libc::c_int) -> io::Result<Option<libc::pid_t>> {
     // SAFETY: siginfo_t is plain data; zeroed is a valid value and waitid fills it.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a valid, writable siginfo_t.
-    let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: waitid succeeded for an exited child, so si_pid is the valid field.
-    Ok(unsafe { info.si_pid() })
+    // SAFETY: waitid succeeded; si_pid is 0 if nothing exited (WNOHANG).
+    let pid = unsafe { info.si_pid() };
+    Ok((pid != 0).then_some(pid))
 }
 
 /// Reaps `pid` (an exited child); its wait status and resource usage.

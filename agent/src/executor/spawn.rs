@@ -46,7 +46,7 @@ use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult
 
 use super::command::task_launch;
 use super::output::{Stream, SIZE_CHECK_INTERVAL_MAX};
-use super::reaper::REAPER;
+use super::reaper::{Ticket, REAPER};
 use super::{later, unix_us, ExecEvent, Executor, Inner, Placement, Running};
 use crate::limits::{self, LimitMode, TaskCgroup};
 use crate::log_event;
@@ -127,7 +127,8 @@ impl Inner {
         )
         .map_err(|e| spawn_failed(format!("cannot start {:?}: {e}", argv[0])))?;
         let cgroup = inner.make_cgroup(a.attempt, memory_limit, task_argv.detached_container);
-        let ticket = REAPER.begin_spawn();
+        // The reaper of the task's first core finishes it (`home_reaper`).
+        let ticket = REAPER.begin_spawn(place.cpus.as_ref().and_then(|c| c.first().copied()));
         let spawned = launch.start();
         // The parent's copies of the child's stdio go now, not at the end of scope.
         drop((child_out, child_err));
@@ -145,8 +146,7 @@ impl Inner {
             detached_container: task_argv.detached_container,
             input_bytes,
         };
-        let home = place.cpus.as_ref().and_then(|c| c.first().copied());
-        self.register(a, pid, ticket, prepared, home);
+        self.register(a, pid, ticket, prepared);
         Ok(())
     }
 
@@ -155,14 +155,7 @@ impl Inner {
     /// Exists because that order is what makes `Started` precede `Finished`: the
     /// reaper cannot finish a pid it has not been given. Must not fail (the child
     /// runs already) and must end the reaper ticket on every path.
-    fn register(
-        self: &Arc<Self>,
-        a: &Assignment,
-        pid: libc::pid_t,
-        ticket: u64,
-        p: Prepared,
-        home: Option<usize>,
-    ) {
+    fn register(self: &Arc<Self>, a: &Assignment, pid: libc::pid_t, ticket: Ticket, p: Prepared) {
         let inner = self;
         if let Some(g) = &inner.cfg.orphan_guard {
             g.spawned(pid);
@@ -180,7 +173,7 @@ impl Inner {
             attempt: a.attempt,
             at_us: started_at_us,
         }));
-        REAPER.end_spawn(ticket, Some((pid, self.clone(), a.attempt, home)));
+        REAPER.end_spawn(ticket, Some((pid, self.clone(), a.attempt)));
     }
 
     /// Reports an attempt that never started: only a `Finished`, with zeroed
@@ -315,7 +308,7 @@ fn prepare_stage(a: &Assignment, cwd: &Path) -> Result<Option<PathBuf>, AttemptE
 /// task and says why it did not start. Both a missing program and a missing cwd
 /// say ENOENT; this tells them apart. Must not report anything itself.
 fn abandon_spawn(
-    ticket: u64,
+    ticket: Ticket,
     cgroup: Option<TaskCgroup>,
     cwd: &Path,
     program: &str,

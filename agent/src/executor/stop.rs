@@ -177,7 +177,7 @@ fn spawn_helper(argv: &[String], env: &[(String, String)]) {
     let Some((program, args)) = argv.split_first() else {
         return;
     };
-    let ticket = REAPER.begin_spawn();
+    let ticket = REAPER.begin_spawn(None);
     let spawned = Command::new(program)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
