@@ -2,7 +2,8 @@
 //! broker and `--no-shared-fs` agents in private dirs: a task whose inputs
 //! are being fetched, one whose outputs are being handed back (each held
 //! mid-transfer by a failpoint, so the test sees the wait), and one that
-//! failed on a transfer, each said in one line.
+//! failed on a transfer, each said in one line by `why` and listed by
+//! `analyze` (text and JSON).
 
 use std::time::Duration;
 
@@ -11,6 +12,87 @@ use crate::support::*;
 
 fn why(b: &Broker, task: &str) -> String {
     b.ok(&["why", task])
+}
+
+/// `analyze RUN --json`'s transfers.
+fn transfers(b: &Broker, run: &str) -> Vec<serde_json::Value> {
+    let out = stdout(&b.cli(&["analyze", run, "--json"]));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("analyze --json");
+    json["transfers"].as_array().cloned().unwrap_or_default()
+}
+
+/// A broker that stalls every fetch after its first MiB, one private agent,
+/// and a run whose one task needs a 3 MiB input; the run's id.
+fn held_stage_in(b: &mut Broker) -> String {
+    private_agent(b, "a", &["--cpus", "1"]);
+    b.wait_agents(1);
+    std::fs::write(b.work().join("big.bin"), vec![7u8; 3 << 20]).unwrap();
+    let wf = b.write(
+        "in.yaml",
+        "workflow: in\njobs:\n  - name: use\n    inputs: [big.bin]\n    command: [\"true\"]\n",
+    );
+    b.ok(&["submit", &wf]).trim().to_string()
+}
+
+#[test]
+fn analyze_lists_a_task_waiting_for_its_inputs_with_the_way_files_and_bytes() {
+    let mut b = Broker::start_env(&[], &[("SCALABLE_FAILPOINTS", "broker.staging.get=pause")]);
+    let run = held_stage_in(&mut b);
+    let mut last = String::new();
+    wait_until(Duration::from_secs(30), "analyze to list the fetch", || {
+        last = b.ok(&["analyze", &run]);
+        last.contains("(1 file, 1M of 3M)")
+    });
+    assert!(
+        last.contains("*****Tasks waiting for a transfer*****"),
+        "{last}"
+    );
+    let line = format!(
+        "{run}/use/0: it waits for its inputs through the broker (1 file, 1M of 3M) on agent a ("
+    );
+    assert!(last.contains(&line), "{last}");
+    let listed = transfers(&b, &run);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let t = &listed[0];
+    assert_eq!(t["path"], format!("{run}/use/0"));
+    assert_eq!(t["direction"], "in");
+    assert_eq!(t["via"], "broker");
+    assert_eq!(t["files"], 1);
+    assert_eq!(t["done_bytes"], 1 << 20);
+    assert_eq!(t["total_bytes"], 3 << 20);
+    assert!(t["error"].is_null(), "{t}");
+}
+
+#[test]
+fn analyze_lists_a_task_waiting_for_its_outputs_to_go_back() {
+    let mut b = Broker::start();
+    private_agent_env(
+        &mut b,
+        "a",
+        &["--cpus", "1"],
+        &[("SCALABLE_FAILPOINTS", "agent.staging.upload=pause")],
+    );
+    b.wait_agents(1);
+    let wf = b.write(
+        "out.yaml",
+        "workflow: out\njobs:\n  - name: make\n    outputs: [o.bin]\n    command: [sh, -c, \"head -c 3145728 /dev/zero > $SCALABLE_STAGE_DIR/o.bin\"]\n",
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let line = format!(
+        "{run}/make/0: its process ended; it waits for its outputs through the broker (1 file, 0B of 3M) on agent a ("
+    );
+    let mut last = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "analyze to list the upload",
+        || {
+            last = b.ok(&["analyze", &run]);
+            last.contains(&line)
+        },
+    );
+    let listed = transfers(&b, &run);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["direction"], "out");
 }
 
 #[test]
@@ -95,4 +177,20 @@ fn why_and_analyze_say_a_task_failed_on_a_transfer_with_the_path_and_reason() {
         .filter(|l| l.contains("staging failed: input big.bin is 2M"))
         .collect();
     assert_eq!(lines.len(), 1, "{analyze}");
+    // Which way, how, and on which agent it failed (the error is the reason's).
+    assert!(
+        analyze.contains("transfer: failed on its inputs through the broker on agent a ("),
+        "{analyze}"
+    );
+    assert!(!analyze.contains("waiting for a transfer"), "{analyze}");
+    let listed = transfers(&b, &run);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let t = &listed[0];
+    assert_eq!(t["path"], format!("{run}/big/0"));
+    assert_eq!(t["direction"], "in");
+    let error = t["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("input big.bin is 2M, over the staging limit of 1M a file (hint: "),
+        "{t}"
+    );
 }

@@ -21,7 +21,7 @@ mod scaling;
 mod schema;
 mod statements;
 
-pub use analysis::run_analysis;
+pub use analysis::{failed_transfers, run_analysis};
 pub use error::StoreError;
 pub use export::export_page;
 pub use load::{Loaded, LoadedJob, LoadedRun};
