@@ -12,10 +12,9 @@ use scalable_common::protocol::{
     CancelledJob, CliHello, FailedTask, Hello, HelloReply, Request, Response, RunId, RunRef,
     TaskId, MESSAGE_BYTES_MAX, PROTOCOL_VERSION,
 };
-use scalable_common::tls;
 use serde::Deserialize;
 
-use crate::checkpoints_private::private_agent;
+use crate::handshake::{dial, runtime};
 use crate::support::*;
 
 /// `RunAnalysis` as protocol 8 has it.
@@ -51,31 +50,22 @@ enum ResponseV8 {
 
 /// The raw reply body to `analyze RUN` from a CLI saying `protocol`.
 fn analyze_as(b: &Broker, protocol: u16, run: RunId) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
+        let (mut raw, _agent_token) = dial(b).await;
         let file = load_access(&b.access()).expect("access file");
-        let addr: std::net::SocketAddr = file.address.parse().expect("address");
-        let endpoint = tls::client_endpoint(&addr).expect("endpoint");
-        let pin = tls::parse_fingerprint(&file.fingerprint).expect("fingerprint");
-        let conn = tls::connect(&endpoint, &file.address, pin)
-            .await
-            .expect("connect");
-        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
         let hello = Hello::Cli(CliHello {
             protocol,
             cli_version: "0.0.8".into(),
-            token: file.token.clone(),
+            token: file.token,
         });
-        write_frame(&mut send, &hello).await.expect("hello");
-        let reply: Option<HelloReply> = read_frame(&mut recv, 64 << 10).await.expect("reply");
+        write_frame(&mut raw.send, &hello).await.expect("hello");
+        let reply: Option<HelloReply> = read_frame(&mut raw.recv, 64 << 10).await.expect("reply");
         assert!(
             matches!(reply, Some(HelloReply::Welcome { .. })),
             "{reply:?}"
         );
+        let conn = raw.conn;
         let (mut send, mut recv) = conn.open_bi().await.expect("stream");
         let req = Request::Analyze {
             run: RunRef::Id(run),
@@ -103,18 +93,7 @@ fn analyze_as(b: &Broker, protocol: u16, run: RunId) -> Vec<u8> {
 
 #[test]
 fn a_cli_of_protocol_8_reads_analyze_without_the_transfers_a_current_one_with() {
-    let mut b = Broker::start_env(&[], &[("SCALABLE_STAGE_FILE_BYTES_MAX", "1M")]);
-    private_agent(&mut b, "a", &["--cpus", "1"]);
-    b.wait_agents(1);
-    std::fs::write(b.work().join("big.bin"), vec![7u8; 2 << 20]).unwrap();
-    let wf = b.write(
-        "bound.yaml",
-        "workflow: bound\njobs:\n  - name: big\n    inputs: [big.bin]\n    command: [\"true\"]\n",
-    );
-    let run = b.ok(&["submit", &wf]).trim().to_string();
-    wait_until(Duration::from_secs(60), "the run to fail", || {
-        b.cli(&["wait", &run]).status.code() == Some(1)
-    });
+    let (b, run) = crate::transfer_why::failed_over_the_bound();
     let id: RunId = run.parse().expect("run id");
 
     let old = analyze_as(&b, 8, id);

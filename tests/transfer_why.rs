@@ -23,21 +23,57 @@ fn transfers(b: &Broker, run: &str) -> Vec<serde_json::Value> {
 
 /// A broker that stalls every fetch after its first MiB, one private agent,
 /// and a run whose one task needs a 3 MiB input; the run's id.
-fn held_stage_in(b: &mut Broker) -> String {
-    private_agent(b, "a", &["--cpus", "1"]);
+fn held_stage_in() -> (Broker, String) {
+    let mut b = Broker::start_env(&[], &[("SCALABLE_FAILPOINTS", "broker.staging.get=pause")]);
+    private_agent(&mut b, "a", &["--cpus", "1"]);
     b.wait_agents(1);
     std::fs::write(b.work().join("big.bin"), vec![7u8; 3 << 20]).unwrap();
     let wf = b.write(
         "in.yaml",
         "workflow: in\njobs:\n  - name: use\n    inputs: [big.bin]\n    command: [\"true\"]\n",
     );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    (b, run)
+}
+
+/// One private agent that pauses before it uploads, and a run whose one
+/// task writes a 3 MiB output; the run's id.
+fn held_stage_out(b: &mut Broker) -> String {
+    private_agent_env(
+        b,
+        "a",
+        &["--cpus", "1"],
+        &[("SCALABLE_FAILPOINTS", "agent.staging.upload=pause")],
+    );
+    b.wait_agents(1);
+    let wf = b.write(
+        "out.yaml",
+        "workflow: out\njobs:\n  - name: make\n    outputs: [o.bin]\n    command: [sh, -c, \"head -c 3145728 /dev/zero > $SCALABLE_STAGE_DIR/o.bin\"]\n",
+    );
     b.ok(&["submit", &wf]).trim().to_string()
+}
+
+/// A broker whose staging bound is 1M a file, one private agent, and a run
+/// whose one task needs a 2M input, waited for until it failed; its id.
+pub(crate) fn failed_over_the_bound() -> (Broker, String) {
+    let mut b = Broker::start_env(&[], &[("SCALABLE_STAGE_FILE_BYTES_MAX", "1M")]);
+    private_agent(&mut b, "a", &["--cpus", "1"]);
+    b.wait_agents(1);
+    std::fs::write(b.work().join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+    let wf = b.write(
+        "bound.yaml",
+        "workflow: bound\njobs:\n  - name: big\n    inputs: [big.bin]\n    command: [\"true\"]\n",
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    wait_until(Duration::from_secs(60), "the run to fail", || {
+        b.cli(&["wait", &run]).status.code() == Some(1)
+    });
+    (b, run)
 }
 
 #[test]
 fn analyze_lists_a_task_waiting_for_its_inputs_with_the_way_files_and_bytes() {
-    let mut b = Broker::start_env(&[], &[("SCALABLE_FAILPOINTS", "broker.staging.get=pause")]);
-    let run = held_stage_in(&mut b);
+    let (b, run) = held_stage_in();
     let mut last = String::new();
     wait_until(Duration::from_secs(30), "analyze to list the fetch", || {
         last = b.ok(&["analyze", &run]);
@@ -66,18 +102,7 @@ fn analyze_lists_a_task_waiting_for_its_inputs_with_the_way_files_and_bytes() {
 #[test]
 fn analyze_lists_a_task_waiting_for_its_outputs_to_go_back() {
     let mut b = Broker::start();
-    private_agent_env(
-        &mut b,
-        "a",
-        &["--cpus", "1"],
-        &[("SCALABLE_FAILPOINTS", "agent.staging.upload=pause")],
-    );
-    b.wait_agents(1);
-    let wf = b.write(
-        "out.yaml",
-        "workflow: out\njobs:\n  - name: make\n    outputs: [o.bin]\n    command: [sh, -c, \"head -c 3145728 /dev/zero > $SCALABLE_STAGE_DIR/o.bin\"]\n",
-    );
-    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let run = held_stage_out(&mut b);
     let line = format!(
         "{run}/make/0: its process ended; it waits for its outputs through the broker (1 file, 0B of 3M) on agent a ("
     );
@@ -97,16 +122,7 @@ fn analyze_lists_a_task_waiting_for_its_outputs_to_go_back() {
 
 #[test]
 fn why_says_a_task_waits_for_its_inputs_with_the_bytes_fetched_so_far() {
-    // The broker stalls every fetch after its first MiB.
-    let mut b = Broker::start_env(&[], &[("SCALABLE_FAILPOINTS", "broker.staging.get=pause")]);
-    private_agent(&mut b, "a", &["--cpus", "1"]);
-    b.wait_agents(1);
-    std::fs::write(b.work().join("big.bin"), vec![7u8; 3 << 20]).unwrap();
-    let wf = b.write(
-        "in.yaml",
-        "workflow: in\njobs:\n  - name: use\n    inputs: [big.bin]\n    command: [\"true\"]\n",
-    );
-    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let (b, run) = held_stage_in();
     let task = format!("{run}/use/0");
     let mut last = String::new();
     // The first MiB is counted once it is sent: 0B of 3M may come first.
@@ -127,18 +143,7 @@ fn why_says_a_task_waits_for_its_inputs_with_the_bytes_fetched_so_far() {
 #[test]
 fn why_says_a_task_waits_for_its_outputs_to_go_back() {
     let mut b = Broker::start();
-    private_agent_env(
-        &mut b,
-        "a",
-        &["--cpus", "1"],
-        &[("SCALABLE_FAILPOINTS", "agent.staging.upload=pause")],
-    );
-    b.wait_agents(1);
-    let wf = b.write(
-        "out.yaml",
-        "workflow: out\njobs:\n  - name: make\n    outputs: [o.bin]\n    command: [sh, -c, \"head -c 3145728 /dev/zero > $SCALABLE_STAGE_DIR/o.bin\"]\n",
-    );
-    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let run = held_stage_out(&mut b);
     let task = format!("{run}/make/0");
     let mut last = String::new();
     wait_until(Duration::from_secs(30), "why to name the upload", || {
@@ -151,18 +156,7 @@ fn why_says_a_task_waits_for_its_outputs_to_go_back() {
 
 #[test]
 fn why_and_analyze_say_a_task_failed_on_a_transfer_with_the_path_and_reason() {
-    let mut b = Broker::start_env(&[], &[("SCALABLE_STAGE_FILE_BYTES_MAX", "1M")]);
-    private_agent(&mut b, "a", &["--cpus", "1"]);
-    b.wait_agents(1);
-    std::fs::write(b.work().join("big.bin"), vec![7u8; 2 << 20]).unwrap();
-    let wf = b.write(
-        "bound.yaml",
-        "workflow: bound\njobs:\n  - name: big\n    inputs: [big.bin]\n    command: [\"true\"]\n",
-    );
-    let run = b.ok(&["submit", &wf]).trim().to_string();
-    wait_until(Duration::from_secs(60), "the run to fail", || {
-        b.cli(&["wait", &run]).status.code() == Some(1)
-    });
+    let (b, run) = failed_over_the_bound();
     let out = why(&b, &format!("{run}/big/0"));
     assert!(
         out.contains(
