@@ -6,11 +6,12 @@
 //! never on the core task. It only reads; it must not write rows, change
 //! the schema or compute figures (`summary` does).
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection};
 use scalable_common::frame::encoded_len;
 use scalable_common::protocol::{ReportPage, RunId, ENVELOPE_BYTES_MAX, REPLY_PAGE_BYTES_MAX};
 
 use scalable_common::scaling::ScalingDecisionInfo;
+use scalable_common::staging::Transfers;
 
 use super::accountability::{MEMORY, PERCENTILE, RUN_TIME};
 use super::model::{
@@ -19,21 +20,14 @@ use super::model::{
     FAILURE_TAIL_BYTES_MAX, PREDICTED_ATTEMPTS_MAX, REPORT_FORMAT,
 };
 use crate::paging::PageBuilder;
-use crate::store::{self, StoreError};
+use crate::store::{self, opt_u64, u64_at, StoreError};
+use crate::telemetry;
 
 fn sql(e: rusqlite::Error) -> StoreError {
     StoreError::Sqlite {
         path: "broker.db".into(),
         source: e,
     }
-}
-
-fn opt_u64(r: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
-    Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64))
-}
-
-fn u64_at(r: &Row, i: usize) -> rusqlite::Result<u64> {
-    Ok(r.get::<_, i64>(i)?.max(0) as u64)
 }
 
 /// One page of `run`'s report: the head when `after` is `None`, then the
@@ -276,21 +270,17 @@ pub fn attempts_page(
     budget: usize,
 ) -> Result<(Vec<AttemptRow>, Option<u64>), StoreError> {
     let mut stmt = c
-        .prepare_cached(
-            "SELECT id, task_id, job_id, idx, number, agent_id, assigned_at_ms, started_at_us,
-                    ended_at_us, end_class, exit_code, peak_rss_bytes, cpu_time_us, memory_limit_bytes,
-                    ready_at_ms, cpus, memory_bytes, gpus, read_bytes, write_bytes,
-                    stage_in_bytes, stage_in_ms, stage_out_bytes, stage_out_ms,
-                    checkpoint_bytes, checkpoint_ms
-             FROM attempts WHERE run_id = ?1 AND id > ?2 ORDER BY id",
-        )
+        .prepare_cached(&format!(
+            "SELECT {} FROM attempt_telemetry WHERE run_id = ?1 AND id > ?2 ORDER BY id",
+            store::ATTEMPT_TELEMETRY_COLUMNS
+        ))
         .map_err(sql)?;
     let mut rows = stmt
         .query(params![run as i64, after.map_or(-1, |a| a as i64)])
         .map_err(sql)?;
     let mut page = PageBuilder::new(budget);
     while let Some(r) = rows.next().map_err(sql)? {
-        let mut a = attempt_row(r).map_err(sql)?;
+        let mut a = attempt_row(store::attempt_telemetry_row(r).map_err(sql)?);
         // Before the push: a page's budget counts the series too.
         attach_usage(c, &mut a)?;
         if !page.push(a.id, a) {
@@ -340,60 +330,56 @@ fn attach_usage(c: &Connection, a: &mut AttemptRow) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn attempt_row(r: &Row) -> rusqlite::Result<AttemptRow> {
-    Ok(AttemptRow {
-        id: u64_at(r, 0)?,
-        task_id: u64_at(r, 1)?,
-        job_id: u64_at(r, 2)?,
-        index: u64_at(r, 3)?,
-        number: r.get(4)?,
-        agent_id: u64_at(r, 5)?,
-        ready_at_ms: opt_u64(r, 14)?,
-        assigned_at_ms: u64_at(r, 6)?,
-        started_at_us: opt_u64(r, 7)?,
-        ended_at_us: opt_u64(r, 8)?,
-        end_class: r.get(9)?,
-        exit_code: r.get(10)?,
-        peak_rss_bytes: opt_u64(r, 11)?,
-        cpu_time_us: opt_u64(r, 12)?,
-        memory_limit_bytes: opt_u64(r, 13)?,
+/// The report's attempt from the export's row of it (one reading of the
+/// attempt columns serves both).
+fn attempt_row(t: telemetry::AttemptRow) -> AttemptRow {
+    let stage = [
+        t.stage_in_bytes,
+        t.stage_in_ms,
+        t.stage_out_bytes,
+        t.stage_out_ms,
+        t.checkpoint_bytes,
+        t.checkpoint_ms,
+    ];
+    let n = |v: Option<u64>| v.unwrap_or(0);
+    AttemptRow {
+        id: t.attempt,
+        task_id: t.task,
+        job_id: t.job,
+        index: t.index,
+        number: t.number,
+        agent_id: t.agent,
+        ready_at_ms: t.ready_at_ms,
+        assigned_at_ms: t.assigned_at_ms,
+        started_at_us: t.started_at_us,
+        ended_at_us: t.ended_at_us,
+        end_class: t.end_class,
+        exit_code: t.exit_code,
+        peak_rss_bytes: t.peak_rss_bytes,
+        cpu_time_us: t.cpu_time_us,
+        memory_limit_bytes: t.memory_limit_bytes,
         // NULL before schema 5 (a migrated store's older attempts).
-        requested: match (opt_u64(r, 15)?, opt_u64(r, 16)?, opt_u64(r, 17)?) {
-            (Some(cpus), Some(memory_bytes), gpus) => Some(Requested {
-                cpus: cpus as u32,
+        requested: match (t.cpus, t.memory_bytes) {
+            (Some(cpus), Some(memory_bytes)) => Some(Requested {
+                cpus,
                 memory_bytes,
-                gpus: gpus.unwrap_or(0) as u32,
+                gpus: t.gpus.unwrap_or(0),
             }),
             _ => None,
         },
-        read_bytes: opt_u64(r, 18)?,
-        written_bytes: opt_u64(r, 19)?,
-        transfers: transfers_at(r, 20)?,
+        read_bytes: t.read_bytes,
+        written_bytes: t.write_bytes,
+        // `None` when none of the six was reported.
+        transfers: stage.iter().any(Option::is_some).then(|| Transfers {
+            in_bytes: n(t.stage_in_bytes),
+            in_ms: n(t.stage_in_ms),
+            out_bytes: n(t.stage_out_bytes),
+            out_ms: n(t.stage_out_ms),
+            checkpoint_bytes: n(t.checkpoint_bytes),
+            checkpoint_ms: n(t.checkpoint_ms),
+        }),
         usage: None,
-    })
-}
-
-/// The six transfer columns from `first` on; `None` when none was reported.
-fn transfers_at(
-    r: &rusqlite::Row<'_>,
-    first: usize,
-) -> rusqlite::Result<Option<scalable_common::staging::Transfers>> {
-    let mut v = [None; 6];
-    for (i, slot) in v.iter_mut().enumerate() {
-        *slot = opt_u64(r, first + i)?;
     }
-    if v.iter().all(Option::is_none) {
-        return Ok(None);
-    }
-    let n = |i: usize| v[i].unwrap_or(0);
-    Ok(Some(scalable_common::staging::Transfers {
-        in_bytes: n(0),
-        in_ms: n(1),
-        out_bytes: n(2),
-        out_ms: n(3),
-        checkpoint_bytes: n(4),
-        checkpoint_ms: n(5),
-    }))
 }
 
 /// Agents that ran an attempt of the run or were connected while it ran.
