@@ -24,7 +24,10 @@ mod statements;
 pub use analysis::{failed_transfers, run_analysis};
 pub use error::StoreError;
 pub use export::export_page;
-pub(crate) use export::{attempt_telemetry_row, opt_u64, u64_at, ATTEMPT_TELEMETRY_COLUMNS};
+pub(crate) use export::{
+    agent_row, attempt_telemetry_row, job_row, opt_u64, pilot_row, u64_at, AGENTS_WITH_PILOT,
+    AGENT_COLUMNS, ATTEMPT_TELEMETRY_COLUMNS, JOB_COLUMNS, PILOT_COLUMNS,
+};
 pub use load::{Loaded, LoadedJob, LoadedRun};
 pub use reads::{last_run, run_stats, task_logs, task_reason};
 pub use retention::{prune_telemetry, Pruned, PRUNE_ATTEMPTS_PER_CALL_MAX};

@@ -232,32 +232,30 @@ fn jobs(
     walltimes: &[(String, Option<u64>)],
 ) -> Result<Vec<JobRow>, StoreError> {
     let mut stmt = c
-        .prepare(
-            "SELECT id, name, tag, cpus, memory_bytes, gpus, retries, task_count FROM jobs
-             WHERE run_id = ?1 ORDER BY id",
-        )
+        .prepare(&format!(
+            "SELECT {} FROM jobs WHERE run_id = ?1 ORDER BY id",
+            store::JOB_COLUMNS
+        ))
         .map_err(sql)?;
-    let rows = stmt
-        .query_map([run as i64], |r| {
-            Ok(JobRow {
-                id: u64_at(r, 0)?,
-                name: r.get(1)?,
-                tag: r.get(2)?,
-                cpus: r.get(3)?,
-                memory_bytes: u64_at(r, 4)?,
-                gpus: r.get(5)?,
-                retries: r.get(6)?,
-                task_count: u64_at(r, 7)?,
-                ..JobRow::default()
-            })
-        })
-        .map_err(sql)?;
-    let mut out: Vec<JobRow> = rows.collect::<Result<_, _>>().map_err(sql)?;
-    for job in &mut out {
-        job.walltime_ms = walltimes
-            .iter()
-            .find(|(name, _)| *name == job.name)
-            .and_then(|(_, w)| *w);
+    let rows = stmt.query_map([run as i64], store::job_row).map_err(sql)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let j = row.map_err(sql)?;
+        out.push(JobRow {
+            id: j.job,
+            walltime_ms: walltimes
+                .iter()
+                .find(|(name, _)| *name == j.name)
+                .and_then(|(_, w)| *w),
+            name: j.name,
+            tag: j.tag,
+            cpus: j.cpus,
+            memory_bytes: j.memory_bytes,
+            gpus: j.gpus,
+            retries: j.retries,
+            task_count: j.tasks,
+            ..JobRow::default()
+        });
     }
     Ok(out)
 }
@@ -390,62 +388,71 @@ fn agents(
     to_ms: u64,
 ) -> Result<Vec<AgentRow>, StoreError> {
     let mut stmt = c
-        .prepare(
-            "SELECT id, name, hostname, tags, cpus, memory_bytes, gpus, connected_at_ms, left_at_ms,
-                    left_reason, pilot_id FROM agents
-             WHERE id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1)
-                OR (connected_at_ms <= ?3 AND (left_at_ms IS NULL OR left_at_ms >= ?2))
-             ORDER BY id",
-        )
+        .prepare(&format!(
+            "SELECT {} FROM {}
+             WHERE ag.id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1)
+                OR (ag.connected_at_ms <= ?3 AND (ag.left_at_ms IS NULL OR ag.left_at_ms >= ?2))
+             ORDER BY ag.id",
+            store::AGENT_COLUMNS,
+            store::AGENTS_WITH_PILOT
+        ))
         .map_err(sql)?;
     let rows = stmt
-        .query_map(params![run as i64, from_ms as i64, to_ms as i64], |r| {
-            let tags: String = r.get(3)?;
-            Ok(AgentRow {
-                id: u64_at(r, 0)?,
-                name: r.get(1)?,
-                hostname: r.get(2)?,
-                tags: crate::store::agent_tags(&tags),
-                cpus: r.get(4)?,
-                memory_bytes: u64_at(r, 5)?,
-                gpus: r.get(6)?,
-                connected_at_ms: u64_at(r, 7)?,
-                left_at_ms: opt_u64(r, 8)?,
-                left_reason: r.get(9)?,
-                pilot_id: r.get(10)?,
-            })
-        })
+        .query_map(
+            params![run as i64, from_ms as i64, to_ms as i64],
+            store::agent_row,
+        )
         .map_err(sql)?;
-    rows.collect::<Result<_, _>>().map_err(sql)
+    rows.map(|row| {
+        let a = row.map_err(sql)?;
+        Ok(AgentRow {
+            id: a.agent,
+            name: a.name,
+            hostname: a.host,
+            tags: a.tags,
+            cpus: a.cpus,
+            memory_bytes: a.memory_bytes,
+            gpus: a.gpus,
+            connected_at_ms: a.connected_at_ms,
+            left_at_ms: a.left_at_ms,
+            left_reason: a.left_reason,
+            pilot_id: a.reported_pilot_id,
+        })
+    })
+    .collect()
 }
 
 /// Pilots alive at some point while the run was.
 fn pilots(c: &Connection, from_ms: u64, to_ms: u64) -> Result<Vec<PilotRow>, StoreError> {
     let mut stmt = c
-        .prepare(
-            "SELECT id, target, tag, provider_id, state, agent_id, submitted_at_ms, connected_at_ms,
-                    ended_at_ms, reason FROM pilots
-             WHERE submitted_at_ms <= ?2 AND (ended_at_ms IS NULL OR ended_at_ms >= ?1)
-             ORDER BY submitted_at_ms, id",
-        )
+        .prepare(&format!(
+            "SELECT {} FROM pilots p
+             WHERE p.submitted_at_ms <= ?2 AND (p.ended_at_ms IS NULL OR p.ended_at_ms >= ?1)
+             ORDER BY p.submitted_at_ms, p.id",
+            store::PILOT_COLUMNS
+        ))
         .map_err(sql)?;
     let rows = stmt
         .query_map(params![from_ms as i64, to_ms as i64], |r| {
-            Ok(PilotRow {
-                id: r.get(0)?,
-                target: r.get(1)?,
-                tag: r.get(2)?,
-                provider_id: r.get(3)?,
-                state: r.get(4)?,
-                agent_id: opt_u64(r, 5)?,
-                submitted_at_ms: u64_at(r, 6)?,
-                connected_at_ms: opt_u64(r, 7)?,
-                ended_at_ms: opt_u64(r, 8)?,
-                reason: r.get(9)?,
-            })
+            store::pilot_row(r, to_ms)
         })
         .map_err(sql)?;
-    rows.collect::<Result<_, _>>().map_err(sql)
+    rows.map(|row| {
+        let p = row.map_err(sql)?;
+        Ok(PilotRow {
+            id: p.pilot,
+            target: p.target,
+            tag: p.tag,
+            provider_id: p.provider_id,
+            state: p.state,
+            agent_id: p.agent,
+            submitted_at_ms: p.submitted_at_ms,
+            connected_at_ms: p.connected_at_ms,
+            ended_at_ms: p.ended_at_ms,
+            reason: p.reason,
+        })
+    })
+    .collect()
 }
 
 /// The run's events and the broker's own while it ran (at most
@@ -604,5 +611,60 @@ mod tests {
             Some(1_000)
         );
         assert_eq!(page.next, None);
+    }
+
+    /// Jobs, agents and pilots are read through the export's rows: each field
+    /// lands where the report keeps it.
+    #[test]
+    fn the_head_carries_jobs_agents_and_pilots_field_by_field() {
+        let (_dir, c) = store_with(1);
+        c.execute_batch(
+            "UPDATE jobs SET tag = 'gpu', cpus = 4, memory_bytes = 2048, gpus = 1, retries = 2;
+             UPDATE agents SET left_at_ms = 8000, left_reason = 'drained', pilot_id = 'p-1',
+               memory_bytes = 4096, gpus = 1 WHERE id = 1;
+             INSERT INTO pilots (id, target, tag, provider_id, agent_match, state, agent_id,
+                 submitted_at_ms, connected_at_ms, ended_at_ms, reason, provider)
+               VALUES ('p-1', 'hpc', 'gpu', 'job-7', 'm', 'ended', 1, 400, 500, 8000, 'idle', 'slurm'),
+                      ('p-0', 'hpc', NULL, 'job-6', 'm', 'ended', NULL, 10, NULL, 20, 'gone', 'slurm');",
+        )
+        .unwrap();
+        let head = head(&c, 1, 10_000, &[]).unwrap();
+        let j = &head.jobs[0];
+        assert_eq!(
+            (
+                j.id,
+                j.name.as_str(),
+                j.tag.as_deref(),
+                j.cpus,
+                j.memory_bytes,
+                j.gpus
+            ),
+            (1, "sim", Some("gpu"), 4, 2048, 1)
+        );
+        assert_eq!((j.retries, j.task_count, j.walltime_ms), (2, 1000, None));
+        let a = &head.agents[0];
+        assert_eq!((a.id, a.name.as_str(), a.hostname.as_str()), (1, "a1", "h"));
+        assert_eq!((a.cpus, a.memory_bytes, a.gpus), (2, 4096, 1));
+        assert_eq!((a.connected_at_ms, a.left_at_ms), (500, Some(8000)));
+        assert_eq!(a.left_reason.as_deref(), Some("drained"));
+        assert_eq!(a.pilot_id.as_deref(), Some("p-1"));
+        // Only the pilot alive while the run was (1000 to 9000).
+        assert_eq!(head.pilots.len(), 1, "{:?}", head.pilots);
+        let p = &head.pilots[0];
+        assert_eq!(
+            (
+                p.id.as_str(),
+                p.target.as_str(),
+                p.tag.as_deref(),
+                p.provider_id.as_str()
+            ),
+            ("p-1", "hpc", Some("gpu"), "job-7")
+        );
+        assert_eq!((p.state.as_str(), p.agent_id), ("ended", Some(1)));
+        assert_eq!(
+            (p.submitted_at_ms, p.connected_at_ms, p.ended_at_ms),
+            (400, Some(500), Some(8000))
+        );
+        assert_eq!(p.reason.as_deref(), Some("idle"));
     }
 }

@@ -121,27 +121,30 @@ fn runs(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result
     )
 }
 
+/// The columns of `jobs` that [`job_row`] reads, in its order.
+pub(crate) const JOB_COLUMNS: &str =
+    "id, run_id, name, tag, cpus, memory_bytes, gpus, retries, task_count";
+
+/// One job from [`JOB_COLUMNS`] (the report's jobs are made of it too).
+pub(crate) fn job_row(r: &Row) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        job: u64_at(r, 0)?,
+        run: u64_at(r, 1)?,
+        name: r.get(2)?,
+        tag: r.get(3)?,
+        cpus: r.get(4)?,
+        memory_bytes: u64_at(r, 5)?,
+        gpus: r.get(6)?,
+        retries: r.get(7)?,
+        tasks: u64_at(r, 8)?,
+    })
+}
+
 fn jobs(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
-    each(
-        c,
-        "SELECT id, run_id, name, tag, cpus, memory_bytes, gpus, retries, task_count
-         FROM jobs WHERE run_id = ?1 AND id > ?2 ORDER BY id",
-        params![run, after],
-        out,
-        |r| {
-            Ok(Line::Job(JobRow {
-                job: u64_at(r, 0)?,
-                run: u64_at(r, 1)?,
-                name: r.get(2)?,
-                tag: r.get(3)?,
-                cpus: r.get(4)?,
-                memory_bytes: u64_at(r, 5)?,
-                gpus: r.get(6)?,
-                retries: r.get(7)?,
-                tasks: u64_at(r, 8)?,
-            }))
-        },
-    )
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE run_id = ?1 AND id > ?2 ORDER BY id");
+    each(c, &sql, params![run, after], out, |r| {
+        Ok(Line::Job(job_row(r)?))
+    })
 }
 
 fn tasks(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
@@ -167,10 +170,6 @@ fn tasks(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Resul
         },
     )
 }
-
-/// One pilot per agent (the first matched), for the agent rows.
-const PILOT_OF_AGENT: &str = "(SELECT agent_id, MIN(id) AS id, target, provider FROM pilots
-                               WHERE agent_id IS NOT NULL GROUP BY agent_id)";
 
 /// The columns of the `attempt_telemetry` view (`schema::VIEWS`) that
 /// [`attempt_telemetry_row`] reads, in its order: what a user's own SQL sees
@@ -297,33 +296,75 @@ fn usage(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Resul
     Ok(open.is_none_or(|(a, text)| out.push(a, text)))
 }
 
+/// The columns [`agent_row`] reads, in its order, from [`AGENTS_WITH_PILOT`].
+pub(crate) const AGENT_COLUMNS: &str = "ag.id, ag.name, ag.hostname, ag.tags, ag.cpus,
+    ag.memory_bytes, ag.gpus, ag.connected_at_ms, ag.left_at_ms, ag.left_reason, ag.pilot_id,
+    p.id, p.target, p.provider";
+
+/// Agents `ag`, each with its pilot `p` (the first matched).
+pub(crate) const AGENTS_WITH_PILOT: &str = "agents ag LEFT JOIN
+    (SELECT agent_id, MIN(id) AS id, target, provider FROM pilots
+     WHERE agent_id IS NOT NULL GROUP BY agent_id) p ON p.agent_id = ag.id";
+
+/// One agent from [`AGENT_COLUMNS`] (the report's agents are made of it too).
+pub(crate) fn agent_row(r: &Row) -> rusqlite::Result<AgentRow> {
+    let tags: String = r.get(3)?;
+    Ok(AgentRow {
+        agent: u64_at(r, 0)?,
+        name: r.get(1)?,
+        host: r.get(2)?,
+        tags: super::agent_tags(&tags),
+        cpus: r.get(4)?,
+        memory_bytes: u64_at(r, 5)?,
+        gpus: r.get(6)?,
+        connected_at_ms: u64_at(r, 7)?,
+        left_at_ms: opt_u64(r, 8)?,
+        left_reason: r.get(9)?,
+        reported_pilot_id: r.get(10)?,
+        pilot: r.get(11)?,
+        target: r.get(12)?,
+        provider: r.get(13)?,
+    })
+}
+
 fn agents(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
     let sql = format!(
-        "SELECT ag.id, ag.name, ag.hostname, ag.tags, ag.cpus, ag.memory_bytes, ag.gpus,
-                ag.connected_at_ms, ag.left_at_ms, ag.left_reason, ag.pilot_id, p.id, p.target, p.provider
-         FROM agents ag LEFT JOIN {PILOT_OF_AGENT} p ON p.agent_id = ag.id
+        "SELECT {AGENT_COLUMNS} FROM {AGENTS_WITH_PILOT}
          WHERE ag.id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1) AND ag.id > ?2
          ORDER BY ag.id"
     );
     each(c, &sql, params![run, after], out, |r| {
-        let tags: String = r.get(3)?;
-        Ok(Line::Agent(AgentRow {
-            agent: u64_at(r, 0)?,
-            name: r.get(1)?,
-            host: r.get(2)?,
-            tags: super::agent_tags(&tags),
-            cpus: r.get(4)?,
-            memory_bytes: u64_at(r, 5)?,
-            gpus: r.get(6)?,
-            connected_at_ms: u64_at(r, 7)?,
-            left_at_ms: opt_u64(r, 8)?,
-            left_reason: r.get(9)?,
-            reported_pilot_id: r.get(10)?,
-            pilot: r.get(11)?,
-            target: r.get(12)?,
-            provider: r.get(13)?,
-        }))
+        Ok(Line::Agent(agent_row(r)?))
     })
+}
+
+/// The columns of pilots `p` that [`pilot_row`] reads, in its order (the
+/// first, the rowid, is the export's key).
+pub(crate) const PILOT_COLUMNS: &str = "p.rowid, p.id, p.target, p.tag, p.provider,
+    p.provider_id, p.state, p.agent_id, p.submitted_at_ms, p.connected_at_ms, p.ended_at_ms,
+    p.reason, p.price_per_hour, p.cost";
+
+/// One pilot from [`PILOT_COLUMNS`], a live one priced at `now_ms` (the
+/// report's pilots are made of it too).
+pub(crate) fn pilot_row(r: &Row, now_ms: u64) -> rusqlite::Result<PilotRow> {
+    let mut row = PilotRow {
+        pilot: r.get(1)?,
+        target: r.get(2)?,
+        tag: r.get(3)?,
+        provider: r.get(4)?,
+        provider_id: r.get(5)?,
+        state: r.get(6)?,
+        agent: opt_u64(r, 7)?,
+        submitted_at_ms: u64_at(r, 8)?,
+        connected_at_ms: opt_u64(r, 9)?,
+        queue_wait_ms: None,
+        ended_at_ms: opt_u64(r, 10)?,
+        reason: r.get(11)?,
+        price_per_hour: r.get(12)?,
+        cost: r.get(13)?,
+    };
+    row.derive(now_ms);
+    Ok(row)
 }
 
 fn pilots(
@@ -333,38 +374,16 @@ fn pilots(
     now_ms: u64,
     out: &mut Out,
 ) -> rusqlite::Result<bool> {
-    each(
-        c,
-        "SELECT p.rowid, p.id, p.target, p.tag, p.provider, p.provider_id, p.state, p.agent_id,
-                p.submitted_at_ms, p.connected_at_ms, p.ended_at_ms, p.reason, p.price_per_hour, p.cost
-         FROM pilots p, runs r
+    let sql = format!(
+        "SELECT {PILOT_COLUMNS} FROM pilots p, runs r
          WHERE r.id = ?1 AND p.rowid > ?2
            AND (p.agent_id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1)
                 OR p.submitted_at_ms BETWEEN r.submitted_at_ms AND COALESCE(r.finished_at_ms, ?3))
-         ORDER BY p.rowid",
-        params![run, after, now_ms as i64],
-        out,
-        |r| {
-            let mut row = PilotRow {
-                pilot: r.get(1)?,
-                target: r.get(2)?,
-                tag: r.get(3)?,
-                provider: r.get(4)?,
-                provider_id: r.get(5)?,
-                state: r.get(6)?,
-                agent: opt_u64(r, 7)?,
-                submitted_at_ms: u64_at(r, 8)?,
-                connected_at_ms: opt_u64(r, 9)?,
-                queue_wait_ms: None,
-                ended_at_ms: opt_u64(r, 10)?,
-                reason: r.get(11)?,
-                price_per_hour: r.get(12)?,
-                cost: r.get(13)?,
-            };
-            row.derive(now_ms);
-            Ok(Line::Pilot(row))
-        },
-    )
+         ORDER BY p.rowid"
+    );
+    each(c, &sql, params![run, after, now_ms as i64], out, |r| {
+        Ok(Line::Pilot(pilot_row(r, now_ms)?))
+    })
 }
 
 #[cfg(test)]
