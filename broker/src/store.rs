@@ -62,6 +62,16 @@ enum Cmd {
     Stop(mpsc::Sender<()>),
 }
 
+/// A new store's database at `dir/broker.db`, its writer thread stopped:
+/// tests write their rows straight into it.
+#[cfg(test)]
+pub(crate) fn new_for_tests(dir: &Path) -> Connection {
+    let path = dir.join("broker.db");
+    let (store, _, _) = Store::open(&path, StateOrigin::New).expect("a new store");
+    store.stop();
+    Connection::open(&path).expect("the new store's database")
+}
+
 /// A handle on the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Store {

@@ -521,16 +521,12 @@ fn failures(c: &Connection, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StateOrigin, Store};
 
     /// A store with one run of one job and `n` ended attempts, the last
     /// failed with a long stderr.
     fn store_with(n: u64) -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("broker.db");
-        let (store, _, _) = Store::open(&path, StateOrigin::New).unwrap();
-        store.stop();
-        let c = Connection::open(&path).unwrap();
+        let c = crate::store::new_for_tests(dir.path());
         c.execute_batch(
             "INSERT INTO runs (id, name, submitted_at_ms, finished_at_ms, state, cwd, source, definition)
                VALUES (1, 'r', 1000, 9000, 'failed', '/', 'wf.yaml', '{}');

@@ -392,10 +392,7 @@ mod tests {
     use crate::store::{StateOrigin, Store};
 
     fn seeded(dir: &std::path::Path) -> Connection {
-        let path = dir.join("broker.db");
-        let (store, _, _) = Store::open(&path, StateOrigin::New).unwrap();
-        store.stop();
-        let c = Connection::open(&path).unwrap();
+        let c = crate::store::new_for_tests(dir);
         c.execute_batch(
             "INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition) VALUES
                  (1, 'other', 0, '/', 's', '{}'), (2, 'wf', 10, '/w', 's', '{}');
