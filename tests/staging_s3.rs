@@ -342,6 +342,12 @@ fn s3_failures_end_the_task_with_the_object_key_and_the_clis_error_line() {
             .unwrap_or_else(|| panic!("{said}"));
         assert!(line.contains("NoSuchBucket"), "{line}");
     }
+    // The upload to the store failed before the broker heard of it: which
+    // way and where, not how.
+    assert!(
+        analyze.contains("transfer: failed on its outputs on agent a ("),
+        "{analyze}"
+    );
 
     // No aws CLI on the agent's PATH: one line naming storage: and the hint.
     let bkt = bucket(&env);
@@ -364,6 +370,13 @@ fn s3_failures_end_the_task_with_the_object_key_and_the_clis_error_line() {
     let (b, analyze, _) = failing_run(&benv, &url, &borrowed(&env), big, "big");
     assert!(
         analyze.contains("output big.bin is 2M, over the staging limit of 1M a file"),
+        "{analyze}"
+    );
+    // Refused at `CommitVia`: the broker knows the way and what was listed.
+    assert!(
+        analyze.contains(&format!(
+            "transfer: failed on its outputs through {url} (1 file, 2M listed) on agent a ("
+        )),
         "{analyze}"
     );
     assert!(!b.work().join("big.bin").exists());
