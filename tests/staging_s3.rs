@@ -381,3 +381,35 @@ fn s3_failures_end_the_task_with_the_object_key_and_the_clis_error_line() {
     );
     assert!(!b.work().join("big.bin").exists());
 }
+
+#[test]
+fn analyze_lists_a_task_waiting_for_its_inputs_through_the_store() {
+    let Some(env) = moto() else { return };
+    let _one = one_at_a_time();
+    let bkt = bucket(&env);
+    let url = format!("s3://{bkt}/w");
+    let mut b = Broker::start_env(&[], &borrowed(&env));
+    s3_agent(&mut b, "a", &url, &borrowed(&env));
+    b.wait_agents(1);
+    std::fs::write(b.work().join("in.bin"), vec![3u8; 4 << 20]).unwrap();
+    let wf = b.write(
+        "in.yaml",
+        "workflow: in\njobs:\n  - name: use\n    inputs: [in.bin]\n    command: [\"true\"]\n",
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    // The broker puts the input in the store, then the agent gets it: each
+    // an `aws` process of a second or more, the window this test looks in.
+    let line = format!("{run}/use/0: it waits for its inputs through {url}");
+    let mut last = String::new();
+    wait_until(
+        Duration::from_secs(60),
+        "analyze to list the stage-in through the store",
+        || {
+            last = b.ok(&["analyze", &run]);
+            last.contains(&line)
+        },
+    );
+    wait_succeeded(&b, &run, RUN_LIMIT);
+    let after = b.ok(&["analyze", &run]);
+    assert!(!after.contains("waiting for a transfer"), "{after}");
+}
