@@ -209,17 +209,10 @@ mod tests {
     #[test]
     fn local_pilots_start_run_and_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let fake_agent = dir.path().join("fake-agent");
-        std::fs::write(
-            &fake_agent,
+        let fake_agent = testing::fake_agent(
+            dir.path(),
             "#!/bin/sh\nprintf '%s\\n' \"$SCALABLE_PILOT_ID\" > pilot-id\nexec sleep 60\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &fake_agent,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        );
         let target = Target {
             name: "local".into(),
             provider: Provider::Local {

@@ -513,17 +513,10 @@ mod tests {
     #[test]
     fn real_slurm_start_status_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let fake_agent = dir.path().join("fake-agent");
-        std::fs::write(
-            &fake_agent,
+        let fake_agent = testing::fake_agent(
+            dir.path(),
             "#!/bin/sh\n# stands in for scalable-agent: records what it got, then idles\nprintf '%s\\n' \"$SCALABLE_PILOT_ID\" > pilot-id\nprintf '%s\\n' \"$*\" > args\nexec sleep 300\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &fake_agent,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        );
         let token_file = dir.path().join("agent.token");
         std::fs::write(&token_file, "127.0.0.1:7420 ab SECRET-TOKEN-VALUE\n").unwrap();
 

@@ -14,6 +14,15 @@ use super::Runner;
 
 pub const FP: &str = "abababababababababababababababababababababababababababababababab";
 
+/// A stand-in for `scalable-agent`: the shell `script` as an executable
+/// `fake-agent` in `dir`.
+pub fn fake_agent(dir: &std::path::Path, script: &str) -> std::path::PathBuf {
+    let path = dir.join("fake-agent");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
 /// A spec like render.rs's tests use, for `provider`.
 pub fn spec(provider: PilotProvider) -> PilotSpec {
     let cloud = !matches!(provider, PilotProvider::Local | PilotProvider::Slurm { .. });
