@@ -227,10 +227,7 @@ pub fn ec2_state(name: &str, reason: Option<&str>) -> PilotState {
         "pending" => PilotState::Queued,
         "running" => PilotState::Running,
         "shutting-down" | "terminated" | "stopping" | "stopped" => PilotState::Ended {
-            reason: match reason {
-                Some(r) if !r.is_empty() => format!("{name}: {r}"),
-                _ => name.to_string(),
-            },
+            reason: super::state_with_reason(name, reason),
         },
         _ => PilotState::Unknown,
     }
@@ -486,10 +483,7 @@ pub fn ecs_state(last: &str, stopped_reason: Option<&str>) -> PilotState {
         "RUNNING" => PilotState::Running,
         "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" | "STOPPED" | "DELETED" => {
             PilotState::Ended {
-                reason: match stopped_reason {
-                    Some(r) if !r.is_empty() => format!("{last}: {r}"),
-                    _ => last.to_string(),
-                },
+                reason: super::state_with_reason(last, stopped_reason),
             }
         }
         _ => PilotState::Unknown,

@@ -153,10 +153,7 @@ pub fn parse_get(v: &Value, names: &[String]) -> HashMap<String, PilotState> {
                     })
                     .map(|c| {
                         let t = c["type"].as_str().unwrap_or_default();
-                        match c["reason"].as_str() {
-                            Some(r) if !r.is_empty() => format!("{t}: {r}"),
-                            _ => t.to_string(),
-                        }
+                        super::state_with_reason(t, c["reason"].as_str())
                     });
                 owner.insert(pilot.to_string(), ended);
             }
