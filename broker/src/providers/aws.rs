@@ -679,7 +679,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use scalable_common::manifest::{AwsClusterType, ContainerPolicy, WorkerShape};
+    use scalable_common::manifest::AwsClusterType;
 
     use super::super::testing;
     use super::*;
@@ -689,9 +689,9 @@ mod tests {
         "these tests need moto_server and the aws CLI: run scripts/moto-testbed.sh start first";
 
     fn target(kind: AwsClusterType, subnet: Option<String>, sgs: Vec<String>) -> Target {
-        Target {
-            name: "aws".into(),
-            provider: Provider::Aws {
+        testing::target(
+            "aws",
+            Provider::Aws {
                 region: "us-east-1".into(),
                 cluster_type: kind,
                 image: Some("ghcr.io/example/scalable-agent:0.1".into()),
@@ -704,14 +704,8 @@ mod tests {
                 // moto, named by the target as a user would (endpoint_url:)
                 endpoint_url: Some(ENDPOINT.into()),
             },
-            max_workers: 2,
-            containers: ContainerPolicy::None,
-            tags: vec![],
-            adaptive: None,
-            worker: WorkerShape::default(),
-            shared_fs: true,
-            storage: None,
-        }
+            2,
+        )
     }
 
     fn ctx(dir: &std::path::Path) -> ProviderContext {

@@ -279,29 +279,23 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use scalable_common::manifest::{self, ContainerPolicy, WorkerShape};
+    use scalable_common::manifest;
 
     use super::super::testing::{self, FakeRunner};
     use super::*;
 
     fn target() -> Target {
-        Target {
-            name: "k8s".into(),
-            provider: Provider::Kubernetes {
+        testing::target(
+            "k8s",
+            Provider::Kubernetes {
                 namespace: "demeter-prod".into(),
                 image: None,
                 context: Some("lab".into()),
                 service_account: None,
                 kind: manifest::KubeKind::Job,
             },
-            max_workers: 2,
-            containers: ContainerPolicy::None,
-            tags: vec![],
-            adaptive: None,
-            worker: WorkerShape::default(),
-            shared_fs: true,
-            storage: None,
-        }
+            2,
+        )
     }
 
     fn req() -> StartRequest {

@@ -334,15 +334,15 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use scalable_common::manifest::{ContainerPolicy, Provider, WorkerShape};
+    use scalable_common::manifest::Provider;
 
     use super::super::testing::{self, FakeRunner};
     use super::*;
 
     fn target() -> Target {
-        Target {
-            name: "hpc".into(),
-            provider: Provider::Slurm {
+        testing::target(
+            "hpc",
+            Provider::Slurm {
                 queue: None,
                 account: None,
                 walltime_ms: Some(600_000),
@@ -352,14 +352,8 @@ mod tests {
                 extra_directives: vec![],
                 setup: vec![],
             },
-            max_workers: 2,
-            containers: ContainerPolicy::None,
-            tags: vec![],
-            adaptive: None,
-            worker: WorkerShape::default(),
-            shared_fs: true,
-            storage: None,
-        }
+            2,
+        )
     }
 
     fn slurm_spec(job_name: &str) -> PilotSpec {

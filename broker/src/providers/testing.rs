@@ -23,6 +23,26 @@ pub fn fake_agent(dir: &std::path::Path, script: &str) -> std::path::PathBuf {
     path
 }
 
+/// A target `name` of `provider` with `max_workers` and every other key at
+/// its default (a shared filesystem, no containers, tags or scaling).
+pub fn target(
+    name: &str,
+    provider: scalable_common::manifest::Provider,
+    max_workers: u32,
+) -> scalable_common::manifest::Target {
+    scalable_common::manifest::Target {
+        name: name.into(),
+        provider,
+        max_workers,
+        containers: scalable_common::manifest::ContainerPolicy::None,
+        tags: vec![],
+        adaptive: None,
+        worker: scalable_common::manifest::WorkerShape::default(),
+        shared_fs: true,
+        storage: None,
+    }
+}
+
 /// A spec like render.rs's tests use, for `provider`.
 pub fn spec(provider: PilotProvider) -> PilotSpec {
     let cloud = !matches!(provider, PilotProvider::Local | PilotProvider::Slurm { .. });
