@@ -27,7 +27,7 @@ pub(super) fn waiting_into(transfers: &[TaskTransfer], unlisted: u64, out: &mut 
         out.push_str(&format!(
             "{}: {what}{}\n",
             task_label(&t.path, t.item.as_deref()),
-            how(t)
+            how(t, "so far")
         ));
     }
     if unlisted > 0 {
@@ -35,20 +35,22 @@ pub(super) fn waiting_into(transfers: &[TaskTransfer], unlisted: u64, out: &mut 
     }
 }
 
-/// `transfer: failed on its inputs through the broker (1 file, 2M) on agent
-/// a (h)`: the line of a failed task whose last attempt failed on a transfer.
+/// `transfer: failed on its inputs through the broker (1 file, 0B of 2M
+/// moved) on agent a (h)`: the line of a failed task whose last attempt
+/// failed on a transfer.
 pub(super) fn failed_line(t: &TaskTransfer) -> String {
     let way = if t.direction == "out" {
         "its outputs"
     } else {
         "its inputs"
     };
-    format!("transfer: failed on {way}{}", how(t))
+    format!("transfer: failed on {way}{}", how(t, "moved"))
 }
 
 /// ` through the broker (2 files, 1M of 3M) on agent a (h)`: each part only
-/// when known.
-fn how(t: &TaskTransfer) -> String {
+/// when known; `moved` ends a count of bytes without a total (`so far`
+/// while it waits, `moved` once it failed).
+fn how(t: &TaskTransfer, moved: &str) -> String {
     let mut s = String::new();
     match t.via.as_deref() {
         Some("broker") => s.push_str(" through the broker"),
@@ -63,7 +65,7 @@ fn how(t: &TaskTransfer) -> String {
         (Some(d), Some(total)) => {
             counts.push(format!("{} of {}", format_size(d), format_size(total)))
         }
-        (Some(d), None) => counts.push(format!("{} so far", format_size(d))),
+        (Some(d), None) => counts.push(format!("{} {moved}", format_size(d))),
         (None, Some(total)) => counts.push(format!("{} listed", format_size(total))),
         (None, None) => {}
     }
@@ -129,7 +131,7 @@ and 3 more transfers
         (t.done_bytes, t.total_bytes) = (Some(0), None);
         assert_eq!(
             failed_line(&t),
-            "transfer: failed on its inputs through the broker (1 file, 0B so far) on agent a (h)"
+            "transfer: failed on its inputs through the broker (1 file, 0B moved) on agent a (h)"
         );
         let mut forgotten = transfer("out", None, Some("e"));
         (forgotten.files, forgotten.done_bytes, forgotten.total_bytes) = (None, None, None);
