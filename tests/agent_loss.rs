@@ -4,17 +4,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn alive(pid: i32) -> bool {
-    // A zombie is dead for our purpose (it waits only for its reaper).
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn tasks_die_with_a_sigkilled_agent() {
     let mut b = Broker::start();
@@ -27,15 +16,7 @@ fn tasks_die_with_a_sigkilled_agent() {
         "-c",
         "echo $$ > task.pid; exec sleep 60",
     ]);
-    let pid_file = b.work().join("task.pid");
-    wait_until(Duration::from_secs(10), "the task to start", || {
-        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.trim().parse::<i32>().is_ok())
-    });
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(&b, "task.pid");
     assert!(alive(pid));
     // The agent tells its guard about a task right after the spawn returns; the
     // broker hears "started" after that. A SIGKILL inside that sub-millisecond

@@ -6,41 +6,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn alive(pid: i32) -> bool {
-    // A zombie is dead for our purpose (it waits only for its reaper).
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-fn pid_in(b: &Broker, name: &str) -> i32 {
-    let file = b.work().join(name);
-    wait_until(Duration::from_secs(20), name, || {
-        std::fs::read_to_string(&file).is_ok_and(|s| s.trim().parse::<i32>().is_ok())
-    });
-    std::fs::read_to_string(&file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn dies(pid: i32, within: Duration, what: &str) {
-    let outcome = std::panic::catch_unwind(|| wait_until(within, what, || !alive(pid)));
-    if outcome.is_err() {
-        // Do not leave it behind for the other tests.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        panic!("{what}: process {pid} still runs");
-    }
-}
-
 #[test]
 fn daemon_ends_with_its_task_and_with_a_cancel() {
     let mut b = Broker::start();

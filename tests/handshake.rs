@@ -20,16 +20,16 @@ use scalable_common::tls;
 use crate::support::*;
 
 /// One raw connection to the broker, before the hello.
-struct Raw {
+pub(crate) struct Raw {
     _endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    pub(crate) conn: quinn::Connection,
+    pub(crate) send: quinn::SendStream,
+    pub(crate) recv: quinn::RecvStream,
 }
 
 /// A runtime with a worker thread: the QUIC connection must keep moving
 /// between the test's `block_on` calls (acks, resends, the events sent last).
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -37,7 +37,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-async fn dial(b: &Broker) -> (Raw, String) {
+/// A connection and its first stream, and the agent token (a CLI's is in
+/// the access file).
+pub(crate) async fn dial(b: &Broker) -> (Raw, String) {
     let file = AgentTokenFile::load(&b.token_file()).expect("agent.token");
     let addr: std::net::SocketAddr = file.address.parse().expect("address");
     let endpoint = tls::client_endpoint(&addr).expect("endpoint");

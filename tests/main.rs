@@ -16,6 +16,7 @@ mod checkpoints;
 mod checkpoints_private;
 mod clarity;
 mod cli;
+mod cli_compat;
 mod credentials;
 mod dag;
 mod durability;

@@ -342,6 +342,15 @@ fn s3_failures_end_the_task_with_the_object_key_and_the_clis_error_line() {
             .unwrap_or_else(|| panic!("{said}"));
         assert!(line.contains("NoSuchBucket"), "{line}");
     }
+    // The upload to the store failed before the broker heard of it: which
+    // way and where, not how (the agent's figures, which may or may not
+    // have arrived yet, can add what it moved).
+    let line = analyze
+        .lines()
+        .find(|l| l.starts_with("transfer: failed on its outputs"))
+        .unwrap_or_else(|| panic!("{analyze}"));
+    assert!(line.contains(" on agent a ("), "{line}");
+    assert!(!line.contains("through"), "{line}");
 
     // No aws CLI on the agent's PATH: one line naming storage: and the hint.
     let bkt = bucket(&env);
@@ -366,5 +375,44 @@ fn s3_failures_end_the_task_with_the_object_key_and_the_clis_error_line() {
         analyze.contains("output big.bin is 2M, over the staging limit of 1M a file"),
         "{analyze}"
     );
+    // Refused at `CommitVia`: the broker knows the way and what was listed.
+    assert!(
+        analyze.contains(&format!(
+            "transfer: failed on its outputs through {url} (1 file, 2M listed) on agent a ("
+        )),
+        "{analyze}"
+    );
     assert!(!b.work().join("big.bin").exists());
+}
+
+#[test]
+fn analyze_lists_a_task_waiting_for_its_inputs_through_the_store() {
+    let Some(env) = moto() else { return };
+    let _one = one_at_a_time();
+    let bkt = bucket(&env);
+    let url = format!("s3://{bkt}/w");
+    let mut b = Broker::start_env(&[], &borrowed(&env));
+    s3_agent(&mut b, "a", &url, &borrowed(&env));
+    b.wait_agents(1);
+    std::fs::write(b.work().join("in.bin"), vec![3u8; 4 << 20]).unwrap();
+    let wf = b.write(
+        "in.yaml",
+        "workflow: in\njobs:\n  - name: use\n    inputs: [in.bin]\n    command: [\"true\"]\n",
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    // The broker puts the input in the store, then the agent gets it: each
+    // an `aws` process of a second or more, the window this test looks in.
+    let line = format!("{run}/use/0: it waits for its inputs through {url}");
+    let mut last = String::new();
+    wait_until(
+        Duration::from_secs(60),
+        "analyze to list the stage-in through the store",
+        || {
+            last = b.ok(&["analyze", &run]);
+            last.contains(&line)
+        },
+    );
+    wait_succeeded(&b, &run, RUN_LIMIT);
+    let after = b.ok(&["analyze", &run]);
+    assert!(!after.contains("waiting for a transfer"), "{after}");
 }

@@ -89,20 +89,12 @@ jobs:
     command: [sh, -c, "date +%s%N > lost.$SCALABLE_ATTEMPT; if [ $SCALABLE_ATTEMPT = 1 ]; then exec sleep 60; fi"]
 "#;
 
-#[test]
-fn a_runs_telemetry_rows_are_exact_and_its_times_match_the_tasks_own() {
-    let mut b = Broker::start_with(&["--heartbeat-timeout", "2", "--heartbeat-interval-ms", "500"]);
-    b.agent(&[
-        "--cpus", "4", "--memory", "4G", "--tags", "main", "--name", "main",
-    ]);
-    b.agent(&["--cpus", "1", "--tags", "lossy", "--name", "lossy-1"]);
-    b.wait_agents(2);
-    std::fs::write(b.work().join("in.dat"), vec![1u8; 5000]).unwrap();
-    let wf = b.write("telemetry.yaml", WORKFLOW);
-    let submitted_from = now_ms();
-    let run = b.ok(&["submit", &wf]).trim().to_string();
-    let submitted_to = now_ms();
-    wait_until(Duration::from_secs(20), "the lossy task to start", || {
+/// Once the `lost` task started (its `lost.1` file exists), kills the agent
+/// that runs it (`b.agents[1]`, tagged `lossy`), waits until the broker lost
+/// it, starts `lossy-2` to run the task again, and waits at most `limit`
+/// for `run` to end failed (exit 1: another job fails on purpose).
+pub(crate) fn finish_without_the_lossy_agent(b: &mut Broker, run: &str, limit: Duration) {
+    wait_until(Duration::from_secs(30), "the lossy task to start", || {
         b.work().join("lost.1").exists()
     });
     let lossy = &mut b.agents[1];
@@ -117,9 +109,25 @@ fn a_runs_telemetry_rows_are_exact_and_its_times_match_the_tasks_own() {
         },
     );
     b.agent(&["--cpus", "1", "--tags", "lossy", "--name", "lossy-2"]);
-    let (out, _) = run_within(b.cli_command(&["wait", &run]), Duration::from_secs(60));
-    let out = out.expect("the run ends within 60 s");
+    let (out, _) = run_within(b.cli_command(&["wait", run]), limit);
+    let out = out.unwrap_or_else(|| panic!("the run ends within {limit:?}"));
     assert_eq!(out.status.code(), Some(1), "{}\n{}", stderr(&out), b.log());
+}
+
+#[test]
+fn a_runs_telemetry_rows_are_exact_and_its_times_match_the_tasks_own() {
+    let mut b = Broker::start_with(&["--heartbeat-timeout", "2", "--heartbeat-interval-ms", "500"]);
+    b.agent(&[
+        "--cpus", "4", "--memory", "4G", "--tags", "main", "--name", "main",
+    ]);
+    b.agent(&["--cpus", "1", "--tags", "lossy", "--name", "lossy-1"]);
+    b.wait_agents(2);
+    std::fs::write(b.work().join("in.dat"), vec![1u8; 5000]).unwrap();
+    let wf = b.write("telemetry.yaml", WORKFLOW);
+    let submitted_from = now_ms();
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    let submitted_to = now_ms();
+    finish_without_the_lossy_agent(&mut b, &run, Duration::from_secs(60));
 
     let history = b.work().join(".scalable/runs");
     let out = b.ok(&["export", &run, "--output", history.to_str().unwrap()]);

@@ -119,42 +119,6 @@ fn failed<'a>(v: &'a Value, run: &str, job: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no failed {job}: {v}"))
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-    })
-}
-
-fn pid_in(b: &Broker, file: &str) -> i32 {
-    let path = b.work().join(file);
-    wait_until(Duration::from_secs(30), file, || {
-        std::fs::read_to_string(&path).is_ok_and(|s| s.trim().parse::<i32>().is_ok())
-    });
-    std::fs::read_to_string(&path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn kill9(pid: i32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-}
-
-fn dies(pid: i32, what: &str) {
-    let outcome =
-        std::panic::catch_unwind(|| wait_until(Duration::from_secs(15), what, || !alive(pid)));
-    if outcome.is_err() {
-        kill9(pid);
-        panic!("{what}: process {pid} still runs");
-    }
-}
-
 /// The zygote serving `whoami`'s result (its parent), by its command line.
 fn zygote_of(v: &Value) -> i32 {
     let parent = v["parent"].as_str().unwrap();
@@ -251,7 +215,11 @@ fn cancel_walltime_and_the_memory_limit_reach_a_warm_call() {
     let slow = pid_in(&b, "slow.pid");
     let out = b.cli(&["wait", &run]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    dies(slow, "the warm call past its walltime");
+    dies(
+        slow,
+        Duration::from_secs(15),
+        "the warm call past its walltime",
+    );
     let report = analyze(&b, &run);
     assert_eq!(
         failed(&report, &run, "slow")["attempts"][0]["class"],
@@ -265,7 +233,7 @@ fn cancel_walltime_and_the_memory_limit_reach_a_warm_call() {
     let held = submit(&b, &[warm_job(&b, "held", "")]);
     let pid = pid_in(&b, "held.pid");
     b.ok(&["cancel", &held]);
-    dies(pid, "a cancelled warm call");
+    dies(pid, Duration::from_secs(15), "a cancelled warm call");
 }
 
 #[test]
@@ -285,7 +253,7 @@ fn a_killed_zygote_or_one_that_cannot_start_leaves_the_task_to_run_cold() {
     b.ok(&["wait", &run]);
     let zygote = zygote_of(&value(&b, "first"));
     kill9(zygote);
-    dies(zygote, "the zygote");
+    dies(zygote, Duration::from_secs(15), "the zygote");
     let run = submit(&b, &[warm_job(&b, "second", "")]);
     b.ok(&["wait", &run]);
     let second = value(&b, "second");
@@ -341,6 +309,14 @@ fn a_sigkilled_agent_takes_its_warm_call_and_its_zygote_along() {
     let agent = &mut b.agents[0];
     agent.kill().unwrap();
     agent.wait().unwrap();
-    dies(pid, "the warm call of a SIGKILLed agent");
-    dies(zygote, "the zygote of a SIGKILLed agent");
+    dies(
+        pid,
+        Duration::from_secs(15),
+        "the warm call of a SIGKILLed agent",
+    );
+    dies(
+        zygote,
+        Duration::from_secs(15),
+        "the zygote of a SIGKILLed agent",
+    );
 }

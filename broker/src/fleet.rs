@@ -403,25 +403,7 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn agent(id: AgentId, busy: bool) -> AgentInfo {
-        AgentInfo {
-            id,
-            name: format!("a{id}"),
-            hostname: "h".into(),
-            tags: vec![],
-            resources: Default::default(),
-            free: Default::default(),
-            running: busy as u32,
-            queued: 0,
-            connected_at_ms: 0,
-            completed: 0,
-            runtimes: vec![],
-            limit_mode: "sampling".into(),
-            pilot_id: None,
-            connected: true,
-        }
-    }
+    use crate::test_fixtures::agent_info;
 
     fn fleet_with(n: u32) -> Fleet {
         let mut f = Fleet::new("hpc", vec![]);
@@ -448,7 +430,7 @@ mod tests {
         // 100 and 101 connected as agents 1 (busy) and 2 (idle); 102, 103 queued.
         assert!(f.agent_connected("100", 1, 10).is_some());
         assert!(f.agent_connected("101", 2, 10).is_some());
-        let agents = [agent(1, true), agent(2, false)];
+        let agents = [agent_info(1, 1), agent_info(2, 0)];
         let p = f.plan_scale(Some("demeter"), ScaleChange::Set(0), &agents, false);
         assert_eq!(p.before, 4);
         assert_eq!(

@@ -54,3 +54,5 @@ pub mod state_lock;
 pub mod store;
 pub mod submit;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod test_fixtures;

@@ -21,9 +21,13 @@ mod scaling;
 mod schema;
 mod statements;
 
-pub use analysis::run_analysis;
+pub use analysis::{failed_transfers, run_analysis};
 pub use error::StoreError;
 pub use export::export_page;
+pub(crate) use export::{
+    agent_row, attempt_telemetry_row, job_row, opt_u64, pilot_row, u64_at, AGENTS_WITH_PILOT,
+    AGENT_COLUMNS, ATTEMPT_TELEMETRY_COLUMNS, JOB_COLUMNS, PILOT_COLUMNS,
+};
 pub use load::{Loaded, LoadedJob, LoadedRun};
 pub use reads::{last_run, run_stats, task_logs, task_reason};
 pub use retention::{prune_telemetry, Pruned, PRUNE_ATTEMPTS_PER_CALL_MAX};
@@ -56,6 +60,16 @@ enum Cmd {
     },
     Query(Query),
     Stop(mpsc::Sender<()>),
+}
+
+/// A new store's database at `dir/broker.db`, its writer thread stopped:
+/// tests write their rows straight into it.
+#[cfg(test)]
+pub(crate) fn new_for_tests(dir: &Path) -> Connection {
+    let path = dir.join("broker.db");
+    let (store, _, _) = Store::open(&path, StateOrigin::New).expect("a new store");
+    store.stop();
+    Connection::open(&path).expect("the new store's database")
 }
 
 /// A handle on the writer thread; cheap to clone.

@@ -32,7 +32,9 @@ pub const AGENT_PROTOCOL_OLDEST: u16 = 3;
 /// replies of `submit`, `status`, `why`, `analyze` and `logs`, which a
 /// protocol 4 CLI cannot read; 7 added `after_per` to the `JobDef` a CLI
 /// submits, which postcard reads by position, so a protocol 6 CLI's submit
-/// would be misread).
+/// would be misread). Replies changed since are sent to older CLIs in their
+/// own shape: `why`'s reasons of 8 (`Reason::for_protocol_7`), `analyze`'s
+/// transfers of 9 (`protocol_v8`).
 pub const CLI_PROTOCOL_OLDEST: u16 = 7;
 
 /// This build's release (the workspace's crate version).

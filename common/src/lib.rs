@@ -41,6 +41,7 @@ pub mod private_files;
 pub mod protocol;
 pub mod protocol_v4;
 pub mod protocol_v5;
+pub mod protocol_v8;
 pub mod quote;
 pub mod resources;
 pub mod run_history;

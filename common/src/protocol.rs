@@ -17,7 +17,7 @@ pub use crate::pilot::PilotPhase;
 use crate::resources::Resources;
 pub use crate::run_history::{
     CancelledJob, FailedAttempt, FailedTask, JobStats, RunAnalysis, RunStats, TaskLogs, TaskName,
-    CANCELLED_TASKS_NAMED_MAX, FAILED_TASKS_SHOWN_MAX,
+    TaskTransfer, CANCELLED_TASKS_NAMED_MAX, FAILED_TASKS_SHOWN_MAX, TRANSFERS_SHOWN_MAX,
 };
 use crate::workflow::WorkflowDef;
 
@@ -31,8 +31,10 @@ use crate::workflow::WorkflowDef;
 /// protocol 6 agent's messages still read as they are; 8: appended staging
 /// requests only a protocol 8 agent sends: `InputsVia`/`CommitVia` for an S3
 /// store (an agent started with `--storage`), and checkpoints and an
-/// attempt's transfer figures on staging streams).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// attempt's transfer figures on staging streams; 9: `analyze`'s
+/// `RunAnalysis` appends the transfers its tasks wait for or failed on, which
+/// the broker leaves out for a CLI of protocol 7 or 8, `protocol_v8`).
+pub const PROTOCOL_VERSION: u16 = 9;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.

@@ -108,7 +108,47 @@ pub struct RunAnalysis {
     pub cancelled_jobs: Vec<CancelledJob>,
     /// Where the next page of `failed_tasks` starts (`Request::Analyze.after`).
     pub next: Option<TaskId>,
+    // Protocol 9 (issue 20), appended last: a CLI of protocol 7 or 8 gets
+    // the message without them (`protocol_v8::Reply`).
+    /// Tasks waiting for a transfer now, then failed tasks whose last attempt
+    /// failed on one (on the first page only; at most
+    /// [`TRANSFERS_SHOWN_MAX`]).
+    #[serde(default)]
+    pub transfers: Vec<TaskTransfer>,
+    /// How many more there were than `transfers` lists.
+    #[serde(default)]
+    pub transfers_unlisted: u64,
 }
+
+/// A task's transfer (issue 20) as `analyze` lists it: one under way that
+/// the task waits for, or the one its last attempt failed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskTransfer {
+    pub task: TaskId,
+    /// `RUN/JOB/INDEX`.
+    pub path: String,
+    pub item: Option<String>,
+    /// `in` (its inputs, or a checkpoint to restore, before it starts) or
+    /// `out` (its outputs, after its process ended).
+    pub direction: String,
+    pub agent: String,
+    pub host: String,
+    /// How the bytes move: `broker` (over the agent's connection) or the
+    /// object store's URL (`s3://bucket/prefix`); `None`: not known (the
+    /// broker restarted since).
+    pub via: Option<String>,
+    /// Files listed so far (inputs declared, outputs handed over), when known.
+    pub files: Option<u64>,
+    /// Bytes moved through the broker so far, when known.
+    pub done_bytes: Option<u64>,
+    /// What the listed files add up to, when known.
+    pub total_bytes: Option<u64>,
+    /// Why it failed; `None`: the task waits for it now.
+    pub error: Option<String>,
+}
+
+/// Transfers `analyze` lists (waiting first, then failed).
+pub const TRANSFERS_SHOWN_MAX: usize = 100;
 
 /// A job with cancelled tasks, as `analyze` lists it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! Helpers that start real processes: a broker, agents, the CLI.
 
+pub mod processes;
 pub mod staging;
 
 use std::cell::Cell;
@@ -7,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
+
+pub use processes::{alive, dies, kill9, pid_in};
 
 pub fn broker_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_scalable-broker"))

@@ -40,47 +40,21 @@ impl Core {
             connected_at_ms: now_ms,
             pilot_id: hello.pilot_id.clone(),
         });
-        let committed = Resources {
-            custom: hello
-                .resources
-                .custom
-                .iter()
-                .map(|(k, _)| (k.clone(), 0))
-                .collect(),
-            ..Resources::default()
-        };
-        self.agents.insert(
-            id,
-            Agent {
+        let agent = Agent {
+            lifetime_end_ms: hello.lifetime_ms.map(|l| now_ms + l),
+            runtimes: hello.runtimes.clone(),
+            limit_mode: hello.limit_mode.clone(),
+            pilot_id: hello.pilot_id.clone(),
+            ..Agent::new(
                 id,
-                name: hello.name.clone(),
-                hostname: hello.hostname.clone(),
+                hello.name.clone(),
+                hello.hostname.clone(),
                 tags,
-                capacity: hello.resources.clone(),
-                committed,
-                attempts: Default::default(),
-                unstarted: 0,
-                connected_at_ms: now_ms,
-                last_seen_ms: now_ms,
-                lifetime_end_ms: hello.lifetime_ms.map(|l| now_ms + l),
-                completed: 0,
-                window_completed: 0,
-                window_start_ms: now_ms,
-                rate_per_s: 0.0,
-                draining: false,
-                reserved_for: None,
-                last_assign: None,
-                reported_free: Resources::default(),
-                runtimes: hello.runtimes.clone(),
-                limit_mode: hello.limit_mode.clone(),
-                connected: true,
-                restored: false,
-                pilot_id: hello.pilot_id.clone(),
-                undelivered_streak: 0,
-                leaving_reason: None,
-                benched_until_ms: None,
-            },
-        );
+                hello.resources.clone(),
+                now_ms,
+            )
+        };
+        self.agents.insert(id, agent);
         // Whatever it holds belongs to an agent the broker already declared
         // lost: fenced. Stop what still runs (its results are ignored).
         self.fence_held(id, &held);

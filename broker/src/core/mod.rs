@@ -57,6 +57,7 @@ pub use effects::{
 };
 use model::{Agent, Attempt, Job, ReadyKey, Run};
 pub use model::{PlannedJob, RenderedTask, SubmitPlan};
+pub use queries::AttemptOut;
 pub use sizing::{SizeRequest, SizingRecord, TaskSizing};
 
 /// Tunables of the core. Defaults suit production; tests shorten the times.

@@ -389,6 +389,56 @@ impl Offer<'_> {
 }
 
 impl Agent {
+    /// A connected agent with nothing done yet (no attempts, no history, not
+    /// draining), as a hello makes it; `now_ms` starts its clocks.
+    pub fn new(
+        id: AgentId,
+        name: String,
+        hostname: String,
+        tags: Vec<String>,
+        capacity: Resources,
+        now_ms: u64,
+    ) -> Agent {
+        // Nothing committed, custom resources included.
+        let committed = Resources {
+            custom: capacity
+                .custom
+                .iter()
+                .map(|(k, _)| (k.clone(), 0))
+                .collect(),
+            ..Resources::default()
+        };
+        Agent {
+            id,
+            name,
+            hostname,
+            tags,
+            capacity,
+            committed,
+            attempts: Default::default(),
+            unstarted: 0,
+            connected_at_ms: now_ms,
+            last_seen_ms: now_ms,
+            lifetime_end_ms: None,
+            completed: 0,
+            window_completed: 0,
+            window_start_ms: now_ms,
+            rate_per_s: 0.0,
+            draining: false,
+            reserved_for: None,
+            last_assign: None,
+            reported_free: Resources::default(),
+            runtimes: Vec::new(),
+            limit_mode: String::new(),
+            connected: true,
+            restored: false,
+            pilot_id: None,
+            undelivered_streak: 0,
+            leaving_reason: None,
+            benched_until_ms: None,
+        }
+    }
+
     pub fn offer(&self) -> Offer<'_> {
         Offer {
             tags: &self.tags,

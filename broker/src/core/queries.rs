@@ -13,8 +13,24 @@ use scalable_common::protocol::{
 use scalable_common::workflow::JobDef;
 
 use super::demand::InBackoff;
-use super::model::RenderedTask;
+use super::model::{RenderedTask, TaskState};
 use super::Core;
+
+/// An attempt out now, as [`Core::attempt_out`] names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptOut {
+    pub run: RunId,
+    pub task: TaskId,
+    /// `RUN/JOB/INDEX`.
+    pub path: String,
+    pub item: Option<String>,
+    /// Its task is assigned (its inputs may be on their way).
+    pub assigned: bool,
+    /// Its task is running (its outputs may be on their way back).
+    pub running: bool,
+    pub agent: String,
+    pub host: String,
+}
 
 impl Core {
     pub fn last_run(&self) -> Option<RunId> {
@@ -161,6 +177,25 @@ impl Core {
             .values()
             .find(|a| a.job == job && a.index == index)
             .map(|a| a.id)
+    }
+
+    /// An attempt out now (assigned or running): whose task it is and where
+    /// (for `analyze`'s transfers).
+    pub fn attempt_out(&self, attempt: AttemptId) -> Option<AttemptOut> {
+        let at = self.attempts.get(&attempt)?;
+        let job = self.jobs.get(&at.job)?;
+        let state = job.tasks.get(at.index as usize)?.state;
+        let agent = self.agents.get(&at.agent);
+        Some(AttemptOut {
+            run: job.run,
+            task: job.first_task + at.index,
+            path: format!("{}/{}/{}", job.run, job.def.name, at.index),
+            item: job.def.items.get(at.index).map(|i| i.to_string()),
+            assigned: state == TaskState::Assigned,
+            running: state == TaskState::Running,
+            agent: agent.map(|a| a.name.clone()).unwrap_or_default(),
+            host: agent.map(|a| a.hostname.clone()).unwrap_or_default(),
+        })
     }
 
     pub fn attempt_files(&self, agent: AgentId, attempt: AttemptId) -> Option<Arc<RenderedTask>> {

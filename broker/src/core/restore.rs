@@ -417,47 +417,23 @@ impl Core {
 }
 
 fn restored_agent(id: AgentId, row: Option<&AgentRow>, cfg: &CoreConfig, now_ms: u64) -> Agent {
-    let capacity = row.map(|r| r.resources.clone()).unwrap_or_default();
-    let committed = Resources {
-        custom: capacity
-            .custom
-            .iter()
-            .map(|(k, _)| (k.clone(), 0))
-            .collect(),
-        ..Resources::default()
-    };
     // Declared lost `heartbeat_timeout_ms` after `last_seen_ms`: this makes the
     // deadline the end of the reclaim window.
     let last_seen_ms = (now_ms + cfg.reclaim_window_ms).saturating_sub(cfg.heartbeat_timeout_ms);
+    let name = row
+        .map(|r| r.name.clone())
+        .unwrap_or_else(|| format!("agent-{id}"));
     Agent {
-        id,
-        name: row
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| format!("agent-{id}")),
-        hostname: row.map(|r| r.hostname.clone()).unwrap_or_default(),
-        tags: row.map(|r| r.tags.clone()).unwrap_or_default(),
-        capacity,
-        committed,
-        attempts: Default::default(),
-        unstarted: 0,
-        connected_at_ms: now_ms,
         last_seen_ms,
-        lifetime_end_ms: None,
-        completed: 0,
-        window_completed: 0,
-        window_start_ms: now_ms,
-        rate_per_s: 0.0,
-        draining: false,
-        reserved_for: None,
-        last_assign: None,
-        reported_free: Resources::default(),
-        runtimes: Vec::new(),
-        limit_mode: String::new(),
         connected: false,
         restored: true,
-        pilot_id: None,
-        undelivered_streak: 0,
-        leaving_reason: None,
-        benched_until_ms: None,
+        ..Agent::new(
+            id,
+            name,
+            row.map(|r| r.hostname.clone()).unwrap_or_default(),
+            row.map(|r| r.tags.clone()).unwrap_or_default(),
+            row.map(|r| r.resources.clone()).unwrap_or_default(),
+            now_ms,
+        )
     }
 }

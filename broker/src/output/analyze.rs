@@ -3,13 +3,16 @@
 //!
 //! Must not: decide the exit code (the command does, from the counts).
 
-use scalable_common::protocol::{CancelledJob, FailedAttempt, FailedTask, RunAnalysis};
+use scalable_common::protocol::{
+    CancelledJob, FailedAttempt, FailedTask, RunAnalysis, TaskTransfer,
+};
 use scalable_common::quote::shell_join;
 use scalable_common::units::{format_duration_ms, format_size};
 
 use super::escape::printable;
 use super::table::{percent, secs3};
 use super::task_name::task_label;
+use super::transfers;
 use super::why::cancelled_because;
 
 /// Lines of a failed task's stderr (or stdout) that `analyze` shows.
@@ -49,6 +52,7 @@ pub fn analyze_text(a: &RunAnalysis) -> String {
         out.push_str(&format!("{label:<label_width$} : {n} ({share}%)\n"));
     }
 
+    transfers::waiting_into(&a.transfers, a.transfers_unlisted, &mut out);
     let Some(first) = a.failed_tasks.first() else {
         out.push_str("\nno failed tasks\n");
         cancelled_jobs_into(&a.cancelled_jobs, &mut out);
@@ -56,7 +60,11 @@ pub fn analyze_text(a: &RunAnalysis) -> String {
     };
     for task in &a.failed_tasks {
         out.push('\n');
-        failed_task_into(task, &mut out);
+        let transfer = a
+            .transfers
+            .iter()
+            .find(|t| t.task == task.task && t.error.is_some());
+        failed_task_into(task, transfer, &mut out);
     }
     cancelled_jobs_into(&a.cancelled_jobs, &mut out);
     out.push_str(&format!(
@@ -92,7 +100,8 @@ fn cancelled_jobs_into(jobs: &[CancelledJob], out: &mut String) {
     }
 }
 
-fn failed_task_into(t: &FailedTask, out: &mut String) {
+/// A failed task's block; `transfer`: the one its last attempt failed on.
+fn failed_task_into(t: &FailedTask, transfer: Option<&TaskTransfer>, out: &mut String) {
     out.push_str(&format!(
         "*****Failed task {}*****\n",
         task_label(&t.path, t.item.as_deref())
@@ -100,6 +109,10 @@ fn failed_task_into(t: &FailedTask, out: &mut String) {
     out.push_str(&format!("task id : {}\n", t.task));
     out.push_str(&format!("state   : {}\n", t.state));
     out.push_str(&format!("reason  : {}\n", printable(&t.reason)));
+    if let Some(transfer) = transfer {
+        out.push_str(&transfers::failed_line(transfer));
+        out.push('\n');
+    }
     out.push_str(&format!("argv    : {}\n", printable(&shell_join(&t.argv))));
     for attempt in &t.attempts {
         out.push_str(&attempt_line(attempt));
@@ -185,6 +198,8 @@ mod tests {
             unfinished: 0,
             cancelled_jobs: vec![],
             next: None,
+            transfers: vec![],
+            transfers_unlisted: 0,
             failed_tasks: vec![
                 FailedTask {
                     task: 42,

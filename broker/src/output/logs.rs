@@ -52,9 +52,9 @@ pub fn logs_ending_note(l: &TaskLogs) -> Option<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn logs_bytes_picks_the_stream() {
-        let logs = TaskLogs {
+    /// Three bytes of each stream, all kept.
+    fn logs() -> TaskLogs {
+        TaskLogs {
             task: 1,
             path: "1/a/0".into(),
             item: None,
@@ -65,25 +65,19 @@ mod tests {
             stdout_bytes: 3,
             stderr_bytes: 3,
             next: None,
-        };
+        }
+    }
+
+    #[test]
+    fn logs_bytes_picks_the_stream() {
+        let logs = logs();
         assert_eq!(logs_bytes(&logs, true), b"err");
         assert_eq!(logs_bytes(&logs, false), b"out");
     }
 
     #[test]
     fn a_note_only_when_the_task_wrote_more_than_was_kept() {
-        let mut logs = TaskLogs {
-            task: 1,
-            path: "1/a/0".into(),
-            item: None,
-            attempt_number: 1,
-            ended: None,
-            stdout: b"out".to_vec(),
-            stderr: b"err".to_vec(),
-            stdout_bytes: 3,
-            stderr_bytes: 3,
-            next: None,
-        };
+        let mut logs = logs();
         assert_eq!(logs_truncated_note(&logs, false), None);
         logs.stderr_bytes = 4096;
         assert_eq!(logs_truncated_note(&logs, false), None);

@@ -32,6 +32,7 @@ mod task_name;
 #[cfg(test)]
 mod test_fixtures;
 mod time;
+mod transfers;
 mod unrunnable;
 mod why;
 

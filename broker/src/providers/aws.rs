@@ -227,10 +227,7 @@ pub fn ec2_state(name: &str, reason: Option<&str>) -> PilotState {
         "pending" => PilotState::Queued,
         "running" => PilotState::Running,
         "shutting-down" | "terminated" | "stopping" | "stopped" => PilotState::Ended {
-            reason: match reason {
-                Some(r) if !r.is_empty() => format!("{name}: {r}"),
-                _ => name.to_string(),
-            },
+            reason: super::state_with_reason(name, reason),
         },
         _ => PilotState::Unknown,
     }
@@ -486,10 +483,7 @@ pub fn ecs_state(last: &str, stopped_reason: Option<&str>) -> PilotState {
         "RUNNING" => PilotState::Running,
         "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" | "STOPPED" | "DELETED" => {
             PilotState::Ended {
-                reason: match stopped_reason {
-                    Some(r) if !r.is_empty() => format!("{last}: {r}"),
-                    _ => last.to_string(),
-                },
+                reason: super::state_with_reason(last, stopped_reason),
             }
         }
         _ => PilotState::Unknown,
@@ -685,7 +679,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use scalable_common::manifest::{AwsClusterType, ContainerPolicy, WorkerShape};
+    use scalable_common::manifest::AwsClusterType;
 
     use super::super::testing;
     use super::*;
@@ -695,9 +689,9 @@ mod tests {
         "these tests need moto_server and the aws CLI: run scripts/moto-testbed.sh start first";
 
     fn target(kind: AwsClusterType, subnet: Option<String>, sgs: Vec<String>) -> Target {
-        Target {
-            name: "aws".into(),
-            provider: Provider::Aws {
+        testing::target(
+            "aws",
+            Provider::Aws {
                 region: "us-east-1".into(),
                 cluster_type: kind,
                 image: Some("ghcr.io/example/scalable-agent:0.1".into()),
@@ -710,14 +704,8 @@ mod tests {
                 // moto, named by the target as a user would (endpoint_url:)
                 endpoint_url: Some(ENDPOINT.into()),
             },
-            max_workers: 2,
-            containers: ContainerPolicy::None,
-            tags: vec![],
-            adaptive: None,
-            worker: WorkerShape::default(),
-            shared_fs: true,
-            storage: None,
-        }
+            2,
+        )
     }
 
     fn ctx(dir: &std::path::Path) -> ProviderContext {

@@ -342,28 +342,20 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use scalable_common::manifest::{ContainerPolicy, WorkerShape};
-
     use super::super::testing::{self, FakeRunner};
     use super::*;
 
     fn target() -> Target {
-        Target {
-            name: "gcp".into(),
-            provider: Provider::Gcp {
+        testing::target(
+            "gcp",
+            Provider::Gcp {
                 project: Some("demeter-lab".into()),
                 zone: "us-central1-a".into(),
                 machine_type: Some("n2-standard-4".into()),
                 image: None,
             },
-            max_workers: 2,
-            containers: ContainerPolicy::None,
-            tags: vec![],
-            adaptive: None,
-            worker: WorkerShape::default(),
-            shared_fs: true,
-            storage: None,
-        }
+            2,
+        )
     }
 
     fn spec() -> PilotSpec {

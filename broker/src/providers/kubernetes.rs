@@ -153,10 +153,7 @@ pub fn parse_get(v: &Value, names: &[String]) -> HashMap<String, PilotState> {
                     })
                     .map(|c| {
                         let t = c["type"].as_str().unwrap_or_default();
-                        match c["reason"].as_str() {
-                            Some(r) if !r.is_empty() => format!("{t}: {r}"),
-                            _ => t.to_string(),
-                        }
+                        super::state_with_reason(t, c["reason"].as_str())
                     });
                 owner.insert(pilot.to_string(), ended);
             }
@@ -282,29 +279,23 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use scalable_common::manifest::{self, ContainerPolicy, WorkerShape};
+    use scalable_common::manifest;
 
     use super::super::testing::{self, FakeRunner};
     use super::*;
 
     fn target() -> Target {
-        Target {
-            name: "k8s".into(),
-            provider: Provider::Kubernetes {
+        testing::target(
+            "k8s",
+            Provider::Kubernetes {
                 namespace: "demeter-prod".into(),
                 image: None,
                 context: Some("lab".into()),
                 service_account: None,
                 kind: manifest::KubeKind::Job,
             },
-            max_workers: 2,
-            containers: ContainerPolicy::None,
-            tags: vec![],
-            adaptive: None,
-            worker: WorkerShape::default(),
-            shared_fs: true,
-            storage: None,
-        }
+            2,
+        )
     }
 
     fn req() -> StartRequest {

@@ -201,7 +201,7 @@ impl DeploymentProvider for LocalProvider {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use scalable_common::manifest::{ContainerPolicy, Provider, WorkerShape};
+    use scalable_common::manifest::Provider;
 
     use super::super::testing;
     use super::*;
@@ -209,31 +209,18 @@ mod tests {
     #[test]
     fn local_pilots_start_run_and_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let fake_agent = dir.path().join("fake-agent");
-        std::fs::write(
-            &fake_agent,
+        let fake_agent = testing::fake_agent(
+            dir.path(),
             "#!/bin/sh\nprintf '%s\\n' \"$SCALABLE_PILOT_ID\" > pilot-id\nexec sleep 60\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &fake_agent,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let target = Target {
-            name: "local".into(),
-            provider: Provider::Local {
+        );
+        let target = testing::target(
+            "local",
+            Provider::Local {
                 threads_per_worker: Some(1),
                 processes: true,
             },
-            max_workers: 1,
-            containers: ContainerPolicy::None,
-            tags: vec![],
-            adaptive: None,
-            worker: WorkerShape::default(),
-            shared_fs: true,
-            storage: None,
-        };
+            1,
+        );
         let p = LocalProvider::new(&target, &ProviderContext::new(dir.path().join("pilots")));
         let mut spec = testing::spec(PilotProvider::Local);
         spec.agent_path = fake_agent.display().to_string();

@@ -126,6 +126,15 @@ pub enum PilotState {
     Unknown,
 }
 
+/// A provider's state and its reason as one line: `terminated: User
+/// initiated`, or the state alone when there is no reason.
+pub(crate) fn state_with_reason(state: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(r) if !r.is_empty() => format!("{state}: {r}"),
+        _ => state.to_string(),
+    }
+}
+
 /// A cost estimate and where its price came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CostEstimate {

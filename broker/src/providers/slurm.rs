@@ -334,15 +334,15 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use scalable_common::manifest::{ContainerPolicy, Provider, WorkerShape};
+    use scalable_common::manifest::Provider;
 
     use super::super::testing::{self, FakeRunner};
     use super::*;
 
     fn target() -> Target {
-        Target {
-            name: "hpc".into(),
-            provider: Provider::Slurm {
+        testing::target(
+            "hpc",
+            Provider::Slurm {
                 queue: None,
                 account: None,
                 walltime_ms: Some(600_000),
@@ -352,14 +352,8 @@ mod tests {
                 extra_directives: vec![],
                 setup: vec![],
             },
-            max_workers: 2,
-            containers: ContainerPolicy::None,
-            tags: vec![],
-            adaptive: None,
-            worker: WorkerShape::default(),
-            shared_fs: true,
-            storage: None,
-        }
+            2,
+        )
     }
 
     fn slurm_spec(job_name: &str) -> PilotSpec {
@@ -513,17 +507,10 @@ mod tests {
     #[test]
     fn real_slurm_start_status_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let fake_agent = dir.path().join("fake-agent");
-        std::fs::write(
-            &fake_agent,
+        let fake_agent = testing::fake_agent(
+            dir.path(),
             "#!/bin/sh\n# stands in for scalable-agent: records what it got, then idles\nprintf '%s\\n' \"$SCALABLE_PILOT_ID\" > pilot-id\nprintf '%s\\n' \"$*\" > args\nexec sleep 300\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &fake_agent,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        );
         let token_file = dir.path().join("agent.token");
         std::fs::write(&token_file, "127.0.0.1:7420 ab SECRET-TOKEN-VALUE\n").unwrap();
 

@@ -14,6 +14,35 @@ use super::Runner;
 
 pub const FP: &str = "abababababababababababababababababababababababababababababababab";
 
+/// A stand-in for `scalable-agent`: the shell `script` as an executable
+/// `fake-agent` in `dir`.
+pub fn fake_agent(dir: &std::path::Path, script: &str) -> std::path::PathBuf {
+    let path = dir.join("fake-agent");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A target `name` of `provider` with `max_workers` and every other key at
+/// its default (a shared filesystem, no containers, tags or scaling).
+pub fn target(
+    name: &str,
+    provider: scalable_common::manifest::Provider,
+    max_workers: u32,
+) -> scalable_common::manifest::Target {
+    scalable_common::manifest::Target {
+        name: name.into(),
+        provider,
+        max_workers,
+        containers: scalable_common::manifest::ContainerPolicy::None,
+        tags: vec![],
+        adaptive: None,
+        worker: scalable_common::manifest::WorkerShape::default(),
+        shared_fs: true,
+        storage: None,
+    }
+}
+
 /// A spec like render.rs's tests use, for `provider`.
 pub fn spec(provider: PilotProvider) -> PilotSpec {
     let cloud = !matches!(provider, PilotProvider::Local | PilotProvider::Slurm { .. });

@@ -78,18 +78,8 @@ fn errors_are_one_line_with_command_and_hint() {
 
 #[test]
 fn provider_for_picks_the_target_s_provider() {
-    use scalable_common::manifest::{ContainerPolicy, KubeKind, WorkerShape};
-    let target = |provider| Target {
-        name: "t".into(),
-        provider,
-        max_workers: 1,
-        containers: ContainerPolicy::None,
-        tags: vec![],
-        adaptive: None,
-        worker: WorkerShape::default(),
-        shared_fs: true,
-        storage: None,
-    };
+    use scalable_common::manifest::KubeKind;
+    let target = |provider| super::testing::target("t", provider, 1);
     let aws = |cluster_type| Provider::Aws {
         region: "us-east-1".into(),
         cluster_type,

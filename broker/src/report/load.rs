@@ -6,11 +6,12 @@
 //! never on the core task. It only reads; it must not write rows, change
 //! the schema or compute figures (`summary` does).
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection};
 use scalable_common::frame::encoded_len;
 use scalable_common::protocol::{ReportPage, RunId, ENVELOPE_BYTES_MAX, REPLY_PAGE_BYTES_MAX};
 
 use scalable_common::scaling::ScalingDecisionInfo;
+use scalable_common::staging::Transfers;
 
 use super::accountability::{MEMORY, PERCENTILE, RUN_TIME};
 use super::model::{
@@ -19,21 +20,14 @@ use super::model::{
     FAILURE_TAIL_BYTES_MAX, PREDICTED_ATTEMPTS_MAX, REPORT_FORMAT,
 };
 use crate::paging::PageBuilder;
-use crate::store::{self, StoreError};
+use crate::store::{self, opt_u64, u64_at, StoreError};
+use crate::telemetry;
 
 fn sql(e: rusqlite::Error) -> StoreError {
     StoreError::Sqlite {
         path: "broker.db".into(),
         source: e,
     }
-}
-
-fn opt_u64(r: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
-    Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64))
-}
-
-fn u64_at(r: &Row, i: usize) -> rusqlite::Result<u64> {
-    Ok(r.get::<_, i64>(i)?.max(0) as u64)
 }
 
 /// One page of `run`'s report: the head when `after` is `None`, then the
@@ -238,32 +232,30 @@ fn jobs(
     walltimes: &[(String, Option<u64>)],
 ) -> Result<Vec<JobRow>, StoreError> {
     let mut stmt = c
-        .prepare(
-            "SELECT id, name, tag, cpus, memory_bytes, gpus, retries, task_count FROM jobs
-             WHERE run_id = ?1 ORDER BY id",
-        )
+        .prepare(&format!(
+            "SELECT {} FROM jobs WHERE run_id = ?1 ORDER BY id",
+            store::JOB_COLUMNS
+        ))
         .map_err(sql)?;
-    let rows = stmt
-        .query_map([run as i64], |r| {
-            Ok(JobRow {
-                id: u64_at(r, 0)?,
-                name: r.get(1)?,
-                tag: r.get(2)?,
-                cpus: r.get(3)?,
-                memory_bytes: u64_at(r, 4)?,
-                gpus: r.get(5)?,
-                retries: r.get(6)?,
-                task_count: u64_at(r, 7)?,
-                ..JobRow::default()
-            })
-        })
-        .map_err(sql)?;
-    let mut out: Vec<JobRow> = rows.collect::<Result<_, _>>().map_err(sql)?;
-    for job in &mut out {
-        job.walltime_ms = walltimes
-            .iter()
-            .find(|(name, _)| *name == job.name)
-            .and_then(|(_, w)| *w);
+    let rows = stmt.query_map([run as i64], store::job_row).map_err(sql)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let j = row.map_err(sql)?;
+        out.push(JobRow {
+            id: j.job,
+            walltime_ms: walltimes
+                .iter()
+                .find(|(name, _)| *name == j.name)
+                .and_then(|(_, w)| *w),
+            name: j.name,
+            tag: j.tag,
+            cpus: j.cpus,
+            memory_bytes: j.memory_bytes,
+            gpus: j.gpus,
+            retries: j.retries,
+            task_count: j.tasks,
+            ..JobRow::default()
+        });
     }
     Ok(out)
 }
@@ -276,21 +268,17 @@ pub fn attempts_page(
     budget: usize,
 ) -> Result<(Vec<AttemptRow>, Option<u64>), StoreError> {
     let mut stmt = c
-        .prepare_cached(
-            "SELECT id, task_id, job_id, idx, number, agent_id, assigned_at_ms, started_at_us,
-                    ended_at_us, end_class, exit_code, peak_rss_bytes, cpu_time_us, memory_limit_bytes,
-                    ready_at_ms, cpus, memory_bytes, gpus, read_bytes, write_bytes,
-                    stage_in_bytes, stage_in_ms, stage_out_bytes, stage_out_ms,
-                    checkpoint_bytes, checkpoint_ms
-             FROM attempts WHERE run_id = ?1 AND id > ?2 ORDER BY id",
-        )
+        .prepare_cached(&format!(
+            "SELECT {} FROM attempt_telemetry WHERE run_id = ?1 AND id > ?2 ORDER BY id",
+            store::ATTEMPT_TELEMETRY_COLUMNS
+        ))
         .map_err(sql)?;
     let mut rows = stmt
         .query(params![run as i64, after.map_or(-1, |a| a as i64)])
         .map_err(sql)?;
     let mut page = PageBuilder::new(budget);
     while let Some(r) = rows.next().map_err(sql)? {
-        let mut a = attempt_row(r).map_err(sql)?;
+        let mut a = attempt_row(store::attempt_telemetry_row(r).map_err(sql)?);
         // Before the push: a page's budget counts the series too.
         attach_usage(c, &mut a)?;
         if !page.push(a.id, a) {
@@ -340,60 +328,56 @@ fn attach_usage(c: &Connection, a: &mut AttemptRow) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn attempt_row(r: &Row) -> rusqlite::Result<AttemptRow> {
-    Ok(AttemptRow {
-        id: u64_at(r, 0)?,
-        task_id: u64_at(r, 1)?,
-        job_id: u64_at(r, 2)?,
-        index: u64_at(r, 3)?,
-        number: r.get(4)?,
-        agent_id: u64_at(r, 5)?,
-        ready_at_ms: opt_u64(r, 14)?,
-        assigned_at_ms: u64_at(r, 6)?,
-        started_at_us: opt_u64(r, 7)?,
-        ended_at_us: opt_u64(r, 8)?,
-        end_class: r.get(9)?,
-        exit_code: r.get(10)?,
-        peak_rss_bytes: opt_u64(r, 11)?,
-        cpu_time_us: opt_u64(r, 12)?,
-        memory_limit_bytes: opt_u64(r, 13)?,
+/// The report's attempt from the export's row of it (one reading of the
+/// attempt columns serves both).
+fn attempt_row(t: telemetry::AttemptRow) -> AttemptRow {
+    let stage = [
+        t.stage_in_bytes,
+        t.stage_in_ms,
+        t.stage_out_bytes,
+        t.stage_out_ms,
+        t.checkpoint_bytes,
+        t.checkpoint_ms,
+    ];
+    let n = |v: Option<u64>| v.unwrap_or(0);
+    AttemptRow {
+        id: t.attempt,
+        task_id: t.task,
+        job_id: t.job,
+        index: t.index,
+        number: t.number,
+        agent_id: t.agent,
+        ready_at_ms: t.ready_at_ms,
+        assigned_at_ms: t.assigned_at_ms,
+        started_at_us: t.started_at_us,
+        ended_at_us: t.ended_at_us,
+        end_class: t.end_class,
+        exit_code: t.exit_code,
+        peak_rss_bytes: t.peak_rss_bytes,
+        cpu_time_us: t.cpu_time_us,
+        memory_limit_bytes: t.memory_limit_bytes,
         // NULL before schema 5 (a migrated store's older attempts).
-        requested: match (opt_u64(r, 15)?, opt_u64(r, 16)?, opt_u64(r, 17)?) {
-            (Some(cpus), Some(memory_bytes), gpus) => Some(Requested {
-                cpus: cpus as u32,
+        requested: match (t.cpus, t.memory_bytes) {
+            (Some(cpus), Some(memory_bytes)) => Some(Requested {
+                cpus,
                 memory_bytes,
-                gpus: gpus.unwrap_or(0) as u32,
+                gpus: t.gpus.unwrap_or(0),
             }),
             _ => None,
         },
-        read_bytes: opt_u64(r, 18)?,
-        written_bytes: opt_u64(r, 19)?,
-        transfers: transfers_at(r, 20)?,
+        read_bytes: t.read_bytes,
+        written_bytes: t.write_bytes,
+        // `None` when none of the six was reported.
+        transfers: stage.iter().any(Option::is_some).then(|| Transfers {
+            in_bytes: n(t.stage_in_bytes),
+            in_ms: n(t.stage_in_ms),
+            out_bytes: n(t.stage_out_bytes),
+            out_ms: n(t.stage_out_ms),
+            checkpoint_bytes: n(t.checkpoint_bytes),
+            checkpoint_ms: n(t.checkpoint_ms),
+        }),
         usage: None,
-    })
-}
-
-/// The six transfer columns from `first` on; `None` when none was reported.
-fn transfers_at(
-    r: &rusqlite::Row<'_>,
-    first: usize,
-) -> rusqlite::Result<Option<scalable_common::staging::Transfers>> {
-    let mut v = [None; 6];
-    for (i, slot) in v.iter_mut().enumerate() {
-        *slot = opt_u64(r, first + i)?;
     }
-    if v.iter().all(Option::is_none) {
-        return Ok(None);
-    }
-    let n = |i: usize| v[i].unwrap_or(0);
-    Ok(Some(scalable_common::staging::Transfers {
-        in_bytes: n(0),
-        in_ms: n(1),
-        out_bytes: n(2),
-        out_ms: n(3),
-        checkpoint_bytes: n(4),
-        checkpoint_ms: n(5),
-    }))
 }
 
 /// Agents that ran an attempt of the run or were connected while it ran.
@@ -404,62 +388,71 @@ fn agents(
     to_ms: u64,
 ) -> Result<Vec<AgentRow>, StoreError> {
     let mut stmt = c
-        .prepare(
-            "SELECT id, name, hostname, tags, cpus, memory_bytes, gpus, connected_at_ms, left_at_ms,
-                    left_reason, pilot_id FROM agents
-             WHERE id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1)
-                OR (connected_at_ms <= ?3 AND (left_at_ms IS NULL OR left_at_ms >= ?2))
-             ORDER BY id",
-        )
+        .prepare(&format!(
+            "SELECT {} FROM {}
+             WHERE ag.id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1)
+                OR (ag.connected_at_ms <= ?3 AND (ag.left_at_ms IS NULL OR ag.left_at_ms >= ?2))
+             ORDER BY ag.id",
+            store::AGENT_COLUMNS,
+            store::AGENTS_WITH_PILOT
+        ))
         .map_err(sql)?;
     let rows = stmt
-        .query_map(params![run as i64, from_ms as i64, to_ms as i64], |r| {
-            let tags: String = r.get(3)?;
-            Ok(AgentRow {
-                id: u64_at(r, 0)?,
-                name: r.get(1)?,
-                hostname: r.get(2)?,
-                tags: crate::store::agent_tags(&tags),
-                cpus: r.get(4)?,
-                memory_bytes: u64_at(r, 5)?,
-                gpus: r.get(6)?,
-                connected_at_ms: u64_at(r, 7)?,
-                left_at_ms: opt_u64(r, 8)?,
-                left_reason: r.get(9)?,
-                pilot_id: r.get(10)?,
-            })
-        })
+        .query_map(
+            params![run as i64, from_ms as i64, to_ms as i64],
+            store::agent_row,
+        )
         .map_err(sql)?;
-    rows.collect::<Result<_, _>>().map_err(sql)
+    rows.map(|row| {
+        let a = row.map_err(sql)?;
+        Ok(AgentRow {
+            id: a.agent,
+            name: a.name,
+            hostname: a.host,
+            tags: a.tags,
+            cpus: a.cpus,
+            memory_bytes: a.memory_bytes,
+            gpus: a.gpus,
+            connected_at_ms: a.connected_at_ms,
+            left_at_ms: a.left_at_ms,
+            left_reason: a.left_reason,
+            pilot_id: a.reported_pilot_id,
+        })
+    })
+    .collect()
 }
 
 /// Pilots alive at some point while the run was.
 fn pilots(c: &Connection, from_ms: u64, to_ms: u64) -> Result<Vec<PilotRow>, StoreError> {
     let mut stmt = c
-        .prepare(
-            "SELECT id, target, tag, provider_id, state, agent_id, submitted_at_ms, connected_at_ms,
-                    ended_at_ms, reason FROM pilots
-             WHERE submitted_at_ms <= ?2 AND (ended_at_ms IS NULL OR ended_at_ms >= ?1)
-             ORDER BY submitted_at_ms, id",
-        )
+        .prepare(&format!(
+            "SELECT {} FROM pilots p
+             WHERE p.submitted_at_ms <= ?2 AND (p.ended_at_ms IS NULL OR p.ended_at_ms >= ?1)
+             ORDER BY p.submitted_at_ms, p.id",
+            store::PILOT_COLUMNS
+        ))
         .map_err(sql)?;
     let rows = stmt
         .query_map(params![from_ms as i64, to_ms as i64], |r| {
-            Ok(PilotRow {
-                id: r.get(0)?,
-                target: r.get(1)?,
-                tag: r.get(2)?,
-                provider_id: r.get(3)?,
-                state: r.get(4)?,
-                agent_id: opt_u64(r, 5)?,
-                submitted_at_ms: u64_at(r, 6)?,
-                connected_at_ms: opt_u64(r, 7)?,
-                ended_at_ms: opt_u64(r, 8)?,
-                reason: r.get(9)?,
-            })
+            store::pilot_row(r, to_ms)
         })
         .map_err(sql)?;
-    rows.collect::<Result<_, _>>().map_err(sql)
+    rows.map(|row| {
+        let p = row.map_err(sql)?;
+        Ok(PilotRow {
+            id: p.pilot,
+            target: p.target,
+            tag: p.tag,
+            provider_id: p.provider_id,
+            state: p.state,
+            agent_id: p.agent,
+            submitted_at_ms: p.submitted_at_ms,
+            connected_at_ms: p.connected_at_ms,
+            ended_at_ms: p.ended_at_ms,
+            reason: p.reason,
+        })
+    })
+    .collect()
 }
 
 /// The run's events and the broker's own while it ran (at most
@@ -528,16 +521,12 @@ fn failures(c: &Connection, run: RunId) -> Result<Vec<FailureRow>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StateOrigin, Store};
 
     /// A store with one run of one job and `n` ended attempts, the last
     /// failed with a long stderr.
     fn store_with(n: u64) -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("broker.db");
-        let (store, _, _) = Store::open(&path, StateOrigin::New).unwrap();
-        store.stop();
-        let c = Connection::open(&path).unwrap();
+        let c = crate::store::new_for_tests(dir.path());
         c.execute_batch(
             "INSERT INTO runs (id, name, submitted_at_ms, finished_at_ms, state, cwd, source, definition)
                VALUES (1, 'r', 1000, 9000, 'failed', '/', 'wf.yaml', '{}');
@@ -618,5 +607,60 @@ mod tests {
             Some(1_000)
         );
         assert_eq!(page.next, None);
+    }
+
+    /// Jobs, agents and pilots are read through the export's rows: each field
+    /// lands where the report keeps it.
+    #[test]
+    fn the_head_carries_jobs_agents_and_pilots_field_by_field() {
+        let (_dir, c) = store_with(1);
+        c.execute_batch(
+            "UPDATE jobs SET tag = 'gpu', cpus = 4, memory_bytes = 2048, gpus = 1, retries = 2;
+             UPDATE agents SET left_at_ms = 8000, left_reason = 'drained', pilot_id = 'p-1',
+               memory_bytes = 4096, gpus = 1 WHERE id = 1;
+             INSERT INTO pilots (id, target, tag, provider_id, agent_match, state, agent_id,
+                 submitted_at_ms, connected_at_ms, ended_at_ms, reason, provider)
+               VALUES ('p-1', 'hpc', 'gpu', 'job-7', 'm', 'ended', 1, 400, 500, 8000, 'idle', 'slurm'),
+                      ('p-0', 'hpc', NULL, 'job-6', 'm', 'ended', NULL, 10, NULL, 20, 'gone', 'slurm');",
+        )
+        .unwrap();
+        let head = head(&c, 1, 10_000, &[]).unwrap();
+        let j = &head.jobs[0];
+        assert_eq!(
+            (
+                j.id,
+                j.name.as_str(),
+                j.tag.as_deref(),
+                j.cpus,
+                j.memory_bytes,
+                j.gpus
+            ),
+            (1, "sim", Some("gpu"), 4, 2048, 1)
+        );
+        assert_eq!((j.retries, j.task_count, j.walltime_ms), (2, 1000, None));
+        let a = &head.agents[0];
+        assert_eq!((a.id, a.name.as_str(), a.hostname.as_str()), (1, "a1", "h"));
+        assert_eq!((a.cpus, a.memory_bytes, a.gpus), (2, 4096, 1));
+        assert_eq!((a.connected_at_ms, a.left_at_ms), (500, Some(8000)));
+        assert_eq!(a.left_reason.as_deref(), Some("drained"));
+        assert_eq!(a.pilot_id.as_deref(), Some("p-1"));
+        // Only the pilot alive while the run was (1000 to 9000).
+        assert_eq!(head.pilots.len(), 1, "{:?}", head.pilots);
+        let p = &head.pilots[0];
+        assert_eq!(
+            (
+                p.id.as_str(),
+                p.target.as_str(),
+                p.tag.as_deref(),
+                p.provider_id.as_str()
+            ),
+            ("p-1", "hpc", Some("gpu"), "job-7")
+        );
+        assert_eq!((p.state.as_str(), p.agent_id), ("ended", Some(1)));
+        assert_eq!(
+            (p.submitted_at_ms, p.connected_at_ms, p.ended_at_ms),
+            (400, Some(500), Some(8000))
+        );
+        assert_eq!(p.reason.as_deref(), Some("idle"));
     }
 }

@@ -211,6 +211,7 @@ mod tests {
 
     use super::*;
     use crate::scaler::ScalerState;
+    use crate::test_fixtures::agent_info;
 
     fn decision(at_ms: u64, drain: Vec<(String, u64)>) -> ScaleDecision {
         ScaleDecision {
@@ -252,25 +253,6 @@ mod tests {
         }
     }
 
-    fn agent(id: u64, running: u32) -> AgentInfo {
-        AgentInfo {
-            id,
-            name: format!("a{id}"),
-            hostname: "h".into(),
-            tags: vec![],
-            resources: Default::default(),
-            free: Default::default(),
-            running,
-            queued: 0,
-            connected_at_ms: 0,
-            completed: 0,
-            runtimes: vec![],
-            limit_mode: "sampling".into(),
-            pilot_id: None,
-            connected: true,
-        }
-    }
-
     #[test]
     fn started_pilots_are_accounted_until_they_end() {
         let mut book = OutcomeBook::default();
@@ -296,13 +278,13 @@ mod tests {
             pilot("p-1", Some(1), Some(2_000), None),
             pilot("p-2", Some(2), Some(3_000), None),
         ];
-        let out = book.observe(&up, &[agent(1, 1), agent(2, 0)], 4_000);
+        let out = book.observe(&up, &[agent_info(1, 1), agent_info(2, 0)], 4_000);
         assert_eq!(
             out[0].1.pilots_connected_at_ms,
             Some(3_000),
             "the last to connect"
         );
-        let out = book.observe(&up, &[agent(1, 1), agent(2, 0)], 5_000);
+        let out = book.observe(&up, &[agent_info(1, 1), agent_info(2, 0)], 5_000);
         assert!(
             out.is_empty(),
             "flushed at most every {OUTCOME_FLUSH_MS} ms"

@@ -9,6 +9,7 @@ use scalable_common::protocol::{AgentInfo, PilotInfo, PilotPhase};
 use scalable_common::resources::Resources;
 
 use super::*;
+use crate::test_fixtures::agent_info;
 
 const TAG: &str = "demeter";
 
@@ -122,20 +123,12 @@ impl Env {
             .iter()
             .filter(|p| p.info.state == PilotPhase::Connected)
             .map(|p| AgentInfo {
-                id: p.info.agent.expect("connected"),
                 name: p.info.id.clone(),
-                hostname: "h".into(),
                 tags: vec![TAG.into()],
                 resources: self.group.shape.resources.clone(),
-                free: Resources::default(),
-                running: p.running.len() as u32,
-                queued: 0,
                 connected_at_ms: p.connect_at_ms,
-                completed: 0,
-                runtimes: vec![],
-                limit_mode: "sampling".into(),
                 pilot_id: Some(p.info.id.clone()),
-                connected: true,
+                ..agent_info(p.info.agent.expect("connected"), p.running.len() as u32)
             })
             .collect()
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use scalable_common::frame::{encoded_len, read_frame, write_frame};
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{Request, Response, SubmitRequest, MESSAGE_BYTES_MAX};
+use scalable_common::protocol_v8::Reply;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{bad, CoreMsg};
@@ -79,11 +80,11 @@ async fn serve_request(
         },
         Request::Advise(a) => {
             let resp = advise_off_core(cli.advisor, move |s| s.advise(&a).map(|x| json(&x))).await;
-            return reply_with(send, resp, hint).await;
+            return reply_with(send, resp, hint, cli.protocol).await;
         }
         Request::Tune(t) => {
             let resp = advise_off_core(cli.advisor, move |s| s.tune(&t).map(|x| json(&x))).await;
-            return reply_with(send, resp, hint).await;
+            return reply_with(send, resp, hint, cli.protocol).await;
         }
         req => CoreMsg::Cli { req, reply: tx },
     };
@@ -91,7 +92,7 @@ async fn serve_request(
         return;
     }
     if let Ok(resp) = rx.await {
-        reply_with(send, for_protocol(resp, cli.protocol), hint).await;
+        reply_with(send, for_protocol(resp, cli.protocol), hint, cli.protocol).await;
     }
 }
 
@@ -107,8 +108,10 @@ fn for_protocol(resp: Response, protocol: u16) -> Response {
     }
 }
 
-async fn reply_with(mut send: quinn::SendStream, resp: Response, hint: &str) {
-    if let Err(e) = write_frame(&mut send, &within_cap(resp, hint)).await {
+/// Sends `resp` as a CLI of `protocol` reads it (`protocol_v8`).
+async fn reply_with(mut send: quinn::SendStream, resp: Response, hint: &str, protocol: u16) {
+    let reply = Reply::for_cli(within_cap(resp, hint), protocol);
+    if let Err(e) = write_frame(&mut send, &reply).await {
         tracing::warn!("cannot send a reply to a cli: {e}");
     }
     let _ = send.finish();

@@ -38,6 +38,7 @@ mod staging_io;
 mod staging_s3;
 mod task_refs;
 mod transfer_board;
+mod transfer_list;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;

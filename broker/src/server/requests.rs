@@ -9,11 +9,14 @@ use scalable_common::explain::{AgentShape, Reason};
 use scalable_common::manifest::Manifest;
 use scalable_common::protocol::{
     Page, Request, Response, RunId, RunRef, TaskId, TaskLogs, TaskRef, REPLY_PAGE_BYTES_MAX,
+    TRANSFERS_SHOWN_MAX,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::fleet_io::{self, FleetCtx, ScaleReq};
 use super::routing::{Deferred, Query};
+use super::transfer_board::TransferBoard;
+use super::transfer_list;
 use super::{bad, now_ms, task_refs, CoreMsg};
 use crate::core::{Core, StoreOp, SubmitPlan};
 use crate::paging::PageBuilder;
@@ -31,8 +34,8 @@ pub(super) struct RequestCtx<'a> {
     pub stop: &'a mpsc::UnboundedSender<()>,
     /// Store writes of this batch that do not come from the core (pilots).
     pub ops: &'a mut Vec<StoreOp>,
-    /// Transfers under way (`why` of a task being staged).
-    pub transfers: &'a super::transfer_board::TransferBoard,
+    /// Transfers under way (`why` and `analyze` of tasks being staged).
+    pub transfers: &'a std::sync::Arc<super::transfer_board::TransferBoard>,
     pub now: u64,
 }
 
@@ -62,7 +65,7 @@ pub(super) fn handle(
         Request::Cancel { run, task } => Answer::Now(cancel(cx.core, run, task, now)),
         Request::Resume { run } => Answer::Now(resume(cx.core, &run, now)),
         Request::Stats { run } => stats(cx.core, &run),
-        Request::Analyze { run, after } => analyze(cx.core, &run, after),
+        Request::Analyze { run, after } => analyze(cx.core, cx.transfers, &run, after),
         Request::Logs {
             task,
             attempt,
@@ -202,17 +205,43 @@ fn scaling(core: &Core, run: Option<RunRef>, since_ms: Option<u64>, after: Optio
     }))
 }
 
-fn analyze(core: &Core, run: &RunRef, after: Option<TaskId>) -> Answer {
+/// A page of a run's analysis, read on the store's thread; the first page
+/// also lists the transfers its tasks wait for (the board's, taken now) or
+/// failed on.
+fn analyze(
+    core: &Core,
+    board: &std::sync::Arc<TransferBoard>,
+    run: &RunRef,
+    after: Option<TaskId>,
+) -> Answer {
     let Some(id) = resolve_run(core, run) else {
         return Answer::Now(bad(no_run(run)));
     };
     // Items and walltimes are the core's; the store keeps neither per task.
     let jobs = core.job_defs(id);
+    let first = after.is_none();
+    let waiting = if first {
+        transfer_list::waiting(core, board, id)
+    } else {
+        Vec::new()
+    };
+    let board = board.clone();
     Answer::Read(Box::new(move |c| {
-        match store::run_analysis(c, id, after, &jobs) {
-            Ok(a) => Response::Analyze(a),
-            Err(e) => bad(e.to_string()),
+        let mut a = match store::run_analysis(c, id, after, &jobs) {
+            Ok(a) => a,
+            Err(e) => return bad(e.to_string()),
+        };
+        if first {
+            let (rows, all) = match store::failed_transfers(c, id, &jobs, TRANSFERS_SHOWN_MAX) {
+                Ok(found) => found,
+                Err(e) => return bad(e.to_string()),
+            };
+            let failed_more = all.saturating_sub(rows.len() as u64);
+            let failed = transfer_list::failed(rows, &board);
+            (a.transfers, a.transfers_unlisted) =
+                transfer_list::shown(waiting, failed, failed_more);
         }
+        Response::Analyze(a)
     }))
 }
 
@@ -269,12 +298,7 @@ fn export(core: &Core, run: &RunRef, after: Option<u64>) -> Answer {
 /// failed task's answer carries its failure from the store (its row's
 /// reason: a staging failure names the object and the transfer's error), so
 /// `why` says it in one line without `analyze`.
-fn why(
-    core: &Core,
-    transfers: &super::transfer_board::TransferBoard,
-    task: &TaskRef,
-    now: u64,
-) -> Answer {
+fn why(core: &Core, transfers: &TransferBoard, task: &TaskRef, now: u64) -> Answer {
     let (id, mut answer) = match task_refs::resolve(core, task).map(|id| (id, core.why(id, now))) {
         Ok((id, Some(answer))) => (id, answer),
         Ok((_, None)) => {

@@ -120,7 +120,15 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
             } => Some(commit(ctx, attempt, outputs, moved).await),
             StageRequest::InputsVia { attempt, storage } => {
                 Some(match lookup(ctx, attempt).await {
-                    Ok(task) => super::staging_s3::inputs(ctx.store.clone(), task, storage).await,
+                    Ok(task) => {
+                        ctx.board.begin(attempt, Direction::In, Some(&storage));
+                        let reply =
+                            super::staging_s3::inputs(ctx.store.clone(), task, storage).await;
+                        if let StageReply::Files(files) = &reply {
+                            note_listed(ctx, attempt, Direction::In, files);
+                        }
+                        reply
+                    }
                     Err(r) => r,
                 })
             }
@@ -131,6 +139,8 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
                 moved,
             } => Some(match lookup(ctx, attempt).await {
                 Ok(task) => {
+                    ctx.board.begin(attempt, Direction::Out, Some(&storage));
+                    note_listed(ctx, attempt, Direction::Out, &outputs);
                     let store = ctx.store.clone();
                     super::staging_s3::commit(store, task, attempt, storage, outputs, moved).await
                 }
@@ -181,11 +191,25 @@ pub(super) fn refused(reason: impl Into<String>) -> StageReply {
     }
 }
 
+/// `files` were listed for `attempt`'s transfer (for `why` and `analyze`).
+fn note_listed(
+    ctx: &Ctx,
+    attempt: AttemptId,
+    direction: Direction,
+    files: &[scalable_common::staging::StagedFile],
+) {
+    let total = files.iter().map(|f| f.size).fold(0, u64::saturating_add);
+    ctx.board.expect(attempt, direction, total);
+    ctx.board.listed(attempt, direction, files.len() as u64);
+}
+
 async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
     let task = match lookup(ctx, attempt).await {
         Ok(t) => t,
         Err(r) => return r,
     };
+    // Hashing a large input takes a while: the task waits for it already.
+    ctx.board.begin(attempt, Direction::In, None);
     let store = ctx.store.clone();
     let staged = tokio::task::spawn_blocking(move || {
         store.stage_inputs(std::path::Path::new(&task.cwd), &task.inputs)
@@ -198,8 +222,8 @@ async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
                 granted.clear();
             }
             granted.extend(files.iter().map(|f| f.sha256.clone()));
-            let total = files.iter().map(|f| f.size).fold(0, u64::saturating_add);
-            ctx.board.expect(attempt, Direction::In, total);
+            drop(granted);
+            note_listed(ctx, attempt, Direction::In, &files);
             StageReply::Files(files)
         }
         Ok(Err(InputError::Missing(path))) => StageReply::Missing { path },
@@ -355,6 +379,7 @@ pub(super) async fn put(
     let outputs = Arc::ptr_eq(store, &ctx.store);
     if outputs {
         ctx.board.expect(attempt, Direction::Out, size);
+        ctx.board.listed(attempt, Direction::Out, 1);
     }
     let done = |ctx: &Ctx| {
         if outputs {

@@ -1,12 +1,13 @@
-//! Transfers under way (issue 20), for `scalable why`: which attempts an
-//! agent without a shared filesystem is staging in or out right now, and
-//! how many bytes of how many moved.
+//! Transfers under way (issue 20), for `scalable why` and `analyze`: which
+//! attempts an agent without a shared filesystem is staging in or out right
+//! now, how (through the broker or an object store), and how many bytes of
+//! how many files moved.
 //!
 //! Owns: the progress of each attempt's current transfer, as the staging
-//! streams (`staging_io`) see it pass, and the refinement of a `why` answer
-//! with it. A board, not a record: a broker restart forgets it, and the
-//! store keeps only the totals each agent reports. It must not decide
-//! anything about an attempt.
+//! streams (`staging_io`) see it pass, and whether a task in a given state
+//! waits for it (`waits`, which refines a `why` answer). A board, not a
+//! record: a broker restart forgets it, and the store keeps only the totals
+//! each agent reports. It must not decide anything about an attempt.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,13 +26,49 @@ pub enum Direction {
     Out,
 }
 
+impl Direction {
+    /// As `analyze` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
 /// One attempt's transfer so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     pub direction: Direction,
     pub done_bytes: u64,
     /// What the declared files add up to, when the broker was told.
     pub total_bytes: Option<u64>,
+    /// Files listed so far (inputs declared, outputs handed over).
+    pub files: u64,
+    /// The object store the files move through; `None`: the broker.
+    pub via: Option<String>,
+}
+
+impl Progress {
+    fn new(direction: Direction) -> Progress {
+        Progress {
+            direction,
+            done_bytes: 0,
+            total_bytes: None,
+            files: 0,
+            via: None,
+        }
+    }
+
+    /// Whether a task waits for this transfer while it is `assigned` (its
+    /// inputs) or `running` (its outputs, once its process ended).
+    pub fn waits(&self, assigned: bool, running: bool) -> bool {
+        match self.direction {
+            // All fetched: it only waits for room in its agent's queue.
+            Direction::In => assigned && self.total_bytes.is_none_or(|t| self.done_bytes < t),
+            Direction::Out => running,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -43,20 +80,27 @@ impl TransferBoard {
         if map.len() >= ATTEMPTS_MAX && !map.contains_key(&attempt) {
             map.clear();
         }
-        let p = map.entry(attempt).or_insert(Progress {
-            direction,
-            done_bytes: 0,
-            total_bytes: None,
-        });
+        let p = map
+            .entry(attempt)
+            .or_insert_with(|| Progress::new(direction));
         // A new direction is a new transfer (outputs after inputs).
         if p.direction != direction {
-            *p = Progress {
-                direction,
-                done_bytes: 0,
-                total_bytes: None,
-            };
+            *p = Progress::new(direction);
         }
         f(p);
+    }
+
+    /// The agent asked to move `attempt`'s files `direction`, through the
+    /// object store `via` (`None`: through the broker).
+    pub fn begin(&self, attempt: AttemptId, direction: Direction, via: Option<&str>) {
+        self.with(attempt, direction, |p| p.via = via.map(str::to_string));
+    }
+
+    /// `files` more were listed for `attempt`.
+    pub fn listed(&self, attempt: AttemptId, direction: Direction, files: u64) {
+        self.with(attempt, direction, |p| {
+            p.files = p.files.saturating_add(files)
+        });
     }
 
     /// `bytes` more are to move for `attempt` (a list of declared files).
@@ -83,7 +127,13 @@ impl TransferBoard {
             .lock()
             .expect("transfer board")
             .get(&attempt)
-            .copied()
+            .cloned()
+    }
+
+    /// Every attempt on the board, with its progress.
+    pub fn all(&self) -> Vec<(AttemptId, Progress)> {
+        let map = self.0.lock().expect("transfer board");
+        map.iter().map(|(a, p)| (*a, p.clone())).collect()
     }
 
     /// `reason` for `attempt`, refined when it is staging: an assigned task
@@ -92,14 +142,13 @@ impl TransferBoard {
         let Some(p) = attempt.and_then(|a| self.get(a)) else {
             return reason;
         };
+        let assigned = matches!(reason, Reason::Assigned { .. });
+        let running = matches!(reason, Reason::Running { .. });
+        if !p.waits(assigned, running) {
+            return reason;
+        }
         let (done_bytes, total_bytes) = (p.done_bytes, p.total_bytes);
         match (reason, p.direction) {
-            // All fetched: it only waits for room in its agent's queue.
-            (r @ Reason::Assigned { .. }, Direction::In)
-                if total_bytes.is_some_and(|t| done_bytes >= t) =>
-            {
-                r
-            }
             (Reason::Assigned { agent }, Direction::In) => Reason::StagingIn {
                 agent,
                 done_bytes,

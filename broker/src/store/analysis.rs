@@ -13,9 +13,9 @@ use rusqlite::{params, Connection, Row};
 use scalable_common::explain::Cancellation;
 use scalable_common::frame::encoded_len;
 use scalable_common::protocol::{
-    CancelledJob, FailedAttempt, FailedTask, RunAnalysis, RunId, TaskId, TaskName,
-    CANCELLED_TASKS_NAMED_MAX, ENVELOPE_BYTES_MAX, FAILED_TASKS_SHOWN_MAX, MESSAGE_BYTES_MAX,
-    REPLY_PAGE_BYTES_MAX,
+    AttemptId, CancelledJob, FailedAttempt, FailedTask, RunAnalysis, RunId, TaskId, TaskName,
+    TaskTransfer, CANCELLED_TASKS_NAMED_MAX, ENVELOPE_BYTES_MAX, FAILED_TASKS_SHOWN_MAX,
+    MESSAGE_BYTES_MAX, REPLY_PAGE_BYTES_MAX,
 };
 use scalable_common::workflow::JobDef;
 
@@ -84,6 +84,67 @@ pub fn run_analysis(
     Ok(analysis)
 }
 
+/// The run's failed tasks whose last attempt failed on a transfer (of the
+/// first `limit`, with that attempt's id), and how many there are in all.
+/// An attempt that never started failed on its way in; one that started, on
+/// its way out. Bytes are the agent's figures, when it sent them; how the
+/// files moved is not stored (`via`, `files`: `None`).
+pub fn failed_transfers(
+    c: &Connection,
+    run: RunId,
+    jobs: &[Arc<JobDef>],
+    limit: usize,
+) -> Result<(Vec<(AttemptId, TaskTransfer)>, u64), StoreError> {
+    let from = "FROM tasks t JOIN jobs j ON j.id = t.job_id
+         JOIN attempts a ON a.task_id = t.id
+           AND a.number = (SELECT MAX(number) FROM attempts WHERE task_id = t.id)
+         LEFT JOIN agents g ON g.id = a.agent_id
+         WHERE t.run_id = ?1 AND t.state = 'failed' AND a.end_class = 'STAGING_FAILED'";
+    let total: i64 = c
+        .query_row(&format!("SELECT COUNT(*) {from}"), [run as i64], |r| {
+            r.get(0)
+        })
+        .map_err(sql)?;
+    let mut stmt = c
+        .prepare(&format!(
+            "SELECT t.id, t.idx, j.name, a.id, a.started_at_us IS NOT NULL, COALESCE(g.name, ''),
+             COALESCE(g.hostname, ''), COALESCE(a.detail, ''), a.stage_in_bytes, a.stage_out_bytes
+             {from} ORDER BY t.id LIMIT ?2"
+        ))
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map(params![run as i64, limit as i64], |r| {
+            let (idx, job): (i64, String) = (r.get(1)?, r.get(2)?);
+            let started: bool = r.get(4)?;
+            let detail: String = r.get(7)?;
+            let bytes: Option<i64> = r.get(if started { 9 } else { 8 })?;
+            let item = jobs
+                .iter()
+                .find(|d| d.name == job)
+                .and_then(|d| d.items.get(idx as u64))
+                .map(|i| i.to_string());
+            let transfer = TaskTransfer {
+                task: r.get::<_, i64>(0)? as u64,
+                path: format!("{run}/{job}/{idx}"),
+                item,
+                direction: if started { "out" } else { "in" }.into(),
+                agent: r.get(5)?,
+                host: r.get(6)?,
+                via: None,
+                files: None,
+                done_bytes: bytes.map(|b| b.max(0) as u64),
+                total_bytes: None,
+                // The attempt's detail is `staging: ERROR` (`store::apply`).
+                error: Some(detail.strip_prefix("staging: ").unwrap_or(&detail).into()),
+            };
+            Ok((r.get::<_, i64>(3)? as AttemptId, transfer))
+        })
+        .map_err(sql)?
+        .collect::<Result<_, _>>()
+        .map_err(sql)?;
+    Ok((rows, total.max(0) as u64))
+}
+
 /// The run's name, state and task counts, without any task listed yet.
 fn run_counts(c: &Connection, run: RunId) -> Result<RunAnalysis, StoreError> {
     let row = run_row(c, run)?;
@@ -124,6 +185,8 @@ fn run_counts(c: &Connection, run: RunId) -> Result<RunAnalysis, StoreError> {
         failed_tasks: Vec::new(),
         cancelled_jobs: Vec::new(),
         next: None,
+        transfers: Vec::new(),
+        transfers_unlisted: 0,
     })
 }
 

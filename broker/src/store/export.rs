@@ -65,11 +65,13 @@ impl Out {
     }
 }
 
-fn u(r: &Row, i: usize) -> rusqlite::Result<u64> {
+/// A column's integer, negative ones (never written) as 0.
+pub(crate) fn u64_at(r: &Row, i: usize) -> rusqlite::Result<u64> {
     Ok(r.get::<_, i64>(i)?.max(0) as u64)
 }
 
-fn opt_u(r: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
+/// [`u64_at`] of a column that may be NULL.
+pub(crate) fn opt_u64(r: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
     Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64))
 }
 
@@ -107,39 +109,42 @@ fn runs(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result
         out,
         |r| {
             Ok(Line::Run(RunRow {
-                run: u(r, 0)?,
+                run: u64_at(r, 0)?,
                 name: r.get(1)?,
                 state: r.get(2)?,
-                submitted_at_ms: u(r, 3)?,
-                finished_at_ms: opt_u(r, 4)?,
+                submitted_at_ms: u64_at(r, 3)?,
+                finished_at_ms: opt_u64(r, 4)?,
                 cwd: r.get(5)?,
-                tasks: u(r, 6)?,
+                tasks: u64_at(r, 6)?,
             }))
         },
     )
 }
 
+/// The columns of `jobs` that [`job_row`] reads, in its order.
+pub(crate) const JOB_COLUMNS: &str =
+    "id, run_id, name, tag, cpus, memory_bytes, gpus, retries, task_count";
+
+/// One job from [`JOB_COLUMNS`] (the report's jobs are made of it too).
+pub(crate) fn job_row(r: &Row) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        job: u64_at(r, 0)?,
+        run: u64_at(r, 1)?,
+        name: r.get(2)?,
+        tag: r.get(3)?,
+        cpus: r.get(4)?,
+        memory_bytes: u64_at(r, 5)?,
+        gpus: r.get(6)?,
+        retries: r.get(7)?,
+        tasks: u64_at(r, 8)?,
+    })
+}
+
 fn jobs(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
-    each(
-        c,
-        "SELECT id, run_id, name, tag, cpus, memory_bytes, gpus, retries, task_count
-         FROM jobs WHERE run_id = ?1 AND id > ?2 ORDER BY id",
-        params![run, after],
-        out,
-        |r| {
-            Ok(Line::Job(JobRow {
-                job: u(r, 0)?,
-                run: u(r, 1)?,
-                name: r.get(2)?,
-                tag: r.get(3)?,
-                cpus: r.get(4)?,
-                memory_bytes: u(r, 5)?,
-                gpus: r.get(6)?,
-                retries: r.get(7)?,
-                tasks: u(r, 8)?,
-            }))
-        },
-    )
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE run_id = ?1 AND id > ?2 ORDER BY id");
+    each(c, &sql, params![run, after], out, |r| {
+        Ok(Line::Job(job_row(r)?))
+    })
 }
 
 fn tasks(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
@@ -151,39 +156,99 @@ fn tasks(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Resul
         out,
         |r| {
             Ok(Line::Task(TaskRow {
-                task: u(r, 0)?,
-                run: u(r, 1)?,
-                job: u(r, 2)?,
-                index: u(r, 3)?,
+                task: u64_at(r, 0)?,
+                run: u64_at(r, 1)?,
+                job: u64_at(r, 2)?,
+                index: u64_at(r, 3)?,
                 state: r.get(4)?,
                 attempts: r.get(5)?,
                 retries_used: r.get(6)?,
                 crashes: r.get(7)?,
                 reason: r.get(8)?,
-                updated_at_ms: u(r, 9)?,
+                updated_at_ms: u64_at(r, 9)?,
             }))
         },
     )
 }
 
-/// One pilot per agent (the first matched), for the agent rows.
-const PILOT_OF_AGENT: &str = "(SELECT agent_id, MIN(id) AS id, target, provider FROM pilots
-                               WHERE agent_id IS NOT NULL GROUP BY agent_id)";
+/// The columns of the `attempt_telemetry` view (`schema::VIEWS`) that
+/// [`attempt_telemetry_row`] reads, in its order: what a user's own SQL sees
+/// is what the export writes, and what the report's attempts are made of.
+pub(crate) const ATTEMPT_TELEMETRY_COLUMNS: &str = "id, run_id, job_id, job_name, task_id, idx,
+    number, tag, agent_id, host, target, pilot, provider, ready_at_ms, assigned_at_ms,
+    started_at_us, ended_at_us, end_class, exit_code, detail, spends_retry,
+    cpus, memory_bytes, gpus, custom_resources, request_source,
+    peak_rss_bytes, memory_limit_bytes, cpu_time_us, stdout_bytes,
+    stderr_bytes, read_bytes, write_bytes, input_bytes, input_sizes,
+    request_model, request_confidence, request_detail,
+    predicted_memory_bytes, predicted_run_time_ms,
+    stage_in_bytes, stage_in_ms, stage_out_bytes, stage_out_ms,
+    checkpoint_bytes, checkpoint_ms";
 
-/// From the `attempt_telemetry` view (`schema::VIEWS`): what a user's own
-/// SQL sees is what the export writes.
+/// One attempt from [`ATTEMPT_TELEMETRY_COLUMNS`], its derived fields
+/// filled; `features` is left `None` (the export renders them).
+pub(crate) fn attempt_telemetry_row(r: &Row) -> rusqlite::Result<AttemptRow> {
+    let mut row = AttemptRow {
+        attempt: u64_at(r, 0)?,
+        run: u64_at(r, 1)?,
+        job: u64_at(r, 2)?,
+        job_name: r.get(3)?,
+        task: u64_at(r, 4)?,
+        index: u64_at(r, 5)?,
+        number: r.get(6)?,
+        tag: r.get(7)?,
+        agent: u64_at(r, 8)?,
+        host: r.get(9)?,
+        target: r.get(10)?,
+        pilot: r.get(11)?,
+        provider: r.get(12)?,
+        ready_at_ms: opt_u64(r, 13)?,
+        assigned_at_ms: u64_at(r, 14)?,
+        started_at_us: opt_u64(r, 15)?,
+        ended_at_us: opt_u64(r, 16)?,
+        queue_wait_ms: None,
+        run_time_ms: None,
+        end_class: r.get(17)?,
+        exit_code: r.get(18)?,
+        detail: r.get(19)?,
+        spends_retry: r.get(20)?,
+        cpus: r.get(21)?,
+        memory_bytes: opt_u64(r, 22)?,
+        gpus: r.get(23)?,
+        custom_resources: json(r, 24)?,
+        request_source: r.get(25)?,
+        request_model: r.get(35)?,
+        request_confidence: r.get(36)?,
+        request_detail: r.get(37)?,
+        predicted_memory_bytes: opt_u64(r, 38)?,
+        predicted_run_time_ms: opt_u64(r, 39)?,
+        peak_rss_bytes: opt_u64(r, 26)?,
+        memory_limit_bytes: opt_u64(r, 27)?,
+        cpu_time_us: opt_u64(r, 28)?,
+        cpu_utilisation: None,
+        stdout_bytes: opt_u64(r, 29)?,
+        stderr_bytes: opt_u64(r, 30)?,
+        read_bytes: opt_u64(r, 31)?,
+        write_bytes: opt_u64(r, 32)?,
+        input_bytes: opt_u64(r, 33)?,
+        input_sizes: json(r, 34)?,
+        stage_in_bytes: opt_u64(r, 40)?,
+        stage_in_ms: opt_u64(r, 41)?,
+        stage_out_bytes: opt_u64(r, 42)?,
+        stage_out_ms: opt_u64(r, 43)?,
+        checkpoint_bytes: opt_u64(r, 44)?,
+        checkpoint_ms: opt_u64(r, 45)?,
+        features: None,
+    };
+    row.derive();
+    Ok(row)
+}
+
 fn attempts(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
-    let sql = "SELECT id, run_id, job_id, job_name, task_id, idx, number, tag, agent_id,
-                host, target, pilot, provider, ready_at_ms, assigned_at_ms,
-                started_at_us, ended_at_us, end_class, exit_code, detail, spends_retry,
-                cpus, memory_bytes, gpus, custom_resources, request_source,
-                peak_rss_bytes, memory_limit_bytes, cpu_time_us, stdout_bytes,
-                stderr_bytes, read_bytes, write_bytes, input_bytes, input_sizes,
-                request_model, request_confidence, request_detail,
-                predicted_memory_bytes, predicted_run_time_ms,
-                stage_in_bytes, stage_in_ms, stage_out_bytes, stage_out_ms,
-                checkpoint_bytes, checkpoint_ms
-         FROM attempt_telemetry WHERE run_id = ?1 AND id > ?2 ORDER BY id";
+    let sql = format!(
+        "SELECT {ATTEMPT_TELEMETRY_COLUMNS} FROM attempt_telemetry
+         WHERE run_id = ?1 AND id > ?2 ORDER BY id"
+    );
     // Features are templates of the stored definition, rendered per task (as
     // the advisors read them); the run is planned again once per page.
     let jobs = crate::advisor::history::run_jobs(c, run as u64);
@@ -192,61 +257,9 @@ fn attempts(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Re
         let pairs = p.templates.features(&p.def, index, run as u64).ok()?;
         (!pairs.is_empty()).then(|| pairs.into_iter().collect())
     };
-    each(c, sql, params![run, after], out, |r| {
-        let mut row = AttemptRow {
-            attempt: u(r, 0)?,
-            run: u(r, 1)?,
-            job: u(r, 2)?,
-            job_name: r.get(3)?,
-            task: u(r, 4)?,
-            index: u(r, 5)?,
-            number: r.get(6)?,
-            tag: r.get(7)?,
-            agent: u(r, 8)?,
-            host: r.get(9)?,
-            target: r.get(10)?,
-            pilot: r.get(11)?,
-            provider: r.get(12)?,
-            ready_at_ms: opt_u(r, 13)?,
-            assigned_at_ms: u(r, 14)?,
-            started_at_us: opt_u(r, 15)?,
-            ended_at_us: opt_u(r, 16)?,
-            queue_wait_ms: None,
-            run_time_ms: None,
-            end_class: r.get(17)?,
-            exit_code: r.get(18)?,
-            detail: r.get(19)?,
-            spends_retry: r.get(20)?,
-            cpus: r.get(21)?,
-            memory_bytes: opt_u(r, 22)?,
-            gpus: r.get(23)?,
-            custom_resources: json(r, 24)?,
-            request_source: r.get(25)?,
-            request_model: r.get(35)?,
-            request_confidence: r.get(36)?,
-            request_detail: r.get(37)?,
-            predicted_memory_bytes: opt_u(r, 38)?,
-            predicted_run_time_ms: opt_u(r, 39)?,
-            peak_rss_bytes: opt_u(r, 26)?,
-            memory_limit_bytes: opt_u(r, 27)?,
-            cpu_time_us: opt_u(r, 28)?,
-            cpu_utilisation: None,
-            stdout_bytes: opt_u(r, 29)?,
-            stderr_bytes: opt_u(r, 30)?,
-            read_bytes: opt_u(r, 31)?,
-            write_bytes: opt_u(r, 32)?,
-            input_bytes: opt_u(r, 33)?,
-            input_sizes: json(r, 34)?,
-            stage_in_bytes: opt_u(r, 40)?,
-            stage_in_ms: opt_u(r, 41)?,
-            stage_out_bytes: opt_u(r, 42)?,
-            stage_out_ms: opt_u(r, 43)?,
-            checkpoint_bytes: opt_u(r, 44)?,
-            checkpoint_ms: opt_u(r, 45)?,
-            features: None,
-        };
+    each(c, &sql, params![run, after], out, |r| {
+        let mut row = attempt_telemetry_row(r)?;
         row.features = features(&row.job_name, row.index);
-        row.derive();
         Ok(Line::Attempt(Box::new(row)))
     })
 }
@@ -264,9 +277,9 @@ fn usage(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Resul
         let attempt: i64 = r.get(0)?;
         let line = Line::Usage(UsageRow {
             attempt: attempt.max(0) as u64,
-            at_ms: u(r, 1)?,
-            cpu_ms: u(r, 2)?,
-            rss_bytes: u(r, 3)?,
+            at_ms: u64_at(r, 1)?,
+            cpu_ms: u64_at(r, 2)?,
+            rss_bytes: u64_at(r, 3)?,
         })
         .to_jsonl();
         match &mut open {
@@ -283,33 +296,75 @@ fn usage(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Resul
     Ok(open.is_none_or(|(a, text)| out.push(a, text)))
 }
 
+/// The columns [`agent_row`] reads, in its order, from [`AGENTS_WITH_PILOT`].
+pub(crate) const AGENT_COLUMNS: &str = "ag.id, ag.name, ag.hostname, ag.tags, ag.cpus,
+    ag.memory_bytes, ag.gpus, ag.connected_at_ms, ag.left_at_ms, ag.left_reason, ag.pilot_id,
+    p.id, p.target, p.provider";
+
+/// Agents `ag`, each with its pilot `p` (the first matched).
+pub(crate) const AGENTS_WITH_PILOT: &str = "agents ag LEFT JOIN
+    (SELECT agent_id, MIN(id) AS id, target, provider FROM pilots
+     WHERE agent_id IS NOT NULL GROUP BY agent_id) p ON p.agent_id = ag.id";
+
+/// One agent from [`AGENT_COLUMNS`] (the report's agents are made of it too).
+pub(crate) fn agent_row(r: &Row) -> rusqlite::Result<AgentRow> {
+    let tags: String = r.get(3)?;
+    Ok(AgentRow {
+        agent: u64_at(r, 0)?,
+        name: r.get(1)?,
+        host: r.get(2)?,
+        tags: super::agent_tags(&tags),
+        cpus: r.get(4)?,
+        memory_bytes: u64_at(r, 5)?,
+        gpus: r.get(6)?,
+        connected_at_ms: u64_at(r, 7)?,
+        left_at_ms: opt_u64(r, 8)?,
+        left_reason: r.get(9)?,
+        reported_pilot_id: r.get(10)?,
+        pilot: r.get(11)?,
+        target: r.get(12)?,
+        provider: r.get(13)?,
+    })
+}
+
 fn agents(c: &Connection, run: i64, after: i64, out: &mut Out) -> rusqlite::Result<bool> {
     let sql = format!(
-        "SELECT ag.id, ag.name, ag.hostname, ag.tags, ag.cpus, ag.memory_bytes, ag.gpus,
-                ag.connected_at_ms, ag.left_at_ms, ag.left_reason, ag.pilot_id, p.id, p.target, p.provider
-         FROM agents ag LEFT JOIN {PILOT_OF_AGENT} p ON p.agent_id = ag.id
+        "SELECT {AGENT_COLUMNS} FROM {AGENTS_WITH_PILOT}
          WHERE ag.id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1) AND ag.id > ?2
          ORDER BY ag.id"
     );
     each(c, &sql, params![run, after], out, |r| {
-        let tags: String = r.get(3)?;
-        Ok(Line::Agent(AgentRow {
-            agent: u(r, 0)?,
-            name: r.get(1)?,
-            host: r.get(2)?,
-            tags: super::agent_tags(&tags),
-            cpus: r.get(4)?,
-            memory_bytes: u(r, 5)?,
-            gpus: r.get(6)?,
-            connected_at_ms: u(r, 7)?,
-            left_at_ms: opt_u(r, 8)?,
-            left_reason: r.get(9)?,
-            reported_pilot_id: r.get(10)?,
-            pilot: r.get(11)?,
-            target: r.get(12)?,
-            provider: r.get(13)?,
-        }))
+        Ok(Line::Agent(agent_row(r)?))
     })
+}
+
+/// The columns of pilots `p` that [`pilot_row`] reads, in its order (the
+/// first, the rowid, is the export's key).
+pub(crate) const PILOT_COLUMNS: &str = "p.rowid, p.id, p.target, p.tag, p.provider,
+    p.provider_id, p.state, p.agent_id, p.submitted_at_ms, p.connected_at_ms, p.ended_at_ms,
+    p.reason, p.price_per_hour, p.cost";
+
+/// One pilot from [`PILOT_COLUMNS`], a live one priced at `now_ms` (the
+/// report's pilots are made of it too).
+pub(crate) fn pilot_row(r: &Row, now_ms: u64) -> rusqlite::Result<PilotRow> {
+    let mut row = PilotRow {
+        pilot: r.get(1)?,
+        target: r.get(2)?,
+        tag: r.get(3)?,
+        provider: r.get(4)?,
+        provider_id: r.get(5)?,
+        state: r.get(6)?,
+        agent: opt_u64(r, 7)?,
+        submitted_at_ms: u64_at(r, 8)?,
+        connected_at_ms: opt_u64(r, 9)?,
+        queue_wait_ms: None,
+        ended_at_ms: opt_u64(r, 10)?,
+        reason: r.get(11)?,
+        price_per_hour: r.get(12)?,
+        cost: r.get(13)?,
+    };
+    row.derive(now_ms);
+    Ok(row)
 }
 
 fn pilots(
@@ -319,38 +374,16 @@ fn pilots(
     now_ms: u64,
     out: &mut Out,
 ) -> rusqlite::Result<bool> {
-    each(
-        c,
-        "SELECT p.rowid, p.id, p.target, p.tag, p.provider, p.provider_id, p.state, p.agent_id,
-                p.submitted_at_ms, p.connected_at_ms, p.ended_at_ms, p.reason, p.price_per_hour, p.cost
-         FROM pilots p, runs r
+    let sql = format!(
+        "SELECT {PILOT_COLUMNS} FROM pilots p, runs r
          WHERE r.id = ?1 AND p.rowid > ?2
            AND (p.agent_id IN (SELECT DISTINCT agent_id FROM attempts WHERE run_id = ?1)
                 OR p.submitted_at_ms BETWEEN r.submitted_at_ms AND COALESCE(r.finished_at_ms, ?3))
-         ORDER BY p.rowid",
-        params![run, after, now_ms as i64],
-        out,
-        |r| {
-            let mut row = PilotRow {
-                pilot: r.get(1)?,
-                target: r.get(2)?,
-                tag: r.get(3)?,
-                provider: r.get(4)?,
-                provider_id: r.get(5)?,
-                state: r.get(6)?,
-                agent: opt_u(r, 7)?,
-                submitted_at_ms: u(r, 8)?,
-                connected_at_ms: opt_u(r, 9)?,
-                queue_wait_ms: None,
-                ended_at_ms: opt_u(r, 10)?,
-                reason: r.get(11)?,
-                price_per_hour: r.get(12)?,
-                cost: r.get(13)?,
-            };
-            row.derive(now_ms);
-            Ok(Line::Pilot(row))
-        },
-    )
+         ORDER BY p.rowid"
+    );
+    each(c, &sql, params![run, after, now_ms as i64], out, |r| {
+        Ok(Line::Pilot(pilot_row(r, now_ms)?))
+    })
 }
 
 #[cfg(test)]
@@ -359,10 +392,7 @@ mod tests {
     use crate::store::{StateOrigin, Store};
 
     fn seeded(dir: &std::path::Path) -> Connection {
-        let path = dir.join("broker.db");
-        let (store, _, _) = Store::open(&path, StateOrigin::New).unwrap();
-        store.stop();
-        let c = Connection::open(&path).unwrap();
+        let c = crate::store::new_for_tests(dir);
         c.execute_batch(
             "INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition) VALUES
                  (1, 'other', 0, '/', 's', '{}'), (2, 'wf', 10, '/w', 's', '{}');

@@ -76,14 +76,16 @@ fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// The columns schema 4 added (issue 13).
+const COLUMNS_OF_VERSION_4: [(&str, &str, &str); 2] = [
+    ("attempts", "memory_limit_bytes", "INTEGER"),
+    ("jobs", "cancel_cause", "TEXT"),
+];
+
 /// 3 -> 4: attempts keep the memory limit they ran under, jobs why their
-/// tasks were cancelled. Old rows keep NULL (unknown). One transaction.
+/// tasks were cancelled. Old rows keep NULL (unknown).
 fn migrate_from_3(conn: &Connection) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    add_column(&tx, "attempts", "memory_limit_bytes", "INTEGER")?;
-    add_column(&tx, "jobs", "cancel_cause", "TEXT")?;
-    tx.execute_batch("PRAGMA user_version = 4")?;
-    tx.commit()
+    add_columns(conn, &COLUMNS_OF_VERSION_4, 4)
 }
 
 /// The columns schema 5 added, by table (telemetry, issue 16).
@@ -105,15 +107,9 @@ const COLUMNS_OF_VERSION_5: [(&str, &str, &str); 14] = [
 ];
 
 /// 4 -> 5: attempts and pilots get their telemetry columns (`attempt_usage`
-/// is made by `SCHEMA`). Old rows keep NULL: unknown, never zero. One
-/// transaction.
+/// is made by `SCHEMA`). Old rows keep NULL: unknown, never zero.
 fn migrate_from_4(conn: &Connection) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    for (table, column, ty) in COLUMNS_OF_VERSION_5 {
-        add_column(&tx, table, column, ty)?;
-    }
-    tx.execute_batch("PRAGMA user_version = 5")?;
-    tx.commit()
+    add_columns(conn, &COLUMNS_OF_VERSION_5, 5)
 }
 
 /// The columns schema 6 added (issue 17: how an advisor sized an attempt).
@@ -128,14 +124,9 @@ const COLUMNS_OF_VERSION_6: [(&str, &str, &str); 7] = [
 ];
 
 /// 5 -> 6: the advisor's sizing of an attempt. Old rows keep NULL (no
-/// attempt was sized before). One transaction.
+/// attempt was sized before).
 fn migrate_from_5(conn: &Connection) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    for (table, column, ty) in COLUMNS_OF_VERSION_6 {
-        add_column(&tx, table, column, ty)?;
-    }
-    tx.execute_batch("PRAGMA user_version = 6")?;
-    tx.commit()
+    add_columns(conn, &COLUMNS_OF_VERSION_6, 6)
 }
 
 /// The columns schema 7 added (issue 20: what staging moved per attempt).
@@ -149,13 +140,23 @@ const COLUMNS_OF_VERSION_7: [(&str, &str, &str); 6] = [
 ];
 
 /// 6 -> 7: transfer telemetry. Old rows keep NULL (nothing was measured).
-/// One transaction.
 fn migrate_from_6(conn: &Connection) -> rusqlite::Result<()> {
+    add_columns(conn, &COLUMNS_OF_VERSION_7, 7)
+}
+
+/// A step that only adds `columns` (table, column, type), then marks the
+/// store `version`; one transaction: a crash leaves the older version as it
+/// was.
+fn add_columns(
+    conn: &Connection,
+    columns: &[(&str, &str, &str)],
+    version: i64,
+) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
-    for (table, column, ty) in COLUMNS_OF_VERSION_7 {
+    for (table, column, ty) in columns {
         add_column(&tx, table, column, ty)?;
     }
-    tx.execute_batch("PRAGMA user_version = 7")?;
+    tx.execute_batch(&format!("PRAGMA user_version = {version}"))?;
     tx.commit()
 }
 
@@ -180,17 +181,49 @@ mod tests {
     use super::super::schema::{prepare, StateOrigin, SCHEMA, SCHEMA_VERSION};
     use super::*;
 
-    /// The attempts table as version 2 wrote it: no `spends_retry`.
-    fn version_2_store(path: &Path) -> Connection {
+    /// Run 1, which every older store below holds.
+    const RUN_1: &str = "INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
+        VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');";
+
+    /// One attempt of run 1, its request from the manifest.
+    const ONE_ATTEMPT: &str = "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number,
+        agent_id, argv, assigned_at_ms, request_source)
+        VALUES (1, 1, 1, 1, 0, 1, 1, '[]', 0, 'manifest');";
+
+    /// This build's schema taken back to `version`: `undo` run and the
+    /// `columns` later versions added dropped; then run 1 and `rows`.
+    fn store_at(
+        path: &Path,
+        version: i64,
+        undo: &str,
+        columns: &[(&str, &str, &str)],
+        rows: &str,
+    ) -> Connection {
         let conn = Connection::open(path).unwrap();
         conn.execute_batch(SCHEMA).unwrap();
-        conn.execute_batch(
-            "ALTER TABLE attempts DROP COLUMN spends_retry;
-             PRAGMA user_version = 2;
-             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
-                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');",
-        )
-        .unwrap();
+        let mut sql = String::from(undo);
+        for (table, column, _) in columns {
+            sql.push_str(&format!("ALTER TABLE {table} DROP COLUMN {column};"));
+        }
+        sql.push_str(&format!("PRAGMA user_version = {version}; {RUN_1} {rows}"));
+        conn.execute_batch(&sql).unwrap();
+        conn
+    }
+
+    fn user_version(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The attempts table as version 2 wrote it: no `spends_retry`.
+    fn version_2_store(path: &Path) -> Connection {
+        let conn = store_at(
+            path,
+            2,
+            "ALTER TABLE attempts DROP COLUMN spends_retry;",
+            &[],
+            "",
+        );
         for (id, class) in [
             (1, Some("SUCCESS")),
             (2, Some("EXIT_CODE")),
@@ -225,9 +258,7 @@ mod tests {
         drop(version_2_store(&path));
         let conn = Connection::open(&path).unwrap();
         prepare(&conn, &path).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let v = user_version(&conn);
         assert_eq!(v, SCHEMA_VERSION);
         assert_eq!(
             spends(&conn),
@@ -274,22 +305,16 @@ mod tests {
     fn a_version_3_store_gets_the_columns_of_version_4() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broker.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        conn.execute_batch(
-            "ALTER TABLE attempts DROP COLUMN memory_limit_bytes;
-             ALTER TABLE jobs DROP COLUMN cancel_cause;
-             PRAGMA user_version = 3;
-             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
-                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
-             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, end_class)
+        let conn = store_at(
+            &path,
+            3,
+            "",
+            &COLUMNS_OF_VERSION_4,
+            "INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, end_class)
                  VALUES (1, 1, 1, 1, 0, 1, 1, '[]', 0, 'MEMORY_EXHAUSTION');",
-        )
-        .unwrap();
+        );
         prepare(&conn, &path).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let v = user_version(&conn);
         assert_eq!(v, SCHEMA_VERSION, "4, then on to the newest");
         let limit: Option<i64> = conn
             .query_row("SELECT memory_limit_bytes FROM attempts", [], |r| r.get(0))
@@ -304,25 +329,9 @@ mod tests {
     fn a_version_6_store_gets_the_transfer_columns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broker.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        let mut drop = String::new();
-        for (table, column, _) in COLUMNS_OF_VERSION_7 {
-            drop.push_str(&format!("ALTER TABLE {table} DROP COLUMN {column};"));
-        }
-        conn.execute_batch(&drop).unwrap();
-        conn.execute_batch(
-            "PRAGMA user_version = 6;
-             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
-                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
-             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, request_source)
-                 VALUES (1, 1, 1, 1, 0, 1, 1, '[]', 0, 'manifest');",
-        )
-        .unwrap();
+        let conn = store_at(&path, 6, "", &COLUMNS_OF_VERSION_7, ONE_ATTEMPT);
         prepare(&conn, &path).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let v = user_version(&conn);
         assert_eq!(v, 7);
         let row: (Option<i64>, Option<i64>) = conn
             .query_row(
@@ -340,25 +349,9 @@ mod tests {
     fn a_version_5_store_gets_the_sizing_columns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broker.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        let mut drop = String::new();
-        for (table, column, _) in COLUMNS_OF_VERSION_6 {
-            drop.push_str(&format!("ALTER TABLE {table} DROP COLUMN {column};"));
-        }
-        conn.execute_batch(&drop).unwrap();
-        conn.execute_batch(
-            "PRAGMA user_version = 5;
-             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
-                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
-             INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms, request_source)
-                 VALUES (1, 1, 1, 1, 0, 1, 1, '[]', 0, 'manifest');",
-        )
-        .unwrap();
+        let conn = store_at(&path, 5, "", &COLUMNS_OF_VERSION_6, ONE_ATTEMPT);
         prepare(&conn, &path).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let v = user_version(&conn);
         assert_eq!(v, SCHEMA_VERSION, "6, then on to the newest");
         let row: (Option<String>, Option<i64>) = conn
             .query_row(
@@ -373,18 +366,12 @@ mod tests {
     /// A version-4 store (before issue 16) as that release wrote it: its
     /// attempts and pilots without the telemetry columns, no usage table.
     fn version_4_store(path: &Path) -> Connection {
-        let conn = Connection::open(path).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        let mut drop = String::from("DROP TABLE attempt_usage;");
-        for (table, column, _) in COLUMNS_OF_VERSION_5 {
-            drop.push_str(&format!("ALTER TABLE {table} DROP COLUMN {column};"));
-        }
-        conn.execute_batch(&drop).unwrap();
-        conn.execute_batch(
-            "PRAGMA user_version = 4;
-             INSERT INTO runs (id, name, submitted_at_ms, cwd, source, definition)
-                 VALUES (1, 'r', 0, '/', 'wf.yaml', '{}');
-             INSERT INTO jobs (id, run_id, name, cpus, memory_bytes, gpus, priority, retries, first_task, task_count)
+        store_at(
+            path,
+            4,
+            "DROP TABLE attempt_usage;",
+            &COLUMNS_OF_VERSION_5,
+            "INSERT INTO jobs (id, run_id, name, cpus, memory_bytes, gpus, priority, retries, first_task, task_count)
                  VALUES (1, 1, 'j', 1, 0, 0, 0, 0, 1, 1);
              INSERT INTO attempts (id, task_id, run_id, job_id, idx, number, agent_id, argv, assigned_at_ms,
                                    started_at_us, ended_at_us, end_class, spends_retry, peak_rss_bytes, cpu_time_us)
@@ -392,8 +379,6 @@ mod tests {
              INSERT INTO pilots (id, target, provider_id, agent_match, state, submitted_at_ms, ended_at_ms)
                  VALUES ('p-1', 'hpc', '42', '{\"exact\":\"42\"}', 'ended', 0, 3600000);",
         )
-        .unwrap();
-        conn
     }
 
     /// Issue 16: an older store is migrated at start, never misread: its
@@ -409,9 +394,7 @@ mod tests {
         store.stop();
         assert_eq!(ids.attempt, 2);
         let conn = Connection::open(&path).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let v = user_version(&conn);
         assert_eq!(v, SCHEMA_VERSION, "5, then on to the newest");
         let row: (i64, Option<i64>, Option<i64>, Option<String>, Option<i64>) = conn
             .query_row(

@@ -65,13 +65,9 @@ pub fn prune_telemetry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StateOrigin, Store};
 
     fn seeded(dir: &std::path::Path) -> Connection {
-        let path = dir.join("broker.db");
-        let (store, _, _) = Store::open(&path, StateOrigin::New).unwrap();
-        store.stop();
-        let c = Connection::open(&path).unwrap();
+        let c = crate::store::new_for_tests(dir);
         // Run 1 finished long ago, 2 recently, 3 still runs (and finished
         // once, long ago: resumed), 4 failed long ago.
         c.execute_batch(

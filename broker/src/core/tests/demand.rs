@@ -133,16 +133,7 @@ fn demand_groups_ready_tasks_by_size_largest_first() {
 #[test]
 fn demand_shows_a_raised_request_and_its_backoff() {
     let mut env = TestEnv::new();
-    let a = env.agent(1, &[]);
-    let mut j = job("j", 1);
-    j.retries = 1;
-    j.resources.memory_bytes = Some(100 << 20);
-    env.submit(vec![j]);
-    let at = assigned(&env.step(), a);
-    let mut r = result(at[0], AttemptEnd::OutOfMemory);
-    r.peak_rss_bytes = 200 << 20;
-    env.core.agent_events(a, &[], vec![r], None, env.now_ms);
-    env.step();
+    env.out_of_memory_once();
     let d = env.core.demand(env.now_ms, &[shape(&[], 1, None)]);
     let t = of_tag(&d, None);
     let raised = Resources {
@@ -190,12 +181,7 @@ fn demand_weighs_walltime_against_agent_and_pilot_lifetimes() {
 #[test]
 fn demand_names_the_agent_reserved_for_a_large_job() {
     let mut env = TestEnv::new();
-    let a = env.agent(4, &[]);
-    env.submit(vec![job("small", 1_000)]);
-    let mut on_agent: Vec<AttemptId> = assigned(&env.step(), a);
-    let mut big = job("big", 1);
-    big.resources.cpus = Some(4);
-    env.submit(vec![big]);
+    let (a, mut on_agent) = env.big_behind_small();
     let mut seen = false;
     for _ in 0..200 {
         let done = on_agent.remove(0);

@@ -136,6 +136,36 @@ impl TestEnv {
     fn status(&self, run: RunId) -> RunStatus {
         self.core.run_status(run, self.now_ms).expect("run")
     }
+
+    /// A one-cpu agent whose one task (job `j`: 100 MiB, one retry) ran out
+    /// of memory at a 200 MiB peak; its retry waits out the backoff.
+    fn out_of_memory_once(&mut self) -> AgentId {
+        let a = self.agent(1, &[]);
+        let mut j = job("j", 1);
+        j.retries = 1;
+        j.resources.memory_bytes = Some(100 << 20);
+        self.submit(vec![j]);
+        let at = assigned(&self.step(), a);
+        let mut r = result(at[0], AttemptEnd::OutOfMemory);
+        r.peak_rss_bytes = 200 << 20;
+        self.core.agent_events(a, &[], vec![r], None, self.now_ms);
+        self.step();
+        a
+    }
+
+    /// A four-cpu agent busy with a stream of 1,000 one-cpu tasks, then a
+    /// job `big` of one four-cpu task submitted; the agent and the
+    /// attempts it holds.
+    fn big_behind_small(&mut self) -> (AgentId, Vec<AttemptId>) {
+        let a = self.agent(4, &[]);
+        self.submit(vec![job("small", 1_000)]);
+        // The agent's slots and its prefetched queue fill with small tasks first.
+        let on_agent = assigned(&self.step(), a);
+        let mut big = job("big", 1);
+        big.resources.cpus = Some(4);
+        self.submit(vec![big]);
+        (a, on_agent)
+    }
 }
 
 /// The plan `submit` gets for these jobs (as the shell would build it).

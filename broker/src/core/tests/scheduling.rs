@@ -102,13 +102,7 @@ fn walltime_longer_than_agent_lifetime_is_left_for_a_fresher_pilot() {
 #[test]
 fn a_large_task_is_not_starved_by_a_stream_of_small_ones() {
     let mut env = TestEnv::new();
-    let a = env.agent(4, &[]);
-    env.submit(vec![job("small", 1_000)]);
-    // The agent's slots and its prefetched queue fill with small tasks first.
-    let mut on_agent: Vec<AttemptId> = assigned(&env.step(), a);
-    let mut big = job("big", 1);
-    big.resources.cpus = Some(4);
-    env.submit(vec![big]);
+    let (a, mut on_agent) = env.big_behind_small();
     let mut big_started_after_ms = None;
     for round in 0..200u64 {
         // One small task ends every 50 ms, so 4 cpus are never free at once

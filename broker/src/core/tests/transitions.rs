@@ -60,16 +60,7 @@ fn cancel_run_cancels_queued_and_stops_running() {
 #[test]
 fn a_memory_exhausted_retry_asks_for_the_peak_times_the_factor() {
     let mut env = TestEnv::new();
-    let a = env.agent(1, &[]);
-    let mut j = job("j", 1);
-    j.retries = 1;
-    j.resources.memory_bytes = Some(100 << 20);
-    env.submit(vec![j]);
-    let at = assigned(&env.step(), a);
-    let mut r = result(at[0], AttemptEnd::OutOfMemory);
-    r.peak_rss_bytes = 200 << 20;
-    env.core.agent_events(a, &[], vec![r], None, env.now_ms);
-    env.step();
+    let a = env.out_of_memory_once();
     let fx = env.advance(2_000);
     let retry = &fx.assign[&a][0];
     assert_eq!(retry.resources.memory_bytes, 300 << 20, "200 MiB x 1.5");
