@@ -31,8 +31,10 @@ use crate::workflow::WorkflowDef;
 /// protocol 6 agent's messages still read as they are; 8: appended staging
 /// requests only a protocol 8 agent sends: `InputsVia`/`CommitVia` for an S3
 /// store (an agent started with `--storage`), and checkpoints and an
-/// attempt's transfer figures on staging streams).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// attempt's transfer figures on staging streams; 9: appended staging
+/// requests only a protocol 9 agent sends: `GetBatch`/`PutBatch`, many small
+/// files on one stream).
+pub const PROTOCOL_VERSION: u16 = 9;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";
 /// Default size cap of one frame (SPEC §2): 16 MiB.

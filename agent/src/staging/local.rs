@@ -13,7 +13,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use scalable_common::staging::{hash_file, resume_partial, Hasher, STAGE_CHUNK_BYTES};
+use scalable_common::staging::{hash_file, resume_partial, Hasher, StagedFile, STAGE_CHUNK_BYTES};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -44,6 +44,32 @@ pub fn write_verified(data: &[u8], sha256: &str, partial: &Path, dest: &Path) ->
     fs::write(partial, data)?;
     fs::rename(partial, dest)?;
     Ok(true)
+}
+
+/// Writes each file of a batch (`data`: their bytes back to back, as long
+/// as their sizes add up to) into `dir` at its path, verified as
+/// [`write_verified`] does; the positions of those that did not match.
+pub fn write_batch(files: &[StagedFile], data: &[u8], dir: &Path) -> io::Result<Vec<usize>> {
+    let mut torn = Vec::new();
+    let mut at = 0usize;
+    let mut made: Option<PathBuf> = None;
+    for (i, f) in files.iter().enumerate() {
+        let end = at.saturating_add(f.size as usize).min(data.len());
+        let bytes = &data[at..end];
+        at = end;
+        let dest = dir.join(&f.path);
+        if let Some(parent) = dest.parent() {
+            if made.as_deref() != Some(parent) {
+                fs::create_dir_all(parent)?;
+                made = Some(parent.to_path_buf());
+            }
+        }
+        let partial = super::transfer::partial_path(&dest);
+        if bytes.len() as u64 != f.size || !write_verified(bytes, &f.sha256, &partial, &dest)? {
+            torn.push(i);
+        }
+    }
+    Ok(torn)
 }
 
 /// A large download under way: a writer thread appends what arrives to the
@@ -119,6 +145,20 @@ pub fn load(path: &Path) -> io::Result<(String, u64, Source)> {
     drop(f);
     let (sha, size) = hash_file(path)?;
     Ok((sha, size, Source::File(path.to_path_buf())))
+}
+
+/// The size of each path that is a regular file (`None`: anything else,
+/// which the upload of that file alone reports).
+pub fn sizes(paths: &[PathBuf]) -> Vec<Option<u64>> {
+    paths
+        .iter()
+        .map(|p| {
+            fs::metadata(p)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+        })
+        .collect()
 }
 
 /// Reads `len` bytes of `path` from `from` on a reader thread, in chunks of

@@ -34,6 +34,7 @@ mod retention;
 mod routing;
 mod scaler_io;
 mod sizing_io;
+mod staging_batch;
 mod staging_io;
 mod staging_s3;
 mod task_refs;

@@ -21,6 +21,7 @@ use scalable_common::staging::{
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::checkpoint_io::{self, CheckpointIo};
+use super::staging_batch;
 use super::transfer_board::{Direction, TransferBoard};
 use super::CoreMsg;
 use crate::core::RenderedTask;
@@ -146,6 +147,12 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
                 });
                 Some(StageReply::Noted)
             }
+            StageRequest::GetBatch { attempt, sha256s } => {
+                staging_batch::get_batch(ctx, attempt, sha256s, &mut send).await
+            }
+            StageRequest::PutBatch { attempt, files } => {
+                Some(staging_batch::put_batch(ctx, attempt, files, &mut send, &mut recv).await)
+            }
             other => checkpoint_io::serve(ctx, other, &mut send, &mut recv).await,
         },
     };
@@ -213,7 +220,11 @@ async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
 /// listed again here (once per attempt). An agent that listed its inputs on a
 /// connection that broke (a broker restart, a reconnect) fetches them on the
 /// next one; refusing those for good failed the attempt.
-async fn may_fetch(ctx: &Ctx, attempt: AttemptId, sha256: &str) -> Result<(), StageReply> {
+pub(super) async fn may_fetch(
+    ctx: &Ctx,
+    attempt: AttemptId,
+    sha256: &str,
+) -> Result<(), StageReply> {
     let granted = || ctx.granted.lock().expect("grants").contains(sha256);
     if granted() {
         return Ok(());

@@ -12,6 +12,7 @@
 //! decide whether an attempt may stage (the core says whose attempt it is)
 //! nor touch the store.
 
+pub mod batch;
 pub mod s3;
 pub mod upload;
 
