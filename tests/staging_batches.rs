@@ -2,7 +2,9 @@
 //! `PutBatch`): hundreds of inputs and outputs of a few bytes to a few
 //! kilobytes move many to a stream, mixed with a file too large for a batch,
 //! and arrive byte for byte; files of equal content (one blob) are fine in
-//! one batch; no temporary file is left in the broker's blob store.
+//! one batch; no temporary file is left in the broker's blob store. And a
+//! large input, served from where it is before it is a blob (`direct`), is
+//! stored in the blob store after a verified fetch.
 
 use std::time::Duration;
 
@@ -70,4 +72,48 @@ jobs:
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(partial.is_empty(), "left in the blob store: {partial:?}");
+}
+
+#[test]
+fn a_large_input_is_served_from_its_place_and_stored_once_fetched() {
+    let mut b = Broker::start();
+    let a = private_agent(&mut b, "a", &[]);
+    b.wait_agents(1);
+    let data: Vec<u8> = (0..6_000_000u32).map(|k| (k % 249) as u8).collect();
+    std::fs::write(b.work().join("big.bin"), &data).unwrap();
+    let sha = {
+        let out = std::process::Command::new("sha256sum")
+            .arg(b.work().join("big.bin"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    };
+    let wf = b.write(
+        "big.yaml",
+        r#"workflow: big
+jobs:
+  - name: first
+    inputs: [big.bin]
+    outputs: [first.sum]
+    command: [sh, -c, "sha256sum big.bin > $SCALABLE_STAGE_DIR/first.sum"]
+  - name: second
+    after: [first]
+    inputs: [big.bin]
+    outputs: [second.sum]
+    command: [sh, -c, "sha256sum big.bin > $SCALABLE_STAGE_DIR/second.sum"]
+"#,
+    );
+    let run = b.ok(&["submit", &wf]).trim().to_string();
+    wait_succeeded(&b, &run, Duration::from_secs(90));
+    for name in ["first.sum", "second.sum"] {
+        let sum = std::fs::read_to_string(b.work().join(name)).unwrap();
+        assert!(sum.starts_with(&sha), "{name}: {sum}");
+    }
+    let blob = b.state().join("cache").join(&sha[..2]).join(&sha[2..]);
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        data,
+        "stored after the fetch"
+    );
+    assert_eq!(event_lines(&a, "stage-in"), 2);
 }

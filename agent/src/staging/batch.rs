@@ -221,10 +221,12 @@ mod tests {
         let small = Some(10_240);
         let sizes = vec![small, big, small, None, small];
         assert_eq!(plan(&sizes), vec![vec![1], vec![3], vec![0, 2, 4]]);
-        let many = vec![small; BATCH_FILES + 1];
+        let many = vec![Some(1_000); BATCH_FILES + 1];
         let groups = plan(&many);
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].len(), BATCH_FILES);
+        let by_bytes = plan(&vec![small; 300]);
+        assert_eq!(by_bytes[0].len() as u64, BATCH_BYTES / 10_240);
         let heavy = vec![Some(STAGE_BATCH_FILE_BYTES); 20];
         assert!(plan(&heavy)
             .iter()

@@ -25,6 +25,7 @@ use super::staging_batch;
 use super::transfer_board::{Direction, TransferBoard};
 use super::CoreMsg;
 use crate::core::RenderedTask;
+use crate::staging::direct::Tally;
 use crate::staging::upload::{Begin, Partial};
 use crate::staging::{InputError, StagingStore};
 
@@ -195,7 +196,7 @@ async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
     };
     let store = ctx.store.clone();
     let staged = tokio::task::spawn_blocking(move || {
-        store.stage_inputs(std::path::Path::new(&task.cwd), &task.inputs)
+        store.list_inputs(std::path::Path::new(&task.cwd), &task.inputs)
     })
     .await;
     match staged {
@@ -259,8 +260,7 @@ async fn get(
     if let Err(reply) = may_fetch(ctx, attempt, sha256).await {
         return Some(reply);
     }
-    let path = ctx.store.blob_path(sha256);
-    let (size, mut chunks) = match open_blob(path, from).await {
+    let (size, mut chunks) = match open_blob(ctx.store.clone(), sha256, from).await {
         Ok(opened) => opened,
         Err(e) => return Some(refused(format!("blob {sha256}: {e}"))),
     };
@@ -288,44 +288,61 @@ async fn get(
     None
 }
 
-/// The size of blob `path` and its bytes from `from`, read ahead on a
-/// blocking thread in chunks (a small blob in one read).
+/// The size of blob `sha256` and its bytes from `from`, read ahead on a
+/// blocking thread in chunks (a small blob in one read). A large input not
+/// stored yet is read from its source (`staging::direct`) and stored after a
+/// fetch from its start sent exactly the bytes of its name.
 async fn open_blob(
-    path: std::path::PathBuf,
+    store: Arc<StagingStore>,
+    sha256: &str,
     from: u64,
 ) -> std::io::Result<(u64, mpsc::Receiver<std::io::Result<Bytes>>)> {
     use std::io::{Read, Seek};
     let (tx, rx) = mpsc::channel(READ_AHEAD_CHUNKS);
     let (size_tx, size_rx) = oneshot::channel();
+    let sha = sha256.to_string();
     tokio::task::spawn_blocking(move || {
-        let opened = std::fs::File::open(&path).and_then(|mut f| {
-            let size = f.metadata()?.len();
-            if from > size {
+        let opened = store.open_for_fetch(&sha).and_then(|mut o| {
+            if from > o.size {
                 return Err(std::io::Error::other(format!(
-                    "it has {size} bytes, not {from}"
+                    "it has {} bytes, not {from}",
+                    o.size
                 )));
             }
-            f.seek(std::io::SeekFrom::Start(from))?;
-            Ok((size, f))
+            o.file.seek(std::io::SeekFrom::Start(from))?;
+            Ok(o)
         });
-        let (size, file) = match opened {
+        let opened = match opened {
             Ok(o) => o,
             Err(e) => return drop(size_tx.send(Err(e))),
         };
-        if size_tx.send(Ok(size)).is_err() {
+        if size_tx.send(Ok(opened.size)).is_err() {
             return;
         }
-        let mut file = file.take(size - from);
+        let source = opened.source.filter(|_| from == 0);
+        let mut tally = source.as_ref().map(|_| Tally::new());
+        let mut file = opened.file.take(opened.size - from);
         loop {
             let mut buf = vec![0u8; STAGE_CHUNK_BYTES];
             let n = match read_full(&mut file, &mut buf) {
-                Ok(0) => return,
+                Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => return drop(tx.blocking_send(Err(e))),
             };
             buf.truncate(n);
+            if let Some(t) = tally.as_mut() {
+                t.update(&buf);
+            }
             if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                 return;
+            }
+        }
+        drop(tx); // the fetch ends now; the copy below is off its path
+        if let (Some(source), Some(tally)) = (source, tally) {
+            if tally.matches(&source) {
+                if let Err(e) = store.store_served(&source) {
+                    tracing::warn!("cannot store input blob {}: {e}", source.sha256);
+                }
             }
         }
     });
