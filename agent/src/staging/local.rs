@@ -75,7 +75,7 @@ pub fn write_batch(files: &[StagedFile], data: &[u8], dir: &Path) -> io::Result<
 /// A large download under way: a writer thread appends what arrives to the
 /// partial file and hashes it.
 pub struct Writer {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     done: JoinHandle<io::Result<(Hasher, u64)>>,
 }
 
@@ -95,14 +95,16 @@ pub fn open_partial(partial: &Path, size: u64) -> io::Result<(File, Hasher, u64)
 
 impl Writer {
     pub fn start(file: File, mut hasher: Hasher, mut have: u64) -> Writer {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(CHUNKS_QUEUED);
+        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(CHUNKS_QUEUED);
         let done = tokio::task::spawn_blocking(move || {
             // A break loses at most this buffer: the file stays a prefix.
             let mut out = BufWriter::with_capacity(STAGE_CHUNK_BYTES, file);
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write_all(&chunk)?;
-                hasher.update(&chunk);
-                have += chunk.len() as u64;
+            while let Some(chunks) = rx.blocking_recv() {
+                for chunk in chunks {
+                    out.write_all(&chunk)?;
+                    hasher.update(&chunk);
+                    have += chunk.len() as u64;
+                }
             }
             out.flush()?;
             Ok((hasher, have))
@@ -110,9 +112,11 @@ impl Writer {
         Writer { tx, done }
     }
 
-    /// Queues bytes; an error means the writer stopped (see [`Writer::finish`]).
-    pub async fn write(&self, chunk: Bytes) -> Result<(), ()> {
-        self.tx.send(chunk).await.map_err(|_| ())
+    /// Queues bytes (the network's chunks of a packet or so, handed over
+    /// many at a time: one hand-over, one wake of the writer, each); an
+    /// error means the writer stopped (see [`Writer::finish`]).
+    pub async fn write(&self, chunks: Vec<Bytes>) -> Result<(), ()> {
+        self.tx.send(chunks).await.map_err(|_| ())
     }
 
     /// Everything queued is written: the hasher and the partial file's length.
@@ -223,7 +227,7 @@ mod tests {
         assert_eq!(have, 1_000_000);
         let w = Writer::start(file, hasher, have);
         for c in data[1_000_000..].chunks(70_000) {
-            w.write(Bytes::copy_from_slice(c)).await.unwrap();
+            w.write(vec![Bytes::copy_from_slice(c)]).await.unwrap();
         }
         let (h, n) = w.finish().await.unwrap();
         assert_eq!((h.finish(), n), (sha(&data), data.len() as u64));

@@ -530,16 +530,31 @@ async fn stream_into(
 ) -> Result<(), TransferError> {
     let mut recv = get_stream(conn, attempt, f, from).await?;
     let mut have = from;
+    let mut pending = Vec::new();
+    let mut pending_bytes = 0usize;
     while have < f.size {
         let want = STAGE_CHUNK_BYTES.min((f.size - have) as usize);
-        match recv.read_chunk(want, true).await.map_err(broken)? {
-            Some(c) => {
+        let (arrived, failed) = match recv.read_chunk(want, true).await {
+            Ok(Some(c)) => {
                 have += c.bytes.len() as u64;
-                if writer.write(c.bytes).await.is_err() {
-                    break; // the writer failed: `finish` says why
-                }
+                pending_bytes += c.bytes.len();
+                pending.push(c.bytes);
+                (true, None)
             }
-            None => break,
+            Ok(None) => (false, None),
+            Err(e) => (false, Some(e)),
+        };
+        if pending_bytes >= STAGE_CHUNK_BYTES || !arrived || have >= f.size {
+            pending_bytes = 0;
+            if writer.write(std::mem::take(&mut pending)).await.is_err() {
+                break; // the writer failed: `finish` says why
+            }
+        }
+        if let Some(e) = failed {
+            return Err(broken(e));
+        }
+        if !arrived {
+            break;
         }
     }
     Ok(())
