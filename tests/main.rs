@@ -41,6 +41,7 @@ mod slurm;
 mod slurm_scaling;
 mod snapshot;
 mod staging;
+mod staging_batches;
 mod staging_s3;
 mod state_dir;
 mod submit_errors;

@@ -33,7 +33,9 @@ use crate::workflow::WorkflowDef;
 /// store (an agent started with `--storage`), and checkpoints and an
 /// attempt's transfer figures on staging streams; 9: `analyze`'s
 /// `RunAnalysis` appends the transfers its tasks wait for or failed on, which
-/// the broker leaves out for a CLI of protocol 7 or 8, `protocol_v8`).
+/// the broker leaves out for a CLI of protocol 7 or 8, `protocol_v8`, and
+/// appended staging requests only a protocol 9 agent sends: `GetBatch`/
+/// `PutBatch`, many small files on one stream).
 pub const PROTOCOL_VERSION: u16 = 9;
 /// The ALPN id carries the major protocol version.
 pub const ALPN: &[u8] = b"scalable/1";

@@ -23,6 +23,13 @@
 //!
 //! - `InputsVia`/`CommitVia` (protocol 8): the same with the files in an
 //!   S3 store (`storage:`, [`crate::object_store`]) instead of these streams.
+//! - `GetBatch`/`PutBatch` (protocol 9): many small blobs on one stream, so
+//!   a file of a few kilobytes does not cost a stream, a blocking hop on
+//!   each side and a lookup of its own: `GetBatch` is answered `Blobs` (each
+//!   size) and their bytes back to back; `PutBatch` is answered `Need` (which
+//!   the broker does not hold), the agent sends those back to back and
+//!   finishes, the broker verifies each and answers `Stored`. Whole files
+//!   only (no resume): a batch is at most [`STAGE_BATCH_BYTES_MAX`].
 //!
 //! Every header is a frame capped at [`STAGE_HEADER_BYTES_MAX`]; raw bytes are
 //! bounded by the size the header announced.
@@ -49,6 +56,14 @@ pub const STAGE_FILE_BYTES_MAX_DEFAULT: u64 = 64 << 30;
 pub const STAGE_ATTEMPT_BYTES_MAX_DEFAULT: u64 = 256 << 30;
 /// Buffer of one read or write of a transfer.
 pub const STAGE_CHUNK_BYTES: usize = 1 << 20;
+/// Files of one `GetBatch`/`PutBatch`, at most.
+pub const STAGE_BATCH_FILES_MAX: usize = 1024;
+/// Bytes of one `GetBatch`/`PutBatch` (all its files), at most: what either
+/// side holds in memory for it.
+pub const STAGE_BATCH_BYTES_MAX: u64 = 16 << 20;
+/// Files up to this size move in batches (the agent's choice; larger ones
+/// move on a stream each, resumable).
+pub const STAGE_BATCH_FILE_BYTES: u64 = 256 << 10;
 
 /// One staged file: where it goes (as declared, relative to the task's
 /// directory) and what it is.
@@ -134,6 +149,29 @@ pub enum StageRequest {
         attempt: AttemptId,
         moved: Transfers,
     },
+    // Protocol 9: appended, sent only by a protocol 9 agent (a broker
+    // refuses agents newer than itself, so only a protocol 9 broker reads
+    // them).
+    /// Several blobs granted to this connection, whole: answered `Blobs`,
+    /// then their bytes back to back in this order.
+    GetBatch {
+        attempt: AttemptId,
+        sha256s: Vec<String>,
+    },
+    /// Several outputs, whole: answered `Need`; the agent sends the bytes of
+    /// those back to back and finishes; answered `Stored` once every one is
+    /// verified and stored.
+    PutBatch {
+        attempt: AttemptId,
+        files: Vec<BlobRef>,
+    },
+}
+
+/// A blob named by its content and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// What one attempt moved, as the agent measured it (protocol 8): staging
@@ -179,6 +217,16 @@ pub enum StageReply {
     },
     Sealed,
     Noted,
+    // Protocol 9: only ever an answer to a protocol 9 request.
+    /// The size of each blob of a `GetBatch`, in its order; the bytes follow.
+    Blobs {
+        sizes: Vec<u64>,
+    },
+    /// The positions (in the `PutBatch`) of the files the broker does not
+    /// hold: the agent sends those.
+    Need {
+        positions: Vec<u32>,
+    },
 }
 
 impl StageRequest {
@@ -194,6 +242,9 @@ impl StageRequest {
             | StageRequest::CheckpointPut { attempt, .. }
             | StageRequest::CheckpointSeal { attempt, .. }
             | StageRequest::Transfers { attempt, .. } => *attempt,
+            StageRequest::GetBatch { attempt, .. } | StageRequest::PutBatch { attempt, .. } => {
+                *attempt
+            }
         }
     }
 
@@ -212,8 +263,32 @@ impl StageRequest {
                 storage, outputs, ..
             } => check_url(storage).and_then(|()| check_files(outputs)),
             StageRequest::CheckpointSeal { files, .. } => check_files(files),
+            StageRequest::GetBatch { sha256s, .. } => {
+                check_batch_len(sha256s.len())?;
+                sha256s.iter().try_for_each(|s| check_sha256(s))
+            }
+            StageRequest::PutBatch { files, .. } => {
+                check_batch_len(files.len())?;
+                files.iter().try_for_each(|f| check_sha256(&f.sha256))?;
+                let total = files.iter().map(|f| f.size).fold(0, u64::saturating_add);
+                if total > STAGE_BATCH_BYTES_MAX {
+                    return Err(format!(
+                        "a batch of {total} bytes, over the limit of {STAGE_BATCH_BYTES_MAX}"
+                    ));
+                }
+                Ok(())
+            }
         }
     }
+}
+
+fn check_batch_len(n: usize) -> Result<(), String> {
+    if n == 0 || n > STAGE_BATCH_FILES_MAX {
+        return Err(format!(
+            "a batch of {n} files (1 to {STAGE_BATCH_FILES_MAX})"
+        ));
+    }
+    Ok(())
 }
 
 fn check_url(storage: &str) -> Result<(), String> {

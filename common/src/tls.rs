@@ -44,6 +44,12 @@ pub const BIDI_STREAMS_MAX: u32 = 1024;
 const STREAM_WINDOW_BYTES: u32 = 16 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
 const SEND_WINDOW_BYTES: u64 = 64 << 20;
+/// UDP socket buffers asked for (the kernel caps them at
+/// `net.core.rmem_max`/`wmem_max`): the default (208 KiB) holds about a
+/// hundred packets, and a staging transfer on loopback overflowed it while
+/// the receiver was busy; each drop is a loss to the congestion control,
+/// which cut the rate it sends at (measured: UdpRcvbufErrors during a run).
+const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -462,9 +468,30 @@ fn bound_endpoint(
     let server = server.map(|(config, _)| config);
     let socket =
         std::net::UdpSocket::bind(bind).map_err(|cause| TlsError::Bind { addr: bind, cause })?;
+    widen_buffers(&socket);
     let runtime = Arc::new(quinn::TokioRuntime);
     quinn::Endpoint::new(config, server, socket, runtime)
         .map_err(|cause| TlsError::Bind { addr: bind, cause })
+}
+
+/// Asks for [`SOCKET_BUFFER_BYTES`] of receive and send buffer on a socket
+/// an endpoint will use. Best effort: a host that allows less keeps less
+/// (transfers are slower there, not wrong).
+pub fn widen_buffers(socket: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt on an open socket with a pointer to a c_int
+        // that outlives the call and its size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&SOCKET_BUFFER_BYTES as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
 }
 
 /// The broker's endpoint, listening on `bind`.

@@ -13,7 +13,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use scalable_common::staging::{hash_file, resume_partial, Hasher, STAGE_CHUNK_BYTES};
+use scalable_common::staging::{hash_file, resume_partial, Hasher, StagedFile, STAGE_CHUNK_BYTES};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -46,10 +46,36 @@ pub fn write_verified(data: &[u8], sha256: &str, partial: &Path, dest: &Path) ->
     Ok(true)
 }
 
+/// Writes each file of a batch (`data`: their bytes back to back, as long
+/// as their sizes add up to) into `dir` at its path, verified as
+/// [`write_verified`] does; the positions of those that did not match.
+pub fn write_batch(files: &[StagedFile], data: &[u8], dir: &Path) -> io::Result<Vec<usize>> {
+    let mut torn = Vec::new();
+    let mut at = 0usize;
+    let mut made: Option<PathBuf> = None;
+    for (i, f) in files.iter().enumerate() {
+        let end = at.saturating_add(f.size as usize).min(data.len());
+        let bytes = &data[at..end];
+        at = end;
+        let dest = dir.join(&f.path);
+        if let Some(parent) = dest.parent() {
+            if made.as_deref() != Some(parent) {
+                fs::create_dir_all(parent)?;
+                made = Some(parent.to_path_buf());
+            }
+        }
+        let partial = super::transfer::partial_path(&dest);
+        if bytes.len() as u64 != f.size || !write_verified(bytes, &f.sha256, &partial, &dest)? {
+            torn.push(i);
+        }
+    }
+    Ok(torn)
+}
+
 /// A large download under way: a writer thread appends what arrives to the
 /// partial file and hashes it.
 pub struct Writer {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     done: JoinHandle<io::Result<(Hasher, u64)>>,
 }
 
@@ -69,14 +95,16 @@ pub fn open_partial(partial: &Path, size: u64) -> io::Result<(File, Hasher, u64)
 
 impl Writer {
     pub fn start(file: File, mut hasher: Hasher, mut have: u64) -> Writer {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(CHUNKS_QUEUED);
+        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(CHUNKS_QUEUED);
         let done = tokio::task::spawn_blocking(move || {
             // A break loses at most this buffer: the file stays a prefix.
             let mut out = BufWriter::with_capacity(STAGE_CHUNK_BYTES, file);
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write_all(&chunk)?;
-                hasher.update(&chunk);
-                have += chunk.len() as u64;
+            while let Some(chunks) = rx.blocking_recv() {
+                for chunk in chunks {
+                    out.write_all(&chunk)?;
+                    hasher.update(&chunk);
+                    have += chunk.len() as u64;
+                }
             }
             out.flush()?;
             Ok((hasher, have))
@@ -84,9 +112,11 @@ impl Writer {
         Writer { tx, done }
     }
 
-    /// Queues bytes; an error means the writer stopped (see [`Writer::finish`]).
-    pub async fn write(&self, chunk: Bytes) -> Result<(), ()> {
-        self.tx.send(chunk).await.map_err(|_| ())
+    /// Queues bytes (the network's chunks of a packet or so, handed over
+    /// many at a time: one hand-over, one wake of the writer, each); an
+    /// error means the writer stopped (see [`Writer::finish`]).
+    pub async fn write(&self, chunks: Vec<Bytes>) -> Result<(), ()> {
+        self.tx.send(chunks).await.map_err(|_| ())
     }
 
     /// Everything queued is written: the hasher and the partial file's length.
@@ -119,6 +149,20 @@ pub fn load(path: &Path) -> io::Result<(String, u64, Source)> {
     drop(f);
     let (sha, size) = hash_file(path)?;
     Ok((sha, size, Source::File(path.to_path_buf())))
+}
+
+/// The size of each path that is a regular file (`None`: anything else,
+/// which the upload of that file alone reports).
+pub fn sizes(paths: &[PathBuf]) -> Vec<Option<u64>> {
+    paths
+        .iter()
+        .map(|p| {
+            fs::metadata(p)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+        })
+        .collect()
 }
 
 /// Reads `len` bytes of `path` from `from` on a reader thread, in chunks of
@@ -183,7 +227,7 @@ mod tests {
         assert_eq!(have, 1_000_000);
         let w = Writer::start(file, hasher, have);
         for c in data[1_000_000..].chunks(70_000) {
-            w.write(Bytes::copy_from_slice(c)).await.unwrap();
+            w.write(vec![Bytes::copy_from_slice(c)]).await.unwrap();
         }
         let (h, n) = w.finish().await.unwrap();
         assert_eq!((h.finish(), n), (sha(&data), data.len() as u64));

@@ -9,6 +9,7 @@
 //! move in [`transfer`]; the session (`session::stage_flow`) decides when.
 //! It must not touch the agent's queue or running set.
 
+mod batch;
 pub mod checkpoint;
 mod local;
 pub mod s3;

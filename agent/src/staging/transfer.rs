@@ -19,6 +19,7 @@ use scalable_common::staging::{
 };
 use tokio::sync::watch;
 
+use super::batch;
 use super::local::{self, Source, SMALL_FILE_BYTES};
 
 /// Tries of one transfer across broken connections, at most.
@@ -52,11 +53,11 @@ impl std::fmt::Display for TransferError {
     }
 }
 
-fn broken(e: impl std::fmt::Display) -> TransferError {
+pub(super) fn broken(e: impl std::fmt::Display) -> TransferError {
     TransferError::Broken(e.to_string())
 }
 
-fn local_error(path: &Path, e: impl std::fmt::Display) -> TransferError {
+pub(super) fn local_error(path: &Path, e: impl std::fmt::Display) -> TransferError {
     TransferError::Refused(format!("{}: {e}", path.display()))
 }
 
@@ -82,7 +83,11 @@ impl Link {
 
     /// Runs `op` until it succeeds or fails for good; a broken link waits for
     /// the next connection (the operation resumes where it can).
-    async fn retrying<T, F, Fut>(&mut self, what: &str, mut op: F) -> Result<T, TransferError>
+    pub(super) async fn retrying<T, F, Fut>(
+        &mut self,
+        what: &str,
+        mut op: F,
+    ) -> Result<T, TransferError>
     where
         F: FnMut(quinn::Connection) -> Fut,
         Fut: std::future::Future<Output = Result<T, TransferError>>,
@@ -125,32 +130,60 @@ impl Link {
         .await
     }
 
-    /// Fetches every file into `dir` (at its relative path), several at once;
-    /// returns the bytes.
+    /// Fetches every file into `dir` (at its relative path), several at once
+    /// (small ones in batches); returns the bytes.
     pub async fn get_all(
         &mut self,
         attempt: AttemptId,
         files: &[StagedFile],
         dir: &Path,
     ) -> Result<u64, TransferError> {
-        let jobs = files.iter().map(|f| {
-            let (mut link, f, dest) = (self.clone(), f.clone(), dir.join(&f.path));
-            async move { link.get_file(attempt, &f, &dest).await.map(|()| f.size) }
+        let sizes: Vec<Option<u64>> = files.iter().map(|f| Some(f.size)).collect();
+        let jobs = batch::plan(&sizes).into_iter().map(|group| {
+            let (mut link, dir) = (self.clone(), dir.to_path_buf());
+            let mut group: Vec<StagedFile> = group.iter().map(|&i| files[i].clone()).collect();
+            async move {
+                if group.len() > 1 {
+                    return batch::get_batch(link, attempt, group, dir).await;
+                }
+                let f = group.pop().expect("a group has a file");
+                link.get_file(attempt, &f, &dir.join(&f.path)).await?;
+                Ok(f.size)
+            }
         });
         Ok(in_flight(jobs).await?.into_iter().sum())
     }
 
-    /// Uploads `(path, declared)` pairs, several at once, in their order.
+    /// Uploads `(path, declared)` pairs, several at once (small ones in
+    /// batches); their files in the same order.
     pub async fn put_all(
         &mut self,
         attempt: AttemptId,
         files: Vec<(PathBuf, String)>,
     ) -> Result<Vec<StagedFile>, TransferError> {
-        let jobs = files.into_iter().map(|(path, declared)| {
+        let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+        let sizes = local::blocking(move || Ok(local::sizes(&paths)))
+            .await
+            .map_err(broken)?;
+        let jobs = batch::plan(&sizes).into_iter().map(|group| {
             let mut link = self.clone();
-            async move { link.put_file(attempt, &path, &declared).await }
+            let mut group: Vec<(usize, (PathBuf, String))> =
+                group.iter().map(|&i| (i, files[i].clone())).collect();
+            async move {
+                let positions: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+                let staged = if group.len() > 1 {
+                    let group = group.into_iter().map(|(_, f)| f).collect();
+                    batch::put_batch(link, attempt, group).await?
+                } else {
+                    let (_, (path, declared)) = group.pop().expect("a group has a file");
+                    vec![link.put_file(attempt, &path, &declared).await?]
+                };
+                Ok(positions.into_iter().zip(staged).collect::<Vec<_>>())
+            }
         });
-        in_flight(jobs).await
+        let mut done: Vec<(usize, StagedFile)> = in_flight(jobs).await?.concat();
+        done.sort_by_key(|(i, _)| *i);
+        Ok(done.into_iter().map(|(_, f)| f).collect())
     }
 
     /// Fetches one blob to `dest`: into `dest.scalable-partial`, resumed from
@@ -368,7 +401,7 @@ pub fn partial_path(dest: &Path) -> PathBuf {
 }
 
 /// Opens a stream and sends one request; returns the first reply.
-async fn ask(
+pub(super) async fn ask(
     conn: &quinn::Connection,
     req: &StageRequest,
 ) -> Result<(quinn::SendStream, quinn::RecvStream, StageReply), TransferError> {
@@ -497,16 +530,31 @@ async fn stream_into(
 ) -> Result<(), TransferError> {
     let mut recv = get_stream(conn, attempt, f, from).await?;
     let mut have = from;
+    let mut pending = Vec::new();
+    let mut pending_bytes = 0usize;
     while have < f.size {
         let want = STAGE_CHUNK_BYTES.min((f.size - have) as usize);
-        match recv.read_chunk(want, true).await.map_err(broken)? {
-            Some(c) => {
+        let (arrived, failed) = match recv.read_chunk(want, true).await {
+            Ok(Some(c)) => {
                 have += c.bytes.len() as u64;
-                if writer.write(c.bytes).await.is_err() {
-                    break; // the writer failed: `finish` says why
-                }
+                pending_bytes += c.bytes.len();
+                pending.push(c.bytes);
+                (true, None)
             }
-            None => break,
+            Ok(None) => (false, None),
+            Err(e) => (false, Some(e)),
+        };
+        if pending_bytes >= STAGE_CHUNK_BYTES || !arrived || have >= f.size {
+            pending_bytes = 0;
+            if writer.write(std::mem::take(&mut pending)).await.is_err() {
+                break; // the writer failed: `finish` says why
+            }
+        }
+        if let Some(e) = failed {
+            return Err(broken(e));
+        }
+        if !arrived {
+            break;
         }
     }
     Ok(())

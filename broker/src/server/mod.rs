@@ -34,6 +34,7 @@ mod retention;
 mod routing;
 mod scaler_io;
 mod sizing_io;
+mod staging_batch;
 mod staging_io;
 mod staging_s3;
 mod task_refs;
@@ -319,6 +320,7 @@ fn listen(cfg: &BrokerConfig) -> Result<Listening> {
         )
     })?;
     let bound = socket.local_addr().context("reading the bound address")?;
+    tls::widen_buffers(&socket);
     let host = match &cfg.advertise_host {
         Some(h) => h.clone(),
         None if bound.ip().is_unspecified() => "127.0.0.1".to_string(),

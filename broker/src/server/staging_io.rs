@@ -21,9 +21,11 @@ use scalable_common::staging::{
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::checkpoint_io::{self, CheckpointIo};
+use super::staging_batch;
 use super::transfer_board::{Direction, TransferBoard};
 use super::CoreMsg;
 use crate::core::RenderedTask;
+use crate::staging::direct::Tally;
 use crate::staging::upload::{Begin, Partial};
 use crate::staging::{InputError, StagingStore};
 
@@ -156,6 +158,12 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
                 });
                 Some(StageReply::Noted)
             }
+            StageRequest::GetBatch { attempt, sha256s } => {
+                staging_batch::get_batch(ctx, attempt, sha256s, &mut send).await
+            }
+            StageRequest::PutBatch { attempt, files } => {
+                Some(staging_batch::put_batch(ctx, attempt, files, &mut send, &mut recv).await)
+            }
             other => checkpoint_io::serve(ctx, other, &mut send, &mut recv).await,
         },
     };
@@ -212,7 +220,7 @@ async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
     ctx.board.begin(attempt, Direction::In, None);
     let store = ctx.store.clone();
     let staged = tokio::task::spawn_blocking(move || {
-        store.stage_inputs(std::path::Path::new(&task.cwd), &task.inputs)
+        store.list_inputs(std::path::Path::new(&task.cwd), &task.inputs)
     })
     .await;
     match staged {
@@ -237,7 +245,11 @@ async fn inputs(ctx: &Ctx, attempt: AttemptId) -> StageReply {
 /// listed again here (once per attempt). An agent that listed its inputs on a
 /// connection that broke (a broker restart, a reconnect) fetches them on the
 /// next one; refusing those for good failed the attempt.
-async fn may_fetch(ctx: &Ctx, attempt: AttemptId, sha256: &str) -> Result<(), StageReply> {
+pub(super) async fn may_fetch(
+    ctx: &Ctx,
+    attempt: AttemptId,
+    sha256: &str,
+) -> Result<(), StageReply> {
     let granted = || ctx.granted.lock().expect("grants").contains(sha256);
     if granted() {
         return Ok(());
@@ -272,8 +284,7 @@ async fn get(
     if let Err(reply) = may_fetch(ctx, attempt, sha256).await {
         return Some(reply);
     }
-    let path = ctx.store.blob_path(sha256);
-    let (size, mut chunks) = match open_blob(path, from).await {
+    let (size, mut chunks) = match open_blob(ctx.store.clone(), sha256, from).await {
         Ok(opened) => opened,
         Err(e) => return Some(refused(format!("blob {sha256}: {e}"))),
     };
@@ -301,44 +312,61 @@ async fn get(
     None
 }
 
-/// The size of blob `path` and its bytes from `from`, read ahead on a
-/// blocking thread in chunks (a small blob in one read).
+/// The size of blob `sha256` and its bytes from `from`, read ahead on a
+/// blocking thread in chunks (a small blob in one read). A large input not
+/// stored yet is read from its source (`staging::direct`) and stored after a
+/// fetch from its start sent exactly the bytes of its name.
 async fn open_blob(
-    path: std::path::PathBuf,
+    store: Arc<StagingStore>,
+    sha256: &str,
     from: u64,
 ) -> std::io::Result<(u64, mpsc::Receiver<std::io::Result<Bytes>>)> {
     use std::io::{Read, Seek};
     let (tx, rx) = mpsc::channel(READ_AHEAD_CHUNKS);
     let (size_tx, size_rx) = oneshot::channel();
+    let sha = sha256.to_string();
     tokio::task::spawn_blocking(move || {
-        let opened = std::fs::File::open(&path).and_then(|mut f| {
-            let size = f.metadata()?.len();
-            if from > size {
+        let opened = store.open_for_fetch(&sha).and_then(|mut o| {
+            if from > o.size {
                 return Err(std::io::Error::other(format!(
-                    "it has {size} bytes, not {from}"
+                    "it has {} bytes, not {from}",
+                    o.size
                 )));
             }
-            f.seek(std::io::SeekFrom::Start(from))?;
-            Ok((size, f))
+            o.file.seek(std::io::SeekFrom::Start(from))?;
+            Ok(o)
         });
-        let (size, file) = match opened {
+        let opened = match opened {
             Ok(o) => o,
             Err(e) => return drop(size_tx.send(Err(e))),
         };
-        if size_tx.send(Ok(size)).is_err() {
+        if size_tx.send(Ok(opened.size)).is_err() {
             return;
         }
-        let mut file = file.take(size - from);
+        let source = opened.source.filter(|_| from == 0);
+        let mut tally = source.as_ref().map(|_| Tally::new());
+        let mut file = opened.file.take(opened.size - from);
         loop {
             let mut buf = vec![0u8; STAGE_CHUNK_BYTES];
             let n = match read_full(&mut file, &mut buf) {
-                Ok(0) => return,
+                Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => return drop(tx.blocking_send(Err(e))),
             };
             buf.truncate(n);
+            if let Some(t) = tally.as_mut() {
+                t.update(&buf);
+            }
             if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                 return;
+            }
+        }
+        drop(tx); // the fetch ends now; the copy below is off its path
+        if let (Some(source), Some(tally)) = (source, tally) {
+            if tally.matches(&source) {
+                if let Err(e) = store.store_served(&source) {
+                    tracing::warn!("cannot store input blob {}: {e}", source.sha256);
+                }
             }
         }
     });

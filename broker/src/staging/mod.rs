@@ -12,13 +12,14 @@
 //! decide whether an attempt may stage (the core says whose attempt it is)
 //! nor touch the store.
 
+pub mod batch;
+pub mod direct;
 pub mod s3;
 pub mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -109,6 +110,9 @@ pub struct StagingStore {
     tally: Mutex<HashMap<AttemptId, HashMap<String, u64>>>,
     /// Blobs being uploaded now: one upload of a blob at a time.
     uploading: Mutex<HashSet<String>>,
+    /// Large inputs listed but not stored yet: blob → its source and the
+    /// key it had when hashed (`direct`).
+    sources: Mutex<HashMap<String, (PathBuf, direct::FileKey)>>,
 }
 
 impl StagingStore {
@@ -121,6 +125,7 @@ impl StagingStore {
             memo: Mutex::default(),
             tally: Mutex::default(),
             uploading: Mutex::default(),
+            sources: Mutex::default(),
         }
     }
 
@@ -145,6 +150,26 @@ impl StagingStore {
         &self,
         cwd: &Path,
         inputs: &[String],
+    ) -> Result<Vec<StagedFile>, InputError> {
+        self.inputs_as(cwd, inputs, false)
+    }
+
+    /// As [`StagingStore::stage_inputs`] for a fetch through the broker: a
+    /// large input not stored yet is only hashed, and served from where it
+    /// is until a verified fetch stores it ([`direct`]).
+    pub fn list_inputs(
+        &self,
+        cwd: &Path,
+        inputs: &[String],
+    ) -> Result<Vec<StagedFile>, InputError> {
+        self.inputs_as(cwd, inputs, true)
+    }
+
+    fn inputs_as(
+        &self,
+        cwd: &Path,
+        inputs: &[String],
+        direct: bool,
     ) -> Result<Vec<StagedFile>, InputError> {
         let mut total = 0u64;
         let mut sized = Vec::with_capacity(inputs.len());
@@ -176,7 +201,7 @@ impl StagingStore {
             .into_iter()
             .map(|(input, path, meta)| {
                 let (sha256, size) = self
-                    .store_input(&path, &meta)
+                    .store_input(&path, &meta, direct)
                     .map_err(|e| InputError::Refused(format!("input {input}: {e}")))?;
                 Ok(StagedFile {
                     path: input.clone(),
@@ -187,19 +212,23 @@ impl StagingStore {
             .collect()
     }
 
-    fn store_input(&self, path: &Path, meta: &fs::Metadata) -> io::Result<(String, u64)> {
-        let key = (
-            meta.dev(),
-            meta.ino(),
-            meta.len(),
-            meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
-        );
+    fn store_input(
+        &self,
+        path: &Path,
+        meta: &fs::Metadata,
+        direct: bool,
+    ) -> io::Result<(String, u64)> {
+        let key = direct::key_of(meta);
         if let Some(sha) = self.memo.lock().expect("memo").get(&key).cloned() {
-            if self.has_blob(&sha) {
+            if self.has_blob(&sha) || (direct && self.has_source(&sha, key)) {
                 return Ok((sha, meta.len()));
             }
         }
-        let (sha, size) = self.ingest(path)?;
+        let (sha, size) = if direct && meta.len() >= direct::DIRECT_BYTES_MIN {
+            self.list_direct(path, key)?
+        } else {
+            self.ingest(path)?
+        };
         let mut memo = self.memo.lock().expect("memo");
         if memo.len() >= INPUT_MEMO_MAX {
             memo.clear();
