@@ -101,7 +101,7 @@ impl Inner {
 mod tests {
     use scalable_common::protocol::AttemptEnd;
 
-    use super::super::test_env::{assignment, env};
+    use super::super::test_env::{assignment, env, Env};
     use super::super::{ExecEvent, Placement};
 
     fn core_place() -> Placement {
@@ -160,10 +160,8 @@ mod tests {
         assert!(e.exec.unchain(1).is_none(), "nothing left chained");
     }
 
-    /// A predecessor we stopped hands nothing over: its successor stays for
-    /// the session to take back.
-    #[test]
-    fn a_stopped_predecessor_keeps_its_successor_for_the_session() {
+    /// Attempt 1 (`sleep 30`) running, attempt 2 (`true`) chained behind it.
+    fn a_sleeper_with_a_successor() -> Env {
         let mut e = env();
         e.exec.start(&assignment(1, &["sleep", "30"]));
         assert!(matches!(e.recv(), ExecEvent::Started(_)));
@@ -171,6 +169,14 @@ mod tests {
             .exec
             .chain(1, assignment(2, &["true"]), Placement::default())
             .is_ok());
+        e
+    }
+
+    /// A predecessor we stopped hands nothing over: its successor stays for
+    /// the session to take back.
+    #[test]
+    fn a_stopped_predecessor_keeps_its_successor_for_the_session() {
+        let mut e = a_sleeper_with_a_successor();
         assert!(e.exec.stop(1, AttemptEnd::Cancelled));
         match e.recv() {
             ExecEvent::Finished(r) => assert_eq!(r.end, AttemptEnd::Cancelled),
@@ -199,13 +205,7 @@ mod tests {
     /// Nothing starts after `kill_all_now`, chained or not.
     #[test]
     fn kill_all_now_drops_successors() {
-        let mut e = env();
-        e.exec.start(&assignment(1, &["sleep", "30"]));
-        assert!(matches!(e.recv(), ExecEvent::Started(_)));
-        assert!(e
-            .exec
-            .chain(1, assignment(2, &["true"]), Placement::default())
-            .is_ok());
+        let mut e = a_sleeper_with_a_successor();
         e.exec.kill_all_now();
         match e.recv() {
             ExecEvent::Finished(r) => assert_eq!((r.attempt, r.end), (1, AttemptEnd::Drained)),

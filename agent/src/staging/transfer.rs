@@ -286,14 +286,31 @@ impl Link {
         what: &str,
         req: StageRequest,
     ) -> Result<StageReply, TransferError> {
+        self.ask_until(what, req, |r| {
+            !matches!(
+                r,
+                StageReply::Refused { .. } | StageReply::Missing { .. } | StageReply::Busy
+            )
+        })
+        .await
+    }
+
+    /// `req` asked again across broken connections until a reply comes;
+    /// a reply `accept` refuses is an error.
+    async fn ask_until(
+        &mut self,
+        what: &str,
+        req: StageRequest,
+        accept: fn(&StageReply) -> bool,
+    ) -> Result<StageReply, TransferError> {
         self.retrying(what, |conn| {
             let req = req.clone();
             async move {
-                match ask(&conn, &req).await?.2 {
-                    r @ (StageReply::Refused { .. }
-                    | StageReply::Missing { .. }
-                    | StageReply::Busy) => Err(unexpected(r)),
-                    r => Ok(r),
+                let reply = ask(&conn, &req).await?.2;
+                if accept(&reply) {
+                    Ok(reply)
+                } else {
+                    Err(unexpected(reply))
                 }
             }
         })
@@ -323,14 +340,8 @@ impl Link {
         what: &str,
         req: StageRequest,
     ) -> Result<StageReply, TransferError> {
-        self.retrying(what, |conn| {
-            let req = req.clone();
-            async move {
-                match ask(&conn, &req).await?.2 {
-                    r @ (StageReply::Files(_) | StageReply::Committed) => Ok(r),
-                    other => Err(unexpected(other)),
-                }
-            }
+        self.ask_until(what, req, |r| {
+            matches!(r, StageReply::Files(_) | StageReply::Committed)
         })
         .await
     }

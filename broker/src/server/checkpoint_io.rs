@@ -17,9 +17,8 @@ use std::sync::Arc;
 
 use scalable_common::protocol::{AttemptId, TaskId};
 use scalable_common::staging::{StageReply, StageRequest, StagedFile};
-use tokio::sync::oneshot;
 
-use super::staging_io::{grant, put, refused, Ctx};
+use super::staging_io::{self, grant, put, refused, Ctx};
 use super::CoreMsg;
 use crate::checkpoints::CheckpointStore;
 use crate::staging::{InputError, Limits, StagingStore};
@@ -71,21 +70,14 @@ pub(super) async fn serve(
 /// The task and checkpoint paths of `attempt`, when it is current on this
 /// agent.
 async fn checkpoint_of(ctx: &Ctx, attempt: AttemptId) -> Result<(TaskId, Vec<String>), StageReply> {
-    let (tx, rx) = oneshot::channel();
-    let msg = CoreMsg::CheckpointLookup {
-        agent: ctx.agent,
-        attempt,
-        reply: tx,
-    };
-    let found = match ctx.core_tx.send(msg) {
-        Ok(()) => rx.await.ok().flatten(),
-        Err(_) => None,
-    };
-    found.ok_or_else(|| {
-        refused(format!(
-            "attempt {attempt} is not running on this agent (cancelled, or given to another)"
-        ))
+    staging_io::ask_core(ctx, attempt, |agent, attempt, reply| {
+        CoreMsg::CheckpointLookup {
+            agent,
+            attempt,
+            reply,
+        }
     })
+    .await
 }
 
 /// The newest kept version's files, stored as blobs the agent may fetch

@@ -176,20 +176,30 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
 
 /// The attempt's declared files, when it is this agent's current attempt.
 pub(super) async fn lookup(ctx: &Ctx, attempt: AttemptId) -> Result<Arc<RenderedTask>, StageReply> {
-    let (tx, rx) = oneshot::channel();
-    let msg = CoreMsg::StageLookup {
-        agent: ctx.agent,
+    ask_core(ctx, attempt, |agent, attempt, reply| CoreMsg::StageLookup {
+        agent,
         attempt,
-        reply: tx,
-    };
-    let found = match ctx.core_tx.send(msg) {
+        reply,
+    })
+    .await
+}
+
+/// Asks the core about `attempt` on this agent (`make` builds the message);
+/// a refusal when the core says it is not this agent's current attempt.
+pub(super) async fn ask_core<T>(
+    ctx: &Ctx,
+    attempt: AttemptId,
+    make: impl FnOnce(AgentId, AttemptId, oneshot::Sender<Option<T>>) -> CoreMsg,
+) -> Result<T, StageReply> {
+    let (tx, rx) = oneshot::channel();
+    let found = match ctx.core_tx.send(make(ctx.agent, attempt, tx)) {
         Ok(()) => rx.await.ok().flatten(),
         Err(_) => None,
     };
-    found.ok_or_else(|| StageReply::Refused {
-        reason: format!(
+    found.ok_or_else(|| {
+        refused(format!(
             "attempt {attempt} is not running on this agent (cancelled, or given to another)"
-        ),
+        ))
     })
 }
 
