@@ -139,6 +139,28 @@ impl Work {
         }
     }
 
+    /// Room is free (a task ended with nothing handed over): every successor
+    /// not handed over yet goes back to the front of the queue, so it starts
+    /// on the free room now instead of waiting behind a task that may run
+    /// long. Why: a chain is a guess that its predecessor ends soon; a freed
+    /// room is a fact. One already being handed over stays (its `Handover`
+    /// is coming).
+    pub(super) fn unchain_for_free_room(&mut self, exec: &Executor) {
+        let afters: Vec<AttemptId> = self.chained.keys().copied().collect();
+        let mut back = Vec::new();
+        for after in afters {
+            if let Some(a) = exec.unchain(after) {
+                self.chained.remove(&after);
+                back.push(a);
+            }
+        }
+        // Lowest attempt first at the front: roughly the broker's order.
+        back.sort_by_key(|a| std::cmp::Reverse(a.attempt));
+        for a in back {
+            self.queue.push_front(a);
+        }
+    }
+
     /// For a cancel, return or drain of `id`: if it is chained and not handed
     /// over yet, takes it back and reports it with `end` (true). False if it is
     /// not chained; `Some(false)`-like cases (handed over meanwhile) return
@@ -260,6 +282,47 @@ mod tests {
         assert_eq!(work.free, work.capacity);
         assert!(work.chained.is_empty() && work.running.is_empty());
         assert_eq!(work.unacked.len(), 7, "one result each");
+    }
+
+    /// A successor chained behind a long task starts on a core that frees
+    /// elsewhere instead of waiting for the long task (the item-diamond
+    /// integration test's slow item).
+    #[test]
+    fn freed_room_takes_the_successors_chained_behind_a_long_task() {
+        let (mut work, exec, mut rx, _logs) = setup(2);
+        let one = Resources::cpus(1);
+        work.queue
+            .push_back(assignment(1, one.clone(), &["sleep", "30"]));
+        work.queue
+            .push_back(assignment(2, one.clone(), &["sleep", "0.3"]));
+        for i in 3..=6 {
+            work.queue.push_back(assignment(i, one.clone(), &["true"]));
+        }
+        work.start_what_fits(&exec, false);
+        assert_eq!(work.chained.len(), 2 * CHAIN_DEPTH, "two deep behind each");
+        let until = Instant::now() + Duration::from_secs(20);
+        let done = |w: &Work| (2..=6).all(|i| w.unacked.contains_key(&i));
+        while !done(&work) {
+            assert!(Instant::now() < until, "3-6 waited behind the long task");
+            match rx.try_recv() {
+                Ok(ev) => {
+                    apply_exec_event(&mut work, ev);
+                    work.start_what_fits(&exec, false);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert!(work.running.contains_key(&1), "the long task still runs");
+        assert!(exec.stop(1, AttemptEnd::Cancelled));
+        while !work.unacked.contains_key(&1) {
+            assert!(Instant::now() < until, "the long task did not stop");
+            match rx.try_recv() {
+                Ok(ev) => apply_exec_event(&mut work, ev),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert_eq!(work.free, work.capacity);
+        assert!(work.chained.is_empty() && work.queue.is_empty());
     }
 
     /// A cancel of a chained task before the handover takes it back

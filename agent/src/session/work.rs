@@ -186,6 +186,9 @@ impl Work {
         // A resent assignment of a running attempt (after a reconnect): its result
         // is coming; taking its resources, cores and GPUs again would leak them.
         self.reclaim_successors(exec);
+        if self.free.cpus > 0 && !self.chained.is_empty() {
+            self.unchain_for_free_room(exec);
+        }
         let running = &self.running;
         let chained: HashSet<AttemptId> = self.chained_ids().collect();
         self.queue
