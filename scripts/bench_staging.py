@@ -111,15 +111,21 @@ def _timed(cmd, cwd):
     return time.perf_counter() - t
 
 
-def bench_staging(Broker, BIN):
-    size_mb = int(os.environ.get("BENCH_STAGING_MB", "1024"))
-    files = int(os.environ.get("BENCH_STAGING_FILES", "10000"))
-    scratch = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"scalable-bench-staging.{os.getpid()}")
+def scratch_dirs(name):
+    """A fresh scratch dir for one staging bench: (scratch, the agent's private
+    workdir, the submit dir with its `small/`, the agent's event log)."""
+    scratch = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"{name}.{os.getpid()}")
     private = os.path.join(scratch, "agent")
     work = os.path.join(scratch, "work")
     os.makedirs(private)
     os.makedirs(os.path.join(work, "small"))
-    events = os.path.join(scratch, "events.log")
+    return scratch, private, work, os.path.join(scratch, "events.log")
+
+
+def bench_staging(Broker, BIN):
+    size_mb = int(os.environ.get("BENCH_STAGING_MB", "1024"))
+    files = int(os.environ.get("BENCH_STAGING_FILES", "10000"))
+    scratch, private, work, events = scratch_dirs("scalable-bench-staging")
     b = None
     try:
         make_data(work, size_mb, files)

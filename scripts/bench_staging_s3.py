@@ -15,7 +15,7 @@ removed at the end.
 """
 import os, shutil, subprocess, time
 
-from bench_staging import files_rate, make_data, rate, run_workloads, split_events
+from bench_staging import files_rate, make_data, rate, run_workloads, scratch_dirs, split_events
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,12 +35,7 @@ def bench_staging_s3(Broker, BIN):
     bucket = f"scalable-bench-{os.getpid()}"
     subprocess.run(["aws", "s3api", "create-bucket", "--bucket", bucket], check=True,
                    stdout=subprocess.DEVNULL)
-    scratch = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"scalable-bench-s3.{os.getpid()}")
-    private = os.path.join(scratch, "agent")
-    work = os.path.join(scratch, "work")
-    os.makedirs(private)
-    os.makedirs(os.path.join(work, "small"))
-    events = os.path.join(scratch, "events.log")
+    scratch, private, work, events = scratch_dirs("scalable-bench-s3")
     b = None
     try:
         make_data(work, size_mb, files)
