@@ -150,7 +150,7 @@ async fn serve_stream(ctx: &Ctx, mut send: quinn::SendStream, mut recv: quinn::R
             }),
             StageRequest::Transfers { attempt, moved } => {
                 let agent = ctx.agent;
-                ctx.board.end(attempt);
+                ctx.board.finish(attempt);
                 let _ = ctx.core_tx.send(CoreMsg::Transfers {
                     agent,
                     attempt,

@@ -9,7 +9,7 @@
 //! record: a broker restart forgets it, and the store keeps only the totals
 //! each agent reports. It must not decide anything about an attempt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use scalable_common::explain::Reason;
@@ -18,6 +18,8 @@ use scalable_common::protocol::AttemptId;
 /// Attempts on the board at most; past it the board starts over (a `why`
 /// then says less for a moment).
 const ATTEMPTS_MAX: usize = 100_000;
+/// Ended attempts the board keeps for `analyze` at most.
+const ENDED_KEPT: usize = 10_000;
 
 /// Which way an attempt's files move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,9 @@ pub struct Progress {
     pub files: u64,
     /// The object store the files move through; `None`: the broker.
     pub via: Option<String>,
+    /// The agent reported the attempt over: nothing waits for it any more,
+    /// but `analyze` still words its failure with how it moved.
+    pub ended: bool,
 }
 
 impl Progress {
@@ -57,12 +62,16 @@ impl Progress {
             total_bytes: None,
             files: 0,
             via: None,
+            ended: false,
         }
     }
 
     /// Whether a task waits for this transfer while it is `assigned` (its
     /// inputs) or `running` (its outputs, once its process ended).
     pub fn waits(&self, assigned: bool, running: bool) -> bool {
+        if self.ended {
+            return false;
+        }
         match self.direction {
             // All fetched: it only waits for room in its agent's queue.
             Direction::In => assigned && self.total_bytes.is_none_or(|t| self.done_bytes < t),
@@ -72,15 +81,25 @@ impl Progress {
 }
 
 #[derive(Default)]
-pub struct TransferBoard(Mutex<HashMap<AttemptId, Progress>>);
+pub struct TransferBoard(Mutex<Board>);
+
+#[derive(Default)]
+struct Board {
+    map: HashMap<AttemptId, Progress>,
+    /// Ended attempts still on the board, oldest first: at most
+    /// [`ENDED_KEPT`], so a long run's finished transfers do not pile up.
+    ended: VecDeque<AttemptId>,
+}
 
 impl TransferBoard {
     fn with(&self, attempt: AttemptId, direction: Direction, f: impl FnOnce(&mut Progress)) {
-        let mut map = self.0.lock().expect("transfer board");
-        if map.len() >= ATTEMPTS_MAX && !map.contains_key(&attempt) {
-            map.clear();
+        let mut board = self.0.lock().expect("transfer board");
+        if board.map.len() >= ATTEMPTS_MAX && !board.map.contains_key(&attempt) {
+            board.map.clear();
+            board.ended.clear();
         }
-        let p = map
+        let p = board
+            .map
             .entry(attempt)
             .or_insert_with(|| Progress::new(direction));
         // A new direction is a new transfer (outputs after inputs).
@@ -117,23 +136,45 @@ impl TransferBoard {
         });
     }
 
-    /// The attempt's transfers are over (committed, or it ended).
+    /// The agent reported `attempt` over. A committed attempt left the
+    /// board already; one whose transfer failed stays, marked ended, so that
+    /// `analyze` can still say how its files moved, however soon after the
+    /// failure this report arrives (the board's bound forgets it later).
+    pub fn finish(&self, attempt: AttemptId) {
+        let mut board = self.0.lock().expect("transfer board");
+        let Some(p) = board.map.get_mut(&attempt) else {
+            return;
+        };
+        if !p.ended {
+            p.ended = true;
+            board.ended.push_back(attempt);
+        }
+        while board.ended.len() > ENDED_KEPT {
+            let old = board.ended.pop_front().expect("longer than the bound");
+            if board.map.get(&old).is_some_and(|p| p.ended) {
+                board.map.remove(&old);
+            }
+        }
+    }
+
+    /// The attempt's transfers are over (committed).
     pub fn end(&self, attempt: AttemptId) {
-        self.0.lock().expect("transfer board").remove(&attempt);
+        self.0.lock().expect("transfer board").map.remove(&attempt);
     }
 
     pub fn get(&self, attempt: AttemptId) -> Option<Progress> {
         self.0
             .lock()
             .expect("transfer board")
+            .map
             .get(&attempt)
             .cloned()
     }
 
     /// Every attempt on the board, with its progress.
     pub fn all(&self) -> Vec<(AttemptId, Progress)> {
-        let map = self.0.lock().expect("transfer board");
-        map.iter().map(|(a, p)| (*a, p.clone())).collect()
+        let board = self.0.lock().expect("transfer board");
+        board.map.iter().map(|(a, p)| (*a, p.clone())).collect()
     }
 
     /// `reason` for `attempt`, refined when it is staging: an assigned task
@@ -197,7 +238,28 @@ mod tests {
                 total_bytes: None
             }
         );
-        board.end(1);
+        board.finish(1);
         assert_eq!(board.refine(running.clone(), Some(1)), running);
+        assert_eq!(board.get(1).map(|p| p.done_bytes), Some(7), "kept");
+        board.end(1);
+        assert_eq!(board.get(1), None);
+        board.finish(1);
+        assert_eq!(board.get(1), None, "a committed attempt is not put back");
+    }
+
+    #[test]
+    fn ended_attempts_are_kept_up_to_their_bound_oldest_dropped_first() {
+        let board = TransferBoard::default();
+        let n = ENDED_KEPT as u64 + 2;
+        for a in 0..n {
+            board.listed(a, Direction::Out, 1);
+            board.finish(a);
+        }
+        board.listed(n, Direction::Out, 1);
+        assert_eq!(board.get(0), None);
+        assert_eq!(board.get(1), None);
+        assert!(board.get(2).is_some_and(|p| p.ended && p.files == 1));
+        assert!(board.get(n).is_some_and(|p| !p.ended), "live ones stay");
+        assert_eq!(board.all().len(), ENDED_KEPT + 1);
     }
 }

@@ -129,6 +129,8 @@ mod tests {
         board.expect(7, Direction::In, 300);
         board.listed(7, Direction::In, 3);
         board.moved(8, Direction::Out, 5);
+        // The agent's figures came first: the board still knows the way.
+        board.finish(7);
         let long = "x".repeat(ERROR_CHARS_MAX + 10);
         let rows = vec![
             (7, row(1, "in", "hash mismatch")),
