@@ -30,8 +30,9 @@
 //! does) and `SIGPIPE` too (std ignores it in the agent, a task expects the
 //! default), joins a new process group, binds itself to its cores, takes its
 //! stdio, changes directory, unblocks every signal and `execve`s each candidate
-//! path in turn (a `PATH` search as `execvp` does, without its `/bin/sh`
-//! fallback for a file that is not executable format). A failing step writes its
+//! path in turn (a `PATH` search as `execvp` does, with its fallback: a file
+//! that is not in an executable format, a script without `#!`, is run by
+//! `/bin/sh`, as by the old `Command` path and every shell). A failing step writes its
 //! errno into the [`Launch`] and `_exit(127)`s; the parent reaps that child and
 //! returns the error.
 
@@ -47,6 +48,8 @@ use std::sync::OnceLock;
 /// The child's stack. Its steps are a few raw system calls; glibc's own
 /// `posix_spawn` child is given 32 KiB plus the argv's size.
 const CHILD_STACK_BYTES: usize = 64 * 1024;
+/// What runs a script without `#!` (`execvp`'s fallback).
+const SHELL: &std::ffi::CStr = c"/bin/sh";
 /// Highest signal number (glibc's `_NSIG - 1` on Linux).
 const SIGNAL_MAX: libc::c_int = 64;
 
@@ -124,9 +127,15 @@ impl Launch {
         let argv = pointers(&self.argv);
         let envp = pointers(&self.envp);
         let paths = pointers(&self.candidates);
+        // `/bin/sh PATH ARGS...` for a script without `#!`: the child writes the
+        // candidate's path into slot 1 (it may write nothing else).
+        let mut sh_argv = Vec::with_capacity(argv.len() + 1);
+        sh_argv.extend([SHELL.as_ptr(), std::ptr::null()]);
+        sh_argv.extend_from_slice(&argv[1..]);
         let child = Child {
             paths: paths.as_ptr(),
             argv: argv.as_ptr(),
+            sh_argv: sh_argv.as_mut_ptr(),
             envp: envp.as_ptr(),
             cwd: self.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
             stdio: self.stdio,
@@ -183,6 +192,8 @@ impl Launch {
 struct Child {
     paths: *const *const libc::c_char,
     argv: *const *const libc::c_char,
+    /// The shell's argv, slot 1 left for the script's path.
+    sh_argv: *mut *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
     stdio: [RawFd; 3],
@@ -247,6 +258,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         while !(*p).is_null() {
             libc::execve(*p, c.argv, c.envp);
             match *libc::__errno_location() {
+                libc::ENOEXEC => {
+                    *c.sh_argv.add(1) = *p;
+                    libc::execve(SHELL.as_ptr(), c.sh_argv, c.envp);
+                    fail(c)
+                }
                 libc::ENOENT | libc::ENOTDIR | libc::ESTALE => {}
                 libc::EACCES => denied = libc::EACCES,
                 _ => fail(c),

@@ -372,6 +372,19 @@ mod tests {
     }
 
     #[test]
+    fn a_script_without_a_shebang_runs_in_sh_with_its_arguments() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut e = env();
+        let script = e.dir.path().join("plain.sh");
+        std::fs::write(&script, "exit $(($1 + $2))\n").expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = script.to_string_lossy().into_owned();
+        let (started, r) = e.run(&assignment(1, &[&path, "3", "4"]));
+        assert!(started.is_some());
+        assert_eq!(r.end, AttemptEnd::Exited { code: 7 });
+    }
+
+    #[test]
     fn missing_program_is_spawn_failed_without_started() {
         let mut e = env();
         let (started, r) = e.run(&assignment(1, &["/nonexistent/scalable-no-such-prog"]));
