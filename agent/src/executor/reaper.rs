@@ -65,16 +65,23 @@ pub(super) static REAPER: Reaper = Reaper {
         next_ticket: 0,
         epoch: 0,
         waiting: 0,
+        idle: false,
         thread_started: false,
         claimed: BTreeSet::new(),
         homes: BTreeMap::new(),
     }),
     cv: Condvar::new(),
+    idle_cv: Condvar::new(),
 };
 
 pub(super) struct Reaper {
     state: Mutex<ReapState>,
+    /// Waiters for a change of `owners`, `claimed` or `epoch`.
     cv: Condvar,
+    /// The idle general reaper's own: woken only when it gets work (a general
+    /// task), not by every spawn and exit of the home reapers' tasks (two
+    /// wake-ups a task on the busy cores otherwise, issue 15).
+    idle_cv: Condvar,
 }
 
 /// What [`Reaper::live`] returns: a snapshot of the registered tasks.
@@ -113,6 +120,8 @@ struct ReapState {
     epoch: u64,
     /// Threads sleeping on `cv`; spawns only notify when one does (saves a syscall).
     waiting: usize,
+    /// The general reaper sleeps on `idle_cv` (no general children).
+    idle: bool,
     thread_started: bool,
     /// Exited pids a reaper is finishing (another that peeked the same zombie
     /// leaves it alone).
@@ -151,8 +160,8 @@ impl Reaper {
         let home = core.filter(|c| st.homes.contains_key(c));
         if home.is_none() {
             st.in_flight_general += 1;
-            if st.waiting > 0 {
-                self.cv.notify_all(); // the general reaper must block in waitid now
+            if st.idle {
+                self.idle_cv.notify_one(); // the general reaper must block in waitid now
             }
         }
         Ticket { id, home }
@@ -178,6 +187,9 @@ impl Reaper {
             let pidfd = epoll.and_then(|epoll| super::home_reaper::watch(epoll, pid));
             if pidfd.is_none() {
                 st.general += 1; // no pidfd (before Linux 5.3): the general reaper's
+                if st.idle {
+                    self.idle_cv.notify_one();
+                }
             }
             st.owners.insert(
                 pid,
@@ -251,13 +263,13 @@ impl Reaper {
             let epoch = {
                 let mut st = self.lock();
                 while st.general == 0 && st.in_flight_general == 0 {
-                    st.waiting += 1;
+                    st.idle = true;
                     let (g, timeout) = self
-                        .cv
+                        .idle_cv
                         .wait_timeout(st, ORPHAN_SWEEP)
                         .unwrap_or_else(PoisonError::into_inner);
                     st = g;
-                    st.waiting -= 1;
+                    st.idle = false;
                     if timeout.timed_out() {
                         drop(st);
                         self.sweep_orphans();
