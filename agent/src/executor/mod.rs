@@ -83,7 +83,9 @@ mod watchdog;
 #[cfg(test)]
 mod test_env;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
@@ -195,7 +197,7 @@ struct Inner {
 }
 
 struct State {
-    running: HashMap<AttemptId, Running>,
+    running: FxHashMap<AttemptId, Running>,
     /// When the watchdog will next wake on its own.
     watchdog_wake: Instant,
     /// A task ended since the last sweep for escaped processes (`escapees`).
@@ -204,10 +206,10 @@ struct State {
     guarded_escapees: BTreeSet<libc::pid_t>,
     /// Running attempt → the assignment to start on its placement when it
     /// exits (`handover`).
-    successors: HashMap<AttemptId, (Assignment, Placement)>,
+    successors: FxHashMap<AttemptId, (Assignment, Placement)>,
     /// Successors the reaper took and has not registered as running yet, with
     /// a stop asked for meanwhile (applied once they run).
-    handing: HashMap<AttemptId, Option<(AttemptEnd, Duration)>>,
+    handing: FxHashMap<AttemptId, Option<(AttemptEnd, Duration)>>,
     /// Set by `kill_all_now`: nothing starts after it.
     refuse_successors: bool,
     shutdown: bool,
@@ -278,12 +280,12 @@ impl Executor {
             events,
             base_cwd,
             state: Mutex::new(State {
-                running: HashMap::new(),
+                running: FxHashMap::default(),
                 watchdog_wake: Instant::now(),
                 sweep_due: false,
                 guarded_escapees: BTreeSet::new(),
-                successors: HashMap::new(),
-                handing: HashMap::new(),
+                successors: FxHashMap::default(),
+                handing: FxHashMap::default(),
                 refuse_successors: false,
                 shutdown: false,
             }),

@@ -14,7 +14,7 @@
 //! can be cancelled or returned until the executor hands it over, and one
 //! handed over is treated as started.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 
 use scalable_common::protocol::{AttemptEnd, AttemptId};
 
@@ -120,7 +120,7 @@ impl Work {
     /// and what was chained behind them, go back to the front of the queue.
     pub(super) fn reclaim_successors(&mut self, exec: &Executor) {
         loop {
-            let nexts: HashSet<AttemptId> = self.chained_ids().collect();
+            let nexts: FxHashSet<AttemptId> = self.chained_ids().collect();
             let orphaned: Vec<AttemptId> = self
                 .chained
                 .keys()

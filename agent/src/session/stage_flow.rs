@@ -10,7 +10,7 @@
 //! Invariant: an attempt being staged is in `Work::transferring` (staging
 //! in) or `Work::running` (staging out), so a reconnect's hello holds it.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -63,10 +63,10 @@ pub(super) struct StageFlow {
     workdir: PathBuf,
     conn_tx: watch::Sender<Option<quinn::Connection>>,
     ev_tx: mpsc::UnboundedSender<StagingEvent>,
-    staging_in: HashMap<AttemptId, JoinHandle<()>>,
+    staging_in: FxHashMap<AttemptId, JoinHandle<()>>,
     /// `--storage`: files move through this object store (`staging::s3`).
     storage: Option<Arc<ObjectStore>>,
-    private: HashMap<AttemptId, Private>,
+    private: FxHashMap<AttemptId, Private>,
     log: Option<Arc<EventLog>>,
 }
 
@@ -85,9 +85,9 @@ impl StageFlow {
             workdir,
             conn_tx,
             ev_tx,
-            staging_in: HashMap::new(),
+            staging_in: FxHashMap::default(),
             storage,
-            private: HashMap::new(),
+            private: FxHashMap::default(),
             log,
         };
         (flow, ev_rx)

@@ -6,7 +6,9 @@
 //! results buffers. It must not do network I/O (the loop sends what it gathers)
 //! and starts tasks only through the [`Executor`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::{Duration, Instant};
 
 use scalable_common::protocol::{Assignment, AttemptEnd, AttemptId, AttemptResult, Started};
@@ -57,17 +59,17 @@ pub(super) struct Work {
     pub(super) queue: VecDeque<Assignment>,
     /// When each queued assignment arrived (for holding the agent for one that
     /// has waited too long, see `best_fit`).
-    pub(super) queued_at: HashMap<AttemptId, Instant>,
-    pub(super) running: HashMap<AttemptId, Held>,
+    pub(super) queued_at: FxHashMap<AttemptId, Instant>,
+    pub(super) running: FxHashMap<AttemptId, Held>,
     /// Running attempt → the successor the executor starts on its room when it
     /// ends (`chain`); still queued as far as the broker knows.
-    pub(super) chained: HashMap<AttemptId, Chained>,
+    pub(super) chained: FxHashMap<AttemptId, Chained>,
     /// Successors are chained (off without a shared filesystem, see `chain`).
     pub(super) chaining: bool,
     /// Attempts whose inputs are being fetched (`stage_flow`): held, not queued.
-    pub(super) transferring: HashSet<AttemptId>,
+    pub(super) transferring: FxHashSet<AttemptId>,
     /// Results sent (or to send) and not yet acknowledged; resent on reconnect.
-    pub(super) unacked: HashMap<AttemptId, Unacked>,
+    pub(super) unacked: FxHashMap<AttemptId, Unacked>,
     pub(super) out_started: Vec<Started>,
     pub(super) out_finished: Vec<AttemptResult>,
     /// Results of tasks killed by SIGTERM/SIGKILL from outside, held back for
@@ -112,12 +114,12 @@ impl Work {
             gpus: GpuPool::new(gpu_ids),
             cpus,
             queue: VecDeque::new(),
-            queued_at: HashMap::new(),
-            running: HashMap::new(),
-            chained: HashMap::new(),
+            queued_at: FxHashMap::default(),
+            running: FxHashMap::default(),
+            chained: FxHashMap::default(),
             chaining: true,
-            transferring: HashSet::new(),
-            unacked: HashMap::new(),
+            transferring: FxHashSet::default(),
+            unacked: FxHashMap::default(),
             out_started: Vec::new(),
             out_finished: Vec::new(),
             suspects: Vec::new(),
@@ -190,7 +192,7 @@ impl Work {
             self.unchain_for_free_room(exec);
         }
         let running = &self.running;
-        let chained: HashSet<AttemptId> = self.chained_ids().collect();
+        let chained: FxHashSet<AttemptId> = self.chained_ids().collect();
         self.queue
             .retain(|a| !running.contains_key(&a.attempt) && !chained.contains(&a.attempt));
         let now = Instant::now();
