@@ -221,13 +221,15 @@ impl Work {
     /// A queued task that has waited `HOLD_AFTER` without fitting holds the
     /// agent: nothing else starts (or is chained) until it fits.
     pub(super) fn holds_for_room(&self) -> bool {
+        // The clock read once, not once per queued task: on a full agent every
+        // queued task is one that does not fit (issue 15's profile).
+        let Some(cutoff) = Instant::now().checked_sub(HOLD_AFTER) else {
+            return false;
+        };
         self.queue.iter().any(|a| {
             !a.resources.fits_in(&self.free)
                 && a.resources.fits_in(&self.capacity)
-                && self
-                    .queued_at
-                    .get(&a.attempt)
-                    .is_some_and(|t| t.elapsed() >= HOLD_AFTER)
+                && self.queued_at.get(&a.attempt).is_some_and(|t| *t <= cutoff)
         })
     }
 
@@ -524,6 +526,39 @@ mod tests {
             (work.free.cpus, work.free.gpus, work.gpus.free()),
             (2, 2, 2)
         );
+    }
+
+    #[test]
+    fn a_task_that_waited_for_room_too_long_holds_the_agent() {
+        let free = Resources {
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            ..Default::default()
+        };
+        let mut work = Work::new(free, Vec::new(), None);
+        work.free.take(&Resources::cpus(1));
+        work.queue
+            .push_back(assignment(1, Resources::cpus(2), &["true"]));
+        work.queue
+            .push_back(assignment(2, Resources::cpus(1), &["true"]));
+        let now = Instant::now();
+        work.queued_at.insert(1, now);
+        work.queued_at.insert(2, now);
+        assert!(!work.holds_for_room(), "not waited long yet");
+        assert_eq!(work.best_fit(), Some(1), "the small one fills the gap");
+        let Some(long_ago) = now.checked_sub(HOLD_AFTER) else {
+            return; // a clock younger than HOLD_AFTER: nothing waited that long
+        };
+        work.queued_at.insert(2, long_ago);
+        assert!(!work.holds_for_room(), "one that fits never holds");
+        work.queued_at.insert(1, long_ago);
+        assert!(work.holds_for_room());
+        assert_eq!(work.best_fit(), None, "nothing starts before it");
+        let too_big = assignment(3, Resources::cpus(4), &["true"]);
+        work.queue.retain(|a| a.attempt != 1);
+        work.queue.push_back(too_big);
+        work.queued_at.insert(3, long_ago);
+        assert!(!work.holds_for_room(), "one that can never fit never holds");
     }
 
     #[test]
