@@ -92,8 +92,7 @@ impl StagingStore {
         private_files::create_dir_all(&self.partial)?;
         let mut written = Vec::with_capacity(files.len());
         for bytes in slices {
-            let tmp = TempFile::create(&self.partial, true)?;
-            let mut out = tmp.file()?;
+            let (tmp, mut out) = TempFile::create(&self.partial, true)?;
             out.write_all(bytes)?;
             written.push((tmp, out));
         }

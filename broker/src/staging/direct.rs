@@ -124,7 +124,7 @@ impl StagingStore {
         }
         let root = self.blobs.root().to_path_buf();
         private_files::create_dir_all(&root)?;
-        let tmp = TempFile::create(&root, true)?;
+        let (tmp, _) = TempFile::create(&root, true)?;
         let copied = fs::copy(&source.path, tmp.path())?;
         let now = key_of(&fs::metadata(&source.path)?);
         if now != source.key || copied != source.key.2 {
