@@ -369,6 +369,13 @@ impl Hasher {
         hex(self.0.finish().as_ref())
     }
 
+    /// The SHA-256 of `data` in one call (lowercase hex).
+    pub fn digest(data: &[u8]) -> String {
+        let mut h = Hasher::default();
+        h.update(data);
+        h.finish()
+    }
+
     /// Feeds everything `r` yields; returns how many bytes that was.
     pub fn update_from(&mut self, r: &mut impl Read) -> io::Result<u64> {
         let mut buf = vec![0u8; STAGE_CHUNK_BYTES];
@@ -471,10 +478,8 @@ mod tests {
 
     #[test]
     fn hashes_match_the_known_value() {
-        let mut h = Hasher::default();
-        h.update(b"abc");
         assert_eq!(
-            h.finish(),
+            Hasher::digest(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

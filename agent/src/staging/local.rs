@@ -36,9 +36,7 @@ pub async fn blocking<T: Send + 'static>(
 /// Writes verified bytes to `partial` and renames it to `dest`; `false` when
 /// they do not hash to `sha256` (nothing written).
 pub fn write_verified(data: &[u8], sha256: &str, partial: &Path, dest: &Path) -> io::Result<bool> {
-    let mut h = Hasher::default();
-    h.update(data);
-    if h.finish() != sha256 {
+    if Hasher::digest(data) != sha256 {
         return Ok(false);
     }
     fs::write(partial, data)?;
@@ -140,10 +138,12 @@ pub fn load(path: &Path) -> io::Result<(String, u64, Source)> {
         let mut data = Vec::new();
         (&mut f).take(SMALL_FILE_BYTES + 1).read_to_end(&mut data)?;
         if data.len() as u64 <= SMALL_FILE_BYTES {
-            let mut h = Hasher::default();
-            h.update(&data);
             let size = data.len() as u64;
-            return Ok((h.finish(), size, Source::Memory(Bytes::from(data))));
+            return Ok((
+                Hasher::digest(&data),
+                size,
+                Source::Memory(Bytes::from(data)),
+            ));
         }
     }
     drop(f);
@@ -212,9 +212,7 @@ mod tests {
     use super::*;
 
     fn sha(data: &[u8]) -> String {
-        let mut h = Hasher::default();
-        h.update(data);
-        h.finish()
+        Hasher::digest(data)
     }
 
     #[tokio::test]

@@ -74,9 +74,7 @@ impl StagingStore {
         for f in files {
             let bytes = &data[at..at + f.size as usize];
             at += f.size as usize;
-            let mut h = Hasher::default();
-            h.update(bytes);
-            if h.finish() != f.sha256 {
+            if Hasher::digest(bytes) != f.sha256 {
                 return Err(format!(
                     "the uploaded bytes of blob {} do not match their SHA-256",
                     &f.sha256[..12]
@@ -132,9 +130,7 @@ mod tests {
     use crate::staging::Limits;
 
     fn sha(data: &[u8]) -> String {
-        let mut h = Hasher::default();
-        h.update(data);
-        h.finish()
+        Hasher::digest(data)
     }
 
     fn store(dir: &std::path::Path) -> Arc<StagingStore> {

@@ -191,9 +191,7 @@ mod tests {
     }
 
     fn sha(data: &[u8]) -> String {
-        let mut h = Hasher::default();
-        h.update(data);
-        h.finish()
+        Hasher::digest(data)
     }
 
     #[test]
